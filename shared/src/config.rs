@@ -1,0 +1,489 @@
+//! All configuration comes from the environment and is read here, once, at start-up.
+//!
+//! Every problem found is reported at once, each naming its variable, so that a
+//! deploy with three mistakes needs one fix round, not three. Secrets are held in
+//! [`Secret`], whose `Debug` never shows the value.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::ident::Identifier;
+
+/// A value that must never reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration:")?;
+        for p in &self.problems {
+            write!(f, " {}: {};", p.variable, p.problem)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    pub fn mentions(&self, variable: &str) -> bool {
+        self.problems.iter().any(|p| p.variable == variable)
+    }
+}
+
+/// A snapshot of the environment that collects problems while it is read.
+pub struct Env {
+    vars: HashMap<String, String>,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self::from_map(std::env::vars().collect())
+    }
+
+    pub fn from_map(vars: HashMap<String, String>) -> Self {
+        Self {
+            vars,
+            problems: Vec::new(),
+        }
+    }
+
+    fn problem(&mut self, variable: &'static str, problem: impl Into<String>) {
+        self.problems.push(ConfigProblem {
+            variable,
+            problem: problem.into(),
+        });
+    }
+
+    /// The trimmed value, or None when unset or blank.
+    fn optional(&self, variable: &'static str) -> Option<String> {
+        self.vars
+            .get(variable)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn required(&mut self, variable: &'static str) -> String {
+        match self.optional(variable) {
+            Some(value) => value,
+            None => {
+                self.problem(variable, "is required but not set (or blank)");
+                String::new()
+            }
+        }
+    }
+
+    fn secret(&mut self, variable: &'static str) -> Option<Secret> {
+        // Secrets are not trimmed: a password may end in a space.
+        self.vars
+            .get(variable)
+            .filter(|v| !v.is_empty())
+            .map(|v| Secret::new(v.clone()))
+    }
+
+    fn number<T>(&mut self, variable: &'static str, default: T, min: T, max: T) -> T
+    where
+        T: FromStr + PartialOrd + Copy + fmt::Display,
+    {
+        let Some(raw) = self.optional(variable) else {
+            return default;
+        };
+        match raw.parse::<T>() {
+            Ok(value) if value >= min && value <= max => value,
+            Ok(_) => {
+                self.problem(
+                    variable,
+                    format!("must be between {min} and {max}, got {raw:?}"),
+                );
+                default
+            }
+            Err(_) => {
+                self.problem(variable, format!("must be a whole number, got {raw:?}"));
+                default
+            }
+        }
+    }
+
+    fn identifier(&mut self, variable: &'static str, default: &str) -> Identifier {
+        let raw = self.optional(variable).unwrap_or_else(|| default.to_string());
+        match Identifier::parse(&raw) {
+            Ok(ident) => ident,
+            Err(e) => {
+                self.problem(variable, e.to_string());
+                Identifier::parse(default).unwrap_or_else(|_| Identifier::fallback())
+            }
+        }
+    }
+
+    fn url(&mut self, variable: &'static str, required: bool) -> Option<String> {
+        let value = if required {
+            Some(self.required(variable))
+        } else {
+            self.optional(variable)
+        }?;
+        if value.is_empty() {
+            return None;
+        }
+        if !(value.starts_with("http://") || value.starts_with("https://"))
+            || reqwest::Url::parse(&value).is_err()
+        {
+            self.problem(
+                variable,
+                format!("must be an http:// or https:// URL, got {value:?}"),
+            );
+            return None;
+        }
+        Some(value)
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, ConfigError> {
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigError {
+                problems: self.problems,
+            })
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum SnowflakeAuth {
+    Password(Secret),
+    /// Unencrypted PKCS#8 PEM (key-pair authentication).
+    PrivateKey(Secret),
+}
+
+#[derive(Debug, Clone)]
+pub struct SnowflakeConfig {
+    pub account: String,
+    pub user: String,
+    pub auth: SnowflakeAuth,
+    pub warehouse: Option<String>,
+    pub database: String,
+    pub schema: String,
+    pub role: Option<String>,
+    pub table: Identifier,
+    /// Local emulator only: send every request here instead of
+    /// `https://{account}.snowflakecomputing.com`.
+    pub endpoint_url: Option<String>,
+    /// Rows per DELETE statement.
+    pub delete_chunk_rows: usize,
+}
+
+impl SnowflakeConfig {
+    fn read(env: &mut Env) -> Self {
+        let account = env.required("SNOWFLAKE_ACCOUNT");
+        let user = env.required("SNOWFLAKE_USER");
+        let password = env.secret("SNOWFLAKE_PASSWORD");
+        let private_key = env.secret("SNOWFLAKE_PRIVATE_KEY");
+        let auth = match (password, private_key) {
+            (Some(p), None) => SnowflakeAuth::Password(p),
+            (None, Some(k)) => {
+                if !k.expose().contains("-----BEGIN PRIVATE KEY-----") {
+                    env.problem(
+                        "SNOWFLAKE_PRIVATE_KEY",
+                        "must be an unencrypted PKCS#8 PEM key (-----BEGIN PRIVATE KEY-----)",
+                    );
+                }
+                SnowflakeAuth::PrivateKey(k)
+            }
+            (Some(p), Some(_)) => {
+                env.problem(
+                    "SNOWFLAKE_PASSWORD",
+                    "set together with SNOWFLAKE_PRIVATE_KEY: choose one authentication method",
+                );
+                SnowflakeAuth::Password(p)
+            }
+            (None, None) => {
+                env.problem(
+                    "SNOWFLAKE_PASSWORD",
+                    "neither SNOWFLAKE_PASSWORD nor SNOWFLAKE_PRIVATE_KEY is set",
+                );
+                SnowflakeAuth::Password(Secret::new(""))
+            }
+        };
+        Self {
+            account,
+            user,
+            auth,
+            warehouse: env.optional("SNOWFLAKE_WAREHOUSE"),
+            database: env.required("SNOWFLAKE_DATABASE"),
+            schema: env.required("SNOWFLAKE_SCHEMA"),
+            role: env.optional("SNOWFLAKE_ROLE"),
+            table: env.identifier("SNOWFLAKE_TABLE", "case"),
+            endpoint_url: env.url("SNOWFLAKE_ENDPOINT_URL", false),
+            delete_chunk_rows: env.number("SNOWFLAKE_DELETE_CHUNK_ROWS", 5_000, 1, 16_384),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain TCP (local stack only).
+    Disable,
+    /// Encrypted, but neither the certificate chain nor the host name is checked.
+    Require,
+    /// Encrypted, chain checked against the CA bundle, host name not checked.
+    VerifyCa,
+    /// Encrypted, chain and host name checked. The default.
+    VerifyFull,
+}
+
+impl FromStr for TlsMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "disable" => Ok(Self::Disable),
+            "require" => Ok(Self::Require),
+            "verify-ca" => Ok(Self::VerifyCa),
+            "verify-full" => Ok(Self::VerifyFull),
+            other => Err(format!(
+                "must be one of disable, require, verify-ca, verify-full; got {other:?}"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub tls: TlsMode,
+    /// PEM bundle of the CAs to trust; the system roots when unset.
+    pub ca_bundle: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub schema: Identifier,
+    pub table: Identifier,
+}
+
+impl PostgresConfig {
+    fn read(env: &mut Env) -> Self {
+        let tls = match env.optional("PGSSLMODE") {
+            None => TlsMode::VerifyFull,
+            Some(raw) => raw.parse().unwrap_or_else(|e: String| {
+                env.problem("PGSSLMODE", e);
+                TlsMode::VerifyFull
+            }),
+        };
+        let ca_bundle = env.optional("PGSSLROOTCERT").map(PathBuf::from);
+        if let Some(path) = &ca_bundle {
+            if !path.is_file() {
+                env.problem(
+                    "PGSSLROOTCERT",
+                    format!("{} is not a readable file", path.display()),
+                );
+            }
+        }
+        Self {
+            host: env.required("PGHOST"),
+            port: env.number("PGPORT", 5432, 1, u16::MAX),
+            database: env.required("PGDATABASE"),
+            user: env.required("PGUSER"),
+            password: env.secret("PGPASSWORD"),
+            tls,
+            ca_bundle,
+            connect_timeout: Duration::from_secs(env.number("PGCONNECT_TIMEOUT", 10, 1, 300)),
+            schema: env.identifier("POSTGRES_SCHEMA", "public"),
+            table: env.identifier("POSTGRES_TABLE", "case"),
+        }
+    }
+}
+
+/// Limits of one replicator run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    /// Rows read from Snowflake per run (the cap).
+    pub max_rows_per_run: usize,
+    /// Rows per Postgres write.
+    pub batch_size: usize,
+    /// Circuit breaker: rows sent to the retry queue per run, at most.
+    pub max_failures_per_run: usize,
+    /// Attempts of a write that fails for a transient reason.
+    pub write_attempts: u32,
+}
+
+impl RunLimits {
+    fn read(env: &mut Env) -> Self {
+        Self {
+            max_rows_per_run: env.number("MAX_ROWS_PER_RUN", 100_000, 1, 10_000_000),
+            batch_size: env.number("BATCH_SIZE", 5_000, 1, 100_000),
+            max_failures_per_run: env.number("MAX_FAILURES_PER_RUN", 1_000, 0, 100_000),
+            write_attempts: env.number("WRITE_ATTEMPTS", 3, 1, 10),
+        }
+    }
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            max_rows_per_run: 100_000,
+            batch_size: 5_000,
+            max_failures_per_run: 1_000,
+            write_attempts: 3,
+        }
+    }
+}
+
+/// Everything the `replicator` function needs.
+#[derive(Debug, Clone)]
+pub struct ReplicatorConfig {
+    pub snowflake: SnowflakeConfig,
+    pub postgres: PostgresConfig,
+    pub retry_queue_url: String,
+    pub limits: RunLimits,
+}
+
+impl ReplicatorConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(Env::from_process())
+    }
+
+    pub fn from_vars(mut env: Env) -> Result<Self, ConfigError> {
+        let config = Self {
+            snowflake: SnowflakeConfig::read(&mut env),
+            postgres: PostgresConfig::read(&mut env),
+            retry_queue_url: env.url("RETRY_QUEUE_URL", true).unwrap_or_default(),
+            limits: RunLimits::read(&mut env),
+        };
+        env.finish(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> HashMap<String, String> {
+        [
+            ("SNOWFLAKE_ACCOUNT", "acme-prod"),
+            ("SNOWFLAKE_USER", "replicator"),
+            ("SNOWFLAKE_PASSWORD", "hunter2"),
+            ("SNOWFLAKE_DATABASE", "ANALYTICS"),
+            ("SNOWFLAKE_SCHEMA", "PUBLIC"),
+            ("PGHOST", "db.internal"),
+            ("PGDATABASE", "countries"),
+            ("PGUSER", "replicator"),
+            ("PGPASSWORD", "s3cret"),
+            (
+                "RETRY_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/123/retry",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn read(vars: HashMap<String, String>) -> Result<ReplicatorConfig, ConfigError> {
+        ReplicatorConfig::from_vars(Env::from_map(vars))
+    }
+
+    #[test]
+    fn defaults_are_safe_for_the_cloud() {
+        let config = read(valid()).expect("valid config");
+        assert_eq!(config.postgres.tls, TlsMode::VerifyFull);
+        assert_eq!(config.postgres.port, 5432);
+        assert_eq!(config.postgres.table.as_str(), "case");
+        assert_eq!(config.snowflake.table.as_str(), "case");
+        assert_eq!(config.limits.max_rows_per_run, 100_000);
+        assert!(config.snowflake.endpoint_url.is_none());
+    }
+
+    #[test]
+    fn every_missing_variable_is_named_at_once() {
+        let err = read(HashMap::new()).unwrap_err();
+        for var in [
+            "SNOWFLAKE_ACCOUNT",
+            "SNOWFLAKE_USER",
+            "SNOWFLAKE_PASSWORD",
+            "SNOWFLAKE_DATABASE",
+            "SNOWFLAKE_SCHEMA",
+            "PGHOST",
+            "PGDATABASE",
+            "PGUSER",
+            "RETRY_QUEUE_URL",
+        ] {
+            assert!(err.mentions(var), "{var} not reported in: {err}");
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_with_their_variable() {
+        let cases = [
+            ("MAX_ROWS_PER_RUN", "0"),
+            ("MAX_ROWS_PER_RUN", "lots"),
+            ("BATCH_SIZE", "-5"),
+            ("BATCH_SIZE", "1000001"),
+            ("MAX_FAILURES_PER_RUN", "1e3"),
+            ("PGPORT", "70000"),
+            ("PGSSLMODE", "verify_full"),
+            ("POSTGRES_TABLE", "case; drop table x"),
+            ("SNOWFLAKE_TABLE", "\"case\""),
+            ("RETRY_QUEUE_URL", "sqs://queue"),
+            ("SNOWFLAKE_ENDPOINT_URL", "localhost:8080"),
+            ("PGSSLROOTCERT", "/nonexistent/ca.pem"),
+            ("SNOWFLAKE_DELETE_CHUNK_ROWS", "100000"),
+        ];
+        for (var, value) in cases {
+            let mut vars = valid();
+            vars.insert(var.to_string(), value.to_string());
+            let err = read(vars).expect_err(var);
+            assert!(err.mentions(var), "{var}={value:?} not reported: {err}");
+            assert_eq!(err.problems.len(), 1, "{var}={value:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn two_snowflake_auth_methods_are_refused() {
+        let mut vars = valid();
+        vars.insert(
+            "SNOWFLAKE_PRIVATE_KEY".into(),
+            "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----".into(),
+        );
+        assert!(read(vars).unwrap_err().mentions("SNOWFLAKE_PASSWORD"));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_errors() {
+        let config = read(valid()).expect("valid config");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+
+        let mut vars = valid();
+        vars.insert("PGPORT".into(), "nope".into());
+        let err = read(vars).unwrap_err().to_string();
+        assert!(!err.contains("hunter2") && !err.contains("s3cret"), "{err}");
+    }
+}

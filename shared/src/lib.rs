@@ -1,0 +1,22 @@
+//! The countries replication job: Snowflake `case` rows into Postgres.
+//!
+//! Organised by concern: [`config`] (the environment), [`model`] (the row, its
+//! validation, the queue message), [`source`] (Snowflake), [`sink`]
+//! (Postgres), [`queue`] (SQS), [`replicator`] (one run, and the Lambda
+//! handler). Binaries under `functions/` only wire these together.
+
+pub mod config;
+pub mod fault;
+pub mod ident;
+pub mod model;
+pub mod queue;
+pub mod replicator;
+pub mod sink;
+pub mod source;
+pub mod telemetry;
+
+/// Builds the AWS SDK configuration from the standard environment
+/// (`AWS_REGION`, credentials, and `AWS_ENDPOINT_URL` for a local emulator).
+pub async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}

@@ -1,0 +1,929 @@
+//! One replicator run, top to bottom:
+//!
+//! 1. take the run lock in Postgres (another run in progress: skip);
+//! 2. read at most `MAX_ROWS_PER_RUN` rows from Snowflake;
+//! 3. validate them; invalid rows become retry messages;
+//! 4. upsert the valid rows in chunks of `BATCH_SIZE`; a chunk Postgres
+//!    refuses is bisected until the refused rows are isolated; transient
+//!    errors are retried with backoff, then the rows are deferred;
+//! 5. send refused and invalid rows to the retry queue (circuit breaker:
+//!    `MAX_FAILURES_PER_RUN`);
+//! 6. delete from Snowflake exactly the rows that are safe: committed in
+//!    Postgres or accepted by SQS; every other row stays for the next run;
+//! 7. record the run in the ledger and log one summary line.
+//!
+//! A crash between any two steps leaves every row in Postgres, in the queue,
+//! or still in Snowflake, and the next run finishes the job: the upsert is
+//! idempotent and the delete matches whole rows.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::RunLimits;
+use crate::fault::crash_point;
+use crate::model::{validate, CountryRow, FailureClass, FailureDetail, RetryMessage, SourceRow};
+use crate::queue::{QueueError, RetryQueue};
+use crate::sink::{ReplicaRun, ReplicaStore, WriteError, WriteErrorKind};
+use crate::source::RowSource;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    Running,
+    /// Every row read is in Postgres or in the retry queue, and was deleted.
+    Succeeded,
+    /// Some rows were deferred (they stay in Snowflake) or could not be deleted.
+    Partial,
+    /// The run stopped before it could move rows.
+    Failed,
+    /// Another run held the lock.
+    Skipped,
+}
+
+impl RunOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// What a run did; logged, stored in the ledger and returned by the handler.
+/// `rows_read = rows_written + rows_enqueued + rows_deferred` always holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: Uuid,
+    pub trigger_id: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: RunOutcome,
+    pub rows_read: usize,
+    /// Committed in Postgres (including rows a replay left unchanged).
+    pub rows_written: usize,
+    /// Inserted or updated by this run.
+    pub rows_changed: usize,
+    pub rows_invalid: usize,
+    pub rows_rejected: usize,
+    /// Accepted by the retry queue (invalid and rejected rows).
+    pub rows_enqueued: usize,
+    /// Left in Snowflake for a later run.
+    pub rows_deferred: usize,
+    /// Deleted from Snowflake, as Snowflake counted them.
+    pub rows_deleted: usize,
+    pub error: Option<String>,
+}
+
+impl RunSummary {
+    pub fn new(run_id: Uuid, trigger_id: Option<String>) -> Self {
+        Self {
+            run_id,
+            trigger_id,
+            started_at: Utc::now(),
+            finished_at: None,
+            outcome: RunOutcome::Running,
+            rows_read: 0,
+            rows_written: 0,
+            rows_changed: 0,
+            rows_invalid: 0,
+            rows_rejected: 0,
+            rows_enqueued: 0,
+            rows_deferred: 0,
+            rows_deleted: 0,
+            error: None,
+        }
+    }
+
+    fn add_error(&mut self, error: impl Into<String>) {
+        let error = error.into();
+        self.error = Some(match self.error.take() {
+            Some(previous) => format!("{previous}; {error}"),
+            None => error,
+        });
+    }
+}
+
+/// Backoff between attempts of a write that failed for a transient reason.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Backoff {
+    fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.first.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// The services a run uses.
+pub struct Replicator {
+    pub source: Box<dyn RowSource>,
+    pub store: Box<dyn ReplicaStore>,
+    pub queue: Box<dyn RetryQueue>,
+    pub limits: RunLimits,
+    pub backoff: Backoff,
+}
+
+/// The rows of a batch sorted by what happens to them.
+#[derive(Debug, Default)]
+struct Plan {
+    valid: Vec<PlannedRow>,
+    failures: Vec<Failure>,
+    /// A second, different version of an id already in this batch: written by
+    /// the next run, so each version reaches Postgres in turn and the one
+    /// written last wins. Nothing is dropped silently.
+    conflicting_duplicates: usize,
+}
+
+/// A row bound for the retry queue, with the identical copies that share its
+/// message (the one delete removes them all).
+#[derive(Debug)]
+struct Failure {
+    message: RetryMessage,
+    copies: usize,
+}
+
+#[derive(Debug)]
+struct PlannedRow {
+    row: CountryRow,
+    /// Byte-identical copies of the row in the batch; the one delete removes
+    /// them all, and they are as safe as the row itself.
+    copies: usize,
+}
+
+fn plan(rows: Vec<SourceRow>, run_id: Uuid, now: DateTime<Utc>) -> Plan {
+    let mut plan = Plan::default();
+    let mut by_id: HashMap<i32, usize> = HashMap::with_capacity(rows.len());
+    for raw in rows {
+        match validate(&raw) {
+            Err(invalid) => plan.failures.push(Failure {
+                message: RetryMessage::first_failure(
+                    raw,
+                    FailureDetail {
+                        class: FailureClass::Invalid,
+                        sqlstate: None,
+                        message: invalid.to_string(),
+                    },
+                    run_id,
+                    now,
+                ),
+                copies: 0,
+            }),
+            Ok(row) => match by_id.get(&row.country_id) {
+                Some(&index) if plan.valid[index].row.source == row.source => {
+                    plan.valid[index].copies += 1;
+                }
+                Some(_) => plan.conflicting_duplicates += 1,
+                None => {
+                    by_id.insert(row.country_id, plan.valid.len());
+                    plan.valid.push(PlannedRow { row, copies: 0 });
+                }
+            },
+        }
+    }
+    plan
+}
+
+/// What happened to one chunk of rows.
+#[derive(Default)]
+struct ChunkResult {
+    written: Vec<usize>,
+    rejected: Vec<(usize, WriteError)>,
+    deferred: Vec<usize>,
+    changed: u64,
+    /// Set when no further chunk should be tried this run.
+    stop: Option<WriteError>,
+}
+
+impl Replicator {
+    pub async fn run(&self, run_id: Uuid, trigger_id: Option<String>) -> RunSummary {
+        let mut summary = RunSummary::new(run_id, trigger_id);
+        let mut replica = match self.store.open_run(&summary).await {
+            Ok(Some(replica)) => replica,
+            Ok(None) => {
+                summary.outcome = RunOutcome::Skipped;
+                summary.add_error("another replicator run holds the lock");
+                summary.finished_at = Some(Utc::now());
+                return summary;
+            }
+            Err(e) => {
+                summary.outcome = RunOutcome::Failed;
+                summary.add_error(format!("cannot start the run: {e}"));
+                summary.finished_at = Some(Utc::now());
+                return summary;
+            }
+        };
+        self.move_rows(replica.as_mut(), &mut summary).await;
+        crash_point("before_ledger");
+        summary.finished_at = Some(Utc::now());
+        if let Err(e) = replica.finish(&summary).await {
+            // The rows are where the summary says; only the record is missing.
+            tracing::error!(run_id = %run_id, error = %e, "could not record the run in the ledger");
+            summary.add_error(format!("ledger not updated: {e}"));
+        }
+        summary
+    }
+
+    async fn move_rows(&self, replica: &mut dyn ReplicaRun, summary: &mut RunSummary) {
+        let rows = match self.source.read_batch(self.limits.max_rows_per_run).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                summary.outcome = RunOutcome::Failed;
+                summary.add_error(format!("reading from Snowflake: {e}"));
+                return;
+            }
+        };
+        summary.rows_read = rows.len();
+        crash_point("after_read");
+
+        let plan = plan(rows, summary.run_id, Utc::now());
+        summary.rows_invalid = plan.failures.len();
+        summary.rows_deferred += plan.conflicting_duplicates;
+        let mut failures = plan.failures;
+        let mut safe: Vec<SourceRow> = Vec::with_capacity(plan.valid.len());
+        let rows: Vec<&CountryRow> = plan.valid.iter().map(|p| &p.row).collect();
+
+        let mut stopped = false;
+        for (chunk_no, range) in chunk_ranges(rows.len(), self.limits.batch_size).enumerate() {
+            if stopped {
+                summary.rows_deferred += count_with_copies(&plan.valid[range]);
+                continue;
+            }
+            let budget_left = self
+                .limits
+                .max_failures_per_run
+                .saturating_sub(failures.len());
+            let result = self
+                .write_isolating(replica, &rows[range.clone()], budget_left)
+                .await;
+            summary.rows_changed += usize::try_from(result.changed).unwrap_or(usize::MAX);
+            for i in result.written {
+                let planned = &plan.valid[range.start + i];
+                summary.rows_written += 1 + planned.copies;
+                safe.push(planned.row.source.clone());
+            }
+            for (i, error) in result.rejected {
+                let planned = &plan.valid[range.start + i];
+                summary.rows_rejected += 1;
+                failures.push(Failure {
+                    message: RetryMessage::first_failure(
+                        planned.row.source.clone(),
+                        error.detail(),
+                        summary.run_id,
+                        Utc::now(),
+                    ),
+                    copies: planned.copies,
+                });
+            }
+            for i in result.deferred {
+                summary.rows_deferred += 1 + plan.valid[range.start + i].copies;
+            }
+            if let Some(error) = result.stop {
+                summary.add_error(format!("writing to Postgres stopped: {error}"));
+                stopped = true;
+            }
+            if chunk_no == 0 {
+                crash_point("mid_write");
+            }
+        }
+        crash_point("after_write");
+
+        if failures.len() > self.limits.max_failures_per_run {
+            let over: usize = failures
+                .drain(self.limits.max_failures_per_run..)
+                .map(|f| 1 + f.copies)
+                .sum();
+            summary.rows_deferred += over;
+            summary.add_error(format!(
+                "circuit breaker: more than MAX_FAILURES_PER_RUN={} rows failed; {over} left in Snowflake",
+                self.limits.max_failures_per_run
+            ));
+        }
+        if !failures.is_empty() {
+            let messages: Vec<RetryMessage> = failures.iter().map(|f| f.message.clone()).collect();
+            let results = self.queue.enqueue(&messages).await;
+            let mut first_error = None;
+            // A queue that answers for fewer messages than it was given leaves
+            // the rest unconfirmed: they stay in Snowflake.
+            let results = results.into_iter().chain(std::iter::repeat_with(|| {
+                Err(QueueError("the queue gave no result for this message".into()))
+            }));
+            for (failure, result) in failures.into_iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        summary.rows_enqueued += 1 + failure.copies;
+                        safe.push(failure.message.record);
+                    }
+                    Err(e) => {
+                        summary.rows_deferred += 1 + failure.copies;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_error {
+                summary.add_error(format!("some failed rows stay in Snowflake: {e}"));
+            }
+        }
+        crash_point("after_enqueue");
+
+        self.delete_safe_rows(&safe, summary).await;
+
+        summary.outcome = if summary.rows_deferred > 0 || summary.error.is_some() {
+            RunOutcome::Partial
+        } else {
+            RunOutcome::Succeeded
+        };
+    }
+
+    /// Writes a chunk; when Postgres refuses it because of a row, halves it
+    /// until the refused rows stand alone. A clean chunk costs one statement;
+    /// k bad rows among n cost about 2·k·log2(n) statements.
+    async fn write_isolating(
+        &self,
+        replica: &mut dyn ReplicaRun,
+        rows: &[&CountryRow],
+        failure_budget: usize,
+    ) -> ChunkResult {
+        let mut result = ChunkResult::default();
+        let mut pending = vec![0..rows.len()];
+        while let Some(range) = pending.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            let slice: Vec<CountryRow> = rows[range.clone()].iter().map(|r| (*r).clone()).collect();
+            match self.write_with_retries(replica, &slice).await {
+                Ok(changed) => {
+                    result.changed += changed;
+                    result.written.extend(range);
+                }
+                Err(e) if e.kind == WriteErrorKind::RowLevel => {
+                    if result.rejected.len() >= failure_budget {
+                        // The breaker is open: no point isolating more rows
+                        // that could not be enqueued anyway.
+                        result.deferred.extend(range);
+                    } else if range.len() == 1 {
+                        result.rejected.push((range.start, e));
+                    } else {
+                        let mid = range.start + range.len() / 2;
+                        pending.push(mid..range.end);
+                        pending.push(range.start..mid);
+                    }
+                }
+                Err(e) => {
+                    result.deferred.extend(range);
+                    for rest in pending.drain(..) {
+                        result.deferred.extend(rest);
+                    }
+                    result.stop = Some(e);
+                }
+            }
+        }
+        result
+    }
+
+    async fn write_with_retries(
+        &self,
+        replica: &mut dyn ReplicaRun,
+        rows: &[CountryRow],
+    ) -> Result<u64, WriteError> {
+        let mut attempt = 1;
+        loop {
+            match replica.write_chunk(rows).await {
+                Err(e) if e.is_transient() && attempt < self.limits.write_attempts => {
+                    let delay = self.backoff.delay(attempt);
+                    tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %e, "transient Postgres error; retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn delete_safe_rows(&self, safe: &[SourceRow], summary: &mut RunSummary) {
+        let chunk_rows = self.source.max_rows_per_delete().max(1);
+        for (chunk_no, chunk) in safe.chunks(chunk_rows).enumerate() {
+            let mut attempt = 1;
+            let deleted = loop {
+                match self.source.delete_rows(chunk).await {
+                    Err(e) if e.is_transient() && attempt < self.limits.write_attempts => {
+                        tokio::time::sleep(self.backoff.delay(attempt)).await;
+                        attempt += 1;
+                    }
+                    other => break other,
+                }
+            };
+            match deleted {
+                Ok(n) => summary.rows_deleted += usize::try_from(n).unwrap_or(usize::MAX),
+                Err(e) => {
+                    // The rows are safe elsewhere; the next run re-reads them,
+                    // the upsert changes nothing, and the delete is retried.
+                    summary.add_error(format!(
+                        "deleting from Snowflake stopped; safe rows left for the next run: {e}"
+                    ));
+                    return;
+                }
+            }
+            if chunk_no == 0 {
+                crash_point("mid_delete");
+            }
+        }
+    }
+}
+
+fn chunk_ranges(len: usize, size: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let size = size.max(1);
+    (0..len).step_by(size).map(move |start| start..(start + size).min(len))
+}
+
+fn count_with_copies(rows: &[PlannedRow]) -> usize {
+    rows.iter().map(|p| 1 + p.copies).sum()
+}
+
+/// The Lambda handler: one run per scheduled event. The event's content does
+/// not matter (EventBridge Scheduler may send `{}` or a full scheduled event);
+/// its `id`, when present, is kept as the trigger id for correlation.
+pub async fn handle(
+    replicator: &Replicator,
+    event: lambda_runtime::LambdaEvent<serde_json::Value>,
+) -> Result<RunSummary, lambda_runtime::Error> {
+    let trigger_id = event
+        .payload
+        .get("id")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .or_else(|| Some(event.context.request_id.clone()).filter(|id| !id.is_empty()));
+    let run_id = Uuid::new_v4();
+    let summary = replicator.run(run_id, trigger_id).await;
+    log_summary(&summary);
+    match summary.outcome {
+        RunOutcome::Succeeded | RunOutcome::Skipped => Ok(summary),
+        _ => Err(RunFailed(summary).into()),
+    }
+}
+
+/// A run that left rows behind or could not start. The Lambda invocation
+/// fails, so that alarms and the scheduler's retry policy see it; the summary
+/// is in the error message, the log line and the ledger.
+#[derive(Debug, thiserror::Error)]
+#[error("replicator run {} ended {}: {} read, {} written, {} enqueued, {} deferred, {} deleted; {}",
+    .0.run_id, .0.outcome.as_str(), .0.rows_read, .0.rows_written, .0.rows_enqueued,
+    .0.rows_deferred, .0.rows_deleted, .0.error.as_deref().unwrap_or("no error text"))]
+pub struct RunFailed(pub RunSummary);
+
+pub fn log_summary(s: &RunSummary) {
+    let duration_ms = s
+        .finished_at
+        .map(|end| (end - s.started_at).num_milliseconds())
+        .unwrap_or_default();
+    macro_rules! summary_event {
+        ($level:ident) => {
+            tracing::$level!(
+                run_id = %s.run_id,
+                trigger_id = s.trigger_id.as_deref().unwrap_or(""),
+                outcome = s.outcome.as_str(),
+                rows_read = s.rows_read,
+                rows_written = s.rows_written,
+                rows_changed = s.rows_changed,
+                rows_invalid = s.rows_invalid,
+                rows_rejected = s.rows_rejected,
+                rows_enqueued = s.rows_enqueued,
+                rows_deferred = s.rows_deferred,
+                rows_deleted = s.rows_deleted,
+                duration_ms,
+                error = s.error.as_deref().unwrap_or(""),
+                "replicator run finished"
+            )
+        };
+    }
+    match s.outcome {
+        RunOutcome::Succeeded | RunOutcome::Skipped => summary_event!(info),
+        _ => summary_event!(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceError;
+    use async_trait::async_trait;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct SourceState {
+        rows: Vec<SourceRow>,
+        fail_deletes: bool,
+    }
+
+    #[derive(Clone, Default)]
+    struct MemorySource(Arc<Mutex<SourceState>>);
+
+    #[async_trait]
+    impl RowSource for MemorySource {
+        async fn read_batch(&self, limit: usize) -> Result<Vec<SourceRow>, SourceError> {
+            Ok(self.0.lock().unwrap().rows.iter().take(limit).cloned().collect())
+        }
+        async fn delete_rows(&self, rows: &[SourceRow]) -> Result<u64, SourceError> {
+            let mut state = self.0.lock().unwrap();
+            if state.fail_deletes {
+                return Err(SourceError::Unreachable {
+                    operation: "delete",
+                    detail: "test outage".into(),
+                });
+            }
+            let before = state.rows.len();
+            state.rows.retain(|r| !rows.contains(r));
+            Ok((before - state.rows.len()) as u64)
+        }
+        fn max_rows_per_delete(&self) -> usize {
+            7
+        }
+    }
+
+    #[derive(Default)]
+    struct StoreState {
+        table: BTreeMap<i32, String>,
+        locked: bool,
+        /// Countries Postgres refuses, as a CHECK constraint would.
+        refused: Vec<String>,
+        transient_failures_left: usize,
+        systemic: bool,
+        statements: usize,
+        ledger: Vec<RunSummary>,
+    }
+
+    #[derive(Clone, Default)]
+    struct MemoryStore(Arc<Mutex<StoreState>>);
+
+    #[async_trait]
+    impl ReplicaStore for MemoryStore {
+        async fn open_run(
+            &self,
+            summary: &RunSummary,
+        ) -> Result<Option<Box<dyn ReplicaRun>>, WriteError> {
+            let mut state = self.0.lock().unwrap();
+            if state.locked {
+                return Ok(None);
+            }
+            state.locked = true;
+            state.ledger.push(summary.clone());
+            Ok(Some(Box::new(MemoryRun(self.0.clone()))))
+        }
+    }
+
+    struct MemoryRun(Arc<Mutex<StoreState>>);
+
+    impl Drop for MemoryRun {
+        fn drop(&mut self) {
+            self.0.lock().unwrap().locked = false;
+        }
+    }
+
+    #[async_trait]
+    impl ReplicaRun for MemoryRun {
+        async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
+            let mut state = self.0.lock().unwrap();
+            state.statements += 1;
+            if state.systemic {
+                return Err(WriteError::systemic("relation \"case\" does not exist"));
+            }
+            if state.transient_failures_left > 0 {
+                state.transient_failures_left -= 1;
+                return Err(WriteError::transient("connection reset"));
+            }
+            if rows.iter().any(|r| state.refused.contains(&r.country)) {
+                return Err(WriteError {
+                    kind: WriteErrorKind::RowLevel,
+                    sqlstate: Some("23514".into()),
+                    message: "violates check constraint".into(),
+                });
+            }
+            let mut changed = 0;
+            for r in rows {
+                if state.table.insert(r.country_id, r.country.clone()).as_ref() != Some(&r.country) {
+                    changed += 1;
+                }
+            }
+            Ok(changed)
+        }
+        async fn finish(&mut self, summary: &RunSummary) -> Result<(), WriteError> {
+            self.0.lock().unwrap().ledger.push(summary.clone());
+            Ok(())
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct MemoryQueue {
+        messages: Arc<Mutex<Vec<RetryMessage>>>,
+        down: Arc<Mutex<bool>>,
+    }
+
+    #[async_trait]
+    impl RetryQueue for MemoryQueue {
+        async fn enqueue(&self, messages: &[RetryMessage]) -> Vec<Result<(), QueueError>> {
+            if *self.down.lock().unwrap() {
+                return messages.iter().map(|_| Err(QueueError("down".into()))).collect();
+            }
+            self.messages.lock().unwrap().extend(messages.iter().cloned());
+            messages.iter().map(|_| Ok(())).collect()
+        }
+    }
+
+    struct World {
+        source: MemorySource,
+        store: MemoryStore,
+        queue: MemoryQueue,
+        original: Vec<SourceRow>,
+    }
+
+    impl World {
+        fn new(rows: Vec<SourceRow>) -> Self {
+            let source = MemorySource::default();
+            source.0.lock().unwrap().rows = rows.clone();
+            Self {
+                source,
+                store: MemoryStore::default(),
+                queue: MemoryQueue::default(),
+                original: rows,
+            }
+        }
+
+        fn replicator(&self, limits: RunLimits) -> Replicator {
+            Replicator {
+                source: Box::new(self.source.clone()),
+                store: Box::new(self.store.clone()),
+                queue: Box::new(self.queue.clone()),
+                limits,
+                backoff: Backoff::default(),
+            }
+        }
+
+        async fn run(&self, limits: RunLimits) -> RunSummary {
+            self.replicator(limits).run(Uuid::new_v4(), None).await
+        }
+
+        /// Every original row is in Postgres (as its validated form), in the
+        /// queue, or still in Snowflake.
+        fn assert_nothing_lost(&self) {
+            let source = self.source.0.lock().unwrap();
+            let store = self.store.0.lock().unwrap();
+            let queued = self.queue.messages.lock().unwrap();
+            for row in &self.original {
+                let in_source = source.rows.contains(row);
+                let in_queue = queued.iter().any(|m| &m.record == row);
+                let in_postgres = validate(row)
+                    .map(|v| store.table.get(&v.country_id) == Some(&v.country))
+                    .unwrap_or(false);
+                assert!(in_source || in_queue || in_postgres, "lost {row:?}");
+            }
+        }
+    }
+
+    fn rows(spec: &[(i128, &str)]) -> Vec<SourceRow> {
+        spec.iter().map(|(id, c)| SourceRow::new(Some(*id), Some(c))).collect()
+    }
+
+    fn assert_balanced(s: &RunSummary) {
+        assert_eq!(
+            s.rows_read,
+            s.rows_written + s.rows_enqueued + s.rows_deferred,
+            "{s:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_batch_is_written_and_deleted() {
+        let world = World::new(rows(&[(1, "USA"), (2, "fra"), (3, " DEU ")]));
+        let s = world.run(RunLimits::default()).await;
+        assert_eq!(s.outcome, RunOutcome::Succeeded, "{s:?}");
+        assert_eq!((s.rows_read, s.rows_written, s.rows_deleted), (3, 3, 3));
+        let store = world.store.0.lock().unwrap();
+        assert_eq!(store.table.get(&2).map(String::as_str), Some("FRA"));
+        assert_eq!(store.table.get(&3).map(String::as_str), Some("DEU"));
+        assert!(world.source.0.lock().unwrap().rows.is_empty());
+        assert_eq!(store.ledger.last().unwrap().outcome, RunOutcome::Succeeded);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_limits_what_one_run_reads() {
+        let spec: Vec<(i128, &str)> = (0..25).map(|i| (i, "ITA")).collect();
+        let world = World::new(rows(&spec));
+        let limits = RunLimits {
+            max_rows_per_run: 10,
+            batch_size: 4,
+            ..RunLimits::default()
+        };
+        let s = world.run(limits).await;
+        assert_eq!((s.rows_read, s.rows_deleted), (10, 10));
+        assert_eq!(world.source.0.lock().unwrap().rows.len(), 15);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalid_and_refused_rows_go_to_the_queue_and_the_rest_is_written() {
+        let mut input = rows(&[(1, "USA"), (2, "XXX"), (3, "U1"), (4, "GBR")]);
+        input.push(SourceRow::new(None, Some("ESP")));
+        input.push(SourceRow::new(Some(6), None));
+        let world = World::new(input);
+        world.store.0.lock().unwrap().refused.push("XXX".into());
+        let s = world
+            .run(RunLimits {
+                batch_size: 2,
+                ..RunLimits::default()
+            })
+            .await;
+        assert_eq!(s.outcome, RunOutcome::Succeeded, "{s:?}");
+        assert_eq!((s.rows_written, s.rows_invalid, s.rows_rejected), (2, 3, 1));
+        assert_eq!(s.rows_enqueued, 4);
+        assert_balanced(&s);
+        let queued = world.queue.messages.lock().unwrap();
+        let rejected = queued
+            .iter()
+            .find(|m| m.record.country.as_deref() == Some("XXX"))
+            .unwrap();
+        assert_eq!(rejected.error.class, FailureClass::Rejected);
+        assert_eq!(rejected.error.sqlstate.as_deref(), Some("23514"));
+        assert!(queued.iter().filter(|m| m.error.class == FailureClass::Invalid).count() == 3);
+        drop(queued);
+        assert!(world.source.0.lock().unwrap().rows.is_empty());
+        world.assert_nothing_lost();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bisection_isolates_exactly_the_refused_rows() {
+        let mut spec: Vec<(i128, &str)> = (0..1000).map(|i| (i, "NOR")).collect();
+        for bad in [3, 500, 999] {
+            spec[bad].1 = "BAD";
+        }
+        let world = World::new(rows(&spec));
+        world.store.0.lock().unwrap().refused.push("BAD".into());
+        let s = world
+            .run(RunLimits {
+                batch_size: 250,
+                ..RunLimits::default()
+            })
+            .await;
+        assert_eq!((s.rows_written, s.rows_rejected), (997, 3), "{s:?}");
+        let statements = world.store.0.lock().unwrap().statements;
+        // 4 chunks, 3 of them bisected down to one row: far below row-by-row.
+        assert!(statements < 4 + 3 * 2 * 9, "{statements} statements");
+        world.assert_nothing_lost();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn duplicate_ids_never_fail_the_write_and_no_version_is_dropped() {
+        let world = World::new(rows(&[(1, "USA"), (1, "USA"), (1, "CAN"), (2, "MEX")]));
+        let s = world.run(RunLimits::default()).await;
+        // The identical copy goes with the first row; the other version waits.
+        assert_eq!((s.rows_written, s.rows_deferred), (3, 1), "{s:?}");
+        assert_eq!(s.outcome, RunOutcome::Partial);
+        assert_eq!(world.source.0.lock().unwrap().rows, rows(&[(1, "CAN")]));
+        world.assert_nothing_lost();
+        let second = world.run(RunLimits::default()).await;
+        assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:?}");
+        assert_eq!(
+            world.store.0.lock().unwrap().table.get(&1).map(String::as_str),
+            Some("CAN"),
+            "the version written last wins, as an upsert does"
+        );
+        assert!(world.source.0.lock().unwrap().rows.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_are_retried_then_deferred() {
+        let world = World::new(rows(&[(1, "USA"), (2, "FRA")]));
+        world.store.0.lock().unwrap().transient_failures_left = 2;
+        let s = world.run(RunLimits::default()).await;
+        assert_eq!(s.outcome, RunOutcome::Succeeded, "recovered on attempt 3: {s:?}");
+
+        let world = World::new(rows(&[(1, "USA"), (2, "FRA")]));
+        world.store.0.lock().unwrap().transient_failures_left = usize::MAX;
+        let s = world
+            .run(RunLimits {
+                batch_size: 1,
+                ..RunLimits::default()
+            })
+            .await;
+        assert_eq!(s.outcome, RunOutcome::Partial);
+        assert_eq!((s.rows_written, s.rows_deferred, s.rows_enqueued), (0, 2, 0));
+        assert!(world.queue.messages.lock().unwrap().is_empty(), "deferred, not queued");
+        assert_eq!(world.source.0.lock().unwrap().rows.len(), 2, "nothing deleted");
+        assert!(s.error.unwrap().contains("connection reset"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_systemic_error_stops_the_run_without_flooding_the_queue() {
+        let world = World::new(rows(&[(1, "USA"), (2, "FRA"), (3, "DEU")]));
+        world.store.0.lock().unwrap().systemic = true;
+        let s = world
+            .run(RunLimits {
+                batch_size: 1,
+                ..RunLimits::default()
+            })
+            .await;
+        assert_eq!((s.rows_deferred, s.rows_enqueued, s.rows_deleted), (3, 0, 0));
+        assert_eq!(world.store.0.lock().unwrap().statements, 1, "stopped at once");
+        assert!(s.error.unwrap().contains("does not exist"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_circuit_breaker_caps_what_is_enqueued() {
+        let world = World::new(rows(&[
+            (1, "B1"),
+            (2, "B2"),
+            (3, "B3"),
+            (4, "B4"),
+            (5, "B5"),
+            (6, "OK_"),
+            (7, "NZL"),
+        ]));
+        let s = world
+            .run(RunLimits {
+                max_failures_per_run: 2,
+                ..RunLimits::default()
+            })
+            .await;
+        assert_eq!(s.outcome, RunOutcome::Partial);
+        assert_eq!((s.rows_enqueued, s.rows_written), (2, 1), "{s:?}");
+        assert_eq!(s.rows_deferred, 4);
+        assert!(s.error.unwrap().contains("MAX_FAILURES_PER_RUN=2"));
+        assert_eq!(world.source.0.lock().unwrap().rows.len(), 4);
+        world.assert_nothing_lost();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rows_the_queue_did_not_accept_stay_in_snowflake() {
+        let world = World::new(rows(&[(1, "USA"), (2, "U2")]));
+        *world.queue.down.lock().unwrap() = true;
+        let s = world.run(RunLimits::default()).await;
+        assert_eq!((s.rows_written, s.rows_deferred, s.rows_deleted), (1, 1, 1));
+        assert_eq!(world.source.0.lock().unwrap().rows, rows(&[(2, "U2")]));
+        world.assert_nothing_lost();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_delete_leaves_safe_rows_for_an_idempotent_rerun() {
+        let world = World::new(rows(&[(1, "USA"), (2, "FRA")]));
+        world.source.0.lock().unwrap().fail_deletes = true;
+        let first = world.run(RunLimits::default()).await;
+        assert_eq!(first.outcome, RunOutcome::Partial);
+        assert_eq!((first.rows_written, first.rows_deleted), (2, 0));
+        world.source.0.lock().unwrap().fail_deletes = false;
+        let second = world.run(RunLimits::default()).await;
+        assert_eq!(second.outcome, RunOutcome::Succeeded);
+        assert_eq!((second.rows_changed, second.rows_deleted), (0, 2), "replay changed nothing");
+        world.assert_nothing_lost();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_finds_the_lock_taken_does_nothing() {
+        let world = World::new(rows(&[(1, "USA")]));
+        world.store.0.lock().unwrap().locked = true;
+        let s = world.run(RunLimits::default()).await;
+        assert_eq!(s.outcome, RunOutcome::Skipped);
+        assert_eq!(s.rows_read, 0);
+        assert_eq!(world.source.0.lock().unwrap().rows.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_handler_fails_the_invocation_when_rows_are_left_behind() {
+        let world = World::new(rows(&[(1, "USA")]));
+        world.store.0.lock().unwrap().systemic = true;
+        let event = lambda_runtime::LambdaEvent::new(
+            serde_json::json!({"id": "evt-1", "detail-type": "Scheduled Event"}),
+            lambda_runtime::Context::default(),
+        );
+        let err = handle(&world.replicator(RunLimits::default()), event)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("partial") && err.contains("1 deferred"), "{err}");
+
+        let world = World::new(rows(&[(1, "USA")]));
+        let event = lambda_runtime::LambdaEvent::new(
+            serde_json::json!({"id": "evt-2"}),
+            lambda_runtime::Context::default(),
+        );
+        let summary = handle(&world.replicator(RunLimits::default()), event).await.unwrap();
+        assert_eq!(summary.trigger_id.as_deref(), Some("evt-2"));
+        assert_eq!(summary.rows_written, 1);
+    }
+}
