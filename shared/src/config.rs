@@ -133,7 +133,9 @@ impl Env {
     }
 
     fn identifier(&mut self, variable: &'static str, default: &str) -> Identifier {
-        let raw = self.optional(variable).unwrap_or_else(|| default.to_string());
+        let raw = self
+            .optional(variable)
+            .unwrap_or_else(|| default.to_string());
         match Identifier::parse(&raw) {
             Ok(ident) => ident,
             Err(e) => {
@@ -479,7 +481,10 @@ mod tests {
     fn secrets_never_show_in_debug_or_errors() {
         let config = read(valid()).expect("valid config");
         let shown = format!("{config:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
 
         let mut vars = valid();
         vars.insert("PGPORT".into(), "nope".into());

@@ -209,7 +209,9 @@ mod tests {
     #[test]
     fn a_huge_value_is_cut_in_the_error() {
         let huge = "A".repeat(10_000);
-        let err = validate(&row(Some(1), Some(&huge))).unwrap_err().to_string();
+        let err = validate(&row(Some(1), Some(&huge)))
+            .unwrap_err()
+            .to_string();
         assert!(err.len() < 200, "{} chars", err.len());
     }
 

@@ -82,7 +82,11 @@ impl SqsRetryQueue {
         match response {
             Ok(output) => {
                 for ok in output.successful() {
-                    if let Some(slot) = ok.id().parse::<usize>().ok().and_then(|i| results.get_mut(i))
+                    if let Some(slot) = ok
+                        .id()
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| results.get_mut(i))
                     {
                         *slot = Ok(());
                     }

@@ -126,8 +126,10 @@ pub fn classify_sqlstate(code: &str) -> WriteErrorKind {
 pub trait ReplicaStore: Send + Sync {
     /// Starts a run: takes the run lock and records the run as started.
     /// `None` when another run holds the lock.
-    async fn open_run(&self, summary: &RunSummary)
-        -> Result<Option<Box<dyn ReplicaRun>>, WriteError>;
+    async fn open_run(
+        &self,
+        summary: &RunSummary,
+    ) -> Result<Option<Box<dyn ReplicaRun>>, WriteError>;
 }
 
 /// One run's hold on the replica. Dropping it releases the lock.
@@ -203,9 +205,8 @@ fn tls_connector(
         let pem = std::fs::read(path).map_err(|e| {
             WriteError::systemic(format!("reading PGSSLROOTCERT {}: {e}", path.display()))
         })?;
-        let certs = pem_certificates(&pem).map_err(|e| {
-            WriteError::systemic(format!("PGSSLROOTCERT {}: {e}", path.display()))
-        })?;
+        let certs = pem_certificates(&pem)
+            .map_err(|e| WriteError::systemic(format!("PGSSLROOTCERT {}: {e}", path.display())))?;
         // Like libpq's sslrootcert: trust exactly the given CAs.
         builder.disable_built_in_roots(true);
         for cert in certs {
@@ -388,13 +389,14 @@ impl PostgresRun {
                 &format!(
                     "INSERT INTO {ledger} (run_id, trigger_id, started_at, finished_at, outcome, \
                      rows_read, rows_written, rows_changed, rows_invalid, rows_rejected, \
-                     rows_enqueued, rows_deferred, rows_deleted, error) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                     rows_enqueued, rows_deferred, rows_deferred_duplicates, rows_deleted, error) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
                      ON CONFLICT (run_id) DO UPDATE SET finished_at = EXCLUDED.finished_at, \
                      outcome = EXCLUDED.outcome, rows_read = EXCLUDED.rows_read, \
                      rows_written = EXCLUDED.rows_written, rows_changed = EXCLUDED.rows_changed, \
                      rows_invalid = EXCLUDED.rows_invalid, rows_rejected = EXCLUDED.rows_rejected, \
                      rows_enqueued = EXCLUDED.rows_enqueued, rows_deferred = EXCLUDED.rows_deferred, \
+                     rows_deferred_duplicates = EXCLUDED.rows_deferred_duplicates, \
                      rows_deleted = EXCLUDED.rows_deleted, error = EXCLUDED.error"
                 ),
                 &[
@@ -410,6 +412,7 @@ impl PostgresRun {
                     &to_i64(s.rows_rejected),
                     &to_i64(s.rows_enqueued),
                     &to_i64(s.rows_deferred),
+                    &to_i64(s.rows_deferred_duplicates),
                     &to_i64(s.rows_deleted),
                     &s.error,
                 ],
@@ -454,15 +457,27 @@ mod tests {
     #[test]
     fn sqlstates_fall_into_the_three_classes() {
         for row_level in ["23514", "23502", "23505", "23503", "22001", "22P02"] {
-            assert_eq!(classify_sqlstate(row_level), WriteErrorKind::RowLevel, "{row_level}");
+            assert_eq!(
+                classify_sqlstate(row_level),
+                WriteErrorKind::RowLevel,
+                "{row_level}"
+            );
         }
         for transient in [
             "08006", "08001", "40001", "40P01", "55P03", "57014", "57P01", "53300", "58030",
         ] {
-            assert_eq!(classify_sqlstate(transient), WriteErrorKind::Transient, "{transient}");
+            assert_eq!(
+                classify_sqlstate(transient),
+                WriteErrorKind::Transient,
+                "{transient}"
+            );
         }
         for systemic in ["42P01", "42703", "42501", "28P01", "3D000", "25006"] {
-            assert_eq!(classify_sqlstate(systemic), WriteErrorKind::Systemic, "{systemic}");
+            assert_eq!(
+                classify_sqlstate(systemic),
+                WriteErrorKind::Systemic,
+                "{systemic}"
+            );
         }
     }
 

@@ -123,6 +123,41 @@ impl SnowflakeSource {
             .await
             .map_err(|e| SourceError::from_api("statement", e))
     }
+
+    /// Inserts rows (local stack and tests: the product itself never writes
+    /// to Snowflake).
+    pub async fn insert_rows(&self, rows: &[SourceRow]) -> Result<(), SourceError> {
+        for chunk in rows.chunks(1_000) {
+            if let Some(sql) = insert_statement(&self.table, chunk) {
+                self.execute(&sql).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn insert_statement(table: &Identifier, rows: &[SourceRow]) -> Option<String> {
+    if rows.is_empty() {
+        return None;
+    }
+    let values: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let id = r
+                .country_id
+                .map_or_else(|| "NULL".to_string(), |i| i.to_string());
+            let country = r
+                .country
+                .as_deref()
+                .map_or_else(|| "NULL".to_string(), string_literal);
+            format!("({id}, {country})")
+        })
+        .collect();
+    Some(format!(
+        "INSERT INTO {} ({ID_COLUMN}, {COUNTRY_COLUMN}) VALUES {}",
+        table.quoted(),
+        values.join(", ")
+    ))
 }
 
 #[async_trait]
@@ -296,7 +331,12 @@ pub fn decode_batch(batch: &RecordBatch, out: &mut Vec<SourceRow>) -> Result<(),
 fn decode_ids(column: &dyn Array, out: &mut Vec<Option<i128>>) -> Result<(), SourceError> {
     macro_rules! ints {
         ($t:ty) => {
-            out.extend(column.as_primitive::<$t>().iter().map(|v| v.map(i128::from)))
+            out.extend(
+                column
+                    .as_primitive::<$t>()
+                    .iter()
+                    .map(|v| v.map(i128::from)),
+            )
         };
     }
     match column.data_type() {
@@ -312,7 +352,9 @@ fn decode_ids(column: &dyn Array, out: &mut Vec<Option<i128>>) -> Result<(), Sou
         other => {
             return Err(SourceError::UnexpectedResult {
                 operation: "read",
-                detail: format!("country_id has Arrow type {other}, expected an integer or Decimal128(_, 0)"),
+                detail: format!(
+                    "country_id has Arrow type {other}, expected an integer or Decimal128(_, 0)"
+                ),
             })
         }
     }

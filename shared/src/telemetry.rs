@@ -25,6 +25,9 @@ pub fn init() {
             .without_time()
             .try_init()
     } else {
-        builder.compact().try_init()
+        builder
+            .compact()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
     };
 }

@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# The local stack: PostgreSQL 15, the Snowflake emulator (fakesnow behind a
+# compatibility layer) and the AWS emulator (moto: SQS and SES), on loopback
+# only, each on a free port. Installs what is missing.
+#
+#   infra/local/stack.sh up     [--dir DIR]   start (or keep) the stack; print its endpoints
+#   infra/local/stack.sh down   [--dir DIR]   stop it and delete its data
+#   infra/local/stack.sh status [--dir DIR]
+#   infra/local/stack.sh env    [--dir DIR]   print the environment file's path
+#
+# The environment of a running stack is in DIR/stack.env (default
+# .local/stack): `source` it to point psql, the AWS CLI and the `countries`
+# commands at the stack.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV="$ROOT/.local/venv"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+STATE="$ROOT/.local/stack"
+
+command="${1:-}"
+shift || true
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dir) STATE="$2"; shift 2 ;;
+    *) echo "stack.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$STATE"
+STATE="$(cd "$STATE" && pwd)"
+ENV_FILE="$STATE/stack.env"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root to run: $* (install it by hand, then run again)"; fi
+}
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    log "apt-get update"
+    as_root apt-get update -qq >/dev/null
+    apt_updated=1
+  fi
+  log "installing $*"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_system_packages() {
+  local missing=()
+  [ -x "$PG_BIN/initdb" ] || missing+=(postgresql-15)
+  command -v psql >/dev/null || missing+=(postgresql-client-15)
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
+ensure_python_env() {
+  local wanted have
+  wanted="$(sha256sum "$ROOT/infra/local/requirements.txt" | cut -c1-16)"
+  have="$(cat "$VENV/.requirements" 2>/dev/null || true)"
+  if [ "$wanted" != "$have" ]; then
+    log "creating the Python environment in .local/venv (fakesnow, moto)"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/infra/local/requirements.txt"
+    echo "$wanted" > "$VENV/.requirements"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for_port() { # port name pidfile
+  local i
+  for i in $(seq 1 150); do
+    if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1', $1)))" 2>/dev/null; then
+      return 0
+    fi
+    if [ -n "${3:-}" ] && ! kill -0 "$(cat "$3" 2>/dev/null)" 2>/dev/null; then
+      die "$2 exited while starting; see $STATE/$2.log"
+    fi
+    sleep 0.1
+  done
+  die "$2 did not open port $1 within 15 s; see $STATE/$2.log"
+}
+
+# Postgres refuses to run as root: run it as the `postgres` user the Debian
+# package creates, from a data directory that user owns.
+pg_run() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_postgres() {
+  local port data
+  port="$(free_port)"
+  data="$STATE/pg"
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$STATE"; then
+    # A checkout under a folder the postgres user cannot enter.
+    data="$(mktemp -d /tmp/countries-pg.XXXXXX)"
+  fi
+  mkdir -p "$data"
+  [ "$(id -u)" = 0 ] && chown postgres: "$data"
+  echo "$data" > "$STATE/pg.datadir"
+  echo "postgres" > "$STATE/pg.pwfile"
+  chmod 644 "$STATE/pg.pwfile"
+  pg_run "$PG_BIN/initdb" -D "$data/data" -U postgres --pwfile="$STATE/pg.pwfile" \
+    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-instructions >"$STATE/postgres-init.log" 2>&1 \
+    || die "initdb failed; see $STATE/postgres-init.log"
+  cat >>"$data/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$data'
+# A throwaway cluster: durability buys nothing here.
+fsync = off
+full_page_writes = off
+synchronous_commit = off
+max_connections = 200
+CONF
+  pg_run "$PG_BIN/pg_ctl" -D "$data/data" -l "$data/postgres.log" -w -t 30 start >/dev/null \
+    || die "Postgres did not start; see $data/postgres.log"
+  echo "$port" > "$STATE/pg.port"
+  PGPASSWORD=postgres psql -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 <<SQL >/dev/null
+CREATE ROLE countries LOGIN PASSWORD 'countries';
+CREATE DATABASE countries OWNER countries;
+SQL
+  for f in "$ROOT"/infra/sql/postgres/*.sql; do
+    PGPASSWORD=countries psql -q -h 127.0.0.1 -p "$port" -U countries -d countries -v ON_ERROR_STOP=1 -f "$f" >/dev/null
+  done
+  log "Postgres 15 on 127.0.0.1:$port"
+}
+
+start_fakesnow() {
+  local port
+  port="$(free_port)"
+  nohup "$VENV/bin/python" "$ROOT/infra/local/fakesnow_compat.py" --port "$port" \
+    >"$STATE/fakesnow.log" 2>&1 &
+  echo $! > "$STATE/fakesnow.pid"
+  echo "$port" > "$STATE/fakesnow.port"
+  wait_for_port "$port" fakesnow "$STATE/fakesnow.pid"
+  "$VENV/bin/python" "$ROOT/infra/local/snowflake_setup.py" --port "$port" \
+    --database COUNTRIES --schema PUBLIC "$ROOT"/infra/sql/snowflake/*.sql
+  log "Snowflake emulator (fakesnow) on http://127.0.0.1:$port"
+}
+
+start_moto() {
+  local port
+  port="$(free_port)"
+  nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$STATE/moto.log" 2>&1 &
+  echo $! > "$STATE/moto.pid"
+  echo "$port" > "$STATE/moto.port"
+  wait_for_port "$port" moto "$STATE/moto.pid"
+  "$VENV/bin/python" "$ROOT/infra/local/aws_setup.py" --endpoint "http://127.0.0.1:$port" >"$STATE/aws.json"
+  log "AWS emulator (moto: SQS, SES) on http://127.0.0.1:$port"
+}
+
+write_env() {
+  local pg fs moto retry dlq
+  pg="$(cat "$STATE/pg.port")"; fs="$(cat "$STATE/fakesnow.port")"; moto="$(cat "$STATE/moto.port")"
+  retry="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["retry_queue_url"])' "$STATE/aws.json")"
+  dlq="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["dead_letter_queue_url"])' "$STATE/aws.json")"
+  cat >"$ENV_FILE" <<ENV
+# The local stack's environment: \`source $ENV_FILE\`
+export COUNTRIES_STACK_DIR='$STATE'
+# Postgres (psql reads the same variables)
+export PGHOST=127.0.0.1 PGPORT=$pg PGDATABASE=countries PGUSER=countries PGPASSWORD=countries PGSSLMODE=disable
+export COUNTRIES_PG_ADMIN_USER=postgres COUNTRIES_PG_ADMIN_PASSWORD=postgres
+# Snowflake emulator (the account name is never contacted: SNOWFLAKE_ENDPOINT_URL redirects)
+export SNOWFLAKE_ENDPOINT_URL=http://127.0.0.1:$fs SNOWFLAKE_ACCOUNT=fakesnow SNOWFLAKE_USER=replicator SNOWFLAKE_PASSWORD=local
+export SNOWFLAKE_DATABASE=COUNTRIES SNOWFLAKE_SCHEMA=PUBLIC SNOWFLAKE_WAREHOUSE=LOCAL_WH SNOWFLAKE_ROLE=SYSADMIN
+# AWS emulator
+export AWS_ENDPOINT_URL=http://127.0.0.1:$moto AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
+export RETRY_QUEUE_URL='$retry' DEAD_LETTER_QUEUE_URL='$dlq'
+export LOG_FORMAT=\${LOG_FORMAT:-text}
+ENV
+}
+
+is_running() {
+  [ -f "$ENV_FILE" ] || return 1
+  local pid
+  for svc in fakesnow moto; do
+    pid="$(cat "$STATE/$svc.pid" 2>/dev/null)" || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+  done
+  pg_run "$PG_BIN/pg_ctl" -D "$(cat "$STATE/pg.datadir")/data" status >/dev/null 2>&1
+}
+
+down() {
+  for svc in fakesnow moto; do
+    if [ -f "$STATE/$svc.pid" ]; then
+      kill "$(cat "$STATE/$svc.pid")" 2>/dev/null || true
+      rm -f "$STATE/$svc.pid"
+    fi
+  done
+  if [ -f "$STATE/pg.datadir" ]; then
+    local data
+    data="$(cat "$STATE/pg.datadir")"
+    pg_run "$PG_BIN/pg_ctl" -D "$data/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$data"
+  fi
+  rm -rf "$STATE"
+}
+
+print_endpoints() {
+  # shellcheck disable=SC1090
+  . "$ENV_FILE"
+  cat <<TXT
+Local stack is up ($STATE).
+  source $ENV_FILE
+  Postgres   psql                       (host $PGHOST port $PGPORT, db $PGDATABASE, user $PGUSER)
+  Snowflake  $SNOWFLAKE_ENDPOINT_URL   python: snowflake.connector.connect(host="127.0.0.1", port=${SNOWFLAKE_ENDPOINT_URL##*:}, protocol="http", account="fakesnow", user="x", password="x", database="COUNTRIES", schema="PUBLIC")
+  SQS / SES  $AWS_ENDPOINT_URL   aws --endpoint-url \$AWS_ENDPOINT_URL sqs get-queue-attributes --queue-url \$RETRY_QUEUE_URL --attribute-names All
+             retry queue $RETRY_QUEUE_URL
+             dead-letter $DEAD_LETTER_QUEUE_URL
+             sent mail   curl -s \$AWS_ENDPOINT_URL/moto-api/data.json
+TXT
+}
+
+case "$command" in
+  up)
+    if is_running; then
+      log "already running"
+    else
+      down
+      mkdir -p "$STATE"
+      # A stack that fails half-way must not leave servers behind.
+      trap 'log "start-up failed; stopping what was started"; down' ERR
+      ensure_system_packages
+      ensure_python_env
+      start_postgres
+      start_fakesnow
+      start_moto
+      write_env
+      trap - ERR
+    fi
+    print_endpoints
+    ;;
+  down) down; log "stopped" ;;
+  status) if is_running; then print_endpoints; else echo "not running"; exit 1; fi ;;
+  env) echo "$ENV_FILE" ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
