@@ -371,7 +371,9 @@ impl Replicator {
         failure_budget: usize,
     ) -> ChunkResult {
         let mut result = ChunkResult::default();
-        let mut pending = vec![0..rows.len()];
+        // A stack of row ranges still to write; it starts as the whole chunk.
+        let mut pending = Vec::with_capacity(64);
+        pending.push(0..rows.len());
         while let Some(range) = pending.pop() {
             if range.is_empty() {
                 continue;

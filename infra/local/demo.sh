@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The whole pipeline on the local stack: start the stack (installing what is
+# missing), load rows into the Snowflake emulator, run the replicator through
+# its Lambda handler with an EventBridge scheduled event, and show where every
+# row went.
+#
+#   infra/local/demo.sh            load the sample rows (some of them invalid)
+#   infra/local/demo.sh rows.csv   load your own rows (country_id,country per line)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+CSV="${1:-}"
+
+infra/local/stack.sh up
+# shellcheck disable=SC1091
+. "$ROOT/.local/stack/stack.env"
+
+echo; echo "==> building the countries CLI"
+cargo build --quiet --locked -p countries-cli
+countries="$ROOT/target/debug/countries"
+
+echo; echo "==> loading rows into the Snowflake emulator"
+if [ -n "$CSV" ]; then "$countries" load-csv "$CSV"; else "$countries" load-sample; fi
+
+echo; echo "==> running the replicator handler with an EventBridge scheduled event"
+status=0
+"$countries" replicate || status=$?
+
+echo; echo "==> Postgres table \"case\" (first 10 rows of $(psql -Atc 'SELECT count(*) FROM "case"'))"
+psql -c 'SELECT country_id, country FROM "case" ORDER BY country_id LIMIT 10'
+echo "==> run ledger"
+psql -c 'SELECT started_at, outcome, rows_read, rows_written, rows_enqueued, rows_deferred, rows_deleted FROM replication_run ORDER BY started_at DESC LIMIT 5'
+echo "==> retry queue (failed rows, one message each)"
+"$ROOT/.local/venv/bin/python" - <<'PY'
+import json, os, boto3
+sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+url = os.environ["RETRY_QUEUE_URL"]
+n = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]
+print(f"{n} messages on {url}")
+# Peek without consuming: a visibility timeout of 0 leaves them on the queue.
+for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0).get("Messages", []):
+    body = json.loads(m["Body"])
+    print(f"  {json.dumps(body['record'])}  {body['error']['class']}: {body['error']['message']}")
+PY
+echo "==> left in Snowflake (held back for the next run)"
+"$ROOT/.local/venv/bin/python" - <<'PY'
+import os, snowflake.connector
+port = int(os.environ["SNOWFLAKE_ENDPOINT_URL"].rsplit(":", 1)[1])
+c = snowflake.connector.connect(host="127.0.0.1", port=port, protocol="http", account="fakesnow",
+                                user="demo", password="x", database="COUNTRIES", schema="PUBLIC")
+rows = c.cursor().execute('SELECT "COUNTRY_ID", "COUNTRY" FROM "case" ORDER BY 1').fetchall()
+print(f"  {len(rows)} rows: {rows[:10]}")
+PY
+cat <<TXT
+
+Look around yourself:  source .local/stack/stack.env   (then psql, the aws CLI, .local/venv/bin/python)
+Run the replicator again:  target/debug/countries replicate
+Stop the stack:  make stack-down
+TXT
+exit "$status"

@@ -1,0 +1,266 @@
+//! The Postgres sink against a real PostgreSQL 15: the upsert, its replay,
+//! error classification, the run lock, the ledger and TLS.
+
+use countries_shared::config::{Env, PostgresConfig, ReplicatorConfig, TlsMode};
+use countries_shared::model::{validate, CountryRow, SourceRow};
+use countries_shared::replicator::{RunOutcome, RunSummary};
+use countries_shared::sink::{connect, PostgresStore, ReplicaStore, WriteErrorKind};
+use testkit::{make_ca, make_server_cert, unique, PgCluster, TestEnv};
+use uuid::Uuid;
+
+fn rows(spec: &[(i128, &str)]) -> Vec<CountryRow> {
+    spec.iter()
+        .map(|(id, c)| validate(&SourceRow::new(Some(*id), Some(c))).expect("valid row"))
+        .collect()
+}
+
+fn summary() -> RunSummary {
+    RunSummary::new(Uuid::new_v4(), Some("test".into()))
+}
+
+#[tokio::test]
+async fn the_upsert_is_idempotent_and_counts_only_real_changes() {
+    let env = TestEnv::new("pg_upsert").await;
+    let store = PostgresStore::new(env.config().postgres);
+    let mut run = store.open_run(&summary()).await.unwrap().expect("lock");
+
+    let first = rows(&[(1, "USA"), (2, "FRA"), (3, "DEU")]);
+    assert_eq!(run.write_chunk(&first).await.unwrap(), 3);
+    assert_eq!(
+        run.write_chunk(&first).await.unwrap(),
+        0,
+        "a replay changes nothing"
+    );
+    assert_eq!(
+        run.write_chunk(&rows(&[(2, "ITA"), (3, "DEU")]))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        env.postgres_rows().await,
+        vec![(1, "USA".into()), (2, "ITA".into()), (3, "DEU".into())]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_row_is_row_level_and_names_the_constraint() {
+    let env = TestEnv::new("pg_check").await;
+    env.postgres()
+        .await
+        .batch_execute(r#"ALTER TABLE "case" ADD CONSTRAINT no_atlantis CHECK (country <> 'ATL')"#)
+        .await
+        .unwrap();
+    let store = PostgresStore::new(env.config().postgres);
+    let mut run = store.open_run(&summary()).await.unwrap().expect("lock");
+    let err = run
+        .write_chunk(&rows(&[(1, "USA"), (2, "ATL")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, WriteErrorKind::RowLevel, "{err}");
+    assert_eq!(err.sqlstate.as_deref(), Some("23514"));
+    assert!(err.message.contains("no_atlantis"), "{err}");
+    assert!(
+        env.postgres_rows().await.is_empty(),
+        "the statement wrote nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_table_is_systemic() {
+    let env = TestEnv::new("pg_missing").await;
+    let store = PostgresStore::new(env.config_with(&[("POSTGRES_TABLE", "nope")]).postgres);
+    let err = match store.open_run(&summary()).await {
+        Err(e) => e,
+        Ok(_) => panic!("a run opened on a missing table"),
+    };
+    assert_eq!(err.kind, WriteErrorKind::Systemic, "{err}");
+    assert_eq!(err.sqlstate.as_deref(), Some("42P01"));
+    assert!(err.message.contains("nope"), "{err}");
+}
+
+#[tokio::test]
+async fn only_one_run_holds_the_lock_and_it_is_released_with_the_run() {
+    let env = TestEnv::new("pg_lock").await;
+    let store = PostgresStore::new(env.config().postgres);
+    let first = store.open_run(&summary()).await.unwrap();
+    assert!(first.is_some());
+    assert!(
+        store.open_run(&summary()).await.unwrap().is_none(),
+        "second run must wait"
+    );
+    drop(first);
+    let mut third = None;
+    for _ in 0..50 {
+        // The server sees the closed connection shortly after the drop.
+        third = store.open_run(&summary()).await.unwrap();
+        if third.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(third.is_some(), "the lock was not released");
+}
+
+#[tokio::test]
+async fn the_ledger_records_the_start_and_the_end_of_a_run() {
+    let env = TestEnv::new("pg_ledger").await;
+    let store = PostgresStore::new(env.config().postgres);
+    let mut s = summary();
+    let mut run = store.open_run(&s).await.unwrap().expect("lock");
+    let client = env.postgres().await;
+    let outcome = |row: tokio_postgres::Row| row.get::<_, String>(0);
+    let started = client
+        .query_one(
+            "SELECT outcome FROM replication_run WHERE run_id = $1",
+            &[&s.run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome(started), "running");
+    s.outcome = RunOutcome::Succeeded;
+    s.rows_read = 7;
+    s.rows_written = 7;
+    s.finished_at = Some(chrono::Utc::now());
+    run.finish(&s).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT outcome, rows_read, rows_written, finished_at IS NOT NULL FROM replication_run WHERE run_id = $1",
+            &[&s.run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "succeeded");
+    assert_eq!(row.get::<_, i64>(1), 7);
+    assert_eq!(row.get::<_, i64>(2), 7);
+    assert!(row.get::<_, bool>(3));
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_transient_and_named() {
+    let env = TestEnv::new("pg_unreachable").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = env.config_with(&[("PGPORT", &port.to_string()), ("PGCONNECT_TIMEOUT", "2")]);
+    let err = connect(&config.postgres)
+        .await
+        .err()
+        .expect("no server there");
+    assert_eq!(err.kind, WriteErrorKind::Transient, "{err}");
+    assert!(err.message.contains(&format!("127.0.0.1:{port}")), "{err}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_systemic_and_never_shown() {
+    let env = TestEnv::new("pg_password").await;
+    let config = env.config_with(&[("PGPASSWORD", "not-the-password-xyzzy")]);
+    let err = connect(&config.postgres).await.err().expect("refused");
+    assert_eq!(err.kind, WriteErrorKind::Systemic, "{err}");
+    assert_eq!(err.sqlstate.as_deref(), Some("28P01"));
+    assert!(!err.to_string().contains("xyzzy"), "{err}");
+}
+
+fn tls_config(port: u16, host: &str, mode: &str, ca: &std::path::Path) -> PostgresConfig {
+    let vars = [
+        ("PGHOST", host.to_string()),
+        ("PGPORT", port.to_string()),
+        ("PGDATABASE", "postgres".to_string()),
+        ("PGUSER", "postgres".to_string()),
+        ("PGPASSWORD", "postgres".to_string()),
+        ("PGSSLMODE", mode.to_string()),
+        ("PGSSLROOTCERT", ca.display().to_string()),
+        ("PGCONNECT_TIMEOUT", "5".to_string()),
+        ("SNOWFLAKE_ACCOUNT", "x".to_string()),
+        ("SNOWFLAKE_USER", "x".to_string()),
+        ("SNOWFLAKE_PASSWORD", "x".to_string()),
+        ("SNOWFLAKE_DATABASE", "x".to_string()),
+        ("SNOWFLAKE_SCHEMA", "x".to_string()),
+        ("RETRY_QUEUE_URL", "http://x".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    ReplicatorConfig::from_vars(Env::from_map(vars))
+        .expect("TLS config")
+        .postgres
+}
+
+#[tokio::test]
+async fn tls_verify_full_accepts_the_right_ca_and_host_and_refuses_the_rest() {
+    let dir = std::env::temp_dir().join(unique("countries-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_ca(&dir, "right");
+    let wrong_ca = make_ca(&dir, "wrong");
+    let tls = make_server_cert(&dir, "right");
+    let cluster = PgCluster::start(Some(&tls));
+
+    // The certificate names `localhost` only.
+    let ok = tls_config(cluster.port, "localhost", "verify-full", &tls.ca_cert);
+    assert_eq!(ok.tls, TlsMode::VerifyFull);
+    let conn = connect(&ok).await.expect("right CA and host connect");
+    let ssl: bool = conn
+        .client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the session is encrypted");
+
+    let err = connect(&tls_config(
+        cluster.port,
+        "localhost",
+        "verify-full",
+        &wrong_ca,
+    ))
+    .await
+    .err()
+    .expect("a wrong CA must be refused");
+    assert_eq!(err.kind, WriteErrorKind::Systemic, "{err}");
+
+    let err = connect(&tls_config(
+        cluster.port,
+        "127.0.0.1",
+        "verify-full",
+        &tls.ca_cert,
+    ))
+    .await
+    .err()
+    .expect("a host name the certificate does not name must be refused");
+    assert_eq!(err.kind, WriteErrorKind::Systemic, "{err}");
+
+    // verify-ca checks the chain but not the name; it still refuses a wrong CA.
+    connect(&tls_config(
+        cluster.port,
+        "127.0.0.1",
+        "verify-ca",
+        &tls.ca_cert,
+    ))
+    .await
+    .expect("verify-ca ignores the host name");
+    assert!(connect(&tls_config(
+        cluster.port,
+        "127.0.0.1",
+        "verify-ca",
+        &wrong_ca
+    ))
+    .await
+    .is_err());
+
+    // The server accepts TLS only: plain TCP is refused.
+    assert!(connect(&tls_config(
+        cluster.port,
+        "localhost",
+        "disable",
+        &tls.ca_cert
+    ))
+    .await
+    .is_err());
+    drop(conn);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,52 @@
+//! The SQS retry queue against moto.
+
+use countries_shared::model::{FailureClass, FailureDetail, RetryMessage, SourceRow};
+use countries_shared::queue::{RetryQueue, SqsRetryQueue};
+use testkit::{drain, TestEnv};
+use uuid::Uuid;
+
+fn message(i: i128) -> RetryMessage {
+    RetryMessage::first_failure(
+        SourceRow::new(Some(i), Some("X'Y")),
+        FailureDetail {
+            class: FailureClass::Rejected,
+            sqlstate: Some("23514".into()),
+            message: format!("row {i} refused"),
+        },
+        Uuid::new_v4(),
+        chrono::Utc::now(),
+    )
+}
+
+#[tokio::test]
+async fn messages_are_sent_in_batches_of_ten_and_arrive_intact() {
+    let env = TestEnv::new("sqs_send").await;
+    let queue = SqsRetryQueue::new(env.sqs.clone(), env.vars["RETRY_QUEUE_URL"].clone());
+    let sent: Vec<RetryMessage> = (0..23).map(message).collect();
+    let results = queue.enqueue(&sent).await;
+    assert_eq!(results.len(), 23);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    let mut received = env.drain_retry_queue().await;
+    received.sort_by_key(|m| m.record.country_id);
+    assert_eq!(received, sent);
+}
+
+#[tokio::test]
+async fn a_missing_queue_fails_every_message_and_says_why() {
+    let env = TestEnv::new("sqs_missing").await;
+    let url = format!(
+        "{}/123456789012/no-such-queue",
+        env.vars["AWS_ENDPOINT_URL"]
+    );
+    let queue = SqsRetryQueue::new(env.sqs.clone(), url.clone());
+    let results = queue.enqueue(&[message(1), message(2)]).await;
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        let err = r.as_ref().expect_err("nothing can be accepted");
+        assert!(err.to_string().contains("SendMessageBatch"), "{err}");
+    }
+    assert!(drain(&env.sqs, &env.vars["RETRY_QUEUE_URL"])
+        .await
+        .is_empty());
+}

@@ -1,0 +1,647 @@
+//! Test kit: per-test resources on the real local services.
+//!
+//! The test command (`make test`) starts the local stack and exports its
+//! environment; every test then makes its own Postgres database, its own
+//! Snowflake database and its own SQS queues, so tests run in parallel without
+//! seeing each other. Tests about TLS and outages start a private Postgres
+//! cluster ([`PgCluster`]) that they can configure and stop.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use countries_shared::config::{Env, ReplicatorConfig};
+use countries_shared::model::{RetryMessage, SourceRow};
+use countries_shared::source::{RowSource, SnowflakeSource};
+
+pub const POSTGRES_SCHEMA_SQL: &str = include_str!("../../infra/sql/postgres/001_schema.sql");
+pub const SNOWFLAKE_SCHEMA_SQL: &str = include_str!("../../infra/sql/snowflake/001_case.sql");
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name no other test (or earlier run against the same stack) uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A variable of the running local stack.
+pub fn stack_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: the integration tests need the local stack. \
+             Run `make test`, or `infra/local/stack.sh up && source .local/stack/stack.env` first."
+        )
+    })
+}
+
+pub fn stack_vars() -> HashMap<String, String> {
+    let names = [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "SNOWFLAKE_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL",
+    ];
+    let mut vars: HashMap<String, String> = names
+        .iter()
+        .map(|n| (n.to_string(), stack_var(n)))
+        .collect();
+    for (k, v) in [
+        ("PGSSLMODE", "disable"),
+        ("SNOWFLAKE_ACCOUNT", "fakesnow"),
+        ("SNOWFLAKE_USER", "replicator"),
+        ("SNOWFLAKE_PASSWORD", "local"),
+        ("SNOWFLAKE_SCHEMA", "PUBLIC"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("LOG_FORMAT", "text"),
+    ] {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    vars
+}
+
+pub async fn pg_admin(host: &str, port: &str) -> tokio_postgres::Client {
+    let conn = format!(
+        "host={host} port={port} user={} password={} dbname=postgres",
+        std::env::var("COUNTRIES_PG_ADMIN_USER").unwrap_or_else(|_| "postgres".into()),
+        std::env::var("COUNTRIES_PG_ADMIN_PASSWORD").unwrap_or_else(|_| "postgres".into()),
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("admin connection to {host}:{port}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+pub async fn pg_connect(vars: &HashMap<String, String>) -> tokio_postgres::Client {
+    let conn = format!(
+        "host={} port={} user={} password={} dbname={}",
+        vars["PGHOST"], vars["PGPORT"], vars["PGUSER"], vars["PGPASSWORD"], vars["PGDATABASE"]
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test database: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// Creates a database owned by the stack's application role and applies the
+/// project's migrations to it.
+pub async fn create_database(host: &str, port: &str, owner: &str, name: &str) {
+    let admin = pg_admin(host, port).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name} OWNER {owner}"))
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    let conn = format!(
+        "host={host} port={port} user={} password={} dbname={name}",
+        std::env::var("COUNTRIES_PG_ADMIN_USER").unwrap_or_else(|_| "postgres".into()),
+        std::env::var("COUNTRIES_PG_ADMIN_PASSWORD").unwrap_or_else(|_| "postgres".into()),
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .expect("connecting to the new database");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("SET ROLE {owner}; {POSTGRES_SCHEMA_SQL}"))
+        .await
+        .expect("applying infra/sql/postgres");
+}
+
+/// One test's slice of the local stack.
+pub struct TestEnv {
+    pub name: String,
+    pub vars: HashMap<String, String>,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl TestEnv {
+    pub async fn new(prefix: &str) -> Self {
+        let name = unique(prefix).to_lowercase();
+        let mut vars = stack_vars();
+        create_database(&vars["PGHOST"], &vars["PGPORT"], &vars["PGUSER"], &name).await;
+        vars.insert("PGDATABASE".into(), name.clone());
+        vars.insert("SNOWFLAKE_DATABASE".into(), name.to_uppercase());
+
+        let setup =
+            SnowflakeSource::connect(&snowflake_config(&vars, false)).expect("Snowflake client");
+        setup
+            .execute(&format!(
+                "CREATE DATABASE IF NOT EXISTS {}",
+                name.to_uppercase()
+            ))
+            .await
+            .expect("create the Snowflake database");
+        setup
+            .execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}.PUBLIC",
+                name.to_uppercase()
+            ))
+            .await
+            .expect("create the Snowflake schema");
+        let source = SnowflakeSource::connect(&snowflake_config(&vars, true)).expect("client");
+        for statement in sql_statements(SNOWFLAKE_SCHEMA_SQL) {
+            source
+                .execute(&statement)
+                .await
+                .expect("infra/sql/snowflake");
+        }
+
+        let sqs = sqs_client(&vars).await;
+        let (retry, dlq) = create_queues(&sqs, &name, 5, 30).await;
+        vars.insert("RETRY_QUEUE_URL".into(), retry);
+        vars.insert("DEAD_LETTER_QUEUE_URL".into(), dlq);
+        Self { name, vars, sqs }
+    }
+
+    pub fn config(&self) -> ReplicatorConfig {
+        ReplicatorConfig::from_vars(Env::from_map(self.vars.clone())).expect("test config")
+    }
+
+    pub fn config_with(&self, overrides: &[(&str, &str)]) -> ReplicatorConfig {
+        let mut vars = self.vars.clone();
+        for (k, v) in overrides {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        ReplicatorConfig::from_vars(Env::from_map(vars)).expect("test config")
+    }
+
+    pub fn source(&self) -> SnowflakeSource {
+        SnowflakeSource::connect(&self.config().snowflake).expect("Snowflake client")
+    }
+
+    pub async fn load(&self, rows: &[SourceRow]) {
+        self.source()
+            .insert_rows(rows)
+            .await
+            .expect("loading rows into Snowflake");
+    }
+
+    /// Every row left in Snowflake, sorted.
+    pub async fn snowflake_rows(&self) -> Vec<SourceRow> {
+        let mut rows = self
+            .source()
+            .read_batch(10_000_000)
+            .await
+            .expect("reading Snowflake");
+        rows.sort_by(|a, b| (a.country_id, &a.country).cmp(&(b.country_id, &b.country)));
+        rows
+    }
+
+    pub async fn postgres(&self) -> tokio_postgres::Client {
+        pg_connect(&self.vars).await
+    }
+
+    /// The Postgres table as (id, country), sorted by id.
+    pub async fn postgres_rows(&self) -> Vec<(i32, String)> {
+        self.postgres()
+            .await
+            .query("SELECT country_id, country FROM \"case\" ORDER BY 1", &[])
+            .await
+            .expect("reading Postgres")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    /// Receives (and deletes) every message on the retry queue.
+    pub async fn drain_retry_queue(&self) -> Vec<RetryMessage> {
+        drain(&self.sqs, &self.vars["RETRY_QUEUE_URL"])
+            .await
+            .iter()
+            .map(|body| serde_json::from_str(body).expect("a retry message"))
+            .collect()
+    }
+}
+
+pub fn snowflake_config(
+    vars: &HashMap<String, String>,
+    with_database: bool,
+) -> countries_shared::config::SnowflakeConfig {
+    let mut vars = vars.clone();
+    if !with_database {
+        vars.insert("SNOWFLAKE_DATABASE".into(), "COUNTRIES".into());
+    }
+    // Only the Snowflake part is used; fill the rest so the config reads.
+    for (k, v) in [
+        ("PGHOST", "unused"),
+        ("PGDATABASE", "unused"),
+        ("PGUSER", "unused"),
+        ("RETRY_QUEUE_URL", "http://unused"),
+    ] {
+        vars.entry(k.to_string()).or_insert_with(|| v.to_string());
+    }
+    ReplicatorConfig::from_vars(Env::from_map(vars))
+        .expect("Snowflake config")
+        .snowflake
+}
+
+pub fn sql_statements(sql: &str) -> Vec<String> {
+    let without_comments: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+pub async fn sqs_client(vars: &HashMap<String, String>) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::config::Builder::new()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .endpoint_url(&vars["AWS_ENDPOINT_URL"])
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// A retry queue with a redrive policy to its own dead-letter queue.
+pub async fn create_queues(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    max_receive_count: u32,
+    visibility_timeout: u32,
+) -> (String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .expect("create the DLQ")
+        .queue_url
+        .expect("DLQ url");
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("DLQ attributes")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("DLQ arn");
+    let retry = sqs
+        .create_queue()
+        .queue_name(format!("{name}-retry"))
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_timeout.to_string(),
+        )
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count.to_string()})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("create the retry queue")
+        .queue_url
+        .expect("retry queue url");
+    (retry, dlq)
+}
+
+/// Receives and deletes every message on a queue; returns the bodies.
+pub async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(300)
+            .send()
+            .await
+            .expect("receive");
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return bodies;
+        }
+        for m in messages {
+            if let Some(handle) = m.receipt_handle() {
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+            bodies.push(m.body.unwrap_or_default());
+        }
+    }
+}
+
+/// A binary of this workspace, built by the same `cargo test` run.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/<test> → target/debug/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+pub fn run_binary(
+    name: &str,
+    args: &[&str],
+    vars: &HashMap<String, String>,
+) -> std::process::Output {
+    Command::new(workspace_binary(name))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(vars)
+        .output()
+        .expect("running a workspace binary")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+/// Runs a Postgres server command, as the `postgres` user when we are root
+/// (the server refuses to run as root).
+fn pg_command(program: &str) -> Command {
+    let path = format!("{PG_BIN}/{program}");
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", &path]);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+/// TLS material for a private cluster, made with the openssl command line.
+pub struct TlsFiles {
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes a CA and a certificate for `localhost` (and only that name) signed
+/// by it. `prefix` keeps two CAs in one folder apart.
+pub fn make_ca(dir: &Path, prefix: &str) -> PathBuf {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={prefix} test CA"),
+            "-keyout",
+            &format!("{prefix}-ca.key"),
+            "-out",
+            &format!("{prefix}-ca.pem"),
+        ],
+    );
+    dir.join(format!("{prefix}-ca.pem"))
+}
+
+pub fn make_server_cert(dir: &Path, ca_prefix: &str) -> TlsFiles {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").expect("san.ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-days",
+            "2",
+            "-CA",
+            &format!("{ca_prefix}-ca.pem"),
+            "-CAkey",
+            &format!("{ca_prefix}-ca.key"),
+            "-CAcreateserial",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    TlsFiles {
+        ca_cert: dir.join(format!("{ca_prefix}-ca.pem")),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+    }
+}
+
+/// A private Postgres 15 cluster on a free loopback port, stopped on drop.
+pub struct PgCluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl PgCluster {
+    pub fn start(tls: Option<&TlsFiles>) -> Self {
+        let dir = std::env::temp_dir().join(unique("countries-pg"));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let data = dir.join("data");
+        let pwfile = dir.join("pw");
+        std::fs::write(&pwfile, "postgres").expect("pwfile");
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:", &dir.to_string_lossy()])
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        let out = pg_command("initdb")
+            .args([
+                "-D",
+                &data.to_string_lossy(),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+            ])
+            .args(["--auth-host=scram-sha-256", "--no-instructions"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let mut conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\n",
+            dir.display()
+        );
+        if let Some(tls) = tls {
+            for (src, name) in [
+                (&tls.server_cert, "server.pem"),
+                (&tls.server_key, "server.key"),
+            ] {
+                let dst = data.join(name);
+                std::fs::copy(src, &dst).expect("copy TLS file");
+                if is_root() {
+                    Command::new("chown")
+                        .args(["postgres:", &dst.to_string_lossy()])
+                        .status()
+                        .expect("chown");
+                }
+                Command::new("chmod")
+                    .args(["600", &dst.to_string_lossy()])
+                    .status()
+                    .expect("chmod");
+            }
+            conf.push_str("ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n");
+            // Only TLS connections over TCP.
+            let hba = "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n";
+            std::fs::write(data.join("pg_hba.conf"), hba).expect("pg_hba");
+        }
+        let conf_path = data.join("postgresql.conf");
+        let mut existing = std::fs::read_to_string(&conf_path).expect("postgresql.conf");
+        existing.push_str(&conf);
+        std::fs::write(&conf_path, existing).expect("postgresql.conf");
+        let cluster = Self { dir, port };
+        cluster.start_server();
+        cluster
+    }
+
+    pub fn start_server(&self) {
+        let out = pg_command("pg_ctl")
+            .args([
+                "-D",
+                &self.dir.join("data").to_string_lossy(),
+                "-w",
+                "-t",
+                "30",
+            ])
+            .args(["-l", &self.dir.join("log").to_string_lossy(), "start"])
+            .output()
+            .expect("pg_ctl start");
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server at once, as a crash or an outage would.
+    pub fn stop_server(&self) {
+        let _ = pg_command("pg_ctl")
+            .args([
+                "-D",
+                &self.dir.join("data").to_string_lossy(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .output();
+    }
+
+    /// Makes the application role and database, like the local stack does.
+    pub async fn create_app_database(&self, name: &str) {
+        let admin = pg_admin_tls_agnostic(self.port).await;
+        admin
+            .batch_execute("CREATE ROLE countries LOGIN PASSWORD 'countries'")
+            .await
+            .ok();
+        drop(admin);
+        create_database("127.0.0.1", &self.port.to_string(), "countries", name).await;
+    }
+}
+
+async fn pg_admin_tls_agnostic(port: u16) -> tokio_postgres::Client {
+    pg_admin("127.0.0.1", &port.to_string()).await
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.stop_server();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until `check` holds, for at most `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
