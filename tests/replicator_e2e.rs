@@ -207,6 +207,15 @@ async fn rows_postgres_refuses_go_to_the_queue_with_their_sqlstate() {
     assert_nothing_lost(&env, &input, &queued).await;
 }
 
+/// One invocation in a process of its own, which `COUNTRIES_CRASH_AT` kills.
+fn run_crashable(vars: &std::collections::HashMap<String, String>) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_replicate-once"))
+        .env_clear()
+        .envs(vars)
+        .output()
+        .expect("running replicate-once")
+}
+
 /// Kills the real process at a step boundary, then runs again.
 async fn crash_then_rerun(crash_at: &str) {
     let env = TestEnv::new(&format!("e2e_crash_{crash_at}")).await;
@@ -215,7 +224,9 @@ async fn crash_then_rerun(crash_at: &str) {
 
     let mut vars = env.vars.clone();
     vars.insert("COUNTRIES_CRASH_AT".into(), crash_at.into());
-    let crashed = run_binary("countries", &["replicate"], &vars);
+    // Small delete chunks, so that `mid_delete` falls between two statements.
+    vars.insert("SNOWFLAKE_DELETE_CHUNK_ROWS".into(), "3".into());
+    let crashed = run_crashable(&vars);
     assert!(
         !crashed.status.success(),
         "the process should have been killed"
@@ -225,10 +236,17 @@ async fn crash_then_rerun(crash_at: &str) {
         "{}",
         String::from_utf8_lossy(&crashed.stderr)
     );
+    if crash_at == "mid_delete" {
+        let left = env.snowflake_rows().await.len();
+        assert!(
+            left > 1 && left < input.len(),
+            "crashed between deletes: {left} left"
+        );
+    }
     let mut queued = env.drain_retry_queue().await;
     assert_nothing_lost(&env, &input, &queued).await;
 
-    let rerun = run_binary("countries", &["replicate"], &env.vars);
+    let rerun = run_crashable(&env.vars);
     assert!(
         rerun.status.success(),
         "rerun after a crash at {crash_at}: {}",
@@ -274,7 +292,13 @@ async fn a_crash_between_write_and_delete_loses_nothing_and_writes_nothing_twice
 
 #[tokio::test]
 async fn a_crash_at_every_other_step_boundary_loses_nothing() {
-    for point in ["after_read", "mid_write", "after_enqueue", "before_ledger"] {
+    for point in [
+        "after_read",
+        "mid_write",
+        "after_enqueue",
+        "mid_delete",
+        "before_ledger",
+    ] {
         crash_then_rerun(point).await;
     }
 }

@@ -23,12 +23,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::RunLimits;
+use crate::config::{ReplicatorConfig, RunLimits};
 use crate::fault::crash_point;
 use crate::model::{validate, CountryRow, FailureClass, FailureDetail, RetryMessage, SourceRow};
-use crate::queue::{QueueError, RetryQueue};
-use crate::sink::{ReplicaRun, ReplicaStore, WriteError, WriteErrorKind};
-use crate::source::RowSource;
+use crate::queue::{QueueError, RetryQueue, SqsRetryQueue};
+use crate::sink::{PostgresStore, ReplicaRun, ReplicaStore, WriteError, WriteErrorKind};
+use crate::source::{RowSource, SnowflakeSource, SourceError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -218,6 +218,19 @@ struct ChunkResult {
 }
 
 impl Replicator {
+    /// The production wiring: Snowflake, Postgres and SQS from the
+    /// configuration, built once per process and reused by warm invocations.
+    pub async fn from_config(config: &ReplicatorConfig) -> Result<Self, SourceError> {
+        let sqs = aws_sdk_sqs::Client::new(&crate::aws_config().await);
+        Ok(Self {
+            source: Box::new(SnowflakeSource::connect(&config.snowflake)?),
+            store: Box::new(PostgresStore::new(config.postgres.clone())),
+            queue: Box::new(SqsRetryQueue::new(sqs, config.retry_queue_url.clone())),
+            limits: config.limits,
+            backoff: Backoff::default(),
+        })
+    }
+
     pub async fn run(&self, run_id: Uuid, trigger_id: Option<String>) -> RunSummary {
         let mut summary = RunSummary::new(run_id, trigger_id);
         let mut replica = match self.store.open_run(&summary).await {
@@ -536,7 +549,6 @@ pub fn log_summary(s: &RunSummary) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::SourceError;
     use async_trait::async_trait;
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};

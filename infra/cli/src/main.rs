@@ -13,11 +13,9 @@ use anyhow::{bail, Context as _, Result};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use countries_shared::config::ReplicatorConfig;
 use countries_shared::model::SourceRow;
-use countries_shared::queue::SqsRetryQueue;
-use countries_shared::replicator::{handle, Backoff, Replicator};
-use countries_shared::sink::PostgresStore;
+use countries_shared::replicator::{handle, Replicator};
 use countries_shared::source::SnowflakeSource;
-use countries_shared::{aws_config, telemetry};
+use countries_shared::telemetry;
 use lambda_runtime::{Context, LambdaEvent};
 
 const SAMPLE_ROWS: &str = include_str!("../../local/sample-rows.csv");
@@ -72,14 +70,7 @@ async fn replicate(event_json: String) -> Result<ExitCode> {
         serde_json::from_str(&event_json).context("the event is not an EventBridge event")?;
     let payload = serde_json::to_value(&event)?;
     let config = ReplicatorConfig::from_env()?;
-    let sqs = aws_sdk_sqs::Client::new(&aws_config().await);
-    let replicator = Replicator {
-        source: Box::new(SnowflakeSource::connect(&config.snowflake)?),
-        store: Box::new(PostgresStore::new(config.postgres.clone())),
-        queue: Box::new(SqsRetryQueue::new(sqs, config.retry_queue_url.clone())),
-        limits: config.limits,
-        backoff: Backoff::default(),
-    };
+    let replicator = Replicator::from_config(&config).await?;
     let mut context = Context::default();
     context.request_id = "local-invocation".to_string();
     match handle(&replicator, LambdaEvent::new(payload, context)).await {
