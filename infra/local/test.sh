@@ -22,5 +22,10 @@ infra/local/stack.sh up --dir "$STACK_DIR" >/dev/null
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "build"
+# The tests run the Lambda and CLI binaries; `cargo test` alone builds them
+# only as test harnesses.
+cargo build --workspace --bins --locked
+
 step "tests"
 cargo test --workspace --locked

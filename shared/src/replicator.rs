@@ -27,7 +27,7 @@ use crate::config::{ReplicatorConfig, RunLimits};
 use crate::fault::crash_point;
 use crate::model::{validate, CountryRow, FailureClass, FailureDetail, RetryMessage, SourceRow};
 use crate::queue::{QueueError, RetryQueue, SqsRetryQueue};
-use crate::sink::{PostgresStore, ReplicaRun, ReplicaStore, WriteError, WriteErrorKind};
+use crate::sink::{PostgresStore, ReplicaRun, ReplicaStore, RowWriter, WriteError, WriteErrorKind};
 use crate::source::{RowSource, SnowflakeSource, SourceError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +131,7 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    fn delay(&self, attempt: u32) -> Duration {
+    pub fn delay(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
         self.first.saturating_mul(factor).min(self.max)
     }
@@ -206,15 +206,91 @@ fn plan(rows: Vec<SourceRow>, run_id: Uuid, now: DateTime<Utc>) -> Plan {
     plan
 }
 
-/// What happened to one chunk of rows.
-#[derive(Default)]
-struct ChunkResult {
-    written: Vec<usize>,
-    rejected: Vec<(usize, WriteError)>,
-    deferred: Vec<usize>,
-    changed: u64,
-    /// Set when no further chunk should be tried this run.
-    stop: Option<WriteError>,
+/// What happened to one chunk of rows (indices into the chunk).
+#[derive(Debug, Default)]
+pub struct ChunkResult {
+    pub written: Vec<usize>,
+    pub rejected: Vec<(usize, WriteError)>,
+    pub deferred: Vec<usize>,
+    pub changed: u64,
+    /// Set when no further chunk should be tried: a transient error outlasted
+    /// its retries, or a systemic one.
+    pub stop: Option<WriteError>,
+}
+
+/// How a write that fails for a transient reason is retried.
+#[derive(Debug, Clone, Copy)]
+pub struct WritePolicy {
+    pub attempts: u32,
+    pub backoff: Backoff,
+}
+
+/// Writes a chunk; when Postgres refuses it because of a row, halves it
+/// until the refused rows stand alone. A clean chunk costs one statement;
+/// k bad rows among n cost about 2·k·log2(n) statements. At most
+/// `failure_budget` rows are isolated; past that, refused parts are deferred.
+pub async fn write_isolating(
+    writer: &mut dyn RowWriter,
+    rows: &[&CountryRow],
+    failure_budget: usize,
+    policy: WritePolicy,
+) -> ChunkResult {
+    let mut result = ChunkResult::default();
+    // A stack of row ranges still to write; it starts as the whole chunk.
+    let mut pending = Vec::with_capacity(64);
+    pending.push(0..rows.len());
+    while let Some(range) = pending.pop() {
+        if range.is_empty() {
+            continue;
+        }
+        let slice: Vec<CountryRow> = rows[range.clone()].iter().map(|r| (*r).clone()).collect();
+        match write_with_retries(writer, &slice, policy).await {
+            Ok(changed) => {
+                result.changed += changed;
+                result.written.extend(range);
+            }
+            Err(e) if e.kind == WriteErrorKind::RowLevel => {
+                if result.rejected.len() >= failure_budget {
+                    // The breaker is open: no point isolating more rows
+                    // that could not be enqueued anyway.
+                    result.deferred.extend(range);
+                } else if range.len() == 1 {
+                    result.rejected.push((range.start, e));
+                } else {
+                    let mid = range.start + range.len() / 2;
+                    pending.push(mid..range.end);
+                    pending.push(range.start..mid);
+                }
+            }
+            Err(e) => {
+                result.deferred.extend(range);
+                for rest in pending.drain(..) {
+                    result.deferred.extend(rest);
+                }
+                result.stop = Some(e);
+            }
+        }
+    }
+    result
+}
+
+async fn write_with_retries(
+    writer: &mut dyn RowWriter,
+    rows: &[CountryRow],
+    policy: WritePolicy,
+) -> Result<u64, WriteError> {
+    let mut attempt = 1;
+    loop {
+        match writer.write_chunk(rows).await {
+            Err(e) if e.is_transient() && attempt < policy.attempts => {
+                let delay = policy.backoff.delay(attempt);
+                tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %e, "transient Postgres error; retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 impl Replicator {
@@ -259,6 +335,13 @@ impl Replicator {
         summary
     }
 
+    fn write_policy(&self) -> WritePolicy {
+        WritePolicy {
+            attempts: self.limits.write_attempts,
+            backoff: self.backoff,
+        }
+    }
+
     async fn move_rows(&self, replica: &mut dyn ReplicaRun, summary: &mut RunSummary) {
         let rows = match self.source.read_batch(self.limits.max_rows_per_run).await {
             Ok(rows) => rows,
@@ -289,9 +372,13 @@ impl Replicator {
                 .limits
                 .max_failures_per_run
                 .saturating_sub(failures.len());
-            let result = self
-                .write_isolating(replica, &rows[range.clone()], budget_left)
-                .await;
+            let result = write_isolating(
+                &mut *replica,
+                &rows[range.clone()],
+                budget_left,
+                self.write_policy(),
+            )
+            .await;
             summary.rows_changed += usize::try_from(result.changed).unwrap_or(usize::MAX);
             for i in result.written {
                 let planned = &plan.valid[range.start + i];
@@ -372,73 +459,6 @@ impl Replicator {
         } else {
             RunOutcome::Succeeded
         };
-    }
-
-    /// Writes a chunk; when Postgres refuses it because of a row, halves it
-    /// until the refused rows stand alone. A clean chunk costs one statement;
-    /// k bad rows among n cost about 2·k·log2(n) statements.
-    async fn write_isolating(
-        &self,
-        replica: &mut dyn ReplicaRun,
-        rows: &[&CountryRow],
-        failure_budget: usize,
-    ) -> ChunkResult {
-        let mut result = ChunkResult::default();
-        // A stack of row ranges still to write; it starts as the whole chunk.
-        let mut pending = Vec::with_capacity(64);
-        pending.push(0..rows.len());
-        while let Some(range) = pending.pop() {
-            if range.is_empty() {
-                continue;
-            }
-            let slice: Vec<CountryRow> = rows[range.clone()].iter().map(|r| (*r).clone()).collect();
-            match self.write_with_retries(replica, &slice).await {
-                Ok(changed) => {
-                    result.changed += changed;
-                    result.written.extend(range);
-                }
-                Err(e) if e.kind == WriteErrorKind::RowLevel => {
-                    if result.rejected.len() >= failure_budget {
-                        // The breaker is open: no point isolating more rows
-                        // that could not be enqueued anyway.
-                        result.deferred.extend(range);
-                    } else if range.len() == 1 {
-                        result.rejected.push((range.start, e));
-                    } else {
-                        let mid = range.start + range.len() / 2;
-                        pending.push(mid..range.end);
-                        pending.push(range.start..mid);
-                    }
-                }
-                Err(e) => {
-                    result.deferred.extend(range);
-                    for rest in pending.drain(..) {
-                        result.deferred.extend(rest);
-                    }
-                    result.stop = Some(e);
-                }
-            }
-        }
-        result
-    }
-
-    async fn write_with_retries(
-        &self,
-        replica: &mut dyn ReplicaRun,
-        rows: &[CountryRow],
-    ) -> Result<u64, WriteError> {
-        let mut attempt = 1;
-        loop {
-            match replica.write_chunk(rows).await {
-                Err(e) if e.is_transient() && attempt < self.limits.write_attempts => {
-                    let delay = self.backoff.delay(attempt);
-                    tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %e, "transient Postgres error; retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
     }
 
     async fn delete_safe_rows(&self, safe: &[SourceRow], summary: &mut RunSummary) {
@@ -632,7 +652,7 @@ mod tests {
     }
 
     #[async_trait]
-    impl ReplicaRun for MemoryRun {
+    impl RowWriter for MemoryRun {
         async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
             let mut state = self.0.lock().unwrap();
             state.statements += 1;
@@ -659,6 +679,10 @@ mod tests {
             }
             Ok(changed)
         }
+    }
+
+    #[async_trait]
+    impl ReplicaRun for MemoryRun {
         async fn finish(&mut self, summary: &RunSummary) -> Result<(), WriteError> {
             self.0.lock().unwrap().ledger.push(summary.clone());
             Ok(())

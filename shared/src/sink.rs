@@ -17,7 +17,6 @@ use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Statement};
-use uuid::Uuid;
 
 use crate::config::{PostgresConfig, TlsMode};
 use crate::model::{CountryRow, FailureClass, FailureDetail};
@@ -121,6 +120,14 @@ pub fn classify_sqlstate(code: &str) -> WriteErrorKind {
     }
 }
 
+/// Something rows can be written to: one statement per call.
+#[async_trait]
+pub trait RowWriter: Send {
+    /// Upserts the rows in one statement: all of them are committed, or none.
+    /// Returns how many rows changed (a replay changes none).
+    async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError>;
+}
+
 /// The replica, as the replicator sees it.
 #[async_trait]
 pub trait ReplicaStore: Send + Sync {
@@ -134,12 +141,15 @@ pub trait ReplicaStore: Send + Sync {
 
 /// One run's hold on the replica. Dropping it releases the lock.
 #[async_trait]
-pub trait ReplicaRun: Send {
-    /// Upserts the rows in one statement: all of them are committed, or none.
-    /// Returns how many rows changed (a replay changes none).
-    async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError>;
+pub trait ReplicaRun: RowWriter {
     /// Records the run's outcome in the ledger.
     async fn finish(&mut self, summary: &RunSummary) -> Result<(), WriteError>;
+}
+
+/// Opens writers without a run lock (the retrier and the replay command).
+#[async_trait]
+pub trait WriterPool: Send + Sync {
+    async fn writer(&self) -> Result<Box<dyn RowWriter>, WriteError>;
 }
 
 /// Opens a connection with the configured TLS mode.
@@ -305,15 +315,20 @@ impl ReplicaStore for PostgresStore {
         if !try_lock(&connection.client, &lock_name).await? {
             return Ok(None);
         }
-        let run = PostgresRun {
-            config: self.config.clone(),
-            lock_name,
-            run_id: summary.run_id,
-            upsert: prepare_upsert(&connection.client, &self.config).await?,
-            connection,
-        };
+        let writer = PgWriter::new(self.config.clone(), connection, Some(lock_name)).await?;
+        let run = PostgresRun { writer };
         run.record(summary).await?;
         Ok(Some(Box::new(run)))
+    }
+}
+
+#[async_trait]
+impl WriterPool for PostgresStore {
+    async fn writer(&self) -> Result<Box<dyn RowWriter>, WriteError> {
+        let connection = connect(&self.config).await?;
+        Ok(Box::new(
+            PgWriter::new(self.config.clone(), connection, None).await?,
+        ))
     }
 }
 
@@ -356,35 +371,79 @@ async fn prepare_upsert(client: &Client, config: &PostgresConfig) -> Result<Stat
         })
 }
 
-struct PostgresRun {
+/// A connection with the upsert prepared. With a lock name, it holds that
+/// advisory lock and takes it again after reconnecting.
+pub struct PgWriter {
     config: PostgresConfig,
-    lock_name: String,
-    run_id: Uuid,
+    lock_name: Option<String>,
     upsert: Statement,
     connection: PgConnection,
 }
 
-impl PostgresRun {
+impl PgWriter {
+    async fn new(
+        config: PostgresConfig,
+        connection: PgConnection,
+        lock_name: Option<String>,
+    ) -> Result<Self, WriteError> {
+        let upsert = prepare_upsert(&connection.client, &config).await?;
+        Ok(Self {
+            config,
+            lock_name,
+            upsert,
+            connection,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.connection.client
+    }
+
     /// After a lost connection: reconnect and take the lock again. Another run
     /// may hold it by now, and then this run must stop writing.
-    async fn reconnect(&mut self) -> Result<(), WriteError> {
-        tracing::warn!(run_id = %self.run_id, "Postgres connection lost; reconnecting");
+    async fn ensure_connected(&mut self) -> Result<(), WriteError> {
+        if !self.connection.client.is_closed() {
+            return Ok(());
+        }
+        tracing::warn!("Postgres connection lost; reconnecting");
         let connection = connect(&self.config).await?;
-        if !try_lock(&connection.client, &self.lock_name).await? {
-            return Err(WriteError::systemic(
-                "lost the run lock with the connection, and another run holds it now",
-            ));
+        if let Some(lock_name) = &self.lock_name {
+            if !try_lock(&connection.client, lock_name).await? {
+                return Err(WriteError::systemic(
+                    "lost the run lock with the connection, and another run holds it now",
+                ));
+            }
         }
         self.upsert = prepare_upsert(&connection.client, &self.config).await?;
         self.connection = connection;
         Ok(())
     }
+}
 
-    async fn record(&self, s: &RunSummary) -> Result<(), WriteError> {
-        let ledger = format!("{}.\"replication_run\"", self.config.schema.quoted());
-        let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+#[async_trait]
+impl RowWriter for PgWriter {
+    async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
+        self.ensure_connected().await?;
+        let ids: Vec<i32> = rows.iter().map(|r| r.country_id).collect();
+        let countries: Vec<&str> = rows.iter().map(|r| r.country.as_str()).collect();
         self.connection
             .client
+            .execute(&self.upsert, &[&ids, &countries])
+            .await
+            .map_err(|e| WriteError::from_postgres(&e))
+    }
+}
+
+struct PostgresRun {
+    writer: PgWriter,
+}
+
+impl PostgresRun {
+    async fn record(&self, s: &RunSummary) -> Result<(), WriteError> {
+        let ledger = format!("{}.\"replication_run\"", self.writer.config.schema.quoted());
+        let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.writer
+            .client()
             .execute(
                 &format!(
                     "INSERT INTO {ledger} (run_id, trigger_id, started_at, finished_at, outcome, \
@@ -428,24 +487,16 @@ impl PostgresRun {
 }
 
 #[async_trait]
-impl ReplicaRun for PostgresRun {
+impl RowWriter for PostgresRun {
     async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
-        if self.connection.client.is_closed() {
-            self.reconnect().await?;
-        }
-        let ids: Vec<i32> = rows.iter().map(|r| r.country_id).collect();
-        let countries: Vec<&str> = rows.iter().map(|r| r.country.as_str()).collect();
-        self.connection
-            .client
-            .execute(&self.upsert, &[&ids, &countries])
-            .await
-            .map_err(|e| WriteError::from_postgres(&e))
+        self.writer.write_chunk(rows).await
     }
+}
 
+#[async_trait]
+impl ReplicaRun for PostgresRun {
     async fn finish(&mut self, summary: &RunSummary) -> Result<(), WriteError> {
-        if self.connection.client.is_closed() {
-            self.reconnect().await?;
-        }
+        self.writer.ensure_connected().await?;
         self.record(summary).await
     }
 }

@@ -448,20 +448,32 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// Whether the request never got a Snowflake answer. `snowflake-api` wraps
+/// transport errors in `#[error(transparent)]` layers, which hide the
+/// `reqwest::Error` from the source chain on some paths (after its retry
+/// middleware gave up, for one), so the transport's own wording is the
+/// fallback.
 fn is_network_failure(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = current {
         if let Some(r) = e.downcast_ref::<reqwest::Error>() {
-            return r.is_connect() || r.is_timeout() || r.is_request() || r.is_body();
-        }
-        if let Some(reqwest_middleware::Error::Middleware(_)) =
-            e.downcast_ref::<reqwest_middleware::Error>()
-        {
-            return true;
+            if r.is_connect() || r.is_timeout() || r.is_request() || r.is_body() {
+                return true;
+            }
         }
         current = e.source();
     }
-    false
+    let text = error_chain(err).to_ascii_lowercase();
+    [
+        "error sending request",
+        "tcp connect error",
+        "connection refused",
+        "connection reset",
+        "timed out",
+        "dns error",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 #[cfg(test)]
@@ -536,6 +548,18 @@ mod tests {
         assert!(!err.is_transient());
         let textual: arrow_array::ArrayRef = StdArc::new(StringArray::from(vec!["1"]));
         assert!(decode_batch(&batch(textual, texts), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn transport_failures_are_transient_even_when_the_type_is_hidden() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("Request failed after 3 retries: error sending request for url (http://127.0.0.1:9/): client error (Connect): tcp connect error: Connection refused (os error 111)")]
+        struct Opaque;
+        assert!(is_network_failure(&Opaque));
+        #[derive(Debug, thiserror::Error)]
+        #[error("Snowflake API error. Code: `002003`. Message: `Table 'X' does not exist`")]
+        struct Sql;
+        assert!(!is_network_failure(&Sql));
     }
 
     #[test]

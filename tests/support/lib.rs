@@ -363,7 +363,7 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.is_file(),
-        "{} is missing: run the tests with `cargo test --workspace`",
+        "{} is missing: run `make test`, or `cargo build --workspace --bins` before `cargo test`",
         path.display()
     );
     path
