@@ -383,6 +383,117 @@ impl ReplicatorConfig {
     }
 }
 
+/// Everything the `retrier` function needs.
+#[derive(Debug, Clone)]
+pub struct RetrierConfig {
+    pub postgres: PostgresConfig,
+    /// The queue the retrier consumes, for stretching the visibility timeout
+    /// of messages that failed again.
+    pub retry_queue_url: String,
+    /// First wait before a failed message is retried; doubles with every
+    /// receive, up to the maximum. 0 leaves the queue's visibility timeout.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub write_attempts: u32,
+}
+
+impl RetrierConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(Env::from_process())
+    }
+
+    pub fn from_vars(mut env: Env) -> Result<Self, ConfigError> {
+        let base = env.number("RETRY_BACKOFF_BASE_SECONDS", 30u64, 0, 43_200);
+        let max = env.number("RETRY_BACKOFF_MAX_SECONDS", 900u64, 0, 43_200);
+        if max < base {
+            env.problem(
+                "RETRY_BACKOFF_MAX_SECONDS",
+                format!("must not be below RETRY_BACKOFF_BASE_SECONDS ({base}), got {max}"),
+            );
+        }
+        let config = Self {
+            postgres: PostgresConfig::read(&mut env),
+            retry_queue_url: env.url("RETRY_QUEUE_URL", true).unwrap_or_default(),
+            backoff_base: Duration::from_secs(base),
+            backoff_max: Duration::from_secs(max),
+            write_attempts: env.number("WRITE_ATTEMPTS", 3, 1, 10),
+        };
+        env.finish(config)
+    }
+}
+
+/// Everything the `dlq-reporter` function needs.
+#[derive(Debug, Clone)]
+pub struct ReporterConfig {
+    pub postgres: PostgresConfig,
+    pub dead_letter_queue_url: String,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    /// Messages taken from the dead-letter queue per run, at most.
+    pub max_messages: usize,
+    /// Records listed in the email body; all of them are in the CSV.
+    pub email_rows: usize,
+}
+
+/// SES refuses more than 50 recipients per message.
+pub const MAX_RECIPIENTS: usize = 50;
+
+fn looks_like_email(value: &str) -> bool {
+    let mut parts = value.split('@');
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some(local), Some(domain), None)
+            if !local.is_empty() && domain.contains('.') && !value.contains(char::is_whitespace)
+    )
+}
+
+impl ReporterConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(Env::from_process())
+    }
+
+    pub fn from_vars(mut env: Env) -> Result<Self, ConfigError> {
+        let sender = env.required("REPORT_SENDER");
+        if !sender.is_empty() && !looks_like_email(&sender) {
+            env.problem(
+                "REPORT_SENDER",
+                format!("{sender:?} is not an email address"),
+            );
+        }
+        let raw = env.required("REPORT_RECIPIENTS");
+        let recipients: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .collect();
+        if let Some(bad) = recipients.iter().find(|r| !looks_like_email(r)) {
+            env.problem(
+                "REPORT_RECIPIENTS",
+                format!("{bad:?} is not an email address"),
+            );
+        }
+        if recipients.len() > MAX_RECIPIENTS {
+            env.problem(
+                "REPORT_RECIPIENTS",
+                format!(
+                    "{} addresses; SES allows {MAX_RECIPIENTS} per message",
+                    recipients.len()
+                ),
+            );
+        }
+        let config = Self {
+            postgres: PostgresConfig::read(&mut env),
+            dead_letter_queue_url: env.url("DEAD_LETTER_QUEUE_URL", true).unwrap_or_default(),
+            sender,
+            recipients,
+            max_messages: env.number("REPORT_MAX_MESSAGES", 1_000, 1, 100_000),
+            email_rows: env.number("REPORT_EMAIL_ROWS", 50, 1, 1_000),
+        };
+        env.finish(config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,6 +586,42 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----".into(),
         );
         assert!(read(vars).unwrap_err().mentions("SNOWFLAKE_PASSWORD"));
+    }
+
+    #[test]
+    fn retrier_and_reporter_configs_name_their_variables() {
+        let mut vars = valid();
+        vars.insert("RETRY_BACKOFF_BASE_SECONDS".into(), "60".into());
+        vars.insert("RETRY_BACKOFF_MAX_SECONDS".into(), "30".into());
+        let err = RetrierConfig::from_vars(Env::from_map(vars)).unwrap_err();
+        assert!(err.mentions("RETRY_BACKOFF_MAX_SECONDS"), "{err}");
+
+        let err = ReporterConfig::from_vars(Env::from_map(valid())).unwrap_err();
+        for var in [
+            "REPORT_SENDER",
+            "REPORT_RECIPIENTS",
+            "DEAD_LETTER_QUEUE_URL",
+        ] {
+            assert!(err.mentions(var), "{var}: {err}");
+        }
+        let mut vars = valid();
+        vars.insert("REPORT_SENDER".into(), "ops@example.com".into());
+        vars.insert(
+            "REPORT_RECIPIENTS".into(),
+            "a@example.com, not-an-address".into(),
+        );
+        vars.insert("DEAD_LETTER_QUEUE_URL".into(), "http://localhost/q".into());
+        let err = ReporterConfig::from_vars(Env::from_map(vars.clone())).unwrap_err();
+        assert!(
+            err.mentions("REPORT_RECIPIENTS") && err.problems.len() == 1,
+            "{err}"
+        );
+        vars.insert(
+            "REPORT_RECIPIENTS".into(),
+            "a@example.com, b@example.org".into(),
+        );
+        let ok = ReporterConfig::from_vars(Env::from_map(vars)).unwrap();
+        assert_eq!(ok.recipients, vec!["a@example.com", "b@example.org"]);
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod ident;
 pub mod model;
 pub mod queue;
 pub mod replicator;
+pub mod report;
+pub mod retrier;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

@@ -153,6 +153,43 @@ impl RetryMessage {
     }
 }
 
+/// Why a queue message body is not a retry message this code can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedMessage {
+    #[error("the body is empty")]
+    Empty,
+    #[error("the body is not JSON: {0}")]
+    NotJson(String),
+    #[error("the body has no schema_version")]
+    NoVersion,
+    #[error("unknown schema_version {0} (this code reads version {RETRY_MESSAGE_SCHEMA_VERSION})")]
+    UnknownVersion(String),
+    #[error("the body does not have the shape of a version-1 retry message: {0}")]
+    WrongShape(String),
+}
+
+/// Parses a retry-queue body. Unknown versions are refused rather than
+/// guessed at, so that such a message reaches the dead-letter queue intact;
+/// unknown extra fields are ignored (a later minor change may add some).
+pub fn parse_retry_message(body: Option<&str>) -> Result<RetryMessage, MalformedMessage> {
+    let body = body
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .ok_or(MalformedMessage::Empty)?;
+    let value: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| MalformedMessage::NotJson(e.to_string()))?;
+    let version = value
+        .get("schema_version")
+        .ok_or(MalformedMessage::NoVersion)?;
+    if version.as_u64() != Some(u64::from(RETRY_MESSAGE_SCHEMA_VERSION)) {
+        return Err(MalformedMessage::UnknownVersion(preview(
+            &version.to_string(),
+            20,
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| MalformedMessage::WrongShape(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +250,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.len() < 200, "{} chars", err.len());
+    }
+
+    #[test]
+    fn malformed_bodies_are_classified() {
+        type Expectation = fn(&MalformedMessage) -> bool;
+        let cases: Vec<(Option<&str>, Expectation)> = vec![
+            (None, |e| matches!(e, MalformedMessage::Empty)),
+            (Some("  "), |e| matches!(e, MalformedMessage::Empty)),
+            (Some("not json"), |e| {
+                matches!(e, MalformedMessage::NotJson(_))
+            }),
+            (Some("\u{0}\u{1}binary"), |e| {
+                matches!(e, MalformedMessage::NotJson(_))
+            }),
+            (Some("[1,2]"), |e| matches!(e, MalformedMessage::NoVersion)),
+            (Some(r#"{"record":{}}"#), |e| {
+                matches!(e, MalformedMessage::NoVersion)
+            }),
+            (Some(r#"{"schema_version":2}"#), |e| {
+                matches!(e, MalformedMessage::UnknownVersion(_))
+            }),
+            (Some(r#"{"schema_version":"1"}"#), |e| {
+                matches!(e, MalformedMessage::UnknownVersion(_))
+            }),
+            (
+                Some(r#"{"schema_version":1,"record":{"country_id":1}}"#),
+                |e| matches!(e, MalformedMessage::WrongShape(_)),
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = parse_retry_message(body).unwrap_err();
+            assert!(expected(&err), "{body:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn extra_fields_are_ignored() {
+        let body = r#"{"schema_version":1,"record":{"country_id":1,"country":"USA"},
+            "error":{"class":"rejected","message":"x"},"run_id":"00000000-0000-0000-0000-000000000000",
+            "first_failed_at":"2026-11-24T06:00:00Z","attempt":1,"added_later":true}"#;
+        assert_eq!(
+            parse_retry_message(Some(body)).unwrap().record.country_id,
+            Some(1)
+        );
     }
 
     #[test]

@@ -16,7 +16,11 @@ use countries_shared::config::{Env, ReplicatorConfig};
 use countries_shared::model::{RetryMessage, SourceRow};
 use countries_shared::source::{RowSource, SnowflakeSource};
 
-pub const POSTGRES_SCHEMA_SQL: &str = include_str!("../../infra/sql/postgres/001_schema.sql");
+/// The Postgres migrations, in order: the same files the local stack applies.
+pub const POSTGRES_MIGRATIONS: &[&str] = &[
+    include_str!("../../infra/sql/postgres/001_schema.sql"),
+    include_str!("../../infra/sql/postgres/002_failure_report.sql"),
+];
 pub const SNOWFLAKE_SCHEMA_SQL: &str = include_str!("../../infra/sql/snowflake/001_case.sql");
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -116,10 +120,12 @@ pub async fn create_database(host: &str, port: &str, owner: &str, name: &str) {
         .await
         .expect("connecting to the new database");
     tokio::spawn(connection);
-    client
-        .batch_execute(&format!("SET ROLE {owner}; {POSTGRES_SCHEMA_SQL}"))
-        .await
-        .expect("applying infra/sql/postgres");
+    for migration in POSTGRES_MIGRATIONS {
+        client
+            .batch_execute(&format!("SET ROLE {owner}; {migration}"))
+            .await
+            .expect("applying infra/sql/postgres");
+    }
 }
 
 /// One test's slice of the local stack.

@@ -1,0 +1,18 @@
+//! The `dlq-reporter` Lambda, on its own schedule: dead-letter queue to
+//! failure report and one digest email. Logic: `countries_shared::report`.
+
+use countries_shared::config::ReporterConfig;
+use countries_shared::report::{handle, Reporter};
+use countries_shared::telemetry;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let config = ReporterConfig::from_env()?;
+    let reporter = Reporter::from_config(&config).await;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        handle(&reporter, event)
+    }))
+    .await
+}

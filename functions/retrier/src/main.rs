@@ -1,0 +1,19 @@
+//! The `retrier` Lambda, triggered by the retry queue with
+//! `ReportBatchItemFailures`. Logic: `countries_shared::retrier`.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use countries_shared::config::RetrierConfig;
+use countries_shared::retrier::{handle, Retrier};
+use countries_shared::telemetry;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let config = RetrierConfig::from_env()?;
+    let retrier = Retrier::from_config(&config).await;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        handle(&retrier, event)
+    }))
+    .await
+}
