@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole pipeline on the local stack: start the stack (installing what is
 # missing), load rows into the Snowflake emulator, run the replicator through
-# its Lambda handler with an EventBridge scheduled event, and show where every
-# row went.
+# its Lambda handler with an EventBridge scheduled event, retry the failed rows
+# until the retry queue is empty (poison rows reach the dead-letter queue),
+# report the dead letters, and print the digest email as the local SES got it.
 #
 #   infra/local/demo.sh            load the sample rows (some of them invalid)
 #   infra/local/demo.sh rows.csv   load your own rows (country_id,country per line)
@@ -51,10 +52,37 @@ c = snowflake.connector.connect(host="127.0.0.1", port=port, protocol="http", ac
 rows = c.cursor().execute('SELECT "COUNTRY_ID", "COUNTRY" FROM "case" ORDER BY 1').fetchall()
 print(f"  {len(rows)} rows: {rows[:10]}")
 PY
+
+echo; echo "==> retrier: fed from the retry queue like Lambda's event source mapping, until the queue is empty"
+echo "    (a record that keeps failing is moved to the dead-letter queue after maxReceiveCount=5 receives)"
+LOG_FORMAT=text RUST_LOG=warn "$countries" drive-retrier 2>/dev/null || status=$?
+
+echo; echo "==> dlq-reporter: dead-letter queue -> failure report (Postgres) -> one digest email (SES)"
+RUST_LOG=warn "$countries" report || status=$?
+
+echo; echo "==> the failure report"
+"$countries" failures
+
+echo; echo "==> the digest email, as the local SES received it"
+"$ROOT/.local/venv/bin/python" - <<'PY'
+import email, email.policy, json, os, urllib.request
+data = json.load(urllib.request.urlopen(os.environ["AWS_ENDPOINT_URL"] + "/moto-api/data.json"))
+raw = [m for m in data["ses"]["RawMessage"]]
+if not raw:
+    print("  (no email: the dead-letter queue was empty)")
+else:
+    msg = email.message_from_string(raw[-1]["raw_data"], policy=email.policy.default)
+    print(f"  From: {msg['From']}\n  To: {msg['To']}\n  Subject: {msg['Subject']}\n")
+    body = msg.get_body(preferencelist=("plain",))
+    print("  " + body.get_content().replace("\n", "\n  "))
+    attachments = [p.get_filename() for p in msg.iter_attachments()]
+    if attachments:
+        print(f"  Attachments: {attachments}")
+PY
 cat <<TXT
 
 Look around yourself:  source .local/stack/stack.env   (then psql, the aws CLI, .local/venv/bin/python)
-Run the replicator again:  target/debug/countries replicate
+Operator commands:  target/debug/countries help   (failures, replay, redrive, ...)
 Stop the stack:  make stack-down
 TXT
 exit "$status"

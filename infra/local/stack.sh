@@ -177,6 +177,10 @@ export SNOWFLAKE_DATABASE=COUNTRIES SNOWFLAKE_SCHEMA=PUBLIC SNOWFLAKE_WAREHOUSE=
 export AWS_ENDPOINT_URL=http://127.0.0.1:$moto AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
 export RETRY_QUEUE_URL='$retry' DEAD_LETTER_QUEUE_URL='$dlq'
+# Retry path: a short backoff, so that a poison record reaches the dead-letter
+# queue (after maxReceiveCount=5 receives) in seconds rather than minutes.
+export RETRY_BACKOFF_BASE_SECONDS=1 RETRY_BACKOFF_MAX_SECONDS=2
+export REPORT_SENDER=replication@example.com REPORT_RECIPIENTS=data-stakeholders@example.com
 export LOG_FORMAT=\${LOG_FORMAT:-text}
 ENV
 }

@@ -383,6 +383,33 @@ impl ReplicatorConfig {
     }
 }
 
+impl PostgresConfig {
+    /// Only the Postgres variables (operator commands on the failure report).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut env = Env::from_process();
+        let config = Self::read(&mut env);
+        env.finish(config)
+    }
+}
+
+/// The two queues, for moving dead letters back to the retry queue.
+#[derive(Debug, Clone)]
+pub struct RedriveConfig {
+    pub retry_queue_url: String,
+    pub dead_letter_queue_url: String,
+}
+
+impl RedriveConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut env = Env::from_process();
+        let config = Self {
+            retry_queue_url: env.url("RETRY_QUEUE_URL", true).unwrap_or_default(),
+            dead_letter_queue_url: env.url("DEAD_LETTER_QUEUE_URL", true).unwrap_or_default(),
+        };
+        env.finish(config)
+    }
+}
+
 /// Everything the `retrier` function needs.
 #[derive(Debug, Clone)]
 pub struct RetrierConfig {

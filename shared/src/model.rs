@@ -80,6 +80,25 @@ pub fn preview(value: &str, max_chars: usize) -> String {
     format!("{out:?}")
 }
 
+/// A value on one line, for messages read by people: control characters are
+/// escaped (a newline cannot break a table row or forge a log line) and long
+/// values are cut; nothing else is changed or quoted.
+pub fn one_line(value: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in value.chars().enumerate() {
+        if i == max_chars {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Why a row could not be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -241,6 +260,13 @@ mod tests {
         for id in [0, -1, i128::from(i32::MAX), i128::from(i32::MIN)] {
             assert!(validate(&row(Some(id), Some("FRA"))).is_ok(), "{id}");
         }
+    }
+
+    #[test]
+    fn one_line_escapes_controls_and_cuts() {
+        assert_eq!(one_line("got \"US\"", 50), "got \"US\"");
+        assert_eq!(one_line("a\nb\u{0}", 50), "a\\nb\\u{0}");
+        assert_eq!(one_line("abcdef", 3), "abc…");
     }
 
     #[test]

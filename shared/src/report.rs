@@ -20,7 +20,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::config::{PostgresConfig, ReporterConfig};
-use crate::model::{parse_retry_message, preview, validate, CountryRow, FailureClass};
+use crate::model::{one_line, parse_retry_message, preview, validate, CountryRow, FailureClass};
 use crate::queue::QueueError;
 use crate::replicator::{write_isolating, Backoff, WritePolicy};
 use crate::sink::{connect, RowWriter, WriteError, WriterPool};
@@ -596,12 +596,10 @@ pub fn compose_digest(
 }
 
 fn message_line(e: &FailureEntry) -> String {
-    let mut line = preview(&e.error_message, 120);
-    // `preview` quotes; the message reads better without the outer quotes.
-    line = line.trim_matches('"').to_string();
+    let mut line = one_line(&e.error_message, 160);
     if let Some(raw) = &e.raw_body {
         line.push_str(" | body: ");
-        line.push_str(&preview(raw, 80));
+        line.push_str(&one_line(raw, 80));
     }
     line
 }
