@@ -57,6 +57,13 @@ impl SqsDeadLetterQueue {
             visibility_timeout: 900,
         }
     }
+
+    /// How long received messages stay hidden (900 s by default: longer than
+    /// a run, so that an unfinished run's messages return for the next one).
+    pub fn with_visibility_timeout(mut self, seconds: i32) -> Self {
+        self.visibility_timeout = seconds;
+        self
+    }
 }
 
 #[async_trait]

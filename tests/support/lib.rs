@@ -168,9 +168,17 @@ impl TestEnv {
         }
 
         let sqs = sqs_client(&vars).await;
-        let (retry, dlq) = create_queues(&sqs, &name, 5, 30).await;
+        // A short visibility timeout: a message the retrier lists comes back
+        // within a second, so five receives take seconds.
+        let (retry, dlq) = create_queues(&sqs, &name, 5, 1).await;
         vars.insert("RETRY_QUEUE_URL".into(), retry);
         vars.insert("DEAD_LETTER_QUEUE_URL".into(), dlq);
+        // The retry queue's own 1 s timeout is the backoff in tests.
+        vars.insert("RETRY_BACKOFF_BASE_SECONDS".into(), "0".into());
+        vars.insert("RETRY_BACKOFF_MAX_SECONDS".into(), "0".into());
+        // The stack verified this sender; each test mails its own recipient.
+        vars.insert("REPORT_SENDER".into(), "replication@example.com".into());
+        vars.insert("REPORT_RECIPIENTS".into(), format!("{name}@example.com"));
         Self { name, vars, sqs }
     }
 
@@ -221,6 +229,63 @@ impl TestEnv {
             .expect("reading Postgres")
             .iter()
             .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    pub fn retrier_config(&self) -> countries_shared::config::RetrierConfig {
+        countries_shared::config::RetrierConfig::from_vars(Env::from_map(self.vars.clone()))
+            .expect("retrier config")
+    }
+
+    pub fn reporter_config(&self) -> countries_shared::config::ReporterConfig {
+        countries_shared::config::ReporterConfig::from_vars(Env::from_map(self.vars.clone()))
+            .expect("reporter config")
+    }
+
+    /// Messages waiting on a queue (visible or in flight).
+    pub async fn depth(&self, queue_var: &str) -> usize {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.vars[queue_var])
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .unwrap_or_default();
+        [
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .filter_map(|a| attributes.get(a).and_then(|v| v.parse::<usize>().ok()))
+        .sum()
+    }
+
+    /// Raw MIME of every email the local SES accepted for this test's recipient.
+    pub async fn sent_emails(&self) -> Vec<String> {
+        let url = format!("{}/moto-api/data.json", self.vars["AWS_ENDPOINT_URL"]);
+        let data: serde_json::Value = reqwest::get(&url)
+            .await
+            .expect("moto data")
+            .json()
+            .await
+            .expect("moto JSON");
+        let recipient = &self.vars["REPORT_RECIPIENTS"];
+        data["ses"]["RawMessage"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| {
+                m["destinations"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|r| r.as_str() == Some(recipient)))
+            })
+            .filter_map(|m| m["raw_data"].as_str().map(str::to_string))
             .collect()
     }
 

@@ -1,0 +1,423 @@
+//! The retry path against the real services: replicator → retry queue →
+//! retrier (driven like Lambda's event source mapping) → dead-letter queue →
+//! dlq-reporter → failure report (Postgres) + digest email (moto SES), and
+//! the operator's replay and redrive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use countries_shared::model::{FailureClass, FailureDetail, RetryMessage, SourceRow};
+use countries_shared::queue::{move_messages, RetryQueue, SqsRetryQueue};
+use countries_shared::replicator::{Replicator, RunOutcome};
+use countries_shared::report::{PostgresFailureReport, Reporter, SqsDeadLetterQueue};
+use countries_shared::retrier::{LocalEventSource, Retrier};
+use countries_shared::sink::PostgresStore;
+use mail_parser::MimeHeaders;
+use testkit::{PgCluster, TestEnv};
+use uuid::Uuid;
+
+const CHECK: &str = r#"ALTER TABLE "case" ADD CONSTRAINT no_atlantis CHECK (country <> 'ATL')"#;
+const DROP_CHECK: &str = r#"ALTER TABLE "case" DROP CONSTRAINT no_atlantis"#;
+
+fn rows(spec: &[(i128, &str)]) -> Vec<SourceRow> {
+    spec.iter()
+        .map(|(id, c)| SourceRow::new(Some(*id), Some(c)))
+        .collect()
+}
+
+fn event_source(env: &TestEnv) -> LocalEventSource {
+    LocalEventSource {
+        client: env.sqs.clone(),
+        queue_url: env.vars["RETRY_QUEUE_URL"].clone(),
+        batch_size: 10,
+    }
+}
+
+async fn replicate(env: &TestEnv) {
+    let replicator = Replicator::from_config(&env.config())
+        .await
+        .expect("replicator");
+    let summary = replicator.run(Uuid::new_v4(), None).await;
+    assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
+}
+
+async fn retry_until_empty(env: &TestEnv) -> countries_shared::retrier::DriveSummary {
+    let retrier = Retrier::from_config(&env.retrier_config()).await;
+    event_source(env)
+        .drain(&retrier, Duration::from_secs(60))
+        .await
+        .expect("the retry queue empties")
+}
+
+fn parse_email(raw: &str) -> (String, String, Vec<(String, String)>) {
+    let message = mail_parser::MessageParser::default()
+        .parse(raw.as_bytes())
+        .expect("a MIME message");
+    let subject = message.subject().unwrap_or_default().to_string();
+    let text = message.body_text(0).unwrap_or_default().to_string();
+    let attachments = message
+        .attachments()
+        .map(|a| {
+            (
+                a.attachment_name().unwrap_or_default().to_string(),
+                String::from_utf8_lossy(a.contents()).to_string(),
+            )
+        })
+        .collect();
+    (subject, text, attachments)
+}
+
+#[tokio::test]
+async fn a_fixable_failure_is_written_by_the_retrier_once_the_cause_is_gone() {
+    let env = TestEnv::new("retry_fixable").await;
+    env.postgres().await.batch_execute(CHECK).await.unwrap();
+    env.load(&rows(&[(1, "USA"), (2, "ATL"), (3, "ATL"), (4, "FRA")]))
+        .await;
+    replicate(&env).await;
+    assert_eq!(env.depth("RETRY_QUEUE_URL").await, 2);
+
+    env.postgres()
+        .await
+        .batch_execute(DROP_CHECK)
+        .await
+        .unwrap();
+    let drive = retry_until_empty(&env).await;
+    assert_eq!((drive.succeeded, drive.failed), (2, 0), "{drive:?}");
+    assert_eq!(env.postgres_rows().await.len(), 4);
+    assert_eq!(
+        env.depth("DEAD_LETTER_QUEUE_URL").await,
+        0,
+        "nothing reaches the DLQ"
+    );
+
+    let report = Reporter::from_config(&env.reporter_config())
+        .await
+        .run(Uuid::new_v4())
+        .await;
+    assert_eq!(report.messages, 0);
+    assert!(
+        env.sent_emails().await.is_empty(),
+        "an empty DLQ sends no email"
+    );
+}
+
+#[tokio::test]
+async fn a_poison_record_ends_in_the_failure_report_and_one_email_then_replays() {
+    let env = TestEnv::new("retry_poison").await;
+    env.postgres().await.batch_execute(CHECK).await.unwrap();
+    env.load(&rows(&[(1, "USA"), (2, "ATL"), (3, "U1")])).await;
+    replicate(&env).await;
+
+    let drive = retry_until_empty(&env).await;
+    // Both fail on every one of their maxReceiveCount=5 receives.
+    assert_eq!((drive.succeeded, drive.failed), (0, 10), "{drive:?}");
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 2);
+
+    let reporter = Reporter::from_config(&env.reporter_config()).await;
+    let report = reporter.run(Uuid::new_v4()).await;
+    assert_eq!(
+        (report.messages, report.stored_new, report.emailed),
+        (2, Some(2), true),
+        "{report:?}"
+    );
+    assert_eq!(report.deleted, 2);
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 0);
+
+    let failures = PostgresFailureReport::new(env.config().postgres)
+        .unresolved(100)
+        .await
+        .unwrap();
+    assert_eq!(failures.len(), 2);
+    let atl = failures
+        .iter()
+        .find(|f| f.country.as_deref() == Some("ATL"))
+        .unwrap();
+    assert_eq!(
+        (atl.error_class.as_str(), atl.sqlstate.as_deref()),
+        ("rejected", Some("23514"))
+    );
+    let attempts: i32 = env
+        .postgres()
+        .await
+        .query_one("SELECT min(attempts) FROM failure_report", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(attempts >= 1, "attempts recorded: {attempts}");
+
+    let emails = env.sent_emails().await;
+    assert_eq!(emails.len(), 1, "one digest");
+    let (subject, text, _) = parse_email(&emails[0]);
+    assert!(subject.contains("2 failed records"), "{subject}");
+    assert!(
+        text.contains("rejected") && text.contains("23514") && text.contains("ATL"),
+        "{text}"
+    );
+    assert!(
+        text.contains("invalid") && text.contains("\"U1\""),
+        "{text}"
+    );
+    assert!(text.contains("countries replay"), "{text}");
+
+    // A second report run finds nothing: no second email.
+    assert_eq!(reporter.run(Uuid::new_v4()).await.messages, 0);
+    assert_eq!(env.sent_emails().await.len(), 1);
+
+    // The cause is fixed: replay writes the rejected record; the invalid one
+    // cannot be replayed and says why.
+    env.postgres()
+        .await
+        .batch_execute(DROP_CHECK)
+        .await
+        .unwrap();
+    let replay = PostgresFailureReport::new(env.config().postgres)
+        .replay(&PostgresStore::new(env.config().postgres), None)
+        .await
+        .unwrap();
+    assert_eq!(replay.replayed.len(), 1, "{replay:?}");
+    assert_eq!(replay.not_replayed.len(), 1, "{replay:?}");
+    assert!(
+        replay.not_replayed[0].1.contains("three letters"),
+        "{replay:?}"
+    );
+    assert!(env.postgres_rows().await.contains(&(2, "ATL".to_string())));
+    let left = PostgresFailureReport::new(env.config().postgres)
+        .unresolved(100)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "the replayed one is resolved");
+}
+
+#[tokio::test]
+async fn malformed_messages_reach_the_report_with_their_body() {
+    let env = TestEnv::new("retry_malformed").await;
+    let huge = format!(
+        "{{\"schema_version\":1,\"pad\":\"{}\"}}",
+        "x".repeat(200_000)
+    );
+    let bodies = [
+        "not json at all".to_string(),
+        " ".to_string(),
+        r#"{"schema_version": 2, "record": {}}"#.to_string(),
+        r#"{"record": {"country_id": 1, "country": "USA"}}"#.to_string(),
+        "<b>\u{1}\u{7f}binary junk</b>".to_string(),
+        huge,
+    ];
+    for body in &bodies {
+        env.sqs
+            .send_message()
+            .queue_url(&env.vars["RETRY_QUEUE_URL"])
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let drive = retry_until_empty(&env).await;
+    assert_eq!(drive.succeeded, 0);
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, bodies.len());
+
+    let report = Reporter::from_config(&env.reporter_config())
+        .await
+        .run(Uuid::new_v4())
+        .await;
+    assert_eq!(
+        (report.messages, report.deleted),
+        (bodies.len(), bodies.len()),
+        "{report:?}"
+    );
+    let client = env.postgres().await;
+    let stored: Vec<(String, Option<String>)> = client
+        .query("SELECT error_class, raw_body FROM failure_report", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(stored.len(), bodies.len());
+    assert!(
+        stored.iter().all(|(class, _)| class == "malformed"),
+        "{stored:?}"
+    );
+    assert!(stored
+        .iter()
+        .any(|(_, raw)| raw.as_deref() == Some("not json at all")));
+    assert!(stored
+        .iter()
+        .all(|(_, raw)| raw.as_ref().is_some_and(|r| r.chars().count() <= 2_000)));
+
+    let emails = env.sent_emails().await;
+    assert_eq!(emails.len(), 1);
+    let html = &emails[0];
+    assert!(
+        !html.contains("<b>\u{1}"),
+        "raw bodies are escaped in the email"
+    );
+    let (_, text, _) = parse_email(&emails[0]);
+    assert!(text.contains("malformed"), "{text}");
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_write_once_and_change_nothing() {
+    let env = TestEnv::new("retry_duplicates").await;
+    let queue = SqsRetryQueue::new(env.sqs.clone(), env.vars["RETRY_QUEUE_URL"].clone());
+    let message = RetryMessage::first_failure(
+        SourceRow::new(Some(7), Some("nzl")),
+        FailureDetail {
+            class: FailureClass::Rejected,
+            sqlstate: Some("23514".into()),
+            message: "was refused".into(),
+        },
+        Uuid::new_v4(),
+        chrono::Utc::now(),
+    );
+    let sent = queue
+        .enqueue(&[message.clone(), message.clone(), message])
+        .await;
+    assert!(sent.iter().all(Result::is_ok));
+    let drive = retry_until_empty(&env).await;
+    assert_eq!((drive.succeeded, drive.failed), (3, 0), "{drive:?}");
+    assert_eq!(env.postgres_rows().await, vec![(7, "NZL".to_string())]);
+}
+
+#[tokio::test]
+async fn a_postgres_outage_during_retry_lists_everything_and_loses_nothing() {
+    let env = TestEnv::new("retry_outage").await;
+    let cluster = Arc::new(PgCluster::start(None));
+    cluster.create_app_database("countries").await;
+    let queue = SqsRetryQueue::new(env.sqs.clone(), env.vars["RETRY_QUEUE_URL"].clone());
+    let messages: Vec<RetryMessage> = (1..=4)
+        .map(|i| {
+            RetryMessage::first_failure(
+                SourceRow::new(Some(i), Some("CHL")),
+                FailureDetail {
+                    class: FailureClass::Rejected,
+                    sqlstate: None,
+                    message: "x".into(),
+                },
+                Uuid::new_v4(),
+                chrono::Utc::now(),
+            )
+        })
+        .collect();
+    assert!(queue.enqueue(&messages).await.iter().all(Result::is_ok));
+
+    let mut config = env.retrier_config();
+    config.postgres.port = cluster.port;
+    config.postgres.database = "countries".into();
+    config.postgres.connect_timeout = Duration::from_secs(2);
+    cluster.stop_server();
+    let retrier = Retrier::from_config(&config).await;
+    let (received, succeeded) = event_source(&env)
+        .poll_once(&retrier)
+        .await
+        .unwrap()
+        .expect("messages");
+    assert_eq!(
+        (received, succeeded),
+        (4, 0),
+        "every message listed, none written"
+    );
+    assert_eq!(
+        env.depth("RETRY_QUEUE_URL").await,
+        4,
+        "all still on the queue"
+    );
+
+    cluster.start_server();
+    let drive = event_source(&env)
+        .drain(&retrier, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(drive.succeeded, 4, "{drive:?}");
+    let conn = format!(
+        "host=127.0.0.1 port={} user=countries password=countries dbname=countries",
+        cluster.port
+    );
+    let (app, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let count: i64 = app
+        .query_one("SELECT count(*) FROM \"case\"", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 4);
+}
+
+#[tokio::test]
+async fn when_ses_refuses_the_email_the_dead_letters_are_kept_for_the_next_run() {
+    let env = TestEnv::new("report_ses_down").await;
+    env.postgres().await.batch_execute(CHECK).await.unwrap();
+    env.load(&rows(&[(2, "ATL")])).await;
+    replicate(&env).await;
+    retry_until_empty(&env).await;
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 1);
+
+    // Messages a run took stay hidden for the reporter's visibility timeout;
+    // one second here, so that the next run sees them again soon.
+    let short_hidden = || {
+        SqsDeadLetterQueue::new(env.sqs.clone(), env.vars["DEAD_LETTER_QUEUE_URL"].clone())
+            .with_visibility_timeout(1)
+    };
+    let mut config = env.reporter_config();
+    config.sender = "not-verified@example.com".into();
+    let mut refusing = Reporter::from_config(&config).await;
+    refusing.dlq = Box::new(short_hidden());
+    let refused = refusing.run(Uuid::new_v4()).await;
+    assert!(!refused.emailed, "{refused:?}");
+    assert!(
+        refused.error.as_deref().unwrap_or("").contains("SES"),
+        "{refused:?}"
+    );
+    assert_eq!(refused.deleted, 0);
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 1, "kept");
+
+    // The next run (with a working sender) reports it once.
+    let mut reporter = Reporter::from_config(&env.reporter_config()).await;
+    reporter.dlq = Box::new(short_hidden());
+    let mut report = reporter.run(Uuid::new_v4()).await;
+    for _ in 0..20 {
+        if report.messages > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        report = reporter.run(Uuid::new_v4()).await;
+    }
+    assert!(report.emailed && report.deleted == 1, "{report:?}");
+    assert_eq!(
+        report.stored_new,
+        Some(0),
+        "already stored by the refused run"
+    );
+    assert_eq!(env.sent_emails().await.len(), 1);
+}
+
+#[tokio::test]
+async fn redrive_moves_dead_letters_back_to_the_retry_queue() {
+    let env = TestEnv::new("redrive").await;
+    env.postgres().await.batch_execute(CHECK).await.unwrap();
+    env.load(&rows(&[(2, "ATL"), (3, "ATL")])).await;
+    replicate(&env).await;
+    retry_until_empty(&env).await;
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 2);
+
+    env.postgres()
+        .await
+        .batch_execute(DROP_CHECK)
+        .await
+        .unwrap();
+    let moved = move_messages(
+        &env.sqs,
+        &env.vars["DEAD_LETTER_QUEUE_URL"],
+        &env.vars["RETRY_QUEUE_URL"],
+        100,
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved.len(), 2);
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 0);
+    let drive = retry_until_empty(&env).await;
+    assert_eq!(drive.succeeded, 2, "{drive:?}");
+    assert_eq!(env.postgres_rows().await.len(), 2);
+}
