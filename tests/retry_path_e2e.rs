@@ -13,7 +13,7 @@ use countries_shared::report::{PostgresFailureReport, Reporter, SqsDeadLetterQue
 use countries_shared::retrier::{LocalEventSource, Retrier};
 use countries_shared::sink::PostgresStore;
 use mail_parser::MimeHeaders;
-use testkit::{PgCluster, TestEnv};
+use testkit::{run_binary, PgCluster, TestEnv};
 use uuid::Uuid;
 
 const CHECK: &str = r#"ALTER TABLE "case" ADD CONSTRAINT no_atlantis CHECK (country <> 'ATL')"#;
@@ -407,6 +407,19 @@ async fn redrive_moves_dead_letters_back_to_the_retry_queue() {
         .batch_execute(DROP_CHECK)
         .await
         .unwrap();
+    let out = run_binary("countries", &["redrive"], &env.vars);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("moved 2 messages"), "{stdout}");
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 0);
+    let drive = retry_until_empty(&env).await;
+    assert_eq!(drive.succeeded, 2, "{drive:?}");
+    assert_eq!(env.postgres_rows().await.len(), 2);
+    // Nothing left to move.
     let moved = move_messages(
         &env.sqs,
         &env.vars["DEAD_LETTER_QUEUE_URL"],
@@ -415,9 +428,50 @@ async fn redrive_moves_dead_letters_back_to_the_retry_queue() {
     )
     .await
     .unwrap();
-    assert_eq!(moved.len(), 2);
-    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 0);
-    let drive = retry_until_empty(&env).await;
-    assert_eq!(drive.succeeded, 2, "{drive:?}");
+    assert!(moved.is_empty());
+}
+
+#[tokio::test]
+async fn the_operator_commands_show_and_replay_the_failure_report() {
+    let env = TestEnv::new("operator").await;
+    env.postgres().await.batch_execute(CHECK).await.unwrap();
+    env.load(&rows(&[(2, "ATL"), (5, "ATL")])).await;
+    replicate(&env).await;
+    retry_until_empty(&env).await;
+    let report = run_binary("countries", &["report"], &env.vars);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+
+    let shown = run_binary("countries", &["failures"], &env.vars);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("rejected") && text.contains("23514") && text.contains("\"ATL\""),
+        "{text}"
+    );
+
+    // Before the fix, replay refuses again and says why (exit code 4).
+    let early = run_binary("countries", &["replay"], &env.vars);
+    assert_eq!(
+        early.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&early.stdout)
+    );
+    assert!(String::from_utf8_lossy(&early.stdout).contains("no_atlantis"));
+
+    env.postgres()
+        .await
+        .batch_execute(DROP_CHECK)
+        .await
+        .unwrap();
+    let replay = run_binary("countries", &["replay"], &env.vars);
+    let text = String::from_utf8_lossy(&replay.stdout);
+    assert!(replay.status.success(), "{text}");
+    assert!(text.contains("replayed and resolved: 2"), "{text}");
+    let after = run_binary("countries", &["failures"], &env.vars);
+    assert!(String::from_utf8_lossy(&after.stdout).contains("no unresolved failures"));
     assert_eq!(env.postgres_rows().await.len(), 2);
 }
