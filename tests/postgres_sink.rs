@@ -264,3 +264,45 @@ async fn tls_verify_full_accepts_the_right_ca_and_host_and_refuses_the_rest() {
     drop(conn);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_least_privilege_role_is_enough_and_no_more() {
+    let env = TestEnv::new("pg_role").await;
+    let user = format!("limited_{}", env.name);
+    let admin = testkit::pg_admin(&env.vars["PGHOST"], &env.vars["PGPORT"]).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {user} LOGIN PASSWORD 'limited'; GRANT countries_app TO {user}; \
+             GRANT CONNECT ON DATABASE {} TO {user}",
+            env.name
+        ))
+        .await
+        .unwrap();
+    let config = env.config_with(&[("PGUSER", &user), ("PGPASSWORD", "limited")]);
+    let store = PostgresStore::new(config.postgres.clone());
+    let mut run = store.open_run(&summary()).await.unwrap().expect("lock");
+    assert_eq!(run.write_chunk(&rows(&[(1, "USA")])).await.unwrap(), 1);
+    let mut s = summary();
+    s.outcome = RunOutcome::Succeeded;
+    // The ledger row of another run id: INSERT and UPDATE both work.
+    run.finish(&s).await.unwrap();
+    drop(run);
+
+    let conn = connect(&config.postgres).await.unwrap();
+    let err = conn
+        .client
+        .batch_execute(r#"DELETE FROM "case""#)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code().map(|c| c.code()),
+        Some("42501"),
+        "DELETE is not granted"
+    );
+    let err = conn
+        .client
+        .batch_execute("CREATE TABLE sneaky (x int)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "no DDL");
+}

@@ -129,8 +129,12 @@ CONF
 CREATE ROLE countries LOGIN PASSWORD 'countries';
 CREATE DATABASE countries OWNER countries;
 SQL
+  # Tables belong to the application user; role files need the admin.
   for f in "$ROOT"/infra/sql/postgres/*.sql; do
-    PGPASSWORD=countries psql -q -h 127.0.0.1 -p "$port" -U countries -d countries -v ON_ERROR_STOP=1 -f "$f" >/dev/null
+    case "$f" in
+      *_role.sql) PGPASSWORD=postgres psql -q -h 127.0.0.1 -p "$port" -U postgres -d countries -v ON_ERROR_STOP=1 -f "$f" >/dev/null ;;
+      *) PGPASSWORD=countries psql -q -h 127.0.0.1 -p "$port" -U countries -d countries -v ON_ERROR_STOP=1 -f "$f" >/dev/null ;;
+    esac
   done
   log "Postgres 15 on 127.0.0.1:$port"
 }

@@ -12,6 +12,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "formatting"
 cargo fmt --all -- --check
 
+step "template (cfn-lint)"
+infra/deploy/lint.sh
+
 step "local stack (Postgres 15, fakesnow, moto)"
 infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true
 trap 'infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true' EXIT

@@ -58,10 +58,13 @@ impl ConfigError {
     }
 }
 
-/// A snapshot of the environment that collects problems while it is read.
+/// A snapshot of the environment that collects problems while it is read,
+/// and remembers which variables were read (the template contract test uses
+/// that to catch a variable the template sets but no code reads).
 pub struct Env {
     vars: HashMap<String, String>,
     problems: Vec<ConfigProblem>,
+    read: std::cell::RefCell<std::collections::BTreeSet<&'static str>>,
 }
 
 impl Env {
@@ -73,7 +76,13 @@ impl Env {
         Self {
             vars,
             problems: Vec::new(),
+            read: Default::default(),
         }
+    }
+
+    /// The variables read so far.
+    pub fn variables_read(&self) -> Vec<&'static str> {
+        self.read.borrow().iter().copied().collect()
     }
 
     fn problem(&mut self, variable: &'static str, problem: impl Into<String>) {
@@ -85,6 +94,7 @@ impl Env {
 
     /// The trimmed value, or None when unset or blank.
     fn optional(&self, variable: &'static str) -> Option<String> {
+        self.read.borrow_mut().insert(variable);
         self.vars
             .get(variable)
             .map(|v| v.trim().to_string())
@@ -102,6 +112,7 @@ impl Env {
     }
 
     fn secret(&mut self, variable: &'static str) -> Option<Secret> {
+        self.read.borrow_mut().insert(variable);
         // Secrets are not trimmed: a password may end in a space.
         self.vars
             .get(variable)
@@ -166,12 +177,12 @@ impl Env {
         Some(value)
     }
 
-    fn finish<T>(self, value: T) -> Result<T, ConfigError> {
+    fn finish<T>(&mut self, value: T) -> Result<T, ConfigError> {
         if self.problems.is_empty() {
             Ok(value)
         } else {
             Err(ConfigError {
-                problems: self.problems,
+                problems: std::mem::take(&mut self.problems),
             })
         }
     }
@@ -373,11 +384,16 @@ impl ReplicatorConfig {
     }
 
     pub fn from_vars(mut env: Env) -> Result<Self, ConfigError> {
+        Self::read_from(&mut env)
+    }
+
+    /// Reads the configuration and leaves `env` to tell which variables were read.
+    pub fn read_from(env: &mut Env) -> Result<Self, ConfigError> {
         let config = Self {
-            snowflake: SnowflakeConfig::read(&mut env),
-            postgres: PostgresConfig::read(&mut env),
+            snowflake: SnowflakeConfig::read(env),
+            postgres: PostgresConfig::read(env),
             retry_queue_url: env.url("RETRY_QUEUE_URL", true).unwrap_or_default(),
-            limits: RunLimits::read(&mut env),
+            limits: RunLimits::read(env),
         };
         env.finish(config)
     }
@@ -430,6 +446,11 @@ impl RetrierConfig {
     }
 
     pub fn from_vars(mut env: Env) -> Result<Self, ConfigError> {
+        Self::read_from(&mut env)
+    }
+
+    /// Reads the configuration and leaves `env` to tell which variables were read.
+    pub fn read_from(env: &mut Env) -> Result<Self, ConfigError> {
         let base = env.number("RETRY_BACKOFF_BASE_SECONDS", 30u64, 0, 43_200);
         let max = env.number("RETRY_BACKOFF_MAX_SECONDS", 900u64, 0, 43_200);
         if max < base {
@@ -439,7 +460,7 @@ impl RetrierConfig {
             );
         }
         let config = Self {
-            postgres: PostgresConfig::read(&mut env),
+            postgres: PostgresConfig::read(env),
             retry_queue_url: env.url("RETRY_QUEUE_URL", true).unwrap_or_default(),
             backoff_base: Duration::from_secs(base),
             backoff_max: Duration::from_secs(max),
@@ -480,6 +501,11 @@ impl ReporterConfig {
     }
 
     pub fn from_vars(mut env: Env) -> Result<Self, ConfigError> {
+        Self::read_from(&mut env)
+    }
+
+    /// Reads the configuration and leaves `env` to tell which variables were read.
+    pub fn read_from(env: &mut Env) -> Result<Self, ConfigError> {
         let sender = env.required("REPORT_SENDER");
         if !sender.is_empty() && !looks_like_email(&sender) {
             env.problem(
@@ -510,7 +536,7 @@ impl ReporterConfig {
             );
         }
         let config = Self {
-            postgres: PostgresConfig::read(&mut env),
+            postgres: PostgresConfig::read(env),
             dead_letter_queue_url: env.url("DEAD_LETTER_QUEUE_URL", true).unwrap_or_default(),
             sender,
             recipients,

@@ -13,6 +13,7 @@ pub mod queue;
 pub mod replicator;
 pub mod report;
 pub mod retrier;
+pub mod secrets;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

@@ -519,6 +519,21 @@ pub async fn handle(
     let run_id = Uuid::new_v4();
     let summary = replicator.run(run_id, trigger_id).await;
     log_summary(&summary);
+    let count = |n: usize| n as f64;
+    crate::telemetry::emit_metrics(
+        "replicator",
+        &[
+            ("RowsRead", count(summary.rows_read)),
+            ("RowsWritten", count(summary.rows_written)),
+            ("RowsEnqueued", count(summary.rows_enqueued)),
+            // Held-back duplicate versions are normal: not counted here.
+            (
+                "RowsDeferred",
+                count(summary.rows_deferred - summary.rows_deferred_duplicates),
+            ),
+            ("RowsDeleted", count(summary.rows_deleted)),
+        ],
+    );
     match summary.outcome {
         RunOutcome::Succeeded | RunOutcome::Skipped => Ok(summary),
         _ => Err(RunFailed(summary).into()),

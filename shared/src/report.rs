@@ -843,6 +843,13 @@ pub async fn handle(
     _event: lambda_runtime::LambdaEvent<serde_json::Value>,
 ) -> Result<ReportSummary, lambda_runtime::Error> {
     let summary = reporter.run(Uuid::new_v4()).await;
+    crate::telemetry::emit_metrics(
+        "dlq-reporter",
+        &[
+            ("DeadLettersReported", summary.messages as f64),
+            ("DeadLettersDeleted", summary.deleted as f64),
+        ],
+    );
     let fields = (
         summary.messages,
         summary.stored_new.map(|n| n as i64).unwrap_or(-1),

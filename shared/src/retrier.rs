@@ -262,6 +262,13 @@ pub async fn handle(
             }
         }
     }
+    crate::telemetry::emit_metrics(
+        "retrier",
+        &[
+            ("RecordsWritten", summary.written as f64),
+            ("RecordsFailed", summary.failed as f64),
+        ],
+    );
     tracing::info!(
         messages = summary.messages,
         written = summary.written,

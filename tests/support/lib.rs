@@ -16,10 +16,21 @@ use countries_shared::config::{Env, ReplicatorConfig};
 use countries_shared::model::{RetryMessage, SourceRow};
 use countries_shared::source::{RowSource, SnowflakeSource};
 
-/// The Postgres migrations, in order: the same files the local stack applies.
-pub const POSTGRES_MIGRATIONS: &[&str] = &[
-    include_str!("../../infra/sql/postgres/001_schema.sql"),
-    include_str!("../../infra/sql/postgres/002_failure_report.sql"),
+/// The Postgres migrations, in order: the same files the local stack applies,
+/// and whether they run as the tables' owner (or as the admin, for roles).
+pub const POSTGRES_MIGRATIONS: &[(&str, bool)] = &[
+    (
+        include_str!("../../infra/sql/postgres/001_schema.sql"),
+        true,
+    ),
+    (
+        include_str!("../../infra/sql/postgres/002_failure_report.sql"),
+        true,
+    ),
+    (
+        include_str!("../../infra/sql/postgres/003_app_role.sql"),
+        false,
+    ),
 ];
 pub const SNOWFLAKE_SCHEMA_SQL: &str = include_str!("../../infra/sql/snowflake/001_case.sql");
 
@@ -120,11 +131,16 @@ pub async fn create_database(host: &str, port: &str, owner: &str, name: &str) {
         .await
         .expect("connecting to the new database");
     tokio::spawn(connection);
-    for migration in POSTGRES_MIGRATIONS {
+    for (migration, as_owner) in POSTGRES_MIGRATIONS {
+        let sql = if *as_owner {
+            format!("SET ROLE {owner}; {migration}; RESET ROLE;")
+        } else {
+            migration.to_string()
+        };
         client
-            .batch_execute(&format!("SET ROLE {owner}; {migration}"))
+            .batch_execute(&sql)
             .await
-            .expect("applying infra/sql/postgres");
+            .unwrap_or_else(|e| panic!("applying infra/sql/postgres: {e}"));
     }
 }
 

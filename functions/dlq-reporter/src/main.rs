@@ -1,7 +1,7 @@
 //! The `dlq-reporter` Lambda, on its own schedule: dead-letter queue to
 //! failure report and one digest email. Logic: `countries_shared::report`.
 
-use countries_shared::config::ReporterConfig;
+use countries_shared::config::{Env, ReporterConfig};
 use countries_shared::report::{handle, Reporter};
 use countries_shared::telemetry;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -9,7 +9,9 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let config = ReporterConfig::from_env()?;
+    // Secrets Manager values become plain variables before the config is read.
+    let vars = countries_shared::secrets::environment().await?;
+    let config = ReporterConfig::from_vars(Env::from_map(vars))?;
     let reporter = Reporter::from_config(&config).await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         handle(&reporter, event)

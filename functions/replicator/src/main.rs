@@ -2,7 +2,7 @@
 //! `case` rows from Snowflake into Postgres. All logic lives in
 //! `countries_shared::replicator`; this only wires configuration and clients.
 
-use countries_shared::config::ReplicatorConfig;
+use countries_shared::config::{Env, ReplicatorConfig};
 use countries_shared::replicator::{handle, Replicator};
 use countries_shared::telemetry;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -10,7 +10,9 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let config = ReplicatorConfig::from_env()?;
+    // Secrets Manager values become plain variables before the config is read.
+    let vars = countries_shared::secrets::environment().await?;
+    let config = ReplicatorConfig::from_vars(Env::from_map(vars))?;
     let replicator = Replicator::from_config(&config).await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         handle(&replicator, event)

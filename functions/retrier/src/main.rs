@@ -2,7 +2,7 @@
 //! `ReportBatchItemFailures`. Logic: `countries_shared::retrier`.
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use countries_shared::config::RetrierConfig;
+use countries_shared::config::{Env, RetrierConfig};
 use countries_shared::retrier::{handle, Retrier};
 use countries_shared::telemetry;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -10,7 +10,9 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let config = RetrierConfig::from_env()?;
+    // Secrets Manager values become plain variables before the config is read.
+    let vars = countries_shared::secrets::environment().await?;
+    let config = RetrierConfig::from_vars(Env::from_map(vars))?;
     let retrier = Retrier::from_config(&config).await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         handle(&retrier, event)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the three Lambda functions for arm64 (Graviton) as bootstrap zips:
+#   target/lambda/{replicator,retrier,dlq-reporter}/bootstrap.zip
+# with cargo-lambda and zig from PyPI (into .local/venv), cross-compiling from
+# any Linux machine. OpenSSL is built from source for the target (a
+# target-specific dependency of countries-shared), so no arm64 library is needed.
+# `sam build` uses the same cargo-lambda (see the README).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+# shellcheck disable=SC1091
+. "$ROOT/infra/deploy/python-env.sh"
+ensure_requirements "$ROOT/infra/deploy/requirements.txt"
+export PATH="$ROOT/.local/venv/bin:$PATH"
+
+rustup target list --installed | grep -q '^aarch64-unknown-linux-gnu$' \
+  || rustup target add aarch64-unknown-linux-gnu
+
+cargo lambda build --release --arm64 --output-format zip --locked \
+  --package replicator --package retrier --package dlq-reporter
+
+for f in replicator retrier dlq-reporter; do
+  zip="target/lambda/$f/bootstrap.zip"
+  [ -f "$zip" ] || { echo "missing $zip" >&2; exit 1; }
+  printf '%-14s %s  %s bytes\n' "$f" "$zip" "$(stat -c %s "$zip")"
+done

@@ -1,0 +1,16 @@
+# Sourced by the scripts: `ensure_requirements FILE` installs FILE into the
+# project's virtualenv (.local/venv) unless it already did for this content.
+ensure_requirements() {
+  local root venv file marker wanted
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+  venv="$root/.local/venv"
+  file="$1"
+  marker="$venv/.installed-$(basename "$file")"
+  wanted="$(sha256sum "$file" | cut -c1-16)"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  if [ "$(cat "$marker" 2>/dev/null)" != "$wanted" ]; then
+    echo "[setup] installing $(basename "$file") into .local/venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$file"
+    echo "$wanted" > "$marker"
+  fi
+}

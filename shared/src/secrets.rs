@@ -1,0 +1,211 @@
+//! Secrets from AWS Secrets Manager, fetched once at cold start and turned
+//! into the variables the configuration reads. Locally no `*_SECRET_ARN` is
+//! set, and plain environment variables serve instead.
+//!
+//! - `SNOWFLAKE_PRIVATE_KEY_SECRET_ARN`: the secret is the PEM key itself, or
+//!   JSON with a `private_key` field → `SNOWFLAKE_PRIVATE_KEY`.
+//! - `POSTGRES_SECRET_ARN`: JSON with `username` and `password` (the format
+//!   RDS-managed secrets use) → `PGUSER`, `PGPASSWORD`; its `host`, `port`
+//!   and `dbname`, when present, fill `PGHOST`, `PGPORT`, `PGDATABASE` unless
+//!   those are set.
+//!
+//! Errors name the variable and the ARN, never the secret's value.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{variable} ({arn}): {reason}")]
+pub struct SecretError {
+    pub variable: &'static str,
+    pub arn: String,
+    pub reason: String,
+}
+
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    async fn secret_string(&self, arn: &str) -> Result<String, String>;
+}
+
+pub struct SecretsManager(aws_sdk_secretsmanager::Client);
+
+impl SecretsManager {
+    pub async fn from_environment() -> Self {
+        Self(aws_sdk_secretsmanager::Client::new(
+            &crate::aws_config().await,
+        ))
+    }
+}
+
+#[async_trait]
+impl SecretSource for SecretsManager {
+    async fn secret_string(&self, arn: &str) -> Result<String, String> {
+        let output = self
+            .0
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string())?;
+        output.secret_string.ok_or_else(|| {
+            "the secret has no SecretString (binary secrets are not supported)".into()
+        })
+    }
+}
+
+const SNOWFLAKE_KEY_ARN: &str = "SNOWFLAKE_PRIVATE_KEY_SECRET_ARN";
+const POSTGRES_ARN: &str = "POSTGRES_SECRET_ARN";
+
+/// The process environment with the secrets filled in.
+pub async fn environment() -> Result<HashMap<String, String>, SecretError> {
+    let mut vars: HashMap<String, String> = std::env::vars().collect();
+    let wanted = [SNOWFLAKE_KEY_ARN, POSTGRES_ARN]
+        .iter()
+        .any(|v| vars.get(*v).is_some_and(|a| !a.trim().is_empty()));
+    if wanted {
+        resolve(&mut vars, &SecretsManager::from_environment().await).await?;
+    }
+    Ok(vars)
+}
+
+pub async fn resolve(
+    vars: &mut HashMap<String, String>,
+    source: &dyn SecretSource,
+) -> Result<(), SecretError> {
+    if let Some(arn) = non_empty(vars, SNOWFLAKE_KEY_ARN) {
+        let fail = |reason: String| SecretError {
+            variable: SNOWFLAKE_KEY_ARN,
+            arn: arn.clone(),
+            reason,
+        };
+        let value = source.secret_string(&arn).await.map_err(fail)?;
+        let pem = if value.trim_start().starts_with('{') {
+            let json: serde_json::Value = serde_json::from_str(&value)
+                .map_err(|_| fail("the secret is neither a PEM key nor JSON".into()))?;
+            json.get("private_key")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| fail("the JSON secret has no string field private_key".into()))?
+        } else {
+            value
+        };
+        vars.insert("SNOWFLAKE_PRIVATE_KEY".into(), pem);
+    }
+    if let Some(arn) = non_empty(vars, POSTGRES_ARN) {
+        let fail = |reason: String| SecretError {
+            variable: POSTGRES_ARN,
+            arn: arn.clone(),
+            reason,
+        };
+        let value = source.secret_string(&arn).await.map_err(fail)?;
+        let json: serde_json::Value = serde_json::from_str(&value)
+            .map_err(|_| fail("the secret is not JSON with username and password".into()))?;
+        let field = |name: &str| -> Option<String> {
+            match json.get(name)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }
+        };
+        let user = field("username").ok_or_else(|| fail("the secret has no username".into()))?;
+        let password =
+            field("password").ok_or_else(|| fail("the secret has no password".into()))?;
+        vars.insert("PGUSER".into(), user);
+        vars.insert("PGPASSWORD".into(), password);
+        for (key, var) in [
+            ("host", "PGHOST"),
+            ("port", "PGPORT"),
+            ("dbname", "PGDATABASE"),
+        ] {
+            if non_empty(vars, var).is_none() {
+                if let Some(value) = field(key) {
+                    vars.insert(var.into(), value);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn non_empty(vars: &HashMap<String, String>, name: &str) -> Option<String> {
+    vars.get(name)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(HashMap<String, String>);
+
+    #[async_trait]
+    impl SecretSource for Fixed {
+        async fn secret_string(&self, arn: &str) -> Result<String, String> {
+            self.0
+                .get(arn)
+                .cloned()
+                .ok_or_else(|| "ResourceNotFoundException".into())
+        }
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn secrets_fill_the_variables_and_explicit_ones_win() {
+        let source = Fixed(vars(&[
+            (
+                "arn:key",
+                "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----",
+            ),
+            (
+                "arn:pg",
+                r#"{"username":"app","password":"p@ss","host":"db.rds","port":5433,"dbname":"prod"}"#,
+            ),
+        ]));
+        let mut env = vars(&[
+            ("SNOWFLAKE_PRIVATE_KEY_SECRET_ARN", "arn:key"),
+            ("POSTGRES_SECRET_ARN", "arn:pg"),
+            ("PGHOST", "proxy.internal"),
+        ]);
+        resolve(&mut env, &source).await.unwrap();
+        assert!(env["SNOWFLAKE_PRIVATE_KEY"].starts_with("-----BEGIN PRIVATE KEY"));
+        assert_eq!(env["PGUSER"], "app");
+        assert_eq!(env["PGPASSWORD"], "p@ss");
+        assert_eq!(env["PGHOST"], "proxy.internal", "an explicit host wins");
+        assert_eq!(env["PGPORT"], "5433");
+        assert_eq!(env["PGDATABASE"], "prod");
+    }
+
+    #[tokio::test]
+    async fn a_json_key_secret_works_and_errors_never_show_values() {
+        let source = Fixed(vars(&[
+            ("arn:key", r#"{"private_key":"PEM"}"#),
+            ("arn:bad", r#"{"user":"app","password":"topsecret"}"#),
+        ]));
+        let mut env = vars(&[("SNOWFLAKE_PRIVATE_KEY_SECRET_ARN", "arn:key")]);
+        resolve(&mut env, &source).await.unwrap();
+        assert_eq!(env["SNOWFLAKE_PRIVATE_KEY"], "PEM");
+
+        let mut env = vars(&[("POSTGRES_SECRET_ARN", "arn:bad")]);
+        let err = resolve(&mut env, &source).await.unwrap_err().to_string();
+        assert!(
+            err.contains("POSTGRES_SECRET_ARN") && err.contains("username"),
+            "{err}"
+        );
+        assert!(!err.contains("topsecret"), "{err}");
+
+        let mut env = vars(&[("POSTGRES_SECRET_ARN", "arn:missing")]);
+        let err = resolve(&mut env, &source).await.unwrap_err().to_string();
+        assert!(
+            err.contains("arn:missing") && err.contains("ResourceNotFound"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! The contract between `template.yaml` and the code: what each function
+//! reads is what the template sets, and the settings the code relies on
+//! (partial batch responses, the visibility-timeout rule, one replicator at a
+//! time) are there. Runs offline; `cfn-lint` checks the template's own rules.
+
+use std::collections::{BTreeSet, HashMap};
+
+use async_trait::async_trait;
+use countries_shared::config::{Env, ReplicatorConfig, ReporterConfig, RetrierConfig};
+use countries_shared::secrets::{resolve, SecretSource};
+use serde_norway::Value;
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+        .expect("template.yaml");
+    serde_norway::from_str(&text).expect("template.yaml is YAML")
+}
+
+fn get<'a>(value: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().fold(value, |v, key| &v[*key])
+}
+
+/// The name behind `!Ref X`, or the text of a plain scalar.
+fn scalar_or_ref(value: &Value) -> (Option<String>, Option<String>) {
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "Ref" => {
+            (None, tagged.value.as_str().map(String::from))
+        }
+        Value::String(s) => (Some(s.clone()), None),
+        Value::Number(n) => (Some(n.to_string()), None),
+        Value::Bool(b) => (Some(b.to_string()), None),
+        other => panic!("unexpected value in an environment: {other:?}"),
+    }
+}
+
+/// What a parameter would be at deploy time: its default, or a plausible
+/// value for the required ones.
+fn parameter_value(template: &Value, name: &str) -> String {
+    let parameter = get(template, &["Parameters", name]);
+    if let Some(default) = parameter.get("Default") {
+        return match default {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => panic!("{name}: odd default {other:?}"),
+        };
+    }
+    match name {
+        n if n.ends_with("SecretArn") => {
+            format!("arn:aws:secretsmanager:eu-west-1:123456789012:secret:{n}")
+        }
+        "ReportSender" => "replication@example.com".into(),
+        "ReportRecipients" => "a@example.com,b@example.com".into(),
+        "SnowflakeAccount" => "acme-prod".into(),
+        _ => format!("value-of-{name}"),
+    }
+}
+
+fn resolved_environment(template: &Value, function: &str) -> HashMap<String, String> {
+    let mut vars = HashMap::new();
+    let globals = get(
+        template,
+        &["Globals", "Function", "Environment", "Variables"],
+    );
+    let own = get(
+        template,
+        &[
+            "Resources",
+            function,
+            "Properties",
+            "Environment",
+            "Variables",
+        ],
+    );
+    for source in [globals, own] {
+        let Some(map) = source.as_mapping() else {
+            continue;
+        };
+        for (key, value) in map {
+            let key = key.as_str().expect("variable name").to_string();
+            let value = match scalar_or_ref(value) {
+                (Some(text), _) => text,
+                (None, Some(name)) if template["Parameters"].get(&name).is_some() => {
+                    parameter_value(template, &name)
+                }
+                // !Ref of an SQS queue is its URL.
+                (None, Some(name)) => {
+                    format!("https://sqs.eu-west-1.amazonaws.com/123456789012/{name}")
+                }
+                _ => unreachable!(),
+            };
+            vars.insert(key, value);
+        }
+    }
+    vars
+}
+
+struct FakeSecrets;
+
+#[async_trait]
+impl SecretSource for FakeSecrets {
+    async fn secret_string(&self, arn: &str) -> Result<String, String> {
+        if arn.contains("Postgres") {
+            Ok(r#"{"username":"countries_app_user","password":"x"}"#.into())
+        } else {
+            Ok("-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----".into())
+        }
+    }
+}
+
+/// The environment the function would see: template values, secrets
+/// resolved, and the CA bundle the layer ships present.
+async fn function_environment(
+    function: &str,
+    ca_file: &std::path::Path,
+) -> (HashMap<String, String>, BTreeSet<String>) {
+    let template = template();
+    let from_template = resolved_environment(&template, function);
+    let names: BTreeSet<String> = from_template.keys().cloned().collect();
+    let mut vars = from_template;
+    assert_eq!(
+        vars.get("PGSSLROOTCERT").map(String::as_str),
+        Some("/opt/ca/rds-ca-bundle.pem"),
+        "the layer's bundle is the default"
+    );
+    vars.insert("PGSSLROOTCERT".into(), ca_file.display().to_string());
+    resolve(&mut vars, &FakeSecrets)
+        .await
+        .expect("secrets resolve");
+    (vars, names)
+}
+
+fn ca_file() -> tempfile_path::TempFile {
+    tempfile_path::TempFile::new("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+}
+
+mod tempfile_path {
+    pub struct TempFile(pub std::path::PathBuf);
+    impl TempFile {
+        pub fn new(content: &str) -> Self {
+            let path = std::env::temp_dir().join(testkit::unique("ca-bundle"));
+            std::fs::write(&path, content).expect("temp file");
+            Self(path)
+        }
+    }
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// Variables the secrets step or the runtime read, not the config.
+const NOT_CONFIG: &[&str] = &[
+    "POSTGRES_SECRET_ARN",
+    "SNOWFLAKE_PRIVATE_KEY_SECRET_ARN",
+    "RUST_LOG",
+];
+
+fn assert_every_variable_is_read(function: &str, set: &BTreeSet<String>, read: &[&'static str]) {
+    for name in set {
+        assert!(
+            read.contains(&name.as_str()) || NOT_CONFIG.contains(&name.as_str()),
+            "{function}: the template sets {name}, which the code never reads"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_function_starts_with_exactly_what_the_template_gives_it() {
+    let ca = ca_file();
+
+    let (vars, set) = function_environment("ReplicatorFunction", &ca.0).await;
+    let mut env = Env::from_map(vars);
+    let config =
+        ReplicatorConfig::read_from(&mut env).expect("replicator config from the template");
+    assert_eq!(config.postgres.user, "countries_app_user");
+    assert!(matches!(
+        config.snowflake.auth,
+        countries_shared::config::SnowflakeAuth::PrivateKey(_)
+    ));
+    assert!(
+        config.snowflake.endpoint_url.is_none(),
+        "no emulator in the cloud"
+    );
+    assert_eq!(
+        config.postgres.tls,
+        countries_shared::config::TlsMode::VerifyFull
+    );
+    assert_every_variable_is_read("replicator", &set, &env.variables_read());
+
+    let (vars, set) = function_environment("RetrierFunction", &ca.0).await;
+    let mut env = Env::from_map(vars);
+    RetrierConfig::read_from(&mut env).expect("retrier config from the template");
+    assert_every_variable_is_read("retrier", &set, &env.variables_read());
+
+    let (vars, set) = function_environment("DlqReporterFunction", &ca.0).await;
+    let mut env = Env::from_map(vars);
+    let config =
+        ReporterConfig::read_from(&mut env).expect("dlq-reporter config from the template");
+    assert_eq!(config.recipients.len(), 2);
+    assert_every_variable_is_read("dlq-reporter", &set, &env.variables_read());
+}
+
+fn number_default(template: &Value, parameter: &str) -> u64 {
+    parameter_value(template, parameter)
+        .parse()
+        .expect("a number")
+}
+
+#[test]
+fn the_retry_queue_settings_follow_the_sqs_event_source_rules() {
+    let t = template();
+    let retrier_timeout = number_default(&t, "RetrierTimeout");
+    let visibility = number_default(&t, "RetryQueueVisibilityTimeout");
+    assert!(
+        visibility >= 6 * retrier_timeout,
+        "visibility timeout {visibility} < 6 × retrier timeout {retrier_timeout}"
+    );
+    assert!(number_default(&t, "MaxReceiveCount") >= 5);
+
+    let queue = get(&t, &["Resources", "RetryQueue", "Properties"]);
+    assert_eq!(
+        scalar_or_ref(&queue["VisibilityTimeout"]).1.as_deref(),
+        Some("RetryQueueVisibilityTimeout")
+    );
+    assert_eq!(
+        scalar_or_ref(&queue["RedrivePolicy"]["maxReceiveCount"])
+            .1
+            .as_deref(),
+        Some("MaxReceiveCount")
+    );
+    assert_eq!(queue["SqsManagedSseEnabled"], Value::Bool(true));
+    let dlq = get(&t, &["Resources", "DeadLetterQueue", "Properties"]);
+    assert_eq!(
+        dlq["MessageRetentionPeriod"].as_u64(),
+        Some(1_209_600),
+        "14 days"
+    );
+
+    let event = get(
+        &t,
+        &[
+            "Resources",
+            "RetrierFunction",
+            "Properties",
+            "Events",
+            "RetryQueue",
+        ],
+    );
+    assert_eq!(event["Type"].as_str(), Some("SQS"));
+    let types: Vec<&str> = event["Properties"]["FunctionResponseTypes"]
+        .as_sequence()
+        .expect("FunctionResponseTypes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        types,
+        vec!["ReportBatchItemFailures"],
+        "partial batch responses"
+    );
+}
+
+#[test]
+fn one_replicator_at_a_time_on_arm64_built_by_cargo_lambda() {
+    let t = template();
+    let replicator = get(&t, &["Resources", "ReplicatorFunction", "Properties"]);
+    assert_eq!(replicator["ReservedConcurrentExecutions"].as_u64(), Some(1));
+    let globals = get(&t, &["Globals", "Function"]);
+    assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
+    assert_eq!(globals["Handler"].as_str(), Some("bootstrap"));
+    assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));
+    for (resource, crate_dir) in [
+        ("ReplicatorFunction", "functions/replicator"),
+        ("RetrierFunction", "functions/retrier"),
+        ("DlqReporterFunction", "functions/dlq-reporter"),
+    ] {
+        let function = &t["Resources"][resource];
+        assert_eq!(
+            function["Metadata"]["BuildMethod"].as_str(),
+            Some("rust-cargolambda")
+        );
+        assert_eq!(function["Properties"]["CodeUri"].as_str(), Some(crate_dir));
+        let manifest = format!("{}/../{crate_dir}/Cargo.toml", env!("CARGO_MANIFEST_DIR"));
+        assert!(std::path::Path::new(&manifest).is_file(), "{manifest}");
+    }
+}
+
+#[test]
+fn no_policy_grants_a_wildcard_resource() {
+    let t = template();
+    for (name, resource) in t["Resources"].as_mapping().expect("resources") {
+        let Some(policies) = resource["Properties"].get("Policies") else {
+            continue;
+        };
+        let text = serde_norway::to_string(policies).expect("policies");
+        assert!(
+            !text.contains("Resource: '*'") && !text.contains("- '*'"),
+            "{name:?} grants *: {text}"
+        );
+        assert!(
+            !text.contains("Action: '*'") && !text.contains(":*'"),
+            "{name:?} grants every action: {text}"
+        );
+    }
+}
