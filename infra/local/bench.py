@@ -1,0 +1,187 @@
+"""The benchmark behind `make bench`: rows/s and peak memory, as ratios against
+baselines measured in the same run on the same local stack.
+
+Measured for each size (default 100,000 and 1,000,000 rows of int + 3 letters):
+  copy            binary COPY of the rows straight into the Postgres table (the limit)
+  ours-fresh      our Postgres write stage into an empty table (COPY first)
+  ours-replay     our write stage when every row exists already
+  unnest-replay   a plain INSERT … SELECT FROM UNNEST … ON CONFLICT DO UPDATE of the same rows
+  ours-run        the whole replicator (the release `countries replicate`): read from the
+                  Snowflake emulator, write, delete; with its peak RSS
+  python-run      the same job written the way a typical user would: snowflake-connector-python
+                  fetchall, psycopg executemany, DELETE … IN (ids) in chunks of 5,000
+
+Timings are medians over the repetitions, with min and max. Results go to
+bench/latest.json and bench/latest.md. Usage: see infra/local/bench.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import snowflake.connector
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE = ROOT / "target" / "release"
+CODES = "CASE MOD(SEQ4(), 8) WHEN 0 THEN 'USA' WHEN 1 THEN 'FRA' WHEN 2 THEN 'DEU' WHEN 3 THEN 'BRA' " \
+        "WHEN 4 THEN 'IND' WHEN 5 THEN 'JPN' WHEN 6 THEN 'NGA' ELSE 'AUS' END"
+
+
+def snowflake() -> snowflake.connector.SnowflakeConnection:
+    port = int(os.environ["SNOWFLAKE_ENDPOINT_URL"].rsplit(":", 1)[1])
+    return snowflake.connector.connect(
+        host="127.0.0.1", port=port, protocol="http", account="fakesnow", user="bench",
+        password="x", database=os.environ["SNOWFLAKE_DATABASE"], schema=os.environ["SNOWFLAKE_SCHEMA"],
+    )
+
+
+def postgres() -> psycopg.Connection:
+    return psycopg.connect(autocommit=True)  # PG* variables
+
+
+def reset(rows: int) -> None:
+    """Empty Postgres table, and `rows` fresh rows in Snowflake (loaded with Snowflake's own GENERATOR)."""
+    with postgres() as pg:
+        pg.execute('TRUNCATE "case"')
+        pg.execute('VACUUM ANALYZE "case"')
+    sf = snowflake()
+    cur = sf.cursor()
+    cur.execute('DELETE FROM "case"')
+    cur.execute(f'INSERT INTO "case" SELECT SEQ4(), {CODES} FROM TABLE(GENERATOR(ROWCOUNT => {rows}))')
+    sf.close()
+
+
+def check_moved(rows: int, label: str) -> None:
+    with postgres() as pg:
+        in_pg = pg.execute('SELECT count(*) FROM "case"').fetchone()[0]
+    sf = snowflake()
+    left = sf.cursor().execute('SELECT count(*) FROM "case"').fetchone()[0]
+    sf.close()
+    if in_pg != rows or left != 0:
+        sys.exit(f"{label}: expected {rows} rows in Postgres and none in Snowflake, got {in_pg} and {left}")
+
+
+def write_stage(mode: str, rows: int) -> float:
+    out = subprocess.run([str(RELEASE / "bench-write"), mode, str(rows)], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"bench-write {mode} {rows} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def ours_run(rows: int) -> tuple[float, float]:
+    """The release replicator as its own process; returns (seconds, peak RSS in MB)."""
+    reset(rows)
+    env = dict(os.environ, MAX_ROWS_PER_RUN=str(rows), LOG_FORMAT="json", RUST_LOG="warn")
+    # A wrapper process whose only child is the replicator, so that
+    # RUSAGE_CHILDREN is that one process's peak RSS.
+    wrapper = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", wrapper, str(RELEASE / "countries"), "replicate"],
+                         env=env, capture_output=True, text=True)
+    seconds, rss_kb, code = out.stdout.split()
+    if code != "0":
+        sys.exit(f"countries replicate failed ({code}):\n{out.stderr[-2000:]}")
+    check_moved(rows, "ours-run")
+    return float(seconds), int(rss_kb) / 1024
+
+
+def python_run(rows: int) -> float:
+    """The job as a typical Python script would do it."""
+    reset(rows)
+    start = time.perf_counter()
+    sf = snowflake()
+    cur = sf.cursor()
+    batch = cur.execute(f'SELECT "COUNTRY_ID", "COUNTRY" FROM "case" LIMIT {rows}').fetchall()
+    with psycopg.connect() as pg, pg.cursor() as pcur:
+        pcur.executemany(
+            'INSERT INTO "case" (country_id, country) VALUES (%s, %s) '
+            "ON CONFLICT (country_id) DO UPDATE SET country = EXCLUDED.country",
+            [(int(i), c.strip().upper()) for i, c in batch],
+        )
+        pg.commit()
+    ids = [str(int(i)) for i, _ in batch]
+    for k in range(0, len(ids), 5000):
+        cur.execute('DELETE FROM "case" WHERE "COUNTRY_ID" IN (' + ", ".join(ids[k:k + 5000]) + ")")
+    sf.close()
+    seconds = time.perf_counter() - start
+    check_moved(rows, "python-run")
+    return seconds
+
+
+def summary(samples: list[float], rows: int) -> dict:
+    median = statistics.median(samples)
+    return {"median_s": median, "min_s": min(samples), "max_s": max(samples), "reps": len(samples),
+            "rows_per_s": rows / median}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each measurement")
+    parser.add_argument("--run-reps-large", type=int, default=1,
+                        help="repetitions of the whole-run measurements at sizes >= 500k (they are slow)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results: dict = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "batch_size": int(os.environ.get("BATCH_SIZE", "5000")),
+        "delete_chunk_rows": int(os.environ.get("SNOWFLAKE_DELETE_CHUNK_ROWS", "5000")),
+        "sizes": {},
+    }
+    for rows in sizes:
+        r: dict = {}
+        for mode in ["copy", "ours", "ours-replay", "unnest-replay"]:
+            key = "ours-fresh" if mode == "ours" else mode
+            r[key] = summary([write_stage(mode, rows) for _ in range(args.reps)], rows)
+            print(f"{rows:>9} {key:<14} {r[key]['rows_per_s']:>12,.0f} rows/s", flush=True)
+        reps = args.run_reps_large if rows >= 500_000 else args.reps
+        runs = [ours_run(rows) for _ in range(reps)]
+        r["ours-run"] = summary([s for s, _ in runs], rows)
+        r["ours-run"]["peak_rss_mb"] = max(m for _, m in runs)
+        print(f"{rows:>9} {'ours-run':<14} {r['ours-run']['rows_per_s']:>12,.0f} rows/s, "
+              f"peak RSS {r['ours-run']['peak_rss_mb']:.0f} MB", flush=True)
+        r["python-run"] = summary([python_run(rows) for _ in range(reps)], rows)
+        print(f"{rows:>9} {'python-run':<14} {r['python-run']['rows_per_s']:>12,.0f} rows/s", flush=True)
+        r["ratios"] = {
+            "write_fresh_vs_copy": r["copy"]["median_s"] / r["ours-fresh"]["median_s"],
+            "write_replay_vs_unnest_upsert": r["unnest-replay"]["median_s"] / r["ours-replay"]["median_s"],
+            "run_vs_python": r["python-run"]["median_s"] / r["ours-run"]["median_s"],
+        }
+        results["sizes"][str(rows)] = r
+
+    out_dir = ROOT / "bench"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = ["| rows | measurement | median s | min–max s | rows/s |", "|---|---|---|---|---|"]
+    for rows, r in results["sizes"].items():
+        for key in ["copy", "ours-fresh", "ours-replay", "unnest-replay", "ours-run", "python-run"]:
+            m = r[key]
+            extra = f" (peak RSS {m['peak_rss_mb']:.0f} MB)" if "peak_rss_mb" in m else ""
+            lines.append(f"| {int(rows):,} | {key}{extra} | {m['median_s']:.2f} | "
+                         f"{m['min_s']:.2f}–{m['max_s']:.2f} | {m['rows_per_s']:,.0f} |")
+    lines.append("")
+    lines.append("| rows | ours ÷ COPY (fresh) | ours ÷ UNNEST upsert (replay) | whole run ÷ Python job |")
+    lines.append("|---|---|---|---|")
+    for rows, r in results["sizes"].items():
+        q = r["ratios"]
+        lines.append(f"| {int(rows):,} | {q['write_fresh_vs_copy']:.2f} | "
+                     f"{q['write_replay_vs_unnest_upsert']:.2f} | {q['run_vs_python']:.2f} |")
+    (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
+    print("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
