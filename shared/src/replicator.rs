@@ -146,17 +146,6 @@ pub struct Replicator {
     pub backoff: Backoff,
 }
 
-/// The rows of a batch sorted by what happens to them.
-#[derive(Debug, Default)]
-struct Plan {
-    valid: Vec<PlannedRow>,
-    failures: Vec<Failure>,
-    /// A second, different version of an id already in this batch: written by
-    /// the next run, so each version reaches Postgres in turn and the one
-    /// written last wins. Nothing is dropped silently.
-    conflicting_duplicates: usize,
-}
-
 /// A row bound for the retry queue, with the identical copies that share its
 /// message (the one delete removes them all).
 #[derive(Debug)]
@@ -165,45 +154,96 @@ struct Failure {
     copies: usize,
 }
 
+/// A valid row to write, with the other rows of its chunk that have the same
+/// id and the same (normalised) country: written once, deleted together.
 #[derive(Debug)]
 struct PlannedRow {
     row: CountryRow,
-    /// Byte-identical copies of the row in the batch; the one delete removes
-    /// them all, and they are as safe as the row itself.
-    copies: usize,
+    also: Vec<SourceRow>,
 }
 
-fn plan(rows: Vec<SourceRow>, run_id: Uuid, now: DateTime<Utc>) -> Plan {
-    let mut plan = Plan::default();
-    let mut by_id: HashMap<i32, usize> = HashMap::with_capacity(rows.len());
+/// One chunk of a batch, sorted by what happens to its rows.
+#[derive(Debug, Default)]
+struct ChunkPlan {
+    valid: Vec<PlannedRow>,
+    failures: Vec<Failure>,
+    /// A different version of an id already seen in this run: written by the
+    /// next run, so each version reaches Postgres in turn and the one written
+    /// last wins. Nothing is dropped silently.
+    conflicting_duplicates: usize,
+}
+
+/// Plans one chunk. `first_version` remembers the country each id had when
+/// it was first seen in this run, across chunks, in 8 bytes per id.
+fn plan_chunk(
+    rows: Vec<SourceRow>,
+    first_version: &mut HashMap<i32, [u8; 3]>,
+    run_id: Uuid,
+    now: DateTime<Utc>,
+) -> ChunkPlan {
+    let mut plan = ChunkPlan::default();
+    let mut in_chunk: HashMap<i32, usize> = HashMap::with_capacity(rows.len());
     for raw in rows {
-        match validate(&raw) {
-            Err(invalid) => plan.failures.push(Failure {
-                message: RetryMessage::first_failure(
-                    raw,
-                    FailureDetail {
-                        class: FailureClass::Invalid,
-                        sqlstate: None,
-                        message: invalid.to_string(),
-                    },
-                    run_id,
-                    now,
-                ),
-                copies: 0,
-            }),
-            Ok(row) => match by_id.get(&row.country_id) {
-                Some(&index) if plan.valid[index].row.source == row.source => {
-                    plan.valid[index].copies += 1;
-                }
-                Some(_) => plan.conflicting_duplicates += 1,
-                None => {
-                    by_id.insert(row.country_id, plan.valid.len());
-                    plan.valid.push(PlannedRow { row, copies: 0 });
-                }
-            },
+        let row = match validate(&raw) {
+            Ok(row) => row,
+            Err(invalid) => {
+                plan.failures.push(Failure {
+                    message: RetryMessage::first_failure(
+                        raw,
+                        FailureDetail {
+                            class: FailureClass::Invalid,
+                            sqlstate: None,
+                            message: invalid.to_string(),
+                        },
+                        run_id,
+                        now,
+                    ),
+                    copies: 0,
+                });
+                continue;
+            }
+        };
+        let code = country_code(&row.country);
+        match first_version.get(&row.country_id) {
+            Some(first) if *first != code => {
+                plan.conflicting_duplicates += 1;
+                continue;
+            }
+            Some(_) => {}
+            None => {
+                first_version.insert(row.country_id, code);
+            }
+        }
+        match in_chunk.get(&row.country_id) {
+            // One statement may not touch an id twice: the same row again
+            // (or the same country in another spelling) goes with the first.
+            Some(&index) => plan.valid[index].also.push(row.source),
+            None => {
+                in_chunk.insert(row.country_id, plan.valid.len());
+                plan.valid.push(PlannedRow {
+                    row,
+                    also: Vec::new(),
+                });
+            }
         }
     }
     plan
+}
+
+fn country_code(country: &str) -> [u8; 3] {
+    let mut code = [0u8; 3];
+    for (slot, byte) in code.iter_mut().zip(country.bytes()) {
+        *slot = byte;
+    }
+    code
+}
+
+/// Safe rows waiting for their DELETE; flushed whenever a statement's worth
+/// has gathered, so memory stays bounded whatever the batch size.
+struct PendingDeletes {
+    rows: Vec<SourceRow>,
+    statement_rows: usize,
+    statements: usize,
 }
 
 /// What happened to one chunk of rows (indices into the chunk).
@@ -343,7 +383,7 @@ impl Replicator {
     }
 
     async fn move_rows(&self, replica: &mut dyn ReplicaRun, summary: &mut RunSummary) {
-        let rows = match self.source.read_batch(self.limits.max_rows_per_run).await {
+        let mut rows = match self.source.read_batch(self.limits.max_rows_per_run).await {
             Ok(rows) => rows,
             Err(e) => {
                 summary.outcome = RunOutcome::Failed;
@@ -351,55 +391,86 @@ impl Replicator {
                 return;
             }
         };
-        summary.rows_read = rows.len();
+        summary.rows_read = rows.remaining();
         crash_point("after_read");
 
-        let plan = plan(rows, summary.run_id, Utc::now());
-        summary.rows_invalid = plan.failures.len();
-        summary.rows_deferred += plan.conflicting_duplicates;
-        summary.rows_deferred_duplicates = plan.conflicting_duplicates;
-        let mut failures = plan.failures;
-        let mut safe: Vec<SourceRow> = Vec::with_capacity(plan.valid.len());
-        let rows: Vec<&CountryRow> = plan.valid.iter().map(|p| &p.row).collect();
-
+        let mut first_version: HashMap<i32, [u8; 3]> = HashMap::new();
+        let mut failures: Vec<Failure> = Vec::new();
+        let mut deletes = PendingDeletes {
+            rows: Vec::new(),
+            statement_rows: self.source.max_rows_per_delete().max(1),
+            statements: 0,
+        };
         let mut stopped = false;
-        for (chunk_no, range) in chunk_ranges(rows.len(), self.limits.batch_size).enumerate() {
+        let mut chunk_no = 0usize;
+        loop {
+            let raw = match rows.next_chunk(self.limits.batch_size.max(1)) {
+                Ok(raw) if raw.is_empty() => break,
+                Ok(raw) => raw,
+                Err(e) => {
+                    // Not seen in practice (the schema is checked up front);
+                    // whatever was not decoded stays in Snowflake.
+                    summary.rows_deferred += rows.remaining();
+                    summary.add_error(format!("decoding the Snowflake rows: {e}"));
+                    break;
+                }
+            };
+            let plan = plan_chunk(raw, &mut first_version, summary.run_id, Utc::now());
+            // Invalid rows need no Postgres: they are queued even after the
+            // writes stopped.
+            summary.rows_invalid += plan.failures.len();
+            failures.extend(plan.failures);
+            summary.rows_deferred += plan.conflicting_duplicates;
+            summary.rows_deferred_duplicates += plan.conflicting_duplicates;
             if stopped {
-                summary.rows_deferred += count_with_copies(&plan.valid[range]);
+                summary.rows_deferred += plan.valid.iter().map(|p| 1 + p.also.len()).sum::<usize>();
                 continue;
             }
+
             let budget_left = self
                 .limits
                 .max_failures_per_run
                 .saturating_sub(failures.len());
-            let result = write_isolating(
-                &mut *replica,
-                &rows[range.clone()],
-                budget_left,
-                self.write_policy(),
-            )
-            .await;
+            let refs: Vec<&CountryRow> = plan.valid.iter().map(|p| &p.row).collect();
+            let result =
+                write_isolating(&mut *replica, &refs, budget_left, self.write_policy()).await;
+            drop(refs);
             summary.rows_changed += usize::try_from(result.changed).unwrap_or(usize::MAX);
+            let mut outcome: Vec<Option<Result<(), WriteError>>> = vec![None; plan.valid.len()];
             for i in result.written {
-                let planned = &plan.valid[range.start + i];
-                summary.rows_written += 1 + planned.copies;
-                safe.push(planned.row.source.clone());
+                outcome[i] = Some(Ok(()));
             }
             for (i, error) in result.rejected {
-                let planned = &plan.valid[range.start + i];
-                summary.rows_rejected += 1;
-                failures.push(Failure {
-                    message: RetryMessage::first_failure(
-                        planned.row.source.clone(),
-                        error.detail(),
-                        summary.run_id,
-                        Utc::now(),
-                    ),
-                    copies: planned.copies,
-                });
+                outcome[i] = Some(Err(error));
             }
-            for i in result.deferred {
-                summary.rows_deferred += 1 + plan.valid[range.start + i].copies;
+            for (planned, outcome) in plan.valid.into_iter().zip(outcome) {
+                match outcome {
+                    Some(Ok(())) => {
+                        summary.rows_written += 1 + planned.also.len();
+                        deletes.rows.push(planned.row.source);
+                        deletes.rows.extend(planned.also);
+                    }
+                    Some(Err(error)) => {
+                        summary.rows_rejected += 1;
+                        // Identical copies go with the message; another
+                        // spelling of the row stays for the next run.
+                        let (copies, variants): (Vec<_>, Vec<_>) = planned
+                            .also
+                            .into_iter()
+                            .partition(|r| *r == planned.row.source);
+                        summary.rows_deferred += variants.len();
+                        failures.push(Failure {
+                            message: RetryMessage::first_failure(
+                                planned.row.source,
+                                error.detail(),
+                                summary.run_id,
+                                Utc::now(),
+                            ),
+                            copies: copies.len(),
+                        });
+                    }
+                    None => summary.rows_deferred += 1 + planned.also.len(),
+                }
             }
             if let Some(error) = result.stop {
                 summary.add_error(format!("writing to Postgres stopped: {error}"));
@@ -407,6 +478,14 @@ impl Replicator {
             }
             if chunk_no == 0 {
                 crash_point("mid_write");
+            }
+            chunk_no += 1;
+            if deletes.rows.len() >= deletes.statement_rows
+                && !self.flush_deletes(&mut deletes, summary, false).await
+            {
+                // Deleting failed: the rest of the run still writes (the
+                // rows stay safe in Snowflake), but deletes no more.
+                deletes.statement_rows = usize::MAX;
             }
         }
         crash_point("after_write");
@@ -425,7 +504,6 @@ impl Replicator {
         if !failures.is_empty() {
             let messages: Vec<RetryMessage> = failures.iter().map(|f| f.message.clone()).collect();
             let results = self.queue.enqueue(&messages).await;
-            let mut first_error = None;
             // A queue that answers for fewer messages than it was given leaves
             // the rest unconfirmed: they stay in Snowflake.
             let results = results.into_iter().chain(std::iter::repeat_with(|| {
@@ -433,11 +511,12 @@ impl Replicator {
                     "the queue gave no result for this message".into(),
                 ))
             }));
+            let mut first_error = None;
             for (failure, result) in failures.into_iter().zip(results) {
                 match result {
                     Ok(()) => {
                         summary.rows_enqueued += 1 + failure.copies;
-                        safe.push(failure.message.record);
+                        deletes.rows.push(failure.message.record);
                     }
                     Err(e) => {
                         summary.rows_deferred += 1 + failure.copies;
@@ -451,7 +530,9 @@ impl Replicator {
         }
         crash_point("after_enqueue");
 
-        self.delete_safe_rows(&safe, summary).await;
+        if deletes.statement_rows != usize::MAX {
+            self.flush_deletes(&mut deletes, summary, true).await;
+        }
 
         let deferred_for_trouble = summary.rows_deferred - summary.rows_deferred_duplicates;
         summary.outcome = if deferred_for_trouble > 0 || summary.error.is_some() {
@@ -461,12 +542,24 @@ impl Replicator {
         };
     }
 
-    async fn delete_safe_rows(&self, safe: &[SourceRow], summary: &mut RunSummary) {
-        let chunk_rows = self.source.max_rows_per_delete().max(1);
-        for (chunk_no, chunk) in safe.chunks(chunk_rows).enumerate() {
+    /// Deletes pending rows, a statement's worth at a time (all of them when
+    /// `everything`). Returns false when Snowflake refused: the rows are safe
+    /// elsewhere, the next run reads them again, the upsert changes nothing,
+    /// and the delete is retried then.
+    async fn flush_deletes(
+        &self,
+        pending: &mut PendingDeletes,
+        summary: &mut RunSummary,
+        everything: bool,
+    ) -> bool {
+        while pending.rows.len() >= pending.statement_rows
+            || (everything && !pending.rows.is_empty())
+        {
+            let take = pending.statement_rows.min(pending.rows.len());
+            let chunk: Vec<SourceRow> = pending.rows.drain(..take).collect();
             let mut attempt = 1;
             let deleted = loop {
-                match self.source.delete_rows(chunk).await {
+                match self.source.delete_rows(&chunk).await {
                     Err(e) if e.is_transient() && attempt < self.limits.write_attempts => {
                         tokio::time::sleep(self.backoff.delay(attempt)).await;
                         attempt += 1;
@@ -477,30 +570,20 @@ impl Replicator {
             match deleted {
                 Ok(n) => summary.rows_deleted += usize::try_from(n).unwrap_or(usize::MAX),
                 Err(e) => {
-                    // The rows are safe elsewhere; the next run re-reads them,
-                    // the upsert changes nothing, and the delete is retried.
                     summary.add_error(format!(
                         "deleting from Snowflake stopped; safe rows left for the next run: {e}"
                     ));
-                    return;
+                    pending.rows.clear();
+                    return false;
                 }
             }
-            if chunk_no == 0 {
+            pending.statements += 1;
+            if pending.statements == 1 {
                 crash_point("mid_delete");
             }
         }
+        true
     }
-}
-
-fn chunk_ranges(len: usize, size: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-    let size = size.max(1);
-    (0..len)
-        .step_by(size)
-        .map(move |start| start..(start + size).min(len))
-}
-
-fn count_with_copies(rows: &[PlannedRow]) -> usize {
-    rows.iter().map(|p| 1 + p.copies).sum()
 }
 
 /// The Lambda handler: one run per scheduled event. The event's content does
@@ -599,8 +682,11 @@ mod tests {
 
     #[async_trait]
     impl RowSource for MemorySource {
-        async fn read_batch(&self, limit: usize) -> Result<Vec<SourceRow>, SourceError> {
-            Ok(self
+        async fn read_batch(
+            &self,
+            limit: usize,
+        ) -> Result<Box<dyn crate::source::SourceRows>, SourceError> {
+            let rows = self
                 .0
                 .lock()
                 .unwrap()
@@ -608,7 +694,8 @@ mod tests {
                 .iter()
                 .take(limit)
                 .cloned()
-                .collect())
+                .collect();
+            Ok(Box::new(crate::source::RowsInMemory::new(rows)))
         }
         async fn delete_rows(&self, rows: &[SourceRow]) -> Result<u64, SourceError> {
             let mut state = self.0.lock().unwrap();

@@ -61,11 +61,129 @@ impl SourceError {
     }
 }
 
+/// Rows read from the source, handed out a chunk at a time, so that a large
+/// batch is never held as row structs all at once (the Arrow columns are
+/// several times smaller than the rows they decode to).
+pub trait SourceRows: Send {
+    /// Rows not handed out yet.
+    fn remaining(&self) -> usize;
+    /// Up to `max` rows; empty when none remain.
+    fn next_chunk(&mut self, max: usize) -> Result<Vec<SourceRow>, SourceError>;
+}
+
+/// Rows already in memory (tests, and sources that return few rows).
+pub struct RowsInMemory(std::collections::VecDeque<SourceRow>);
+
+impl RowsInMemory {
+    pub fn new(rows: Vec<SourceRow>) -> Self {
+        Self(rows.into())
+    }
+}
+
+impl SourceRows for RowsInMemory {
+    fn remaining(&self) -> usize {
+        self.0.len()
+    }
+    fn next_chunk(&mut self, max: usize) -> Result<Vec<SourceRow>, SourceError> {
+        let n = max.min(self.0.len());
+        Ok(self.0.drain(..n).collect())
+    }
+}
+
+/// Arrow record batches, decoded a chunk at a time.
+pub struct ArrowRows {
+    batches: std::collections::VecDeque<RecordBatch>,
+    offset: usize,
+    remaining: usize,
+}
+
+impl ArrowRows {
+    /// Checks every batch's column types first, so that a wrong schema stops
+    /// the run before anything is written.
+    pub fn new(batches: Vec<RecordBatch>) -> Result<Self, SourceError> {
+        for batch in &batches {
+            check_schema(batch)?;
+        }
+        let remaining = batches.iter().map(RecordBatch::num_rows).sum();
+        Ok(Self {
+            batches: batches.into(),
+            offset: 0,
+            remaining,
+        })
+    }
+}
+
+impl SourceRows for ArrowRows {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn next_chunk(&mut self, max: usize) -> Result<Vec<SourceRow>, SourceError> {
+        let mut out = Vec::with_capacity(max.min(self.remaining));
+        while out.len() < max {
+            let Some(batch) = self.batches.front() else {
+                break;
+            };
+            let take = (max - out.len()).min(batch.num_rows() - self.offset);
+            decode_batch(&batch.slice(self.offset, take), &mut out)?;
+            self.offset += take;
+            if self.offset >= batch.num_rows() {
+                // Each batch is freed as soon as it is decoded.
+                self.batches.pop_front();
+                self.offset = 0;
+            }
+        }
+        self.remaining -= out.len();
+        Ok(out)
+    }
+}
+
+/// Every remaining row at once (tests and small tools).
+pub fn collect_rows(mut rows: Box<dyn SourceRows>) -> Result<Vec<SourceRow>, SourceError> {
+    let n = rows.remaining();
+    rows.next_chunk(n.max(1))
+}
+
+fn check_schema(batch: &RecordBatch) -> Result<(), SourceError> {
+    let unexpected = |detail: String| SourceError::UnexpectedResult {
+        operation: "read",
+        detail,
+    };
+    if batch.num_columns() != 2 {
+        return Err(unexpected(format!(
+            "expected 2 columns, got {}",
+            batch.num_columns()
+        )));
+    }
+    match batch.column(0).data_type() {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Decimal128(_, 0) => {}
+        other => {
+            return Err(unexpected(format!(
+                "country_id has Arrow type {other}, expected an integer or Decimal128(_, 0)"
+            )))
+        }
+    }
+    match batch.column(1).data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(()),
+        other => Err(unexpected(format!(
+            "country has Arrow type {other}, expected text"
+        ))),
+    }
+}
+
 /// The source of rows, as the replicator sees it.
 #[async_trait]
 pub trait RowSource: Send + Sync {
     /// Reads at most `limit` rows.
-    async fn read_batch(&self, limit: usize) -> Result<Vec<SourceRow>, SourceError>;
+    async fn read_batch(&self, limit: usize) -> Result<Box<dyn SourceRows>, SourceError>;
     /// Deletes the rows that match one of `rows` on every column; returns how
     /// many Snowflake deleted. At most [`RowSource::max_rows_per_delete`] rows.
     async fn delete_rows(&self, rows: &[SourceRow]) -> Result<u64, SourceError>;
@@ -162,7 +280,7 @@ pub fn insert_statement(table: &Identifier, rows: &[SourceRow]) -> Option<String
 
 #[async_trait]
 impl RowSource for SnowflakeSource {
-    async fn read_batch(&self, limit: usize) -> Result<Vec<SourceRow>, SourceError> {
+    async fn read_batch(&self, limit: usize) -> Result<Box<dyn SourceRows>, SourceError> {
         let sql = select_statement(&self.table, limit);
         let result = self
             .api
@@ -170,14 +288,8 @@ impl RowSource for SnowflakeSource {
             .await
             .map_err(|e| SourceError::from_api("read", e))?;
         match result {
-            QueryResult::Empty => Ok(Vec::new()),
-            QueryResult::Arrow(batches) => {
-                let mut rows = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
-                for batch in &batches {
-                    decode_batch(batch, &mut rows)?;
-                }
-                Ok(rows)
-            }
+            QueryResult::Empty => Ok(Box::new(RowsInMemory::new(Vec::new()))),
+            QueryResult::Arrow(batches) => Ok(Box::new(ArrowRows::new(batches)?)),
             QueryResult::Json(json) => Err(SourceError::UnexpectedResult {
                 operation: "read",
                 detail: format!("expected Arrow rows, got JSON {}", json.value),
@@ -528,6 +640,37 @@ mod tests {
                 "{kind}"
             );
         }
+    }
+
+    #[test]
+    fn arrow_rows_come_out_in_chunks_across_batches() {
+        let make = |ids: Vec<i32>| {
+            let texts: Vec<&str> = ids.iter().map(|_| "USA").collect();
+            batch(
+                StdArc::new(Int32Array::from(ids)),
+                StdArc::new(StringArray::from(texts)),
+            )
+        };
+        let mut rows = ArrowRows::new(vec![make(vec![1, 2, 3]), make(vec![4, 5])]).unwrap();
+        assert_eq!(rows.remaining(), 5);
+        let ids = |chunk: Vec<SourceRow>| {
+            chunk
+                .iter()
+                .map(|r| r.country_id.unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(rows.next_chunk(2).unwrap()), vec![1, 2]);
+        assert_eq!(ids(rows.next_chunk(2).unwrap()), vec![3, 4]);
+        assert_eq!(rows.remaining(), 1);
+        assert_eq!(ids(rows.next_chunk(2).unwrap()), vec![5]);
+        assert!(rows.next_chunk(2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_wrong_schema_is_refused_before_any_row_is_handed_out() {
+        let texts: arrow_array::ArrayRef = StdArc::new(StringArray::from(vec!["USA"]));
+        let textual_ids: arrow_array::ArrayRef = StdArc::new(StringArray::from(vec!["1"]));
+        assert!(ArrowRows::new(vec![batch(textual_ids, texts)]).is_err());
     }
 
     #[test]

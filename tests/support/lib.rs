@@ -223,11 +223,13 @@ impl TestEnv {
 
     /// Every row left in Snowflake, sorted.
     pub async fn snowflake_rows(&self) -> Vec<SourceRow> {
-        let mut rows = self
-            .source()
-            .read_batch(10_000_000)
-            .await
-            .expect("reading Snowflake");
+        let mut rows = countries_shared::source::collect_rows(
+            self.source()
+                .read_batch(10_000_000)
+                .await
+                .expect("reading Snowflake"),
+        )
+        .expect("decoding Snowflake rows");
         rows.sort_by(|a, b| (a.country_id, &a.country).cmp(&(b.country_id, &b.country)));
         rows
     }
