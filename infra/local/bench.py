@@ -36,7 +36,7 @@ CODES = "CASE MOD(SEQ4(), 8) WHEN 0 THEN 'USA' WHEN 1 THEN 'FRA' WHEN 2 THEN 'DE
         "WHEN 4 THEN 'IND' WHEN 5 THEN 'JPN' WHEN 6 THEN 'NGA' ELSE 'AUS' END"
 
 
-def snowflake() -> snowflake.connector.SnowflakeConnection:
+def sf_connect() -> snowflake.connector.SnowflakeConnection:
     port = int(os.environ["SNOWFLAKE_ENDPOINT_URL"].rsplit(":", 1)[1])
     return snowflake.connector.connect(
         host="127.0.0.1", port=port, protocol="http", account="fakesnow", user="bench",
@@ -53,7 +53,7 @@ def reset(rows: int) -> None:
     with postgres() as pg:
         pg.execute('TRUNCATE "case"')
         pg.execute('VACUUM ANALYZE "case"')
-    sf = snowflake()
+    sf = sf_connect()
     cur = sf.cursor()
     cur.execute('DELETE FROM "case"')
     cur.execute(f'INSERT INTO "case" SELECT SEQ4(), {CODES} FROM TABLE(GENERATOR(ROWCOUNT => {rows}))')
@@ -63,7 +63,7 @@ def reset(rows: int) -> None:
 def check_moved(rows: int, label: str) -> None:
     with postgres() as pg:
         in_pg = pg.execute('SELECT count(*) FROM "case"').fetchone()[0]
-    sf = snowflake()
+    sf = sf_connect()
     left = sf.cursor().execute('SELECT count(*) FROM "case"').fetchone()[0]
     sf.close()
     if in_pg != rows or left != 0:
@@ -102,7 +102,7 @@ def python_run(rows: int) -> float:
     """The job as a typical Python script would do it."""
     reset(rows)
     start = time.perf_counter()
-    sf = snowflake()
+    sf = sf_connect()
     cur = sf.cursor()
     batch = cur.execute(f'SELECT "COUNTRY_ID", "COUNTRY" FROM "case" LIMIT {rows}').fetchall()
     with psycopg.connect() as pg, pg.cursor() as pcur:
@@ -187,7 +187,7 @@ def main() -> None:
     results: dict = {
         "init_ms": init_times(args.reps * 3),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "batch_size": int(os.environ.get("BATCH_SIZE", "5000")),
+        "batch_size": int(os.environ.get("BATCH_SIZE", "50000")),
         "delete_chunk_rows": int(os.environ.get("SNOWFLAKE_DELETE_CHUNK_ROWS", "5000")),
         "sizes": {},
     }

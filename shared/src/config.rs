@@ -351,7 +351,7 @@ impl RunLimits {
     fn read(env: &mut Env) -> Self {
         Self {
             max_rows_per_run: env.number("MAX_ROWS_PER_RUN", 100_000, 1, 10_000_000),
-            batch_size: env.number("BATCH_SIZE", 5_000, 1, 100_000),
+            batch_size: env.number("BATCH_SIZE", 50_000, 1, 100_000),
             max_failures_per_run: env.number("MAX_FAILURES_PER_RUN", 1_000, 0, 100_000),
             write_attempts: env.number("WRITE_ATTEMPTS", 3, 1, 10),
         }
@@ -362,7 +362,7 @@ impl Default for RunLimits {
     fn default() -> Self {
         Self {
             max_rows_per_run: 100_000,
-            batch_size: 5_000,
+            batch_size: 50_000,
             max_failures_per_run: 1_000,
             write_attempts: 3,
         }

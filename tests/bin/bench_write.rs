@@ -31,9 +31,10 @@ fn rows(n: usize) -> Vec<CountryRow> {
 }
 
 async fn truncate(client: &tokio_postgres::Client) -> Result<(), Failure> {
-    client
-        .batch_execute(r#"TRUNCATE "case"; VACUUM ANALYZE "case""#)
-        .await?;
+    // Two calls: several statements in one call share an implicit
+    // transaction, and VACUUM refuses to run inside one.
+    client.batch_execute(r#"TRUNCATE "case""#).await?;
+    client.batch_execute(r#"VACUUM ANALYZE "case""#).await?;
     Ok(())
 }
 
@@ -60,7 +61,7 @@ async fn main() -> Result<(), Failure> {
     let batch: usize = std::env::var("BATCH_SIZE")
         .ok()
         .and_then(|b| b.parse().ok())
-        .unwrap_or(5_000);
+        .unwrap_or(50_000);
     let config = PostgresConfig::from_env()?;
     let admin = connect(&config).await?;
     let data = rows(n);
