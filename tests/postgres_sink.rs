@@ -139,11 +139,7 @@ async fn the_ledger_records_the_start_and_the_end_of_a_run() {
 #[tokio::test]
 async fn an_unreachable_database_is_transient_and_named() {
     let env = TestEnv::new("pg_unreachable").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::closed_port();
     let config = env.config_with(&[("PGPORT", &port.to_string()), ("PGCONNECT_TIMEOUT", "2")]);
     let err = connect(&config.postgres)
         .await

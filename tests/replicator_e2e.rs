@@ -160,18 +160,7 @@ async fn a_run_moves_valid_rows_queues_invalid_ones_and_a_replay_changes_nothing
     assert!(env.snowflake_rows().await.is_empty());
     assert!(env.drain_retry_queue().await.is_empty());
 
-    let ledger: Vec<String> = env
-        .postgres()
-        .await
-        .query(
-            "SELECT outcome FROM replication_run ORDER BY started_at",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ledger = testkit::ledger_outcomes(&env).await;
     assert_eq!(ledger, vec!["succeeded"; 3]);
 }
 
@@ -265,18 +254,7 @@ async fn crash_then_rerun(crash_at: &str) {
     // Only the held-back duplicate version may remain for the next run.
     let left = env.snowflake_rows().await;
     assert!(left.len() <= 1, "{left:?}");
-    let outcomes: Vec<String> = env
-        .postgres()
-        .await
-        .query(
-            "SELECT outcome FROM replication_run ORDER BY started_at",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let outcomes = testkit::ledger_outcomes(&env).await;
     assert_eq!(
         outcomes,
         vec!["running", "succeeded"],
@@ -373,11 +351,7 @@ async fn a_postgres_outage_mid_run_defers_every_row_and_deletes_nothing() {
 async fn an_unreachable_snowflake_fails_the_run_before_anything_moves() {
     let env = TestEnv::new("e2e_sf_down").await;
     env.load(&sample()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::closed_port();
     let config = env.config_with(&[(
         "SNOWFLAKE_ENDPOINT_URL",
         &format!("http://127.0.0.1:{port}"),

@@ -75,11 +75,7 @@ async fn delete_removes_exactly_the_given_rows_and_spares_a_newer_version() {
 #[tokio::test]
 async fn an_unreachable_emulator_is_a_transient_error() {
     let env = TestEnv::new("sf_down").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::closed_port();
     let config = env.config_with(&[(
         "SNOWFLAKE_ENDPOINT_URL",
         &format!("http://127.0.0.1:{port}"),

@@ -19,6 +19,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::config::{PostgresConfig, TlsMode};
+use crate::error_chain;
 use crate::model::{CountryRow, FailureClass, FailureDetail};
 use crate::replicator::RunSummary;
 
@@ -269,20 +270,6 @@ fn pem_certificates(pem: &[u8]) -> Result<Vec<native_tls::Certificate>, String> 
 fn is_tls_refusal(err: &tokio_postgres::Error) -> bool {
     let text = error_chain(err).to_ascii_lowercase();
     text.contains("certificate") || text.contains("handshake") || text.contains("ssl")
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// A client whose connection task ends with it.

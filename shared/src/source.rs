@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use snowflake_api::{AuthArgs, QueryResult, SnowflakeApi, SnowflakeApiBuilder, SnowflakeApiError};
 
 use crate::config::{SnowflakeAuth, SnowflakeConfig};
+use crate::error_chain;
 use crate::ident::Identifier;
 use crate::model::SourceRow;
 
@@ -552,20 +553,6 @@ impl reqwest_middleware::Middleware for RedirectToEndpoint {
         let _ = url.set_port(self.target.port_or_known_default());
         next.run(req, extensions).await
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Whether the request never got a Snowflake answer. `snowflake-api` wraps

@@ -441,6 +441,26 @@ pub async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
     }
 }
 
+/// A loopback port with nothing listening on it (an unreachable service).
+pub fn closed_port() -> u16 {
+    free_port()
+}
+
+/// The outcomes in the run ledger, oldest first.
+pub async fn ledger_outcomes(env: &TestEnv) -> Vec<String> {
+    env.postgres()
+        .await
+        .query(
+            "SELECT outcome FROM replication_run ORDER BY started_at",
+            &[],
+        )
+        .await
+        .expect("reading the ledger")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// A binary of this workspace, built by the same `cargo test` run.
 pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

@@ -123,7 +123,17 @@ async fn replicate(event_json: String) -> Result<ExitCode> {
     let payload = serde_json::to_value(&event)?;
     let config = ReplicatorConfig::from_env()?;
     let replicator = Replicator::from_config(&config).await?;
-    match replicator::handle(&replicator, LambdaEvent::new(payload, lambda_context())).await {
+    print_outcome(
+        replicator::handle(&replicator, LambdaEvent::new(payload, lambda_context())).await,
+    )
+}
+
+/// Prints what a handler returned; exit code 3 when Lambda would report a
+/// failed invocation.
+fn print_outcome<T: serde::Serialize>(
+    result: Result<T, lambda_runtime::Error>,
+) -> Result<ExitCode> {
+    match result {
         Ok(summary) => {
             println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(ExitCode::SUCCESS)
@@ -157,18 +167,7 @@ async fn run_report() -> Result<ExitCode> {
     let config = ReporterConfig::from_env()?;
     let reporter = Reporter::from_config(&config).await;
     let payload = serde_json::from_str(SCHEDULED_EVENT)?;
-    match report::handle(&reporter, LambdaEvent::new(payload, lambda_context())).await {
-        Ok(summary) => {
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!(
-                "the handler returned an error (Lambda would report a failed invocation):\n  {e}"
-            );
-            Ok(ExitCode::from(3))
-        }
-    }
+    print_outcome(report::handle(&reporter, LambdaEvent::new(payload, lambda_context())).await)
 }
 
 async fn failures(limit: i64) -> Result<ExitCode> {
