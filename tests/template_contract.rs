@@ -304,3 +304,68 @@ fn no_policy_grants_a_wildcard_resource() {
         );
     }
 }
+
+/// The emulator has no roles or grants, so `access.sql` cannot run on the
+/// local stack; this keeps it from drifting: the statements the replicator
+/// sends to Snowflake need exactly the privileges the file grants.
+#[test]
+fn the_snowflake_grants_match_the_statements_the_replicator_sends() {
+    use countries_shared::ident::Identifier;
+    use countries_shared::model::SourceRow;
+    use countries_shared::source::{delete_statement, select_statement};
+
+    let access = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/sql/snowflake/deploy/access.sql"
+    ))
+    .expect("access.sql");
+    let grants: Vec<&str> = access
+        .lines()
+        .filter(|l| l.trim_start().starts_with("GRANT") && l.contains("ON TABLE"))
+        .collect();
+    assert_eq!(
+        grants,
+        vec![
+            r#"GRANT SELECT, DELETE ON TABLE <database>.<schema>."case" TO ROLE COUNTRIES_REPLICATOR;"#
+        ],
+        "exactly SELECT and DELETE on the one table"
+    );
+    assert!(access.contains("RSA_PUBLIC_KEY"), "key-pair authentication");
+    assert!(
+        !access.to_uppercase().contains("PASSWORD ="),
+        "no password for the service user"
+    );
+
+    let table = Identifier::parse("case").unwrap();
+    let verbs = [
+        select_statement(&table, 10),
+        delete_statement(&table, &[SourceRow::new(Some(1), Some("USA"))]).unwrap(),
+    ]
+    .map(|sql| {
+        sql.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    });
+    assert_eq!(verbs, ["SELECT".to_string(), "DELETE".to_string()]);
+
+    let role = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/sql/postgres/003_app_role.sql"
+    ))
+    .expect("003_app_role.sql");
+    for table in [r#""case""#, "replication_run", "failure_report"] {
+        assert!(
+            role.contains(&format!(
+                "GRANT SELECT, INSERT, UPDATE ON {table} TO countries_app"
+            )),
+            "countries_app lacks the rights the functions use on {table}"
+        );
+    }
+    assert!(
+        role.lines()
+            .filter(|l| l.trim_start().starts_with("GRANT"))
+            .all(|l| !l.contains("DELETE")),
+        "the functions never delete in Postgres"
+    );
+}
