@@ -89,17 +89,28 @@ pub fn stack_vars() -> HashMap<String, String> {
     vars
 }
 
-pub async fn pg_admin(host: &str, port: &str) -> tokio_postgres::Client {
+/// Connects without TLS (the shared stack and the private clusters use none)
+/// and drives the connection in the background.
+async fn pg_connect_to(conn: &str, what: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {what}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// The stack's admin user, connected to `dbname`.
+async fn pg_admin_db(host: &str, port: &str, dbname: &str) -> tokio_postgres::Client {
     let conn = format!(
-        "host={host} port={port} user={} password={} dbname=postgres",
+        "host={host} port={port} user={} password={} dbname={dbname}",
         std::env::var("COUNTRIES_PG_ADMIN_USER").unwrap_or_else(|_| "postgres".into()),
         std::env::var("COUNTRIES_PG_ADMIN_PASSWORD").unwrap_or_else(|_| "postgres".into()),
     );
-    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("admin connection to {host}:{port}: {e}"));
-    tokio::spawn(connection);
-    client
+    pg_connect_to(&conn, &format!("{dbname} on {host}:{port} as admin")).await
+}
+
+pub async fn pg_admin(host: &str, port: &str) -> tokio_postgres::Client {
+    pg_admin_db(host, port, "postgres").await
 }
 
 pub async fn pg_connect(vars: &HashMap<String, String>) -> tokio_postgres::Client {
@@ -107,11 +118,7 @@ pub async fn pg_connect(vars: &HashMap<String, String>) -> tokio_postgres::Clien
         "host={} port={} user={} password={} dbname={}",
         vars["PGHOST"], vars["PGPORT"], vars["PGUSER"], vars["PGPASSWORD"], vars["PGDATABASE"]
     );
-    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to the test database: {e}"));
-    tokio::spawn(connection);
-    client
+    pg_connect_to(&conn, "the test database").await
 }
 
 /// Creates a database owned by the stack's application role and applies the
@@ -122,15 +129,7 @@ pub async fn create_database(host: &str, port: &str, owner: &str, name: &str) {
         .batch_execute(&format!("CREATE DATABASE {name} OWNER {owner}"))
         .await
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-    let conn = format!(
-        "host={host} port={port} user={} password={} dbname={name}",
-        std::env::var("COUNTRIES_PG_ADMIN_USER").unwrap_or_else(|_| "postgres".into()),
-        std::env::var("COUNTRIES_PG_ADMIN_PASSWORD").unwrap_or_else(|_| "postgres".into()),
-    );
-    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-        .await
-        .expect("connecting to the new database");
-    tokio::spawn(connection);
+    let client = pg_admin_db(host, port, name).await;
     for (migration, as_owner) in POSTGRES_MIGRATIONS {
         let sql = if *as_owner {
             format!("SET ROLE {owner}; {migration}; RESET ROLE;")
