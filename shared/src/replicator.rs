@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::{ReplicatorConfig, RunLimits};
-use crate::fault::crash_point;
+use crate::fault::fault_point;
 use crate::model::{validate, CountryRow, FailureClass, FailureDetail, RetryMessage, SourceRow};
 use crate::queue::{QueueError, RetryQueue, SqsRetryQueue};
 use crate::sink::{PostgresStore, ReplicaRun, ReplicaStore, RowWriter, WriteError, WriteErrorKind};
@@ -365,7 +365,7 @@ impl Replicator {
             }
         };
         self.move_rows(replica.as_mut(), &mut summary).await;
-        crash_point("before_ledger");
+        fault_point("before_ledger");
         summary.finished_at = Some(Utc::now());
         if let Err(e) = replica.finish(&summary).await {
             // The rows are where the summary says; only the record is missing.
@@ -383,6 +383,7 @@ impl Replicator {
     }
 
     async fn move_rows(&self, replica: &mut dyn ReplicaRun, summary: &mut RunSummary) {
+        fault_point("before_read");
         let mut rows = match self.source.read_batch(self.limits.max_rows_per_run).await {
             Ok(rows) => rows,
             Err(e) => {
@@ -392,7 +393,7 @@ impl Replicator {
             }
         };
         summary.rows_read = rows.remaining();
-        crash_point("after_read");
+        fault_point("after_read");
 
         let mut first_version: HashMap<i32, [u8; 3]> = HashMap::new();
         let mut failures: Vec<Failure> = Vec::new();
@@ -477,7 +478,7 @@ impl Replicator {
                 stopped = true;
             }
             if chunk_no == 0 {
-                crash_point("mid_write");
+                fault_point("mid_write");
             }
             chunk_no += 1;
             if deletes.rows.len() >= deletes.statement_rows
@@ -488,7 +489,7 @@ impl Replicator {
                 deletes.statement_rows = usize::MAX;
             }
         }
-        crash_point("after_write");
+        fault_point("after_write");
 
         if failures.len() > self.limits.max_failures_per_run {
             let over: usize = failures
@@ -528,7 +529,7 @@ impl Replicator {
                 summary.add_error(format!("some failed rows stay in Snowflake: {e}"));
             }
         }
-        crash_point("after_enqueue");
+        fault_point("after_enqueue");
 
         if deletes.statement_rows != usize::MAX {
             self.flush_deletes(&mut deletes, summary, true).await;
@@ -579,7 +580,7 @@ impl Replicator {
             }
             pending.statements += 1;
             if pending.statements == 1 {
-                crash_point("mid_delete");
+                fault_point("mid_delete");
             }
         }
         true
