@@ -475,3 +475,135 @@ async fn the_operator_commands_show_and_replay_the_failure_report() {
     assert!(String::from_utf8_lossy(&after.stdout).contains("no unresolved failures"));
     assert_eq!(env.postgres_rows().await.len(), 2);
 }
+
+fn rejected(id: i128, country: &str) -> RetryMessage {
+    RetryMessage::first_failure(
+        SourceRow::new(Some(id), Some(country)),
+        FailureDetail {
+            class: FailureClass::Rejected,
+            sqlstate: Some("23514".into()),
+            message: "was refused".into(),
+        },
+        Uuid::new_v4(),
+        chrono::Utc::now(),
+    )
+}
+
+/// Hands the retrier one batch, as Lambda's event source mapping would.
+async fn deliver(
+    retrier: &Retrier,
+    messages: &[(&str, &RetryMessage)],
+) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    for (id, message) in messages {
+        let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+        record.message_id = Some(id.to_string());
+        record.body = Some(serde_json::to_string(message).unwrap());
+        record
+            .attributes
+            .insert("ApproximateReceiveCount".into(), "1".into());
+        event.records.push(record);
+    }
+    countries_shared::retrier::handle(
+        retrier,
+        lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
+    )
+    .await
+    .expect("the retrier answers for every batch")
+}
+
+#[tokio::test]
+async fn reordered_and_repeated_deliveries_end_in_the_same_rows() {
+    let a = rejected(1, "chl");
+    let b = rejected(2, "PER");
+    let c = rejected(-3, " ury");
+    let in_order = TestEnv::new("retry_in_order").await;
+    let reordered = TestEnv::new("retry_reordered").await;
+
+    let retrier = Retrier::from_config(&in_order.retrier_config()).await;
+    let response = deliver(&retrier, &[("a", &a), ("b", &b), ("c", &c)]).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+
+    // The same messages the other way round, split over batches, with a
+    // redelivery of each (SQS is at least once and unordered).
+    let retrier = Retrier::from_config(&reordered.retrier_config()).await;
+    for batch in [
+        vec![("c", &c), ("b", &b)],
+        vec![("a", &a), ("c", &c)],
+        vec![("b", &b), ("a", &a), ("a", &a)],
+    ] {
+        let response = deliver(&retrier, &batch).await;
+        assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    }
+    let expected = vec![
+        (-3, "URY".to_string()),
+        (1, "CHL".to_string()),
+        (2, "PER".to_string()),
+    ];
+    assert_eq!(in_order.postgres_rows().await, expected);
+    assert_eq!(reordered.postgres_rows().await, expected);
+}
+
+#[tokio::test]
+async fn when_ses_is_unreachable_the_dead_letters_are_kept_and_reported_later() {
+    let env = TestEnv::new("report_ses_gone").await;
+    env.postgres().await.batch_execute(CHECK).await.unwrap();
+    env.load(&rows(&[(2, "ATL")])).await;
+    replicate(&env).await;
+    retry_until_empty(&env).await;
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 1);
+
+    let short_hidden = || {
+        SqsDeadLetterQueue::new(env.sqs.clone(), env.vars["DEAD_LETTER_QUEUE_URL"].clone())
+            .with_visibility_timeout(1)
+    };
+    // SES on a port nothing listens on: every attempt of the SDK fails to
+    // connect.
+    let unreachable_ses = aws_sdk_sesv2::Client::from_conf(
+        aws_sdk_sesv2::config::Builder::new()
+            .behavior_version(aws_sdk_sesv2::config::BehaviorVersion::latest())
+            .region(aws_sdk_sesv2::config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://127.0.0.1:{}", testkit::closed_port()))
+            .credentials_provider(aws_sdk_sesv2::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .build(),
+    );
+    let config = env.reporter_config();
+    let mut cut_off = Reporter::from_config(&config).await;
+    cut_off.dlq = Box::new(short_hidden());
+    cut_off.mailer = Box::new(countries_shared::report::SesMailer::new(
+        unreachable_ses,
+        config.sender.clone(),
+        config.recipients.clone(),
+    ));
+    let failed = cut_off.run(Uuid::new_v4()).await;
+    assert!(!failed.emailed, "{failed:?}");
+    assert_eq!(failed.stored_new, Some(1), "stored durably first");
+    assert_eq!(failed.deleted, 0);
+    assert!(failed.error.is_some(), "{failed:?}");
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 1, "kept");
+    assert!(env.sent_emails().await.is_empty());
+
+    let mut reporter = Reporter::from_config(&config).await;
+    reporter.dlq = Box::new(short_hidden());
+    let mut report = reporter.run(Uuid::new_v4()).await;
+    for _ in 0..20 {
+        if report.messages > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        report = reporter.run(Uuid::new_v4()).await;
+    }
+    assert!(report.emailed && report.deleted == 1, "{report:?}");
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 0);
+    assert_eq!(env.sent_emails().await.len(), 1);
+    let stored: i64 = env
+        .postgres()
+        .await
+        .query_one("SELECT count(*) FROM failure_report", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "reported once");
+}

@@ -520,6 +520,10 @@ impl ReporterConfig {
             .filter(|r| !r.is_empty())
             .map(str::to_string)
             .collect();
+        if !raw.is_empty() && recipients.is_empty() {
+            // Only commas: a digest nobody receives would be a silent failure.
+            env.problem("REPORT_RECIPIENTS", format!("no address in {raw:?}"));
+        }
         if let Some(bad) = recipients.iter().find(|r| !looks_like_email(r)) {
             env.problem(
                 "REPORT_RECIPIENTS",
@@ -690,5 +694,302 @@ mod tests {
         vars.insert("PGPORT".into(), "nope".into());
         let err = read(vars).unwrap_err().to_string();
         assert!(!err.contains("hunter2") && !err.contains("s3cret"), "{err}");
+    }
+
+    /// What a variable accepts, for the configuration corpus below.
+    #[derive(Debug, Clone, Copy)]
+    enum Rule {
+        /// Must be set; any non-blank text (a wrong value fails at the first
+        /// connection, naming the service).
+        RequiredText,
+        /// May be unset; any text.
+        OptionalText,
+        /// A whole number in `min..=max`, with a default when unset.
+        Number {
+            min: i64,
+            max: i64,
+        },
+        RequiredUrl,
+        OptionalUrl,
+        /// A plain SQL identifier, with a default when unset.
+        Identifier,
+        /// One of disable | require | verify-ca | verify-full.
+        SslMode,
+        /// A readable file.
+        File,
+        Email,
+        EmailList,
+        /// SNOWFLAKE_PASSWORD or SNOWFLAKE_PRIVATE_KEY: exactly one.
+        SnowflakeAuth,
+    }
+
+    /// Every variable any function reads. The README's configuration table
+    /// and "Reliability" corpus follow it; a variable added to the code but
+    /// not here fails `the_corpus_covers_every_variable`.
+    const VARIABLES: &[(&str, Rule)] = &[
+        ("SNOWFLAKE_ACCOUNT", Rule::RequiredText),
+        ("SNOWFLAKE_USER", Rule::RequiredText),
+        ("SNOWFLAKE_PASSWORD", Rule::SnowflakeAuth),
+        ("SNOWFLAKE_PRIVATE_KEY", Rule::SnowflakeAuth),
+        ("SNOWFLAKE_WAREHOUSE", Rule::OptionalText),
+        ("SNOWFLAKE_DATABASE", Rule::RequiredText),
+        ("SNOWFLAKE_SCHEMA", Rule::RequiredText),
+        ("SNOWFLAKE_ROLE", Rule::OptionalText),
+        ("SNOWFLAKE_TABLE", Rule::Identifier),
+        ("SNOWFLAKE_ENDPOINT_URL", Rule::OptionalUrl),
+        (
+            "SNOWFLAKE_DELETE_CHUNK_ROWS",
+            Rule::Number {
+                min: 1,
+                max: 16_384,
+            },
+        ),
+        ("PGSSLMODE", Rule::SslMode),
+        ("PGSSLROOTCERT", Rule::File),
+        ("PGHOST", Rule::RequiredText),
+        (
+            "PGPORT",
+            Rule::Number {
+                min: 1,
+                max: 65_535,
+            },
+        ),
+        ("PGDATABASE", Rule::RequiredText),
+        ("PGUSER", Rule::RequiredText),
+        ("PGPASSWORD", Rule::OptionalText),
+        ("PGCONNECT_TIMEOUT", Rule::Number { min: 1, max: 300 }),
+        ("POSTGRES_SCHEMA", Rule::Identifier),
+        ("POSTGRES_TABLE", Rule::Identifier),
+        (
+            "MAX_ROWS_PER_RUN",
+            Rule::Number {
+                min: 1,
+                max: 10_000_000,
+            },
+        ),
+        (
+            "BATCH_SIZE",
+            Rule::Number {
+                min: 1,
+                max: 100_000,
+            },
+        ),
+        (
+            "MAX_FAILURES_PER_RUN",
+            Rule::Number {
+                min: 0,
+                max: 100_000,
+            },
+        ),
+        ("WRITE_ATTEMPTS", Rule::Number { min: 1, max: 10 }),
+        ("RETRY_QUEUE_URL", Rule::RequiredUrl),
+        ("DEAD_LETTER_QUEUE_URL", Rule::RequiredUrl),
+        (
+            "RETRY_BACKOFF_BASE_SECONDS",
+            Rule::Number {
+                min: 0,
+                max: 43_200,
+            },
+        ),
+        (
+            "RETRY_BACKOFF_MAX_SECONDS",
+            Rule::Number {
+                min: 0,
+                max: 43_200,
+            },
+        ),
+        ("REPORT_SENDER", Rule::Email),
+        ("REPORT_RECIPIENTS", Rule::EmailList),
+        (
+            "REPORT_MAX_MESSAGES",
+            Rule::Number {
+                min: 1,
+                max: 100_000,
+            },
+        ),
+        ("REPORT_EMAIL_ROWS", Rule::Number { min: 1, max: 1_000 }),
+    ];
+
+    fn valid_for_all() -> HashMap<String, String> {
+        let mut vars = valid();
+        for (k, v) in [
+            (
+                "DEAD_LETTER_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/123/dlq",
+            ),
+            ("REPORT_SENDER", "ops@example.com"),
+            ("REPORT_RECIPIENTS", "a@example.com"),
+            // The pair must keep base <= max at both ends of each range.
+            ("RETRY_BACKOFF_BASE_SECONDS", "0"),
+            ("RETRY_BACKOFF_MAX_SECONDS", "43200"),
+        ] {
+            vars.insert(k.into(), v.into());
+        }
+        vars
+    }
+
+    /// Reads the configuration of every function that reads `variable`;
+    /// returns each outcome, and the variables read.
+    fn read_all(
+        vars: &HashMap<String, String>,
+    ) -> (Vec<Result<(), ConfigError>>, Vec<&'static str>) {
+        let mut results = Vec::new();
+        let mut read = Vec::new();
+        let mut env = Env::from_map(vars.clone());
+        results.push(ReplicatorConfig::read_from(&mut env).map(drop));
+        read.extend(env.variables_read());
+        let mut env = Env::from_map(vars.clone());
+        results.push(RetrierConfig::read_from(&mut env).map(drop));
+        read.extend(env.variables_read());
+        let mut env = Env::from_map(vars.clone());
+        results.push(ReporterConfig::read_from(&mut env).map(drop));
+        read.extend(env.variables_read());
+        (results, read)
+    }
+
+    #[test]
+    fn the_corpus_covers_every_variable() {
+        let (results, read) = read_all(&valid_for_all());
+        for r in &results {
+            assert!(r.is_ok(), "{r:?}");
+        }
+        let mut read: Vec<&str> = read;
+        read.sort_unstable();
+        read.dedup();
+        let mut listed: Vec<&str> = VARIABLES.iter().map(|(v, _)| *v).collect();
+        listed.sort_unstable();
+        assert_eq!(read, listed);
+    }
+
+    /// Every variable missing, empty, malformed and out of range: each case
+    /// either falls back to the documented default or is refused with an
+    /// error that names that variable (and only it), never a panic, never a
+    /// secret in the message.
+    #[test]
+    fn every_variable_missing_empty_malformed_or_out_of_range() {
+        let mut tried = 0;
+        for (variable, rule) in VARIABLES {
+            let refused: Vec<(&str, String)> = match rule {
+                Rule::RequiredText | Rule::RequiredUrl | Rule::Email | Rule::EmailList => {
+                    vec![("missing", String::new()), ("empty", " ".into())]
+                }
+                _ => vec![],
+            };
+            let mut refused = refused;
+            let mut accepted: Vec<(&str, String)> = Vec::new();
+            match rule {
+                Rule::RequiredText => accepted.push(("any text", "x-y_z.1".into())),
+                Rule::OptionalText => {
+                    accepted.extend([("missing", String::new()), ("empty", String::new())])
+                }
+                Rule::Number { min, max } => {
+                    accepted.extend([("missing", String::new()), ("empty", " ".into())]);
+                    accepted.extend([("minimum", min.to_string()), ("maximum", max.to_string())]);
+                    refused.extend([
+                        ("below the range", (min - 1).to_string()),
+                        ("above the range", (max + 1).to_string()),
+                        ("not a number", "lots".into()),
+                        ("a fraction", "1.5".into()),
+                        ("huge", "99999999999999999999999".into()),
+                    ]);
+                }
+                Rule::RequiredUrl | Rule::OptionalUrl => {
+                    refused.extend([
+                        ("not http", "sqs://queue".into()),
+                        ("no scheme", "localhost:8080".into()),
+                        ("junk", "http://[::1".into()),
+                    ]);
+                }
+                Rule::Identifier => {
+                    accepted.extend([("missing", String::new()), ("empty", " ".into())]);
+                    refused.extend([
+                        ("quoted", "\"case\"".into()),
+                        ("SQL", "case; drop table x".into()),
+                        ("too long", "a".repeat(300)),
+                    ]);
+                }
+                Rule::SslMode => {
+                    accepted.push(("missing", String::new()));
+                    refused.extend([("unknown", "verify_full".into()), ("junk", "\u{7}".into())]);
+                }
+                Rule::File => {
+                    accepted.push(("missing", String::new()));
+                    refused.extend([
+                        ("no such file", "/nonexistent/ca.pem".into()),
+                        ("a folder", "/".into()),
+                    ]);
+                }
+                Rule::Email => refused.extend([
+                    ("not an address", "nobody".into()),
+                    ("two @", "a@b@c.d".into()),
+                ]),
+                Rule::EmailList => refused.extend([
+                    ("one bad address", "a@example.com, nope".into()),
+                    ("only commas", ",,".into()),
+                    ("too many", vec!["a@example.com"; 51].join(",")),
+                ]),
+                Rule::SnowflakeAuth => {}
+            }
+            for (case, value) in &accepted {
+                let mut vars = valid_for_all();
+                if *case == "missing" {
+                    vars.remove(*variable);
+                } else {
+                    vars.insert(variable.to_string(), value.clone());
+                }
+                let (results, _) = read_all(&vars);
+                for r in results {
+                    assert!(r.is_ok(), "{variable} {case} ({value:?}): {r:?}");
+                }
+                tried += 1;
+            }
+            for (case, value) in &refused {
+                let mut vars = valid_for_all();
+                if *case == "missing" {
+                    vars.remove(*variable);
+                } else {
+                    vars.insert(variable.to_string(), value.clone());
+                }
+                let (results, read) = read_all(&vars);
+                let errors: Vec<ConfigError> =
+                    results.into_iter().filter_map(Result::err).collect();
+                assert!(
+                    !errors.is_empty(),
+                    "{variable} {case} ({value:?}) was accepted"
+                );
+                assert!(read.contains(variable));
+                for err in errors {
+                    assert!(err.mentions(variable), "{variable} {case}: {err}");
+                    assert_eq!(err.problems.len(), 1, "{variable} {case}: {err}");
+                    let shown = err.to_string();
+                    assert!(
+                        !shown.contains("hunter2") && !shown.contains("s3cret"),
+                        "{shown}"
+                    );
+                }
+                tried += 1;
+            }
+        }
+        // The authentication pair: neither, both, and a key that is not PEM.
+        let mut neither = valid_for_all();
+        neither.remove("SNOWFLAKE_PASSWORD");
+        let mut both = valid_for_all();
+        both.insert(
+            "SNOWFLAKE_PRIVATE_KEY".into(),
+            "-----BEGIN PRIVATE KEY-----".into(),
+        );
+        let mut not_pem = neither.clone();
+        not_pem.insert("SNOWFLAKE_PRIVATE_KEY".into(), "hunter2".into());
+        for (vars, variable) in [
+            (neither, "SNOWFLAKE_PASSWORD"),
+            (both, "SNOWFLAKE_PASSWORD"),
+            (not_pem, "SNOWFLAKE_PRIVATE_KEY"),
+        ] {
+            let err = ReplicatorConfig::from_vars(Env::from_map(vars)).unwrap_err();
+            assert!(err.mentions(variable) && err.problems.len() == 1, "{err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+            tried += 1;
+        }
+        assert!(tried > 150, "{tried} cases");
     }
 }
