@@ -5,6 +5,8 @@
 //! (Postgres), [`queue`] (SQS), [`replicator`] (one run, and the Lambda
 //! handler). Binaries under `functions/` only wire these together.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod checks;
 pub mod config;
 pub mod fault;
 pub mod ident;

@@ -1,0 +1,234 @@
+//! Checks over arbitrary input, shared by the fuzz targets (`fuzz/`, built
+//! with the `fuzzing` feature) and the unit tests below, which run them on
+//! the bad-input corpus and on random input in every `make test`.
+//!
+//! Each check panics when a property does not hold; nothing else may panic.
+
+use crate::ident::Identifier;
+use crate::model::{parse_retry_message, validate, MalformedMessage};
+use crate::source::{delete_statement, string_literal};
+
+/// A retry-queue body of any bytes (SQS bodies are text; whatever arrives is
+/// read as UTF-8 with replacement, as the Lambda event gives it): parsing
+/// never panics, a parsed message survives a round trip, and a refusal is one
+/// short line that names what was wrong.
+pub fn retry_message_body(bytes: &[u8]) {
+    let body = String::from_utf8_lossy(bytes);
+    match parse_retry_message(Some(&body)) {
+        Ok(message) => {
+            let again = serde_json::to_string(&message).expect("a parsed message serialises");
+            let reparsed = parse_retry_message(Some(&again)).expect("a serialised message parses");
+            assert_eq!(reparsed, message);
+            let _ = message.record_key();
+            let _ = validate(&message.record);
+        }
+        Err(e) => {
+            let text = e.to_string();
+            assert!(text.len() <= 600, "an error of {} bytes", text.len());
+            assert!(!text.contains('\n'), "a multi-line error: {text:?}");
+            if body.trim().is_empty() {
+                assert_eq!(e, MalformedMessage::Empty);
+            }
+        }
+    }
+}
+
+/// Reads back the string literals of a Snowflake statement: `''` is a quote,
+/// `\\` a backslash. Panics on an unterminated literal or on any other
+/// backslash escape (the formatter must never produce one).
+pub fn snowflake_literals(statement: &str) -> Vec<String> {
+    let mut literals = Vec::new();
+    let mut chars = statement.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            continue;
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next() {
+                None => panic!("unterminated literal in {statement:?}"),
+                Some('\'') if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    value.push('\'');
+                }
+                Some('\'') => break,
+                Some('\\') => match chars.next() {
+                    Some('\\') => value.push('\\'),
+                    other => panic!("escape \\{other:?} in {statement:?}"),
+                },
+                Some(c) => value.push(c),
+            }
+        }
+        literals.push(value);
+    }
+    literals
+}
+
+/// A row of any values: validation never panics and accepts only what
+/// Postgres can store; the literal of its country reads back as the value
+/// itself; the DELETE for it and a neighbour names exactly their countries.
+pub fn row_and_delete(country_id: Option<i128>, country: Option<&str>) {
+    let row = crate::model::SourceRow::new(country_id, country);
+    if let Ok(valid) = validate(&row) {
+        assert_eq!(valid.country.len(), 3);
+        assert!(valid.country.bytes().all(|b| b.is_ascii_uppercase()));
+        assert_eq!(i128::from(valid.country_id), country_id.unwrap_or_default());
+    }
+    if let Some(country) = country {
+        assert_eq!(snowflake_literals(&string_literal(country)), vec![country]);
+    }
+    let neighbour = crate::model::SourceRow::new(Some(1), Some("O'B\\"));
+    let table = Identifier::parse("case").expect("a plain identifier");
+    let statement = delete_statement(&table, &[row.clone(), neighbour]).expect("two rows");
+    let mut named = snowflake_literals(&statement);
+    named.sort();
+    named.dedup();
+    let mut expected: Vec<String> = [country, Some("O'B\\")]
+        .into_iter()
+        .flatten()
+        .map(str::to_string)
+        .collect();
+    expected.sort();
+    expected.dedup();
+    assert_eq!(named, expected, "{statement}");
+}
+
+/// Splits fuzz bytes into a row: a flags byte (NULL id, NULL country), 16
+/// bytes of id, and the rest as the country.
+pub fn row_from_bytes(bytes: &[u8]) {
+    let Some((&flags, rest)) = bytes.split_first() else {
+        return;
+    };
+    let (id_bytes, country_bytes) = rest.split_at(rest.len().min(16));
+    let mut id = [0u8; 16];
+    id[..id_bytes.len()].copy_from_slice(id_bytes);
+    // Small ids are the interesting ones: fold most inputs near the 32-bit
+    // limits, keep the full 128-bit range for the rest.
+    let raw = i128::from_le_bytes(id);
+    let country_id = match flags & 0b11 {
+        0 => None,
+        1 => Some(raw % (1 << 33)),
+        _ => Some(raw),
+    };
+    let country = String::from_utf8_lossy(country_bytes);
+    let country = (flags & 0b100 == 0).then_some(country.as_ref());
+    row_and_delete(country_id, country);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The corpus of the README's "Reliability" table, plus a few bodies
+    /// that broke parsers elsewhere (deep nesting, huge numbers, BOMs).
+    #[test]
+    fn the_bad_input_corpus_passes_every_check() {
+        let huge = format!(
+            "{{\"schema_version\":1,\"pad\":\"{}\"}}",
+            "x".repeat(300_000)
+        );
+        let deep = "[".repeat(10_000);
+        let bodies: Vec<&[u8]> = vec![
+            b"",
+            b"   ",
+            b"not json",
+            b"{",
+            b"null",
+            b"[1,2]",
+            b"{\"schema_version\":2}",
+            b"{\"schema_version\":\"1\"}",
+            b"{\"schema_version\":1e400}",
+            b"{\"schema_version\":1}",
+            b"{\"schema_version\":1,\"record\":{\"country_id\":1}}",
+            b"{\"schema_version\":1,\"record\":{\"country_id\":1e50,\"country\":\"USA\"}}",
+            b"\xef\xbb\xbf{\"schema_version\":1}",
+            b"\xff\xfe\x00\x01binary junk",
+            b"\x00\x00\x00",
+            huge.as_bytes(),
+            deep.as_bytes(),
+        ];
+        for body in bodies {
+            retry_message_body(body);
+        }
+        let ten_kb = "Q".repeat(10_240);
+        for country in [
+            "",
+            "US",
+            "USAA",
+            "usa",
+            "U5A",
+            " FRA ",
+            "F A",
+            "ÅLA",
+            "U\u{7}A",
+            "U\u{0}A",
+            "O'B",
+            "A\\B",
+            "'",
+            "\\",
+            "''",
+            "\\'",
+            "x\\' OR 1=1 --",
+            "\u{feff}",
+            &ten_kb,
+        ] {
+            for id in [
+                None,
+                Some(0),
+                Some(-1),
+                Some(i128::from(i32::MAX) + 1),
+                Some(i128::MAX),
+            ] {
+                row_and_delete(id, Some(country));
+            }
+        }
+        row_and_delete(None, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "unterminated literal")]
+    fn the_literal_reader_catches_an_unescaped_quote() {
+        snowflake_literals("DELETE FROM t WHERE c = 'O'B'");
+    }
+
+    #[test]
+    #[should_panic(expected = "escape")]
+    fn the_literal_reader_catches_a_lone_backslash() {
+        snowflake_literals(r"DELETE FROM t WHERE c = 'A\'");
+    }
+
+    proptest! {
+        #[test]
+        fn any_body_passes(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            retry_message_body(&bytes);
+        }
+
+        #[test]
+        fn any_json_shaped_body_passes(
+            version in prop::option::of(any::<i64>()),
+            id in prop::option::of(any::<i64>()),
+            country in prop::option::of(".{0,8}"),
+        ) {
+            let body = serde_json::json!({
+                "schema_version": version,
+                "record": {"country_id": id, "country": country},
+                "error": {"class": "invalid", "message": "x"},
+                "run_id": "00000000-0000-0000-0000-000000000000",
+                "first_failed_at": "2026-11-24T06:00:00Z",
+                "attempt": 1,
+            });
+            retry_message_body(body.to_string().as_bytes());
+        }
+
+        #[test]
+        fn any_row_passes(id in prop::option::of(any::<i128>()), country in prop::option::of(any::<String>())) {
+            row_and_delete(id, country.as_deref());
+        }
+
+        #[test]
+        fn any_bytes_as_a_row_pass(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            row_from_bytes(&bytes);
+        }
+    }
+}
