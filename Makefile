@@ -1,5 +1,5 @@
 # The two commands of the README, and the stack on its own.
-.PHONY: demo test bench stack-up stack-down
+.PHONY: demo test bench soak fuzz stack-up stack-down
 
 demo:        ## run the whole pipeline on the local stack (CSV=rows.csv to load your own rows)
 	infra/local/demo.sh $(CSV)
@@ -9,6 +9,12 @@ test:        ## every check and test, against a private local stack
 
 bench:       ## throughput and memory against COPY and a typical Python job (ARGS="--sizes 100000")
 	infra/local/bench.sh $(ARGS)
+
+soak:        ## the long reliability run (SCHEDULES=500 SEED=... CASES=100000)
+	infra/local/soak.sh
+
+fuzz:        ## cargo fuzz on message parsing and row validation / SQL literals (FUZZ_SECONDS=300 per target)
+	infra/local/fuzz.sh $(FUZZ_SECONDS)
 
 stack-up:
 	infra/local/stack.sh up

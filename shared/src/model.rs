@@ -195,8 +195,12 @@ pub fn parse_retry_message(body: Option<&str>) -> Result<RetryMessage, Malformed
         .map(str::trim)
         .filter(|b| !b.is_empty())
         .ok_or(MalformedMessage::Empty)?;
+    // serde's messages quote the offending input (an unknown enum variant,
+    // say), so they are cut and kept on one line: this text goes to logs,
+    // the failure report and the email.
+    let reason = |e: serde_json::Error| one_line(&e.to_string(), 200);
     let value: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| MalformedMessage::NotJson(e.to_string()))?;
+        serde_json::from_str(body).map_err(|e| MalformedMessage::NotJson(reason(e)))?;
     let version = value
         .get("schema_version")
         .ok_or(MalformedMessage::NoVersion)?;
@@ -206,7 +210,7 @@ pub fn parse_retry_message(body: Option<&str>) -> Result<RetryMessage, Malformed
             20,
         )));
     }
-    serde_json::from_value(value).map_err(|e| MalformedMessage::WrongShape(e.to_string()))
+    serde_json::from_value(value).map_err(|e| MalformedMessage::WrongShape(reason(e)))
 }
 
 #[cfg(test)]
