@@ -3,6 +3,7 @@
 # Snowflake DELETE with cargo fuzz (libFuzzer), each target for a while.
 #
 #   infra/local/fuzz.sh [SECONDS_PER_TARGET]     (default 300; `make fuzz`)
+#   FUZZ_TARGETS=retry_message infra/local/fuzz.sh 60   (one target)
 #
 # cargo-fuzz is installed into .local/tools on first use. The machine's only
 # toolchain is stable: RUSTC_BOOTSTRAP=1 lets it take the -Z flags cargo fuzz
@@ -20,7 +21,7 @@ fi
 export PATH="$TOOLS/bin:$PATH" RUSTC_BOOTSTRAP=1
 cd "$ROOT/fuzz"
 status=0
-for target in retry_message row_and_delete; do
+for target in ${FUZZ_TARGETS:-retry_message row_and_delete}; do
   mkdir -p "corpus/$target"
   echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
   # -print_final_stats gives the executions; a crash exits non-zero and

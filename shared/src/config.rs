@@ -990,6 +990,6 @@ mod tests {
             assert!(!err.to_string().contains("hunter2"), "{err}");
             tried += 1;
         }
-        assert!(tried > 150, "{tried} cases");
+        assert!(tried >= 172, "{tried} cases: a case was dropped");
     }
 }
