@@ -198,7 +198,15 @@ pub fn parse_retry_message(body: Option<&str>) -> Result<RetryMessage, Malformed
     // serde's messages quote the offending input (an unknown enum variant,
     // say), so they are cut and kept on one line: this text goes to logs,
     // the failure report and the email.
-    let reason = |e: serde_json::Error| one_line(&e.to_string(), 200);
+    // Escaping can make a line longer than its input, so the escaped line
+    // is cut again.
+    let reason = |e: serde_json::Error| {
+        let line = one_line(&e.to_string(), 200);
+        match line.char_indices().nth(240) {
+            Some((end, _)) => format!("{}…", &line[..end]),
+            None => line,
+        }
+    };
     let value: serde_json::Value =
         serde_json::from_str(body).map_err(|e| MalformedMessage::NotJson(reason(e)))?;
     let version = value
