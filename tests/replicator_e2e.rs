@@ -60,22 +60,8 @@ fn rows(spec: &[(Option<i128>, Option<&str>)]) -> Vec<SourceRow> {
 /// Every original row is in Postgres (validated form, or replaced by a later
 /// version of its id that is also in `original`), queued, or in Snowflake.
 async fn assert_nothing_lost(env: &TestEnv, original: &[SourceRow], queued: &[RetryMessage]) {
-    let in_snowflake = env.snowflake_rows().await;
-    let in_postgres = env.postgres_rows().await;
-    for row in original {
-        if in_snowflake.contains(row) || queued.iter().any(|m| &m.record == row) {
-            continue;
-        }
-        let valid = validate(row).unwrap_or_else(|e| panic!("lost invalid row {row:?} ({e})"));
-        let current = in_postgres.iter().find(|(id, _)| *id == valid.country_id);
-        let replaced_by_a_version_we_read = current.is_some_and(|(_, c)| {
-            original
-                .iter()
-                .filter_map(|r| validate(r).ok())
-                .any(|v| v.country_id == valid.country_id && &v.country == c)
-        });
-        assert!(replaced_by_a_version_we_read, "lost {row:?}");
-    }
+    let lost = testkit::lost_rows(env, original, queued).await;
+    assert!(lost.is_empty(), "lost {lost:?}");
 }
 
 fn sample() -> Vec<SourceRow> {

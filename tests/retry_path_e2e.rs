@@ -260,16 +260,7 @@ async fn malformed_messages_reach_the_report_with_their_body() {
 async fn duplicate_deliveries_write_once_and_change_nothing() {
     let env = TestEnv::new("retry_duplicates").await;
     let queue = SqsRetryQueue::new(env.sqs.clone(), env.vars["RETRY_QUEUE_URL"].clone());
-    let message = RetryMessage::first_failure(
-        SourceRow::new(Some(7), Some("nzl")),
-        FailureDetail {
-            class: FailureClass::Rejected,
-            sqlstate: Some("23514".into()),
-            message: "was refused".into(),
-        },
-        Uuid::new_v4(),
-        chrono::Utc::now(),
-    );
+    let message = rejected(7, "nzl");
     let sent = queue
         .enqueue(&[message.clone(), message.clone(), message])
         .await;
@@ -345,25 +336,46 @@ async fn a_postgres_outage_during_retry_lists_everything_and_loses_nothing() {
     assert_eq!(count, 4);
 }
 
+/// A row Postgres refuses, replicated and retried until the redrive policy
+/// moved it to the dead-letter queue.
+async fn one_poison_record_in_the_dead_letter_queue(env: &TestEnv) {
+    env.postgres().await.batch_execute(CHECK).await.unwrap();
+    env.load(&rows(&[(2, "ATL")])).await;
+    replicate(env).await;
+    retry_until_empty(env).await;
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 1);
+}
+
+/// The dead-letter queue with a one-second visibility timeout: messages a
+/// report run took come back soon for the next run.
+fn short_hidden_dlq(env: &TestEnv) -> SqsDeadLetterQueue {
+    SqsDeadLetterQueue::new(env.sqs.clone(), env.vars["DEAD_LETTER_QUEUE_URL"].clone())
+        .with_visibility_timeout(1)
+}
+
+/// Runs the reporter until the messages an earlier run hid are visible again.
+async fn run_until_it_sees_messages(
+    reporter: &Reporter,
+) -> countries_shared::report::ReportSummary {
+    let mut report = reporter.run(Uuid::new_v4()).await;
+    for _ in 0..20 {
+        if report.messages > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        report = reporter.run(Uuid::new_v4()).await;
+    }
+    report
+}
+
 #[tokio::test]
 async fn when_ses_refuses_the_email_the_dead_letters_are_kept_for_the_next_run() {
     let env = TestEnv::new("report_ses_down").await;
-    env.postgres().await.batch_execute(CHECK).await.unwrap();
-    env.load(&rows(&[(2, "ATL")])).await;
-    replicate(&env).await;
-    retry_until_empty(&env).await;
-    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 1);
-
-    // Messages a run took stay hidden for the reporter's visibility timeout;
-    // one second here, so that the next run sees them again soon.
-    let short_hidden = || {
-        SqsDeadLetterQueue::new(env.sqs.clone(), env.vars["DEAD_LETTER_QUEUE_URL"].clone())
-            .with_visibility_timeout(1)
-    };
+    one_poison_record_in_the_dead_letter_queue(&env).await;
     let mut config = env.reporter_config();
     config.sender = "not-verified@example.com".into();
     let mut refusing = Reporter::from_config(&config).await;
-    refusing.dlq = Box::new(short_hidden());
+    refusing.dlq = Box::new(short_hidden_dlq(&env));
     let refused = refusing.run(Uuid::new_v4()).await;
     assert!(!refused.emailed, "{refused:?}");
     assert!(
@@ -375,15 +387,8 @@ async fn when_ses_refuses_the_email_the_dead_letters_are_kept_for_the_next_run()
 
     // The next run (with a working sender) reports it once.
     let mut reporter = Reporter::from_config(&env.reporter_config()).await;
-    reporter.dlq = Box::new(short_hidden());
-    let mut report = reporter.run(Uuid::new_v4()).await;
-    for _ in 0..20 {
-        if report.messages > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        report = reporter.run(Uuid::new_v4()).await;
-    }
+    reporter.dlq = Box::new(short_hidden_dlq(&env));
+    let report = run_until_it_sees_messages(&reporter).await;
     assert!(report.emailed && report.deleted == 1, "{report:?}");
     assert_eq!(
         report.stored_new,
@@ -547,16 +552,7 @@ async fn reordered_and_repeated_deliveries_end_in_the_same_rows() {
 #[tokio::test]
 async fn when_ses_is_unreachable_the_dead_letters_are_kept_and_reported_later() {
     let env = TestEnv::new("report_ses_gone").await;
-    env.postgres().await.batch_execute(CHECK).await.unwrap();
-    env.load(&rows(&[(2, "ATL")])).await;
-    replicate(&env).await;
-    retry_until_empty(&env).await;
-    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 1);
-
-    let short_hidden = || {
-        SqsDeadLetterQueue::new(env.sqs.clone(), env.vars["DEAD_LETTER_QUEUE_URL"].clone())
-            .with_visibility_timeout(1)
-    };
+    one_poison_record_in_the_dead_letter_queue(&env).await;
     // SES on a port nothing listens on: every attempt of the SDK fails to
     // connect.
     let unreachable_ses = aws_sdk_sesv2::Client::from_conf(
@@ -571,7 +567,7 @@ async fn when_ses_is_unreachable_the_dead_letters_are_kept_and_reported_later() 
     );
     let config = env.reporter_config();
     let mut cut_off = Reporter::from_config(&config).await;
-    cut_off.dlq = Box::new(short_hidden());
+    cut_off.dlq = Box::new(short_hidden_dlq(&env));
     cut_off.mailer = Box::new(countries_shared::report::SesMailer::new(
         unreachable_ses,
         config.sender.clone(),
@@ -586,15 +582,8 @@ async fn when_ses_is_unreachable_the_dead_letters_are_kept_and_reported_later() 
     assert!(env.sent_emails().await.is_empty());
 
     let mut reporter = Reporter::from_config(&config).await;
-    reporter.dlq = Box::new(short_hidden());
-    let mut report = reporter.run(Uuid::new_v4()).await;
-    for _ in 0..20 {
-        if report.messages > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        report = reporter.run(Uuid::new_v4()).await;
-    }
+    reporter.dlq = Box::new(short_hidden_dlq(&env));
+    let report = run_until_it_sees_messages(&reporter).await;
     assert!(report.emailed && report.deleted == 1, "{report:?}");
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 0);
     assert_eq!(env.sent_emails().await.len(), 1);

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub mod proxy;
 
 use countries_shared::config::{Env, ReplicatorConfig};
-use countries_shared::model::{RetryMessage, SourceRow};
+use countries_shared::model::{validate, RetryMessage, SourceRow};
 use countries_shared::source::{RowSource, SnowflakeSource};
 
 /// The Postgres migrations, in order: the same files the local stack applies,
@@ -754,6 +754,36 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// Rows of `original` that are nowhere: not in Snowflake, not queued, not in
+/// Postgres (as their validated form, or replaced there by another version
+/// of their id that was also read).
+pub async fn lost_rows(
+    env: &TestEnv,
+    original: &[SourceRow],
+    queued: &[RetryMessage],
+) -> Vec<String> {
+    let in_snowflake = env.snowflake_rows().await;
+    let in_postgres: HashMap<i32, String> = env.postgres_rows().await.into_iter().collect();
+    let mut lost = Vec::new();
+    for row in original {
+        if in_snowflake.contains(row) || queued.iter().any(|m| &m.record == row) {
+            continue;
+        }
+        let safe = validate(row).is_ok_and(|valid| {
+            in_postgres.get(&valid.country_id).is_some_and(|current| {
+                original
+                    .iter()
+                    .filter_map(|r| validate(r).ok())
+                    .any(|v| v.country_id == valid.country_id && &v.country == current)
+            })
+        });
+        if !safe {
+            lost.push(format!("{row:?}"));
+        }
+    }
+    lost
 }
 
 /// A small seeded generator (SplitMix64): the same seed gives the same
