@@ -3,8 +3,9 @@
 //! says, and the whole-row deletes remove exactly the rows they name (quotes,
 //! backslashes, control characters and a 10 KB value included).
 
-use countries_shared::model::{FailureClass, SourceRow};
-use countries_shared::replicator::{Replicator, RunOutcome};
+use countries_shared::ledger::RunOutcome;
+use countries_shared::model::message::FailureClass;
+use countries_shared::model::row::SourceRow;
 use testkit::TestEnv;
 use uuid::Uuid;
 
@@ -141,7 +142,7 @@ async fn every_bad_row_is_classified_and_none_is_lost() {
         "the emulator took every row"
     );
 
-    let replicator = Replicator::from_config(&env.config())
+    let replicator = countries_shared::lambda::replicator::build(&env.config())
         .await
         .expect("replicator");
     let summary = replicator.run(Uuid::new_v4(), None).await;

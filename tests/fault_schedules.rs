@@ -29,22 +29,26 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use countries_shared::model::{validate, RetryMessage, SourceRow};
-use countries_shared::replicator::{RunOutcome, RunSummary};
+use countries_shared::ledger::RunOutcome;
+use countries_shared::ledger::RunSummary;
+use countries_shared::model::message::RetryMessage;
+use countries_shared::model::row::validate;
+use countries_shared::model::row::SourceRow;
+use countries_shared::ports::Step;
 use futures::StreamExt;
 use testkit::proxy::FaultProxy;
 use testkit::{SplitMix, TestEnv};
 
-/// Step boundaries of a run, in order (see `fault_point` in the replicator).
-const POINTS: &[&str] = &[
-    "before_read",
-    "after_read",
-    "mid_write",
-    "after_write",
-    "after_enqueue",
-    "mid_delete",
-    "before_ledger",
-];
+/// Step boundaries of a run, in order (`Step` in the shared crate's ports).
+const POINTS: [&str; Step::ALL.len()] = {
+    let mut names = [""; Step::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Step::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Service {

@@ -2,9 +2,15 @@
 //! error classification, the run lock, the ledger and TLS.
 
 use countries_shared::config::{Env, PostgresConfig, ReplicatorConfig, TlsMode};
-use countries_shared::model::{validate, CountryRow, SourceRow};
-use countries_shared::replicator::{RunOutcome, RunSummary};
-use countries_shared::sink::{connect, PostgresStore, ReplicaStore, WriteErrorKind};
+use countries_shared::failure::ErrorKind;
+use countries_shared::ledger::RunOutcome;
+use countries_shared::ledger::RunSummary;
+use countries_shared::model::row::validate;
+use countries_shared::model::row::CountryRow;
+use countries_shared::model::row::SourceRow;
+use countries_shared::ports::ReplicaStore;
+use countries_shared::postgres::connect::connect;
+use countries_shared::postgres::replica::PostgresStore;
 use testkit::{make_ca, make_server_cert, unique, PgCluster, TestEnv};
 use uuid::Uuid;
 
@@ -57,7 +63,7 @@ async fn a_refused_row_is_row_level_and_names_the_constraint() {
         .write_chunk(&rows(&[(1, "USA"), (2, "ATL")]))
         .await
         .unwrap_err();
-    assert_eq!(err.kind, WriteErrorKind::RowLevel, "{err}");
+    assert_eq!(err.kind, ErrorKind::RowLevel, "{err}");
     assert_eq!(err.sqlstate.as_deref(), Some("23514"));
     assert!(err.message.contains("no_atlantis"), "{err}");
     assert!(
@@ -74,7 +80,7 @@ async fn a_missing_table_is_systemic() {
         Err(e) => e,
         Ok(_) => panic!("a run opened on a missing table"),
     };
-    assert_eq!(err.kind, WriteErrorKind::Systemic, "{err}");
+    assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
     assert_eq!(err.sqlstate.as_deref(), Some("42P01"));
     assert!(err.message.contains("nope"), "{err}");
 }
@@ -145,7 +151,7 @@ async fn an_unreachable_database_is_transient_and_named() {
         .await
         .err()
         .expect("no server there");
-    assert_eq!(err.kind, WriteErrorKind::Transient, "{err}");
+    assert_eq!(err.kind, ErrorKind::Transient, "{err}");
     assert!(err.message.contains(&format!("127.0.0.1:{port}")), "{err}");
 }
 
@@ -154,7 +160,7 @@ async fn a_wrong_password_is_systemic_and_never_shown() {
     let env = TestEnv::new("pg_password").await;
     let config = env.config_with(&[("PGPASSWORD", "not-the-password-xyzzy")]);
     let err = connect(&config.postgres).await.err().expect("refused");
-    assert_eq!(err.kind, WriteErrorKind::Systemic, "{err}");
+    assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
     assert_eq!(err.sqlstate.as_deref(), Some("28P01"));
     assert!(!err.to_string().contains("xyzzy"), "{err}");
 }
@@ -217,7 +223,7 @@ async fn tls_verify_full_accepts_the_right_ca_and_host_and_refuses_the_rest() {
     .await
     .err()
     .expect("a wrong CA must be refused");
-    assert_eq!(err.kind, WriteErrorKind::Systemic, "{err}");
+    assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
 
     let err = connect(&tls_config(
         cluster.port,
@@ -228,7 +234,7 @@ async fn tls_verify_full_accepts_the_right_ca_and_host_and_refuses_the_rest() {
     .await
     .err()
     .expect("a host name the certificate does not name must be refused");
-    assert_eq!(err.kind, WriteErrorKind::Systemic, "{err}");
+    assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
 
     // verify-ca checks the chain but not the name; it still refuses a wrong CA.
     connect(&tls_config(

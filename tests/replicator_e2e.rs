@@ -8,11 +8,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use countries_shared::config::ReplicatorConfig;
-use countries_shared::model::{validate, FailureClass, RetryMessage, SourceRow};
-use countries_shared::queue::SqsRetryQueue;
-use countries_shared::replicator::{handle, Backoff, Replicator, RunOutcome, RunSummary};
-use countries_shared::sink::PostgresStore;
-use countries_shared::source::{RowSource, SnowflakeSource, SourceError, SourceRows};
+use countries_shared::failure::SourceError;
+use countries_shared::lambda::replicator::handle;
+use countries_shared::ledger::RunOutcome;
+use countries_shared::ledger::RunSummary;
+use countries_shared::model::message::FailureClass;
+use countries_shared::model::message::RetryMessage;
+use countries_shared::model::row::validate;
+use countries_shared::model::row::SourceRow;
+use countries_shared::ports::NoHook;
+use countries_shared::ports::RowSource;
+use countries_shared::ports::SourceRows;
+use countries_shared::postgres::replica::PostgresStore;
+use countries_shared::replicator::Replicator;
+use countries_shared::retry::Backoff;
+use countries_shared::snowflake::SnowflakeSource;
+use countries_shared::sqs::retry_queue::SqsRetryQueue;
 use lambda_runtime::{Context, LambdaEvent};
 use testkit::{run_binary, PgCluster, TestEnv};
 
@@ -43,6 +54,7 @@ fn replicator_with_source(
             first: Duration::from_millis(20),
             max: Duration::from_millis(100),
         },
+        steps: Box::new(NoHook),
     }
 }
 

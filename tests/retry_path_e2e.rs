@@ -6,12 +6,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use countries_shared::model::{FailureClass, FailureDetail, RetryMessage, SourceRow};
-use countries_shared::queue::{move_messages, RetryQueue, SqsRetryQueue};
-use countries_shared::replicator::{Replicator, RunOutcome};
-use countries_shared::report::{PostgresFailureReport, Reporter, SqsDeadLetterQueue};
-use countries_shared::retrier::{LocalEventSource, Retrier};
-use countries_shared::sink::PostgresStore;
+use countries_ops::event_source::LocalEventSource;
+use countries_ops::failures::FailureReport;
+use countries_ops::redrive::move_messages;
+use countries_shared::ledger::RunOutcome;
+use countries_shared::model::message::FailureClass;
+use countries_shared::model::message::FailureDetail;
+use countries_shared::model::message::RetryMessage;
+use countries_shared::model::row::SourceRow;
+use countries_shared::ports::RetryQueue;
+use countries_shared::postgres::replica::PostgresStore;
+use countries_shared::reporter::Reporter;
+use countries_shared::retrier::Retrier;
+use countries_shared::sqs::dead_letters::SqsDeadLetterQueue;
+use countries_shared::sqs::retry_queue::SqsRetryQueue;
 use mail_parser::MimeHeaders;
 use testkit::{run_binary, PgCluster, TestEnv};
 use uuid::Uuid;
@@ -34,15 +42,15 @@ fn event_source(env: &TestEnv) -> LocalEventSource {
 }
 
 async fn replicate(env: &TestEnv) {
-    let replicator = Replicator::from_config(&env.config())
+    let replicator = countries_shared::lambda::replicator::build(&env.config())
         .await
         .expect("replicator");
     let summary = replicator.run(Uuid::new_v4(), None).await;
     assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
 }
 
-async fn retry_until_empty(env: &TestEnv) -> countries_shared::retrier::DriveSummary {
-    let retrier = Retrier::from_config(&env.retrier_config()).await;
+async fn retry_until_empty(env: &TestEnv) -> countries_ops::event_source::DriveSummary {
+    let retrier = countries_shared::lambda::retrier::build(&env.retrier_config()).await;
     event_source(env)
         .drain(&retrier, Duration::from_secs(60))
         .await
@@ -90,7 +98,7 @@ async fn a_fixable_failure_is_written_by_the_retrier_once_the_cause_is_gone() {
         "nothing reaches the DLQ"
     );
 
-    let report = Reporter::from_config(&env.reporter_config())
+    let report = countries_shared::lambda::reporter::build(&env.reporter_config())
         .await
         .run(Uuid::new_v4())
         .await;
@@ -113,7 +121,7 @@ async fn a_poison_record_ends_in_the_failure_report_and_one_email_then_replays()
     assert_eq!((drive.succeeded, drive.failed), (0, 10), "{drive:?}");
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 2);
 
-    let reporter = Reporter::from_config(&env.reporter_config()).await;
+    let reporter = countries_shared::lambda::reporter::build(&env.reporter_config()).await;
     let report = reporter.run(Uuid::new_v4()).await;
     assert_eq!(
         (report.messages, report.stored_new, report.emailed),
@@ -123,7 +131,7 @@ async fn a_poison_record_ends_in_the_failure_report_and_one_email_then_replays()
     assert_eq!(report.deleted, 2);
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 0);
 
-    let failures = PostgresFailureReport::new(env.config().postgres)
+    let failures = FailureReport::new(env.config().postgres)
         .unresolved(100)
         .await
         .unwrap();
@@ -170,7 +178,7 @@ async fn a_poison_record_ends_in_the_failure_report_and_one_email_then_replays()
         .batch_execute(DROP_CHECK)
         .await
         .unwrap();
-    let replay = PostgresFailureReport::new(env.config().postgres)
+    let replay = FailureReport::new(env.config().postgres)
         .replay(&PostgresStore::new(env.config().postgres), None)
         .await
         .unwrap();
@@ -181,7 +189,7 @@ async fn a_poison_record_ends_in_the_failure_report_and_one_email_then_replays()
         "{replay:?}"
     );
     assert!(env.postgres_rows().await.contains(&(2, "ATL".to_string())));
-    let left = PostgresFailureReport::new(env.config().postgres)
+    let left = FailureReport::new(env.config().postgres)
         .unresolved(100)
         .await
         .unwrap();
@@ -216,7 +224,7 @@ async fn malformed_messages_reach_the_report_with_their_body() {
     assert_eq!(drive.succeeded, 0);
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, bodies.len());
 
-    let report = Reporter::from_config(&env.reporter_config())
+    let report = countries_shared::lambda::reporter::build(&env.reporter_config())
         .await
         .run(Uuid::new_v4())
         .await;
@@ -297,7 +305,7 @@ async fn a_postgres_outage_during_retry_lists_everything_and_loses_nothing() {
     config.postgres.database = "countries".into();
     config.postgres.connect_timeout = Duration::from_secs(2);
     cluster.stop_server();
-    let retrier = Retrier::from_config(&config).await;
+    let retrier = countries_shared::lambda::retrier::build(&config).await;
     let (received, succeeded) = event_source(&env)
         .poll_once(&retrier)
         .await
@@ -356,7 +364,7 @@ fn short_hidden_dlq(env: &TestEnv) -> SqsDeadLetterQueue {
 /// Runs the reporter until the messages an earlier run hid are visible again.
 async fn run_until_it_sees_messages(
     reporter: &Reporter,
-) -> countries_shared::report::ReportSummary {
+) -> countries_shared::reporter::ReportSummary {
     let mut report = reporter.run(Uuid::new_v4()).await;
     for _ in 0..20 {
         if report.messages > 0 {
@@ -374,7 +382,7 @@ async fn when_ses_refuses_the_email_the_dead_letters_are_kept_for_the_next_run()
     one_poison_record_in_the_dead_letter_queue(&env).await;
     let mut config = env.reporter_config();
     config.sender = "not-verified@example.com".into();
-    let mut refusing = Reporter::from_config(&config).await;
+    let mut refusing = countries_shared::lambda::reporter::build(&config).await;
     refusing.dlq = Box::new(short_hidden_dlq(&env));
     let refused = refusing.run(Uuid::new_v4()).await;
     assert!(!refused.emailed, "{refused:?}");
@@ -386,7 +394,7 @@ async fn when_ses_refuses_the_email_the_dead_letters_are_kept_for_the_next_run()
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 1, "kept");
 
     // The next run (with a working sender) reports it once.
-    let mut reporter = Reporter::from_config(&env.reporter_config()).await;
+    let mut reporter = countries_shared::lambda::reporter::build(&env.reporter_config()).await;
     reporter.dlq = Box::new(short_hidden_dlq(&env));
     let report = run_until_it_sees_messages(&reporter).await;
     assert!(report.emailed && report.deleted == 1, "{report:?}");
@@ -509,7 +517,7 @@ async fn deliver(
             .insert("ApproximateReceiveCount".into(), "1".into());
         event.records.push(record);
     }
-    countries_shared::retrier::handle(
+    countries_shared::lambda::retrier::handle(
         retrier,
         lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
     )
@@ -525,13 +533,13 @@ async fn reordered_and_repeated_deliveries_end_in_the_same_rows() {
     let in_order = TestEnv::new("retry_in_order").await;
     let reordered = TestEnv::new("retry_reordered").await;
 
-    let retrier = Retrier::from_config(&in_order.retrier_config()).await;
+    let retrier = countries_shared::lambda::retrier::build(&in_order.retrier_config()).await;
     let response = deliver(&retrier, &[("a", &a), ("b", &b), ("c", &c)]).await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
 
     // The same messages the other way round, split over batches, with a
     // redelivery of each (SQS is at least once and unordered).
-    let retrier = Retrier::from_config(&reordered.retrier_config()).await;
+    let retrier = countries_shared::lambda::retrier::build(&reordered.retrier_config()).await;
     for batch in [
         vec![("c", &c), ("b", &b)],
         vec![("a", &a), ("c", &c)],
@@ -566,9 +574,9 @@ async fn when_ses_is_unreachable_the_dead_letters_are_kept_and_reported_later() 
             .build(),
     );
     let config = env.reporter_config();
-    let mut cut_off = Reporter::from_config(&config).await;
+    let mut cut_off = countries_shared::lambda::reporter::build(&config).await;
     cut_off.dlq = Box::new(short_hidden_dlq(&env));
-    cut_off.mailer = Box::new(countries_shared::report::SesMailer::new(
+    cut_off.mailer = Box::new(countries_shared::ses::SesMailer::new(
         unreachable_ses,
         config.sender.clone(),
         config.recipients.clone(),
@@ -581,7 +589,7 @@ async fn when_ses_is_unreachable_the_dead_letters_are_kept_and_reported_later() 
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 1, "kept");
     assert!(env.sent_emails().await.is_empty());
 
-    let mut reporter = Reporter::from_config(&config).await;
+    let mut reporter = countries_shared::lambda::reporter::build(&config).await;
     reporter.dlq = Box::new(short_hidden_dlq(&env));
     let report = run_until_it_sees_messages(&reporter).await;
     assert!(report.emailed && report.deleted == 1, "{report:?}");

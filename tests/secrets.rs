@@ -1,12 +1,13 @@
 //! Secrets Manager (moto) into the configuration, as at a Lambda cold start.
 
-use countries_shared::secrets::{resolve, SecretsManager};
+use countries_shared::secrets::resolve;
+use countries_shared::secrets::SecretsManager;
 use testkit::stack_var;
 
 #[tokio::test]
 async fn secrets_from_secrets_manager_become_the_configuration() {
     let _ = stack_var("AWS_ENDPOINT_URL");
-    let client = aws_sdk_secretsmanager::Client::new(&countries_shared::aws_config().await);
+    let client = aws_sdk_secretsmanager::Client::new(&countries_shared::aws::sdk_config().await);
     let name = testkit::unique("pg-secret");
     let pg = client
         .create_secret()

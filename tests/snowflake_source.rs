@@ -1,7 +1,9 @@
 //! The Snowflake source through `snowflake-api` against the fakesnow emulator.
 
-use countries_shared::model::SourceRow;
-use countries_shared::source::{collect_rows, RowSource};
+use countries_shared::failure::Classify;
+use countries_shared::model::row::SourceRow;
+use countries_shared::ports::collect_rows;
+use countries_shared::ports::RowSource;
 use testkit::TestEnv;
 
 fn sorted(mut rows: Vec<SourceRow>) -> Vec<SourceRow> {
@@ -80,7 +82,7 @@ async fn an_unreachable_emulator_is_a_transient_error() {
         "SNOWFLAKE_ENDPOINT_URL",
         &format!("http://127.0.0.1:{port}"),
     )]);
-    let source = countries_shared::source::SnowflakeSource::connect(&config.snowflake).unwrap();
+    let source = countries_shared::snowflake::SnowflakeSource::connect(&config.snowflake).unwrap();
     let err = source.read_batch(10).await.err().expect("unreachable");
     assert!(err.is_transient(), "{err}");
 }
@@ -89,7 +91,7 @@ async fn an_unreachable_emulator_is_a_transient_error() {
 async fn a_missing_table_is_refused_not_transient() {
     let env = TestEnv::new("sf_missing").await;
     let config = env.config_with(&[("SNOWFLAKE_TABLE", "no_such_table")]);
-    let source = countries_shared::source::SnowflakeSource::connect(&config.snowflake).unwrap();
+    let source = countries_shared::snowflake::SnowflakeSource::connect(&config.snowflake).unwrap();
     let err = source.read_batch(10).await.err().expect("refused");
     assert!(!err.is_transient(), "{err}");
     assert!(

@@ -1,7 +1,11 @@
 //! The SQS retry queue against moto.
 
-use countries_shared::model::{FailureClass, FailureDetail, RetryMessage, SourceRow};
-use countries_shared::queue::{RetryQueue, SqsRetryQueue};
+use countries_shared::model::message::FailureClass;
+use countries_shared::model::message::FailureDetail;
+use countries_shared::model::message::RetryMessage;
+use countries_shared::model::row::SourceRow;
+use countries_shared::ports::RetryQueue;
+use countries_shared::sqs::retry_queue::SqsRetryQueue;
 use testkit::{drain, TestEnv};
 use uuid::Uuid;
 

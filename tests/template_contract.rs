@@ -7,7 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use countries_shared::config::{Env, ReplicatorConfig, ReporterConfig, RetrierConfig};
-use countries_shared::secrets::{resolve, SecretSource};
+use countries_shared::secrets::resolve;
+use countries_shared::secrets::SecretSource;
 use serde_norway::Value;
 
 fn template() -> Value {
@@ -310,9 +311,10 @@ fn no_policy_grants_a_wildcard_resource() {
 /// sends to Snowflake need exactly the privileges the file grants.
 #[test]
 fn the_snowflake_grants_match_the_statements_the_replicator_sends() {
-    use countries_shared::ident::Identifier;
-    use countries_shared::model::SourceRow;
-    use countries_shared::source::{delete_statement, select_statement};
+    use countries_shared::model::ident::Identifier;
+    use countries_shared::model::row::SourceRow;
+    use countries_shared::snowflake::sql::delete_statement;
+    use countries_shared::snowflake::sql::select_statement;
 
     let access = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -30,5 +30,18 @@ step "build"
 # only as test harnesses.
 cargo build --workspace --bins --locked
 
+step "no test or operator tooling in the Lambda binaries"
+infra/local/check-lambda-binaries.sh
+
 step "tests"
-cargo test --workspace --locked
+# One closing line sums every cargo test binary's result (cargo's own last
+# line is the doc tests' `0 passed`, which reads as if nothing ran).
+LOG="$(mktemp)"
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+summary=$(awk '/^test result:/ {p += $4; f += $6} END {printf "%d passed, %d failed", p, f}' "$LOG")
+rm -f "$LOG"
+printf '\n%s\n' "$summary"
+exit "$status"

@@ -4,9 +4,10 @@
 //!
 //! Each check panics when a property does not hold; nothing else may panic.
 
-use crate::ident::Identifier;
-use crate::model::{parse_retry_message, validate, MalformedMessage};
-use crate::source::{delete_statement, string_literal};
+use crate::model::ident::Identifier;
+use crate::model::message::{parse_retry_message, MalformedMessage};
+use crate::model::row::{validate, SourceRow};
+use crate::snowflake::sql::{delete_statement, string_literal};
 
 /// A retry-queue body of any bytes (SQS bodies are text; whatever arrives is
 /// read as UTF-8 with replacement, as the Lambda event gives it): parsing
@@ -69,7 +70,7 @@ pub fn snowflake_literals(statement: &str) -> Vec<String> {
 /// Postgres can store; the literal of its country reads back as the value
 /// itself; the DELETE for it and a neighbour names exactly their countries.
 pub fn row_and_delete(country_id: Option<i128>, country: Option<&str>) {
-    let row = crate::model::SourceRow::new(country_id, country);
+    let row = SourceRow::new(country_id, country);
     if let Ok(valid) = validate(&row) {
         assert_eq!(valid.country.len(), 3);
         assert!(valid.country.bytes().all(|b| b.is_ascii_uppercase()));
@@ -78,7 +79,7 @@ pub fn row_and_delete(country_id: Option<i128>, country: Option<&str>) {
     if let Some(country) = country {
         assert_eq!(snowflake_literals(&string_literal(country)), vec![country]);
     }
-    let neighbour = crate::model::SourceRow::new(Some(1), Some("O'B\\"));
+    let neighbour = SourceRow::new(Some(1), Some("O'B\\"));
     let table = Identifier::parse("case").expect("a plain identifier");
     let statement = delete_statement(&table, &[row.clone(), neighbour]).expect("two rows");
     let mut named = snowflake_literals(&statement);

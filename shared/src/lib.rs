@@ -1,43 +1,39 @@
 //! The countries replication job: Snowflake `case` rows into Postgres.
 //!
-//! Organised by concern: [`config`] (the environment), [`model`] (the row, its
-//! validation, the queue message), [`source`] (Snowflake), [`sink`]
-//! (Postgres), [`queue`] (SQS), [`replicator`] (one run, and the Lambda
-//! handler). Binaries under `functions/` only wire these together.
+//! Organised by role, one home each:
+//! - the data: [`model`] (row, validation, queue message, failure report),
+//!   [`ledger`] (what a run did, and its accounting rule);
+//! - the vocabulary every path shares: [`failure`] (transient / row-level /
+//!   fatal), [`retry`] (the one retry helper), [`isolate`] (bisection);
+//! - the ports ([`ports`]) and one adapter folder per service: [`snowflake`],
+//!   [`postgres`], [`sqs`], [`ses`], plus [`secrets`] and [`aws`];
+//! - the use cases, one per function: [`replicator`], [`retrier`],
+//!   [`reporter`];
+//! - the Lambda handlers and their wiring: [`lambda`];
+//! - [`config`] (the environment, read once) and [`telemetry`] (logs, metrics).
+//!
+//! Binaries under `functions/` only wire these together. Operator and
+//! local-stack tooling lives in `infra/cli`, test tooling in `tests/`.
 
+pub mod aws;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod checks;
 pub mod config;
-pub mod fault;
-pub mod ident;
+pub mod failure;
+pub mod isolate;
+pub mod lambda;
+pub mod ledger;
 pub mod model;
-pub mod queue;
+pub mod ports;
+pub mod postgres;
 pub mod replicator;
-pub mod report;
+pub mod reporter;
 pub mod retrier;
+pub mod retry;
 pub mod secrets;
-pub mod sink;
-pub mod source;
+pub mod ses;
+pub mod snowflake;
+pub mod sqs;
 pub mod telemetry;
-
-/// Builds the AWS SDK configuration from the standard environment
-/// (`AWS_REGION`, credentials, and `AWS_ENDPOINT_URL` for a local emulator).
-pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
-}
-
-/// An error and its causes on one line, each cause once (wrappers that
-/// repeat their cause's text are not repeated).
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+#[cfg(test)]
+mod testing;

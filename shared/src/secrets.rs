@@ -15,6 +15,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
+use crate::config::vars as declared;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{variable} ({arn}): {reason}")]
 pub struct SecretError {
@@ -33,7 +35,7 @@ pub struct SecretsManager(aws_sdk_secretsmanager::Client);
 impl SecretsManager {
     pub async fn from_environment() -> Self {
         Self(aws_sdk_secretsmanager::Client::new(
-            &crate::aws_config().await,
+            &crate::aws::sdk_config().await,
         ))
     }
 }
@@ -54,8 +56,8 @@ impl SecretSource for SecretsManager {
     }
 }
 
-const SNOWFLAKE_KEY_ARN: &str = "SNOWFLAKE_PRIVATE_KEY_SECRET_ARN";
-const POSTGRES_ARN: &str = "POSTGRES_SECRET_ARN";
+const SNOWFLAKE_KEY_ARN: &str = declared::SNOWFLAKE_PRIVATE_KEY_SECRET_ARN.name;
+const POSTGRES_ARN: &str = declared::POSTGRES_SECRET_ARN.name;
 
 /// The process environment with the secrets filled in.
 pub async fn environment() -> Result<HashMap<String, String>, SecretError> {
@@ -90,7 +92,7 @@ pub async fn resolve(
         } else {
             value
         };
-        vars.insert("SNOWFLAKE_PRIVATE_KEY".into(), pem);
+        vars.insert(declared::SNOWFLAKE_PRIVATE_KEY.name.into(), pem);
     }
     if let Some(arn) = non_empty(vars, POSTGRES_ARN) {
         let fail = |reason: String| SecretError {
@@ -111,12 +113,12 @@ pub async fn resolve(
         let user = field("username").ok_or_else(|| fail("the secret has no username".into()))?;
         let password =
             field("password").ok_or_else(|| fail("the secret has no password".into()))?;
-        vars.insert("PGUSER".into(), user);
-        vars.insert("PGPASSWORD".into(), password);
+        vars.insert(declared::PGUSER.name.into(), user);
+        vars.insert(declared::PGPASSWORD.name.into(), password);
         for (key, var) in [
-            ("host", "PGHOST"),
-            ("port", "PGPORT"),
-            ("dbname", "PGDATABASE"),
+            ("host", declared::PGHOST.name),
+            ("port", declared::PGPORT.name),
+            ("dbname", declared::PGDATABASE.name),
         ] {
             if non_empty(vars, var).is_none() {
                 if let Some(value) = field(key) {

@@ -11,8 +11,10 @@
 use std::time::Instant;
 
 use countries_shared::config::PostgresConfig;
-use countries_shared::model::{validate, CountryRow, SourceRow};
-use countries_shared::sink::{connect, PostgresStore, RowWriter};
+use countries_shared::model::row::{validate, CountryRow, SourceRow};
+use countries_shared::ports::RowWriter;
+use countries_shared::postgres::connect::connect;
+use countries_shared::postgres::replica::PostgresStore;
 use tokio_postgres::types::Type;
 
 type Failure = Box<dyn std::error::Error>;

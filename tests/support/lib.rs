@@ -12,11 +12,15 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+pub mod fault;
 pub mod proxy;
 
+use countries_ops::snowflake_admin::SnowflakeAdmin;
 use countries_shared::config::{Env, ReplicatorConfig};
-use countries_shared::model::{validate, RetryMessage, SourceRow};
-use countries_shared::source::{RowSource, SnowflakeSource};
+use countries_shared::model::message::RetryMessage;
+use countries_shared::model::row::{validate, SourceRow};
+use countries_shared::ports::{collect_rows, RowSource};
+use countries_shared::snowflake::SnowflakeSource;
 
 /// The Postgres migrations, in order: the same files the local stack applies,
 /// and whether they run as the tables' owner (or as the admin, for roles).
@@ -161,7 +165,7 @@ impl TestEnv {
         vars.insert("SNOWFLAKE_DATABASE".into(), name.to_uppercase());
 
         let setup =
-            SnowflakeSource::connect(&snowflake_config(&vars, false)).expect("Snowflake client");
+            SnowflakeAdmin::connect(&snowflake_config(&vars, false)).expect("Snowflake client");
         setup
             .execute(&format!(
                 "CREATE DATABASE IF NOT EXISTS {}",
@@ -176,7 +180,7 @@ impl TestEnv {
             ))
             .await
             .expect("create the Snowflake schema");
-        let source = SnowflakeSource::connect(&snowflake_config(&vars, true)).expect("client");
+        let source = SnowflakeAdmin::connect(&snowflake_config(&vars, true)).expect("client");
         for statement in sql_statements(SNOWFLAKE_SCHEMA_SQL) {
             source
                 .execute(&statement)
@@ -215,8 +219,13 @@ impl TestEnv {
         SnowflakeSource::connect(&self.config().snowflake).expect("Snowflake client")
     }
 
+    /// A session for writing to the source table (the product never does).
+    pub fn admin(&self) -> SnowflakeAdmin {
+        SnowflakeAdmin::connect(&self.config().snowflake).expect("Snowflake client")
+    }
+
     pub async fn load(&self, rows: &[SourceRow]) {
-        self.source()
+        self.admin()
             .insert_rows(rows)
             .await
             .expect("loading rows into Snowflake");
@@ -224,7 +233,7 @@ impl TestEnv {
 
     /// Every row left in Snowflake, sorted.
     pub async fn snowflake_rows(&self) -> Vec<SourceRow> {
-        let mut rows = countries_shared::source::collect_rows(
+        let mut rows = collect_rows(
             self.source()
                 .read_batch(10_000_000)
                 .await

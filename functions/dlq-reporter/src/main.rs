@@ -1,8 +1,9 @@
 //! The `dlq-reporter` Lambda, on its own schedule: dead-letter queue to
-//! failure report and one digest email. Logic: `countries_shared::report`.
+//! failure report and one digest email. Use case: `countries_shared::reporter`;
+//! handler and wiring: `countries_shared::lambda::reporter`.
 
 use countries_shared::config::{Env, ReporterConfig};
-use countries_shared::report::{handle, Reporter};
+use countries_shared::lambda::reporter::{build, handle};
 use countries_shared::telemetry;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
@@ -12,7 +13,7 @@ async fn main() -> Result<(), Error> {
     // Secrets Manager values become plain variables before the config is read.
     let vars = countries_shared::secrets::environment().await?;
     let config = ReporterConfig::from_vars(Env::from_map(vars))?;
-    let reporter = Reporter::from_config(&config).await;
+    let reporter = build(&config).await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         handle(&reporter, event)
     }))

@@ -1,9 +1,10 @@
 //! The `replicator` Lambda: on each scheduled event, moves a capped batch of
-//! `case` rows from Snowflake into Postgres. All logic lives in
-//! `countries_shared::replicator`; this only wires configuration and clients.
+//! `case` rows from Snowflake into Postgres. The use case lives in
+//! `countries_shared::replicator`, the handler and wiring in
+//! `countries_shared::lambda::replicator`; this only runs them.
 
 use countries_shared::config::{Env, ReplicatorConfig};
-use countries_shared::replicator::{handle, Replicator};
+use countries_shared::lambda::replicator::{build, handle};
 use countries_shared::telemetry;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
@@ -13,7 +14,7 @@ async fn main() -> Result<(), Error> {
     // Secrets Manager values become plain variables before the config is read.
     let vars = countries_shared::secrets::environment().await?;
     let config = ReplicatorConfig::from_vars(Env::from_map(vars))?;
-    let replicator = Replicator::from_config(&config).await?;
+    let replicator = build(&config).await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         handle(&replicator, event)
     }))

@@ -1,9 +1,10 @@
 //! The `retrier` Lambda, triggered by the retry queue with
-//! `ReportBatchItemFailures`. Logic: `countries_shared::retrier`.
+//! `ReportBatchItemFailures`. Use case: `countries_shared::retrier`; handler
+//! and wiring: `countries_shared::lambda::retrier`.
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use countries_shared::config::{Env, RetrierConfig};
-use countries_shared::retrier::{handle, Retrier};
+use countries_shared::lambda::retrier::{build, handle};
 use countries_shared::telemetry;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
@@ -13,7 +14,7 @@ async fn main() -> Result<(), Error> {
     // Secrets Manager values become plain variables before the config is read.
     let vars = countries_shared::secrets::environment().await?;
     let config = RetrierConfig::from_vars(Env::from_map(vars))?;
-    let retrier = Retrier::from_config(&config).await;
+    let retrier = build(&config).await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         handle(&retrier, event)
     }))

@@ -3,49 +3,93 @@
 //! Configuration is the same environment the Lambda functions read (see the
 //! README); `source .local/stack/stack.env` points it at the local stack.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use countries_shared::config::{
-    PostgresConfig, RedriveConfig, ReplicatorConfig, ReporterConfig, RetrierConfig,
-};
-use countries_shared::model::SourceRow;
-use countries_shared::replicator::Replicator;
-use countries_shared::report::{PostgresFailureReport, Reporter};
-use countries_shared::retrier::{LocalEventSource, Retrier};
-use countries_shared::sink::PostgresStore;
-use countries_shared::source::SnowflakeSource;
-use countries_shared::{aws_config, queue, replicator, report, telemetry};
+use clap::{Parser, Subcommand};
+use countries_ops::event_source::LocalEventSource;
+use countries_ops::failures::FailureReport;
+use countries_ops::loader::parse_csv;
+use countries_ops::redrive::move_messages;
+use countries_ops::snowflake_admin::SnowflakeAdmin;
+use countries_ops::RedriveConfig;
+use countries_shared::config::{PostgresConfig, ReplicatorConfig, ReporterConfig, RetrierConfig};
+use countries_shared::lambda;
+use countries_shared::postgres::replica::PostgresStore;
+use countries_shared::{aws, telemetry};
 use lambda_runtime::{Context, LambdaEvent};
 
 const SAMPLE_ROWS: &str = include_str!("../../local/sample-rows.csv");
 const SCHEDULED_EVENT: &str = include_str!("../../local/events/scheduled-event.json");
-const USAGE: &str = "usage: countries COMMAND
 
-Run the functions once (as Lambda would, same configuration and handlers):
-  replicate [--event FILE]       the replicator, with an EventBridge scheduled event
-  drive-retrier [--batch-size N] [--timeout SECONDS]
-                                 the retrier, fed from the retry queue like Lambda's SQS
-                                 event source mapping, until the queue is empty
-  report                         the dlq-reporter: dead-letter queue -> failure report + email
+/// Operator and local-stack commands of the countries replication job.
+///
+/// Reads the same environment as the Lambda functions (see the README's
+/// configuration table). Exit codes: 0 done, 1 error, 2 usage, 3 the handler
+/// failed (Lambda would report a failed invocation), 4 some records were not
+/// replayed.
+#[derive(Debug, Parser)]
+#[command(name = "countries", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-Recover (against the real or the local stack):
-  failures [--limit N]           the unresolved failures: counts by error, then the records
-  replay [MESSAGE_ID...]         write failed records again (all unresolved ones when no id
-                                 is given) after fixing the cause; marks them resolved
-  redrive [--max N]              move dead-letter messages back to the retry queue
-
-Local stack:
-  load-csv FILE                  insert rows (country_id,country) from a CSV into Snowflake
-  load-sample                    insert the sample rows, some of them invalid, into Snowflake";
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the replicator once, as Lambda would, with an EventBridge scheduled event.
+    Replicate {
+        /// The event to pass (JSON); a scheduled event when omitted.
+        #[arg(long, value_name = "FILE")]
+        event: Option<PathBuf>,
+    },
+    /// Run the retrier, fed from the retry queue like Lambda's SQS event
+    /// source mapping, until the queue is empty.
+    DriveRetrier {
+        /// Messages per invocation (1–10).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=10))]
+        batch_size: i32,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Run the dlq-reporter once: dead-letter queue to failure report and email.
+    Report,
+    /// List the unresolved failures: counts by error, then the records.
+    Failures {
+        /// Records to list at most.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Write failed records again after fixing the cause, and mark them resolved.
+    Replay {
+        /// Only these failures (all unresolved ones when none is given).
+        #[arg(value_name = "MESSAGE_ID")]
+        message_ids: Vec<String>,
+    },
+    /// Move dead-letter messages back to the retry queue.
+    Redrive {
+        /// Messages to move at most.
+        #[arg(long, default_value_t = 1_000)]
+        max: usize,
+    },
+    /// Insert rows (country_id,country) from a CSV file into Snowflake.
+    LoadCsv {
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Insert the sample rows, some of them invalid on purpose, into Snowflake.
+    LoadSample,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     telemetry::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args).await {
+    let cli = Cli::parse();
+    match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("countries: {e:#}");
@@ -54,58 +98,30 @@ async fn main() -> ExitCode {
     }
 }
 
-fn flag<T: std::str::FromStr>(args: &[&str], name: &str, default: T) -> Result<T> {
-    match args.iter().position(|a| *a == name) {
-        None => Ok(default),
-        Some(i) => {
-            let value = args
-                .get(i + 1)
-                .with_context(|| format!("{name} needs a value"))?;
-            value
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{name}: {value:?} is not a valid value"))
-        }
-    }
-}
-
-async fn run(args: &[String]) -> Result<ExitCode> {
-    let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    let rest = words.get(1..).unwrap_or_default();
-    match words.first().copied() {
-        Some("replicate") => {
-            let event = match flag::<String>(rest, "--event", String::new())? {
-                path if path.is_empty() => SCHEDULED_EVENT.to_string(),
-                path => std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading the event file {path}"))?,
+async fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Replicate { event } => {
+            let event = match event {
+                None => SCHEDULED_EVENT.to_string(),
+                Some(path) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the event file {}", path.display()))?,
             };
             replicate(event).await
         }
-        Some("drive-retrier") => {
-            let batch_size = flag(rest, "--batch-size", 10)?;
-            let timeout = flag(rest, "--timeout", 120u64)?;
-            drive_retrier(batch_size, Duration::from_secs(timeout)).await
+        Command::DriveRetrier {
+            batch_size,
+            timeout,
+        } => drive_retrier(batch_size, Duration::from_secs(timeout)).await,
+        Command::Report => run_report().await,
+        Command::Failures { limit } => failures(limit).await,
+        Command::Replay { message_ids } => replay(message_ids).await,
+        Command::Redrive { max } => redrive(max).await,
+        Command::LoadCsv { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            load(&text, &file.display().to_string()).await
         }
-        Some("report") => run_report().await,
-        Some("failures") => failures(flag(rest, "--limit", 100i64)?).await,
-        Some("replay") => {
-            let ids: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
-            replay(ids).await
-        }
-        Some("redrive") => redrive(flag(rest, "--max", 1_000usize)?).await,
-        Some("load-csv") => {
-            let path = rest.first().context("load-csv needs a file")?;
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-            load(&text, path).await
-        }
-        Some("load-sample") => load(SAMPLE_ROWS, "the sample rows").await,
-        Some("help" | "--help" | "-h") => {
-            println!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            Ok(ExitCode::from(2))
-        }
+        Command::LoadSample => load(SAMPLE_ROWS, "the sample rows").await,
     }
 }
 
@@ -122,9 +138,9 @@ async fn replicate(event_json: String) -> Result<ExitCode> {
         serde_json::from_str(&event_json).context("the event is not an EventBridge event")?;
     let payload = serde_json::to_value(&event)?;
     let config = ReplicatorConfig::from_env()?;
-    let replicator = Replicator::from_config(&config).await?;
+    let replicator = lambda::replicator::build(&config).await?;
     print_outcome(
-        replicator::handle(&replicator, LambdaEvent::new(payload, lambda_context())).await,
+        lambda::replicator::handle(&replicator, LambdaEvent::new(payload, lambda_context())).await,
     )
 }
 
@@ -149,29 +165,28 @@ fn print_outcome<T: serde::Serialize>(
 
 async fn drive_retrier(batch_size: i32, timeout: Duration) -> Result<ExitCode> {
     let config = RetrierConfig::from_env()?;
-    let retrier = Retrier::from_config(&config).await;
+    let retrier = lambda::retrier::build(&config).await;
     let source = LocalEventSource {
-        client: aws_sdk_sqs::Client::new(&aws_config().await),
+        client: aws_sdk_sqs::Client::new(&aws::sdk_config().await),
         queue_url: config.retry_queue_url.clone(),
         batch_size,
     };
-    let summary = source
-        .drain(&retrier, timeout)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let summary = source.drain(&retrier, timeout).await?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(ExitCode::SUCCESS)
 }
 
 async fn run_report() -> Result<ExitCode> {
     let config = ReporterConfig::from_env()?;
-    let reporter = Reporter::from_config(&config).await;
+    let reporter = lambda::reporter::build(&config).await;
     let payload = serde_json::from_str(SCHEDULED_EVENT)?;
-    print_outcome(report::handle(&reporter, LambdaEvent::new(payload, lambda_context())).await)
+    print_outcome(
+        lambda::reporter::handle(&reporter, LambdaEvent::new(payload, lambda_context())).await,
+    )
 }
 
 async fn failures(limit: i64) -> Result<ExitCode> {
-    let report = PostgresFailureReport::new(PostgresConfig::from_env()?);
+    let report = FailureReport::new(PostgresConfig::from_env()?);
     let failures = report.unresolved(limit).await?;
     if failures.is_empty() {
         println!("no unresolved failures");
@@ -204,7 +219,7 @@ async fn failures(limit: i64) -> Result<ExitCode> {
                 .map_or("NULL".to_string(), |c| format!("{c:?}")),
             f.error_class,
             f.sqlstate.as_deref().unwrap_or("-"),
-            countries_shared::model::one_line(&f.error_message, 100),
+            countries_shared::model::text::one_line(&f.error_message, 100),
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -212,7 +227,7 @@ async fn failures(limit: i64) -> Result<ExitCode> {
 
 async fn replay(ids: Vec<String>) -> Result<ExitCode> {
     let config = PostgresConfig::from_env()?;
-    let report = PostgresFailureReport::new(config.clone());
+    let report = FailureReport::new(config.clone());
     let writers = PostgresStore::new(config);
     let only = (!ids.is_empty()).then_some(ids.as_slice());
     let outcome = report.replay(&writers, only).await?;
@@ -229,8 +244,8 @@ async fn replay(ids: Vec<String>) -> Result<ExitCode> {
 
 async fn redrive(max: usize) -> Result<ExitCode> {
     let config = RedriveConfig::from_env()?;
-    let client = aws_sdk_sqs::Client::new(&aws_config().await);
-    let moved = queue::move_messages(
+    let client = aws_sdk_sqs::Client::new(&aws::sdk_config().await);
+    let moved = move_messages(
         &client,
         &config.dead_letter_queue_url,
         &config.retry_queue_url,
@@ -243,10 +258,7 @@ async fn redrive(max: usize) -> Result<ExitCode> {
     );
     // Best effort: the failure report may not be reachable from here.
     if let Ok(pg) = PostgresConfig::from_env() {
-        match PostgresFailureReport::new(pg)
-            .resolve(&moved, "redriven")
-            .await
-        {
+        match FailureReport::new(pg).resolve(&moved, "redriven").await {
             Ok(n) => println!("marked {n} failure-report rows as redriven"),
             Err(e) => eprintln!("could not mark the failure report: {e}"),
         }
@@ -257,8 +269,8 @@ async fn redrive(max: usize) -> Result<ExitCode> {
 async fn load(csv: &str, origin: &str) -> Result<ExitCode> {
     let rows = parse_csv(csv).with_context(|| format!("reading {origin}"))?;
     let config = ReplicatorConfig::from_env()?;
-    let source = SnowflakeSource::connect(&config.snowflake)?;
-    source.insert_rows(&rows).await?;
+    let admin = SnowflakeAdmin::connect(&config.snowflake)?;
+    admin.insert_rows(&rows).await?;
     println!(
         "loaded {} rows from {origin} into Snowflake table {}.{}.\"{}\"",
         rows.len(),
@@ -269,77 +281,10 @@ async fn load(csv: &str, origin: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `country_id,country` per line; a header line is skipped; an empty field is
-/// NULL; a field may be double-quoted (`""` inside is a quote).
-fn parse_csv(text: &str) -> Result<Vec<SourceRow>> {
-    let mut rows = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let line_no = index + 1;
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty()
-            || (index == 0 && line.trim().eq_ignore_ascii_case("country_id,country"))
-        {
-            continue;
-        }
-        let Some((id, country)) = line.split_once(',') else {
-            bail!("line {line_no}: expected `country_id,country`, got {line:?}");
-        };
-        let id = id.trim();
-        let country_id =
-            if id.is_empty() {
-                None
-            } else {
-                Some(id.parse::<i128>().with_context(|| {
-                    format!("line {line_no}: country_id {id:?} is not an integer")
-                })?)
-            };
-        let country = unquote(country);
-        rows.push(SourceRow {
-            country_id,
-            country: (!country.is_empty()).then_some(country),
-        });
-    }
-    Ok(rows)
-}
-
-fn unquote(field: &str) -> String {
-    let trimmed = field.trim();
-    if trimmed.len() >= 2 && trimmed.starts_with('"') && trimmed.ends_with('"') {
-        trimmed[1..trimmed.len() - 1].replace("\"\"", "\"")
-    } else {
-        field.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_rows_keep_their_raw_values() {
-        let rows =
-            parse_csv("country_id,country\n1,USA\n2, che \n,IND\n3,\n4,\"O\"\"B\"\r\n").unwrap();
-        assert_eq!(
-            rows,
-            vec![
-                SourceRow::new(Some(1), Some("USA")),
-                SourceRow::new(Some(2), Some(" che ")),
-                SourceRow::new(None, Some("IND")),
-                SourceRow::new(Some(3), None),
-                SourceRow::new(Some(4), Some("O\"B")),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_bad_csv_line_is_named() {
-        let err = parse_csv("1,USA\nabc,FRA\n").unwrap_err().to_string();
-        assert!(err.contains("line 2"), "{err}");
-        assert!(parse_csv("1;USA")
-            .unwrap_err()
-            .to_string()
-            .contains("line 1"));
-    }
+    use clap::CommandFactory;
 
     #[test]
     fn the_embedded_sample_and_event_are_valid() {
@@ -348,13 +293,22 @@ mod tests {
     }
 
     #[test]
-    fn flags_are_parsed_and_bad_values_named() {
-        let args = ["--max", "5", "--timeout", "x"];
-        assert_eq!(flag(&args, "--max", 1usize).unwrap(), 5);
-        assert_eq!(flag(&args, "--batch-size", 10i32).unwrap(), 10);
-        assert!(flag::<u64>(&args, "--timeout", 1)
+    fn the_command_line_is_consistent_and_bad_flags_are_named() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["countries", "redrive", "--max", "5"]).unwrap();
+        assert!(matches!(cli.command, Command::Redrive { max: 5 }));
+        let cli = Cli::try_parse_from(["countries", "replay", "m1", "m2"]).unwrap();
+        assert!(
+            matches!(&cli.command, Command::Replay { message_ids } if message_ids == &["m1", "m2"])
+        );
+        let err = Cli::try_parse_from(["countries", "drive-retrier", "--timeout", "x"])
             .unwrap_err()
-            .to_string()
-            .contains("--timeout"));
+            .to_string();
+        assert!(err.contains("--timeout"), "{err}");
+        let err = Cli::try_parse_from(["countries", "drive-retrier", "--batch-size", "11"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--batch-size"), "{err}");
+        assert!(Cli::try_parse_from(["countries", "replay", "--nope"]).is_err());
     }
 }

@@ -1,103 +1,13 @@
-//! The `case` row as it moves through the pipeline, its validation, and the
-//! retry-queue message that carries a failed row.
-//!
-//! A row is kept in two forms: the raw values exactly as Snowflake returned them
-//! ([`SourceRow`]), which identify the row for the delete, and the validated form
-//! ([`CountryRow`]) that is written to Postgres.
+//! The retry-queue message that carries a failed row, and the failure class
+//! it records. Versioned JSON; the README documents it field by field.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// A row as read from Snowflake, before validation. `NUMBER(38,0)` can exceed
-/// every Rust integer but `i128`, so the id is kept at that width until validated.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SourceRow {
-    pub country_id: Option<i128>,
-    pub country: Option<String>,
-}
-
-impl SourceRow {
-    pub fn new(country_id: Option<i128>, country: Option<&str>) -> Self {
-        Self {
-            country_id,
-            country: country.map(str::to_string),
-        }
-    }
-}
-
-/// A validated row, ready for Postgres.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CountryRow {
-    pub country_id: i32,
-    /// Exactly three ASCII uppercase letters.
-    pub country: String,
-    /// The raw row it came from: what the Snowflake delete must match.
-    pub source: SourceRow,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidRow {
-    #[error("country_id is NULL")]
-    NullId,
-    #[error("country_id {0} does not fit the Postgres integer column (-2147483648..=2147483647)")]
-    IdOutOfRange(i128),
-    #[error("country is NULL")]
-    NullCountry,
-    #[error("country must be exactly three letters A-Z after trimming, got {0}")]
-    BadCountry(String),
-}
-
-/// Validates one row.
-///
-/// The country code is trimmed and lowercase ASCII letters are upper-cased
-/// (`" usa"` becomes `USA`): a lowercase ISO 3166 alpha-3 code names the same
-/// country, and refusing it would only send a correct row to the failure report.
-/// Anything else that is not three letters A–Z (digits, accents, two or four
-/// letters, inner spaces) is rejected.
-pub fn validate(row: &SourceRow) -> Result<CountryRow, InvalidRow> {
-    let id = row.country_id.ok_or(InvalidRow::NullId)?;
-    let country_id = i32::try_from(id).map_err(|_| InvalidRow::IdOutOfRange(id))?;
-    let raw = row.country.as_deref().ok_or(InvalidRow::NullCountry)?;
-    let trimmed = raw.trim();
-    if trimmed.len() != 3 || !trimmed.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return Err(InvalidRow::BadCountry(preview(raw, 40)));
-    }
-    Ok(CountryRow {
-        country_id,
-        country: trimmed.to_ascii_uppercase(),
-        source: row.clone(),
-    })
-}
-
-/// A short, printable rendering of a value for error messages and logs: a
-/// 10 KB string or control characters must not flood a log line or an email.
-pub fn preview(value: &str, max_chars: usize) -> String {
-    let mut out: String = value.chars().take(max_chars).collect::<String>();
-    if value.chars().count() > max_chars {
-        out.push('…');
-    }
-    format!("{out:?}")
-}
-
-/// A value on one line, for messages read by people: control characters are
-/// escaped (a newline cannot break a table row or forge a log line) and long
-/// values are cut; nothing else is changed or quoted.
-pub fn one_line(value: &str, max_chars: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in value.chars().enumerate() {
-        if i == max_chars {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+use crate::failure::{ErrorKind, WriteError};
+use crate::model::row::SourceRow;
+use crate::model::text::{one_line, preview};
 
 /// Why a row could not be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +29,37 @@ pub struct FailureDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sqlstate: Option<String>,
     pub message: String,
+}
+
+impl FailureClass {
+    /// The class a failed write records: a row-level refusal is `rejected`;
+    /// a transient or fatal error that outlasted the retries is `transient`
+    /// (the row itself may be fine).
+    pub fn of_write(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::RowLevel => Self::Rejected,
+            ErrorKind::Transient | ErrorKind::Fatal => Self::Transient,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Rejected => "rejected",
+            Self::Transient => "transient",
+        }
+    }
+}
+
+impl FailureDetail {
+    /// What the queue message says about a failed write.
+    pub fn of_write(error: &WriteError) -> Self {
+        Self {
+            class: FailureClass::of_write(error.kind),
+            sqlstate: error.sqlstate.clone(),
+            message: error.message.clone(),
+        }
+    }
 }
 
 pub const RETRY_MESSAGE_SCHEMA_VERSION: u32 = 1;
@@ -224,70 +165,10 @@ pub fn parse_retry_message(body: Option<&str>) -> Result<RetryMessage, Malformed
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
 
     fn row(id: Option<i128>, country: Option<&str>) -> SourceRow {
         SourceRow::new(id, country)
-    }
-
-    #[test]
-    fn accepts_three_letters_and_normalises_case_and_spaces() {
-        let ok = validate(&row(Some(7), Some(" usa "))).unwrap();
-        assert_eq!(ok.country_id, 7);
-        assert_eq!(ok.country, "USA");
-        assert_eq!(ok.source.country.as_deref(), Some(" usa "), "raw kept");
-    }
-
-    #[test]
-    fn rejects_every_malformed_row_with_a_reason() {
-        let cases: Vec<(SourceRow, InvalidRow)> = vec![
-            (row(None, Some("USA")), InvalidRow::NullId),
-            (row(Some(1), None), InvalidRow::NullCountry),
-            (
-                row(Some(i128::from(i32::MAX) + 1), Some("USA")),
-                InvalidRow::IdOutOfRange(i128::from(i32::MAX) + 1),
-            ),
-            (
-                row(Some(i128::from(i32::MIN) - 1), Some("USA")),
-                InvalidRow::IdOutOfRange(i128::from(i32::MIN) - 1),
-            ),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(validate(&input).unwrap_err(), expected, "{input:?}");
-        }
-        for bad in [
-            "", "US", "USAA", "U1A", "U A", "ÉSP", "UŠA", "\u{0}US", "U'S", "   ",
-        ] {
-            assert!(
-                matches!(
-                    validate(&row(Some(1), Some(bad))),
-                    Err(InvalidRow::BadCountry(_))
-                ),
-                "{bad:?} accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn integer_limits_of_postgres_are_accepted() {
-        for id in [0, -1, i128::from(i32::MAX), i128::from(i32::MIN)] {
-            assert!(validate(&row(Some(id), Some("FRA"))).is_ok(), "{id}");
-        }
-    }
-
-    #[test]
-    fn one_line_escapes_controls_and_cuts() {
-        assert_eq!(one_line("got \"US\"", 50), "got \"US\"");
-        assert_eq!(one_line("a\nb\u{0}", 50), "a\\nb\\u{0}");
-        assert_eq!(one_line("abcdef", 3), "abc…");
-    }
-
-    #[test]
-    fn a_huge_value_is_cut_in_the_error() {
-        let huge = "A".repeat(10_000);
-        let err = validate(&row(Some(1), Some(&huge)))
-            .unwrap_err()
-            .to_string();
-        assert!(err.len() < 200, "{} chars", err.len());
     }
 
     #[test]

@@ -1,0 +1,170 @@
+//! A local stand-in for Lambda's SQS event source mapping, for the local
+//! stack, the demo and the tests: receive a batch, invoke the retrier's real
+//! handler with a real `SqsEvent`, delete what the response does not list.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use countries_shared::failure::QueueError;
+use countries_shared::lambda;
+use countries_shared::retrier::Retrier;
+use countries_shared::sqs::sdk_error;
+
+/// Drives the retrier the way Lambda's SQS event source mapping does, for
+/// the local stack and the tests: receive a batch, invoke the handler with a
+/// real `SqsEvent` built from the received messages, delete the messages the
+/// response does not list, and leave the listed ones to reappear after their
+/// visibility timeout (the queue's redrive policy then moves them to the
+/// dead-letter queue).
+pub struct LocalEventSource {
+    pub client: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub batch_size: i32,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DriveSummary {
+    pub invocations: usize,
+    pub messages: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+}
+
+impl LocalEventSource {
+    /// One poll: at most `batch_size` messages, one handler invocation.
+    /// Returns None when nothing was received.
+    pub async fn poll_once(&self, retrier: &Retrier) -> Result<Option<(usize, usize)>, QueueError> {
+        let received = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(self.batch_size.clamp(1, 10))
+            .wait_time_seconds(1)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| QueueError::call("ReceiveMessage", sdk_error(&e)))?;
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(None);
+        }
+        let arn = self.queue_arn().await.unwrap_or_default();
+        let mut event = SqsEvent::default();
+        for m in &messages {
+            let mut record = SqsMessage::default();
+            record.message_id = m.message_id.clone();
+            record.receipt_handle = m.receipt_handle.clone();
+            record.body = m.body.clone();
+            record.md5_of_body = m.md5_of_body.clone();
+            record.event_source = Some("aws:sqs".into());
+            record.event_source_arn = Some(arn.clone());
+            if let Some(attributes) = &m.attributes {
+                for (k, v) in attributes {
+                    record.attributes.insert(k.as_str().to_string(), v.clone());
+                }
+            }
+            event.records.push(record);
+        }
+        let response = lambda::retrier::handle(
+            retrier,
+            lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
+        )
+        .await
+        // An error from the whole handler fails the whole batch, as in Lambda.
+        .unwrap_or_else(|_| {
+            let mut all = SqsBatchResponse::default();
+            for m in &messages {
+                all.add_failure(m.message_id.clone().unwrap_or_default());
+            }
+            all
+        });
+        let failed: std::collections::HashSet<String> = response
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        let mut succeeded = 0;
+        for m in &messages {
+            if failed.contains(m.message_id.as_deref().unwrap_or("")) {
+                continue;
+            }
+            if let Some(handle) = &m.receipt_handle {
+                self.client
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .map_err(|e| QueueError::call("DeleteMessage", sdk_error(&e)))?;
+                succeeded += 1;
+            }
+        }
+        Ok(Some((messages.len(), succeeded)))
+    }
+
+    async fn queue_arn(&self) -> Option<String> {
+        self.client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .ok()?
+            .attributes?
+            .get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .cloned()
+    }
+
+    /// Messages on the queue, visible or in flight.
+    pub async fn depth(&self) -> Result<usize, QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let attributes = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| QueueError::call("GetQueueAttributes", sdk_error(&e)))?
+            .attributes
+            .unwrap_or_default();
+        let count = |a: A| {
+            attributes
+                .get(&a)
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0)
+        };
+        Ok(count(A::ApproximateNumberOfMessages) + count(A::ApproximateNumberOfMessagesNotVisible))
+    }
+
+    /// Polls until the queue is empty (every message written, or moved to
+    /// the dead-letter queue), or until `timeout`.
+    pub async fn drain(
+        &self,
+        retrier: &Retrier,
+        timeout: Duration,
+    ) -> Result<DriveSummary, QueueError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut summary = DriveSummary::default();
+        loop {
+            if let Some((received, succeeded)) = self.poll_once(retrier).await? {
+                summary.invocations += 1;
+                summary.messages += received;
+                summary.succeeded += succeeded;
+                summary.failed += received - succeeded;
+            } else if self.depth().await? == 0 {
+                return Ok(summary);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(QueueError::call(
+                    "drain",
+                    format!(
+                        "the retry queue still holds {} messages after {timeout:?}",
+                        self.depth().await.unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+    }
+}

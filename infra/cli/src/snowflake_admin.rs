@@ -1,0 +1,96 @@
+//! Writing to Snowflake, which the product itself never does: creating and
+//! loading the source table on the local stack and in tests.
+
+use countries_shared::config::SnowflakeConfig;
+use countries_shared::failure::SourceError;
+use countries_shared::model::ident::Identifier;
+use countries_shared::model::row::SourceRow;
+use countries_shared::snowflake::client::{api_error, build_api};
+use countries_shared::snowflake::sql::{string_literal, COUNTRY_COLUMN, ID_COLUMN};
+use snowflake_api::{QueryResult, SnowflakeApi};
+
+/// Rows per `INSERT … VALUES` statement: the emulator's cost grows with
+/// the literals in a statement, and Snowflake caps a statement's text.
+const INSERT_CHUNK_ROWS: usize = 1_000;
+
+/// A Snowflake session for administrative statements.
+pub struct SnowflakeAdmin {
+    api: SnowflakeApi,
+    table: Identifier,
+}
+
+impl SnowflakeAdmin {
+    pub fn connect(config: &SnowflakeConfig) -> Result<Self, SourceError> {
+        Ok(Self {
+            api: build_api(config)?,
+            table: config.table.clone(),
+        })
+    }
+
+    /// Runs one statement.
+    pub async fn execute(&self, sql: &str) -> Result<QueryResult, SourceError> {
+        self.api
+            .exec(sql)
+            .await
+            .map_err(|e| api_error("statement", e))
+    }
+
+    /// Inserts rows into the configured table.
+    pub async fn insert_rows(&self, rows: &[SourceRow]) -> Result<(), SourceError> {
+        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+            if let Some(sql) = insert_statement(&self.table, chunk) {
+                self.execute(&sql).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `INSERT INTO "case" ("COUNTRY_ID", "COUNTRY") VALUES (…), …` with the
+/// same literal formatting as the product's deletes.
+pub fn insert_statement(table: &Identifier, rows: &[SourceRow]) -> Option<String> {
+    if rows.is_empty() {
+        return None;
+    }
+    let values: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let id = r
+                .country_id
+                .map_or_else(|| "NULL".to_string(), |i| i.to_string());
+            let country = r
+                .country
+                .as_deref()
+                .map_or_else(|| "NULL".to_string(), string_literal);
+            format!("({id}, {country})")
+        })
+        .collect();
+    Some(format!(
+        "INSERT INTO {} ({ID_COLUMN}, {COUNTRY_COLUMN}) VALUES {}",
+        table.quoted(),
+        values.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_quotes_the_table_and_escapes_values() {
+        let table = Identifier::parse("case").unwrap();
+        let sql = insert_statement(
+            &table,
+            &[
+                SourceRow::new(Some(1), Some("O'B")),
+                SourceRow::new(None, None),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            sql,
+            r#"INSERT INTO "case" ("COUNTRY_ID", "COUNTRY") VALUES (1, 'O''B'), (NULL, NULL)"#
+        );
+        assert_eq!(insert_statement(&table, &[]), None);
+    }
+}

@@ -1,0 +1,357 @@
+//! All configuration comes from the environment and is read here, once, at
+//! start-up: one config type per function, built from the variables declared
+//! in [`vars`] and read through [`env::Env`], which names every problem at once.
+
+pub mod env;
+#[cfg(test)]
+mod tests;
+pub mod vars;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use env::{ConfigError, ConfigProblem, Env, Secret};
+
+use crate::model::ident::Identifier;
+
+#[derive(Debug, Clone)]
+pub enum SnowflakeAuth {
+    Password(Secret),
+    /// Unencrypted PKCS#8 PEM (key-pair authentication).
+    PrivateKey(Secret),
+}
+
+#[derive(Debug, Clone)]
+pub struct SnowflakeConfig {
+    pub account: String,
+    pub user: String,
+    pub auth: SnowflakeAuth,
+    pub warehouse: Option<String>,
+    pub database: String,
+    pub schema: String,
+    pub role: Option<String>,
+    pub table: Identifier,
+    /// Local emulator only: send every request here instead of
+    /// `https://{account}.snowflakecomputing.com`.
+    pub endpoint_url: Option<String>,
+    /// Rows per DELETE statement.
+    pub delete_chunk_rows: usize,
+}
+
+impl SnowflakeConfig {
+    fn read(env: &mut Env) -> Self {
+        let account = env.required(&vars::SNOWFLAKE_ACCOUNT);
+        let user = env.required(&vars::SNOWFLAKE_USER);
+        let password = env.secret(&vars::SNOWFLAKE_PASSWORD);
+        let private_key = env.secret(&vars::SNOWFLAKE_PRIVATE_KEY);
+        let auth = match (password, private_key) {
+            (Some(p), None) => SnowflakeAuth::Password(p),
+            (None, Some(k)) => {
+                if !k.expose().contains("-----BEGIN PRIVATE KEY-----") {
+                    env.problem(
+                        &vars::SNOWFLAKE_PRIVATE_KEY,
+                        "must be an unencrypted PKCS#8 PEM key (-----BEGIN PRIVATE KEY-----)",
+                    );
+                }
+                SnowflakeAuth::PrivateKey(k)
+            }
+            (Some(p), Some(_)) => {
+                env.problem(
+                    &vars::SNOWFLAKE_PASSWORD,
+                    "set together with SNOWFLAKE_PRIVATE_KEY: choose one authentication method",
+                );
+                SnowflakeAuth::Password(p)
+            }
+            (None, None) => {
+                env.problem(
+                    &vars::SNOWFLAKE_PASSWORD,
+                    "neither SNOWFLAKE_PASSWORD nor SNOWFLAKE_PRIVATE_KEY is set",
+                );
+                SnowflakeAuth::Password(Secret::new(""))
+            }
+        };
+        Self {
+            account,
+            user,
+            auth,
+            warehouse: env.optional(&vars::SNOWFLAKE_WAREHOUSE),
+            database: env.required(&vars::SNOWFLAKE_DATABASE),
+            schema: env.required(&vars::SNOWFLAKE_SCHEMA),
+            role: env.optional(&vars::SNOWFLAKE_ROLE),
+            table: env.identifier(&vars::SNOWFLAKE_TABLE),
+            endpoint_url: env.url(&vars::SNOWFLAKE_ENDPOINT_URL),
+            delete_chunk_rows: env.number(&vars::SNOWFLAKE_DELETE_CHUNK_ROWS),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain TCP (local stack only).
+    Disable,
+    /// Encrypted, but neither the certificate chain nor the host name is checked.
+    Require,
+    /// Encrypted, chain checked against the CA bundle, host name not checked.
+    VerifyCa,
+    /// Encrypted, chain and host name checked. The default.
+    VerifyFull,
+}
+
+impl FromStr for TlsMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "disable" => Ok(Self::Disable),
+            "require" => Ok(Self::Require),
+            "verify-ca" => Ok(Self::VerifyCa),
+            "verify-full" => Ok(Self::VerifyFull),
+            other => Err(format!(
+                "must be one of disable, require, verify-ca, verify-full; got {other:?}"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub tls: TlsMode,
+    /// PEM bundle of the CAs to trust; the system roots when unset.
+    pub ca_bundle: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub schema: Identifier,
+    pub table: Identifier,
+}
+
+impl PostgresConfig {
+    fn read(env: &mut Env) -> Self {
+        let tls = match env.optional(&vars::PGSSLMODE) {
+            None => TlsMode::VerifyFull,
+            Some(raw) => raw.parse().unwrap_or_else(|e: String| {
+                env.problem(&vars::PGSSLMODE, e);
+                TlsMode::VerifyFull
+            }),
+        };
+        let ca_bundle = env.optional(&vars::PGSSLROOTCERT).map(PathBuf::from);
+        if let Some(path) = &ca_bundle {
+            if !path.is_file() {
+                env.problem(
+                    &vars::PGSSLROOTCERT,
+                    format!("{} is not a readable file", path.display()),
+                );
+            }
+        }
+        Self {
+            host: env.required(&vars::PGHOST),
+            port: env.number(&vars::PGPORT),
+            database: env.required(&vars::PGDATABASE),
+            user: env.required(&vars::PGUSER),
+            password: env.secret(&vars::PGPASSWORD),
+            tls,
+            ca_bundle,
+            connect_timeout: Duration::from_secs(env.number(&vars::PGCONNECT_TIMEOUT)),
+            schema: env.identifier(&vars::POSTGRES_SCHEMA),
+            table: env.identifier(&vars::POSTGRES_TABLE),
+        }
+    }
+}
+
+/// Limits of one replicator run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    /// Rows read from Snowflake per run (the cap).
+    pub max_rows_per_run: usize,
+    /// Rows per Postgres write.
+    pub batch_size: usize,
+    /// Circuit breaker: rows sent to the retry queue per run, at most.
+    pub max_failures_per_run: usize,
+    /// Attempts of a write that fails for a transient reason.
+    pub write_attempts: u32,
+}
+
+impl RunLimits {
+    fn read(env: &mut Env) -> Self {
+        Self {
+            max_rows_per_run: env.number(&vars::MAX_ROWS_PER_RUN),
+            batch_size: env.number(&vars::BATCH_SIZE),
+            max_failures_per_run: env.number(&vars::MAX_FAILURES_PER_RUN),
+            write_attempts: env.number(&vars::WRITE_ATTEMPTS),
+        }
+    }
+}
+
+impl Default for RunLimits {
+    /// The declared defaults (an empty environment).
+    fn default() -> Self {
+        Self::read(&mut Env::from_map(Default::default()))
+    }
+}
+
+/// Everything the `replicator` function needs.
+#[derive(Debug, Clone)]
+pub struct ReplicatorConfig {
+    pub snowflake: SnowflakeConfig,
+    pub postgres: PostgresConfig,
+    pub retry_queue_url: String,
+    pub limits: RunLimits,
+}
+
+impl ReplicatorConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(Env::from_process())
+    }
+
+    pub fn from_vars(mut env: Env) -> Result<Self, ConfigError> {
+        Self::read_from(&mut env)
+    }
+
+    /// Reads the configuration and leaves `env` to tell which variables were read.
+    pub fn read_from(env: &mut Env) -> Result<Self, ConfigError> {
+        let config = Self {
+            snowflake: SnowflakeConfig::read(env),
+            postgres: PostgresConfig::read(env),
+            retry_queue_url: env.url(&vars::RETRY_QUEUE_URL).unwrap_or_default(),
+            limits: RunLimits::read(env),
+        };
+        env.finish(config)
+    }
+}
+
+impl PostgresConfig {
+    /// Only the Postgres variables (operator commands on the failure report).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut env = Env::from_process();
+        let config = Self::read(&mut env);
+        env.finish(config)
+    }
+}
+
+/// Everything the `retrier` function needs.
+#[derive(Debug, Clone)]
+pub struct RetrierConfig {
+    pub postgres: PostgresConfig,
+    /// The queue the retrier consumes, for stretching the visibility timeout
+    /// of messages that failed again.
+    pub retry_queue_url: String,
+    /// First wait before a failed message is retried; doubles with every
+    /// receive, up to the maximum. 0 leaves the queue's visibility timeout.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub write_attempts: u32,
+}
+
+impl RetrierConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(Env::from_process())
+    }
+
+    pub fn from_vars(mut env: Env) -> Result<Self, ConfigError> {
+        Self::read_from(&mut env)
+    }
+
+    /// Reads the configuration and leaves `env` to tell which variables were read.
+    pub fn read_from(env: &mut Env) -> Result<Self, ConfigError> {
+        let base = env.number(&vars::RETRY_BACKOFF_BASE_SECONDS);
+        let max = env.number(&vars::RETRY_BACKOFF_MAX_SECONDS);
+        if max < base {
+            env.problem(
+                &vars::RETRY_BACKOFF_MAX_SECONDS,
+                format!("must not be below RETRY_BACKOFF_BASE_SECONDS ({base}), got {max}"),
+            );
+        }
+        let config = Self {
+            postgres: PostgresConfig::read(env),
+            retry_queue_url: env.url(&vars::RETRY_QUEUE_URL).unwrap_or_default(),
+            backoff_base: Duration::from_secs(base),
+            backoff_max: Duration::from_secs(max),
+            write_attempts: env.number(&vars::WRITE_ATTEMPTS),
+        };
+        env.finish(config)
+    }
+}
+
+/// Everything the `dlq-reporter` function needs.
+#[derive(Debug, Clone)]
+pub struct ReporterConfig {
+    pub postgres: PostgresConfig,
+    pub dead_letter_queue_url: String,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    /// Messages taken from the dead-letter queue per run, at most.
+    pub max_messages: usize,
+    /// Records listed in the email body; all of them are in the CSV.
+    pub email_rows: usize,
+}
+
+/// SES refuses more than 50 recipients per message.
+pub const MAX_RECIPIENTS: usize = 50;
+
+fn looks_like_email(value: &str) -> bool {
+    let mut parts = value.split('@');
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some(local), Some(domain), None)
+            if !local.is_empty() && domain.contains('.') && !value.contains(char::is_whitespace)
+    )
+}
+
+impl ReporterConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(Env::from_process())
+    }
+
+    pub fn from_vars(mut env: Env) -> Result<Self, ConfigError> {
+        Self::read_from(&mut env)
+    }
+
+    /// Reads the configuration and leaves `env` to tell which variables were read.
+    pub fn read_from(env: &mut Env) -> Result<Self, ConfigError> {
+        let sender = env.required(&vars::REPORT_SENDER);
+        if !sender.is_empty() && !looks_like_email(&sender) {
+            env.problem(
+                &vars::REPORT_SENDER,
+                format!("{sender:?} is not an email address"),
+            );
+        }
+        let raw = env.required(&vars::REPORT_RECIPIENTS);
+        let recipients: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .collect();
+        if !raw.is_empty() && recipients.is_empty() {
+            // Only commas: a digest nobody receives would be a silent failure.
+            env.problem(&vars::REPORT_RECIPIENTS, format!("no address in {raw:?}"));
+        }
+        if let Some(bad) = recipients.iter().find(|r| !looks_like_email(r)) {
+            env.problem(
+                &vars::REPORT_RECIPIENTS,
+                format!("{bad:?} is not an email address"),
+            );
+        }
+        if recipients.len() > MAX_RECIPIENTS {
+            env.problem(
+                &vars::REPORT_RECIPIENTS,
+                format!(
+                    "{} addresses; SES allows {MAX_RECIPIENTS} per message",
+                    recipients.len()
+                ),
+            );
+        }
+        let config = Self {
+            postgres: PostgresConfig::read(env),
+            dead_letter_queue_url: env.url(&vars::DEAD_LETTER_QUEUE_URL).unwrap_or_default(),
+            sender,
+            recipients,
+            max_messages: env.number(&vars::REPORT_MAX_MESSAGES),
+            email_rows: env.number(&vars::REPORT_EMAIL_ROWS),
+        };
+        env.finish(config)
+    }
+}

@@ -1,0 +1,210 @@
+//! Every environment variable the functions read, declared once: its name,
+//! what it accepts, its default, what it means, and which functions read it.
+//!
+//! The readers in [`crate::config`] take ranges and defaults from here; the
+//! configuration corpus test tries every entry; the README's configuration
+//! table is generated from [`ALL`] (a test fails when the two drift apart).
+
+/// A Lambda function of the product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Replicator,
+    Retrier,
+    Reporter,
+}
+
+impl Function {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Replicator => "replicator",
+            Self::Retrier => "retrier",
+            Self::Reporter => "dlq-reporter",
+        }
+    }
+}
+
+/// What a variable accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Must be set; any non-blank text (a wrong value fails at the first
+    /// connection, naming the service).
+    RequiredText,
+    /// May be unset; any text. `default` says what applies then.
+    OptionalText {
+        default: &'static str,
+    },
+    /// A password: may be unset, never trimmed, never shown.
+    Password,
+    /// A whole number in `min..=max`.
+    Number {
+        min: i64,
+        max: i64,
+        default: i64,
+    },
+    RequiredUrl,
+    OptionalUrl,
+    /// A plain SQL identifier (letters, digits, `_`), always quoted.
+    Identifier {
+        default: &'static str,
+    },
+    /// One of disable | require | verify-ca | verify-full.
+    SslMode,
+    /// A readable file.
+    File,
+    Email,
+    EmailList,
+    /// `SNOWFLAKE_PASSWORD` or `SNOWFLAKE_PRIVATE_KEY`: exactly one.
+    SnowflakeAuth,
+    /// The ARN of a Secrets Manager secret, resolved at cold start into the
+    /// variables it names (`crate::secrets`), before the configuration is read.
+    SecretArn,
+}
+
+/// One environment variable.
+#[derive(Debug, Clone, Copy)]
+pub struct Var {
+    pub name: &'static str,
+    pub rule: Rule,
+    pub meaning: &'static str,
+    pub read_by: &'static [Function],
+}
+
+use Function::{Replicator, Reporter, Retrier};
+
+#[cfg(test)]
+const ALL_FUNCTIONS: &[Function] = &[Replicator, Retrier, Reporter];
+
+macro_rules! vars {
+    ($($ident:ident: $rule:expr, [$($f:ident),*], $meaning:expr;)*) => {
+        $(pub const $ident: Var = Var {
+            name: stringify!($ident),
+            rule: $rule,
+            meaning: $meaning,
+            read_by: &[$($f),*],
+        };)*
+        /// Every variable, in the README's order.
+        pub const ALL: &[Var] = &[$($ident),*];
+    };
+}
+
+vars! {
+    SNOWFLAKE_ACCOUNT: Rule::RequiredText, [Replicator],
+        "account identifier (`orgname-account`)";
+    SNOWFLAKE_USER: Rule::RequiredText, [Replicator], "user";
+    SNOWFLAKE_PASSWORD: Rule::SnowflakeAuth, [Replicator],
+        "password authentication (set this or `SNOWFLAKE_PRIVATE_KEY`)";
+    SNOWFLAKE_PRIVATE_KEY: Rule::SnowflakeAuth, [Replicator],
+        "key-pair authentication: unencrypted PKCS#8 PEM (set this or `SNOWFLAKE_PASSWORD`)";
+    SNOWFLAKE_PRIVATE_KEY_SECRET_ARN: Rule::SecretArn, [Replicator],
+        "Secrets Manager secret holding the PEM key (or JSON with `private_key`); fills `SNOWFLAKE_PRIVATE_KEY`";
+    SNOWFLAKE_WAREHOUSE: Rule::OptionalText { default: "user default" }, [Replicator], "warehouse";
+    SNOWFLAKE_DATABASE: Rule::RequiredText, [Replicator], "database of the source table";
+    SNOWFLAKE_SCHEMA: Rule::RequiredText, [Replicator], "schema of the source table";
+    SNOWFLAKE_ROLE: Rule::OptionalText { default: "user default" }, [Replicator],
+        "role (needs SELECT and DELETE on the table)";
+    SNOWFLAKE_TABLE: Rule::Identifier { default: "case" }, [Replicator],
+        "source table; always quoted (case-sensitive)";
+    SNOWFLAKE_DELETE_CHUNK_ROWS: Rule::Number { min: 1, max: 16_384, default: 5_000 }, [Replicator],
+        "rows per DELETE statement";
+    SNOWFLAKE_ENDPOINT_URL: Rule::OptionalUrl, [Replicator],
+        "**local emulator only**: send requests here instead of `https://{account}.snowflakecomputing.com`";
+    PGHOST: Rule::RequiredText, [Replicator, Retrier, Reporter], "Postgres host";
+    PGPORT: Rule::Number { min: 1, max: 65_535, default: 5_432 }, [Replicator, Retrier, Reporter], "port";
+    PGDATABASE: Rule::RequiredText, [Replicator, Retrier, Reporter], "database";
+    PGUSER: Rule::RequiredText, [Replicator, Retrier, Reporter], "user";
+    PGPASSWORD: Rule::Password, [Replicator, Retrier, Reporter], "password";
+    POSTGRES_SECRET_ARN: Rule::SecretArn, [Replicator, Retrier, Reporter],
+        "Secrets Manager secret with `username` and `password` (and optionally `host`, `port`, `dbname`), the RDS format; fills the `PG*` variables not set";
+    PGSSLMODE: Rule::SslMode, [Replicator, Retrier, Reporter],
+        "`disable`, `require` (encrypt, no checks), `verify-ca` (check the chain), `verify-full` (chain and host name)";
+    PGSSLROOTCERT: Rule::File, [Replicator, Retrier, Reporter],
+        "PEM bundle of the CAs to trust (for RDS: Amazon's global bundle); when set, only these CAs are trusted";
+    PGCONNECT_TIMEOUT: Rule::Number { min: 1, max: 300, default: 10 }, [Replicator, Retrier, Reporter],
+        "seconds";
+    POSTGRES_SCHEMA: Rule::Identifier { default: "public" }, [Replicator, Retrier, Reporter],
+        "schema of the target table, the ledger and the failure report";
+    POSTGRES_TABLE: Rule::Identifier { default: "case" }, [Replicator, Retrier, Reporter],
+        "target table; always quoted";
+    RETRY_QUEUE_URL: Rule::RequiredUrl, [Replicator, Retrier], "SQS URL of the retry queue";
+    MAX_ROWS_PER_RUN: Rule::Number { min: 1, max: 10_000_000, default: 100_000 }, [Replicator],
+        "the cap: rows read per run";
+    BATCH_SIZE: Rule::Number { min: 1, max: 100_000, default: 50_000 }, [Replicator],
+        "rows per Postgres write; large chunks bring COPY close to its limit (see Speed), and isolating a bad row in one still costs well under a second";
+    MAX_FAILURES_PER_RUN: Rule::Number { min: 0, max: 100_000, default: 1_000 }, [Replicator],
+        "circuit breaker: rows enqueued per run at most";
+    WRITE_ATTEMPTS: Rule::Number { min: 1, max: 10, default: 3 }, [Replicator, Retrier],
+        "attempts for a write that fails for a transient reason";
+    RETRY_BACKOFF_BASE_SECONDS: Rule::Number { min: 0, max: 43_200, default: 30 }, [Retrier],
+        "visibility timeout after a message's first failed receive, doubled per receive; `0` leaves the queue's own timeout";
+    RETRY_BACKOFF_MAX_SECONDS: Rule::Number { min: 0, max: 43_200, default: 900 }, [Retrier],
+        "the cap of that backoff; not below the base";
+    DEAD_LETTER_QUEUE_URL: Rule::RequiredUrl, [Reporter], "SQS URL of the dead-letter queue";
+    REPORT_SENDER: Rule::Email, [Reporter], "verified SES sender address";
+    REPORT_RECIPIENTS: Rule::EmailList, [Reporter],
+        "comma-separated addresses, at most 50 (SES limit per message)";
+    REPORT_MAX_MESSAGES: Rule::Number { min: 1, max: 100_000, default: 1_000 }, [Reporter],
+        "dead letters taken per run";
+    REPORT_EMAIL_ROWS: Rule::Number { min: 1, max: 1_000, default: 50 }, [Reporter],
+        "records listed in the email body; all of them go in the CSV attachment when there are more";
+}
+
+#[cfg(test)]
+impl Var {
+    /// The default as the README shows it.
+    pub fn default_text(&self) -> String {
+        match self.rule {
+            Rule::Number { default, .. } => default.to_string(),
+            Rule::Identifier { default } => format!("`{default}`"),
+            Rule::OptionalText { default } => default.to_string(),
+            Rule::SslMode => "`verify-full`".into(),
+            Rule::File => "system roots".into(),
+            _ => String::new(),
+        }
+    }
+
+    /// What the variable accepts, as the README shows it.
+    pub fn accepts_text(&self) -> String {
+        match self.rule {
+            Rule::RequiredText => "required".into(),
+            Rule::OptionalText { .. } | Rule::Password => "optional".into(),
+            Rule::Number { min, max, .. } => format!("{min}–{max}"),
+            Rule::RequiredUrl => "required; http(s) URL".into(),
+            Rule::OptionalUrl => "optional; http(s) URL".into(),
+            Rule::Identifier { .. } => "letters, digits, `_`".into(),
+            Rule::SslMode => "one of four modes".into(),
+            Rule::File => "optional; a readable file".into(),
+            Rule::Email => "required; an address".into(),
+            Rule::EmailList => "required; 1–50 addresses".into(),
+            Rule::SnowflakeAuth => "exactly one of the two".into(),
+            Rule::SecretArn => "optional; a secret ARN".into(),
+        }
+    }
+
+    pub fn read_by_text(&self) -> String {
+        if self.read_by == ALL_FUNCTIONS {
+            return "all".into();
+        }
+        let names: Vec<&str> = self.read_by.iter().map(|f| f.name()).collect();
+        names.join(", ")
+    }
+}
+
+/// The README's configuration table, generated from [`ALL`].
+#[cfg(test)]
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| variable | read by | accepts | default | meaning |\n|---|---|---|---|---|\n",
+    );
+    for var in ALL {
+        let default = var.default_text();
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            var.name,
+            var.read_by_text(),
+            var.accepts_text(),
+            default,
+            var.meaning
+        ));
+    }
+    out
+}

@@ -1,0 +1,121 @@
+//! The `replicator` function: one run per scheduled event.
+
+use uuid::Uuid;
+
+use crate::config::ReplicatorConfig;
+use crate::failure::SourceError;
+use crate::ledger::RunSummary;
+use crate::ports::NoHook;
+use crate::postgres::replica::PostgresStore;
+use crate::replicator::Replicator;
+use crate::retry::Backoff;
+use crate::snowflake::SnowflakeSource;
+use crate::sqs::retry_queue::SqsRetryQueue;
+
+/// The production wiring: Snowflake, Postgres and SQS from the
+/// configuration, built once per process and reused by warm invocations.
+pub async fn build(config: &ReplicatorConfig) -> Result<Replicator, SourceError> {
+    let sqs = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
+    Ok(Replicator {
+        source: Box::new(SnowflakeSource::connect(&config.snowflake)?),
+        store: Box::new(PostgresStore::new(config.postgres.clone())),
+        queue: Box::new(SqsRetryQueue::new(sqs, config.retry_queue_url.clone())),
+        limits: config.limits,
+        backoff: Backoff::default(),
+        steps: Box::new(NoHook),
+    })
+}
+
+/// One run per scheduled event. The event's content does not matter
+/// (EventBridge Scheduler may send `{}` or a full scheduled event); its `id`,
+/// when present, is kept as the trigger id for correlation.
+pub async fn handle(
+    replicator: &Replicator,
+    event: lambda_runtime::LambdaEvent<serde_json::Value>,
+) -> Result<RunSummary, lambda_runtime::Error> {
+    let trigger_id = event
+        .payload
+        .get("id")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .or_else(|| Some(event.context.request_id.clone()).filter(|id| !id.is_empty()));
+    let summary = replicator.run(Uuid::new_v4(), trigger_id).await;
+    summary.log();
+    let count = |n: usize| n as f64;
+    crate::telemetry::emit_metrics(
+        "replicator",
+        &[
+            ("RowsRead", count(summary.rows_read)),
+            ("RowsWritten", count(summary.rows_written)),
+            ("RowsEnqueued", count(summary.rows_enqueued)),
+            // Held-back duplicate versions are normal: not counted here.
+            ("RowsDeferred", count(summary.rows_deferred_for_trouble())),
+            ("RowsDeleted", count(summary.rows_deleted)),
+        ],
+    );
+    if summary.outcome.is_success() {
+        Ok(summary)
+    } else {
+        Err(RunFailed(summary).into())
+    }
+}
+
+/// A run that left rows behind or could not start. The Lambda invocation
+/// fails, so that alarms see it; the summary is in the error message, the
+/// log line and the ledger.
+#[derive(Debug, thiserror::Error)]
+#[error("replicator run {} ended {}: {} read, {} written, {} enqueued, {} deferred, {} deleted; {}",
+    .0.run_id, .0.outcome.as_str(), .0.rows_read, .0.rows_written, .0.rows_enqueued,
+    .0.rows_deferred, .0.rows_deleted, .0.error.as_deref().unwrap_or("no error text"))]
+pub struct RunFailed(pub RunSummary);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunLimits;
+    use crate::model::row::SourceRow;
+    use crate::testing::{MemoryQueue, MemorySource, MemoryStore};
+
+    fn replicator(source: &MemorySource, store: &MemoryStore) -> Replicator {
+        Replicator {
+            source: Box::new(source.clone()),
+            store: Box::new(store.clone()),
+            queue: Box::new(MemoryQueue::default()),
+            limits: RunLimits::default(),
+            backoff: Backoff::ZERO,
+            steps: Box::new(NoHook),
+        }
+    }
+
+    fn one_row() -> MemorySource {
+        MemorySource::with_rows(vec![SourceRow::new(Some(1), Some("USA"))])
+    }
+
+    #[tokio::test]
+    async fn the_handler_fails_the_invocation_when_rows_are_left_behind() {
+        let store = MemoryStore::default();
+        store.state().fatal = true;
+        let event = lambda_runtime::LambdaEvent::new(
+            serde_json::json!({"id": "evt-1", "detail-type": "Scheduled Event"}),
+            lambda_runtime::Context::default(),
+        );
+        let err = handle(&replicator(&one_row(), &store), event)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("partial") && err.contains("1 deferred"),
+            "{err}"
+        );
+
+        let event = lambda_runtime::LambdaEvent::new(
+            serde_json::json!({"id": "evt-2"}),
+            lambda_runtime::Context::default(),
+        );
+        let summary = handle(&replicator(&one_row(), &MemoryStore::default()), event)
+            .await
+            .unwrap();
+        assert_eq!(summary.trigger_id.as_deref(), Some("evt-2"));
+        assert_eq!(summary.rows_written, 1);
+    }
+}

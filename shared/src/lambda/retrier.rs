@@ -1,0 +1,118 @@
+//! The `retrier` function: one batch of the retry queue per invocation,
+//! answered with a partial batch response (`ReportBatchItemFailures`).
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+
+use crate::config::RetrierConfig;
+use crate::ports::VisibilityDelay;
+use crate::postgres::replica::PostgresStore;
+use crate::retrier::{Delivery, Retrier};
+use crate::retry::{Backoff, RetryPolicy};
+use crate::sqs::visibility::SqsVisibilityDelay;
+
+/// The production wiring: Postgres, and the retry queue for the backoff.
+pub async fn build(config: &RetrierConfig) -> Retrier {
+    let sqs = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
+    let delay: Option<Box<dyn VisibilityDelay>> = if config.backoff_base.is_zero() {
+        None
+    } else {
+        Some(Box::new(SqsVisibilityDelay::new(
+            sqs,
+            config.retry_queue_url.clone(),
+        )))
+    };
+    Retrier {
+        writers: Box::new(PostgresStore::new(config.postgres.clone())),
+        policy: RetryPolicy::new(config.write_attempts),
+        delay,
+        retry_backoff: Backoff {
+            first: config.backoff_base,
+            max: config.backoff_max,
+        },
+    }
+}
+
+/// How often SQS delivered the message, this time included.
+fn receive_count(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Lists exactly the messages that must come back.
+pub async fn handle(
+    retrier: &Retrier,
+    event: lambda_runtime::LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    let records = &event.payload.records;
+    let deliveries: Vec<Delivery<'_>> = records
+        .iter()
+        .map(|record| Delivery {
+            message_id: record.message_id.as_deref().unwrap_or(""),
+            receipt_handle: record.receipt_handle.as_deref(),
+            body: record.body.as_deref(),
+            receive_count: receive_count(record),
+        })
+        .collect();
+    let outcome = retrier.handle_batch(&deliveries).await;
+    crate::telemetry::emit_metrics(
+        "retrier",
+        &[
+            ("RecordsWritten", outcome.summary.written as f64),
+            ("RecordsFailed", outcome.summary.failed as f64),
+        ],
+    );
+    let mut response = SqsBatchResponse::default();
+    for message_id in outcome.failed_message_ids {
+        response.add_failure(message_id);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{MemoryDelays, MemoryStore};
+
+    fn message(id: &str, body: &str, receive_count: u32) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.to_string());
+        m.receipt_handle = Some(format!("rh-{id}"));
+        m.body = Some(body.to_string());
+        m.attributes
+            .insert("ApproximateReceiveCount".into(), receive_count.to_string());
+        m
+    }
+
+    #[tokio::test]
+    async fn the_response_lists_the_failed_message_ids_and_backs_them_off() {
+        let delays = MemoryDelays::default();
+        let retrier = Retrier {
+            writers: Box::new(MemoryStore::default()),
+            policy: RetryPolicy::immediate(1),
+            delay: Some(Box::new(delays.clone())),
+            retry_backoff: Backoff {
+                first: std::time::Duration::from_secs(30),
+                max: std::time::Duration::from_secs(600),
+            },
+        };
+        let mut event = SqsEvent::default();
+        event.records = vec![message("bad", "{{{", 3), message("empty", " ", 1)];
+        let response = handle(
+            &retrier,
+            lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
+        )
+        .await
+        .unwrap();
+        let ids: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(ids, vec!["bad", "empty"]);
+        let delays = delays.0.lock().unwrap();
+        assert!(delays.contains(&("rh-bad".into(), std::time::Duration::from_secs(120))));
+    }
+}

@@ -1,0 +1,191 @@
+//! The ports: the small traits through which the use cases (replicator,
+//! retrier, reporter) reach the services. Each has one real adapter, in the
+//! folder of its service (`snowflake/`, `postgres/`, `sqs/`, `ses`), tested
+//! against the real service, and one in-memory adapter in `testing.rs` that
+//! the unit tests use.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::failure::{MailError, QueueError, SourceError, WriteError};
+use crate::ledger::RunSummary;
+use crate::model::message::RetryMessage;
+use crate::model::report::{DeadLetter, Digest, FailureEntry};
+use crate::model::row::{CountryRow, SourceRow};
+
+// ---- Snowflake: the source ----
+
+/// Rows read from the source, handed out a chunk at a time, so that a large
+/// batch is never held as row structs all at once (the Arrow columns are
+/// several times smaller than the rows they decode to).
+pub trait SourceRows: Send {
+    /// Rows not handed out yet.
+    fn remaining(&self) -> usize;
+    /// Up to `max` rows; empty when none remain.
+    fn next_chunk(&mut self, max: usize) -> Result<Vec<SourceRow>, SourceError>;
+}
+
+/// Every remaining row at once (tests and small tools).
+pub fn collect_rows(mut rows: Box<dyn SourceRows>) -> Result<Vec<SourceRow>, SourceError> {
+    let n = rows.remaining();
+    rows.next_chunk(n.max(1))
+}
+
+/// Rows already in memory (an empty result, and the in-memory source).
+pub struct RowsInMemory(VecDeque<SourceRow>);
+
+impl RowsInMemory {
+    pub fn new(rows: Vec<SourceRow>) -> Self {
+        Self(rows.into())
+    }
+}
+
+impl SourceRows for RowsInMemory {
+    fn remaining(&self) -> usize {
+        self.0.len()
+    }
+    fn next_chunk(&mut self, max: usize) -> Result<Vec<SourceRow>, SourceError> {
+        let n = max.min(self.0.len());
+        Ok(self.0.drain(..n).collect())
+    }
+}
+
+/// The source of rows, as the replicator sees it.
+#[async_trait]
+pub trait RowSource: Send + Sync {
+    /// Reads at most `limit` rows.
+    async fn read_batch(&self, limit: usize) -> Result<Box<dyn SourceRows>, SourceError>;
+    /// Deletes the rows that match one of `rows` on every column; returns how
+    /// many the source deleted. At most [`RowSource::max_rows_per_delete`] rows.
+    async fn delete_rows(&self, rows: &[SourceRow]) -> Result<u64, SourceError>;
+    fn max_rows_per_delete(&self) -> usize;
+}
+
+// ---- Postgres: the replica and the failure report ----
+
+/// Something rows can be written to: one statement per call.
+#[async_trait]
+pub trait RowWriter: Send {
+    /// Upserts the rows in one statement: all of them are committed, or none.
+    /// Returns how many rows changed (a replay changes none).
+    async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError>;
+}
+
+/// The replica, as the replicator sees it.
+#[async_trait]
+pub trait ReplicaStore: Send + Sync {
+    /// Starts a run: takes the run lock and records the run as started.
+    /// `None` when another run holds the lock.
+    async fn open_run(
+        &self,
+        summary: &RunSummary,
+    ) -> Result<Option<Box<dyn ReplicaRun>>, WriteError>;
+}
+
+/// One run's hold on the replica. Dropping it releases the lock.
+#[async_trait]
+pub trait ReplicaRun: RowWriter {
+    /// Records the run's outcome in the ledger.
+    async fn finish(&mut self, summary: &RunSummary) -> Result<(), WriteError>;
+}
+
+/// Opens writers without a run lock (the retrier and the replay command).
+#[async_trait]
+pub trait WriterPool: Send + Sync {
+    async fn writer(&self) -> Result<Box<dyn RowWriter>, WriteError>;
+}
+
+/// The durable failure report.
+#[async_trait]
+pub trait FailureStore: Send + Sync {
+    /// Stores the entries in one transaction; a message already stored is
+    /// left as it is. Returns how many were new.
+    async fn store(&self, report_run_id: Uuid, entries: &[FailureEntry])
+        -> Result<u64, WriteError>;
+}
+
+// ---- SQS: the retry queue and its dead-letter queue ----
+
+#[async_trait]
+pub trait RetryQueue: Send + Sync {
+    /// Sends the messages; the result has one entry per message, in order.
+    async fn enqueue(&self, messages: &[RetryMessage]) -> Vec<Result<(), QueueError>>;
+}
+
+#[async_trait]
+pub trait DeadLetterQueue: Send + Sync {
+    /// Up to `max` (≤ 10) messages, hidden from other readers meanwhile.
+    async fn receive(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError>;
+    /// Deletes the messages; returns how many SQS confirmed.
+    async fn delete(&self, letters: &[DeadLetter]) -> Result<usize, QueueError>;
+}
+
+/// Stretches the visibility timeout of a retry message that failed again.
+#[async_trait]
+pub trait VisibilityDelay: Send + Sync {
+    async fn delay(&self, receipt_handle: &str, wait: Duration) -> Result<(), QueueError>;
+}
+
+// ---- SES: the digest email ----
+
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    async fn send(&self, digest: &Digest) -> Result<(), MailError>;
+}
+
+// ---- The replicator's step boundaries ----
+
+/// The boundaries between the steps of a replicator run, in order. A crash
+/// between any two of them must lose nothing; the fault-schedule tests stop
+/// the real process at each one through a [`StepHook`] of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    BeforeRead,
+    AfterRead,
+    /// After the first chunk was written.
+    MidWrite,
+    AfterWrite,
+    AfterEnqueue,
+    /// After the first DELETE statement.
+    MidDelete,
+    BeforeLedger,
+}
+
+impl Step {
+    pub const ALL: [Step; 7] = [
+        Step::BeforeRead,
+        Step::AfterRead,
+        Step::MidWrite,
+        Step::AfterWrite,
+        Step::AfterEnqueue,
+        Step::MidDelete,
+        Step::BeforeLedger,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BeforeRead => "before_read",
+            Self::AfterRead => "after_read",
+            Self::MidWrite => "mid_write",
+            Self::AfterWrite => "after_write",
+            Self::AfterEnqueue => "after_enqueue",
+            Self::MidDelete => "mid_delete",
+            Self::BeforeLedger => "before_ledger",
+        }
+    }
+}
+
+/// Told when a run reaches a [`Step`]. The Lambda functions use [`NoHook`].
+pub trait StepHook: Send + Sync {
+    fn reached(&self, step: Step);
+}
+
+/// Does nothing at any step.
+pub struct NoHook;
+
+impl StepHook for NoHook {
+    fn reached(&self, _step: Step) {}
+}

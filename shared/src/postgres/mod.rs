@@ -1,0 +1,11 @@
+//! Postgres, the system rows go to: [`connect`] (TLS), [`sqlstate`] (the one
+//! classification of its errors), [`writer`] (COPY first, then the upsert),
+//! [`replica`] (the run lock and the ledger) and [`failure_report`] (the
+//! dlq-reporter's durable report).
+
+pub mod connect;
+pub mod failure_report;
+pub mod lock;
+pub mod replica;
+pub mod sqlstate;
+pub mod writer;

@@ -1,0 +1,135 @@
+//! The replica as the replicator and the retrier see it: the run lock, the
+//! writers, and the run ledger (`replication_run`).
+
+use async_trait::async_trait;
+
+use crate::config::PostgresConfig;
+use crate::failure::WriteError;
+use crate::ledger::RunSummary;
+use crate::model::row::CountryRow;
+use crate::ports::{ReplicaRun, ReplicaStore, RowWriter, WriterPool};
+use crate::postgres::connect::connect;
+use crate::postgres::lock::try_lock;
+use crate::postgres::sqlstate::write_error;
+use crate::postgres::writer::PgWriter;
+
+/// The replica: the target table, its run lock and the ledger.
+pub struct PostgresStore {
+    config: PostgresConfig,
+}
+
+impl PostgresStore {
+    pub fn new(config: PostgresConfig) -> Self {
+        Self { config }
+    }
+
+    fn lock_name(&self) -> String {
+        format!(
+            "countries-replicator:{}.{}",
+            self.config.schema, self.config.table
+        )
+    }
+}
+
+#[async_trait]
+impl ReplicaStore for PostgresStore {
+    async fn open_run(
+        &self,
+        summary: &RunSummary,
+    ) -> Result<Option<Box<dyn ReplicaRun>>, WriteError> {
+        let connection = connect(&self.config).await?;
+        let lock_name = self.lock_name();
+        if !try_lock(&connection.client, &lock_name).await? {
+            return Ok(None);
+        }
+        let writer = PgWriter::new(self.config.clone(), connection, Some(lock_name)).await?;
+        let run = PostgresRun { writer };
+        run.record(summary).await?;
+        Ok(Some(Box::new(run)))
+    }
+}
+
+#[async_trait]
+impl WriterPool for PostgresStore {
+    async fn writer(&self) -> Result<Box<dyn RowWriter>, WriteError> {
+        Ok(Box::new(self.pg_writer().await?))
+    }
+}
+
+impl PostgresStore {
+    /// A writer without the run lock, as a concrete type (the benchmark).
+    pub async fn pg_writer(&self) -> Result<PgWriter, WriteError> {
+        let connection = connect(&self.config).await?;
+        PgWriter::new(self.config.clone(), connection, None).await
+    }
+}
+
+struct PostgresRun {
+    writer: PgWriter,
+}
+
+impl PostgresRun {
+    async fn record(&self, s: &RunSummary) -> Result<(), WriteError> {
+        let ledger = format!(
+            "{}.\"replication_run\"",
+            self.writer.config().schema.quoted()
+        );
+        let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.writer
+            .client()
+            .execute(
+                &format!(
+                    "INSERT INTO {ledger} (run_id, trigger_id, started_at, finished_at, outcome, \
+                     rows_read, rows_written, rows_changed, rows_invalid, rows_rejected, \
+                     rows_enqueued, rows_deferred, rows_deferred_duplicates, rows_deleted, error) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                     ON CONFLICT (run_id) DO UPDATE SET finished_at = EXCLUDED.finished_at, \
+                     outcome = EXCLUDED.outcome, rows_read = EXCLUDED.rows_read, \
+                     rows_written = EXCLUDED.rows_written, rows_changed = EXCLUDED.rows_changed, \
+                     rows_invalid = EXCLUDED.rows_invalid, rows_rejected = EXCLUDED.rows_rejected, \
+                     rows_enqueued = EXCLUDED.rows_enqueued, rows_deferred = EXCLUDED.rows_deferred, \
+                     rows_deferred_duplicates = EXCLUDED.rows_deferred_duplicates, \
+                     rows_deleted = EXCLUDED.rows_deleted, error = EXCLUDED.error"
+                ),
+                &[
+                    &s.run_id,
+                    &s.trigger_id,
+                    &s.started_at,
+                    &s.finished_at,
+                    &s.outcome.as_str(),
+                    &to_i64(s.rows_read),
+                    &to_i64(s.rows_written),
+                    &to_i64(s.rows_changed),
+                    &to_i64(s.rows_invalid),
+                    &to_i64(s.rows_rejected),
+                    &to_i64(s.rows_enqueued),
+                    &to_i64(s.rows_deferred),
+                    &to_i64(s.rows_deferred_duplicates),
+                    &to_i64(s.rows_deleted),
+                    &s.error,
+                ],
+            )
+            .await
+            .map_err(|e| {
+                let mut err = write_error(&e);
+                err.message = format!("recording the run in {ledger}: {}", err.message);
+                err
+            })?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RowWriter for PostgresRun {
+    async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
+        self.writer.write_chunk(rows).await
+    }
+}
+
+#[async_trait]
+impl ReplicaRun for PostgresRun {
+    async fn finish(&mut self, summary: &RunSummary) -> Result<(), WriteError> {
+        self.writer.ensure_connected().await?;
+        self.record(summary).await
+    }
+}

@@ -1,0 +1,103 @@
+//! Planning one chunk of a batch: which rows are valid and written, which go
+//! to the queue as invalid, which copies of a row go with it, and which other
+//! versions of an id wait for the next run.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::model::message::{FailureClass, FailureDetail, RetryMessage};
+use crate::model::row::{validate, CountryRow, SourceRow};
+
+/// A row bound for the retry queue, with the identical copies that share its
+/// message (the one delete removes them all).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) message: RetryMessage,
+    pub(crate) copies: usize,
+}
+
+/// A valid row to write, with the other rows of its chunk that have the same
+/// id and the same (normalised) country: written once, deleted together.
+#[derive(Debug)]
+pub(crate) struct PlannedRow {
+    pub(crate) row: CountryRow,
+    pub(crate) also: Vec<SourceRow>,
+}
+
+/// One chunk of a batch, sorted by what happens to its rows.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkPlan {
+    pub(crate) valid: Vec<PlannedRow>,
+    pub(crate) failures: Vec<Failure>,
+    /// A different version of an id already seen in this run: written by the
+    /// next run, so each version reaches Postgres in turn and the one written
+    /// last wins. Nothing is dropped silently.
+    pub(crate) conflicting_duplicates: usize,
+}
+
+/// Plans one chunk. `first_version` remembers the country each id had when
+/// it was first seen in this run, across chunks, in 8 bytes per id.
+pub(crate) fn plan_chunk(
+    rows: Vec<SourceRow>,
+    first_version: &mut HashMap<i32, [u8; 3]>,
+    run_id: Uuid,
+    now: DateTime<Utc>,
+) -> ChunkPlan {
+    let mut plan = ChunkPlan::default();
+    let mut in_chunk: HashMap<i32, usize> = HashMap::with_capacity(rows.len());
+    for raw in rows {
+        let row = match validate(&raw) {
+            Ok(row) => row,
+            Err(invalid) => {
+                plan.failures.push(Failure {
+                    message: RetryMessage::first_failure(
+                        raw,
+                        FailureDetail {
+                            class: FailureClass::Invalid,
+                            sqlstate: None,
+                            message: invalid.to_string(),
+                        },
+                        run_id,
+                        now,
+                    ),
+                    copies: 0,
+                });
+                continue;
+            }
+        };
+        let code = country_code(&row.country);
+        match first_version.get(&row.country_id) {
+            Some(first) if *first != code => {
+                plan.conflicting_duplicates += 1;
+                continue;
+            }
+            Some(_) => {}
+            None => {
+                first_version.insert(row.country_id, code);
+            }
+        }
+        match in_chunk.get(&row.country_id) {
+            // One statement may not touch an id twice: the same row again
+            // (or the same country in another spelling) goes with the first.
+            Some(&index) => plan.valid[index].also.push(row.source),
+            None => {
+                in_chunk.insert(row.country_id, plan.valid.len());
+                plan.valid.push(PlannedRow {
+                    row,
+                    also: Vec::new(),
+                });
+            }
+        }
+    }
+    plan
+}
+
+fn country_code(country: &str) -> [u8; 3] {
+    let mut code = [0u8; 3];
+    for (slot, byte) in code.iter_mut().zip(country.bytes()) {
+        *slot = byte;
+    }
+    code
+}

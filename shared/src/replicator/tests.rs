@@ -1,0 +1,478 @@
+use super::*;
+use crate::ledger::RunSummary;
+use crate::model::message::FailureClass;
+use crate::model::row::{validate, SourceRow};
+use crate::ports::NoHook;
+use crate::testing::{MemoryQueue, MemorySource, MemoryStore};
+
+struct World {
+    source: MemorySource,
+    store: MemoryStore,
+    queue: MemoryQueue,
+    original: Vec<SourceRow>,
+}
+
+impl World {
+    fn new(rows: Vec<SourceRow>) -> Self {
+        Self {
+            source: MemorySource::with_rows(rows.clone()),
+            store: MemoryStore::default(),
+            queue: MemoryQueue::default(),
+            original: rows,
+        }
+    }
+
+    fn replicator(&self, limits: RunLimits) -> Replicator {
+        Replicator {
+            source: Box::new(self.source.clone()),
+            store: Box::new(self.store.clone()),
+            queue: Box::new(self.queue.clone()),
+            limits,
+            backoff: Backoff::ZERO,
+            steps: Box::new(NoHook),
+        }
+    }
+
+    async fn run(&self, limits: RunLimits) -> RunSummary {
+        self.replicator(limits).run(Uuid::new_v4(), None).await
+    }
+
+    /// Every original row is in Postgres (as its validated form), in the
+    /// queue, or still in Snowflake.
+    fn assert_nothing_lost(&self) {
+        let source = self.source.state();
+        let store = self.store.state();
+        let queued = self.queue.messages.lock().unwrap();
+        for row in &self.original {
+            let in_source = source.rows.contains(row);
+            let in_queue = queued.iter().any(|m| &m.record == row);
+            // In Postgres as its validated form, or replaced there by
+            // another version of its id that was also read (the upsert
+            // keeps the version written last).
+            let in_postgres = validate(row).is_ok_and(|v| {
+                store.table.get(&v.country_id).is_some_and(|current| {
+                    self.original
+                        .iter()
+                        .filter_map(|r| validate(r).ok())
+                        .any(|other| other.country_id == v.country_id && &other.country == current)
+                })
+            });
+            assert!(in_source || in_queue || in_postgres, "lost {row:?}");
+        }
+    }
+}
+
+fn rows(spec: &[(i128, &str)]) -> Vec<SourceRow> {
+    spec.iter()
+        .map(|(id, c)| SourceRow::new(Some(*id), Some(c)))
+        .collect()
+}
+
+fn assert_balanced(s: &RunSummary) {
+    assert_eq!(
+        s.rows_read,
+        s.rows_written + s.rows_enqueued + s.rows_deferred,
+        "{s:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_clean_batch_is_written_and_deleted() {
+    let world = World::new(rows(&[(1, "USA"), (2, "fra"), (3, " DEU ")]));
+    let s = world.run(RunLimits::default()).await;
+    assert_eq!(s.outcome, RunOutcome::Succeeded, "{s:?}");
+    assert_eq!((s.rows_read, s.rows_written, s.rows_deleted), (3, 3, 3));
+    let store = world.store.state();
+    assert_eq!(store.table.get(&2).map(String::as_str), Some("FRA"));
+    assert_eq!(store.table.get(&3).map(String::as_str), Some("DEU"));
+    assert!(world.source.state().rows.is_empty());
+    assert_eq!(store.ledger.last().unwrap().outcome, RunOutcome::Succeeded);
+}
+
+#[tokio::test]
+async fn the_cap_limits_what_one_run_reads() {
+    let spec: Vec<(i128, &str)> = (0..25).map(|i| (i, "ITA")).collect();
+    let world = World::new(rows(&spec));
+    let limits = RunLimits {
+        max_rows_per_run: 10,
+        batch_size: 4,
+        ..RunLimits::default()
+    };
+    let s = world.run(limits).await;
+    assert_eq!((s.rows_read, s.rows_deleted), (10, 10));
+    assert_eq!(world.source.state().rows.len(), 15);
+}
+
+#[tokio::test]
+async fn invalid_and_refused_rows_go_to_the_queue_and_the_rest_is_written() {
+    let mut input = rows(&[(1, "USA"), (2, "XXX"), (3, "U1"), (4, "GBR")]);
+    input.push(SourceRow::new(None, Some("ESP")));
+    input.push(SourceRow::new(Some(6), None));
+    let world = World::new(input);
+    world.store.state().refused.push("XXX".into());
+    let s = world
+        .run(RunLimits {
+            batch_size: 2,
+            ..RunLimits::default()
+        })
+        .await;
+    assert_eq!(s.outcome, RunOutcome::Succeeded, "{s:?}");
+    assert_eq!((s.rows_written, s.rows_invalid, s.rows_rejected), (2, 3, 1));
+    assert_eq!(s.rows_enqueued, 4);
+    assert_balanced(&s);
+    let queued = world.queue.messages.lock().unwrap();
+    let rejected = queued
+        .iter()
+        .find(|m| m.record.country.as_deref() == Some("XXX"))
+        .unwrap();
+    assert_eq!(rejected.error.class, FailureClass::Rejected);
+    assert_eq!(rejected.error.sqlstate.as_deref(), Some("23514"));
+    assert!(
+        queued
+            .iter()
+            .filter(|m| m.error.class == FailureClass::Invalid)
+            .count()
+            == 3
+    );
+    drop(queued);
+    assert!(world.source.state().rows.is_empty());
+    world.assert_nothing_lost();
+}
+
+#[tokio::test]
+async fn bisection_isolates_exactly_the_refused_rows() {
+    let mut spec: Vec<(i128, &str)> = (0..1000).map(|i| (i, "NOR")).collect();
+    for bad in [3, 500, 999] {
+        spec[bad].1 = "BAD";
+    }
+    let world = World::new(rows(&spec));
+    world.store.state().refused.push("BAD".into());
+    let s = world
+        .run(RunLimits {
+            batch_size: 250,
+            ..RunLimits::default()
+        })
+        .await;
+    assert_eq!((s.rows_written, s.rows_rejected), (997, 3), "{s:?}");
+    let statements = world.store.state().statements;
+    // 4 chunks, 3 of them bisected down to one row: far below row-by-row.
+    assert!(statements < 4 + 3 * 2 * 9, "{statements} statements");
+    world.assert_nothing_lost();
+}
+
+#[tokio::test]
+async fn duplicate_ids_never_fail_the_write_and_no_version_is_dropped() {
+    let world = World::new(rows(&[(1, "USA"), (1, "USA"), (1, "CAN"), (2, "MEX")]));
+    let s = world.run(RunLimits::default()).await;
+    // The identical copy goes with the first row; the other version waits,
+    // which is normal and does not fail the run.
+    assert_eq!((s.rows_written, s.rows_deferred), (3, 1), "{s:?}");
+    assert_eq!(s.rows_deferred_duplicates, 1);
+    assert_eq!(s.outcome, RunOutcome::Succeeded);
+    assert_eq!(world.source.state().rows, rows(&[(1, "CAN")]));
+    world.assert_nothing_lost();
+    let second = world.run(RunLimits::default()).await;
+    assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:?}");
+    assert_eq!(
+        world
+            .store
+            .0
+            .lock()
+            .unwrap()
+            .table
+            .get(&1)
+            .map(String::as_str),
+        Some("CAN"),
+        "the version written last wins, as an upsert does"
+    );
+    assert!(world.source.state().rows.is_empty());
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried_then_deferred() {
+    let world = World::new(rows(&[(1, "USA"), (2, "FRA")]));
+    world.store.state().transient_failures_left = 2;
+    let s = world.run(RunLimits::default()).await;
+    assert_eq!(
+        s.outcome,
+        RunOutcome::Succeeded,
+        "recovered on attempt 3: {s:?}"
+    );
+
+    let world = World::new(rows(&[(1, "USA"), (2, "FRA")]));
+    world.store.state().transient_failures_left = usize::MAX;
+    let s = world
+        .run(RunLimits {
+            batch_size: 1,
+            ..RunLimits::default()
+        })
+        .await;
+    assert_eq!(s.outcome, RunOutcome::Partial);
+    assert_eq!(
+        (s.rows_written, s.rows_deferred, s.rows_enqueued),
+        (0, 2, 0)
+    );
+    assert!(
+        world.queue.messages.lock().unwrap().is_empty(),
+        "deferred, not queued"
+    );
+    assert_eq!(world.source.state().rows.len(), 2, "nothing deleted");
+    assert!(s.error.unwrap().contains("connection reset"));
+}
+
+#[tokio::test]
+async fn a_fatal_error_stops_the_run_without_flooding_the_queue() {
+    let world = World::new(rows(&[(1, "USA"), (2, "FRA"), (3, "DEU")]));
+    world.store.state().fatal = true;
+    let s = world
+        .run(RunLimits {
+            batch_size: 1,
+            ..RunLimits::default()
+        })
+        .await;
+    assert_eq!(
+        (s.rows_deferred, s.rows_enqueued, s.rows_deleted),
+        (3, 0, 0)
+    );
+    assert_eq!(world.store.state().statements, 1, "stopped at once");
+    assert!(s.error.unwrap().contains("does not exist"));
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_caps_what_is_enqueued() {
+    let world = World::new(rows(&[
+        (1, "B1"),
+        (2, "B2"),
+        (3, "B3"),
+        (4, "B4"),
+        (5, "B5"),
+        (6, "OK_"),
+        (7, "NZL"),
+    ]));
+    let s = world
+        .run(RunLimits {
+            max_failures_per_run: 2,
+            ..RunLimits::default()
+        })
+        .await;
+    assert_eq!(s.outcome, RunOutcome::Partial);
+    assert_eq!((s.rows_enqueued, s.rows_written), (2, 1), "{s:?}");
+    assert_eq!(s.rows_deferred, 4);
+    assert!(s.error.unwrap().contains("MAX_FAILURES_PER_RUN=2"));
+    assert_eq!(world.source.state().rows.len(), 4);
+    world.assert_nothing_lost();
+}
+
+#[tokio::test]
+async fn rows_the_queue_did_not_accept_stay_in_snowflake() {
+    let world = World::new(rows(&[(1, "USA"), (2, "U2")]));
+    *world.queue.down.lock().unwrap() = true;
+    let s = world.run(RunLimits::default()).await;
+    assert_eq!((s.rows_written, s.rows_deferred, s.rows_deleted), (1, 1, 1));
+    assert_eq!(world.source.state().rows, rows(&[(2, "U2")]));
+    world.assert_nothing_lost();
+}
+
+#[tokio::test]
+async fn a_failed_delete_leaves_safe_rows_for_an_idempotent_rerun() {
+    let world = World::new(rows(&[(1, "USA"), (2, "FRA")]));
+    world.source.state().fail_deletes = true;
+    let first = world.run(RunLimits::default()).await;
+    assert_eq!(first.outcome, RunOutcome::Partial);
+    assert_eq!((first.rows_written, first.rows_deleted), (2, 0));
+    world.source.state().fail_deletes = false;
+    let second = world.run(RunLimits::default()).await;
+    assert_eq!(second.outcome, RunOutcome::Succeeded);
+    assert_eq!(
+        (second.rows_changed, second.rows_deleted),
+        (0, 2),
+        "replay changed nothing"
+    );
+    world.assert_nothing_lost();
+}
+
+#[tokio::test]
+async fn a_run_that_finds_the_lock_taken_does_nothing() {
+    let world = World::new(rows(&[(1, "USA")]));
+    world.store.state().locked = true;
+    let s = world.run(RunLimits::default()).await;
+    assert_eq!(s.outcome, RunOutcome::Skipped);
+    assert_eq!(s.rows_read, 0);
+    assert_eq!(world.source.state().rows.len(), 1);
+}
+
+/// Property tests: random datasets, limits and faults, including a crash
+/// at a random await point (the run's future dropped mid-flight, as a
+/// killed process leaves it; the fakes' state survives, as the services'
+/// does).
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context as TaskContext, Poll};
+
+    /// Polls a future at most `polls` times, then drops it.
+    struct CrashAfter<F: Future> {
+        inner: Pin<Box<F>>,
+        polls: usize,
+    }
+
+    impl<F: Future> Future for CrashAfter<F> {
+        type Output = Option<F::Output>;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+            if self.polls == 0 {
+                return Poll::Ready(None);
+            }
+            self.polls -= 1;
+            self.inner.as_mut().poll(cx).map(Some)
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Fault {
+        Crash { polls: usize },
+        SnowflakeReadDown,
+        SnowflakeDeleteDownAfter(usize),
+        PostgresDownAfter(usize),
+        PostgresTransient(usize),
+        PostgresFatal,
+        QueueDown,
+        QueueShortReply(usize),
+    }
+
+    fn fault() -> impl Strategy<Value = Fault> {
+        prop_oneof![
+            3 => (0usize..60).prop_map(|polls| Fault::Crash { polls }),
+            1 => Just(Fault::SnowflakeReadDown),
+            1 => (0usize..4).prop_map(Fault::SnowflakeDeleteDownAfter),
+            1 => (0usize..6).prop_map(Fault::PostgresDownAfter),
+            1 => (1usize..5).prop_map(Fault::PostgresTransient),
+            1 => Just(Fault::PostgresFatal),
+            1 => Just(Fault::QueueDown),
+            1 => (0usize..4).prop_map(Fault::QueueShortReply),
+        ]
+    }
+
+    fn row() -> impl Strategy<Value = SourceRow> {
+        let country = prop_oneof![
+            6 => prop::sample::select(vec!["USA", "fra", " DEU ", "NZL", "Jpn"]),
+            2 => prop::sample::select(vec!["", "US", "U2A", "O'B", "A\\B", "ÄÖÜ", "XXX"]),
+        ];
+        (
+            prop::option::weighted(0.95, -3i128..12),
+            prop::option::weighted(0.95, country),
+        )
+            .prop_map(|(id, country)| SourceRow::new(id, country))
+    }
+
+    fn limits() -> impl Strategy<Value = RunLimits> {
+        (1usize..40, 1usize..6, 0usize..6).prop_map(|(max_rows, batch, failures)| RunLimits {
+            max_rows_per_run: max_rows,
+            batch_size: batch,
+            max_failures_per_run: failures,
+            ..RunLimits::default()
+        })
+    }
+
+    impl World {
+        fn apply(&self, fault: &Fault) {
+            let mut source = self.source.state();
+            let mut store = self.store.state();
+            match fault {
+                Fault::Crash { .. } => {}
+                Fault::SnowflakeReadDown => source.read_down = true,
+                Fault::SnowflakeDeleteDownAfter(n) => source.deletes_before_outage = Some(*n),
+                Fault::PostgresDownAfter(n) => store.statements_before_outage = Some(*n),
+                Fault::PostgresTransient(n) => store.transient_failures_left = *n,
+                Fault::PostgresFatal => store.fatal = true,
+                Fault::QueueDown => *self.queue.down.lock().unwrap() = true,
+                Fault::QueueShortReply(n) => *self.queue.answers_for.lock().unwrap() = Some(*n),
+            }
+        }
+
+        fn heal(&self) {
+            let mut source = self.source.state();
+            source.read_down = false;
+            source.fail_deletes = false;
+            source.deletes_before_outage = None;
+            let mut store = self.store.state();
+            store.statements_before_outage = None;
+            store.transient_failures_left = 0;
+            store.fatal = false;
+            *self.queue.down.lock().unwrap() = false;
+            *self.queue.answers_for.lock().unwrap() = None;
+        }
+
+        /// One run with a fault; None when the run crashed.
+        async fn run_with(&self, limits: RunLimits, fault: &Fault) -> Option<RunSummary> {
+            self.apply(fault);
+            let replicator = self.replicator(limits);
+            let run = replicator.run(Uuid::new_v4(), None);
+            let summary = match fault {
+                Fault::Crash { polls } => {
+                    CrashAfter {
+                        inner: Box::pin(run),
+                        polls: *polls,
+                    }
+                    .await
+                }
+                _ => Some(run.await),
+            };
+            self.heal();
+            summary
+        }
+    }
+
+    proptest! {
+        // 256 cases by default; PROPTEST_CASES sets another count (`make soak`).
+        /// Whatever the dataset, limits and faults: after every run no row
+        /// is lost; once healed, Snowflake empties; no version of a row is
+        /// written twice; the queue carries only rows that were read; and
+        /// every finished run accounts for each row it read.
+        #[test]
+        fn no_fault_loses_a_row_or_writes_a_version_twice(
+            rows in prop::collection::vec(row(), 0..30),
+            faulty_runs in prop::collection::vec((limits(), fault()), 1..4),
+            delete_chunk in 1usize..9,
+            refuse_xxx in any::<bool>(),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let world = World::new(rows.clone());
+                world.source.state().delete_chunk = Some(delete_chunk);
+                if refuse_xxx {
+                    world.store.state().refused.push("XXX".into());
+                }
+                for (limits, fault) in &faulty_runs {
+                    if let Some(summary) = world.run_with(*limits, fault).await {
+                        assert_balanced(&summary);
+                    }
+                    world.assert_nothing_lost();
+                }
+                // Heal: each run writes one version of an id.
+                let mut runs = 0;
+                while !world.source.state().rows.is_empty() {
+                    runs += 1;
+                    assert!(runs <= rows.len() + 1, "Snowflake does not empty");
+                    let summary = world.run(RunLimits::default()).await;
+                    assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
+                    assert_balanced(&summary);
+                    world.assert_nothing_lost();
+                }
+                let store = world.store.state();
+                let mut changes = store.changes.clone();
+                let all = changes.len();
+                changes.sort();
+                changes.dedup();
+                assert_eq!(changes.len(), all, "a version written twice: {:?}", store.changes);
+                for message in world.queue.messages.lock().unwrap().iter() {
+                    assert!(rows.contains(&message.record), "{message:?}");
+                }
+            });
+        }
+    }
+}

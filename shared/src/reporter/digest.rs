@@ -1,0 +1,245 @@
+//! The digest email as data: one subject, a text body, an HTML body (every
+//! value escaped), and the CSV attachment when the records do not all fit.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::model::report::{Digest, FailureEntry};
+use crate::model::text::{one_line, preview};
+
+pub const RECOVERY_STEPS: &[(&str, &str)] = &[
+    (
+        "countries failures",
+        "list the unresolved failures and their errors",
+    ),
+    (
+        "countries replay [MESSAGE_ID…]",
+        "after fixing the cause in Postgres, write the records again and mark them resolved",
+    ),
+    (
+        "countries redrive",
+        "move what is still in the dead-letter queue back to the retry queue",
+    ),
+];
+
+/// Builds the digest. `stored` is the outcome of storing the report.
+pub fn compose_digest(
+    entries: &[FailureEntry],
+    stored: &Result<u64, String>,
+    report_run_id: Uuid,
+    email_rows: usize,
+    now: DateTime<Utc>,
+) -> Digest {
+    let n = entries.len();
+    let since = entries
+        .iter()
+        .filter_map(|e| e.first_failed_at)
+        .min()
+        .unwrap_or(now);
+    let window = format!(
+        "{} – {} UTC",
+        since.format("%Y-%m-%d %H:%M"),
+        now.format("%Y-%m-%d %H:%M")
+    );
+    let subject = format!(
+        "[countries replication] {n} failed record{} need attention ({window})",
+        if n == 1 { "" } else { "s" }
+    );
+
+    let mut by_error: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for e in entries {
+        *by_error
+            .entry((
+                e.error_class.clone(),
+                e.sqlstate.clone().unwrap_or_else(|| "-".into()),
+            ))
+            .or_default() += 1;
+    }
+    let shown = &entries[..n.min(email_rows)];
+    let stored_line = match stored {
+        Ok(_) => format!("The failure report is stored in Postgres, table failure_report (report run {report_run_id})."),
+        Err(e) => format!(
+            "WARNING: the failure report was NOT stored in Postgres ({e}). The records are listed in this \
+             email and stay in the dead-letter queue; the next report run stores them."
+        ),
+    };
+
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{n} record{} of the countries replication could not be written to Postgres after all retries.\n",
+        if n == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(text, "{stored_line}\n");
+    let _ = writeln!(text, "By error:");
+    for ((class, code), count) in &by_error {
+        let _ = writeln!(text, "  {class:<10} {code:<8} {count}");
+    }
+    let _ = writeln!(
+        text,
+        "\nRecords ({}{}):",
+        if shown.len() < n {
+            format!("first {} of {n}", shown.len())
+        } else {
+            format!("all {n}")
+        },
+        if shown.len() < n {
+            "; all of them are in the attached CSV"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        text,
+        "  {:<12} {:<12} {:<10} {:<8} {:<17} message",
+        "country_id", "country", "class", "sqlstate", "first failed"
+    );
+    for e in shown {
+        let _ = writeln!(
+            text,
+            "  {:<12} {:<12} {:<10} {:<8} {:<17} {}",
+            e.country_id.map_or("NULL".into(), |i| i.to_string()),
+            e.country
+                .as_deref()
+                .map_or("NULL".into(), |c| preview(c, 10)),
+            e.error_class,
+            e.sqlstate.as_deref().unwrap_or("-"),
+            e.first_failed_at
+                .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
+            message_line(e),
+        );
+    }
+    let _ = writeln!(
+        text,
+        "\nHow to recover (from a shell with the deployment's environment):"
+    );
+    for (command, what) in RECOVERY_STEPS {
+        let _ = writeln!(text, "  {command:<34} {what}");
+    }
+
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<html><body style=\"font-family:sans-serif\"><h2>{}</h2><p>{}</p><p>{}</p>",
+        escape_html(&subject),
+        escape_html(&format!(
+            "{n} record(s) of the countries replication could not be written to Postgres after all retries."
+        )),
+        escape_html(&stored_line)
+    );
+    html.push_str("<h3>By error</h3><table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr><th>class</th><th>sqlstate</th><th>records</th></tr>");
+    for ((class, code), count) in &by_error {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{count}</td></tr>",
+            escape_html(class),
+            escape_html(code)
+        );
+    }
+    let _ = write!(
+        html,
+        "</table><h3>Records ({})</h3><table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">\
+         <tr><th>country_id</th><th>country</th><th>class</th><th>sqlstate</th><th>first failed</th><th>message</th></tr>",
+        if shown.len() < n {
+            format!("first {} of {n}; all of them are in the attached CSV", shown.len())
+        } else {
+            format!("all {n}")
+        }
+    );
+    for e in shown {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e.country_id.map_or("NULL".into(), |i| i.to_string()),
+            escape_html(
+                &e.country
+                    .as_deref()
+                    .map_or("NULL".into(), |c| preview(c, 10))
+            ),
+            escape_html(&e.error_class),
+            escape_html(e.sqlstate.as_deref().unwrap_or("-")),
+            e.first_failed_at
+                .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
+            escape_html(&message_line(e)),
+        );
+    }
+    html.push_str("</table><h3>How to recover</h3><ul>");
+    for (command, what) in RECOVERY_STEPS {
+        let _ = write!(
+            html,
+            "<li><code>{}</code>: {}</li>",
+            escape_html(command),
+            escape_html(what)
+        );
+    }
+    html.push_str("</ul></body></html>");
+
+    Digest {
+        subject,
+        text,
+        html,
+        csv: (shown.len() < n).then(|| to_csv(entries)),
+    }
+}
+
+fn message_line(e: &FailureEntry) -> String {
+    let mut line = one_line(&e.error_message, 160);
+    if let Some(raw) = &e.raw_body {
+        line.push_str(" | body: ");
+        line.push_str(&one_line(raw, 80));
+    }
+    line
+}
+
+pub fn escape_html(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Every entry as CSV, one record per line (RFC 4180 quoting).
+pub fn to_csv(entries: &[FailureEntry]) -> String {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    // Writing into memory cannot fail; a record that did would only be
+    // missing from the attachment, never from the stored report.
+    let _ = out.write_record([
+        "message_id",
+        "country_id",
+        "country",
+        "error_class",
+        "sqlstate",
+        "error_message",
+        "attempts",
+        "first_failed_at",
+        "raw_body",
+    ]);
+    for e in entries {
+        let _ = out.write_record([
+            e.message_id.clone(),
+            e.country_id.map(|i| i.to_string()).unwrap_or_default(),
+            e.country.clone().unwrap_or_default(),
+            e.error_class.clone(),
+            e.sqlstate.clone().unwrap_or_default(),
+            e.error_message.clone(),
+            e.attempts.map(|a| a.to_string()).unwrap_or_default(),
+            e.first_failed_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+            e.raw_body.clone().unwrap_or_default(),
+        ]);
+    }
+    let bytes = out.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}

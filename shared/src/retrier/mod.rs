@@ -1,0 +1,253 @@
+//! The retrier's use case: write failed rows again, and say exactly which
+//! deliveries must come back.
+//!
+//! The event source (Lambda's SQS mapping with `ReportBatchItemFailures`, or
+//! the local one in `countries drive-retrier`) redelivers exactly the
+//! deliveries listed as failed; every other one counts as done. A message
+//! that keeps failing reaches the dead-letter queue through the queue's
+//! redrive policy.
+//!
+//! - One bad message never fails the others: a body that does not parse, an
+//!   unknown schema version or an invalid record is listed, so it reaches the
+//!   dead-letter queue with its body intact. A panic is contained.
+//! - Postgres unreachable: every message is listed and nothing is written.
+//! - Duplicate deliveries are harmless: the upsert is idempotent.
+//! - A listed message's visibility timeout is stretched (exponential backoff
+//!   on its receive count), so retries do not burn through `maxReceiveCount`
+//!   in seconds while Postgres is being fixed.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+
+use crate::failure::{Classify, ErrorKind, WriteError};
+use crate::isolate::write_isolating;
+use crate::model::message::{parse_retry_message, MalformedMessage};
+use crate::model::row::{validate, CountryRow, InvalidRow};
+use crate::ports::{VisibilityDelay, WriterPool};
+use crate::retry::{Backoff, RetryPolicy};
+
+pub struct Retrier {
+    pub writers: Box<dyn WriterPool>,
+    pub policy: RetryPolicy,
+    /// Stretches the visibility timeout of a failed delivery; None leaves
+    /// the queue's own timeout.
+    pub delay: Option<Box<dyn VisibilityDelay>>,
+    /// Backoff between receives of a failing message (base, cap).
+    pub retry_backoff: Backoff,
+}
+
+/// One delivery of a retry-queue message.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub message_id: &'a str,
+    pub receipt_handle: Option<&'a str>,
+    pub body: Option<&'a str>,
+    /// How often the queue has delivered it, this time included.
+    pub receive_count: u32,
+}
+
+/// What happened to one delivery.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Written,
+    /// Comes back after the visibility timeout.
+    Retry(RetryReason),
+}
+
+/// Why a delivery comes back.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RetryReason {
+    #[error("malformed message: {0}")]
+    Malformed(MalformedMessage),
+    #[error("invalid record: {0}")]
+    Invalid(InvalidRow),
+    #[error("another version of this country_id is in the same batch; retried later")]
+    OtherVersionInBatch,
+    #[error("Postgres unavailable: {0}")]
+    Unavailable(WriteError),
+    /// Postgres refused the row itself, or a transient error outlasted the
+    /// retries, or an earlier error stopped the batch (`None`).
+    #[error("{}", .0.as_ref().map_or_else(|| "not written".to_string(), ToString::to_string))]
+    NotWritten(Option<WriteError>),
+    #[error("panic while {0}")]
+    Panic(&'static str),
+}
+
+impl Classify for RetryReason {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Malformed(_) | Self::Invalid(_) => ErrorKind::RowLevel,
+            Self::OtherVersionInBatch => ErrorKind::Transient,
+            Self::Unavailable(e) => e.kind(),
+            Self::NotWritten(e) => e.as_ref().map_or(ErrorKind::Transient, Classify::kind),
+            Self::Panic(_) => ErrorKind::Fatal,
+        }
+    }
+}
+
+impl RetryReason {
+    /// The message itself is unusable: no retry can help.
+    pub fn is_bad_message(&self) -> bool {
+        matches!(self, Self::Malformed(_) | Self::Invalid(_))
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RetrySummary {
+    pub messages: usize,
+    pub written: usize,
+    pub failed: usize,
+    pub malformed: usize,
+}
+
+/// A batch's result: the deliveries that must come back, and the counts.
+#[derive(Debug, Default, Clone)]
+pub struct BatchOutcome {
+    pub failed_message_ids: Vec<String>,
+    pub summary: RetrySummary,
+}
+
+struct Candidate {
+    index: usize,
+    row: CountryRow,
+}
+
+impl Retrier {
+    /// Decides every delivery of a batch, logs each, stretches the
+    /// visibility timeout of the failed ones, and returns them.
+    pub async fn handle_batch(&self, deliveries: &[Delivery<'_>]) -> BatchOutcome {
+        let verdicts = self.process(deliveries).await;
+        let mut outcome = BatchOutcome::default();
+        outcome.summary.messages = deliveries.len();
+        for (delivery, verdict) in deliveries.iter().zip(&verdicts) {
+            let (message_id, attempt) = (delivery.message_id, delivery.receive_count);
+            match verdict {
+                Verdict::Written => {
+                    outcome.summary.written += 1;
+                    tracing::info!(message_id, attempt, "record written");
+                }
+                Verdict::Retry(reason) => {
+                    outcome.summary.failed += 1;
+                    if reason.is_bad_message() {
+                        outcome.summary.malformed += 1;
+                    }
+                    tracing::warn!(message_id, attempt, kind = %reason.kind(), reason = %reason, "record failed; it comes back later");
+                    outcome.failed_message_ids.push(message_id.to_string());
+                    self.back_off(delivery).await;
+                }
+            }
+        }
+        let s = &outcome.summary;
+        tracing::info!(
+            messages = s.messages,
+            written = s.written,
+            failed = s.failed,
+            malformed = s.malformed,
+            "retrier batch finished"
+        );
+        outcome
+    }
+
+    /// Best effort: when the visibility timeout cannot be stretched, the
+    /// queue's own timeout applies.
+    async fn back_off(&self, delivery: &Delivery<'_>) {
+        let (Some(delay), Some(handle)) = (&self.delay, delivery.receipt_handle) else {
+            return;
+        };
+        let wait = self.retry_backoff.delay(delivery.receive_count);
+        if let Err(e) = delay.delay(handle, wait).await {
+            tracing::warn!(message_id = delivery.message_id, error = %e, "could not stretch the visibility timeout");
+        }
+    }
+
+    /// Decides every delivery of a batch; the result is in the batch's order.
+    pub async fn process(&self, deliveries: &[Delivery<'_>]) -> Vec<Verdict> {
+        let mut verdicts: Vec<Option<Verdict>> = vec![None; deliveries.len()];
+        let mut candidates: Vec<Candidate> = Vec::new();
+        for (index, delivery) in deliveries.iter().enumerate() {
+            let parsed = std::panic::catch_unwind(|| parse_and_validate(delivery.body));
+            match parsed {
+                Ok(Ok(row)) => candidates.push(Candidate { index, row }),
+                Ok(Err(reason)) => verdicts[index] = Some(Verdict::Retry(reason)),
+                Err(_) => verdicts[index] = Some(Verdict::Retry(RetryReason::Panic("parsing"))),
+            }
+        }
+
+        // One statement cannot touch an id twice. Identical versions share
+        // the first one's outcome; a different version waits for a later
+        // delivery, so every version is written in turn.
+        let mut first_by_id: HashMap<i32, usize> = HashMap::new();
+        let mut unique: Vec<&Candidate> = Vec::new();
+        let mut followers: Vec<(usize, usize)> = Vec::new(); // (delivery index, index in unique)
+        for candidate in &candidates {
+            match first_by_id.get(&candidate.row.country_id) {
+                Some(&u) if unique[u].row.country == candidate.row.country => {
+                    followers.push((candidate.index, u));
+                }
+                Some(_) => {
+                    verdicts[candidate.index] =
+                        Some(Verdict::Retry(RetryReason::OtherVersionInBatch));
+                }
+                None => {
+                    first_by_id.insert(candidate.row.country_id, unique.len());
+                    unique.push(candidate);
+                }
+            }
+        }
+
+        if !unique.is_empty() {
+            let outcomes = self.write(&unique).await;
+            for (u, outcome) in outcomes.iter().enumerate() {
+                verdicts[unique[u].index] = Some(outcome.clone());
+            }
+            for (index, u) in followers {
+                verdicts[index] = Some(outcomes[u].clone());
+            }
+        }
+        verdicts
+            .into_iter()
+            .map(|v| v.unwrap_or(Verdict::Retry(RetryReason::NotWritten(None))))
+            .collect()
+    }
+
+    async fn write(&self, unique: &[&Candidate]) -> Vec<Verdict> {
+        let mut writer = match self.writers.writer().await {
+            Ok(w) => w,
+            Err(e) => return vec![Verdict::Retry(RetryReason::Unavailable(e)); unique.len()],
+        };
+        let rows: Vec<&CountryRow> = unique.iter().map(|c| &c.row).collect();
+        let written = AssertUnwindSafe(write_isolating(
+            writer.as_mut(),
+            &rows,
+            usize::MAX,
+            self.policy,
+        ))
+        .catch_unwind()
+        .await;
+        let result = match written {
+            Ok(result) => result,
+            Err(_) => return vec![Verdict::Retry(RetryReason::Panic("writing")); unique.len()],
+        };
+        let mut outcomes = vec![Verdict::Retry(RetryReason::NotWritten(None)); unique.len()];
+        for i in result.written {
+            outcomes[i] = Verdict::Written;
+        }
+        for (i, error) in result.rejected {
+            outcomes[i] = Verdict::Retry(RetryReason::NotWritten(Some(error)));
+        }
+        for i in result.deferred {
+            outcomes[i] = Verdict::Retry(RetryReason::NotWritten(result.stop.clone()));
+        }
+        outcomes
+    }
+}
+
+fn parse_and_validate(body: Option<&str>) -> Result<CountryRow, RetryReason> {
+    let message = parse_retry_message(body).map_err(RetryReason::Malformed)?;
+    validate(&message.record).map_err(RetryReason::Invalid)
+}

@@ -1,0 +1,157 @@
+use std::time::Duration;
+
+use super::*;
+use crate::model::message::{FailureClass, FailureDetail, RetryMessage};
+use crate::model::row::SourceRow;
+use crate::testing::{MemoryDelays, MemoryStore};
+
+fn retrier(pool: &MemoryStore, delays: &MemoryDelays) -> Retrier {
+    Retrier {
+        writers: Box::new(pool.clone()),
+        policy: RetryPolicy::immediate(2),
+        delay: Some(Box::new(delays.clone())),
+        retry_backoff: Backoff {
+            first: Duration::from_secs(30),
+            max: Duration::from_secs(600),
+        },
+    }
+}
+
+fn body(id: Option<i128>, country: Option<&str>) -> String {
+    serde_json::to_string(&RetryMessage::first_failure(
+        SourceRow::new(id, country),
+        FailureDetail {
+            class: FailureClass::Rejected,
+            sqlstate: Some("23514".into()),
+            message: "check".into(),
+        },
+        uuid::Uuid::nil(),
+        chrono::Utc::now(),
+    ))
+    .unwrap()
+}
+
+/// A delivery as the event source hands it over.
+struct Message {
+    id: String,
+    handle: String,
+    body: Option<String>,
+    receive_count: u32,
+}
+
+fn sqs_message(id: &str, body: Option<String>, receive_count: u32) -> Message {
+    Message {
+        id: id.to_string(),
+        handle: format!("rh-{id}"),
+        body,
+        receive_count,
+    }
+}
+
+/// The message ids the batch lists as failed, sorted.
+async fn run(retrier: &Retrier, messages: Vec<Message>) -> Vec<String> {
+    let deliveries: Vec<Delivery<'_>> = messages
+        .iter()
+        .map(|m| Delivery {
+            message_id: &m.id,
+            receipt_handle: Some(&m.handle),
+            body: m.body.as_deref(),
+            receive_count: m.receive_count,
+        })
+        .collect();
+    let mut ids = retrier.handle_batch(&deliveries).await.failed_message_ids;
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn the_response_lists_exactly_the_messages_that_failed() {
+    let (pool, delays) = (MemoryStore::default(), MemoryDelays::default());
+    pool.state().refused.push("ATL".into());
+    let failed = run(
+        &retrier(&pool, &delays),
+        vec![
+            sqs_message("ok-1", Some(body(Some(1), Some("usa"))), 1),
+            sqs_message("refused", Some(body(Some(2), Some("ATL"))), 3),
+            sqs_message("not-json", Some("{{{".into()), 1),
+            sqs_message("empty", None, 1),
+            sqs_message("v2", Some(r#"{"schema_version":2}"#.into()), 1),
+            sqs_message("invalid", Some(body(Some(3), Some("U1A"))), 1),
+            sqs_message("ok-2", Some(body(Some(4), Some("FRA"))), 1),
+        ],
+    )
+    .await;
+    assert_eq!(
+        failed,
+        vec!["empty", "invalid", "not-json", "refused", "v2"]
+    );
+    let state = pool.state();
+    assert_eq!(state.table.get(&1).map(String::as_str), Some("USA"));
+    assert_eq!(state.table.get(&4).map(String::as_str), Some("FRA"));
+    // Backoff: 30 s doubled per receive; the refused one was received 3 times.
+    let delays = delays.0.lock().unwrap();
+    assert!(delays.contains(&("rh-refused".into(), Duration::from_secs(120))));
+    assert_eq!(delays.len(), 5);
+}
+
+#[tokio::test]
+async fn an_outage_lists_every_message_and_writes_nothing() {
+    let (pool, delays) = (MemoryStore::default(), MemoryDelays::default());
+    pool.state().down = true;
+    let failed = run(
+        &retrier(&pool, &delays),
+        vec![
+            sqs_message("a", Some(body(Some(1), Some("USA"))), 1),
+            sqs_message("b", Some(body(Some(2), Some("FRA"))), 1),
+        ],
+    )
+    .await;
+    assert_eq!(failed, vec!["a", "b"]);
+    assert!(pool.state().table.is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_are_harmless_and_versions_are_not_mixed() {
+    let (pool, delays) = (MemoryStore::default(), MemoryDelays::default());
+    let failed = run(
+        &retrier(&pool, &delays),
+        vec![
+            sqs_message("first", Some(body(Some(1), Some("USA"))), 1),
+            sqs_message("same-again", Some(body(Some(1), Some("USA"))), 2),
+            sqs_message("other-version", Some(body(Some(1), Some("CAN"))), 1),
+        ],
+    )
+    .await;
+    assert_eq!(failed, vec!["other-version"]);
+    assert_eq!(pool.state().statements, 1);
+    let failed = run(
+        &retrier(&pool, &delays),
+        vec![sqs_message(
+            "other-version",
+            Some(body(Some(1), Some("CAN"))),
+            2,
+        )],
+    )
+    .await;
+    assert!(failed.is_empty());
+    assert_eq!(pool.state().table.get(&1).map(String::as_str), Some("CAN"));
+}
+
+#[tokio::test]
+async fn a_panic_is_contained() {
+    let (pool, delays) = (MemoryStore::default(), MemoryDelays::default());
+    pool.state().panic_on = Some("BUG".into());
+    let failed = run(
+        &retrier(&pool, &delays),
+        vec![
+            sqs_message("a", Some(body(Some(1), Some("USA"))), 1),
+            sqs_message("b", Some(body(Some(2), Some("BUG"))), 1),
+        ],
+    )
+    .await;
+    assert_eq!(
+        failed,
+        vec!["a", "b"],
+        "the whole write panicked; both come back"
+    );
+}

@@ -1,0 +1,349 @@
+//! The in-memory adapters, one per port, used by every unit test. Each keeps
+//! its state behind an `Arc<Mutex<…>>` so that a test can inspect it, break
+//! the service (an outage, a refusal, a short reply) and heal it again.
+//! Every call yields once, as a network call would: a crash (the run's
+//! future dropped) can fall between any two of them.
+//!
+//! The real adapters are tested against the real services in `tests/`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::failure::{ErrorKind, MailError, QueueError, SourceError, WriteError};
+use crate::ledger::RunSummary;
+use crate::model::message::RetryMessage;
+use crate::model::report::{DeadLetter, Digest, FailureEntry};
+use crate::model::row::{CountryRow, SourceRow};
+use crate::ports::{
+    DeadLetterQueue, FailureStore, Mailer, ReplicaRun, ReplicaStore, RetryQueue, RowSource,
+    RowWriter, RowsInMemory, SourceRows, VisibilityDelay, WriterPool,
+};
+
+/// Locks a fake's state; a test that panicked while holding it has failed
+/// already, so its poison is ignored.
+fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---- Snowflake ----
+
+#[derive(Default)]
+pub struct SourceState {
+    pub rows: Vec<SourceRow>,
+    pub fail_deletes: bool,
+    /// Deletes that still succeed before deleting fails (an outage in the
+    /// middle of the deletes).
+    pub deletes_before_outage: Option<usize>,
+    pub read_down: bool,
+    /// Rows per DELETE statement; 7 when unset.
+    pub delete_chunk: Option<usize>,
+}
+
+/// Snowflake's `case` table.
+#[derive(Clone, Default)]
+pub struct MemorySource(pub Arc<Mutex<SourceState>>);
+
+impl MemorySource {
+    pub fn with_rows(rows: Vec<SourceRow>) -> Self {
+        let source = Self::default();
+        source.state().rows = rows;
+        source
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, SourceState> {
+        lock(&self.0)
+    }
+}
+
+#[async_trait]
+impl RowSource for MemorySource {
+    async fn read_batch(&self, limit: usize) -> Result<Box<dyn SourceRows>, SourceError> {
+        tokio::task::yield_now().await;
+        let state = self.state();
+        if state.read_down {
+            return Err(SourceError::Unreachable {
+                operation: "read",
+                detail: "test outage".into(),
+            });
+        }
+        let rows = state.rows.iter().take(limit).cloned().collect();
+        Ok(Box::new(RowsInMemory::new(rows)))
+    }
+
+    async fn delete_rows(&self, rows: &[SourceRow]) -> Result<u64, SourceError> {
+        tokio::task::yield_now().await;
+        let mut state = self.state();
+        match &mut state.deletes_before_outage {
+            Some(0) => state.fail_deletes = true,
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        if state.fail_deletes {
+            return Err(SourceError::Unreachable {
+                operation: "delete",
+                detail: "test outage".into(),
+            });
+        }
+        let before = state.rows.len();
+        state.rows.retain(|r| !rows.contains(r));
+        Ok((before - state.rows.len()) as u64)
+    }
+
+    fn max_rows_per_delete(&self) -> usize {
+        self.state().delete_chunk.unwrap_or(7)
+    }
+}
+
+// ---- Postgres ----
+
+#[derive(Default)]
+pub struct StoreState {
+    pub table: BTreeMap<i32, String>,
+    pub locked: bool,
+    /// Countries Postgres refuses, as a CHECK constraint would.
+    pub refused: Vec<String>,
+    pub transient_failures_left: usize,
+    /// Every statement fails as a missing table would.
+    pub fatal: bool,
+    /// Connecting fails (the server is down).
+    pub down: bool,
+    /// A writer bug: writing this country panics.
+    pub panic_on: Option<String>,
+    pub statements: usize,
+    pub ledger: Vec<RunSummary>,
+    /// Every change committed to the table, in order.
+    pub changes: Vec<(i32, String)>,
+    /// Statements that still succeed before the store goes down.
+    pub statements_before_outage: Option<usize>,
+}
+
+/// The replica: the `case` table, its run lock and the ledger.
+#[derive(Clone, Default)]
+pub struct MemoryStore(pub Arc<Mutex<StoreState>>);
+
+impl MemoryStore {
+    pub fn state(&self) -> MutexGuard<'_, StoreState> {
+        lock(&self.0)
+    }
+}
+
+#[async_trait]
+impl ReplicaStore for MemoryStore {
+    async fn open_run(
+        &self,
+        summary: &RunSummary,
+    ) -> Result<Option<Box<dyn ReplicaRun>>, WriteError> {
+        let mut state = self.state();
+        if state.down {
+            return Err(WriteError::transient("connection refused"));
+        }
+        if state.locked {
+            return Ok(None);
+        }
+        state.locked = true;
+        state.ledger.push(summary.clone());
+        Ok(Some(Box::new(MemoryWriter {
+            state: self.0.clone(),
+            holds_lock: true,
+        })))
+    }
+}
+
+#[async_trait]
+impl WriterPool for MemoryStore {
+    async fn writer(&self) -> Result<Box<dyn RowWriter>, WriteError> {
+        if self.state().down {
+            return Err(WriteError::transient("connection refused"));
+        }
+        Ok(Box::new(MemoryWriter {
+            state: self.0.clone(),
+            holds_lock: false,
+        }))
+    }
+}
+
+/// A connection to the replica; with the run lock when opened for a run.
+pub struct MemoryWriter {
+    state: Arc<Mutex<StoreState>>,
+    holds_lock: bool,
+}
+
+impl Drop for MemoryWriter {
+    fn drop(&mut self) {
+        if self.holds_lock {
+            lock(&self.state).locked = false;
+        }
+    }
+}
+
+#[async_trait]
+impl RowWriter for MemoryWriter {
+    async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
+        tokio::task::yield_now().await;
+        let mut state = lock(&self.state);
+        state.statements += 1;
+        match &mut state.statements_before_outage {
+            Some(0) => return Err(WriteError::transient("connection refused")),
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        if let Some(bug) = &state.panic_on {
+            if rows.iter().any(|r| &r.country == bug) {
+                let bug = bug.clone();
+                drop(state);
+                panic!("writer bug on {bug}");
+            }
+        }
+        if state.fatal {
+            return Err(WriteError::fatal("relation \"case\" does not exist"));
+        }
+        if state.transient_failures_left > 0 {
+            state.transient_failures_left -= 1;
+            return Err(WriteError::transient("connection reset"));
+        }
+        let mut ids: Vec<i32> = rows.iter().map(|r| r.country_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != rows.len() {
+            // What Postgres says when one statement touches an id twice.
+            return Err(WriteError::row_level(
+                "21000",
+                "ON CONFLICT DO UPDATE command cannot affect row a second time",
+            ));
+        }
+        if rows.iter().any(|r| state.refused.contains(&r.country)) {
+            return Err(WriteError::row_level("23514", "violates check constraint"));
+        }
+        let mut changed = 0;
+        for r in rows {
+            if state.table.insert(r.country_id, r.country.clone()).as_ref() != Some(&r.country) {
+                changed += 1;
+                state.changes.push((r.country_id, r.country.clone()));
+            }
+        }
+        Ok(changed)
+    }
+}
+
+#[async_trait]
+impl ReplicaRun for MemoryWriter {
+    async fn finish(&mut self, summary: &RunSummary) -> Result<(), WriteError> {
+        lock(&self.state).ledger.push(summary.clone());
+        Ok(())
+    }
+}
+
+/// The failure report table.
+#[derive(Clone, Default)]
+pub struct MemoryFailureStore {
+    pub rows: Arc<Mutex<BTreeMap<String, FailureEntry>>>,
+    pub down: Arc<Mutex<bool>>,
+}
+
+#[async_trait]
+impl FailureStore for MemoryFailureStore {
+    async fn store(&self, _: Uuid, entries: &[FailureEntry]) -> Result<u64, WriteError> {
+        if *lock(&self.down) {
+            return Err(WriteError::transient("connection refused"));
+        }
+        let mut rows = lock(&self.rows);
+        let mut new = 0;
+        for e in entries {
+            if !rows.contains_key(&e.message_id) {
+                rows.insert(e.message_id.clone(), e.clone());
+                new += 1;
+            }
+        }
+        Ok(new)
+    }
+}
+
+// ---- SQS ----
+
+/// The retry queue.
+#[derive(Clone, Default)]
+pub struct MemoryQueue {
+    pub messages: Arc<Mutex<Vec<RetryMessage>>>,
+    pub down: Arc<Mutex<bool>>,
+    /// Answers for only this many messages of a batch (a short reply).
+    pub answers_for: Arc<Mutex<Option<usize>>>,
+}
+
+#[async_trait]
+impl RetryQueue for MemoryQueue {
+    async fn enqueue(&self, messages: &[RetryMessage]) -> Vec<Result<(), QueueError>> {
+        tokio::task::yield_now().await;
+        if let Some(n) = *lock(&self.answers_for) {
+            let taken = &messages[..n.min(messages.len())];
+            lock(&self.messages).extend(taken.iter().cloned());
+            return taken.iter().map(|_| Ok(())).collect();
+        }
+        if *lock(&self.down) {
+            return messages
+                .iter()
+                .map(|_| Err(QueueError::call("SendMessageBatch", "down")))
+                .collect();
+        }
+        lock(&self.messages).extend(messages.iter().cloned());
+        messages.iter().map(|_| Ok(())).collect()
+    }
+}
+
+/// The dead-letter queue: what waits, and what was deleted.
+#[derive(Clone, Default)]
+pub struct MemoryDeadLetters {
+    pub waiting: Arc<Mutex<Vec<DeadLetter>>>,
+    pub deleted: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl DeadLetterQueue for MemoryDeadLetters {
+    async fn receive(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let mut waiting = lock(&self.waiting);
+        let n = max.min(waiting.len());
+        Ok(waiting.drain(..n).collect())
+    }
+
+    async fn delete(&self, letters: &[DeadLetter]) -> Result<usize, QueueError> {
+        lock(&self.deleted).extend(letters.iter().map(|l| l.message_id.clone()));
+        Ok(letters.len())
+    }
+}
+
+/// Visibility timeouts set on the retry queue: (receipt handle, wait).
+#[derive(Clone, Default)]
+pub struct MemoryDelays(pub Arc<Mutex<Vec<(String, Duration)>>>);
+
+#[async_trait]
+impl VisibilityDelay for MemoryDelays {
+    async fn delay(&self, receipt_handle: &str, wait: Duration) -> Result<(), QueueError> {
+        lock(&self.0).push((receipt_handle.to_string(), wait));
+        Ok(())
+    }
+}
+
+// ---- SES ----
+
+/// The mail service: what was sent; `refuse` makes it refuse.
+#[derive(Clone, Default)]
+pub struct MemoryMailer {
+    pub sent: Arc<Mutex<Vec<Digest>>>,
+    pub refuse: Arc<Mutex<bool>>,
+}
+
+#[async_trait]
+impl Mailer for MemoryMailer {
+    async fn send(&self, digest: &Digest) -> Result<(), MailError> {
+        if *lock(&self.refuse) {
+            return Err(MailError::new(ErrorKind::Fatal, "MessageRejected"));
+        }
+        lock(&self.sent).push(digest.clone());
+        Ok(())
+    }
+}

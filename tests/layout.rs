@@ -1,0 +1,262 @@
+//! The shape of the library, checked: no module of `shared` imports one that
+//! imports it back (at the level of files, and of top-level modules), and no
+//! production file grows past the size where it starts mixing roles.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/src");
+/// Lines of production code (test modules not counted) a file may have.
+const MAX_LINES: usize = 500;
+
+/// Every `.rs` file under `shared/src`, as a path relative to it.
+fn files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("shared/src") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                walk(&path, base, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path.strip_prefix(base).expect("under src").to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new(SRC), Path::new(SRC), &mut out);
+    out.sort();
+    out
+}
+
+/// Test-only files, and the test module that closes a production file.
+fn is_test_file(file: &Path) -> bool {
+    matches!(
+        file.file_name().and_then(|n| n.to_str()),
+        Some("tests.rs" | "testing.rs")
+    )
+}
+
+fn production_text(text: &str) -> &str {
+    match text.find("#[cfg(test)]\nmod tests {") {
+        Some(at) => &text[..at],
+        None => text,
+    }
+}
+
+/// The code of a file without its comments (a doc link is not an import).
+fn code_only(text: &str) -> String {
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The module path of a file: `postgres/writer.rs` → [postgres, writer].
+fn module_of(file: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = file
+        .with_extension("")
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    if matches!(parts.last().map(String::as_str), Some("mod" | "lib")) {
+        parts.pop();
+    }
+    parts
+}
+
+/// The file that holds the longest prefix of a module path.
+fn file_of(path: &[String], known: &BTreeSet<PathBuf>) -> Option<PathBuf> {
+    for len in (1..=path.len()).rev() {
+        let joined = path[..len].join("/");
+        for candidate in [format!("{joined}.rs"), format!("{joined}/mod.rs")] {
+            let candidate = PathBuf::from(candidate);
+            if known.contains(&candidate) {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// Every `crate::…` and `super::…` path a file names, resolved to files.
+fn imports(file: &Path, text: &str, known: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf> {
+    let here = module_of(file);
+    let mut out = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let Some(rest) = text.get(i..) else {
+            // Inside a multi-byte character: no path starts here.
+            i += 1;
+            continue;
+        };
+        let (prefix_len, base) = if rest.starts_with("crate::") {
+            (7, Vec::new())
+        } else if rest.starts_with("super::") {
+            // super of a file's module; for mod.rs the module is the folder.
+            let mut base = here.clone();
+            base.pop();
+            (7, base)
+        } else {
+            i += 1;
+            continue;
+        };
+        let preceded_by_ident = i > 0
+            && (bytes[i - 1].is_ascii_alphanumeric()
+                || bytes[i - 1] == b'_'
+                || bytes[i - 1] == b':');
+        if preceded_by_ident {
+            i += 1;
+            continue;
+        }
+        let mut j = i + prefix_len;
+        let mut segments = Vec::new();
+        loop {
+            let start = j;
+            while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_') {
+                j += 1;
+            }
+            if start == j {
+                break;
+            }
+            segments.push(text[start..j].to_string());
+            if text[j..].starts_with("::") {
+                j += 2;
+            } else {
+                break;
+            }
+        }
+        // `{a, b}` groups: each member may name a deeper module.
+        let mut targets = vec![segments.clone()];
+        if text[j..].starts_with('{') {
+            if let Some(end) = text[j..].find('}') {
+                for member in text[j + 1..j + end].split(',') {
+                    let mut path = segments.clone();
+                    path.extend(member.trim().split("::").map(|s| s.trim().to_string()));
+                    targets.push(path);
+                }
+            }
+        }
+        for target in targets {
+            let mut full = base.clone();
+            full.extend(target.into_iter().filter(|s| !s.is_empty() && s != "self"));
+            if let Some(target) = file_of(&full, known) {
+                if target != file {
+                    out.insert(target);
+                }
+            }
+        }
+        i = j.max(i + 1);
+    }
+    out
+}
+
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        state: &mut BTreeMap<String, u8>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(node.to_string(), 1);
+        stack.push(node.to_string());
+        for next in graph.get(node).into_iter().flatten() {
+            match state.get(next.as_str()).copied().unwrap_or(0) {
+                1 => {
+                    let from = stack.iter().position(|n| n == next).unwrap_or(0);
+                    let mut cycle = stack[from..].to_vec();
+                    cycle.push(next.clone());
+                    return Some(cycle);
+                }
+                0 => {
+                    if let Some(cycle) = visit(next, graph, state, stack) {
+                        return Some(cycle);
+                    }
+                }
+                _ => {}
+            }
+        }
+        stack.pop();
+        state.insert(node.to_string(), 2);
+        None
+    }
+    let mut state = BTreeMap::new();
+    for node in graph.keys() {
+        if state.get(node.as_str()).copied().unwrap_or(0) == 0 {
+            if let Some(cycle) = visit(node, graph, &mut state, &mut Vec::new()) {
+                return Some(cycle);
+            }
+        }
+    }
+    None
+}
+
+fn graphs() -> (
+    BTreeMap<String, BTreeSet<String>>,
+    BTreeMap<String, BTreeSet<String>>,
+) {
+    let files = files();
+    let known: BTreeSet<PathBuf> = files.iter().cloned().collect();
+    let mut by_file = BTreeMap::new();
+    let mut by_module: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files.iter().filter(|f| !is_test_file(f)) {
+        let text = std::fs::read_to_string(Path::new(SRC).join(file)).expect("source file");
+        let targets = imports(file, &code_only(production_text(&text)), &known);
+        let top = |f: &Path| module_of(f).first().cloned().unwrap_or_default();
+        for target in &targets {
+            if top(target) != top(file) && !top(target).is_empty() && !top(file).is_empty() {
+                by_module.entry(top(file)).or_default().insert(top(target));
+            }
+        }
+        by_file.insert(
+            file.display().to_string(),
+            targets.iter().map(|t| t.display().to_string()).collect(),
+        );
+    }
+    (by_file, by_module)
+}
+
+#[test]
+fn no_module_imports_one_that_imports_it_back() {
+    let (by_file, by_module) = graphs();
+    assert!(
+        by_file.values().map(BTreeSet::len).sum::<usize>() > 50,
+        "the import scan found almost nothing: {by_file:?}"
+    );
+    assert!(
+        by_file["replicator/mod.rs"].contains("isolate.rs"),
+        "the scan misses a known import: {:?}",
+        by_file["replicator/mod.rs"]
+    );
+    if let Some(cycle) = find_cycle(&by_file) {
+        panic!("files import each other: {}", cycle.join(" → "));
+    }
+    if let Some(cycle) = find_cycle(&by_module) {
+        panic!("modules import each other: {}", cycle.join(" → "));
+    }
+}
+
+#[test]
+fn the_cycle_finder_finds_a_cycle() {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    graph.entry("a".into()).or_default().insert("b".into());
+    graph.entry("b".into()).or_default().insert("c".into());
+    assert_eq!(find_cycle(&graph), None);
+    graph.entry("c".into()).or_default().insert("a".into());
+    assert_eq!(
+        find_cycle(&graph),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+}
+
+#[test]
+fn no_production_file_is_over_the_limit() {
+    let mut over = Vec::new();
+    for file in files().iter().filter(|f| !is_test_file(f)) {
+        let text = std::fs::read_to_string(Path::new(SRC).join(file)).expect("source file");
+        let lines = production_text(&text).lines().count();
+        if lines > MAX_LINES {
+            over.push(format!("{} ({lines} lines)", file.display()));
+        }
+    }
+    assert!(over.is_empty(), "split by role: {over:?}");
+}
