@@ -3,6 +3,7 @@
 //! says, and the whole-row deletes remove exactly the rows they name (quotes,
 //! backslashes, control characters and a 10 KB value included).
 
+use countries_shared::deadline::Deadline;
 use countries_shared::ledger::RunOutcome;
 use countries_shared::model::message::FailureClass;
 use countries_shared::model::row::SourceRow;
@@ -145,7 +146,9 @@ async fn every_bad_row_is_classified_and_none_is_lost() {
     let replicator = countries_shared::lambda::replicator::build(&env.config())
         .await
         .expect("replicator");
-    let summary = replicator.run(Uuid::new_v4(), None).await;
+    let summary = replicator
+        .run(Uuid::new_v4(), None, &Deadline::none())
+        .await;
     assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
     assert_eq!(summary.rows_read, input.len());
 
@@ -195,7 +198,9 @@ async fn every_bad_row_is_classified_and_none_is_lost() {
     assert_eq!(queued.len(), invalid, "one message per invalid row");
 
     // The next run writes the held-back version; nothing is left anywhere.
-    let second = replicator.run(Uuid::new_v4(), None).await;
+    let second = replicator
+        .run(Uuid::new_v4(), None, &Deadline::none())
+        .await;
     assert_eq!(
         (second.outcome, second.rows_written),
         (RunOutcome::Succeeded, 1),

@@ -55,6 +55,7 @@ fn replicator_with_source(
             max: Duration::from_millis(100),
         },
         steps: Box::new(NoHook),
+        deadline_margin: None,
     }
 }
 

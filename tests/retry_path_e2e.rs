@@ -9,6 +9,7 @@ use std::time::Duration;
 use countries_ops::event_source::LocalEventSource;
 use countries_ops::failures::FailureReport;
 use countries_ops::redrive::move_messages;
+use countries_shared::deadline::Deadline;
 use countries_shared::ledger::RunOutcome;
 use countries_shared::model::message::FailureClass;
 use countries_shared::model::message::FailureDetail;
@@ -45,7 +46,9 @@ async fn replicate(env: &TestEnv) {
     let replicator = countries_shared::lambda::replicator::build(&env.config())
         .await
         .expect("replicator");
-    let summary = replicator.run(Uuid::new_v4(), None).await;
+    let summary = replicator
+        .run(Uuid::new_v4(), None, &Deadline::none())
+        .await;
     assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
 }
 
@@ -100,7 +103,7 @@ async fn a_fixable_failure_is_written_by_the_retrier_once_the_cause_is_gone() {
 
     let report = countries_shared::lambda::reporter::build(&env.reporter_config())
         .await
-        .run(Uuid::new_v4())
+        .run(Uuid::new_v4(), &Deadline::none())
         .await;
     assert_eq!(report.messages, 0);
     assert!(
@@ -122,7 +125,7 @@ async fn a_poison_record_ends_in_the_failure_report_and_one_email_then_replays()
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 2);
 
     let reporter = countries_shared::lambda::reporter::build(&env.reporter_config()).await;
-    let report = reporter.run(Uuid::new_v4()).await;
+    let report = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
     assert_eq!(
         (report.messages, report.stored_new, report.emailed),
         (2, Some(2), true),
@@ -168,7 +171,13 @@ async fn a_poison_record_ends_in_the_failure_report_and_one_email_then_replays()
     assert!(text.contains("countries replay"), "{text}");
 
     // A second report run finds nothing: no second email.
-    assert_eq!(reporter.run(Uuid::new_v4()).await.messages, 0);
+    assert_eq!(
+        reporter
+            .run(Uuid::new_v4(), &Deadline::none())
+            .await
+            .messages,
+        0
+    );
     assert_eq!(env.sent_emails().await.len(), 1);
 
     // The cause is fixed: replay writes the rejected record; the invalid one
@@ -226,7 +235,7 @@ async fn malformed_messages_reach_the_report_with_their_body() {
 
     let report = countries_shared::lambda::reporter::build(&env.reporter_config())
         .await
-        .run(Uuid::new_v4())
+        .run(Uuid::new_v4(), &Deadline::none())
         .await;
     assert_eq!(
         (report.messages, report.deleted),
@@ -365,13 +374,13 @@ fn short_hidden_dlq(env: &TestEnv) -> SqsDeadLetterQueue {
 async fn run_until_it_sees_messages(
     reporter: &Reporter,
 ) -> countries_shared::reporter::ReportSummary {
-    let mut report = reporter.run(Uuid::new_v4()).await;
+    let mut report = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
     for _ in 0..20 {
         if report.messages > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        report = reporter.run(Uuid::new_v4()).await;
+        report = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
     }
     report
 }
@@ -384,7 +393,7 @@ async fn when_ses_refuses_the_email_the_dead_letters_are_kept_for_the_next_run()
     config.sender = "not-verified@example.com".into();
     let mut refusing = countries_shared::lambda::reporter::build(&config).await;
     refusing.dlq = Box::new(short_hidden_dlq(&env));
-    let refused = refusing.run(Uuid::new_v4()).await;
+    let refused = refusing.run(Uuid::new_v4(), &Deadline::none()).await;
     assert!(!refused.emailed, "{refused:?}");
     assert!(
         refused.error.as_deref().unwrap_or("").contains("SES"),
@@ -581,7 +590,7 @@ async fn when_ses_is_unreachable_the_dead_letters_are_kept_and_reported_later() 
         config.sender.clone(),
         config.recipients.clone(),
     ));
-    let failed = cut_off.run(Uuid::new_v4()).await;
+    let failed = cut_off.run(Uuid::new_v4(), &Deadline::none()).await;
     assert!(!failed.emailed, "{failed:?}");
     assert_eq!(failed.stored_new, Some(1), "stored durably first");
     assert_eq!(failed.deleted, 0);
@@ -603,4 +612,129 @@ async fn when_ses_is_unreachable_the_dead_letters_are_kept_and_reported_later() 
         .unwrap()
         .get(0);
     assert_eq!(stored, 1, "reported once");
+}
+
+/// Sends raw bodies straight to a queue (what the redrive policy would
+/// have moved there).
+async fn send_bodies(env: &TestEnv, queue_var: &str, bodies: &[String]) {
+    for body in bodies {
+        env.sqs
+            .send_message()
+            .queue_url(&env.vars[queue_var])
+            .message_body(body)
+            .send()
+            .await
+            .expect("sending to the queue");
+    }
+}
+
+#[tokio::test]
+async fn one_unstorable_record_does_not_block_the_failure_report() {
+    let env = TestEnv::new("report_nul").await;
+    let mut bodies: Vec<String> = (0..23)
+        .map(|i| serde_json::to_string(&rejected(i, "ATL")).unwrap())
+        .collect();
+    // Postgres text cannot hold NUL: this one is stored escaped.
+    bodies.push(serde_json::to_string(&rejected(99, "U\u{0}S")).unwrap());
+    send_bodies(&env, "DEAD_LETTER_QUEUE_URL", &bodies).await;
+    let reporter = countries_shared::lambda::reporter::build(&env.reporter_config()).await;
+    let report = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
+    assert!(report.error.is_none(), "{report:?}");
+    assert_eq!(
+        (report.messages, report.stored_escaped, report.deleted),
+        (24, 1, 24)
+    );
+    assert_eq!(
+        env.depth("DEAD_LETTER_QUEUE_URL").await,
+        0,
+        "the queue drains"
+    );
+    assert_eq!(env.sent_emails().await.len(), 1);
+    let row = env
+        .postgres()
+        .await
+        .query_one(
+            "SELECT country, raw_body, emailed_at IS NOT NULL FROM failure_report WHERE country_id = 99",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("U\\u{0}S"));
+    assert!(row
+        .get::<_, Option<String>>(1)
+        .unwrap_or_default()
+        .contains("\\u0000"));
+    assert!(row.get::<_, bool>(2), "marked as emailed");
+    // Nothing is left to mail again.
+    let again = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
+    assert_eq!(again.messages, 0);
+    assert_eq!(env.sent_emails().await.len(), 1);
+}
+
+#[tokio::test]
+async fn ids_past_64_bits_keep_every_digit_through_the_retry_path() {
+    let env = TestEnv::new("big_ids").await;
+    let max = 10i128.pow(38) - 1;
+    let bodies: Vec<String> = [max, -max]
+        .iter()
+        .map(|id| serde_json::to_string(&rejected(*id, "USA")).unwrap())
+        .collect();
+    send_bodies(&env, "RETRY_QUEUE_URL", &bodies).await;
+    // Out of Postgres integer range: invalid every time, so they reach the
+    // dead-letter queue as parsed records, not as malformed bodies.
+    let drive = retry_until_empty(&env).await;
+    assert_eq!(drive.succeeded, 0, "{drive:?}");
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 2);
+    let reporter = countries_shared::lambda::reporter::build(&env.reporter_config()).await;
+    let report = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
+    assert_eq!((report.messages, report.deleted), (2, 2), "{report:?}");
+    let stored: Vec<(String, String)> = env
+        .postgres()
+        .await
+        .query(
+            "SELECT country_id::text, error_class FROM failure_report ORDER BY country_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        stored,
+        vec![
+            ((-max).to_string(), "rejected".to_string()),
+            (max.to_string(), "rejected".to_string())
+        ]
+    );
+    let email = env.sent_emails().await.join("\n");
+    assert!(
+        email.contains(&max.to_string()),
+        "the email shows every digit"
+    );
+    let shown = run_binary("countries", &["failures"], &env.vars);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains(&max.to_string()),
+        "{shown:?}"
+    );
+}
+
+#[tokio::test]
+async fn five_versions_of_one_id_in_one_batch_never_reach_the_dead_letter_queue() {
+    let env = TestEnv::new("versions").await;
+    let bodies: Vec<String> = ["AAA", "BBB", "CCC", "DDD", "EEE"]
+        .iter()
+        .map(|c| serde_json::to_string(&rejected(7, c)).unwrap())
+        .collect();
+    send_bodies(&env, "RETRY_QUEUE_URL", &bodies).await;
+    // The test queues redrive after 5 receives, as in the template.
+    let drive = retry_until_empty(&env).await;
+    assert_eq!(
+        drive.failed, 0,
+        "no version listed because of another: {drive:?}"
+    );
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 0);
+    let rows = env.postgres_rows().await;
+    assert_eq!(rows.len(), 1);
+    assert!(["AAA", "BBB", "CCC", "DDD", "EEE"].contains(&rows[0].1.as_str()));
 }

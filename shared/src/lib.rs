@@ -19,6 +19,7 @@ pub mod aws;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod checks;
 pub mod config;
+pub mod deadline;
 pub mod failure;
 pub mod isolate;
 pub mod lambda;

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::failure::{MailError, QueueError, SourceError, WriteError};
@@ -98,13 +99,33 @@ pub trait WriterPool: Send + Sync {
     async fn writer(&self) -> Result<Box<dyn RowWriter>, WriteError>;
 }
 
+/// What storing one failure-report entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Not in the report before (a message already stored is left as it is).
+    pub new: bool,
+    /// A digest email announced it already.
+    pub emailed: bool,
+}
+
 /// The durable failure report.
 #[async_trait]
 pub trait FailureStore: Send + Sync {
-    /// Stores the entries in one transaction; a message already stored is
-    /// left as it is. Returns how many were new.
-    async fn store(&self, report_run_id: Uuid, entries: &[FailureEntry])
-        -> Result<u64, WriteError>;
+    /// Stores the entries, each on its own: one the store refuses (a value it
+    /// cannot hold) gets its own row-level error and the others are stored.
+    /// The outer error means nothing could be stored (the store is down).
+    async fn store(
+        &self,
+        report_run_id: Uuid,
+        entries: &[FailureEntry],
+    ) -> Result<Vec<Result<Stored, WriteError>>, WriteError>;
+
+    /// Records that the digest of `report_run_id` announced these messages.
+    async fn mark_emailed(
+        &self,
+        report_run_id: Uuid,
+        message_ids: &[String],
+    ) -> Result<u64, WriteError>;
 }
 
 // ---- SQS: the retry queue and its dead-letter queue ----
@@ -115,12 +136,27 @@ pub trait RetryQueue: Send + Sync {
     async fn enqueue(&self, messages: &[RetryMessage]) -> Vec<Result<(), QueueError>>;
 }
 
+/// What a delete of many messages did: some may be deleted before one fails.
+#[derive(Debug, Default)]
+pub struct Deleted {
+    /// Deletes SQS confirmed.
+    pub count: usize,
+    /// The first failure, if any.
+    pub error: Option<QueueError>,
+}
+
 #[async_trait]
 pub trait DeadLetterQueue: Send + Sync {
     /// Up to `max` (≤ 10) messages, hidden from other readers meanwhile.
     async fn receive(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError>;
-    /// Deletes the messages; returns how many SQS confirmed.
-    async fn delete(&self, letters: &[DeadLetter]) -> Result<usize, QueueError>;
+    /// Deletes the messages, each batch on its own.
+    async fn delete(&self, letters: &[DeadLetter]) -> Deleted;
+    /// When the reporter last announced that the failure report could not be
+    /// stored, if that outage is still going on. Kept on the queue itself
+    /// (a tag), so that it survives cold starts while Postgres is down.
+    async fn outage_announced(&self) -> Result<Option<DateTime<Utc>>, QueueError>;
+    /// Records (Some) or clears (None) that announcement.
+    async fn set_outage_announced(&self, at: Option<DateTime<Utc>>) -> Result<(), QueueError>;
 }
 
 /// Stretches the visibility timeout of a retry message that failed again.

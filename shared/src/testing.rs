@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::failure::{ErrorKind, MailError, QueueError, SourceError, WriteError};
@@ -19,8 +20,8 @@ use crate::model::message::RetryMessage;
 use crate::model::report::{DeadLetter, Digest, FailureEntry};
 use crate::model::row::{CountryRow, SourceRow};
 use crate::ports::{
-    DeadLetterQueue, FailureStore, Mailer, ReplicaRun, ReplicaStore, RetryQueue, RowSource,
-    RowWriter, RowsInMemory, SourceRows, VisibilityDelay, WriterPool,
+    DeadLetterQueue, Deleted, FailureStore, Mailer, ReplicaRun, ReplicaStore, RetryQueue,
+    RowSource, RowWriter, RowsInMemory, SourceRows, Stored, VisibilityDelay, WriterPool,
 };
 
 /// Locks a fake's state; a test that panicked while holding it has failed
@@ -121,6 +122,8 @@ pub struct StoreState {
     pub changes: Vec<(i32, String)>,
     /// Statements that still succeed before the store goes down.
     pub statements_before_outage: Option<usize>,
+    /// How long each write takes.
+    pub write_delay: Option<Duration>,
 }
 
 /// The replica: the `case` table, its run lock and the ledger.
@@ -186,6 +189,10 @@ impl Drop for MemoryWriter {
 impl RowWriter for MemoryWriter {
     async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
         tokio::task::yield_now().await;
+        let delay = lock(&self.state).write_delay;
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let mut state = lock(&self.state);
         state.statements += 1;
         match &mut state.statements_before_outage {
@@ -239,28 +246,78 @@ impl ReplicaRun for MemoryWriter {
     }
 }
 
-/// The failure report table.
+/// The failure report table. Like Postgres `text`, it refuses a NUL
+/// character in any text field.
 #[derive(Clone, Default)]
 pub struct MemoryFailureStore {
     pub rows: Arc<Mutex<BTreeMap<String, FailureEntry>>>,
+    /// Message ids a digest announced, with the report run that sent it.
+    pub emailed: Arc<Mutex<BTreeMap<String, Uuid>>>,
     pub down: Arc<Mutex<bool>>,
+}
+
+fn holds_nul(e: &FailureEntry) -> bool {
+    [
+        Some(e.message_id.as_str()),
+        e.record_key.as_deref(),
+        e.country.as_deref(),
+        Some(e.error_class.as_str()),
+        e.sqlstate.as_deref(),
+        Some(e.error_message.as_str()),
+        e.raw_body.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|text| text.contains('\0'))
 }
 
 #[async_trait]
 impl FailureStore for MemoryFailureStore {
-    async fn store(&self, _: Uuid, entries: &[FailureEntry]) -> Result<u64, WriteError> {
+    async fn store(
+        &self,
+        _: Uuid,
+        entries: &[FailureEntry],
+    ) -> Result<Vec<Result<Stored, WriteError>>, WriteError> {
         if *lock(&self.down) {
             return Err(WriteError::transient("connection refused"));
         }
         let mut rows = lock(&self.rows);
-        let mut new = 0;
-        for e in entries {
-            if !rows.contains_key(&e.message_id) {
-                rows.insert(e.message_id.clone(), e.clone());
-                new += 1;
+        let emailed = lock(&self.emailed);
+        Ok(entries
+            .iter()
+            .map(|e| {
+                if holds_nul(e) {
+                    return Err(WriteError::row_level(
+                        "22021",
+                        "invalid byte sequence for encoding \"UTF8\": 0x00",
+                    ));
+                }
+                let new = !rows.contains_key(&e.message_id);
+                if new {
+                    rows.insert(e.message_id.clone(), e.clone());
+                }
+                Ok(Stored {
+                    new,
+                    emailed: emailed.contains_key(&e.message_id),
+                })
+            })
+            .collect())
+    }
+
+    async fn mark_emailed(
+        &self,
+        report_run_id: Uuid,
+        message_ids: &[String],
+    ) -> Result<u64, WriteError> {
+        let mut emailed = lock(&self.emailed);
+        let mut marked = 0;
+        for id in message_ids {
+            if !emailed.contains_key(id) {
+                emailed.insert(id.clone(), report_run_id);
+                marked += 1;
             }
         }
-        Ok(new)
+        Ok(marked)
     }
 }
 
@@ -295,11 +352,16 @@ impl RetryQueue for MemoryQueue {
     }
 }
 
-/// The dead-letter queue: what waits, and what was deleted.
+/// The dead-letter queue: what waits, what was deleted (and with which
+/// receipt handle), and the outage announcement tag.
 #[derive(Clone, Default)]
 pub struct MemoryDeadLetters {
     pub waiting: Arc<Mutex<Vec<DeadLetter>>>,
     pub deleted: Arc<Mutex<Vec<String>>>,
+    pub deleted_handles: Arc<Mutex<Vec<String>>>,
+    /// Deletes that succeed before deleting fails.
+    pub deletes_before_failure: Arc<Mutex<Option<usize>>>,
+    pub outage_announced: Arc<Mutex<Option<DateTime<Utc>>>>,
 }
 
 #[async_trait]
@@ -310,9 +372,35 @@ impl DeadLetterQueue for MemoryDeadLetters {
         Ok(waiting.drain(..n).collect())
     }
 
-    async fn delete(&self, letters: &[DeadLetter]) -> Result<usize, QueueError> {
-        lock(&self.deleted).extend(letters.iter().map(|l| l.message_id.clone()));
-        Ok(letters.len())
+    async fn delete(&self, letters: &[DeadLetter]) -> Deleted {
+        let mut deleted = Deleted::default();
+        for letter in letters {
+            let mut budget = lock(&self.deletes_before_failure);
+            match budget.as_mut() {
+                Some(0) => {
+                    deleted.error.get_or_insert(QueueError::call(
+                        "DeleteMessageBatch",
+                        "ReceiptHandleIsInvalid",
+                    ));
+                    continue;
+                }
+                Some(n) => *n -= 1,
+                None => {}
+            }
+            lock(&self.deleted).push(letter.message_id.clone());
+            lock(&self.deleted_handles).push(letter.receipt_handle.clone());
+            deleted.count += 1;
+        }
+        deleted
+    }
+
+    async fn outage_announced(&self) -> Result<Option<DateTime<Utc>>, QueueError> {
+        Ok(*lock(&self.outage_announced))
+    }
+
+    async fn set_outage_announced(&self, at: Option<DateTime<Utc>>) -> Result<(), QueueError> {
+        *lock(&self.outage_announced) = at;
+        Ok(())
     }
 }
 

@@ -22,3 +22,8 @@ CREATE TABLE IF NOT EXISTS failure_report (
 
 CREATE INDEX IF NOT EXISTS failure_report_unresolved
     ON failure_report (reported_at) WHERE resolved_at IS NULL;
+
+-- Which digest email announced each record, so that a record is emailed once
+-- even when its dead letter could not be deleted and comes back.
+ALTER TABLE failure_report ADD COLUMN IF NOT EXISTS emailed_in uuid;        -- report_run_id of that email
+ALTER TABLE failure_report ADD COLUMN IF NOT EXISTS emailed_at timestamptz;

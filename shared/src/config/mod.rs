@@ -161,6 +161,13 @@ impl PostgresConfig {
     }
 }
 
+/// The safety margin before the invocation's deadline; None: the default
+/// (`crate::deadline`).
+fn deadline_margin(env: &mut Env) -> Option<Duration> {
+    let seconds: u64 = env.number(&vars::DEADLINE_MARGIN_SECONDS);
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
 /// Limits of one replicator run.
 #[derive(Debug, Clone, Copy)]
 pub struct RunLimits {
@@ -199,6 +206,8 @@ pub struct ReplicatorConfig {
     pub postgres: PostgresConfig,
     pub retry_queue_url: String,
     pub limits: RunLimits,
+    /// Safety margin before the invocation's deadline (None: the default).
+    pub deadline_margin: Option<Duration>,
 }
 
 impl ReplicatorConfig {
@@ -217,6 +226,7 @@ impl ReplicatorConfig {
             postgres: PostgresConfig::read(env),
             retry_queue_url: env.url(&vars::RETRY_QUEUE_URL).unwrap_or_default(),
             limits: RunLimits::read(env),
+            deadline_margin: deadline_margin(env),
         };
         env.finish(config)
     }
@@ -243,6 +253,8 @@ pub struct RetrierConfig {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub write_attempts: u32,
+    /// Safety margin before the invocation's deadline (None: the default).
+    pub deadline_margin: Option<Duration>,
 }
 
 impl RetrierConfig {
@@ -270,6 +282,7 @@ impl RetrierConfig {
             backoff_base: Duration::from_secs(base),
             backoff_max: Duration::from_secs(max),
             write_attempts: env.number(&vars::WRITE_ATTEMPTS),
+            deadline_margin: deadline_margin(env),
         };
         env.finish(config)
     }
@@ -286,6 +299,8 @@ pub struct ReporterConfig {
     pub max_messages: usize,
     /// Records listed in the email body; all of them are in the CSV.
     pub email_rows: usize,
+    /// Safety margin before the invocation's deadline (None: the default).
+    pub deadline_margin: Option<Duration>,
 }
 
 /// SES refuses more than 50 recipients per message.
@@ -351,6 +366,7 @@ impl ReporterConfig {
             recipients,
             max_messages: env.number(&vars::REPORT_MAX_MESSAGES),
             email_rows: env.number(&vars::REPORT_EMAIL_ROWS),
+            deadline_margin: deadline_margin(env),
         };
         env.finish(config)
     }

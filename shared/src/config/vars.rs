@@ -138,6 +138,8 @@ vars! {
         "visibility timeout after a message's first failed receive, doubled per receive; `0` leaves the queue's own timeout";
     RETRY_BACKOFF_MAX_SECONDS: Rule::Number { min: 0, max: 43_200, default: 900 }, [Retrier],
         "the cap of that backoff; not below the base";
+    DEADLINE_MARGIN_SECONDS: Rule::Number { min: 0, max: 600, default: 0 }, [Replicator, Retrier, Reporter],
+        "stop starting work when less than this is left before the invocation's deadline; `0`: a tenth of the function's timeout, between 2 and 60 seconds";
     DEAD_LETTER_QUEUE_URL: Rule::RequiredUrl, [Reporter], "SQS URL of the dead-letter queue";
     REPORT_SENDER: Rule::Email, [Reporter], "verified SES sender address";
     REPORT_RECIPIENTS: Rule::EmailList, [Reporter],

@@ -3,6 +3,7 @@
 use uuid::Uuid;
 
 use crate::config::ReplicatorConfig;
+use crate::deadline::Deadline;
 use crate::failure::SourceError;
 use crate::ledger::RunSummary;
 use crate::ports::NoHook;
@@ -23,6 +24,7 @@ pub async fn build(config: &ReplicatorConfig) -> Result<Replicator, SourceError>
         limits: config.limits,
         backoff: Backoff::default(),
         steps: Box::new(NoHook),
+        deadline_margin: config.deadline_margin,
     })
 }
 
@@ -39,7 +41,8 @@ pub async fn handle(
         .and_then(serde_json::Value::as_str)
         .map(str::to_string)
         .or_else(|| Some(event.context.request_id.clone()).filter(|id| !id.is_empty()));
-    let summary = replicator.run(Uuid::new_v4(), trigger_id).await;
+    let deadline = Deadline::from_epoch_ms(event.context.deadline, replicator.deadline_margin);
+    let summary = replicator.run(Uuid::new_v4(), trigger_id, &deadline).await;
     summary.log();
     let count = |n: usize| n as f64;
     crate::telemetry::emit_metrics(
@@ -84,6 +87,7 @@ mod tests {
             limits: RunLimits::default(),
             backoff: Backoff::ZERO,
             steps: Box::new(NoHook),
+            deadline_margin: None,
         }
     }
 
@@ -117,5 +121,21 @@ mod tests {
             .unwrap();
         assert_eq!(summary.trigger_id.as_deref(), Some("evt-2"));
         assert_eq!(summary.rows_written, 1);
+    }
+
+    #[tokio::test]
+    async fn a_short_deadline_from_the_context_defers_the_rows_and_fails_the_invocation() {
+        let source = one_row();
+        let mut context = lambda_runtime::Context::default();
+        let now_ms = chrono::Utc::now().timestamp_millis() as u64;
+        // One second left; the default margin is two seconds.
+        context.deadline = now_ms + 1_000;
+        let event = lambda_runtime::LambdaEvent::new(serde_json::json!({}), context);
+        let err = handle(&replicator(&source, &MemoryStore::default()), event)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("partial") && err.contains("deadline"), "{err}");
+        assert_eq!(source.state().rows.len(), 1, "the row stays in Snowflake");
     }
 }

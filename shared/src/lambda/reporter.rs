@@ -3,6 +3,7 @@
 use uuid::Uuid;
 
 use crate::config::ReporterConfig;
+use crate::deadline::Deadline;
 use crate::postgres::failure_report::PostgresFailureReport;
 use crate::reporter::{ReportSummary, Reporter};
 use crate::ses::SesMailer;
@@ -25,6 +26,7 @@ pub async fn build(config: &ReporterConfig) -> Reporter {
         )),
         max_messages: config.max_messages,
         email_rows: config.email_rows,
+        deadline_margin: config.deadline_margin,
     }
 }
 
@@ -32,9 +34,10 @@ pub async fn build(config: &ReporterConfig) -> Reporter {
 /// left for the next run, so that alarms see it.
 pub async fn handle(
     reporter: &Reporter,
-    _event: lambda_runtime::LambdaEvent<serde_json::Value>,
+    event: lambda_runtime::LambdaEvent<serde_json::Value>,
 ) -> Result<ReportSummary, lambda_runtime::Error> {
-    let summary = reporter.run(Uuid::new_v4()).await;
+    let deadline = Deadline::from_epoch_ms(event.context.deadline, reporter.deadline_margin);
+    let summary = reporter.run(Uuid::new_v4(), &deadline).await;
     crate::telemetry::emit_metrics(
         "dlq-reporter",
         &[
@@ -42,19 +45,31 @@ pub async fn handle(
             ("DeadLettersDeleted", summary.deleted as f64),
         ],
     );
-    let fields = (
-        summary.messages,
-        summary.stored_new.map(|n| n as i64).unwrap_or(-1),
-        summary.emailed,
-        summary.deleted,
-    );
+    let s = &summary;
+    macro_rules! report_event {
+        ($level:ident, $message:literal) => {
+            tracing::$level!(
+                report_run_id = %s.report_run_id,
+                messages = s.messages,
+                // Absent when the report could not be stored.
+                stored_new = s.stored_new,
+                stored_escaped = s.stored_escaped,
+                emailed = s.emailed,
+                emailed_records = s.emailed_records,
+                deleted = s.deleted,
+                left_for_next_run = s.left_for_next_run,
+                error = s.error.as_deref().unwrap_or(""),
+                $message
+            )
+        };
+    }
     match &summary.error {
         None => {
-            tracing::info!(report_run_id = %summary.report_run_id, messages = fields.0, stored_new = fields.1, emailed = fields.2, deleted = fields.3, "dlq report finished");
+            report_event!(info, "dlq report finished");
             Ok(summary)
         }
         Some(e) => {
-            tracing::error!(report_run_id = %summary.report_run_id, messages = fields.0, stored_new = fields.1, emailed = fields.2, deleted = fields.3, error = %e, "dlq report incomplete");
+            report_event!(error, "dlq report incomplete");
             Err(format!("dlq report {} incomplete: {e}", summary.report_run_id).into())
         }
     }

@@ -4,6 +4,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
 use crate::config::RetrierConfig;
+use crate::deadline::Deadline;
 use crate::ports::VisibilityDelay;
 use crate::postgres::replica::PostgresStore;
 use crate::retrier::{Delivery, Retrier};
@@ -29,6 +30,7 @@ pub async fn build(config: &RetrierConfig) -> Retrier {
             first: config.backoff_base,
             max: config.backoff_max,
         },
+        deadline_margin: config.deadline_margin,
     }
 }
 
@@ -56,7 +58,8 @@ pub async fn handle(
             receive_count: receive_count(record),
         })
         .collect();
-    let outcome = retrier.handle_batch(&deliveries).await;
+    let deadline = Deadline::from_epoch_ms(event.context.deadline, retrier.deadline_margin);
+    let outcome = retrier.handle_batch(&deliveries, &deadline).await;
     crate::telemetry::emit_metrics(
         "retrier",
         &[
@@ -97,6 +100,7 @@ mod tests {
                 first: std::time::Duration::from_secs(30),
                 max: std::time::Duration::from_secs(600),
             },
+            deadline_margin: None,
         };
         let mut event = SqsEvent::default();
         event.records = vec![message("bad", "{{{", 3), message("empty", " ", 1)];

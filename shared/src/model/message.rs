@@ -148,6 +148,9 @@ pub fn parse_retry_message(body: Option<&str>) -> Result<RetryMessage, Malformed
             None => line,
         }
     };
+    // The version is checked on a generic parse, the message itself is then
+    // read from the text: a generic `Value` holds integers past 64 bits as
+    // floats, and `country_id` is a NUMBER(38,0) that must keep every digit.
     let value: serde_json::Value =
         serde_json::from_str(body).map_err(|e| MalformedMessage::NotJson(reason(e)))?;
     let version = value
@@ -159,7 +162,7 @@ pub fn parse_retry_message(body: Option<&str>) -> Result<RetryMessage, Malformed
             20,
         )));
     }
-    serde_json::from_value(value).map_err(|e| MalformedMessage::WrongShape(reason(e)))
+    serde_json::from_str(body).map_err(|e| MalformedMessage::WrongShape(reason(e)))
 }
 
 #[cfg(test)]
@@ -243,5 +246,27 @@ mod tests {
             Utc::now(),
         );
         assert_eq!(other.record_key(), msg.record_key());
+    }
+
+    #[test]
+    fn ids_of_any_snowflake_width_keep_every_digit() {
+        let max = 10i128.pow(38) - 1;
+        for id in [max, -max, i128::from(i64::MAX) + 1, 0] {
+            let msg = RetryMessage::first_failure(
+                row(Some(id), Some("USA")),
+                FailureDetail {
+                    class: FailureClass::Invalid,
+                    sqlstate: None,
+                    message: "out of range".into(),
+                },
+                Uuid::nil(),
+                Utc::now(),
+            );
+            let json = serde_json::to_string(&msg).unwrap();
+            assert!(json.contains(&format!("\"country_id\":{id}")), "{json}");
+            let back = parse_retry_message(Some(&json)).unwrap();
+            assert_eq!(back.record.country_id, Some(id), "{json}");
+            assert!(back.record_key().starts_with(&id.to_string()));
+        }
     }
 }

@@ -1,14 +1,18 @@
 //! The failure report table (`failure_report`): one row per dead letter,
-//! stored idempotently on the SQS message id.
+//! stored idempotently on the SQS message id. An entry Postgres refuses is
+//! isolated (savepoints, only after the fast path failed) so that the others
+//! are stored; the reporter stores it again in escaped form.
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::config::PostgresConfig;
-use crate::failure::WriteError;
+use std::collections::HashSet;
+
+use crate::failure::{ErrorKind, WriteError};
 use crate::model::report::FailureEntry;
-use crate::ports::FailureStore;
-use crate::postgres::connect::connect;
+use crate::ports::{FailureStore, Stored};
+use crate::postgres::connect::{connect, PgConnection};
 use crate::postgres::sqlstate::write_error;
 
 /// The failure report table in Postgres.
@@ -27,16 +31,20 @@ impl PostgresFailureReport {
     }
 }
 
-#[async_trait]
-impl FailureStore for PostgresFailureReport {
-    async fn store(
+impl PostgresFailureReport {
+    /// Inserts every entry in one transaction. With `isolate`, each entry
+    /// goes under its own savepoint, so that a row-level refusal fails that
+    /// entry alone; without it, the first refusal fails the call (the fast
+    /// path, which is all a clean batch needs).
+    async fn insert_all(
         &self,
+        conn: &mut PgConnection,
         report_run_id: Uuid,
         entries: &[FailureEntry],
-    ) -> Result<u64, WriteError> {
-        let mut conn = connect(&self.config).await?;
+        isolate: bool,
+    ) -> Result<Vec<Result<Stored, WriteError>>, WriteError> {
         let pg = |e: tokio_postgres::Error| write_error(&e);
-        let tx = conn.client.transaction().await.map_err(pg)?;
+        let mut tx = conn.client.transaction().await.map_err(pg)?;
         let insert = tx
             .prepare(&format!(
                 "INSERT INTO {} (message_id, record_key, country_id, country, error_class, sqlstate, \
@@ -47,33 +55,119 @@ impl FailureStore for PostgresFailureReport {
             ))
             .await
             .map_err(pg)?;
-        let mut new = 0;
+        let mut inserted: Vec<Result<u64, WriteError>> = Vec::with_capacity(entries.len());
         for e in entries {
             let country_id = e.country_id.map(|i| i.to_string());
             let attempts = e.attempts.map(|a| i32::try_from(a).unwrap_or(i32::MAX));
-            new += tx
-                .execute(
-                    &insert,
-                    &[
-                        &e.message_id,
-                        &e.record_key,
-                        &country_id,
-                        &e.country,
-                        &e.error_class,
-                        &e.sqlstate,
-                        &e.error_message,
-                        &attempts,
-                        &e.first_failed_at,
-                        &e.last_failed_at,
-                        &e.source_run_id,
-                        &report_run_id,
-                        &e.raw_body,
-                    ],
-                )
-                .await
-                .map_err(pg)?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+                &e.message_id,
+                &e.record_key,
+                &country_id,
+                &e.country,
+                &e.error_class,
+                &e.sqlstate,
+                &e.error_message,
+                &attempts,
+                &e.first_failed_at,
+                &e.last_failed_at,
+                &e.source_run_id,
+                &report_run_id,
+                &e.raw_body,
+            ];
+            if !isolate {
+                inserted.push(Ok(tx.execute(&insert, &params).await.map_err(pg)?));
+                continue;
+            }
+            let savepoint = tx.savepoint("entry").await.map_err(pg)?;
+            match savepoint.execute(&insert, &params).await {
+                Ok(n) => {
+                    savepoint.commit().await.map_err(pg)?;
+                    inserted.push(Ok(n));
+                }
+                Err(err) => {
+                    let err = write_error(&err);
+                    if err.kind != ErrorKind::RowLevel {
+                        return Err(err);
+                    }
+                    savepoint.rollback().await.map_err(pg)?;
+                    inserted.push(Err(err));
+                }
+            }
         }
+        // Which of them a digest announced already (a letter that came back
+        // because an earlier run could not delete it).
+        let stored_ids: Vec<&str> = entries
+            .iter()
+            .zip(&inserted)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(e, _)| e.message_id.as_str())
+            .collect();
+        let emailed: HashSet<String> = tx
+            .query(
+                &format!(
+                    "SELECT message_id FROM {} WHERE message_id = ANY($1) AND emailed_at IS NOT NULL",
+                    self.table()
+                ),
+                &[&stored_ids],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
         tx.commit().await.map_err(pg)?;
-        Ok(new)
+        Ok(entries
+            .iter()
+            .zip(inserted)
+            .map(|(e, r)| {
+                r.map(|n| Stored {
+                    new: n == 1,
+                    emailed: emailed.contains(&e.message_id),
+                })
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl FailureStore for PostgresFailureReport {
+    async fn store(
+        &self,
+        report_run_id: Uuid,
+        entries: &[FailureEntry],
+    ) -> Result<Vec<Result<Stored, WriteError>>, WriteError> {
+        let mut conn = connect(&self.config).await?;
+        match self
+            .insert_all(&mut conn, report_run_id, entries, false)
+            .await
+        {
+            Err(e) if e.kind == ErrorKind::RowLevel => {
+                // Some entry holds a value Postgres refuses: store again,
+                // each entry on its own, so that it alone is refused.
+                tracing::warn!(error = %e, "the failure report refused an entry; isolating it");
+                self.insert_all(&mut conn, report_run_id, entries, true)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn mark_emailed(
+        &self,
+        report_run_id: Uuid,
+        message_ids: &[String],
+    ) -> Result<u64, WriteError> {
+        let conn = connect(&self.config).await?;
+        conn.client
+            .execute(
+                &format!(
+                    "UPDATE {} SET emailed_in = $1, emailed_at = now() \
+                     WHERE message_id = ANY($2) AND emailed_at IS NULL",
+                    self.table()
+                ),
+                &[&report_run_id, &message_ids],
+            )
+            .await
+            .map_err(|e| write_error(&e).context("recording the emailed records"))
     }
 }

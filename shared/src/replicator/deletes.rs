@@ -1,6 +1,7 @@
 //! Deleting from Snowflake exactly the rows that are safe elsewhere, a
 //! statement's worth at a time, as they become safe.
 
+use crate::deadline::Deadline;
 use crate::failure::SourceError;
 use crate::ledger::RunSummary;
 use crate::model::row::SourceRow;
@@ -46,12 +47,21 @@ impl PendingDeletes {
         source: &dyn RowSource,
         policy: RetryPolicy,
         steps: &dyn StepHook,
+        deadline: &Deadline,
         summary: &mut RunSummary,
         everything: bool,
     ) {
         while !self.stopped
             && (self.rows.len() >= self.statement_rows || (everything && !self.rows.is_empty()))
         {
+            if deadline.is_near() {
+                summary.add_error(format!(
+                    "deadline: {} safe rows not deleted; the next run deletes them",
+                    self.rows.len()
+                ));
+                self.stopped = true;
+                break;
+            }
             let take = self.statement_rows.min(self.rows.len());
             let chunk: Vec<SourceRow> = self.rows.drain(..take).collect();
             let deleted: Result<u64, SourceError> = retry(policy, "Snowflake delete", async || {

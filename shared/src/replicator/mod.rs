@@ -30,6 +30,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::config::RunLimits;
+use crate::deadline::Deadline;
 use crate::failure::{QueueError, WriteError};
 use crate::isolate::write_isolating;
 use crate::ledger::{RunOutcome, RunSummary};
@@ -50,6 +51,8 @@ pub struct Replicator {
     pub backoff: Backoff,
     /// Told at each step boundary ([`crate::ports::NoHook`] in Lambda).
     pub steps: Box<dyn StepHook>,
+    /// Safety margin before the invocation's deadline (None: the default).
+    pub deadline_margin: Option<std::time::Duration>,
 }
 
 /// The state of one run while it moves rows.
@@ -66,7 +69,14 @@ struct Progress {
 }
 
 impl Replicator {
-    pub async fn run(&self, run_id: Uuid, trigger_id: Option<String>) -> RunSummary {
+    /// One run. Near `deadline` it starts no new chunk, enqueue or delete:
+    /// what is left stays in Snowflake and the run ends `partial`, saying why.
+    pub async fn run(
+        &self,
+        run_id: Uuid,
+        trigger_id: Option<String>,
+        deadline: &Deadline,
+    ) -> RunSummary {
         let mut summary = RunSummary::new(run_id, trigger_id);
         let mut replica = match self.store.open_run(&summary).await {
             Ok(Some(replica)) => replica,
@@ -83,7 +93,8 @@ impl Replicator {
                 return summary;
             }
         };
-        self.move_rows(replica.as_mut(), &mut summary).await;
+        self.move_rows(replica.as_mut(), &mut summary, deadline)
+            .await;
         self.steps.reached(Step::BeforeLedger);
         summary.finished_at = Some(Utc::now());
         debug_assert_eq!(summary.unaccounted(), 0, "{summary:?}");
@@ -102,7 +113,12 @@ impl Replicator {
         }
     }
 
-    async fn move_rows(&self, replica: &mut dyn ReplicaRun, summary: &mut RunSummary) {
+    async fn move_rows(
+        &self,
+        replica: &mut dyn ReplicaRun,
+        summary: &mut RunSummary,
+        deadline: &Deadline,
+    ) {
         self.steps.reached(Step::BeforeRead);
         let mut rows = match self.source.read_batch(self.limits.max_rows_per_run).await {
             Ok(rows) => rows,
@@ -123,6 +139,15 @@ impl Replicator {
             chunks: 0,
         };
         loop {
+            if deadline.is_near() && rows.remaining() > 0 {
+                summary.rows_deferred += rows.remaining();
+                summary.add_error(format!(
+                    "deadline: less than {}s left, {} rows not started are left in Snowflake",
+                    deadline.margin().as_secs(),
+                    rows.remaining()
+                ));
+                break;
+            }
             let raw = match rows.next_chunk(self.limits.batch_size.max(1)) {
                 Ok(raw) if raw.is_empty() => break,
                 Ok(raw) => raw,
@@ -142,17 +167,31 @@ impl Replicator {
             }
             progress
                 .deletes
-                .flush(&*self.source, self.policy(), &*self.steps, summary, false)
+                .flush(
+                    &*self.source,
+                    self.policy(),
+                    &*self.steps,
+                    deadline,
+                    summary,
+                    false,
+                )
                 .await;
         }
         self.steps.reached(Step::AfterWrite);
 
-        self.enqueue(&mut progress, summary).await;
+        self.enqueue(&mut progress, summary, deadline).await;
         self.steps.reached(Step::AfterEnqueue);
 
         progress
             .deletes
-            .flush(&*self.source, self.policy(), &*self.steps, summary, true)
+            .flush(
+                &*self.source,
+                self.policy(),
+                &*self.steps,
+                deadline,
+                summary,
+                true,
+            )
             .await;
 
         summary.outcome = if summary.rows_deferred_for_trouble() > 0 || summary.error.is_some() {
@@ -236,8 +275,21 @@ impl Replicator {
     /// Sends the failed rows to the retry queue, at most
     /// `MAX_FAILURES_PER_RUN` of them; the ones SQS accepted become safe to
     /// delete, the others stay in Snowflake.
-    async fn enqueue(&self, progress: &mut Progress, summary: &mut RunSummary) {
+    async fn enqueue(
+        &self,
+        progress: &mut Progress,
+        summary: &mut RunSummary,
+        deadline: &Deadline,
+    ) {
         let failures = &mut progress.failures;
+        if deadline.is_near() && !failures.is_empty() {
+            let left: usize = failures.drain(..).map(|f| 1 + f.copies).sum();
+            summary.rows_deferred += left;
+            summary.add_error(format!(
+                "deadline: the retry queue was not called; {left} failed rows are left in Snowflake"
+            ));
+            return;
+        }
         if failures.len() > self.limits.max_failures_per_run {
             let over: usize = failures
                 .drain(self.limits.max_failures_per_run..)

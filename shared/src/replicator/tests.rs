@@ -1,4 +1,5 @@
 use super::*;
+use crate::deadline::Deadline;
 use crate::ledger::RunSummary;
 use crate::model::message::FailureClass;
 use crate::model::row::{validate, SourceRow};
@@ -30,11 +31,14 @@ impl World {
             limits,
             backoff: Backoff::ZERO,
             steps: Box::new(NoHook),
+            deadline_margin: None,
         }
     }
 
     async fn run(&self, limits: RunLimits) -> RunSummary {
-        self.replicator(limits).run(Uuid::new_v4(), None).await
+        self.replicator(limits)
+            .run(Uuid::new_v4(), None, &Deadline::none())
+            .await
     }
 
     /// Every original row is in Postgres (as its validated form), in the
@@ -301,6 +305,44 @@ async fn a_run_that_finds_the_lock_taken_does_nothing() {
     assert_eq!(world.source.state().rows.len(), 1);
 }
 
+#[tokio::test]
+async fn near_the_deadline_the_run_starts_nothing_new_and_loses_nothing() {
+    let world = World::new(rows(&[(1, "USA"), (2, "FRA"), (3, "DEU"), (4, "X1")]));
+    // Each write takes 200 ms; the deadline is 100 ms past its margin away,
+    // so the first chunk is written and nothing after it starts.
+    world.store.state().write_delay = Some(std::time::Duration::from_millis(200));
+    let deadline = Deadline::after(
+        std::time::Duration::from_millis(1_100),
+        std::time::Duration::from_secs(1),
+    );
+    let s = world
+        .replicator(RunLimits {
+            batch_size: 1,
+            ..RunLimits::default()
+        })
+        .run(Uuid::new_v4(), None, &deadline)
+        .await;
+    assert_eq!(s.outcome, RunOutcome::Partial, "{s:?}");
+    assert_eq!(s.rows_written, 1, "{s:?}");
+    assert_eq!(s.rows_deferred, 3, "{s:?}");
+    assert_eq!(s.rows_deleted, 0, "no delete started near the deadline");
+    assert!(
+        world.queue.messages.lock().unwrap().is_empty(),
+        "no enqueue started"
+    );
+    assert!(
+        s.error.as_deref().unwrap_or("").contains("deadline"),
+        "{s:?}"
+    );
+    assert_balanced(&s);
+    world.assert_nothing_lost();
+    assert_eq!(
+        world.source.state().rows.len(),
+        4,
+        "everything is still in Snowflake"
+    );
+}
+
 /// Property tests: random datasets, limits and faults, including a crash
 /// at a random await point (the run's future dropped mid-flight, as a
 /// killed process leaves it; the fakes' state survives, as the services'
@@ -408,7 +450,8 @@ mod properties {
         async fn run_with(&self, limits: RunLimits, fault: &Fault) -> Option<RunSummary> {
             self.apply(fault);
             let replicator = self.replicator(limits);
-            let run = replicator.run(Uuid::new_v4(), None);
+            let no_deadline = Deadline::none();
+            let run = replicator.run(Uuid::new_v4(), None, &no_deadline);
             let summary = match fault {
                 Fault::Crash { polls } => {
                     CrashAfter {

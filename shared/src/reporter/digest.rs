@@ -26,14 +26,44 @@ pub const RECOVERY_STEPS: &[(&str, &str)] = &[
 ];
 
 /// Builds the digest. `stored` is the outcome of storing the report.
+/// One record of the digest: the first entry of its `record_key`, and how
+/// many dead letters carried it (a row enqueued twice, after a crash between
+/// the enqueue and the delete, is one record).
+pub struct DigestRecord<'a> {
+    pub entry: &'a FailureEntry,
+    pub copies: usize,
+}
+
+/// The entries grouped by `record_key`, in order of first appearance; an
+/// entry without a key (a malformed body) is a record of its own.
+pub fn group_records(entries: &[FailureEntry]) -> Vec<DigestRecord<'_>> {
+    let mut records: Vec<DigestRecord<'_>> = Vec::new();
+    let mut position: std::collections::HashMap<&str, usize> = Default::default();
+    for entry in entries {
+        let key = entry.record_key.as_deref();
+        match key.and_then(|k| position.get(k)) {
+            Some(&at) => records[at].copies += 1,
+            None => {
+                if let Some(k) = key {
+                    position.insert(k, records.len());
+                }
+                records.push(DigestRecord { entry, copies: 1 });
+            }
+        }
+    }
+    records
+}
+
+/// Builds the digest. `stored` says whether the report is stored.
 pub fn compose_digest(
     entries: &[FailureEntry],
-    stored: &Result<u64, String>,
+    stored: &Result<(), String>,
     report_run_id: Uuid,
     email_rows: usize,
     now: DateTime<Utc>,
 ) -> Digest {
-    let n = entries.len();
+    let records = group_records(entries);
+    let n = records.len();
     let since = entries
         .iter()
         .filter_map(|e| e.first_failed_at)
@@ -45,12 +75,13 @@ pub fn compose_digest(
         now.format("%Y-%m-%d %H:%M")
     );
     let subject = format!(
-        "[countries replication] {n} failed record{} need attention ({window})",
-        if n == 1 { "" } else { "s" }
+        "[countries replication] {n} failed record{} need{} attention ({window})",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "s" } else { "" }
     );
 
     let mut by_error: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for e in entries {
+    for e in records.iter().map(|r| r.entry) {
         *by_error
             .entry((
                 e.error_class.clone(),
@@ -58,7 +89,7 @@ pub fn compose_digest(
             ))
             .or_default() += 1;
     }
-    let shown = &entries[..n.min(email_rows)];
+    let shown = &records[..n.min(email_rows)];
     let stored_line = match stored {
         Ok(_) => format!("The failure report is stored in Postgres, table failure_report (report run {report_run_id})."),
         Err(e) => format!(
@@ -97,7 +128,8 @@ pub fn compose_digest(
         "  {:<12} {:<12} {:<10} {:<8} {:<17} message",
         "country_id", "country", "class", "sqlstate", "first failed"
     );
-    for e in shown {
+    for record in shown {
+        let e = record.entry;
         let _ = writeln!(
             text,
             "  {:<12} {:<12} {:<10} {:<8} {:<17} {}",
@@ -109,7 +141,7 @@ pub fn compose_digest(
             e.sqlstate.as_deref().unwrap_or("-"),
             e.first_failed_at
                 .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
-            message_line(e),
+            message_line(record),
         );
     }
     let _ = writeln!(
@@ -149,7 +181,8 @@ pub fn compose_digest(
             format!("all {n}")
         }
     );
-    for e in shown {
+    for record in shown {
+        let e = record.entry;
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -163,7 +196,7 @@ pub fn compose_digest(
             escape_html(e.sqlstate.as_deref().unwrap_or("-")),
             e.first_failed_at
                 .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
-            escape_html(&message_line(e)),
+            escape_html(&message_line(record)),
         );
     }
     html.push_str("</table><h3>How to recover</h3><ul>");
@@ -181,15 +214,19 @@ pub fn compose_digest(
         subject,
         text,
         html,
-        csv: (shown.len() < n).then(|| to_csv(entries)),
+        csv: (shown.len() < n).then(|| to_csv(&records)),
     }
 }
 
-fn message_line(e: &FailureEntry) -> String {
+fn message_line(record: &DigestRecord<'_>) -> String {
+    let e = record.entry;
     let mut line = one_line(&e.error_message, 160);
     if let Some(raw) = &e.raw_body {
         line.push_str(" | body: ");
         line.push_str(&one_line(raw, 80));
+    }
+    if record.copies > 1 {
+        line.push_str(&format!(" (×{} dead letters)", record.copies));
     }
     line
 }
@@ -210,7 +247,7 @@ pub fn escape_html(value: &str) -> String {
 }
 
 /// Every entry as CSV, one record per line (RFC 4180 quoting).
-pub fn to_csv(entries: &[FailureEntry]) -> String {
+pub fn to_csv(records: &[DigestRecord<'_>]) -> String {
     let mut out = csv::Writer::from_writer(Vec::new());
     // Writing into memory cannot fail; a record that did would only be
     // missing from the attachment, never from the stored report.
@@ -224,8 +261,10 @@ pub fn to_csv(entries: &[FailureEntry]) -> String {
         "attempts",
         "first_failed_at",
         "raw_body",
+        "copies",
     ]);
-    for e in entries {
+    for record in records {
+        let e = record.entry;
         let _ = out.write_record([
             e.message_id.clone(),
             e.country_id.map(|i| i.to_string()).unwrap_or_default(),
@@ -238,6 +277,7 @@ pub fn to_csv(entries: &[FailureEntry]) -> String {
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default(),
             e.raw_body.clone().unwrap_or_default(),
+            record.copies.to_string(),
         ]);
     }
     let bytes = out.into_inner().unwrap_or_default();

@@ -11,7 +11,9 @@
 //!   unknown schema version or an invalid record is listed, so it reaches the
 //!   dead-letter queue with its body intact. A panic is contained.
 //! - Postgres unreachable: every message is listed and nothing is written.
-//! - Duplicate deliveries are harmless: the upsert is idempotent.
+//! - Duplicate deliveries are harmless: the upsert is idempotent. Several
+//!   versions of one id in a batch are written in queue order, the last one
+//!   winning, so none is listed because of another.
 //! - A listed message's visibility timeout is stretched (exponential backoff
 //!   on its receive count), so retries do not burn through `maxReceiveCount`
 //!   in seconds while Postgres is being fixed.
@@ -24,6 +26,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 
+use crate::deadline::Deadline;
 use crate::failure::{Classify, ErrorKind, WriteError};
 use crate::isolate::write_isolating;
 use crate::model::message::{parse_retry_message, MalformedMessage};
@@ -39,6 +42,8 @@ pub struct Retrier {
     pub delay: Option<Box<dyn VisibilityDelay>>,
     /// Backoff between receives of a failing message (base, cap).
     pub retry_backoff: Backoff,
+    /// Safety margin before the invocation's deadline (None: the default).
+    pub deadline_margin: Option<std::time::Duration>,
 }
 
 /// One delivery of a retry-queue message.
@@ -66,8 +71,6 @@ pub enum RetryReason {
     Malformed(MalformedMessage),
     #[error("invalid record: {0}")]
     Invalid(InvalidRow),
-    #[error("another version of this country_id is in the same batch; retried later")]
-    OtherVersionInBatch,
     #[error("Postgres unavailable: {0}")]
     Unavailable(WriteError),
     /// Postgres refused the row itself, or a transient error outlasted the
@@ -76,16 +79,18 @@ pub enum RetryReason {
     NotWritten(Option<WriteError>),
     #[error("panic while {0}")]
     Panic(&'static str),
+    #[error("the invocation's deadline is near; not written in this delivery")]
+    DeadlineNear,
 }
 
 impl Classify for RetryReason {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Malformed(_) | Self::Invalid(_) => ErrorKind::RowLevel,
-            Self::OtherVersionInBatch => ErrorKind::Transient,
             Self::Unavailable(e) => e.kind(),
             Self::NotWritten(e) => e.as_ref().map_or(ErrorKind::Transient, Classify::kind),
             Self::Panic(_) => ErrorKind::Fatal,
+            Self::DeadlineNear => ErrorKind::Transient,
         }
     }
 }
@@ -120,8 +125,12 @@ struct Candidate {
 impl Retrier {
     /// Decides every delivery of a batch, logs each, stretches the
     /// visibility timeout of the failed ones, and returns them.
-    pub async fn handle_batch(&self, deliveries: &[Delivery<'_>]) -> BatchOutcome {
-        let verdicts = self.process(deliveries).await;
+    pub async fn handle_batch(
+        &self,
+        deliveries: &[Delivery<'_>],
+        deadline: &Deadline,
+    ) -> BatchOutcome {
+        let verdicts = self.process(deliveries, deadline).await;
         let mut outcome = BatchOutcome::default();
         outcome.summary.messages = deliveries.len();
         for (delivery, verdict) in deliveries.iter().zip(&verdicts) {
@@ -166,7 +175,7 @@ impl Retrier {
     }
 
     /// Decides every delivery of a batch; the result is in the batch's order.
-    pub async fn process(&self, deliveries: &[Delivery<'_>]) -> Vec<Verdict> {
+    pub async fn process(&self, deliveries: &[Delivery<'_>], deadline: &Deadline) -> Vec<Verdict> {
         let mut verdicts: Vec<Option<Verdict>> = vec![None; deliveries.len()];
         let mut candidates: Vec<Candidate> = Vec::new();
         for (index, delivery) in deliveries.iter().enumerate() {
@@ -178,35 +187,40 @@ impl Retrier {
             }
         }
 
-        // One statement cannot touch an id twice. Identical versions share
-        // the first one's outcome; a different version waits for a later
-        // delivery, so every version is written in turn.
-        let mut first_by_id: HashMap<i32, usize> = HashMap::new();
-        let mut unique: Vec<&Candidate> = Vec::new();
-        let mut followers: Vec<(usize, usize)> = Vec::new(); // (delivery index, index in unique)
+        // One statement cannot touch an id twice, and no delivery may be
+        // listed because of another. So the versions of an id are written one
+        // after another, in queue order, and the last one wins, as in the
+        // replicator: round k holds the k-th version of each id; identical
+        // copies of a version share its outcome.
+        let mut rounds: Vec<Vec<&Candidate>> = Vec::new();
+        let mut copies: Vec<(usize, (usize, usize))> = Vec::new(); // (delivery, (round, slot))
+        let mut latest: HashMap<i32, (usize, usize)> = HashMap::new();
         for candidate in &candidates {
-            match first_by_id.get(&candidate.row.country_id) {
-                Some(&u) if unique[u].row.country == candidate.row.country => {
-                    followers.push((candidate.index, u));
+            let id = candidate.row.country_id;
+            let round = match latest.get(&id) {
+                Some(&(r, slot)) if rounds[r][slot].row.country == candidate.row.country => {
+                    copies.push((candidate.index, (r, slot)));
+                    continue;
                 }
-                Some(_) => {
-                    verdicts[candidate.index] =
-                        Some(Verdict::Retry(RetryReason::OtherVersionInBatch));
-                }
-                None => {
-                    first_by_id.insert(candidate.row.country_id, unique.len());
-                    unique.push(candidate);
-                }
+                Some(&(r, _)) => r + 1,
+                None => 0,
+            };
+            if rounds.len() == round {
+                rounds.push(Vec::new());
             }
+            rounds[round].push(candidate);
+            latest.insert(id, (round, rounds[round].len() - 1));
         }
 
-        if !unique.is_empty() {
-            let outcomes = self.write(&unique).await;
-            for (u, outcome) in outcomes.iter().enumerate() {
-                verdicts[unique[u].index] = Some(outcome.clone());
+        if !rounds.is_empty() {
+            let outcomes = self.write_rounds(&rounds, deadline).await;
+            for (round, verdicts_of_round) in outcomes.iter().enumerate() {
+                for (slot, verdict) in verdicts_of_round.iter().enumerate() {
+                    verdicts[rounds[round][slot].index] = Some(verdict.clone());
+                }
             }
-            for (index, u) in followers {
-                verdicts[index] = Some(outcomes[u].clone());
+            for (index, (round, slot)) in copies {
+                verdicts[index] = Some(outcomes[round][slot].clone());
             }
         }
         verdicts
@@ -215,33 +229,64 @@ impl Retrier {
             .collect()
     }
 
-    async fn write(&self, unique: &[&Candidate]) -> Vec<Verdict> {
+    /// Writes the rounds in order over one connection; one verdict per
+    /// candidate of each round.
+    async fn write_rounds(
+        &self,
+        rounds: &[Vec<&Candidate>],
+        deadline: &Deadline,
+    ) -> Vec<Vec<Verdict>> {
+        if deadline.is_near() {
+            return rounds
+                .iter()
+                .map(|r| vec![Verdict::Retry(RetryReason::DeadlineNear); r.len()])
+                .collect();
+        }
         let mut writer = match self.writers.writer().await {
             Ok(w) => w,
-            Err(e) => return vec![Verdict::Retry(RetryReason::Unavailable(e)); unique.len()],
+            Err(e) => {
+                return rounds
+                    .iter()
+                    .map(|r| vec![Verdict::Retry(RetryReason::Unavailable(e.clone())); r.len()])
+                    .collect()
+            }
         };
-        let rows: Vec<&CountryRow> = unique.iter().map(|c| &c.row).collect();
-        let written = AssertUnwindSafe(write_isolating(
-            writer.as_mut(),
-            &rows,
-            usize::MAX,
-            self.policy,
-        ))
-        .catch_unwind()
-        .await;
-        let result = match written {
-            Ok(result) => result,
-            Err(_) => return vec![Verdict::Retry(RetryReason::Panic("writing")); unique.len()],
-        };
-        let mut outcomes = vec![Verdict::Retry(RetryReason::NotWritten(None)); unique.len()];
-        for i in result.written {
-            outcomes[i] = Verdict::Written;
-        }
-        for (i, error) in result.rejected {
-            outcomes[i] = Verdict::Retry(RetryReason::NotWritten(Some(error)));
-        }
-        for i in result.deferred {
-            outcomes[i] = Verdict::Retry(RetryReason::NotWritten(result.stop.clone()));
+        let mut outcomes = Vec::with_capacity(rounds.len());
+        for round in rounds {
+            if deadline.is_near() {
+                outcomes.push(vec![Verdict::Retry(RetryReason::DeadlineNear); round.len()]);
+                continue;
+            }
+            let rows: Vec<&CountryRow> = round.iter().map(|c| &c.row).collect();
+            let written = AssertUnwindSafe(write_isolating(
+                writer.as_mut(),
+                &rows,
+                usize::MAX,
+                self.policy,
+            ))
+            .catch_unwind()
+            .await;
+            let result = match written {
+                Ok(result) => result,
+                Err(_) => {
+                    outcomes.push(vec![
+                        Verdict::Retry(RetryReason::Panic("writing"));
+                        round.len()
+                    ]);
+                    continue;
+                }
+            };
+            let mut verdicts = vec![Verdict::Retry(RetryReason::NotWritten(None)); round.len()];
+            for i in result.written {
+                verdicts[i] = Verdict::Written;
+            }
+            for (i, error) in result.rejected {
+                verdicts[i] = Verdict::Retry(RetryReason::NotWritten(Some(error)));
+            }
+            for i in result.deferred {
+                verdicts[i] = Verdict::Retry(RetryReason::NotWritten(result.stop.clone()));
+            }
+            outcomes.push(verdicts);
         }
         outcomes
     }

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::deadline::Deadline;
 use crate::model::message::{FailureClass, FailureDetail, RetryMessage};
 use crate::model::row::SourceRow;
 use crate::testing::{MemoryDelays, MemoryStore};
@@ -14,6 +15,7 @@ fn retrier(pool: &MemoryStore, delays: &MemoryDelays) -> Retrier {
             first: Duration::from_secs(30),
             max: Duration::from_secs(600),
         },
+        deadline_margin: None,
     }
 }
 
@@ -59,7 +61,10 @@ async fn run(retrier: &Retrier, messages: Vec<Message>) -> Vec<String> {
             receive_count: m.receive_count,
         })
         .collect();
-    let mut ids = retrier.handle_batch(&deliveries).await.failed_message_ids;
+    let mut ids = retrier
+        .handle_batch(&deliveries, &Deadline::none())
+        .await
+        .failed_message_ids;
     ids.sort();
     ids
 }
@@ -111,7 +116,7 @@ async fn an_outage_lists_every_message_and_writes_nothing() {
 }
 
 #[tokio::test]
-async fn duplicate_deliveries_are_harmless_and_versions_are_not_mixed() {
+async fn duplicate_deliveries_are_harmless_and_versions_are_written_in_order() {
     let (pool, delays) = (MemoryStore::default(), MemoryDelays::default());
     let failed = run(
         &retrier(&pool, &delays),
@@ -122,19 +127,33 @@ async fn duplicate_deliveries_are_harmless_and_versions_are_not_mixed() {
         ],
     )
     .await;
-    assert_eq!(failed, vec!["other-version"]);
-    assert_eq!(pool.state().statements, 1);
-    let failed = run(
-        &retrier(&pool, &delays),
-        vec![sqs_message(
-            "other-version",
-            Some(body(Some(1), Some("CAN"))),
-            2,
-        )],
-    )
-    .await;
-    assert!(failed.is_empty());
-    assert_eq!(pool.state().table.get(&1).map(String::as_str), Some("CAN"));
+    assert!(
+        failed.is_empty(),
+        "no delivery listed because of another: {failed:?}"
+    );
+    let state = pool.state();
+    assert_eq!(state.statements, 2, "one statement per round of versions");
+    assert_eq!(
+        state.changes,
+        vec![(1, "USA".to_string()), (1, "CAN".to_string())],
+        "versions applied in queue order"
+    );
+    assert_eq!(state.table.get(&1).map(String::as_str), Some("CAN"));
+}
+
+#[tokio::test]
+async fn five_versions_of_one_id_in_one_batch_all_succeed_and_the_last_wins() {
+    let (pool, delays) = (MemoryStore::default(), MemoryDelays::default());
+    let versions = ["AAA", "BBB", "AAA", "CCC", "DDD"];
+    let messages = versions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| sqs_message(&format!("v{i}"), Some(body(Some(7), Some(c))), 1))
+        .collect();
+    let failed = run(&retrier(&pool, &delays), messages).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(delays.0.lock().unwrap().is_empty(), "nothing backed off");
+    assert_eq!(pool.state().table.get(&7).map(String::as_str), Some("DDD"));
 }
 
 #[tokio::test]
@@ -154,4 +173,28 @@ async fn a_panic_is_contained() {
         vec!["a", "b"],
         "the whole write panicked; both come back"
     );
+}
+
+#[tokio::test]
+async fn near_the_deadline_nothing_is_written_and_every_message_comes_back() {
+    let (pool, delays) = (MemoryStore::default(), MemoryDelays::default());
+    let messages = [
+        sqs_message("a", Some(body(Some(1), Some("USA"))), 1),
+        sqs_message("b", Some(body(Some(2), Some("FRA"))), 1),
+    ];
+    let deliveries: Vec<Delivery<'_>> = messages
+        .iter()
+        .map(|m| Delivery {
+            message_id: &m.id,
+            receipt_handle: Some(&m.handle),
+            body: m.body.as_deref(),
+            receive_count: m.receive_count,
+        })
+        .collect();
+    let near = Deadline::after(Duration::from_secs(1), Duration::from_secs(5));
+    let outcome = retrier(&pool, &delays)
+        .handle_batch(&deliveries, &near)
+        .await;
+    assert_eq!(outcome.failed_message_ids, vec!["a", "b"]);
+    assert_eq!(pool.state().statements, 0, "nothing started");
 }

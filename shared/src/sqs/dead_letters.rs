@@ -2,11 +2,15 @@
 //! stay hidden for one run), then delete only what is stored and emailed.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::failure::QueueError;
 use crate::model::report::DeadLetter;
-use crate::ports::DeadLetterQueue;
+use crate::ports::{DeadLetterQueue, Deleted};
 use crate::sqs::{sdk_error, SQS_BATCH_LIMIT};
+
+/// The queue tag that records an announced failure-report outage.
+pub const OUTAGE_TAG: &str = "countries-report-outage-announced";
 
 /// The dead-letter queue in SQS.
 pub struct SqsDeadLetterQueue {
@@ -71,42 +75,109 @@ impl DeadLetterQueue for SqsDeadLetterQueue {
             .collect())
     }
 
-    async fn delete(&self, letters: &[DeadLetter]) -> Result<usize, QueueError> {
-        let mut deleted = 0;
+    async fn delete(&self, letters: &[DeadLetter]) -> Deleted {
+        let mut deleted = Deleted::default();
+        // Each batch on its own: a batch that fails does not stop the others,
+        // and every confirmed delete is counted.
         for chunk in letters.chunks(SQS_BATCH_LIMIT) {
-            let entries: Result<Vec<_>, _> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, l)| {
-                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(&l.receipt_handle)
-                        .build()
-                })
-                .collect();
-            let entries =
-                entries.map_err(|e| QueueError::entry("DeleteMessageBatch", e.to_string()))?;
-            let output = self
-                .client
-                .delete_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| QueueError::call("DeleteMessageBatch", sdk_error(&e)))?;
-            deleted += output.successful().len();
-            if let Some(failed) = output.failed().first() {
-                return Err(QueueError::call(
-                    "DeleteMessageBatch",
-                    format!(
-                        "{} of {} deletes refused: {}",
-                        output.failed().len(),
-                        chunk.len(),
-                        failed.message().unwrap_or(failed.code())
-                    ),
-                ));
+            let (count, error) = self.delete_batch(chunk).await;
+            deleted.count += count;
+            if deleted.error.is_none() {
+                deleted.error = error;
             }
         }
-        Ok(deleted)
+        deleted
+    }
+
+    async fn outage_announced(&self) -> Result<Option<DateTime<Utc>>, QueueError> {
+        let output = self
+            .client
+            .list_queue_tags()
+            .queue_url(&self.queue_url)
+            .send()
+            .await
+            .map_err(|e| QueueError::call("ListQueueTags", sdk_error(&e)))?;
+        Ok(output
+            .tags()
+            .and_then(|tags| tags.get(OUTAGE_TAG))
+            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+            .map(|at| at.with_timezone(&Utc)))
+    }
+
+    async fn set_outage_announced(&self, at: Option<DateTime<Utc>>) -> Result<(), QueueError> {
+        match at {
+            Some(at) => self
+                .client
+                .tag_queue()
+                .queue_url(&self.queue_url)
+                .tags(OUTAGE_TAG, at.to_rfc3339())
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| QueueError::call("TagQueue", sdk_error(&e))),
+            None => self
+                .client
+                .untag_queue()
+                .queue_url(&self.queue_url)
+                .tag_keys(OUTAGE_TAG)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| QueueError::call("UntagQueue", sdk_error(&e))),
+        }
+    }
+}
+
+impl SqsDeadLetterQueue {
+    /// Deletes at most ten messages; returns how many SQS confirmed, and
+    /// the first failure.
+    async fn delete_batch(&self, chunk: &[DeadLetter]) -> (usize, Option<QueueError>) {
+        let entries: Result<Vec<_>, _> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(&l.receipt_handle)
+                    .build()
+            })
+            .collect();
+        let entries = match entries {
+            Ok(entries) => entries,
+            Err(e) => {
+                return (
+                    0,
+                    Some(QueueError::entry("DeleteMessageBatch", e.to_string())),
+                )
+            }
+        };
+        let output = match self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) => {
+                return (
+                    0,
+                    Some(QueueError::call("DeleteMessageBatch", sdk_error(&e))),
+                )
+            }
+        };
+        let error = output.failed().first().map(|failed| {
+            QueueError::call(
+                "DeleteMessageBatch",
+                format!(
+                    "{} of {} deletes refused: {}",
+                    output.failed().len(),
+                    chunk.len(),
+                    failed.message().unwrap_or(failed.code())
+                ),
+            )
+        });
+        (output.successful().len(), error)
     }
 }

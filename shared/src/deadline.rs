@@ -1,0 +1,84 @@
+//! The invocation's deadline. Lambda kills an invocation at its timeout, in
+//! the middle of whatever it was doing; each handler reads the deadline from
+//! the Lambda context instead, and the use cases start no new step when less
+//! than a safety margin is left, so that they end on their own terms (rows
+//! deferred, messages left for the next run) and record why.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+/// The margin when none is configured: a tenth of the invocation's time,
+/// between 2 and 60 seconds.
+fn default_margin(total: Duration) -> Duration {
+    (total / 10).clamp(Duration::from_secs(2), Duration::from_secs(60))
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: Option<Instant>,
+    margin: Duration,
+}
+
+impl Deadline {
+    /// No deadline (the command line, tests of other things).
+    pub fn none() -> Self {
+        Self {
+            at: None,
+            margin: Duration::ZERO,
+        }
+    }
+
+    /// From the Lambda context's deadline (milliseconds since the epoch).
+    /// `margin`: the configured safety margin, or None for the default.
+    pub fn from_epoch_ms(deadline_ms: u64, margin: Option<Duration>) -> Self {
+        if deadline_ms == 0 {
+            // A context without a deadline (local invocations).
+            return Self::none();
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+        Self::after(left, margin.unwrap_or_else(|| default_margin(left)))
+    }
+
+    /// A deadline `left` from now, with a safety margin.
+    pub fn after(left: Duration, margin: Duration) -> Self {
+        Self {
+            at: Some(Instant::now() + left),
+            margin,
+        }
+    }
+
+    /// Less than the margin is left: start nothing new.
+    pub fn is_near(&self) -> bool {
+        self.at.is_some_and(|at| Instant::now() + self.margin >= at)
+    }
+
+    pub fn margin(&self) -> Duration {
+        self.margin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_is_near_within_its_margin() {
+        assert!(!Deadline::none().is_near());
+        assert!(!Deadline::after(Duration::from_secs(60), Duration::from_secs(5)).is_near());
+        assert!(Deadline::after(Duration::from_secs(3), Duration::from_secs(5)).is_near());
+        assert!(Deadline::from_epoch_ms(1, None).is_near(), "long past");
+        assert!(!Deadline::from_epoch_ms(0, None).is_near(), "no deadline");
+        assert_eq!(
+            default_margin(Duration::from_secs(900)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            default_margin(Duration::from_secs(5)),
+            Duration::from_secs(2)
+        );
+    }
+}
