@@ -308,3 +308,50 @@ async fn the_least_privilege_role_is_enough_and_no_more() {
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42501"), "no DDL");
 }
+
+/// A server that agrees to TLS and then drops the connection mid-handshake:
+/// a network hiccup, which a later attempt can get past.
+async fn tls_dropping_server(reset: bool) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 8];
+            if socket.read_exact(&mut request).await.is_err() {
+                continue;
+            }
+            // 'S': the server will speak TLS; then it goes away.
+            let _ = socket.write_all(b"S").await;
+            let mut hello = [0u8; 16];
+            let _ = socket.read(&mut hello).await;
+            if reset {
+                // SO_LINGER 0: close with a reset rather than a clean FIN.
+                let _ = socket.set_zero_linger();
+            }
+            drop(socket);
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_tls_handshake_the_network_breaks_is_transient() {
+    let dir = std::env::temp_dir().join(unique("countries-tls-drop"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = make_ca(&dir, "any");
+    for reset in [false, true] {
+        let port = tls_dropping_server(reset).await;
+        for mode in ["require", "verify-full"] {
+            let err = connect(&tls_config(port, "localhost", mode, &ca))
+                .await
+                .err()
+                .expect("the server dropped the handshake");
+            assert_eq!(
+                err.kind,
+                ErrorKind::Transient,
+                "reset={reset} {mode}: {err}"
+            );
+        }
+    }
+}

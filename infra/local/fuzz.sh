@@ -13,7 +13,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 SECONDS_PER_TARGET="${1:-300}"
-TOOLS="$ROOT/.local/tools"
+TOOLS="${FUZZ_TOOLS:-$ROOT/.local/tools}"
 if [ ! -x "$TOOLS/bin/cargo-fuzz" ]; then
   echo "fuzz: installing cargo-fuzz into .local/tools (once)"
   cargo install --locked --quiet cargo-fuzz --version 0.13.2 --root "$TOOLS"
@@ -26,12 +26,15 @@ for target in ${FUZZ_TARGETS:-retry_message row_and_delete}; do
   echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
   # -print_final_stats gives the executions; a crash exits non-zero and
   # leaves the input in artifacts/.
-  if ! cargo fuzz run --sanitizer none "$target" "corpus/$target" "seeds/$target" -- \
+  # The run's own status, read straight after the pipeline (inside an
+  # `if`, PIPESTATUS would be the `if`'s).
+  set +e
+  cargo fuzz run --sanitizer none "$target" "corpus/$target" "seeds/$target" -- \
       -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 -max_len=4096 \
-      2>&1 | tee "corpus/$target.log" | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|Done|==|SUMMARY|thread|panicked)"; then
-    :
-  fi
-  if [ "${PIPESTATUS[0]}" != 0 ] || grep -q "panicked\|SUMMARY: libFuzzer" "corpus/$target.log"; then
+      2>&1 | tee "corpus/$target.log" | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|Done|==|SUMMARY|thread|panicked)"
+  run_status=${PIPESTATUS[0]}
+  set -e
+  if [ "$run_status" != 0 ] || grep -q "panicked\|SUMMARY: libFuzzer" "corpus/$target.log"; then
     echo "fuzz: $target FOUND A CRASH (see fuzz/artifacts/$target and fuzz/corpus/$target.log)"
     status=1
   fi

@@ -31,6 +31,12 @@ STATE="$(cd "$STATE" && pwd)"
 ENV_FILE="$STATE/stack.env"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
+
+# Tests make a start-up fail after a named step (STACK_FAIL_AFTER=postgres)
+# to check that whatever was started is stopped again.
+fail_point() {
+  if [ "${STACK_FAIL_AFTER:-}" = "$1" ]; then die "failing after $1 (STACK_FAIL_AFTER)"; fi
+}
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 
 as_root() {
@@ -237,15 +243,19 @@ case "$command" in
     else
       down
       mkdir -p "$STATE"
-      # A stack that fails half-way must not leave servers behind.
-      trap 'log "start-up failed; stopping what was started"; down' ERR
+      # A stack that fails half-way must not leave servers behind. An EXIT
+      # trap, not ERR: `die` exits, and ERR traps do not reach functions.
+      starting=1
+      trap 'status=$?; if [ "$starting" = 1 ]; then log "start-up failed; stopping what was started"; down; fi; exit $status' EXIT
       ensure_system_packages
       ensure_python_env
       start_postgres
+      fail_point postgres
       start_fakesnow
+      fail_point fakesnow
       start_moto
       write_env
-      trap - ERR
+      starting=0
     fi
     print_endpoints
     ;;

@@ -61,6 +61,13 @@ pub fn metrics_document(function: &str, metrics: &[(&str, f64)], timestamp_ms: i
     document.to_string()
 }
 
+/// Flushes what the process wrote (metrics go to stdout, logs to stderr).
+pub fn flush() {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+}
+
 /// Writes the metrics to stdout when running in Lambda (where CloudWatch
 /// Logs picks them up); elsewhere they would only be noise.
 pub fn emit_metrics(function: &str, metrics: &[(&str, f64)]) {

@@ -14,6 +14,7 @@ async fn main() -> Result<(), Error> {
     let vars = countries_shared::secrets::environment().await?;
     let config = ReporterConfig::from_vars(Env::from_map(vars))?;
     let reporter = build(&config).await;
+    countries_shared::lambda::flush_on_shutdown().await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         handle(&reporter, event)
     }))

@@ -15,6 +15,7 @@ async fn main() -> Result<(), Error> {
     let vars = countries_shared::secrets::environment().await?;
     let config = ReplicatorConfig::from_vars(Env::from_map(vars))?;
     let replicator = build(&config).await?;
+    countries_shared::lambda::flush_on_shutdown().await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         handle(&replicator, event)
     }))

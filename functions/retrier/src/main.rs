@@ -15,6 +15,7 @@ async fn main() -> Result<(), Error> {
     let vars = countries_shared::secrets::environment().await?;
     let config = RetrierConfig::from_vars(Env::from_map(vars))?;
     let retrier = build(&config).await;
+    countries_shared::lambda::flush_on_shutdown().await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         handle(&retrier, event)
     }))

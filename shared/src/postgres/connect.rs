@@ -31,10 +31,13 @@ pub async fn connect(config: &PostgresConfig) -> Result<PgConnection, WriteError
     );
     let fail = |e: tokio_postgres::Error| {
         let mut err = write_error(&e);
-        // Authentication and unknown-database errors are permanent, and so
-        // is a TLS handshake refused for a bad certificate or host name.
-        if err.sqlstate.is_none() && is_tls_refusal(&e) {
-            err.kind = ErrorKind::Fatal;
+        // Authentication and unknown-database errors carry a SQLSTATE and
+        // are classified by it. A TLS handshake refused for a bad
+        // certificate or host name is permanent; one the network broke is not.
+        if err.sqlstate.is_none() {
+            if let Some(kind) = tls_failure(&e) {
+                err.kind = kind;
+            }
         }
         err.message = format!("connecting to {where_}: {}", error_chain(&e));
         err
@@ -115,9 +118,65 @@ fn pem_certificates(pem: &[u8]) -> Result<Vec<native_tls::Certificate>, String> 
     Ok(certs)
 }
 
-fn is_tls_refusal(err: &tokio_postgres::Error) -> bool {
-    let text = error_chain(err).to_ascii_lowercase();
-    text.contains("certificate") || text.contains("handshake") || text.contains("ssl")
+/// OpenSSL's library code for SSL, and its reason for a peer that closed
+/// the connection in the middle of the handshake (OpenSSL 3, ssl.h).
+const ERR_LIB_SSL: i32 = 20;
+const SSL_R_UNEXPECTED_EOF_WHILE_READING: i32 = 294;
+
+/// How a failed TLS connection is classified, by the error types in its
+/// chain rather than their wording:
+/// - the transport broke (an I/O error, or the peer closed the connection
+///   during the handshake): transient, a later attempt may work;
+/// - the handshake was refused (the certificate chain, the host name, the
+///   protocol): fatal, retrying cannot help;
+/// - no TLS error in the chain: None, the caller's classification stands.
+fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    let mut tls = false;
+    let mut refused = false;
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if is_transient_io(io.kind()) {
+                return Some(ErrorKind::Transient);
+            }
+        }
+        if e.downcast_ref::<native_tls::Error>().is_some() {
+            tls = true;
+        }
+        if let Some(stack) = e.downcast_ref::<openssl::error::ErrorStack>() {
+            let eof = stack.errors().iter().any(|e| {
+                e.library_code() == ERR_LIB_SSL
+                    && e.reason_code() == SSL_R_UNEXPECTED_EOF_WHILE_READING
+            });
+            if eof {
+                return Some(ErrorKind::Transient);
+            }
+            refused |= !stack.errors().is_empty();
+        }
+        current = e.source();
+    }
+    match (tls, refused) {
+        (false, _) => None,
+        (true, true) => Some(ErrorKind::Fatal),
+        // A TLS error with no detail: the connection ended without an
+        // answer (a syscall error at end of file).
+        (true, false) => Some(ErrorKind::Transient),
+    }
+}
+
+fn is_transient_io(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        kind,
+        ConnectionReset
+            | ConnectionAborted
+            | ConnectionRefused
+            | BrokenPipe
+            | UnexpectedEof
+            | TimedOut
+            | Interrupted
+            | NotConnected
+    )
 }
 
 /// A client whose connection task ends with it.
