@@ -16,7 +16,7 @@
 //! The first schedules of every run walk the named faults in order, so even the
 //! quick setting covers each of them; the rest are random.
 //!
-//! - `FAULT_SCHEDULES` (default 16): how many schedules run.
+//! - `FAULT_SCHEDULES` (default: one per named fault, 17): how many schedules run.
 //! - `FAULT_SEED` (default 1): the seed; a failure prints it with the
 //!   schedule's number, and the same seed replays the same schedules.
 //! - `FAULT_PARALLEL` (default 2): schedules run at once.
@@ -67,6 +67,10 @@ enum Fault {
     DownAt(Service, &'static str),
     /// The service goes down after sending this many bytes.
     DownAfterBytes(Service, u64),
+    /// The invocation's deadline (from the Lambda context) is this far
+    /// away, with a one-second safety margin: the run stops starting work
+    /// somewhere in the middle.
+    Deadline(Duration),
 }
 
 impl Fault {
@@ -76,6 +80,7 @@ impl Fault {
             Fault::Kill(_) => "kill at a random moment".into(),
             Fault::DownAt(s, p) => format!("{s:?} down at {p}"),
             Fault::DownAfterBytes(s, _) => format!("{s:?} down mid-conversation"),
+            Fault::Deadline(_) => "deadline reached mid-run".into(),
         }
     }
 }
@@ -93,13 +98,15 @@ fn named_faults() -> Vec<Fault> {
         Fault::Kill(Duration::from_millis(150)),
         Fault::DownAfterBytes(Service::Snowflake, 3_000),
         Fault::DownAfterBytes(Service::Postgres, 2_000),
+        Fault::Deadline(Duration::from_millis(1_150)),
     ]);
     faults
 }
 
 fn random_fault(rng: &mut SplitMix) -> Fault {
     let services = [Service::Postgres, Service::Snowflake, Service::Sqs];
-    match rng.below(4) {
+    match rng.below(5) {
+        4 => Fault::Deadline(Duration::from_millis(1_000 + rng.below(500) as u64)),
         0 => Fault::Crash(POINTS[rng.below(POINTS.len())]),
         1 => Fault::Kill(Duration::from_millis(10 + rng.below(400) as u64)),
         2 => Fault::DownAt(
@@ -266,6 +273,12 @@ async fn run_with_fault(env: &TestEnv, schedule: &Schedule, pause_file: &PathBuf
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
+        }
+        Fault::Deadline(left) => {
+            vars.insert("COUNTRIES_DEADLINE_MS".into(), left.as_millis().to_string());
+            vars.insert("DEADLINE_MARGIN_SECONDS".into(), "1".into());
+            let out = wait_output(spawn_replicator(&vars)).await;
+            String::from_utf8_lossy(&out.stderr).contains("deadline")
         }
         Fault::DownAfterBytes(service, bytes) => {
             proxies[service].take_down_after(*bytes);
@@ -491,7 +504,7 @@ async fn random_fault_schedules_lose_no_row() {
             })
             .unwrap_or(default)
     };
-    let count = number("FAULT_SCHEDULES", 16) as usize;
+    let count = number("FAULT_SCHEDULES", named_faults().len() as u64) as usize;
     let seed = number("FAULT_SEED", 1);
     let parallel = number("FAULT_PARALLEL", 2).max(1) as usize;
     let started = Instant::now();

@@ -357,6 +357,10 @@ impl RetryQueue for MemoryQueue {
 #[derive(Clone, Default)]
 pub struct MemoryDeadLetters {
     pub waiting: Arc<Mutex<Vec<DeadLetter>>>,
+    /// Received and not deleted: hidden until [`MemoryDeadLetters::expire`].
+    pub in_flight: Arc<Mutex<Vec<DeadLetter>>>,
+    /// Each receive hands out every message twice (a standard queue may).
+    pub deliver_twice: Arc<Mutex<bool>>,
     pub deleted: Arc<Mutex<Vec<String>>>,
     pub deleted_handles: Arc<Mutex<Vec<String>>>,
     /// Deletes that succeed before deleting fails.
@@ -364,12 +368,46 @@ pub struct MemoryDeadLetters {
     pub outage_announced: Arc<Mutex<Option<DateTime<Utc>>>>,
 }
 
+impl MemoryDeadLetters {
+    /// The visibility timeout passes: what was received and not deleted is
+    /// visible again, with a new receipt handle.
+    pub fn expire(&self) {
+        let mut in_flight = lock(&self.in_flight);
+        let mut waiting = lock(&self.waiting);
+        for mut letter in in_flight.drain(..) {
+            letter.receipt_handle.push('+');
+            waiting.push(letter);
+        }
+    }
+
+    /// Every message still in the queue, visible or not.
+    pub fn message_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.waiting)
+            .iter()
+            .chain(lock(&self.in_flight).iter())
+            .map(|l| l.message_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
 #[async_trait]
 impl DeadLetterQueue for MemoryDeadLetters {
     async fn receive(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
         let mut waiting = lock(&self.waiting);
         let n = max.min(waiting.len());
-        Ok(waiting.drain(..n).collect())
+        let batch: Vec<DeadLetter> = waiting.drain(..n).collect();
+        lock(&self.in_flight).extend(batch.iter().cloned());
+        if *lock(&self.deliver_twice) {
+            let again = batch.iter().map(|l| DeadLetter {
+                receipt_handle: format!("{}-again", l.receipt_handle),
+                ..l.clone()
+            });
+            return Ok(batch.iter().cloned().chain(again).collect());
+        }
+        Ok(batch)
     }
 
     async fn delete(&self, letters: &[DeadLetter]) -> Deleted {
@@ -387,6 +425,7 @@ impl DeadLetterQueue for MemoryDeadLetters {
                 Some(n) => *n -= 1,
                 None => {}
             }
+            lock(&self.in_flight).retain(|l| l.message_id != letter.message_id);
             lock(&self.deleted).push(letter.message_id.clone());
             lock(&self.deleted_handles).push(letter.receipt_handle.clone());
             deleted.count += 1;

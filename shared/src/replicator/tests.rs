@@ -373,7 +373,9 @@ mod properties {
 
     #[derive(Debug, Clone)]
     enum Fault {
-        Crash { polls: usize },
+        Crash {
+            polls: usize,
+        },
         SnowflakeReadDown,
         SnowflakeDeleteDownAfter(usize),
         PostgresDownAfter(usize),
@@ -381,6 +383,9 @@ mod properties {
         PostgresFatal,
         QueueDown,
         QueueShortReply(usize),
+        /// The invocation's deadline passes this many milliseconds into
+        /// the run (each write takes one).
+        DeadlineAfter(u64),
     }
 
     fn fault() -> impl Strategy<Value = Fault> {
@@ -393,6 +398,7 @@ mod properties {
             1 => Just(Fault::PostgresFatal),
             1 => Just(Fault::QueueDown),
             1 => (0usize..4).prop_map(Fault::QueueShortReply),
+            1 => (0u64..5).prop_map(Fault::DeadlineAfter),
         ]
     }
 
@@ -430,6 +436,9 @@ mod properties {
                 Fault::PostgresFatal => store.fatal = true,
                 Fault::QueueDown => *self.queue.down.lock().unwrap() = true,
                 Fault::QueueShortReply(n) => *self.queue.answers_for.lock().unwrap() = Some(*n),
+                Fault::DeadlineAfter(_) => {
+                    store.write_delay = Some(std::time::Duration::from_millis(1))
+                }
             }
         }
 
@@ -441,6 +450,7 @@ mod properties {
             let mut store = self.store.state();
             store.statements_before_outage = None;
             store.transient_failures_left = 0;
+            store.write_delay = None;
             store.fatal = false;
             *self.queue.down.lock().unwrap() = false;
             *self.queue.answers_for.lock().unwrap() = None;
@@ -450,8 +460,14 @@ mod properties {
         async fn run_with(&self, limits: RunLimits, fault: &Fault) -> Option<RunSummary> {
             self.apply(fault);
             let replicator = self.replicator(limits);
-            let no_deadline = Deadline::none();
-            let run = replicator.run(Uuid::new_v4(), None, &no_deadline);
+            let deadline = match fault {
+                Fault::DeadlineAfter(ms) => Deadline::after(
+                    std::time::Duration::from_millis(*ms),
+                    std::time::Duration::ZERO,
+                ),
+                _ => Deadline::none(),
+            };
+            let run = replicator.run(Uuid::new_v4(), None, &deadline);
             let summary = match fault {
                 Fault::Crash { polls } => {
                     CrashAfter {

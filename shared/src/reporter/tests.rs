@@ -229,18 +229,7 @@ async fn a_partly_failed_delete_counts_what_was_deleted_and_the_rest_is_not_emai
     assert_eq!(mail.sent.lock().unwrap().len(), 1);
     // The two that were not deleted come back: stored already, emailed
     // already, so they are deleted without a second email.
-    let not_deleted: Vec<DeadLetter> = ["m2", "m3"]
-        .iter()
-        .map(|id| {
-            let body = if *id == "m2" {
-                good_body(2, "ATL")
-            } else {
-                "<script>alert(1)</script> not json".into()
-            };
-            letter(id, &body)
-        })
-        .collect();
-    dlq.waiting.lock().unwrap().extend(not_deleted);
+    dlq.expire();
     *dlq.deletes_before_failure.lock().unwrap() = None;
     let s = run(&reporter(&dlq, &store, &mail)).await;
     assert!(s.error.is_none(), "{s:?}");
@@ -260,15 +249,15 @@ async fn an_outage_is_announced_once_and_the_report_is_stored_when_postgres_is_b
         MemoryMailer::default(),
     );
     *store.down.lock().unwrap() = true;
+    fill(&dlq);
     for _ in 0..3 {
-        fill(&dlq);
         let s = run(&reporter(&dlq, &store, &mail)).await;
         assert!(
             s.error.as_deref().unwrap_or("").contains("not stored"),
             "{s:?}"
         );
-        assert_eq!(s.deleted, 0);
-        dlq.waiting.lock().unwrap().clear();
+        assert_eq!((s.messages, s.deleted), (3, 0));
+        dlq.expire();
     }
     let sent = mail.sent.lock().unwrap().clone();
     assert_eq!(sent.len(), 1, "one NOT-stored email for the whole outage");
@@ -276,7 +265,6 @@ async fn an_outage_is_announced_once_and_the_report_is_stored_when_postgres_is_b
     assert!(dlq.outage_announced.lock().unwrap().is_some());
 
     *store.down.lock().unwrap() = false;
-    fill(&dlq);
     let s = run(&reporter(&dlq, &store, &mail)).await;
     assert!(s.error.is_none(), "{s:?}");
     assert_eq!((s.stored_new, s.deleted), (Some(3), 3));
@@ -378,4 +366,178 @@ async fn near_the_deadline_no_dead_letter_is_taken() {
         "left for the next run"
     );
     assert!(mail.sent.lock().unwrap().is_empty());
+}
+
+/// Property tests: random dead letters (good, unstorable, malformed) and
+/// random faults over several runs.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Fault {
+        None,
+        StoreDown,
+        /// SES refuses after the report was stored.
+        MailRefuses,
+        DeleteFailsAfter(usize),
+        DeliverTwice,
+        DeadlineNear,
+    }
+
+    fn fault() -> impl Strategy<Value = Fault> {
+        prop_oneof![
+            2 => Just(Fault::None),
+            1 => Just(Fault::StoreDown),
+            1 => Just(Fault::MailRefuses),
+            1 => (0usize..6).prop_map(Fault::DeleteFailsAfter),
+            1 => Just(Fault::DeliverTwice),
+            1 => Just(Fault::DeadlineNear),
+        ]
+    }
+
+    /// A body of each kind; `id` is unique per letter.
+    fn body(id: i128, kind: u8) -> String {
+        match kind {
+            0 => good_body(id, "ATL"),
+            1 => good_body(id, "U\0S"),
+            _ => format!("not json {id} \u{0}"),
+        }
+    }
+
+    struct World {
+        dlq: MemoryDeadLetters,
+        store: MemoryFailureStore,
+        mail: MemoryMailer,
+    }
+
+    impl World {
+        fn apply(&self, fault: &Fault) {
+            match fault {
+                Fault::StoreDown => *self.store.down.lock().unwrap() = true,
+                Fault::MailRefuses => *self.mail.refuse.lock().unwrap() = true,
+                Fault::DeleteFailsAfter(n) => {
+                    *self.dlq.deletes_before_failure.lock().unwrap() = Some(*n)
+                }
+                Fault::DeliverTwice => *self.dlq.deliver_twice.lock().unwrap() = true,
+                Fault::None | Fault::DeadlineNear => {}
+            }
+        }
+
+        fn heal(&self) {
+            *self.store.down.lock().unwrap() = false;
+            *self.mail.refuse.lock().unwrap() = false;
+            *self.dlq.deletes_before_failure.lock().unwrap() = None;
+            *self.dlq.deliver_twice.lock().unwrap() = false;
+            // The visibility timeout passes between runs.
+            self.dlq.expire();
+        }
+
+        async fn run(&self, fault: &Fault) -> ReportSummary {
+            self.apply(fault);
+            let r = Reporter {
+                dlq: Box::new(self.dlq.clone()),
+                store: Box::new(self.store.clone()),
+                mailer: Box::new(self.mail.clone()),
+                max_messages: 7,
+                email_rows: 1_000,
+                deadline_margin: None,
+            };
+            let deadline = match fault {
+                Fault::DeadlineNear => {
+                    Deadline::after(std::time::Duration::ZERO, std::time::Duration::from_secs(1))
+                }
+                _ => Deadline::none(),
+            };
+            let summary = r.run(Uuid::new_v4(), &deadline).await;
+            self.heal();
+            summary
+        }
+
+        /// Every letter is still in the queue or stored in the report.
+        fn assert_nothing_lost(&self, ids: &[String]) {
+            let queued = self.dlq.message_ids();
+            let stored = self.store.rows.lock().unwrap();
+            for id in ids {
+                assert!(
+                    queued.contains(id) || stored.contains_key(id),
+                    "dead letter {id} lost"
+                );
+            }
+        }
+
+        /// How many digests that announce a stored report list the record
+        /// with this country id.
+        fn announcements(&self, country_id: i128) -> usize {
+            let needle = format!("\n  {country_id:<12} ");
+            self.mail
+                .sent
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|d| !d.text.contains("NOT stored") && d.text.contains(&needle))
+                .count()
+        }
+    }
+
+    proptest! {
+        /// Whatever the dead letters and the faults: no letter is lost (it
+        /// is in the queue or in the report after every run); once healed,
+        /// the queue drains and every letter is stored; no record is
+        /// announced in two digests; at most one NOT-stored email per outage.
+        #[test]
+        fn no_fault_loses_a_dead_letter_or_emails_a_record_twice(
+            kinds in prop::collection::vec(0u8..3, 0..16),
+            faults in prop::collection::vec(fault(), 1..5),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let world = World {
+                    dlq: MemoryDeadLetters::default(),
+                    store: MemoryFailureStore::default(),
+                    mail: MemoryMailer::default(),
+                };
+                let ids: Vec<String> = (0..kinds.len()).map(|i| format!("m{i}")).collect();
+                world.dlq.waiting.lock().unwrap().extend(
+                    kinds.iter().enumerate().map(|(i, kind)| {
+                        letter(&ids[i], &body(1_000 + i as i128, *kind))
+                    }),
+                );
+                let mut outage_emails = 0;
+                let mut in_outage = false;
+                for fault in &faults {
+                    let before = world.mail.sent.lock().unwrap().len();
+                    let summary = world.run(fault).await;
+                    let sent = &world.mail.sent.lock().unwrap()[before..].to_vec();
+                    let down = matches!(fault, Fault::StoreDown);
+                    if down && !in_outage {
+                        outage_emails = 0;
+                    }
+                    in_outage = down || (in_outage && summary.messages == 0);
+                    outage_emails += sent.iter().filter(|d| d.text.contains("NOT stored")).count();
+                    assert!(outage_emails <= 1, "two NOT-stored emails in one outage");
+                    world.assert_nothing_lost(&ids);
+                }
+                let mut runs = 0;
+                while !world.dlq.message_ids().is_empty() {
+                    runs += 1;
+                    assert!(runs <= kinds.len() + 2, "the dead-letter queue does not drain");
+                    let summary = world.run(&Fault::None).await;
+                    assert!(summary.error.is_none(), "{summary:?}");
+                    world.assert_nothing_lost(&ids);
+                }
+                let stored = world.store.rows.lock().unwrap().clone();
+                assert_eq!(stored.len(), ids.len(), "every letter is stored once healed");
+                for (i, kind) in kinds.iter().enumerate() {
+                    if *kind == 0 {
+                        let id = 1_000 + i as i128;
+                        assert!(world.announcements(id) <= 1, "record {id} announced twice");
+                    }
+                }
+            });
+        }
+    }
 }
