@@ -449,7 +449,8 @@ async fn redrive_moves_dead_letters_back_to_the_retry_queue() {
         100,
     )
     .await
-    .unwrap();
+    .unwrap()
+    .moved;
     assert!(moved.is_empty());
 }
 
@@ -737,4 +738,28 @@ async fn five_versions_of_one_id_in_one_batch_never_reach_the_dead_letter_queue(
     let rows = env.postgres_rows().await;
     assert_eq!(rows.len(), 1);
     assert!(["AAA", "BBB", "CCC", "DDD", "EEE"].contains(&rows[0].1.as_str()));
+}
+
+#[tokio::test]
+async fn a_redrive_that_cannot_move_a_message_keeps_it_and_goes_on() {
+    let env = TestEnv::new("redrive_fail").await;
+    let bodies: Vec<String> = (0..3)
+        .map(|i| serde_json::to_string(&rejected(i, "ATL")).unwrap())
+        .collect();
+    send_bodies(&env, "DEAD_LETTER_QUEUE_URL", &bodies).await;
+    let missing = format!(
+        "{}/123456789012/no-such-queue",
+        env.vars["AWS_ENDPOINT_URL"]
+    );
+    let done = move_messages(&env.sqs, &env.vars["DEAD_LETTER_QUEUE_URL"], &missing, 100)
+        .await
+        .expect("the receives work");
+    assert!(done.moved.is_empty());
+    assert_eq!(
+        done.failed.len(),
+        3,
+        "each message tried on its own: {done:?}"
+    );
+    assert!(done.failed.iter().all(|(_, why)| why.contains("not moved")));
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 3, "nothing lost");
 }

@@ -30,7 +30,7 @@ const SCHEDULED_EVENT: &str = include_str!("../../local/events/scheduled-event.j
 /// Reads the same environment as the Lambda functions (see the README's
 /// configuration table). Exit codes: 0 done, 1 error, 2 usage, 3 the handler
 /// failed (Lambda would report a failed invocation), 4 some records were not
-/// replayed.
+/// replayed or not moved.
 #[derive(Debug, Parser)]
 #[command(name = "countries", version)]
 struct Cli {
@@ -245,17 +245,21 @@ async fn replay(ids: Vec<String>) -> Result<ExitCode> {
 async fn redrive(max: usize) -> Result<ExitCode> {
     let config = RedriveConfig::from_env()?;
     let client = aws_sdk_sqs::Client::new(&aws::sdk_config().await);
-    let moved = move_messages(
+    let done = move_messages(
         &client,
         &config.dead_letter_queue_url,
         &config.retry_queue_url,
         max,
     )
     .await?;
+    let moved = done.moved;
     println!(
         "moved {} messages from the dead-letter queue to the retry queue",
         moved.len()
     );
+    for (id, why) in &done.failed {
+        println!("not moved {id}: {why}");
+    }
     // Best effort: the failure report may not be reachable from here.
     if let Ok(pg) = PostgresConfig::from_env() {
         match FailureReport::new(pg).resolve(&moved, "redriven").await {
@@ -263,7 +267,11 @@ async fn redrive(max: usize) -> Result<ExitCode> {
             Err(e) => eprintln!("could not mark the failure report: {e}"),
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if done.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
 }
 
 async fn load(csv: &str, origin: &str) -> Result<ExitCode> {

@@ -4,19 +4,31 @@
 use countries_shared::failure::QueueError;
 use countries_shared::sqs::{sdk_error, SQS_BATCH_LIMIT};
 
+/// What a redrive did.
+#[derive(Debug, Default)]
+pub struct Redriven {
+    /// Message ids now on the retry queue and gone from the dead-letter queue.
+    pub moved: Vec<String>,
+    /// (message id, why): left where they were, or copied but not deleted.
+    pub failed: Vec<(String, String)>,
+}
+
 /// Moves up to `max` messages from one queue to another, bodies unchanged:
 /// the operator's way to send dead letters through the retrier again once
-/// the cause is fixed. Each message is deleted from the source only after
-/// the destination accepted it. Returns the ids of the moved messages.
+/// the cause is fixed. Each message moves on its own: it is deleted from the
+/// source only after the destination accepted it, and one that cannot move
+/// does not stop the others (it reappears in the source after 60 seconds).
+/// Only a receive that fails is an error.
 pub async fn move_messages(
     client: &aws_sdk_sqs::Client,
     from_url: &str,
     to_url: &str,
     max: usize,
-) -> Result<Vec<String>, QueueError> {
-    let mut moved = Vec::new();
-    while moved.len() < max {
-        let batch = i32::try_from((max - moved.len()).min(SQS_BATCH_LIMIT)).unwrap_or(10);
+) -> Result<Redriven, QueueError> {
+    let mut done = Redriven::default();
+    while done.moved.len() + done.failed.len() < max {
+        let left = max - done.moved.len() - done.failed.len();
+        let batch = i32::try_from(left.min(SQS_BATCH_LIMIT)).unwrap_or(10);
         let received = client
             .receive_message()
             .queue_url(from_url)
@@ -33,22 +45,34 @@ pub async fn move_messages(
             let (Some(id), Some(handle)) = (m.message_id, m.receipt_handle) else {
                 continue;
             };
-            client
+            let sent = client
                 .send_message()
                 .queue_url(to_url)
                 .message_body(m.body.unwrap_or_default())
                 .send()
-                .await
-                .map_err(|e| QueueError::call("SendMessage", sdk_error(&e)))?;
-            client
+                .await;
+            if let Err(e) = sent {
+                done.failed
+                    .push((id, format!("not moved: {}", sdk_error(&e))));
+                continue;
+            }
+            let deleted = client
                 .delete_message()
                 .queue_url(from_url)
                 .receipt_handle(handle)
                 .send()
-                .await
-                .map_err(|e| QueueError::call("DeleteMessage", sdk_error(&e)))?;
-            moved.push(id);
+                .await;
+            match deleted {
+                Ok(_) => done.moved.push(id),
+                Err(e) => done.failed.push((
+                    id,
+                    format!(
+                        "copied to the retry queue but not deleted from the dead-letter queue: {}",
+                        sdk_error(&e)
+                    ),
+                )),
+            }
         }
     }
-    Ok(moved)
+    Ok(done)
 }
