@@ -74,3 +74,45 @@ pub async fn handle(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::report::DeadLetter;
+    use crate::testing::{MemoryDeadLetters, MemoryFailureStore, MemoryMailer};
+
+    #[tokio::test]
+    async fn a_short_deadline_from_the_context_takes_no_dead_letter() {
+        let dlq = MemoryDeadLetters::default();
+        dlq.waiting.lock().unwrap().push(DeadLetter {
+            message_id: "m1".into(),
+            receipt_handle: "rh".into(),
+            body: Some("not json".into()),
+            receive_count: Some(5),
+        });
+        let mail = MemoryMailer::default();
+        let reporter = Reporter {
+            dlq: Box::new(dlq.clone()),
+            store: Box::new(MemoryFailureStore::default()),
+            mailer: Box::new(mail.clone()),
+            max_messages: 10,
+            email_rows: 10,
+            deadline_margin: None,
+        };
+        let mut context = lambda_runtime::Context::default();
+        context.deadline = chrono::Utc::now().timestamp_millis() as u64 + 500;
+        let summary = handle(
+            &reporter,
+            lambda_runtime::LambdaEvent::new(serde_json::json!({}), context),
+        )
+        .await
+        .unwrap();
+        assert_eq!(summary.messages, 0);
+        assert_eq!(
+            dlq.waiting.lock().unwrap().len(),
+            1,
+            "left for the next run"
+        );
+        assert!(mail.sent.lock().unwrap().is_empty());
+    }
+}

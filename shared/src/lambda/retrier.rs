@@ -119,4 +119,27 @@ mod tests {
         let delays = delays.0.lock().unwrap();
         assert!(delays.contains(&("rh-bad".into(), std::time::Duration::from_secs(120))));
     }
+
+    #[tokio::test]
+    async fn a_short_deadline_from_the_context_lists_every_message_unwritten() {
+        let store = MemoryStore::default();
+        let retrier = Retrier {
+            writers: Box::new(store.clone()),
+            policy: RetryPolicy::immediate(1),
+            delay: None,
+            retry_backoff: Backoff::ZERO,
+            deadline_margin: None,
+        };
+        let body = r#"{"schema_version":1,"record":{"country_id":1,"country":"USA"},"error":{"class":"rejected","message":"x"},"run_id":"00000000-0000-0000-0000-000000000000","first_failed_at":"2026-11-24T06:00:00Z","attempt":1}"#;
+        let mut event = SqsEvent::default();
+        event.records = vec![message("ok", body, 1)];
+        let mut context = lambda_runtime::Context::default();
+        // Half a second left; the default margin is two seconds.
+        context.deadline = chrono::Utc::now().timestamp_millis() as u64 + 500;
+        let response = handle(&retrier, lambda_runtime::LambdaEvent::new(event, context))
+            .await
+            .unwrap();
+        assert_eq!(response.batch_item_failures.len(), 1);
+        assert!(store.state().table.is_empty(), "nothing written");
+    }
 }
