@@ -63,7 +63,7 @@ async fn invoke(replicator: &Replicator) -> Result<RunSummary, String> {
     let payload: serde_json::Value = serde_json::from_str(SCHEDULED_EVENT).unwrap();
     handle(replicator, LambdaEvent::new(payload, Context::default()))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("{}: {}", e.error_type, e.error_message))
 }
 
 fn rows(spec: &[(Option<i128>, Option<&str>)]) -> Vec<SourceRow> {

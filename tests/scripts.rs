@@ -87,3 +87,50 @@ fn a_stack_that_fails_half_way_stops_what_it_started() {
         String::from_utf8_lossy(&running.stdout)
     );
 }
+
+/// A clone in a folder only its owner may enter (root's home is 0700) brings
+/// the stack up: the Postgres server, which runs as the unprivileged
+/// `postgres` user, must not need to read anything inside the clone.
+#[test]
+fn the_stack_starts_from_a_clone_in_a_private_folder() {
+    let home = scratch("private-home");
+    Command::new("chmod")
+        .arg("700")
+        .arg(&home)
+        .status()
+        .expect("chmod");
+    let clone = home.join("countries");
+    let cloned = Command::new("git")
+        .args(["clone", "--quiet", "--local", "--no-hardlinks"])
+        .arg(root())
+        .arg(&clone)
+        .status()
+        .expect("git clone");
+    assert!(cloned.success(), "git clone");
+    let state = clone.join(".local/stack");
+    let up = Command::new("bash")
+        .arg(clone.join("infra/local/stack.sh"))
+        .args(["up", "--dir"])
+        .arg(&state)
+        // The checkout's Python environment (fakesnow, moto): installing
+        // another one would only slow the test down.
+        .env("STACK_VENV", root().join(".local/venv"))
+        .output()
+        .expect("stack.sh up");
+    let down = || {
+        let _ = Command::new("bash")
+            .arg(clone.join("infra/local/stack.sh"))
+            .args(["down", "--dir"])
+            .arg(&state)
+            .output();
+    };
+    let stderr = String::from_utf8_lossy(&up.stderr).into_owned();
+    if !up.status.success() {
+        down();
+        panic!("the stack did not start from a 0700 folder:\n{stderr}");
+    }
+    assert!(stderr.contains("Postgres 15 on 127.0.0.1"), "{stderr}");
+    down();
+    assert!(!state.exists(), "stack.sh down leaves nothing");
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -287,23 +287,293 @@ fn one_replicator_at_a_time_on_arm64_built_by_cargo_lambda() {
     }
 }
 
-#[test]
-fn no_policy_grants_a_wildcard_resource() {
-    let t = template();
+/// Every statement of every IAM policy in the template: (owner, statement).
+fn policy_statements(t: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
     for (name, resource) in t["Resources"].as_mapping().expect("resources") {
-        let Some(policies) = resource["Properties"].get("Policies") else {
+        let name = name.as_str().unwrap_or_default().to_string();
+        let Some(policies) = resource["Properties"]["Policies"].as_sequence() else {
             continue;
         };
-        let text = serde_norway::to_string(policies).expect("policies");
+        for policy in policies {
+            // `!If [Condition, policy, !Ref AWS::NoValue]`: the policy inside.
+            let policy = match policy {
+                Value::Tagged(tagged) if tagged.tag == "If" => tagged.value[1].clone(),
+                other => other.clone(),
+            };
+            let statements = &policy["PolicyDocument"]["Statement"];
+            for statement in statements.as_sequence().into_iter().flatten() {
+                out.push((name.clone(), statement.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Sequence(items) => items.iter().flat_map(strings).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The only actions that may be granted on every resource, and why: AWS
+/// accepts nothing narrower for them. The README lists them.
+const WILDCARD_ALLOWED: &[&str] = &[
+    // Lambda in a VPC: the network-interface actions (granted only InVpc).
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+];
+
+#[test]
+fn no_policy_grants_a_wildcard_resource_except_where_aws_requires_it() {
+    let t = template();
+    let statements = policy_statements(&t);
+    assert!(
+        statements.len() >= 10,
+        "found {} statements",
+        statements.len()
+    );
+    for (owner, statement) in &statements {
+        let actions = strings(&statement["Action"]);
         assert!(
-            !text.contains("Resource: '*'") && !text.contains("- '*'"),
-            "{name:?} grants *: {text}"
+            actions.iter().all(|a| a != "*" && !a.ends_with(":*")),
+            "{owner} grants every action: {statement:?}"
         );
+        if strings(&statement["Resource"]).iter().any(|r| r == "*") {
+            assert!(
+                actions
+                    .iter()
+                    .all(|a| WILDCARD_ALLOWED.contains(&a.as_str())),
+                "{owner} grants {actions:?} on *"
+            );
+        }
+    }
+    // The VPC statement is attached only in a VPC.
+    for role in ["ReplicatorRole", "RetrierRole", "DlqReporterRole"] {
+        let policies = t["Resources"][role]["Properties"]["Policies"]
+            .as_sequence()
+            .expect("policies");
+        let vpc = policies
+            .iter()
+            .find(|p| {
+                serde_norway::to_string(p)
+                    .unwrap_or_default()
+                    .contains("ec2:")
+            })
+            .expect("a VPC policy");
+        match vpc {
+            Value::Tagged(tagged) => {
+                assert_eq!(tagged.tag, "If");
+                assert_eq!(tagged.value[0].as_str(), Some("InVpc"), "{role}");
+            }
+            other => panic!("{role}: the VPC policy is unconditional: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn functions_use_their_own_roles_and_no_managed_policy() {
+    let t = template();
+    for (function, role) in [
+        ("ReplicatorFunction", "ReplicatorRole"),
+        ("RetrierFunction", "RetrierRole"),
+        ("DlqReporterFunction", "DlqReporterRole"),
+    ] {
+        let properties = &t["Resources"][function]["Properties"];
+        // With an explicit Role, SAM attaches no AWS managed policy
+        // (AWSLambdaBasicExecutionRole, AWSLambdaVPCAccessExecutionRole,
+        // AWSLambdaSQSQueueExecutionRole grant on every resource).
+        match &properties["Role"] {
+            Value::Tagged(tagged) => {
+                assert_eq!(tagged.tag, "GetAtt");
+                assert_eq!(tagged.value.as_str(), Some(format!("{role}.Arn").as_str()));
+            }
+            other => panic!("{function} has no role of its own: {other:?}"),
+        }
+        assert!(properties.get("Policies").is_none(), "{function}: Policies");
+        let role = &t["Resources"][role]["Properties"];
         assert!(
-            !text.contains("Action: '*'") && !text.contains(":*'"),
-            "{name:?} grants every action: {text}"
+            role.get("ManagedPolicyArns").is_none(),
+            "{function}: managed policies"
         );
     }
+    // The retrier's event source mapping works on the retry queue alone.
+    let retrier: Vec<(String, Value)> = policy_statements(&t)
+        .into_iter()
+        .filter(|(owner, _)| owner == "RetrierRole")
+        .collect();
+    let receive = retrier
+        .iter()
+        .find(|(_, s)| strings(&s["Action"]).contains(&"sqs:ReceiveMessage".to_string()))
+        .expect("sqs:ReceiveMessage for the event source mapping");
+    assert_eq!(
+        serde_norway::to_string(&receive.1["Resource"])
+            .unwrap_or_default()
+            .trim(),
+        "!GetAtt RetryQueue.Arn"
+    );
+}
+
+#[test]
+fn alarms_can_publish_to_the_encrypted_alarm_topic() {
+    let t = template();
+    let topic = &t["Resources"]["AlarmTopic"]["Properties"];
+    let key = match &topic["KmsMasterKeyId"] {
+        Value::Tagged(tagged) if tagged.tag == "Ref" => {
+            tagged.value.as_str().expect("key name").to_string()
+        }
+        other => panic!(
+            "the alarm topic's key must be a customer managed key of this stack \
+             (CloudWatch cannot use alias/aws/sns): {other:?}"
+        ),
+    };
+    let key = &t["Resources"][key.as_str()];
+    assert_eq!(key["Type"].as_str(), Some("AWS::KMS::Key"));
+    let statements = key["Properties"]["KeyPolicy"]["Statement"]
+        .as_sequence()
+        .expect("a key policy");
+    let cloudwatch = statements
+        .iter()
+        .find(|s| s["Principal"]["Service"].as_str() == Some("cloudwatch.amazonaws.com"))
+        .expect("a statement for cloudwatch.amazonaws.com");
+    let actions = strings(&cloudwatch["Action"]);
+    for needed in ["kms:Decrypt", "kms:GenerateDataKey*"] {
+        assert!(actions.iter().any(|a| a == needed), "{needed}: {actions:?}");
+    }
+    // Every alarm notifies that topic.
+    for (name, resource) in t["Resources"].as_mapping().expect("resources") {
+        if resource["Type"].as_str() == Some("AWS::CloudWatch::Alarm") {
+            let actions = serde_norway::to_string(&resource["Properties"]["AlarmActions"])
+                .unwrap_or_default();
+            assert!(actions.contains("AlarmTopic"), "{name:?} notifies nobody");
+        }
+    }
+}
+
+#[test]
+fn scheduled_runs_are_not_retried_asynchronously_and_their_failures_alarm() {
+    let t = template();
+    for function in ["ReplicatorFunction", "DlqReporterFunction"] {
+        let properties = &t["Resources"][function]["Properties"];
+        assert_eq!(
+            properties["Events"]["Schedule"]["Type"].as_str(),
+            Some("ScheduleV2")
+        );
+        let invoke = &properties["EventInvokeConfig"];
+        assert_eq!(
+            invoke["MaximumRetryAttempts"].as_u64(),
+            Some(0),
+            "{function}: the next scheduled run is the retry"
+        );
+        let destination =
+            serde_norway::to_string(&invoke["DestinationConfig"]["OnFailure"]).unwrap_or_default();
+        assert!(
+            destination.contains("InvocationFailureQueue.Arn"),
+            "{function}: {destination}"
+        );
+    }
+    let alarm = &t["Resources"]["InvocationFailureAlarm"]["Properties"];
+    let dimension = serde_norway::to_string(&alarm["Dimensions"]).unwrap_or_default();
+    assert!(dimension.contains("InvocationFailureQueue"), "{dimension}");
+}
+
+#[test]
+fn the_queues_that_hold_rows_are_retained() {
+    let t = template();
+    for queue in ["RetryQueue", "DeadLetterQueue"] {
+        let resource = &t["Resources"][queue];
+        assert_eq!(
+            resource["DeletionPolicy"].as_str(),
+            Some("Retain"),
+            "{queue}"
+        );
+        assert_eq!(
+            resource["UpdateReplacePolicy"].as_str(),
+            Some("Retain"),
+            "{queue}"
+        );
+    }
+}
+
+#[test]
+fn every_scanner_suppression_gives_a_reason() {
+    let t = template();
+    let mut suppressions = 0;
+    for (name, resource) in t["Resources"].as_mapping().expect("resources") {
+        for skip in resource["Metadata"]["checkov"]["skip"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            suppressions += 1;
+            let id = skip["id"].as_str().unwrap_or_default();
+            let comment = skip["comment"].as_str().unwrap_or_default();
+            assert!(id.starts_with("CKV_"), "{name:?}: {skip:?}");
+            assert!(
+                comment.len() > 20,
+                "{name:?} suppresses {id} without a reason"
+            );
+        }
+    }
+    assert!(suppressions > 0, "the scan found nothing to read");
+}
+
+#[test]
+fn the_release_profile_unwinds_so_panics_are_contained() {
+    // `cargo lambda build --release` (sam build, infra/deploy/build.sh)
+    // sets panic = "abort" unless the release profile names a strategy.
+    let manifest: toml_like::Manifest =
+        toml_like::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"));
+    assert_eq!(manifest.release_panic.as_deref(), Some("unwind"));
+}
+
+/// Just enough TOML reading for the workspace manifest's release profile.
+mod toml_like {
+    pub struct Manifest {
+        pub release_panic: Option<String>,
+    }
+
+    pub fn read(path: &str) -> Manifest {
+        let text = std::fs::read_to_string(path).expect("Cargo.toml");
+        let mut section = String::new();
+        let mut release_panic = None;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line.to_string();
+            } else if section == "[profile.release]" {
+                if let Some(value) = line.strip_prefix("panic") {
+                    let value = value.trim_start().trim_start_matches('=').trim();
+                    release_panic = Some(value.trim_matches('"').to_string());
+                }
+            }
+        }
+        Manifest { release_panic }
+    }
+}
+
+#[test]
+fn the_digest_sender_may_be_verified_as_an_address_or_as_its_domain() {
+    let t = template();
+    let ses = policy_statements(&t)
+        .into_iter()
+        .find(|(owner, s)| {
+            owner == "DlqReporterRole"
+                && strings(&s["Action"])
+                    .iter()
+                    .any(|a| a == "ses:SendRawEmail")
+        })
+        .expect("the SES statement");
+    let resources = serde_norway::to_string(&ses.1["Resource"]).unwrap_or_default();
+    assert!(
+        resources.contains("identity/${ReportSender}"),
+        "{resources}"
+    );
+    assert!(resources.contains("identity/${Domain}"), "{resources}");
 }
 
 /// The emulator has no roles or grants, so `access.sql` cannot run on the
@@ -370,4 +640,17 @@ fn the_snowflake_grants_match_the_statements_the_replicator_sends() {
             .all(|l| !l.contains("DELETE")),
         "the functions never delete in Postgres"
     );
+}
+
+#[test]
+fn lambdas_logging_controls_set_the_format_and_level() {
+    let t = template();
+    let logging = get(&t, &["Globals", "Function", "LoggingConfig"]);
+    assert_eq!(logging["LogFormat"].as_str(), Some("JSON"));
+    assert!(logging["ApplicationLogLevel"].as_str().is_some());
+    // RUST_LOG and LOG_FORMAT are local overrides: set in the template they
+    // would hide the console's logging controls.
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+        .expect("template.yaml");
+    assert!(!text.contains("RUST_LOG:") && !text.contains("LOG_FORMAT:"));
 }

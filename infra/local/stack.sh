@@ -14,7 +14,9 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-VENV="$ROOT/.local/venv"
+# STACK_VENV: an existing environment to use instead (the tests reuse the
+# checkout's when they start a stack from a fresh clone).
+VENV="${STACK_VENV:-$ROOT/.local/venv}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 STATE="$ROOT/.local/stack"
 
@@ -113,11 +115,16 @@ start_postgres() {
   mkdir -p "$data"
   [ "$(id -u)" = 0 ] && chown postgres: "$data"
   echo "$data" > "$STATE/pg.datadir"
-  echo "postgres" > "$STATE/pg.pwfile"
-  chmod 644 "$STATE/pg.pwfile"
-  pg_run "$PG_BIN/initdb" -D "$data/data" -U postgres --pwfile="$STATE/pg.pwfile" \
-    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-instructions >"$STATE/postgres-init.log" 2>&1 \
-    || die "initdb failed; see $STATE/postgres-init.log"
+  # Everything the server reads sits in $data, which its user can enter even
+  # when the checkout is in a folder it cannot (root's 0700 home).
+  echo "postgres" > "$data/pwfile"
+  [ "$(id -u)" = 0 ] && chown postgres: "$data/pwfile"
+  chmod 600 "$data/pwfile"
+  if ! pg_run "$PG_BIN/initdb" -D "$data/data" -U postgres --pwfile="$data/pwfile" \
+    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-instructions >"$STATE/postgres-init.log" 2>&1; then
+    sed 's/^/[stack]   /' "$STATE/postgres-init.log" >&2
+    die "initdb failed (above). If it cannot read a file, the postgres user cannot reach the path: clone somewhere it can, or report this with the lines above"
+  fi
   cat >>"$data/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
@@ -129,7 +136,7 @@ synchronous_commit = off
 max_connections = 200
 CONF
   pg_run "$PG_BIN/pg_ctl" -D "$data/data" -l "$data/postgres.log" -w -t 30 start >/dev/null \
-    || die "Postgres did not start; see $data/postgres.log"
+    || { tail -n 20 "$data/postgres.log" | sed 's/^/[stack]   /' >&2; die "Postgres did not start (its log above): a port clash or a full disk are the usual causes; run \`infra/local/stack.sh down\` and try again"; }
   echo "$port" > "$STATE/pg.port"
   PGPASSWORD=postgres psql -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 <<SQL >/dev/null
 CREATE ROLE countries LOGIN PASSWORD 'countries';

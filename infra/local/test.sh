@@ -33,6 +33,15 @@ cargo build --workspace --bins --locked
 step "no test or operator tooling in the Lambda binaries"
 infra/local/check-lambda-binaries.sh
 
+step "release profile: a panic in the retrier is contained"
+# The deployed binaries are release builds: this is the profile they use.
+probe=$(cargo run --quiet --release --locked -p retrier --example panic_probe 2>/dev/null) || {
+  echo "the panic probe did not finish: the release profile aborts on panic" >&2
+  exit 1
+}
+echo "$probe"
+grep -qx "contained: listed m1,m2" <<<"$probe"
+
 step "tests"
 # One closing line sums every cargo test binary's result (cargo's own last
 # line is the doc tests' `0 passed`, which reads as if nothing ran).

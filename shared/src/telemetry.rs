@@ -1,23 +1,54 @@
 //! Logging: one JSON object per line in Lambda (CloudWatch Logs Insights can
-//! query the fields), compact text on a terminal.
+//! query the fields), compact text on a terminal. Lambda's own logging
+//! controls (the function's `LoggingConfig`, which the runtime passes as
+//! `AWS_LAMBDA_LOG_FORMAT` and `AWS_LAMBDA_LOG_LEVEL`) decide; `LOG_FORMAT`
+//! and `RUST_LOG` are local overrides.
 
 use tracing_subscriber::EnvFilter;
 
-/// Sets up logging once per process. `LOG_FORMAT` (`json` or `text`) wins;
-/// otherwise JSON inside Lambda and text elsewhere. `RUST_LOG` filters
-/// (default `info`).
-pub fn init() {
-    let json = match std::env::var("LOG_FORMAT").ok().as_deref() {
+/// How the process logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub json: bool,
+    /// An `EnvFilter` directive.
+    pub filter: String,
+}
+
+/// The settings from the environment: `get` reads one variable.
+pub fn log_settings(get: impl Fn(&str) -> Option<String>) -> LogSettings {
+    let json = match get("LOG_FORMAT").as_deref() {
         Some("json") => true,
         Some("text") => false,
-        _ => std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some(),
+        _ => match get("AWS_LAMBDA_LOG_FORMAT").as_deref() {
+            Some(f) if f.eq_ignore_ascii_case("json") => true,
+            Some(f) if f.eq_ignore_ascii_case("text") => false,
+            _ => get("AWS_LAMBDA_FUNCTION_NAME").is_some(),
+        },
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = get("RUST_LOG")
+        .filter(|f| !f.trim().is_empty())
+        .or_else(|| {
+            get("AWS_LAMBDA_LOG_LEVEL").map(|level| {
+                match level.to_ascii_lowercase().as_str() {
+                    // Lambda's FATAL is the most severe level tracing has.
+                    "fatal" => "error".to_string(),
+                    other => other.to_string(),
+                }
+            })
+        })
+        .unwrap_or_else(|| "info".to_string());
+    LogSettings { json, filter }
+}
+
+/// Sets up logging once per process.
+pub fn init() {
+    let settings = log_settings(|name| std::env::var(name).ok());
+    let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     // try_init: a second call (tests) keeps the first subscriber.
-    let _ = if json {
+    let _ = if settings.json {
         builder
             .json()
             .flatten_event(true)
@@ -82,6 +113,52 @@ pub fn emit_metrics(function: &str, metrics: &[(&str, f64)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> LogSettings {
+        log_settings(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn lambdas_logging_controls_decide_and_local_variables_override() {
+        let lambda = [
+            ("AWS_LAMBDA_FUNCTION_NAME", "replicator"),
+            ("AWS_LAMBDA_LOG_FORMAT", "Text"),
+            ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
+        ];
+        assert_eq!(
+            settings(&lambda),
+            LogSettings {
+                json: false,
+                filter: "warn".into()
+            }
+        );
+        let mut overridden = lambda.to_vec();
+        overridden.extend([("LOG_FORMAT", "json"), ("RUST_LOG", "debug")]);
+        assert_eq!(
+            settings(&overridden),
+            LogSettings {
+                json: true,
+                filter: "debug".into()
+            }
+        );
+        assert_eq!(
+            settings(&[("AWS_LAMBDA_LOG_LEVEL", "FATAL")]).filter,
+            "error"
+        );
+        assert_eq!(
+            settings(&[("AWS_LAMBDA_FUNCTION_NAME", "x")]),
+            LogSettings {
+                json: true,
+                filter: "info".into()
+            },
+            "JSON in Lambda when nothing says otherwise"
+        );
+        assert!(!settings(&[]).json, "text on a terminal");
+    }
 
     #[test]
     fn the_metrics_line_is_valid_embedded_metric_format() {

@@ -50,7 +50,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}: {}", e.error_type, e.error_message);
             ExitCode::from(3)
         }
     }

@@ -4,6 +4,7 @@
 
 use countries_shared::config::{Env, ReporterConfig};
 use countries_shared::lambda::reporter::{build, handle};
+use countries_shared::lambda::start_or_exit;
 use countries_shared::telemetry;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
@@ -11,8 +12,14 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 async fn main() -> Result<(), Error> {
     telemetry::init();
     // Secrets Manager values become plain variables before the config is read.
-    let vars = countries_shared::secrets::environment().await?;
-    let config = ReporterConfig::from_vars(Env::from_map(vars))?;
+    let vars = start_or_exit(
+        "cannot read the secrets",
+        countries_shared::secrets::environment().await,
+    );
+    let config = start_or_exit(
+        "invalid configuration",
+        ReporterConfig::from_vars(Env::from_map(vars)),
+    );
     let reporter = build(&config).await;
     countries_shared::lambda::flush_on_shutdown().await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {

@@ -5,6 +5,7 @@
 
 use countries_shared::config::{Env, ReplicatorConfig};
 use countries_shared::lambda::replicator::{build, handle};
+use countries_shared::lambda::start_or_exit;
 use countries_shared::telemetry;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
@@ -12,9 +13,15 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 async fn main() -> Result<(), Error> {
     telemetry::init();
     // Secrets Manager values become plain variables before the config is read.
-    let vars = countries_shared::secrets::environment().await?;
-    let config = ReplicatorConfig::from_vars(Env::from_map(vars))?;
-    let replicator = build(&config).await?;
+    let vars = start_or_exit(
+        "cannot read the secrets",
+        countries_shared::secrets::environment().await,
+    );
+    let config = start_or_exit(
+        "invalid configuration",
+        ReplicatorConfig::from_vars(Env::from_map(vars)),
+    );
+    let replicator = start_or_exit("cannot build the Snowflake client", build(&config).await);
     countries_shared::lambda::flush_on_shutdown().await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         handle(&replicator, event)

@@ -147,7 +147,7 @@ async fn replicate(event_json: String) -> Result<ExitCode> {
 /// Prints what a handler returned; exit code 3 when Lambda would report a
 /// failed invocation.
 fn print_outcome<T: serde::Serialize>(
-    result: Result<T, lambda_runtime::Error>,
+    result: Result<T, lambda_runtime::Diagnostic>,
 ) -> Result<ExitCode> {
     match result {
         Ok(summary) => {
@@ -156,7 +156,8 @@ fn print_outcome<T: serde::Serialize>(
         }
         Err(e) => {
             eprintln!(
-                "the handler returned an error (Lambda would report a failed invocation):\n  {e}"
+                "the handler returned an error (Lambda would report a failed invocation):\n  {}: {}",
+                e.error_type, e.error_message
             );
             Ok(ExitCode::from(3))
         }

@@ -7,6 +7,36 @@ pub mod replicator;
 pub mod reporter;
 pub mod retrier;
 
+use std::fmt::Display;
+
+use lambda_runtime::Diagnostic;
+
+/// A failed invocation with a stable `errorType` (the runtime's default is
+/// a Rust type name such as `&alloc::boxed::Box<dyn core::error::Error>`),
+/// so that logs, alarms and the invocation failure queue can be filtered on it.
+pub fn failure(error_type: &str, message: impl Display) -> Diagnostic {
+    Diagnostic {
+        error_type: error_type.to_string(),
+        error_message: message.to_string(),
+    }
+}
+
+/// The function cannot start (a configuration problem, a secret that cannot
+/// be read): log the same clear lines the command line prints, as one
+/// structured line, and exit. Lambda reports it as an init error
+/// (`Runtime.ExitError`) with that line in the function's log.
+pub fn start_or_exit<T, E: Display>(what: &str, result: Result<T, E>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => {
+            tracing::error!(error_type = "InitError", error = %e, "{what}");
+            eprintln!("{what}: {e}");
+            crate::telemetry::flush();
+            std::process::exit(1);
+        }
+    }
+}
+
 /// In Lambda, flush logs and metrics when the runtime sends SIGTERM (at
 /// shutdown, or when an invocation times out), through `lambda_runtime`'s
 /// graceful-shutdown support. It registers a no-op extension, which only the

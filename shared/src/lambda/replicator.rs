@@ -5,7 +5,7 @@ use uuid::Uuid;
 use crate::config::ReplicatorConfig;
 use crate::deadline::Deadline;
 use crate::failure::SourceError;
-use crate::ledger::RunSummary;
+use crate::ledger::{RunOutcome, RunSummary};
 use crate::ports::NoHook;
 use crate::postgres::replica::PostgresStore;
 use crate::replicator::Replicator;
@@ -34,7 +34,7 @@ pub async fn build(config: &ReplicatorConfig) -> Result<Replicator, SourceError>
 pub async fn handle(
     replicator: &Replicator,
     event: lambda_runtime::LambdaEvent<serde_json::Value>,
-) -> Result<RunSummary, lambda_runtime::Error> {
+) -> Result<RunSummary, lambda_runtime::Diagnostic> {
     let trigger_id = event
         .payload
         .get("id")
@@ -56,10 +56,13 @@ pub async fn handle(
             ("RowsDeleted", count(summary.rows_deleted)),
         ],
     );
-    if summary.outcome.is_success() {
-        Ok(summary)
-    } else {
-        Err(RunFailed(summary).into())
+    match summary.outcome {
+        RunOutcome::Succeeded | RunOutcome::Skipped => Ok(summary),
+        // Rows stay in Snowflake for the next run.
+        RunOutcome::Partial => Err(super::failure("RunPartial", RunFailed(summary))),
+        RunOutcome::Failed | RunOutcome::Running => {
+            Err(super::failure("RunFailed", RunFailed(summary)))
+        }
     }
 }
 
@@ -105,8 +108,9 @@ mod tests {
         );
         let err = handle(&replicator(&one_row(), &store), event)
             .await
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+        assert_eq!(err.error_type, "RunPartial");
+        let err = err.error_message;
         assert!(
             err.contains("partial") && err.contains("1 deferred"),
             "{err}"
@@ -134,7 +138,7 @@ mod tests {
         let err = handle(&replicator(&source, &MemoryStore::default()), event)
             .await
             .unwrap_err()
-            .to_string();
+            .error_message;
         assert!(err.contains("partial") && err.contains("deadline"), "{err}");
         assert_eq!(source.state().rows.len(), 1, "the row stays in Snowflake");
     }

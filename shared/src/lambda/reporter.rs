@@ -35,7 +35,7 @@ pub async fn build(config: &ReporterConfig) -> Reporter {
 pub async fn handle(
     reporter: &Reporter,
     event: lambda_runtime::LambdaEvent<serde_json::Value>,
-) -> Result<ReportSummary, lambda_runtime::Error> {
+) -> Result<ReportSummary, lambda_runtime::Diagnostic> {
     let deadline = Deadline::from_epoch_ms(event.context.deadline, reporter.deadline_margin);
     let summary = reporter.run(Uuid::new_v4(), &deadline).await;
     crate::telemetry::emit_metrics(
@@ -70,7 +70,10 @@ pub async fn handle(
         }
         Some(e) => {
             report_event!(error, "dlq report incomplete");
-            Err(format!("dlq report {} incomplete: {e}", summary.report_run_id).into())
+            Err(super::failure(
+                "ReportIncomplete",
+                format!("dlq report {} incomplete: {e}", summary.report_run_id),
+            ))
         }
     }
 }

@@ -47,7 +47,7 @@ fn receive_count(record: &SqsMessage) -> u32 {
 pub async fn handle(
     retrier: &Retrier,
     event: lambda_runtime::LambdaEvent<SqsEvent>,
-) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+) -> Result<SqsBatchResponse, lambda_runtime::Diagnostic> {
     let records = &event.payload.records;
     let deliveries: Vec<Delivery<'_>> = records
         .iter()

@@ -40,6 +40,9 @@ pub struct FailureEntry {
 
 impl FailureEntry {
     pub fn from_dead_letter(letter: &DeadLetter, now: DateTime<Utc>) -> Self {
+        // A dead letter's receive count goes on from the retry queue's and
+        // includes the reporter's own receive: the attempts are one fewer.
+        let attempts = letter.receive_count.map(|c| c.saturating_sub(1));
         match parse_retry_message(letter.body.as_deref()) {
             Ok(message) => Self {
                 message_id: letter.message_id.clone(),
@@ -49,7 +52,7 @@ impl FailureEntry {
                 error_class: message.error.class.as_str().to_string(),
                 sqlstate: message.error.sqlstate.clone(),
                 error_message: message.error.message.clone(),
-                attempts: letter.receive_count,
+                attempts,
                 first_failed_at: Some(message.first_failed_at),
                 last_failed_at: now,
                 source_run_id: Some(message.run_id),
@@ -63,7 +66,7 @@ impl FailureEntry {
                 error_class: "malformed".to_string(),
                 sqlstate: None,
                 error_message: e.to_string(),
-                attempts: letter.receive_count,
+                attempts,
                 first_failed_at: None,
                 last_failed_at: now,
                 source_run_id: None,
