@@ -6,6 +6,7 @@ pub mod failures;
 pub mod loader;
 pub mod redrive;
 pub mod snowflake_admin;
+pub mod status;
 
 use countries_shared::config::vars::{DEAD_LETTER_QUEUE_URL, RETRY_QUEUE_URL};
 use countries_shared::config::{ConfigError, Env};

@@ -15,8 +15,11 @@ use countries_ops::failures::FailureReport;
 use countries_ops::loader::parse_csv;
 use countries_ops::redrive::move_messages;
 use countries_ops::snowflake_admin::SnowflakeAdmin;
+use countries_ops::status;
 use countries_ops::RedriveConfig;
-use countries_shared::config::{PostgresConfig, ReplicatorConfig, ReporterConfig, RetrierConfig};
+use countries_shared::config::{
+    PostgresConfig, ReplicatorConfig, ReporterConfig, RetrierConfig, SnowflakeConfig,
+};
 use countries_shared::lambda;
 use countries_shared::postgres::replica::PostgresStore;
 use countries_shared::{aws, telemetry};
@@ -58,6 +61,22 @@ enum Command {
     },
     /// Run the dlq-reporter once: dead-letter queue to failure report and email.
     Report,
+    /// Is the pipeline healthy, and if not, where does it hurt. Exit code 0
+    /// healthy, 1 degraded (partial runs, dead letters, failures waiting),
+    /// 2 down (no successful run in the window, a dependency unreachable).
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Down when no run succeeded within this many minutes (default:
+        /// three times the default 15-minute schedule).
+        #[arg(long, default_value_t = 45, value_name = "MINUTES")]
+        window: i64,
+        /// A run still `running` after this many minutes crashed (the
+        /// replicator's timeout is at most 15).
+        #[arg(long, default_value_t = 20, value_name = "MINUTES")]
+        stale_after: i64,
+    },
     /// List the unresolved failures: counts by error, then the records.
     Failures {
         /// Records to list at most.
@@ -113,6 +132,11 @@ async fn run(command: Command) -> Result<ExitCode> {
             timeout,
         } => drive_retrier(batch_size, Duration::from_secs(timeout)).await,
         Command::Report => run_report().await,
+        Command::Status {
+            json,
+            window,
+            stale_after,
+        } => status(json, window, stale_after).await,
         Command::Failures { limit } => failures(limit).await,
         Command::Replay { message_ids } => replay(message_ids).await,
         Command::Redrive { max } => redrive(max).await,
@@ -184,6 +208,27 @@ async fn run_report() -> Result<ExitCode> {
     print_outcome(
         lambda::reporter::handle(&reporter, LambdaEvent::new(payload, lambda_context())).await,
     )
+}
+
+async fn status(json: bool, window: i64, stale_after: i64) -> Result<ExitCode> {
+    let sqs = aws_sdk_sqs::Client::new(&aws::sdk_config().await);
+    let url = |name: &str| std::env::var(name).ok().filter(|u| !u.trim().is_empty());
+    let sources = status::Sources {
+        postgres: PostgresConfig::from_env().map_err(|e| e.to_string()),
+        snowflake: SnowflakeConfig::from_env().map_err(|e| e.to_string()),
+        sqs: Some(&sqs),
+        retry_queue_url: url("RETRY_QUEUE_URL"),
+        dead_letter_queue_url: url("DEAD_LETTER_QUEUE_URL"),
+        window: chrono::Duration::minutes(window),
+        stale_after: chrono::Duration::minutes(stale_after),
+    };
+    let found = status::status(&sources).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else {
+        print!("{}", status::render(&found));
+    }
+    Ok(ExitCode::from(found.health as u8))
 }
 
 async fn failures(limit: i64) -> Result<ExitCode> {

@@ -232,6 +232,15 @@ impl ReplicatorConfig {
     }
 }
 
+impl SnowflakeConfig {
+    /// Only the Snowflake variables (operator commands).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut env = Env::from_process();
+        let config = Self::read(&mut env);
+        env.finish(config)
+    }
+}
+
 impl PostgresConfig {
     /// Only the Postgres variables (operator commands on the failure report).
     pub fn from_env() -> Result<Self, ConfigError> {

@@ -1,0 +1,512 @@
+//! `countries status`: is the pipeline healthy, and if not, where does it
+//! hurt. Each dependency is asked on its own: one that cannot be reached is
+//! reported as such, and the others are still shown.
+
+use chrono::{DateTime, Duration, Utc};
+use countries_shared::config::{PostgresConfig, SnowflakeConfig};
+use countries_shared::postgres::connect::connect;
+use countries_shared::postgres::sqlstate::write_error;
+use countries_shared::snowflake::sql::deleted_count;
+use countries_shared::sqs::sdk_error;
+use serde::Serialize;
+
+use crate::snowflake_admin::SnowflakeAdmin;
+
+/// The overall verdict, and the command's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Healthy = 0,
+    /// Partial runs, dead letters, failures waiting, a crashed run.
+    Degraded = 1,
+    /// No successful run in the window, or a dependency unreachable.
+    Down = 2,
+}
+
+/// One part of the status: what was found, or why it could not be.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "value")]
+pub enum Part<T> {
+    Ok(T),
+    Unreachable(String),
+    NotConfigured(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub run_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The ledger's outcome; `crashed` for a run left `running` past the
+    /// longest a run can take.
+    pub outcome: String,
+    pub rows_read: i64,
+    pub rows_written: i64,
+    pub rows_enqueued: i64,
+    pub rows_deferred: i64,
+    pub rows_deleted: i64,
+    pub duration_seconds: Option<f64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Runs {
+    pub last: Vec<Run>,
+    pub last_success: Option<DateTime<Utc>>,
+    /// No successful run within the window.
+    pub overdue: bool,
+    pub window_minutes: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureGroup {
+    pub error_class: String,
+    pub sqlstate: String,
+    pub count: i64,
+    pub oldest: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub health: Health,
+    pub reasons: Vec<String>,
+    /// Rows waiting in the source table.
+    pub snowflake_backlog: Part<u64>,
+    pub runs: Part<Runs>,
+    pub retry_queue: Part<QueueDepth>,
+    pub dead_letter_queue: Part<QueueDepth>,
+    pub unresolved_failures: Part<Vec<FailureGroup>>,
+}
+
+/// Where to look, and what counts as late.
+pub struct Sources<'a> {
+    pub postgres: Result<PostgresConfig, String>,
+    pub snowflake: Result<SnowflakeConfig, String>,
+    pub sqs: Option<&'a aws_sdk_sqs::Client>,
+    pub retry_queue_url: Option<String>,
+    pub dead_letter_queue_url: Option<String>,
+    /// No successful run within this window: down.
+    pub window: Duration,
+    /// A run still `running` after this crashed.
+    pub stale_after: Duration,
+}
+
+pub async fn status(sources: &Sources<'_>) -> Status {
+    let snowflake_backlog = match &sources.snowflake {
+        Err(e) => Part::NotConfigured(e.clone()),
+        Ok(config) => backlog(config).await,
+    };
+    let (runs, unresolved_failures) = match &sources.postgres {
+        Err(e) => (
+            Part::NotConfigured(e.clone()),
+            Part::NotConfigured(e.clone()),
+        ),
+        Ok(config) => postgres_parts(config, sources).await,
+    };
+    let queue = |url: &Option<String>, name: &str| {
+        let url = url.clone();
+        let name = name.to_string();
+        async move {
+            match (sources.sqs, url) {
+                (Some(client), Some(url)) => depth(client, &url).await,
+                _ => Part::NotConfigured(format!("{name} is not set")),
+            }
+        }
+    };
+    let retry_queue = queue(&sources.retry_queue_url, "RETRY_QUEUE_URL").await;
+    let dead_letter_queue = queue(&sources.dead_letter_queue_url, "DEAD_LETTER_QUEUE_URL").await;
+    let mut status = Status {
+        health: Health::Healthy,
+        reasons: Vec::new(),
+        snowflake_backlog,
+        runs,
+        retry_queue,
+        dead_letter_queue,
+        unresolved_failures,
+    };
+    judge(&mut status);
+    status
+}
+
+/// The verdict, from what was found.
+fn judge(s: &mut Status) {
+    let mut worst = Health::Healthy;
+    let mut say = |health: Health, reason: String, reasons: &mut Vec<String>| {
+        worst = worst.max(health);
+        reasons.push(reason);
+    };
+    let mut reasons = Vec::new();
+    for (name, unreachable) in [
+        (
+            "Snowflake",
+            matches!(s.snowflake_backlog, Part::Unreachable(_)),
+        ),
+        ("Postgres", matches!(s.runs, Part::Unreachable(_))),
+        (
+            "the retry queue",
+            matches!(s.retry_queue, Part::Unreachable(_)),
+        ),
+        (
+            "the dead-letter queue",
+            matches!(s.dead_letter_queue, Part::Unreachable(_)),
+        ),
+    ] {
+        if unreachable {
+            say(
+                Health::Down,
+                format!("{name} cannot be reached"),
+                &mut reasons,
+            );
+        }
+    }
+    if let Part::Ok(runs) = &s.runs {
+        if runs.overdue {
+            say(
+                Health::Down,
+                format!(
+                    "no successful run in the last {} minutes",
+                    runs.window_minutes
+                ),
+                &mut reasons,
+            );
+        }
+        if let Some(last) = runs.last.first() {
+            if matches!(last.outcome.as_str(), "partial" | "failed" | "crashed") {
+                say(
+                    Health::Degraded,
+                    format!("the last run ended {}", last.outcome),
+                    &mut reasons,
+                );
+            }
+        }
+    }
+    if let Part::Ok(dlq) = &s.dead_letter_queue {
+        let waiting = dlq.visible + dlq.in_flight;
+        if waiting > 0 {
+            say(
+                Health::Degraded,
+                format!("{waiting} dead letters wait for the report"),
+                &mut reasons,
+            );
+        }
+    }
+    if let Part::Ok(groups) = &s.unresolved_failures {
+        let n: i64 = groups.iter().map(|g| g.count).sum();
+        if n > 0 {
+            say(
+                Health::Degraded,
+                format!("{n} unresolved failures in the report"),
+                &mut reasons,
+            );
+        }
+    }
+    s.health = worst;
+    s.reasons = reasons;
+}
+
+/// `SELECT COUNT(*)` of the whole table: Snowflake answers it from table
+/// metadata, without a running warehouse.
+async fn backlog(config: &SnowflakeConfig) -> Part<u64> {
+    let admin = match SnowflakeAdmin::connect(config) {
+        Ok(admin) => admin,
+        Err(e) => return Part::Unreachable(e.to_string()),
+    };
+    let sql = format!("SELECT COUNT(*) FROM {}", config.table.quoted());
+    match admin.execute(&sql).await {
+        Ok(result) => match deleted_count(&result) {
+            Ok(n) => Part::Ok(n),
+            Err(e) => Part::Unreachable(e.to_string()),
+        },
+        Err(e) => Part::Unreachable(e.to_string()),
+    }
+}
+
+async fn postgres_parts(
+    config: &PostgresConfig,
+    sources: &Sources<'_>,
+) -> (Part<Runs>, Part<Vec<FailureGroup>>) {
+    let conn = match connect(config).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let why = e.to_string();
+            return (Part::Unreachable(why.clone()), Part::Unreachable(why));
+        }
+    };
+    let schema = config.schema.quoted();
+    let runs = conn
+        .client
+        .query(
+            &format!(
+                "SELECT run_id::text, started_at, finished_at, outcome, rows_read, rows_written, \
+                 rows_enqueued, rows_deferred, rows_deleted, error \
+                 FROM {schema}.\"replication_run\" ORDER BY started_at DESC LIMIT 5"
+            ),
+            &[],
+        )
+        .await;
+    let last_success = conn
+        .client
+        .query_one(
+            &format!(
+                "SELECT max(coalesce(finished_at, started_at)) FROM {schema}.\"replication_run\" \
+                 WHERE outcome IN ('succeeded', 'skipped')"
+            ),
+            &[],
+        )
+        .await;
+    let now = Utc::now();
+    let runs = match (runs, last_success) {
+        (Ok(rows), Ok(success)) => {
+            let last_success: Option<DateTime<Utc>> = success.get(0);
+            let last = rows
+                .iter()
+                .map(|r| {
+                    let started_at: DateTime<Utc> = r.get(1);
+                    let finished_at: Option<DateTime<Utc>> = r.get(2);
+                    let mut outcome: String = r.get(3);
+                    if outcome == "running" && now - started_at > sources.stale_after {
+                        outcome = "crashed".into();
+                    }
+                    Run {
+                        run_id: r.get(0),
+                        started_at,
+                        finished_at,
+                        outcome,
+                        rows_read: r.get(4),
+                        rows_written: r.get(5),
+                        rows_enqueued: r.get(6),
+                        rows_deferred: r.get(7),
+                        rows_deleted: r.get(8),
+                        duration_seconds: finished_at
+                            .map(|f| (f - started_at).num_milliseconds() as f64 / 1000.0),
+                        error: r.get(9),
+                    }
+                })
+                .collect();
+            Part::Ok(Runs {
+                last,
+                last_success,
+                overdue: last_success.is_none_or(|at| now - at > sources.window),
+                window_minutes: sources.window.num_minutes(),
+            })
+        }
+        (Err(e), _) | (_, Err(e)) => Part::Unreachable(write_error(&e).to_string()),
+    };
+    let failures = conn
+        .client
+        .query(
+            &format!(
+                "SELECT error_class, coalesce(sqlstate, '-'), count(*), min(reported_at) \
+                 FROM {schema}.\"failure_report\" WHERE resolved_at IS NULL \
+                 GROUP BY 1, 2 ORDER BY 4"
+            ),
+            &[],
+        )
+        .await;
+    let failures = match failures {
+        Ok(rows) => Part::Ok(
+            rows.iter()
+                .map(|r| FailureGroup {
+                    error_class: r.get(0),
+                    sqlstate: r.get(1),
+                    count: r.get(2),
+                    oldest: r.get(3),
+                })
+                .collect(),
+        ),
+        Err(e) => Part::Unreachable(write_error(&e).to_string()),
+    };
+    (runs, failures)
+}
+
+async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> Part<QueueDepth> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let attributes = match client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+    {
+        Ok(output) => output.attributes.unwrap_or_default(),
+        Err(e) => return Part::Unreachable(sdk_error(&e)),
+    };
+    let count = |a: A| {
+        attributes
+            .get(&a)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Part::Ok(QueueDepth {
+        visible: count(A::ApproximateNumberOfMessages),
+        in_flight: count(A::ApproximateNumberOfMessagesNotVisible),
+    })
+}
+
+/// The status as one screen of text.
+pub fn render(s: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let verdict = match s.health {
+        Health::Healthy => "HEALTHY",
+        Health::Degraded => "DEGRADED",
+        Health::Down => "DOWN",
+    };
+    let _ = writeln!(out, "countries replication: {verdict}");
+    for reason in &s.reasons {
+        let _ = writeln!(out, "  - {reason}");
+    }
+    let part = |p: &Part<String>| match p {
+        Part::Ok(text) => text.clone(),
+        Part::Unreachable(why) => format!("UNREACHABLE: {why}"),
+        Part::NotConfigured(why) => format!("not configured: {why}"),
+    };
+    let map = |p: &Part<QueueDepth>| match p {
+        Part::Ok(q) => Part::Ok(format!("{} visible, {} in flight", q.visible, q.in_flight)),
+        Part::Unreachable(e) => Part::Unreachable(e.clone()),
+        Part::NotConfigured(e) => Part::NotConfigured(e.clone()),
+    };
+    let backlog = match &s.snowflake_backlog {
+        Part::Ok(n) => Part::Ok(format!("{n} rows waiting in the source table")),
+        Part::Unreachable(e) => Part::Unreachable(e.clone()),
+        Part::NotConfigured(e) => Part::NotConfigured(e.clone()),
+    };
+    let _ = writeln!(out, "\nSnowflake         {}", part(&backlog));
+    let _ = writeln!(out, "retry queue       {}", part(&map(&s.retry_queue)));
+    let _ = writeln!(
+        out,
+        "dead-letter queue {}",
+        part(&map(&s.dead_letter_queue))
+    );
+    match &s.runs {
+        Part::Ok(runs) => {
+            let _ = writeln!(
+                out,
+                "\nlast successful run: {}",
+                runs.last_success.map_or("never".to_string(), |t| t
+                    .format("%Y-%m-%d %H:%M:%S UTC")
+                    .to_string())
+            );
+            let _ = writeln!(
+                out,
+                "{:<20} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  error",
+                "started",
+                "outcome",
+                "read",
+                "written",
+                "enqueued",
+                "deferred",
+                "deleted",
+                "seconds"
+            );
+            for r in &runs.last {
+                let _ = writeln!(
+                    out,
+                    "{:<20} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
+                    r.started_at.format("%Y-%m-%d %H:%M:%S"),
+                    r.outcome,
+                    r.rows_read,
+                    r.rows_written,
+                    r.rows_enqueued,
+                    r.rows_deferred,
+                    r.rows_deleted,
+                    r.duration_seconds.map_or("-".into(), |d| format!("{d:.1}")),
+                    countries_shared::model::text::one_line(r.error.as_deref().unwrap_or(""), 80),
+                );
+            }
+        }
+        other => {
+            let _ = writeln!(
+                out,
+                "\nruns             {}",
+                part(&match other {
+                    Part::Unreachable(e) => Part::Unreachable(e.clone()),
+                    Part::NotConfigured(e) => Part::NotConfigured(e.clone()),
+                    Part::Ok(_) => Part::Ok(String::new()),
+                })
+            );
+        }
+    }
+    match &s.unresolved_failures {
+        Part::Ok(groups) if groups.is_empty() => {
+            let _ = writeln!(out, "\nunresolved failures: none");
+        }
+        Part::Ok(groups) => {
+            let _ = writeln!(out, "\nunresolved failures (oldest first):");
+            for g in groups {
+                let _ = writeln!(
+                    out,
+                    "  {:<10} {:<8} {:>6}  since {}",
+                    g.error_class,
+                    g.sqlstate,
+                    g.count,
+                    g.oldest.format("%Y-%m-%d %H:%M")
+                );
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> Status {
+        Status {
+            health: Health::Healthy,
+            reasons: Vec::new(),
+            snowflake_backlog: Part::Ok(0),
+            runs: Part::Ok(Runs {
+                last: Vec::new(),
+                last_success: Some(Utc::now()),
+                overdue: false,
+                window_minutes: 45,
+            }),
+            retry_queue: Part::Ok(QueueDepth {
+                visible: 0,
+                in_flight: 0,
+            }),
+            dead_letter_queue: Part::Ok(QueueDepth {
+                visible: 0,
+                in_flight: 0,
+            }),
+            unresolved_failures: Part::Ok(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn the_verdict_follows_the_worst_finding() {
+        let mut s = status();
+        judge(&mut s);
+        assert_eq!(s.health, Health::Healthy, "{:?}", s.reasons);
+
+        let mut s = status();
+        s.dead_letter_queue = Part::Ok(QueueDepth {
+            visible: 2,
+            in_flight: 1,
+        });
+        judge(&mut s);
+        assert_eq!(s.health, Health::Degraded);
+        assert!(s.reasons[0].contains("3 dead letters"));
+
+        let mut s = status();
+        s.dead_letter_queue = Part::Ok(QueueDepth {
+            visible: 2,
+            in_flight: 0,
+        });
+        s.snowflake_backlog = Part::Unreachable("timeout".into());
+        judge(&mut s);
+        assert_eq!(s.health, Health::Down, "an unreachable dependency is down");
+        assert_eq!(s.reasons.len(), 2, "{:?}", s.reasons);
+        assert!(render(&s).contains("UNREACHABLE: timeout"));
+    }
+}
