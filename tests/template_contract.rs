@@ -654,3 +654,136 @@ fn lambdas_logging_controls_set_the_format_and_level() {
         .expect("template.yaml");
     assert!(!text.contains("RUST_LOG:") && !text.contains("LOG_FORMAT:"));
 }
+
+/// The dashboard's body, with `${…}` placeholders filled in, as JSON.
+fn dashboard_body(t: &Value) -> serde_json::Value {
+    let body = match &t["Resources"]["Dashboard"]["Properties"]["DashboardBody"] {
+        Value::Tagged(tagged) if tagged.tag == "Sub" => {
+            tagged.value.as_str().expect("a Sub string").to_string()
+        }
+        other => panic!("DashboardBody is not a !Sub string: {other:?}"),
+    };
+    let mut filled = String::new();
+    let mut rest = body.as_str();
+    while let Some(start) = rest.find("${") {
+        let end = rest[start..].find('}').expect("a closed ${…}") + start;
+        let name = &rest[start + 2..end];
+        let resource = name.split('.').next().unwrap_or_default();
+        assert!(
+            resource.starts_with("AWS::") || t["Resources"].get(resource).is_some(),
+            "the dashboard names a resource the template does not have: {name}"
+        );
+        filled.push_str(&rest[..start]);
+        filled.push_str(&format!("<{name}>"));
+        rest = &rest[end + 1..];
+    }
+    filled.push_str(rest);
+    serde_json::from_str(&filled).expect("DashboardBody is JSON")
+}
+
+/// (namespace, metric, first dimension value) of every metric line.
+fn dashboard_metrics(body: &serde_json::Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for widget in body["widgets"].as_array().expect("widgets") {
+        for line in widget["properties"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let text = |i: usize| line[i].as_str().unwrap_or_default().to_string();
+            out.push((text(0), text(1), text(3)));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_shows_only_metrics_that_are_emitted_and_everything_on_call_needs() {
+    use countries_shared::telemetry::{metric::EMITTED, METRICS_NAMESPACE};
+    let t = template();
+    let body = dashboard_body(&t);
+    let metrics = dashboard_metrics(&body);
+    let emitted = |function: &str, name: &str| {
+        EMITTED
+            .iter()
+            .any(|(f, names)| *f == function && names.contains(&name))
+    };
+    for (namespace, name, function) in &metrics {
+        if namespace == METRICS_NAMESPACE {
+            assert!(
+                emitted(function, name),
+                "the dashboard shows {name} of {function}, which no function emits"
+            );
+        }
+    }
+    // Every metric the functions emit is on it.
+    for (function, names) in EMITTED {
+        for name in *names {
+            assert!(
+                metrics
+                    .iter()
+                    .any(|(ns, n, f)| ns == METRICS_NAMESPACE && n == name && f == function),
+                "{name} of {function} is not on the dashboard"
+            );
+        }
+    }
+    let has = |namespace: &str, name: &str, dimension: &str| {
+        metrics
+            .iter()
+            .any(|(ns, n, d)| ns == namespace && n == name && d.contains(dimension))
+    };
+    for queue in ["RetryQueue.QueueName", "DeadLetterQueue.QueueName"] {
+        assert!(has("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue));
+        assert!(has("AWS/SQS", "ApproximateAgeOfOldestMessage", queue));
+    }
+    for function in [
+        "ReplicatorFunction",
+        "RetrierFunction",
+        "DlqReporterFunction",
+    ] {
+        for name in ["Errors", "Throttles", "Duration"] {
+            assert!(has("AWS/Lambda", name, function), "{name} of {function}");
+        }
+    }
+    // The alarm widget lists every alarm of the stack.
+    let listed = body["widgets"]
+        .as_array()
+        .expect("widgets")
+        .iter()
+        .find(|w| w["type"] == "alarm")
+        .expect("an alarm widget")["properties"]["alarms"]
+        .to_string();
+    for (name, resource) in t["Resources"].as_mapping().expect("resources") {
+        let name = name.as_str().unwrap_or_default();
+        if resource["Type"].as_str() == Some("AWS::CloudWatch::Alarm")
+            && resource.get("Condition").is_none()
+        {
+            assert!(listed.contains(name), "the alarm widget misses {name}");
+        }
+    }
+}
+
+#[test]
+fn alarms_on_the_products_metrics_use_emitted_names() {
+    use countries_shared::telemetry::{metric::EMITTED, METRICS_NAMESPACE};
+    let t = template();
+    let mut checked = 0;
+    for (name, resource) in t["Resources"].as_mapping().expect("resources") {
+        let properties = &resource["Properties"];
+        if properties["Namespace"].as_str() != Some(METRICS_NAMESPACE) {
+            continue;
+        }
+        checked += 1;
+        let metric = properties["MetricName"].as_str().unwrap_or_default();
+        let function = properties["Dimensions"][0]["Value"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            EMITTED
+                .iter()
+                .any(|(f, names)| *f == function && names.contains(&metric)),
+            "{name:?} alarms on {metric} of {function}, which no function emits"
+        );
+    }
+    assert!(checked >= 3, "{checked} alarms checked");
+}

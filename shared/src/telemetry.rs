@@ -63,6 +63,43 @@ pub fn init() {
     };
 }
 
+/// The product's own metrics: the function (the `Function` dimension) and
+/// the metric names it emits. Alarms and the dashboard in `template.yaml`
+/// may only use these (the template contract test checks it).
+pub mod metric {
+    pub const REPLICATOR: &str = "replicator";
+    pub const RETRIER: &str = "retrier";
+    pub const REPORTER: &str = "dlq-reporter";
+
+    pub const ROWS_READ: &str = "RowsRead";
+    pub const ROWS_WRITTEN: &str = "RowsWritten";
+    pub const ROWS_ENQUEUED: &str = "RowsEnqueued";
+    /// Rows left in Snowflake for trouble; second versions of an id held
+    /// back by design are not counted.
+    pub const ROWS_DEFERRED: &str = "RowsDeferred";
+    pub const ROWS_DELETED: &str = "RowsDeleted";
+    pub const RECORDS_WRITTEN: &str = "RecordsWritten";
+    pub const RECORDS_FAILED: &str = "RecordsFailed";
+    pub const DEAD_LETTERS_REPORTED: &str = "DeadLettersReported";
+    pub const DEAD_LETTERS_DELETED: &str = "DeadLettersDeleted";
+
+    /// Every (function, metric) the functions emit.
+    pub const EMITTED: &[(&str, &[&str])] = &[
+        (
+            REPLICATOR,
+            &[
+                ROWS_READ,
+                ROWS_WRITTEN,
+                ROWS_ENQUEUED,
+                ROWS_DEFERRED,
+                ROWS_DELETED,
+            ],
+        ),
+        (RETRIER, &[RECORDS_WRITTEN, RECORDS_FAILED]),
+        (REPORTER, &[DEAD_LETTERS_REPORTED, DEAD_LETTERS_DELETED]),
+    ];
+}
+
 /// The CloudWatch namespace of the product's own metrics.
 pub const METRICS_NAMESPACE: &str = "CountriesReplication";
 

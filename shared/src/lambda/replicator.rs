@@ -12,6 +12,7 @@ use crate::replicator::Replicator;
 use crate::retry::Backoff;
 use crate::snowflake::SnowflakeSource;
 use crate::sqs::retry_queue::SqsRetryQueue;
+use crate::telemetry::metric;
 
 /// The production wiring: Snowflake, Postgres and SQS from the
 /// configuration, built once per process and reused by warm invocations.
@@ -46,14 +47,17 @@ pub async fn handle(
     summary.log();
     let count = |n: usize| n as f64;
     crate::telemetry::emit_metrics(
-        "replicator",
+        metric::REPLICATOR,
         &[
-            ("RowsRead", count(summary.rows_read)),
-            ("RowsWritten", count(summary.rows_written)),
-            ("RowsEnqueued", count(summary.rows_enqueued)),
+            (metric::ROWS_READ, count(summary.rows_read)),
+            (metric::ROWS_WRITTEN, count(summary.rows_written)),
+            (metric::ROWS_ENQUEUED, count(summary.rows_enqueued)),
             // Held-back duplicate versions are normal: not counted here.
-            ("RowsDeferred", count(summary.rows_deferred_for_trouble())),
-            ("RowsDeleted", count(summary.rows_deleted)),
+            (
+                metric::ROWS_DEFERRED,
+                count(summary.rows_deferred_for_trouble()),
+            ),
+            (metric::ROWS_DELETED, count(summary.rows_deleted)),
         ],
     );
     match summary.outcome {

@@ -8,6 +8,7 @@ use crate::postgres::failure_report::PostgresFailureReport;
 use crate::reporter::{ReportSummary, Reporter};
 use crate::ses::SesMailer;
 use crate::sqs::dead_letters::SqsDeadLetterQueue;
+use crate::telemetry::metric;
 
 /// The production wiring: the dead-letter queue, the failure report table
 /// and SES, from the configuration.
@@ -39,10 +40,10 @@ pub async fn handle(
     let deadline = Deadline::from_epoch_ms(event.context.deadline, reporter.deadline_margin);
     let summary = reporter.run(Uuid::new_v4(), &deadline).await;
     crate::telemetry::emit_metrics(
-        "dlq-reporter",
+        metric::REPORTER,
         &[
-            ("DeadLettersReported", summary.messages as f64),
-            ("DeadLettersDeleted", summary.deleted as f64),
+            (metric::DEAD_LETTERS_REPORTED, summary.messages as f64),
+            (metric::DEAD_LETTERS_DELETED, summary.deleted as f64),
         ],
     );
     let s = &summary;

@@ -10,6 +10,7 @@ use crate::postgres::replica::PostgresStore;
 use crate::retrier::{Delivery, Retrier};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::sqs::visibility::SqsVisibilityDelay;
+use crate::telemetry::metric;
 
 /// The production wiring: Postgres, and the retry queue for the backoff.
 pub async fn build(config: &RetrierConfig) -> Retrier {
@@ -61,10 +62,10 @@ pub async fn handle(
     let deadline = Deadline::from_epoch_ms(event.context.deadline, retrier.deadline_margin);
     let outcome = retrier.handle_batch(&deliveries, &deadline).await;
     crate::telemetry::emit_metrics(
-        "retrier",
+        metric::RETRIER,
         &[
-            ("RecordsWritten", outcome.summary.written as f64),
-            ("RecordsFailed", outcome.summary.failed as f64),
+            (metric::RECORDS_WRITTEN, outcome.summary.written as f64),
+            (metric::RECORDS_FAILED, outcome.summary.failed as f64),
         ],
     );
     let mut response = SqsBatchResponse::default();
