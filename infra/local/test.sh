@@ -21,6 +21,10 @@ trap 'infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true' EXIT
 infra/local/stack.sh up --dir "$STACK_DIR" >/dev/null
 # shellcheck disable=SC1091
 . "$STACK_DIR/stack.env"
+# The Lambda runtime API emulator for tests/runtime_api.rs (cargo lambda).
+# shellcheck disable=SC1091
+. infra/deploy/python-env.sh
+ensure_requirements infra/local/requirements-runtime.txt
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -14,6 +14,10 @@ fn default_margin(total: Duration) -> Duration {
     (total / 10).clamp(Duration::from_secs(2), Duration::from_secs(60))
 }
 
+/// Deadlines below this (September 2001 in epoch milliseconds) are read as
+/// a duration from now.
+const RELATIVE_BELOW_MS: u64 = 1_000_000_000_000;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline {
     at: Option<Instant>,
@@ -36,10 +40,16 @@ impl Deadline {
             // A context without a deadline (local invocations).
             return Self::none();
         }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+        let left = if deadline_ms < RELATIVE_BELOW_MS {
+            // No epoch deadline is this early: an emulator that sends the
+            // time left instead (cargo lambda watch sends 600000).
+            Duration::from_millis(deadline_ms)
+        } else {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+        };
         Self::after(left, margin.unwrap_or_else(|| default_margin(left)))
     }
 
@@ -70,7 +80,13 @@ mod tests {
         assert!(!Deadline::none().is_near());
         assert!(!Deadline::after(Duration::from_secs(60), Duration::from_secs(5)).is_near());
         assert!(Deadline::after(Duration::from_secs(3), Duration::from_secs(5)).is_near());
-        assert!(Deadline::from_epoch_ms(1, None).is_near(), "long past");
+        let past_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap() - 60_000;
+        assert!(Deadline::from_epoch_ms(past_ms, None).is_near(), "a minute ago");
+        assert!(
+            !Deadline::from_epoch_ms(600_000, None).is_near(),
+            "ten minutes from now, as an emulator sends it"
+        );
+        assert!(Deadline::from_epoch_ms(1_000, None).is_near(), "one second left");
         assert!(!Deadline::from_epoch_ms(0, None).is_near(), "no deadline");
         assert_eq!(
             default_margin(Duration::from_secs(900)),

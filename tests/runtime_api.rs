@@ -1,0 +1,215 @@
+//! The three functions under an implementation of the Lambda runtime API
+//! that this project did not write: `cargo lambda watch` (PyPI
+//! `cargo-lambda`, installed by `make test`) serves the runtime API and the
+//! invoke API; the real function binaries poll it, as they do in Lambda, and
+//! work against the local stack.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use countries_shared::model::message::{FailureClass, FailureDetail, RetryMessage};
+use countries_shared::model::row::SourceRow;
+use testkit::{workspace_binary, TestEnv};
+
+const SCHEDULED_EVENT: &str = include_str!("../infra/local/events/scheduled-event.json");
+
+fn cargo_lambda() -> PathBuf {
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../.local/venv/bin/cargo-lambda"
+    ));
+    assert!(
+        path.is_file(),
+        "{} is missing: `make test` installs it (infra/local/requirements-runtime.txt)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One function under `cargo lambda watch`: the emulator, and the function
+/// process polling it. Both stop when this is dropped.
+struct UnderRuntime {
+    port: u16,
+    emulator: Child,
+    function: Child,
+}
+
+impl Drop for UnderRuntime {
+    fn drop(&mut self) {
+        let _ = self.function.kill();
+        let _ = self.emulator.kill();
+        let _ = self.function.wait();
+        let _ = self.emulator.wait();
+    }
+}
+
+async fn start(env: &TestEnv, binary: &str) -> UnderRuntime {
+    let port = free_port();
+    let emulator = Command::new(cargo_lambda())
+        .args([
+            "lambda",
+            "watch",
+            "--only-lambda-apis",
+            "-A",
+            "127.0.0.1",
+            "-P",
+        ])
+        .arg(port.to_string())
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting cargo lambda watch");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "cargo lambda watch did not open its port"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What Lambda gives a function process, pointed at the emulator.
+    let function = Command::new(workspace_binary(binary))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&env.vars)
+        .env(
+            "AWS_LAMBDA_RUNTIME_API",
+            format!("http://127.0.0.1:{port}/.rt"),
+        )
+        .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the function");
+    UnderRuntime {
+        port,
+        emulator,
+        function,
+    }
+}
+
+/// Invokes the function through the emulator's invoke API, as
+/// `cargo lambda invoke` does; returns the payload the function returned.
+async fn invoke(runtime: &UnderRuntime, event: &str) -> serde_json::Value {
+    let url = format!(
+        "http://127.0.0.1:{}/2015-03-31/functions/_/invocations",
+        runtime.port
+    );
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(event.to_string())
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .expect("invoking through the runtime API emulator");
+    let text = response.text().await.expect("the invocation's payload");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn retry_body(id: i128, country: &str) -> String {
+    serde_json::to_string(&RetryMessage::first_failure(
+        SourceRow::new(Some(id), Some(country)),
+        FailureDetail {
+            class: FailureClass::Rejected,
+            sqlstate: Some("23514".into()),
+            message: "was refused".into(),
+        },
+        uuid::Uuid::new_v4(),
+        chrono::Utc::now(),
+    ))
+    .expect("a message")
+}
+
+fn sqs_record(id: &str, body: &str) -> serde_json::Value {
+    serde_json::json!({
+        "messageId": id,
+        "receiptHandle": format!("rh-{id}"),
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1764300000000",
+            "SenderId": "AIDAEXAMPLE",
+            "ApproximateFirstReceiveTimestamp": "1764300000001"
+        },
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:retry",
+        "awsRegion": "us-east-1"
+    })
+}
+
+#[tokio::test]
+async fn the_functions_work_under_cargo_lambdas_runtime_api() {
+    let env = TestEnv::new("runtime_api").await;
+    env.postgres()
+        .await
+        .batch_execute(r#"ALTER TABLE "case" ADD CONSTRAINT no_atlantis CHECK (country <> 'ATL')"#)
+        .await
+        .expect("a CHECK constraint");
+
+    // The replicator, with a real EventBridge scheduled event.
+    env.load(&[
+        SourceRow::new(Some(1), Some("USA")),
+        SourceRow::new(Some(2), Some("fra")),
+    ])
+    .await;
+    let replicator = start(&env, "replicator").await;
+    let summary = invoke(&replicator, SCHEDULED_EVENT).await;
+    assert_eq!(summary["outcome"], "succeeded", "{summary:#}");
+    assert_eq!(summary["rows_written"], 2, "{summary:#}");
+    assert_eq!(env.postgres_rows().await.len(), 2);
+    drop(replicator);
+
+    // The retrier, with a real SQS event: one malformed record and one
+    // Postgres refuses are listed, exactly those two.
+    let event = serde_json::json!({
+        "Records": [
+            sqs_record("ok", &retry_body(3, "DEU")),
+            sqs_record("malformed", "{not json"),
+            sqs_record("refused", &retry_body(4, "ATL")),
+            sqs_record("ok-too", &retry_body(5, "ITA")),
+        ]
+    });
+    let retrier = start(&env, "retrier").await;
+    let response = invoke(&retrier, &event.to_string()).await;
+    let mut failed: Vec<String> = response["batchItemFailures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no batchItemFailures: {response:#}"))
+        .iter()
+        .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
+        .collect();
+    failed.sort();
+    assert_eq!(failed, vec!["malformed", "refused"], "{response:#}");
+    assert_eq!(env.postgres_rows().await.len(), 4);
+    drop(retrier);
+
+    // The dlq-reporter, with a scheduled event: the email arrives.
+    env.sqs
+        .send_message()
+        .queue_url(&env.vars["DEAD_LETTER_QUEUE_URL"])
+        .message_body(retry_body(6, "ATL"))
+        .send()
+        .await
+        .expect("a dead letter");
+    let reporter = start(&env, "dlq-reporter").await;
+    let report = invoke(&reporter, SCHEDULED_EVENT).await;
+    assert_eq!(report["messages"], 1, "{report:#}");
+    assert_eq!(report["emailed"], true, "{report:#}");
+    assert_eq!(env.sent_emails().await.len(), 1, "the digest arrived");
+}
