@@ -81,12 +81,18 @@ mod tests {
         assert!(!Deadline::after(Duration::from_secs(60), Duration::from_secs(5)).is_near());
         assert!(Deadline::after(Duration::from_secs(3), Duration::from_secs(5)).is_near());
         let past_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap() - 60_000;
-        assert!(Deadline::from_epoch_ms(past_ms, None).is_near(), "a minute ago");
+        assert!(
+            Deadline::from_epoch_ms(past_ms, None).is_near(),
+            "a minute ago"
+        );
         assert!(
             !Deadline::from_epoch_ms(600_000, None).is_near(),
             "ten minutes from now, as an emulator sends it"
         );
-        assert!(Deadline::from_epoch_ms(1_000, None).is_near(), "one second left");
+        assert!(
+            Deadline::from_epoch_ms(1_000, None).is_near(),
+            "one second left"
+        );
         assert!(!Deadline::from_epoch_ms(0, None).is_near(), "no deadline");
         assert_eq!(
             default_margin(Duration::from_secs(900)),

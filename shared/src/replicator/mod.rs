@@ -165,16 +165,7 @@ impl Replicator {
             if progress.chunks == 1 {
                 self.steps.reached(Step::MidWrite);
             }
-            progress
-                .deletes
-                .flush(
-                    &*self.source,
-                    self.policy(),
-                    &*self.steps,
-                    deadline,
-                    summary,
-                    false,
-                )
+            self.delete_safe_rows(&mut progress, summary, deadline, false)
                 .await;
         }
         self.steps.reached(Step::AfterWrite);
@@ -182,6 +173,25 @@ impl Replicator {
         self.enqueue(&mut progress, summary, deadline).await;
         self.steps.reached(Step::AfterEnqueue);
 
+        self.delete_safe_rows(&mut progress, summary, deadline, true)
+            .await;
+
+        summary.outcome = if summary.rows_deferred_for_trouble() > 0 || summary.error.is_some() {
+            RunOutcome::Partial
+        } else {
+            RunOutcome::Succeeded
+        };
+    }
+
+    /// Deletes the rows that became safe: a statement's worth at a time, or
+    /// all of them (`everything`, at the end of the run).
+    async fn delete_safe_rows(
+        &self,
+        progress: &mut Progress,
+        summary: &mut RunSummary,
+        deadline: &Deadline,
+        everything: bool,
+    ) {
         progress
             .deletes
             .flush(
@@ -190,15 +200,9 @@ impl Replicator {
                 &*self.steps,
                 deadline,
                 summary,
-                true,
+                everything,
             )
             .await;
-
-        summary.outcome = if summary.rows_deferred_for_trouble() > 0 || summary.error.is_some() {
-            RunOutcome::Partial
-        } else {
-            RunOutcome::Succeeded
-        };
     }
 
     /// Writes one planned chunk and sorts its rows: written (then deleted),
