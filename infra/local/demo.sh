@@ -79,10 +79,13 @@ else:
     if attachments:
         print(f"  Attachments: {attachments}")
 PY
+echo; echo "==> countries status: what on-call sees (DEGRADED while the failures wait for a replay)"
+"$countries" status || true
+
 cat <<TXT
 
 Look around yourself:  source .local/stack/stack.env   (then psql, the aws CLI, .local/venv/bin/python)
-Operator commands:  target/debug/countries help   (failures, replay, redrive, ...)
+Operator commands:  target/debug/countries --help   (status, failures, replay, redrive, ...)
 Stop the stack:  make stack-down
 TXT
 exit "$status"
