@@ -213,3 +213,72 @@ async fn the_functions_work_under_cargo_lambdas_runtime_api() {
     assert_eq!(report["emailed"], true, "{report:#}");
     assert_eq!(env.sent_emails().await.len(), 1, "the digest arrived");
 }
+
+/// A runtime API without the extensions API (as some emulators are): the
+/// graceful-shutdown hook cannot register, and the function must start all
+/// the same and ask for its first invocation.
+#[tokio::test]
+async fn a_function_starts_where_the_extensions_api_is_missing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::new("no_extensions").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (asked, mut asked_rx) = tokio::sync::mpsc::channel::<String>(8);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let asked = asked.clone();
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 4096];
+                let n = socket.read(&mut request).await.unwrap_or(0);
+                let line = String::from_utf8_lossy(&request[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let _ = asked.send(line.clone()).await;
+                if line.contains("/runtime/invocation/next") {
+                    // Hold the long poll open, as the runtime API does.
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                } else {
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+            });
+        }
+    });
+    let mut function = Command::new(workspace_binary("retrier"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&env.vars)
+        .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
+        .env("AWS_LAMBDA_FUNCTION_NAME", "retrier")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the retrier");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("/runtime/invocation/next"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, asked_rx.recv()).await {
+            Ok(Some(line)) => seen.push(line),
+            _ => break,
+        }
+    }
+    let _ = function.kill();
+    let _ = function.wait();
+    assert!(
+        seen.iter().any(|l| l.contains("/extension/register")),
+        "it tried to register the hook: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("/runtime/invocation/next")),
+        "it never asked for an invocation: {seen:?}"
+    );
+}

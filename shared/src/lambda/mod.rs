@@ -41,14 +41,22 @@ pub fn start_or_exit<T, E: Display>(what: &str, result: Result<T, E>) -> T {
 /// shutdown, or when an invocation times out), through `lambda_runtime`'s
 /// graceful-shutdown support. It registers a no-op extension, which only the
 /// Lambda environment offers, so elsewhere (the command line, tests) it does
-/// nothing.
+/// nothing. A runtime API without the extensions API (some emulators) makes
+/// the registration panic inside `lambda_runtime`: that is caught, logged,
+/// and the function starts without the hook rather than not at all.
 pub async fn flush_on_shutdown() {
+    use futures::FutureExt as _;
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
         return;
     }
-    lambda_runtime::spawn_graceful_shutdown_handler(|| async {
-        tracing::info!("shutting down");
-        crate::telemetry::flush();
-    })
-    .await;
+    let registered =
+        std::panic::AssertUnwindSafe(lambda_runtime::spawn_graceful_shutdown_handler(|| async {
+            tracing::info!("shutting down");
+            crate::telemetry::flush();
+        }))
+        .catch_unwind()
+        .await;
+    if registered.is_err() {
+        tracing::warn!("no extensions API: starting without the graceful-shutdown hook");
+    }
 }
