@@ -124,7 +124,9 @@ def python_run(rows: int) -> float:
 def init_times(reps: int) -> dict:
     """Each function's init time: from process start to its first request for an
     invocation on the Lambda runtime API (served here by a listener that only
-    records that moment). It covers configuration, secrets and client set-up."""
+    records that moment, and that registers extensions as Lambda does: the
+    functions register a no-op one for their graceful-shutdown hook). It covers
+    configuration, secrets, client set-up and that registration."""
     import http.server
     import socket
     import threading
@@ -137,6 +139,21 @@ def init_times(reps: int) -> dict:
                 first_request.set()
             self.send_response(503)
             self.end_headers()
+
+        def do_POST(self) -> None:  # noqa: N802
+            length = int(self.headers.get("content-length", "0"))
+            self.rfile.read(length)
+            if self.path.endswith("/extension/register"):
+                body = b'{"functionName":"bench","functionVersion":"1","handler":"bootstrap"}'
+                self.send_response(200)
+                self.send_header("Lambda-Extension-Identifier", "bench-extension")
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self.send_response(503)
+                self.end_headers()
 
         def log_message(self, *args: object) -> None:
             pass
