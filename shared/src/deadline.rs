@@ -50,7 +50,10 @@ impl Deadline {
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             Duration::from_millis(deadline_ms.saturating_sub(now_ms))
         };
-        Self::after(left, margin.unwrap_or_else(|| default_margin(left)))
+        // A configured margin as long as the whole invocation would stop
+        // every run before it starts: at most half of it.
+        let margin = margin.map_or_else(|| default_margin(left), |m| m.min(left / 2));
+        Self::after(left, margin)
     }
 
     /// A deadline `left` from now, with a safety margin.

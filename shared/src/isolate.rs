@@ -8,6 +8,7 @@
 //! FACTS.md: bisection is within 10–20 % of a server-side per-row exception
 //! block for a few bad rows, without a subtransaction per row).
 
+use crate::deadline::Deadline;
 use crate::failure::{Classify, ErrorKind, WriteError};
 use crate::model::row::CountryRow;
 use crate::ports::RowWriter;
@@ -28,11 +29,14 @@ pub struct ChunkResult {
 /// Writes a chunk; when Postgres refuses it because of a row, halves it
 /// until the refused rows stand alone. At most `failure_budget` rows are
 /// isolated; past that, refused parts are deferred (the circuit breaker).
+/// Near `deadline` no further statement starts: what is left is deferred and
+/// `stop` says why.
 pub async fn write_isolating(
     writer: &mut dyn RowWriter,
     rows: &[&CountryRow],
     failure_budget: usize,
     policy: RetryPolicy,
+    deadline: &Deadline,
 ) -> ChunkResult {
     let mut result = ChunkResult::default();
     // A stack of row ranges still to write; it starts as the whole chunk.
@@ -42,8 +46,18 @@ pub async fn write_isolating(
         if range.is_empty() {
             continue;
         }
+        if deadline.is_near() {
+            result.deferred.extend(range);
+            for rest in pending.drain(..) {
+                result.deferred.extend(rest);
+            }
+            result.stop = Some(WriteError::transient(
+                "the invocation's deadline is near; the rest is not started",
+            ));
+            break;
+        }
         let slice: Vec<CountryRow> = rows[range.clone()].iter().map(|r| (*r).clone()).collect();
-        let written = retry(policy, "Postgres write", async || {
+        let written = retry(policy, deadline, "Postgres write", async || {
             writer.write_chunk(&slice).await
         })
         .await;

@@ -10,6 +10,7 @@
 use std::fmt::Display;
 use std::time::Duration;
 
+use crate::deadline::Deadline;
 use crate::failure::Classify;
 
 /// Waits that double with each attempt, up to a cap.
@@ -77,9 +78,11 @@ impl RetryPolicy {
 }
 
 /// Runs `op` until it succeeds, fails with an error that is not transient,
-/// or has used `policy.attempts` attempts; returns the last result.
+/// has used `policy.attempts` attempts, or the invocation's deadline is near
+/// (no retry is started then); returns the last result.
 pub async fn retry<T, E>(
     policy: RetryPolicy,
+    deadline: &Deadline,
     what: &'static str,
     mut op: impl AsyncFnMut() -> Result<T, E>,
 ) -> Result<T, E>
@@ -89,7 +92,7 @@ where
     let mut attempt = 1;
     loop {
         match op().await {
-            Err(e) if e.is_transient() && attempt < policy.attempts => {
+            Err(e) if e.is_transient() && attempt < policy.attempts && !deadline.is_near() => {
                 let delay = policy.backoff.jittered(attempt);
                 tracing::warn!(
                     what,
@@ -131,33 +134,59 @@ mod tests {
     #[tokio::test]
     async fn only_transient_errors_are_retried_and_attempts_are_bounded() {
         let mut calls = 0;
-        let result: Result<(), WriteError> = retry(RetryPolicy::immediate(3), "test", async || {
-            calls += 1;
-            Err(WriteError::transient("reset"))
-        })
+        let result: Result<(), WriteError> = retry(
+            RetryPolicy::immediate(3),
+            &Deadline::none(),
+            "test",
+            async || {
+                calls += 1;
+                Err(WriteError::transient("reset"))
+            },
+        )
         .await;
         assert!(result.is_err());
         assert_eq!(calls, 3);
 
         let mut calls = 0;
-        let result: Result<(), WriteError> = retry(RetryPolicy::immediate(3), "test", async || {
-            calls += 1;
-            Err(WriteError::row_level("23514", "check"))
-        })
+        let result: Result<(), WriteError> = retry(
+            RetryPolicy::immediate(3),
+            &Deadline::none(),
+            "test",
+            async || {
+                calls += 1;
+                Err(WriteError::row_level("23514", "check"))
+            },
+        )
         .await;
         assert!(result.is_err());
         assert_eq!(calls, 1, "a row-level error is not retried");
 
         let mut calls = 0;
-        let result = retry(RetryPolicy::immediate(5), "test", async || {
-            calls += 1;
-            if calls < 3 {
-                Err(WriteError::transient("reset"))
-            } else {
-                Ok(calls)
-            }
-        })
+        let result = retry(
+            RetryPolicy::immediate(5),
+            &Deadline::none(),
+            "test",
+            async || {
+                calls += 1;
+                if calls < 3 {
+                    Err(WriteError::transient("reset"))
+                } else {
+                    Ok(calls)
+                }
+            },
+        )
         .await;
         assert_eq!(result.unwrap(), 3);
+
+        let mut calls = 0;
+        let near = Deadline::after(Duration::ZERO, Duration::from_secs(1));
+        let result: Result<(), WriteError> =
+            retry(RetryPolicy::immediate(5), &near, "test", async || {
+                calls += 1;
+                Err(WriteError::transient("reset"))
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(calls, 1, "no retry starts near the deadline");
     }
 }

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use countries_shared::config::PostgresConfig;
+use countries_shared::deadline::Deadline;
 use countries_shared::failure::WriteError;
 use countries_shared::isolate::write_isolating;
 use countries_shared::model::row::{validate, CountryRow, SourceRow};
@@ -116,7 +117,14 @@ impl FailureReport {
             let mut writer: Box<dyn RowWriter> = writers.writer().await?;
             let refs: Vec<&CountryRow> = rows.iter().map(|(_, r)| r).collect();
             let policy = RetryPolicy::new(3);
-            let result = write_isolating(writer.as_mut(), &refs, usize::MAX, policy).await;
+            let result = write_isolating(
+                writer.as_mut(),
+                &refs,
+                usize::MAX,
+                policy,
+                &Deadline::none(),
+            )
+            .await;
             for i in &result.written {
                 outcome.replayed.push(rows[*i].0.clone());
             }

@@ -105,13 +105,15 @@ mod tests {
         };
         let mut context = lambda_runtime::Context::default();
         context.deadline = chrono::Utc::now().timestamp_millis() as u64 + 500;
-        let summary = handle(
+        let err = handle(
             &reporter,
             lambda_runtime::LambdaEvent::new(serde_json::json!({}), context),
         )
         .await
-        .unwrap();
-        assert_eq!(summary.messages, 0);
+        .unwrap_err();
+        // Dead letters left for the next run fail the invocation: alarms see it.
+        assert_eq!(err.error_type, "ReportIncomplete");
+        assert!(err.error_message.contains("deadline"), "{err:?}");
         assert_eq!(
             dlq.waiting.lock().unwrap().len(),
             1,

@@ -160,7 +160,7 @@ impl Replicator {
                 }
             };
             let plan = plan_chunk(raw, &mut progress.first_version, summary.run_id, Utc::now());
-            self.write_chunk(replica, plan, &mut progress, summary)
+            self.write_chunk(replica, plan, &mut progress, summary, deadline)
                 .await;
             if progress.chunks == 1 {
                 self.steps.reached(Step::MidWrite);
@@ -213,6 +213,7 @@ impl Replicator {
         plan: ChunkPlan,
         progress: &mut Progress,
         summary: &mut RunSummary,
+        deadline: &Deadline,
     ) {
         progress.chunks += 1;
         // Invalid rows need no Postgres: they are queued even after the
@@ -231,7 +232,8 @@ impl Replicator {
             .max_failures_per_run
             .saturating_sub(progress.failures.len());
         let refs: Vec<&CountryRow> = plan.valid.iter().map(|p| &p.row).collect();
-        let result = write_isolating(&mut *replica, &refs, budget_left, self.policy()).await;
+        let result =
+            write_isolating(&mut *replica, &refs, budget_left, self.policy(), deadline).await;
         drop(refs);
         summary.rows_changed += usize::try_from(result.changed).unwrap_or(usize::MAX);
         let mut outcome: Vec<Option<Result<(), WriteError>>> = vec![None; plan.valid.len()];

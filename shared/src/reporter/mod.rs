@@ -49,9 +49,11 @@ pub struct ReportSummary {
     pub emailed_records: usize,
     pub emailed: bool,
     pub deleted: usize,
-    /// Messages received but left for the next run (the deadline, or the
-    /// size of one email).
+    /// Messages received but left for the next run: they did not fit in
+    /// one email.
     pub left_for_next_run: usize,
+    /// The deadline stopped the run from taking more dead letters.
+    pub stopped_for_deadline: bool,
     pub error: Option<String>,
 }
 
@@ -67,6 +69,7 @@ impl Reporter {
             emailed: false,
             deleted: 0,
             left_for_next_run: 0,
+            stopped_for_deadline: false,
             error: None,
         };
         let mut letters = self.receive(deadline, &mut summary).await;
@@ -76,6 +79,31 @@ impl Reporter {
         summary.left_for_next_run = letters.len() - fitting;
         letters.truncate(fitting);
         summary.messages = letters.len();
+        let mut summary = self.report(report_run_id, letters, summary).await;
+        // Anything left for the next run fails the invocation, so that the
+        // alarms see a dead-letter queue that does not drain.
+        if summary.error.is_none()
+            && (summary.left_for_next_run > 0 || summary.stopped_for_deadline)
+        {
+            summary.error = Some(format!(
+                "dead letters left for the next run: {}",
+                if summary.stopped_for_deadline {
+                    "the invocation's deadline was near".to_string()
+                } else {
+                    format!("{} did not fit in one email", summary.left_for_next_run)
+                }
+            ));
+        }
+        summary
+    }
+
+    /// Stores, emails and deletes the letters taken.
+    async fn report(
+        &self,
+        report_run_id: Uuid,
+        letters: Vec<DeadLetter>,
+        mut summary: ReportSummary,
+    ) -> ReportSummary {
         if letters.is_empty() {
             return summary;
         }
@@ -144,6 +172,7 @@ impl Reporter {
         while letters.len() < self.max_messages {
             if deadline.is_near() {
                 tracing::warn!("deadline near: no more dead letters taken in this run");
+                summary.stopped_for_deadline = true;
                 break;
             }
             let batch = match self
@@ -228,12 +257,15 @@ impl Reporter {
             "failure report not stored ({error}); the messages stay in the dead-letter queue"
         );
         match self.dlq.outage_announced().await {
-            Ok(Some(since)) => {
+            // An announcement a day old is announced again: the tag may have
+            // outlived its outage (a run that emptied the queue never stored
+            // anything, and a failed untag only warns).
+            Ok(Some(since)) if now - since < OUTAGE_REANNOUNCE_AFTER => {
                 tracing::warn!(announced_at = %since, "failure report still not stored; the outage was announced already");
                 summary.error = Some(stored_error);
                 return;
             }
-            Ok(None) => {}
+            Ok(_) => {}
             // Better a second email than silence.
             Err(e) => tracing::warn!(error = %e, "could not read the outage announcement"),
         }
@@ -257,6 +289,9 @@ impl Reporter {
         }
     }
 }
+
+/// How long one "failure report not stored" announcement covers.
+pub const OUTAGE_REANNOUNCE_AFTER: chrono::Duration = chrono::Duration::hours(24);
 
 /// The records of one email (body and CSV attachment) stay well under SES
 /// v2's 40 MB message limit.

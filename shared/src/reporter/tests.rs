@@ -541,3 +541,22 @@ mod properties {
         }
     }
 }
+
+#[tokio::test]
+async fn an_announcement_a_day_old_is_made_again() {
+    let (dlq, store, mail) = (
+        MemoryDeadLetters::default(),
+        MemoryFailureStore::default(),
+        MemoryMailer::default(),
+    );
+    *store.down.lock().unwrap() = true;
+    // Left behind by an outage whose queue emptied before Postgres was back.
+    *dlq.outage_announced.lock().unwrap() = Some(Utc::now() - chrono::Duration::hours(25));
+    fill(&dlq);
+    run(&reporter(&dlq, &store, &mail)).await;
+    assert_eq!(
+        mail.sent.lock().unwrap().len(),
+        1,
+        "the new outage is announced"
+    );
+}

@@ -117,6 +117,9 @@ pub struct BatchOutcome {
     pub summary: RetrySummary,
 }
 
+/// Visibility changes in flight at once (a batch may hold 10,000 messages).
+const BACK_OFF_CONCURRENCY: usize = 16;
+
 struct Candidate {
     index: usize,
     row: CountryRow,
@@ -133,6 +136,7 @@ impl Retrier {
         let verdicts = self.process(deliveries, deadline).await;
         let mut outcome = BatchOutcome::default();
         outcome.summary.messages = deliveries.len();
+        let mut to_back_off: Vec<&Delivery<'_>> = Vec::new();
         for (delivery, verdict) in deliveries.iter().zip(&verdicts) {
             let (message_id, attempt) = (delivery.message_id, delivery.receive_count);
             match verdict {
@@ -147,10 +151,14 @@ impl Retrier {
                     }
                     tracing::warn!(message_id, attempt, kind = %reason.kind(), reason = %reason, "record failed; it comes back later");
                     outcome.failed_message_ids.push(message_id.to_string());
-                    self.back_off(delivery).await;
+                    // Not tried at all: no reason to keep it away longer.
+                    if !matches!(reason, RetryReason::DeadlineNear) {
+                        to_back_off.push(delivery);
+                    }
                 }
             }
         }
+        self.back_off(&to_back_off, deadline).await;
         let s = &outcome.summary;
         tracing::info!(
             messages = s.messages,
@@ -162,16 +170,28 @@ impl Retrier {
         outcome
     }
 
-    /// Best effort: when the visibility timeout cannot be stretched, the
+    /// Stretches the visibility timeout of the failed deliveries, several
+    /// at a time, and not past the deadline. Best effort: when it cannot, the
     /// queue's own timeout applies.
-    async fn back_off(&self, delivery: &Delivery<'_>) {
-        let (Some(delay), Some(handle)) = (&self.delay, delivery.receipt_handle) else {
+    async fn back_off(&self, deliveries: &[&Delivery<'_>], deadline: &Deadline) {
+        use futures::StreamExt as _;
+        let Some(delay) = &self.delay else {
             return;
         };
-        let wait = self.retry_backoff.delay(delivery.receive_count);
-        if let Err(e) = delay.delay(handle, wait).await {
-            tracing::warn!(message_id = delivery.message_id, error = %e, "could not stretch the visibility timeout");
-        }
+        futures::stream::iter(deliveries)
+            .for_each_concurrent(BACK_OFF_CONCURRENCY, |delivery| async move {
+                let Some(handle) = delivery.receipt_handle else {
+                    return;
+                };
+                if deadline.is_near() {
+                    return;
+                }
+                let wait = self.retry_backoff.delay(delivery.receive_count);
+                if let Err(e) = delay.delay(handle, wait).await {
+                    tracing::warn!(message_id = delivery.message_id, error = %e, "could not stretch the visibility timeout");
+                }
+            })
+            .await;
     }
 
     /// Decides every delivery of a batch; the result is in the batch's order.
@@ -252,7 +272,15 @@ impl Retrier {
             }
         };
         let mut outcomes = Vec::with_capacity(rounds.len());
+        // Set when a round could not finish (a transient or fatal error that
+        // outlasted its retries, a panic): later rounds hold newer versions,
+        // which must not be written before the older one.
+        let mut stopped: Option<RetryReason> = None;
         for round in rounds {
+            if let Some(reason) = &stopped {
+                outcomes.push(vec![Verdict::Retry(reason.clone()); round.len()]);
+                continue;
+            }
             if deadline.is_near() {
                 outcomes.push(vec![Verdict::Retry(RetryReason::DeadlineNear); round.len()]);
                 continue;
@@ -263,12 +291,14 @@ impl Retrier {
                 &rows,
                 usize::MAX,
                 self.policy,
+                deadline,
             ))
             .catch_unwind()
             .await;
             let result = match written {
                 Ok(result) => result,
                 Err(_) => {
+                    stopped = Some(RetryReason::Panic("writing"));
                     outcomes.push(vec![
                         Verdict::Retry(RetryReason::Panic("writing"));
                         round.len()
@@ -286,9 +316,45 @@ impl Retrier {
             for i in result.deferred {
                 verdicts[i] = Verdict::Retry(RetryReason::NotWritten(result.stop.clone()));
             }
+            if let Some(error) = result.stop {
+                stopped = Some(RetryReason::NotWritten(Some(error)));
+            }
             outcomes.push(verdicts);
         }
+        supersede(rounds, &mut outcomes);
         outcomes
+    }
+}
+
+/// A version Postgres refused is done once a newer version of its id was
+/// written in the same batch: the newer one wins, as in the replicator, and
+/// retrying the older one later would overwrite it.
+fn supersede(rounds: &[Vec<&Candidate>], outcomes: &mut [Vec<Verdict>]) {
+    let mut newest_written: HashMap<i32, usize> = HashMap::new();
+    for (r, round) in rounds.iter().enumerate() {
+        for (slot, candidate) in round.iter().enumerate() {
+            if matches!(outcomes[r][slot], Verdict::Written) {
+                newest_written.insert(candidate.row.country_id, r);
+            }
+        }
+    }
+    for (r, round) in rounds.iter().enumerate() {
+        for (slot, candidate) in round.iter().enumerate() {
+            let refused = matches!(
+                &outcomes[r][slot],
+                Verdict::Retry(RetryReason::NotWritten(Some(e))) if e.kind() == ErrorKind::RowLevel
+            );
+            let newer = newest_written
+                .get(&candidate.row.country_id)
+                .is_some_and(|&w| w > r);
+            if refused && newer {
+                tracing::info!(
+                    country_id = candidate.row.country_id,
+                    "a refused version is superseded by a newer one written in the same batch"
+                );
+                outcomes[r][slot] = Verdict::Written;
+            }
+        }
     }
 }
 

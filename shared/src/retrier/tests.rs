@@ -198,3 +198,43 @@ async fn near_the_deadline_nothing_is_written_and_every_message_comes_back() {
     assert_eq!(outcome.failed_message_ids, vec!["a", "b"]);
     assert_eq!(pool.state().statements, 0, "nothing started");
 }
+
+#[tokio::test]
+async fn a_refused_version_superseded_by_a_newer_one_in_the_batch_is_done() {
+    let (pool, delays) = (MemoryStore::default(), MemoryDelays::default());
+    pool.state().refused.push("ATL".into());
+    let failed = run(
+        &retrier(&pool, &delays),
+        vec![
+            sqs_message("old", Some(body(Some(1), Some("ATL"))), 1),
+            sqs_message("new", Some(body(Some(1), Some("USA"))), 1),
+            sqs_message("alone", Some(body(Some(2), Some("ATL"))), 1),
+        ],
+    )
+    .await;
+    // The refused old version would overwrite the newer one if it came back
+    // and succeeded later; a refused version with no newer one comes back.
+    assert_eq!(failed, vec!["alone"]);
+    assert_eq!(pool.state().table.get(&1).map(String::as_str), Some("USA"));
+}
+
+#[tokio::test]
+async fn after_a_round_cannot_finish_newer_versions_wait() {
+    let (pool, delays) = (MemoryStore::default(), MemoryDelays::default());
+    // Every write fails for a transient reason (more than the retries).
+    pool.state().transient_failures_left = usize::MAX;
+    let failed = run(
+        &retrier(&pool, &delays),
+        vec![
+            sqs_message("v1", Some(body(Some(1), Some("AAA"))), 1),
+            sqs_message("v2", Some(body(Some(1), Some("BBB"))), 1),
+        ],
+    )
+    .await;
+    assert_eq!(failed, vec!["v1", "v2"]);
+    assert_eq!(
+        pool.state().statements,
+        2,
+        "round two never started (two attempts of round one)"
+    );
+}
