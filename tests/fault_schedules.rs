@@ -68,8 +68,9 @@ enum Fault {
     /// The service goes down after sending this many bytes.
     DownAfterBytes(Service, u64),
     /// The invocation's deadline (from the Lambda context) is this far
-    /// away, with a one-second safety margin: the run stops starting work
-    /// somewhere in the middle.
+    /// away; the safety margin (one second, capped at half the invocation)
+    /// makes the run stop starting work half-way to it, in the middle of
+    /// the run.
     Deadline(Duration),
 }
 
@@ -98,7 +99,7 @@ fn named_faults() -> Vec<Fault> {
         Fault::Kill(Duration::from_millis(150)),
         Fault::DownAfterBytes(Service::Snowflake, 3_000),
         Fault::DownAfterBytes(Service::Postgres, 2_000),
-        Fault::Deadline(Duration::from_millis(1_150)),
+        Fault::Deadline(Duration::from_millis(500)),
     ]);
     faults
 }
@@ -106,7 +107,7 @@ fn named_faults() -> Vec<Fault> {
 fn random_fault(rng: &mut SplitMix) -> Fault {
     let services = [Service::Postgres, Service::Snowflake, Service::Sqs];
     match rng.below(5) {
-        4 => Fault::Deadline(Duration::from_millis(1_000 + rng.below(500) as u64)),
+        4 => Fault::Deadline(Duration::from_millis(200 + rng.below(600) as u64)),
         0 => Fault::Crash(POINTS[rng.below(POINTS.len())]),
         1 => Fault::Kill(Duration::from_millis(10 + rng.below(400) as u64)),
         2 => Fault::DownAt(
@@ -521,8 +522,10 @@ async fn random_fault_schedules_lose_no_row() {
         .await;
 
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
-    for (kind, _) in &outcomes {
+    let mut fired_by_kind: BTreeMap<String, usize> = BTreeMap::new();
+    for (kind, outcome) in &outcomes {
         *by_kind.entry(kind.clone()).or_default() += 1;
+        *fired_by_kind.entry(kind.clone()).or_default() += usize::from(outcome.interrupted);
     }
     let sum = |f: &dyn Fn(&Outcome) -> usize| outcomes.iter().map(|(_, o)| f(o)).sum::<usize>();
     let report = serde_json::json!({
@@ -530,6 +533,7 @@ async fn random_fault_schedules_lose_no_row() {
         "schedules": outcomes.len(),
         "faults_injected": sum(&|o| usize::from(o.interrupted)),
         "fault_kinds": by_kind,
+        "fault_kinds_fired": fired_by_kind,
         "rows": sum(&|o| o.rows),
         "replicator_runs": sum(&|o| o.runs),
         "rows_lost": sum(&|o| o.lost.len()),
