@@ -50,9 +50,9 @@ fn sqs_message(id: &str, body: Option<String>, receive_count: u32) -> Message {
     }
 }
 
-/// The message ids the batch lists as failed, sorted.
-async fn run(retrier: &Retrier, messages: Vec<Message>) -> Vec<String> {
-    let deliveries: Vec<Delivery<'_>> = messages
+/// The messages as the event source hands them to the retrier.
+fn deliveries(messages: &[Message]) -> Vec<Delivery<'_>> {
+    messages
         .iter()
         .map(|m| Delivery {
             message_id: &m.id,
@@ -60,7 +60,12 @@ async fn run(retrier: &Retrier, messages: Vec<Message>) -> Vec<String> {
             body: m.body.as_deref(),
             receive_count: m.receive_count,
         })
-        .collect();
+        .collect()
+}
+
+/// The message ids the batch lists as failed, sorted.
+async fn run(retrier: &Retrier, messages: Vec<Message>) -> Vec<String> {
+    let deliveries = deliveries(&messages);
     let mut ids = retrier
         .handle_batch(&deliveries, &Deadline::none())
         .await
@@ -182,15 +187,7 @@ async fn near_the_deadline_nothing_is_written_and_every_message_comes_back() {
         sqs_message("a", Some(body(Some(1), Some("USA"))), 1),
         sqs_message("b", Some(body(Some(2), Some("FRA"))), 1),
     ];
-    let deliveries: Vec<Delivery<'_>> = messages
-        .iter()
-        .map(|m| Delivery {
-            message_id: &m.id,
-            receipt_handle: Some(&m.handle),
-            body: m.body.as_deref(),
-            receive_count: m.receive_count,
-        })
-        .collect();
+    let deliveries = deliveries(&messages);
     let near = Deadline::after(Duration::from_secs(1), Duration::from_secs(5));
     let outcome = retrier(&pool, &delays)
         .handle_batch(&deliveries, &near)
