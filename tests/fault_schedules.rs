@@ -16,7 +16,7 @@
 //! The first schedules of every run walk the named faults in order, so even the
 //! quick setting covers each of them; the rest are random.
 //!
-//! - `FAULT_SCHEDULES` (default: one per named fault, 17): how many schedules run.
+//! - `FAULT_SCHEDULES` (default: one per named fault, 21): how many schedules run.
 //! - `FAULT_SEED` (default 1): the seed; a failure prints it with the
 //!   schedule's number, and the same seed replays the same schedules.
 //! - `FAULT_PARALLEL` (default 2): schedules run at once.
@@ -91,10 +91,12 @@ fn named_faults() -> Vec<Fault> {
     let mut faults: Vec<Fault> = POINTS.iter().map(|p| Fault::Crash(p)).collect();
     faults.extend([
         Fault::DownAt(Service::Snowflake, "before_read"),
+        Fault::DownAt(Service::Snowflake, "after_snapshot"),
         Fault::DownAt(Service::Postgres, "mid_write"),
         Fault::DownAt(Service::Sqs, "after_write"),
         Fault::DownAt(Service::Snowflake, "after_enqueue"),
         Fault::DownAt(Service::Snowflake, "mid_delete"),
+        Fault::DownAt(Service::Snowflake, "before_drop"),
         Fault::DownAt(Service::Postgres, "before_ledger"),
         Fault::Kill(Duration::from_millis(150)),
         Fault::DownAfterBytes(Service::Snowflake, 3_000),
@@ -132,7 +134,7 @@ struct Schedule {
     number: usize,
     rows: Vec<SourceRow>,
     batch_size: usize,
-    delete_chunk: usize,
+    page_rows: usize,
     fault: Fault,
 }
 
@@ -173,7 +175,7 @@ fn draw_schedule(number: usize, seed: u64) -> Schedule {
         number,
         rows,
         batch_size: 1 + rng.below(8),
-        delete_chunk: 1 + rng.below(6),
+        page_rows: 1 + rng.below(6),
         fault,
     }
 }
@@ -218,10 +220,7 @@ async fn wait_output(child: Child) -> std::process::Output {
 async fn run_with_fault(env: &TestEnv, schedule: &Schedule, pause_file: &PathBuf) -> bool {
     let mut vars = env.vars.clone();
     vars.insert("BATCH_SIZE".into(), schedule.batch_size.to_string());
-    vars.insert(
-        "SNOWFLAKE_DELETE_CHUNK_ROWS".into(),
-        schedule.delete_chunk.to_string(),
-    );
+    vars.insert("SNOWFLAKE_PAGE_ROWS".into(), schedule.page_rows.to_string());
     // Every service behind a proxy the schedule can take down.
     let proxies: BTreeMap<Service, FaultProxy> = [
         (
@@ -362,12 +361,12 @@ async fn run_schedule(schedule: Schedule, seed: u64) -> Outcome {
     env.load(&schedule.rows).await;
     let pause_file = std::env::temp_dir().join(format!("{}.pause", env.name));
     let context = format!(
-        "seed {seed}, schedule {} ({}; {} rows, batch {}, delete chunk {})",
+        "seed {seed}, schedule {} ({}; {} rows, batch {}, page {})",
         schedule.number,
         schedule.fault.kind(),
         schedule.rows.len(),
         schedule.batch_size,
-        schedule.delete_chunk
+        schedule.page_rows
     );
 
     let mut outcome = Outcome {
@@ -466,8 +465,8 @@ async fn check_fault_specific(
     original.sort_by(|a, b| (a.country_id, &a.country).cmp(&(b.country_id, &b.country)));
     match &schedule.fault {
         // Nothing read yet, or nothing done with what was read.
-        Fault::Crash("before_read" | "after_read")
-        | Fault::DownAt(Service::Snowflake, "before_read") => {
+        Fault::Crash("before_read" | "after_snapshot" | "after_read")
+        | Fault::DownAt(Service::Snowflake, "before_read" | "after_snapshot") => {
             assert_eq!(env.snowflake_rows().await, original, "{context}");
             assert!(env.postgres_rows().await.is_empty(), "{context}");
             assert!(queued.is_empty(), "{context}");

@@ -582,9 +582,11 @@ fn the_digest_sender_may_be_verified_as_an_address_or_as_its_domain() {
 #[test]
 fn the_snowflake_grants_match_the_statements_the_replicator_sends() {
     use countries_shared::model::ident::Identifier;
-    use countries_shared::model::row::SourceRow;
-    use countries_shared::snowflake::sql::delete_statement;
-    use countries_shared::snowflake::sql::select_statement;
+    use countries_shared::ports::IdMatch;
+    use countries_shared::snowflake::sql::{
+        count_statement, drop_statement, join_delete_statement, page_statement, snapshot_name,
+        snapshot_statement,
+    };
 
     let access = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -593,14 +595,19 @@ fn the_snowflake_grants_match_the_statements_the_replicator_sends() {
     .expect("access.sql");
     let grants: Vec<&str> = access
         .lines()
-        .filter(|l| l.trim_start().starts_with("GRANT") && l.contains("ON TABLE"))
+        .filter(|l| {
+            l.trim_start().starts_with("GRANT")
+                && (l.contains("ON TABLE") || l.contains("ON SCHEMA"))
+        })
         .collect();
     assert_eq!(
         grants,
         vec![
-            r#"GRANT SELECT, DELETE ON TABLE <database>.<schema>."case" TO ROLE COUNTRIES_REPLICATOR;"#
+            r#"GRANT USAGE ON SCHEMA <database>.<schema> TO ROLE COUNTRIES_REPLICATOR;"#,
+            r#"GRANT CREATE TABLE ON SCHEMA <database>.<schema> TO ROLE COUNTRIES_REPLICATOR;"#,
+            r#"GRANT SELECT, DELETE ON TABLE <database>.<schema>."case" TO ROLE COUNTRIES_REPLICATOR;"#,
         ],
-        "exactly SELECT and DELETE on the one table"
+        "usage and CREATE TABLE on the schema (the run snapshot), SELECT and DELETE on the one table"
     );
     assert!(access.contains("RSA_PUBLIC_KEY"), "key-pair authentication");
     assert!(
@@ -608,18 +615,45 @@ fn the_snowflake_grants_match_the_statements_the_replicator_sends() {
         "no password for the service user"
     );
 
+    // Every statement a run sends, and the privilege it needs: the source
+    // table is only read (SELECT) and deleted from (DELETE); the one table
+    // the role creates is its own temporary snapshot (CREATE TABLE on the
+    // schema; it owns what it creates, so it may read and drop it).
     let table = Identifier::parse("case").unwrap();
-    let verbs = [
-        select_statement(&table, 10),
-        delete_statement(&table, &[SourceRow::new(Some(1), Some("USA"))]).unwrap(),
-    ]
-    .map(|sql| {
-        sql.split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    });
-    assert_eq!(verbs, ["SELECT".to_string(), "DELETE".to_string()]);
+    let snapshot = snapshot_name(uuid::Uuid::nil());
+    let statements = [
+        count_statement(&table),
+        snapshot_statement(&table, &snapshot, 10),
+        page_statement(&snapshot, &(1..=10)),
+        join_delete_statement(&table, &snapshot, &[1..=10], IdMatch::Equal).unwrap(),
+        join_delete_statement(&table, &snapshot, &[1..=10], IdMatch::BothNull).unwrap(),
+        drop_statement(&snapshot),
+    ];
+    let needs: Vec<(String, &str)> = statements
+        .iter()
+        .map(|sql| {
+            let verb: Vec<&str> = sql.split_whitespace().take(4).collect();
+            let need = match verb.as_slice() {
+                ["SELECT", ..] if sql.contains(r#"FROM "case""#) => "SELECT on case",
+                ["SELECT", ..] => "owner of the snapshot",
+                ["CREATE", "OR", "REPLACE", "TEMPORARY"] => "CREATE TABLE on the schema",
+                ["DELETE", "FROM", r#""case""#, ..] => "DELETE on case",
+                ["DROP", "TABLE", "IF", "EXISTS"] => "owner of the snapshot",
+                _ => "unknown",
+            };
+            (sql.clone(), need)
+        })
+        .collect();
+    for (sql, need) in &needs {
+        assert_ne!(
+            *need, "unknown",
+            "a statement the grants do not cover: {sql}"
+        );
+    }
+    assert!(
+        statements[1].contains(&format!("TEMPORARY TABLE {}", snapshot.quoted())),
+        "the snapshot is temporary: it dies with the session"
+    );
 
     let role = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -20,6 +20,9 @@ pub enum RunOutcome {
     Failed,
     /// Another run held the lock.
     Skipped,
+    /// The source table was empty: the run ended after one metadata
+    /// statement, without waking the warehouse.
+    Idle,
 }
 
 impl RunOutcome {
@@ -30,12 +33,13 @@ impl RunOutcome {
             Self::Partial => "partial",
             Self::Failed => "failed",
             Self::Skipped => "skipped",
+            Self::Idle => "idle",
         }
     }
 
     /// Whether the invocation counts as a success.
     pub fn is_success(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Skipped)
+        matches!(self, Self::Succeeded | Self::Skipped | Self::Idle)
     }
 }
 
@@ -64,6 +68,10 @@ pub struct RunSummary {
     pub rows_deferred_duplicates: usize,
     /// Deleted from Snowflake, as Snowflake counted them.
     pub rows_deleted: usize,
+    /// Statements sent to Snowflake (retries included): a constant handful
+    /// plus one read and usually one delete per page, whatever the rows.
+    #[serde(default)]
+    pub snowflake_statements: usize,
     pub error: Option<String>,
 }
 
@@ -84,6 +92,7 @@ impl RunSummary {
             rows_deferred: 0,
             rows_deferred_duplicates: 0,
             rows_deleted: 0,
+            snowflake_statements: 0,
             error: None,
         }
     }
@@ -135,6 +144,7 @@ impl RunSummary {
                     rows_deferred = s.rows_deferred,
                     rows_deferred_duplicates = s.rows_deferred_duplicates,
                     rows_deleted = s.rows_deleted,
+                    snowflake_statements = s.snowflake_statements,
                     duration_ms = s.duration_ms(),
                     error = s.error.as_deref().unwrap_or(""),
                     "replicator run finished"

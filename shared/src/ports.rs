@@ -54,16 +54,57 @@ impl SourceRows for RowsInMemory {
     }
 }
 
-/// The source of rows, as the replicator sees it.
+/// The source of rows, as the replicator sees it: a run freezes its batch
+/// into a snapshot inside the source, reads it in pages and deletes by
+/// joining against it, so that no statement carries the rows' keys.
 #[async_trait]
 pub trait RowSource: Send + Sync {
-    /// Reads at most `limit` rows.
-    async fn read_batch(&self, limit: usize) -> Result<Box<dyn SourceRows>, SourceError>;
-    /// Deletes the rows that match one of `rows` on every column; returns how
-    /// many the source deleted. At most [`RowSource::max_rows_per_delete`] rows.
-    async fn delete_rows(&self, rows: &[SourceRow]) -> Result<u64, SourceError>;
-    fn max_rows_per_delete(&self) -> usize;
+    /// How many rows the table holds. Snowflake answers `COUNT(*)` of a
+    /// whole table from metadata, without a running warehouse: an idle run
+    /// ends here.
+    async fn count_rows(&self) -> Result<u64, SourceError>;
+    /// Freezes up to `limit` rows into a snapshot for run `run_id`, numbered
+    /// `1..=n` in the order of `country_id` (NULLs last), so that every
+    /// version of an id sits next to the others.
+    async fn snapshot(&self, run_id: Uuid, limit: usize) -> Result<Box<dyn Snapshot>, SourceError>;
+    /// Statements sent so far by this source and its snapshots (the run
+    /// records the difference).
+    fn statements_sent(&self) -> usize;
 }
+
+/// A range of snapshot row numbers, inclusive at both ends.
+pub type RowNumbers = std::ops::RangeInclusive<u64>;
+
+/// One run's snapshot of the source table.
+#[async_trait]
+pub trait Snapshot: Send + Sync {
+    /// The snapshot rows numbered `numbers`, in order and without gaps: the
+    /// first row handed out is number `numbers.start()`. Fewer rows than
+    /// the range holds means the snapshot ends there.
+    async fn read(&self, numbers: RowNumbers) -> Result<Box<dyn SourceRows>, SourceError>;
+    /// Deletes from the source table every row that matches, on every
+    /// column and NULL-safely, a snapshot row numbered in one of `safe`
+    /// (at most [`MAX_RANGES_PER_DELETE`]) whose id is as `ids` says;
+    /// returns how many the source deleted. Safe to run twice.
+    async fn delete(&self, safe: &[RowNumbers], ids: IdMatch) -> Result<u64, SourceError>;
+    /// Drops the snapshot. Safe to run twice.
+    async fn drop_snapshot(&self) -> Result<(), SourceError>;
+}
+
+/// Which snapshot rows of the named ranges a delete matches: the rows with
+/// an id (joined on it), or the rows without one. Apart because a join on
+/// `=` is a hash join everywhere, and a NULL-safe one may not be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdMatch {
+    Equal,
+    BothNull,
+}
+
+/// Ranges one delete statement may name: ~40 bytes of SQL each, so a
+/// statement stays far below Snowflake's 1 MB text and 16,384-expression
+/// limits. A normal range has one; only trouble (rows left behind in the
+/// middle of a page) makes more.
+pub const MAX_RANGES_PER_DELETE: usize = 1_000;
 
 // ---- Postgres: the replica and the failure report ----
 
@@ -174,41 +215,54 @@ pub trait Mailer: Send + Sync {
 
 // ---- The replicator's step boundaries ----
 
-/// The boundaries between the steps of a replicator run, in order. A crash
-/// between any two of them must lose nothing; the fault-schedule tests stop
-/// the real process at each one through a [`StepHook`] of their own.
+/// The boundaries between the steps of a replicator run, in order; each is
+/// reached at most once per run (the first page's, when a step repeats per
+/// page). A crash between any two of them must lose nothing; the
+/// fault-schedule tests stop the real process at each one through a
+/// [`StepHook`] of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     BeforeRead,
+    /// The snapshot exists; nothing was read from it yet.
+    AfterSnapshot,
+    /// The first page was read.
     AfterRead,
     /// After the first chunk was written.
     MidWrite,
+    /// The first page was written.
     AfterWrite,
+    /// The first page's failed rows were sent to the retry queue.
     AfterEnqueue,
-    /// After the first DELETE statement.
+    /// After the first range delete, before the next page.
     MidDelete,
+    /// Every range is done; the snapshot still exists.
+    BeforeDrop,
     BeforeLedger,
 }
 
 impl Step {
-    pub const ALL: [Step; 7] = [
+    pub const ALL: [Step; 9] = [
         Step::BeforeRead,
+        Step::AfterSnapshot,
         Step::AfterRead,
         Step::MidWrite,
         Step::AfterWrite,
         Step::AfterEnqueue,
         Step::MidDelete,
+        Step::BeforeDrop,
         Step::BeforeLedger,
     ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::BeforeRead => "before_read",
+            Self::AfterSnapshot => "after_snapshot",
             Self::AfterRead => "after_read",
             Self::MidWrite => "mid_write",
             Self::AfterWrite => "after_write",
             Self::AfterEnqueue => "after_enqueue",
             Self::MidDelete => "mid_delete",
+            Self::BeforeDrop => "before_drop",
             Self::BeforeLedger => "before_ledger",
         }
     }

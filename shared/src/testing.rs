@@ -20,8 +20,9 @@ use crate::model::message::RetryMessage;
 use crate::model::report::{DeadLetter, Digest, FailureEntry};
 use crate::model::row::{CountryRow, SourceRow};
 use crate::ports::{
-    DeadLetterQueue, Deleted, FailureStore, Mailer, ReplicaRun, ReplicaStore, RetryQueue,
-    RowSource, RowWriter, RowsInMemory, SourceRows, Stored, VisibilityDelay, WriterPool,
+    DeadLetterQueue, Deleted, FailureStore, IdMatch, Mailer, ReplicaRun, ReplicaStore, RetryQueue,
+    RowNumbers, RowSource, RowWriter, RowsInMemory, Snapshot, SourceRows, Stored, VisibilityDelay,
+    WriterPool, MAX_RANGES_PER_DELETE,
 };
 
 /// Locks a fake's state; a test that panicked while holding it has failed
@@ -41,12 +42,20 @@ pub struct SourceState {
     /// Deletes that still succeed before deleting fails (an outage in the
     /// middle of the deletes).
     pub deletes_before_outage: Option<usize>,
+    /// Counting, snapshots and reads fail.
     pub read_down: bool,
-    /// Rows per DELETE statement; 7 when unset.
-    pub delete_chunk: Option<usize>,
+    /// Page reads that still succeed before reading fails.
+    pub reads_before_outage: Option<usize>,
+    /// The snapshots that exist (made, not dropped), by name.
+    pub snapshots: BTreeMap<String, Vec<SourceRow>>,
+    /// Every statement, as a short name ("count", "snapshot", "read",
+    /// "delete", "drop").
+    pub statements: Vec<&'static str>,
+    /// Snapshots whose drop failed (as a lost session would leave them).
+    pub fail_drops: bool,
 }
 
-/// Snowflake's `case` table.
+/// Snowflake's `case` table, its snapshots included.
 #[derive(Clone, Default)]
 pub struct MemorySource(pub Arc<Mutex<SourceState>>);
 
@@ -60,44 +69,147 @@ impl MemorySource {
     pub fn state(&self) -> MutexGuard<'_, SourceState> {
         lock(&self.0)
     }
+
+    fn outage(operation: &'static str) -> SourceError {
+        SourceError::Unreachable {
+            operation,
+            detail: "test outage".into(),
+        }
+    }
 }
 
 #[async_trait]
 impl RowSource for MemorySource {
-    async fn read_batch(&self, limit: usize) -> Result<Box<dyn SourceRows>, SourceError> {
-        tokio::task::yield_now().await;
-        let state = self.state();
-        if state.read_down {
-            return Err(SourceError::Unreachable {
-                operation: "read",
-                detail: "test outage".into(),
-            });
-        }
-        let rows = state.rows.iter().take(limit).cloned().collect();
-        Ok(Box::new(RowsInMemory::new(rows)))
-    }
-
-    async fn delete_rows(&self, rows: &[SourceRow]) -> Result<u64, SourceError> {
+    async fn count_rows(&self) -> Result<u64, SourceError> {
         tokio::task::yield_now().await;
         let mut state = self.state();
+        state.statements.push("count");
+        if state.read_down {
+            return Err(Self::outage("count"));
+        }
+        Ok(state.rows.len() as u64)
+    }
+
+    async fn snapshot(&self, run_id: Uuid, limit: usize) -> Result<Box<dyn Snapshot>, SourceError> {
+        tokio::task::yield_now().await;
+        let mut state = self.state();
+        state.statements.push("snapshot");
+        if state.read_down {
+            return Err(Self::outage("snapshot"));
+        }
+        // As the snapshot statement: the `limit` lowest rows by id, then
+        // country, NULLs last, numbered in that order.
+        let mut rows = state.rows.clone();
+        rows.sort_by(|a, b| {
+            let key = |r: &SourceRow| {
+                (
+                    r.country_id.is_none(),
+                    r.country_id,
+                    r.country.is_none(),
+                    r.country.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        rows.truncate(limit);
+        let name = run_id.to_string();
+        state.snapshots.insert(name.clone(), rows);
+        Ok(Box::new(MemorySnapshot {
+            source: self.clone(),
+            name,
+        }))
+    }
+
+    fn statements_sent(&self) -> usize {
+        self.state().statements.len()
+    }
+}
+
+struct MemorySnapshot {
+    source: MemorySource,
+    name: String,
+}
+
+impl MemorySnapshot {
+    /// The snapshot's rows; a missing snapshot fails as a lost session does.
+    fn rows(
+        state: &SourceState,
+        name: &str,
+        operation: &'static str,
+    ) -> Result<Vec<SourceRow>, SourceError> {
+        state
+            .snapshots
+            .get(name)
+            .cloned()
+            .ok_or(SourceError::Refused {
+                operation,
+                detail: format!("snapshot {name} does not exist"),
+            })
+    }
+}
+
+#[async_trait]
+impl Snapshot for MemorySnapshot {
+    async fn read(&self, numbers: RowNumbers) -> Result<Box<dyn SourceRows>, SourceError> {
+        tokio::task::yield_now().await;
+        let mut state = self.source.state();
+        state.statements.push("read");
+        match &mut state.reads_before_outage {
+            Some(0) => state.read_down = true,
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        if state.read_down {
+            return Err(MemorySource::outage("read"));
+        }
+        let rows = Self::rows(&state, &self.name, "read")?;
+        let page = rows
+            .into_iter()
+            .zip(1u64..)
+            .filter(|(_, n)| numbers.contains(n))
+            .map(|(row, _)| row)
+            .collect();
+        Ok(Box::new(RowsInMemory::new(page)))
+    }
+
+    async fn delete(&self, safe: &[RowNumbers], ids: IdMatch) -> Result<u64, SourceError> {
+        tokio::task::yield_now().await;
+        let mut state = self.source.state();
+        state.statements.push("delete");
+        assert!(safe.len() <= MAX_RANGES_PER_DELETE, "{} ranges", safe.len());
         match &mut state.deletes_before_outage {
             Some(0) => state.fail_deletes = true,
             Some(n) => *n -= 1,
             None => {}
         }
         if state.fail_deletes {
-            return Err(SourceError::Unreachable {
-                operation: "delete",
-                detail: "test outage".into(),
-            });
+            return Err(MemorySource::outage("delete"));
         }
+        let snapshot = Self::rows(&state, &self.name, "delete")?;
+        let matched: Vec<SourceRow> = snapshot
+            .into_iter()
+            .zip(1u64..)
+            .filter(|(row, n)| {
+                safe.iter().any(|r| r.contains(n))
+                    && (row.country_id.is_some() == (ids == IdMatch::Equal))
+            })
+            .map(|(row, _)| row)
+            .collect();
+        // Whole-row, NULL-safe: every copy of a matched row goes.
         let before = state.rows.len();
-        state.rows.retain(|r| !rows.contains(r));
+        state.rows.retain(|r| !matched.contains(r));
         Ok((before - state.rows.len()) as u64)
     }
 
-    fn max_rows_per_delete(&self) -> usize {
-        self.state().delete_chunk.unwrap_or(7)
+    async fn drop_snapshot(&self) -> Result<(), SourceError> {
+        tokio::task::yield_now().await;
+        let mut state = self.source.state();
+        state.statements.push("drop");
+        if state.fail_drops {
+            return Err(MemorySource::outage("drop"));
+        }
+        state.snapshots.remove(&self.name);
+        Ok(())
     }
 }
 

@@ -19,7 +19,6 @@ use countries_ops::snowflake_admin::SnowflakeAdmin;
 use countries_shared::config::{Env, ReplicatorConfig};
 use countries_shared::model::message::RetryMessage;
 use countries_shared::model::row::{validate, SourceRow};
-use countries_shared::ports::{collect_rows, RowSource};
 use countries_shared::snowflake::SnowflakeSource;
 
 /// The Postgres migrations, in order: the same files the local stack applies,
@@ -36,6 +35,10 @@ pub const POSTGRES_MIGRATIONS: &[(&str, bool)] = &[
     (
         include_str!("../../infra/sql/postgres/003_app_role.sql"),
         false,
+    ),
+    (
+        include_str!("../../infra/sql/postgres/004_snapshot_runs.sql"),
+        true,
     ),
 ];
 pub const SNOWFLAKE_SCHEMA_SQL: &str = include_str!("../../infra/sql/snowflake/001_case.sql");
@@ -233,13 +236,11 @@ impl TestEnv {
 
     /// Every row left in Snowflake, sorted.
     pub async fn snowflake_rows(&self) -> Vec<SourceRow> {
-        let mut rows = collect_rows(
-            self.source()
-                .read_batch(10_000_000)
-                .await
-                .expect("reading Snowflake"),
-        )
-        .expect("decoding Snowflake rows");
+        let mut rows = self
+            .admin()
+            .all_rows(10_000_000)
+            .await
+            .expect("reading Snowflake");
         rows.sort_by(|a, b| (a.country_id, &a.country).cmp(&(b.country_id, &b.country)));
         rows
     }

@@ -5,8 +5,12 @@ use countries_shared::config::SnowflakeConfig;
 use countries_shared::failure::SourceError;
 use countries_shared::model::ident::Identifier;
 use countries_shared::model::row::SourceRow;
+use countries_shared::ports::collect_rows;
+use countries_shared::snowflake::arrow::ArrowRows;
 use countries_shared::snowflake::client::{api_error, build_api};
-use countries_shared::snowflake::sql::{string_literal, COUNTRY_COLUMN, ID_COLUMN};
+use countries_shared::snowflake::sql::{
+    select_statement, string_literal, COUNTRY_COLUMN, ID_COLUMN,
+};
 use snowflake_api::{QueryResult, SnowflakeApi};
 
 /// Rows per `INSERT … VALUES` statement: the emulator's cost grows with
@@ -33,6 +37,18 @@ impl SnowflakeAdmin {
             .exec(sql)
             .await
             .map_err(|e| api_error("statement", e))
+    }
+
+    /// Every row of the configured table, in no order (at most `limit`).
+    pub async fn all_rows(&self, limit: usize) -> Result<Vec<SourceRow>, SourceError> {
+        match self.execute(&select_statement(&self.table, limit)).await? {
+            QueryResult::Empty => Ok(Vec::new()),
+            QueryResult::Arrow(batches) => collect_rows(Box::new(ArrowRows::new(batches)?)),
+            QueryResult::Json(json) => Err(SourceError::UnexpectedResult {
+                operation: "read",
+                detail: format!("expected Arrow rows, got JSON {}", json.value),
+            }),
+        }
     }
 
     /// Inserts rows into the configured table.

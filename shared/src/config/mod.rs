@@ -35,8 +35,6 @@ pub struct SnowflakeConfig {
     /// Local emulator only: send every request here instead of
     /// `https://{account}.snowflakecomputing.com`.
     pub endpoint_url: Option<String>,
-    /// Rows per DELETE statement.
-    pub delete_chunk_rows: usize,
 }
 
 impl SnowflakeConfig {
@@ -81,7 +79,6 @@ impl SnowflakeConfig {
             role: env.optional(&vars::SNOWFLAKE_ROLE),
             table: env.identifier(&vars::SNOWFLAKE_TABLE),
             endpoint_url: env.url(&vars::SNOWFLAKE_ENDPOINT_URL),
-            delete_chunk_rows: env.number(&vars::SNOWFLAKE_DELETE_CHUNK_ROWS),
         }
     }
 }
@@ -173,6 +170,8 @@ fn deadline_margin(env: &mut Env) -> Option<Duration> {
 pub struct RunLimits {
     /// Rows read from Snowflake per run (the cap).
     pub max_rows_per_run: usize,
+    /// Rows per page of the run snapshot (one read, one delete).
+    pub page_rows: usize,
     /// Rows per Postgres write.
     pub batch_size: usize,
     /// Circuit breaker: rows sent to the retry queue per run, at most.
@@ -185,6 +184,7 @@ impl RunLimits {
     fn read(env: &mut Env) -> Self {
         Self {
             max_rows_per_run: env.number(&vars::MAX_ROWS_PER_RUN),
+            page_rows: env.number(&vars::SNOWFLAKE_PAGE_ROWS),
             batch_size: env.number(&vars::BATCH_SIZE),
             max_failures_per_run: env.number(&vars::MAX_FAILURES_PER_RUN),
             write_attempts: env.number(&vars::WRITE_ATTEMPTS),

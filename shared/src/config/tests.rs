@@ -71,7 +71,7 @@ fn malformed_values_are_rejected_with_their_variable() {
         ("RETRY_QUEUE_URL", "sqs://queue"),
         ("SNOWFLAKE_ENDPOINT_URL", "localhost:8080"),
         ("PGSSLROOTCERT", "/nonexistent/ca.pem"),
-        ("SNOWFLAKE_DELETE_CHUNK_ROWS", "100000"),
+        ("SNOWFLAKE_PAGE_ROWS", "0"),
     ];
     for (var, value) in cases {
         let mut vars = valid();

@@ -104,8 +104,6 @@ vars! {
         "role (needs SELECT and DELETE on the table)";
     SNOWFLAKE_TABLE: Rule::Identifier { default: "case" }, [Replicator],
         "source table; always quoted (case-sensitive)";
-    SNOWFLAKE_DELETE_CHUNK_ROWS: Rule::Number { min: 1, max: 16_384, default: 5_000 }, [Replicator],
-        "rows per DELETE statement";
     SNOWFLAKE_ENDPOINT_URL: Rule::OptionalUrl, [Replicator],
         "**local emulator only**: send requests here instead of `https://{account}.snowflakecomputing.com`";
     PGHOST: Rule::RequiredText, [Replicator, Retrier, Reporter], "Postgres host";
@@ -128,6 +126,8 @@ vars! {
     RETRY_QUEUE_URL: Rule::RequiredUrl, [Replicator, Retrier], "SQS URL of the retry queue";
     MAX_ROWS_PER_RUN: Rule::Number { min: 1, max: 10_000_000, default: 100_000 }, [Replicator],
         "the cap: rows read per run";
+    SNOWFLAKE_PAGE_ROWS: Rule::Number { min: 1, max: 10_000_000, default: 100_000 }, [Replicator],
+        "rows read from the run snapshot per statement, and deleted by one join; peak memory follows it, not the cap";
     BATCH_SIZE: Rule::Number { min: 1, max: 100_000, default: 50_000 }, [Replicator],
         "rows per Postgres write; large chunks bring COPY close to its limit (see Speed), and isolating a bad row in one still costs well under a second";
     MAX_FAILURES_PER_RUN: Rule::Number { min: 0, max: 100_000, default: 1_000 }, [Replicator],

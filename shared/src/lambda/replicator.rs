@@ -61,7 +61,7 @@ pub async fn handle(
         ],
     );
     match summary.outcome {
-        RunOutcome::Succeeded | RunOutcome::Skipped => Ok(summary),
+        RunOutcome::Succeeded | RunOutcome::Skipped | RunOutcome::Idle => Ok(summary),
         // Rows stay in Snowflake for the next run.
         RunOutcome::Partial => Err(super::failure("RunPartial", RunFailed(summary))),
         RunOutcome::Failed | RunOutcome::Running => {

@@ -81,15 +81,17 @@ impl PostgresRun {
                 &format!(
                     "INSERT INTO {ledger} (run_id, trigger_id, started_at, finished_at, outcome, \
                      rows_read, rows_written, rows_changed, rows_invalid, rows_rejected, \
-                     rows_enqueued, rows_deferred, rows_deferred_duplicates, rows_deleted, error) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                     rows_enqueued, rows_deferred, rows_deferred_duplicates, rows_deleted, error, \
+                     snowflake_statements) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
                      ON CONFLICT (run_id) DO UPDATE SET finished_at = EXCLUDED.finished_at, \
                      outcome = EXCLUDED.outcome, rows_read = EXCLUDED.rows_read, \
                      rows_written = EXCLUDED.rows_written, rows_changed = EXCLUDED.rows_changed, \
                      rows_invalid = EXCLUDED.rows_invalid, rows_rejected = EXCLUDED.rows_rejected, \
                      rows_enqueued = EXCLUDED.rows_enqueued, rows_deferred = EXCLUDED.rows_deferred, \
                      rows_deferred_duplicates = EXCLUDED.rows_deferred_duplicates, \
-                     rows_deleted = EXCLUDED.rows_deleted, error = EXCLUDED.error"
+                     rows_deleted = EXCLUDED.rows_deleted, error = EXCLUDED.error, \
+                     snowflake_statements = EXCLUDED.snowflake_statements"
                 ),
                 &[
                     &s.run_id,
@@ -107,6 +109,7 @@ impl PostgresRun {
                     &to_i64(s.rows_deferred_duplicates),
                     &to_i64(s.rows_deleted),
                     &s.error,
+                    &to_i64(s.snowflake_statements),
                 ],
             )
             .await

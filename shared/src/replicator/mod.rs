@@ -1,25 +1,32 @@
 //! The replicator's use case: one run, top to bottom.
 //!
 //! 1. take the run lock in Postgres (another run in progress: skip);
-//! 2. read at most `MAX_ROWS_PER_RUN` rows from Snowflake;
-//! 3. plan each chunk ([`plan`]): invalid rows become retry messages, other
-//!    versions of an id wait for the next run;
-//! 4. upsert the valid rows in chunks of `BATCH_SIZE`; a chunk Postgres
-//!    refuses is bisected until the refused rows are isolated
-//!    ([`crate::isolate`]); transient errors are retried with backoff
-//!    ([`crate::retry`]), then the rows are deferred;
-//! 5. send refused and invalid rows to the retry queue (circuit breaker:
-//!    `MAX_FAILURES_PER_RUN`);
-//! 6. delete from Snowflake exactly the rows that are safe ([`deletes`]):
-//!    committed in Postgres or accepted by SQS; every other row stays for the
-//!    next run;
-//! 7. record the run in the ledger ([`crate::ledger`]).
+//! 2. count the source table (answered from metadata): empty, the run is
+//!    idle and ends here, without waking Snowflake's warehouse;
+//! 3. freeze at most `MAX_ROWS_PER_RUN` rows into a snapshot inside
+//!    Snowflake, numbered in id order;
+//! 4. then page by page (`SNOWFLAKE_PAGE_ROWS`), so memory follows the page,
+//!    not the cap:
+//!    - read the page, and plan each chunk ([`plan`]): invalid rows become
+//!      retry messages, other versions of an id wait for the next run;
+//!    - upsert the valid rows in chunks of `BATCH_SIZE`; a chunk Postgres
+//!      refuses is bisected until the refused rows are isolated
+//!      ([`crate::isolate`]); transient errors are retried with backoff
+//!      ([`crate::retry`]), then the rows are deferred;
+//!    - send refused and invalid rows to the retry queue (circuit breaker:
+//!      `MAX_FAILURES_PER_RUN` for the whole run);
+//!    - delete from Snowflake exactly the rows that are safe, by joining the
+//!      table against the page's safe ranges of the snapshot ([`page`]);
+//!      every other row stays for the next run;
+//! 5. drop the snapshot;
+//! 6. record the run in the ledger ([`crate::ledger`]).
 //!
 //! A crash between any two steps leaves every row in Postgres, in the queue,
 //! or still in Snowflake, and the next run finishes the job: the upsert is
-//! idempotent and the delete matches whole rows.
+//! idempotent, the delete matches whole rows, and the snapshot is a
+//! temporary table that dies with its session.
 
-mod deletes;
+mod page;
 mod plan;
 #[cfg(test)]
 mod tests;
@@ -31,15 +38,18 @@ use uuid::Uuid;
 
 use crate::config::RunLimits;
 use crate::deadline::Deadline;
-use crate::failure::{QueueError, WriteError};
+use crate::failure::{QueueError, SourceError, WriteError};
 use crate::isolate::write_isolating;
 use crate::ledger::{RunOutcome, RunSummary};
 use crate::model::message::{FailureDetail, RetryMessage};
 use crate::model::row::CountryRow;
-use crate::ports::{ReplicaRun, ReplicaStore, RetryQueue, RowSource, Step, StepHook};
-use crate::replicator::deletes::PendingDeletes;
+use crate::ports::{
+    IdMatch, ReplicaRun, ReplicaStore, RetryQueue, RowSource, Snapshot, Step, StepHook,
+    MAX_RANGES_PER_DELETE,
+};
+use crate::replicator::page::Page;
 use crate::replicator::plan::{plan_chunk, ChunkPlan, Failure};
-use crate::retry::{Backoff, RetryPolicy};
+use crate::retry::{retry, Backoff, RetryPolicy};
 
 /// The services a run uses, and its limits.
 pub struct Replicator {
@@ -57,15 +67,43 @@ pub struct Replicator {
 
 /// The state of one run while it moves rows.
 struct Progress {
-    /// The country each id had when first seen in this run (8 bytes per id).
+    /// The country each id had when first seen in this run (the last id's
+    /// only, between chunks: see [`plan_chunk`]).
     first_version: HashMap<i32, [u8; 3]>,
-    /// Rows bound for the retry queue.
-    failures: Vec<Failure>,
-    deletes: PendingDeletes,
+    /// Failure messages made so far (the circuit breaker's count).
+    failures_seen: usize,
     /// Set when Postgres writing stopped (a fatal error, or a transient one
     /// that outlasted its retries): later chunks are deferred.
     writes_stopped: bool,
+    /// Set when the breaker tripped (reported once).
+    breaker_tripped: bool,
     chunks: usize,
+    pages: usize,
+    deletes: usize,
+    /// Steps reached so far (each is reported once per run).
+    steps_reached: Vec<Step>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            first_version: HashMap::new(),
+            failures_seen: 0,
+            writes_stopped: false,
+            breaker_tripped: false,
+            chunks: 0,
+            pages: 0,
+            deletes: 0,
+            steps_reached: Vec::new(),
+        }
+    }
+}
+
+/// Why the page loop ended early.
+enum Stop {
+    /// Snowflake failed: what is not done stays there for the next run.
+    Source,
+    Deadline,
 }
 
 impl Replicator {
@@ -113,31 +151,150 @@ impl Replicator {
         }
     }
 
+    /// Tells the step hook, once per run.
+    fn reached(&self, progress: &mut Progress, step: Step) {
+        if !progress.steps_reached.contains(&step) {
+            progress.steps_reached.push(step);
+            self.steps.reached(step);
+        }
+    }
+
     async fn move_rows(
         &self,
         replica: &mut dyn ReplicaRun,
         summary: &mut RunSummary,
         deadline: &Deadline,
     ) {
-        self.steps.reached(Step::BeforeRead);
-        let mut rows = match self.source.read_batch(self.limits.max_rows_per_run).await {
-            Ok(rows) => rows,
+        let statements_before = self.source.statements_sent();
+        let mut progress = Progress::new();
+        self.reached(&mut progress, Step::BeforeRead);
+        let outcome = self
+            .snapshot_and_move(replica, &mut progress, summary, deadline)
+            .await;
+        summary.snowflake_statements = self.source.statements_sent() - statements_before;
+        summary.outcome = match outcome {
+            Some(outcome) => outcome,
+            None if summary.rows_deferred_for_trouble() > 0 || summary.error.is_some() => {
+                RunOutcome::Partial
+            }
+            None => RunOutcome::Succeeded,
+        };
+    }
+
+    /// Counts, snapshots, moves the rows page by page and drops the
+    /// snapshot. Returns the outcome when it is not decided by the rows
+    /// (idle, failed).
+    async fn snapshot_and_move(
+        &self,
+        replica: &mut dyn ReplicaRun,
+        progress: &mut Progress,
+        summary: &mut RunSummary,
+        deadline: &Deadline,
+    ) -> Option<RunOutcome> {
+        let count = retry(self.policy(), deadline, "Snowflake count", async || {
+            self.source.count_rows().await
+        })
+        .await;
+        match count {
+            Ok(0) => return Some(RunOutcome::Idle),
+            Ok(_) => {}
             Err(e) => {
-                summary.outcome = RunOutcome::Failed;
-                summary.add_error(format!("reading from Snowflake: {e}"));
-                return;
+                summary.add_error(format!("counting the Snowflake rows: {e}"));
+                return Some(RunOutcome::Failed);
+            }
+        }
+        if deadline.is_near() {
+            summary.add_error(format!(
+                "deadline: less than {}s left before the snapshot; nothing was read",
+                deadline.margin().as_secs()
+            ));
+            return None;
+        }
+        let limit = self.limits.max_rows_per_run;
+        let snapshot = retry(self.policy(), deadline, "Snowflake snapshot", async || {
+            self.source.snapshot(summary.run_id, limit).await
+        })
+        .await;
+        let snapshot = match snapshot {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                summary.add_error(format!("taking the Snowflake snapshot: {e}"));
+                return Some(RunOutcome::Failed);
             }
         };
-        summary.rows_read = rows.remaining();
-        self.steps.reached(Step::AfterRead);
+        self.reached(progress, Step::AfterSnapshot);
 
-        let mut progress = Progress {
-            first_version: HashMap::new(),
-            failures: Vec::new(),
-            deletes: PendingDeletes::new(self.source.max_rows_per_delete()),
-            writes_stopped: false,
-            chunks: 0,
+        let page_rows = self.limits.page_rows.max(1) as u64;
+        let last = limit as u64;
+        let mut first = 1u64;
+        let mut source_failed_first = false;
+        while first <= last {
+            let numbers = first..=last.min(first + page_rows - 1);
+            let full = numbers.end() - numbers.start() + 1;
+            match self
+                .move_page(&*snapshot, numbers, replica, progress, summary, deadline)
+                .await
+            {
+                Ok(read) if read < full => break,
+                Ok(_) => {}
+                Err(Stop::Source) => {
+                    source_failed_first = progress.pages == 0;
+                    break;
+                }
+                Err(Stop::Deadline) => break,
+            }
+            first += page_rows;
+        }
+
+        self.reached(progress, Step::BeforeDrop);
+        // The drop needs no warehouse, and a snapshot it misses dies with the
+        // session (or is dropped before the next snapshot): a failure here
+        // loses nothing and does not make the run partial.
+        if let Err(e) = snapshot.drop_snapshot().await {
+            tracing::warn!(run_id = %summary.run_id, error = %e, "could not drop the run snapshot; it goes with the session");
+        }
+        source_failed_first.then_some(RunOutcome::Failed)
+    }
+
+    /// One page: read, write, enqueue, delete. Returns how many rows the
+    /// page held.
+    async fn move_page(
+        &self,
+        snapshot: &dyn Snapshot,
+        numbers: crate::ports::RowNumbers,
+        replica: &mut dyn ReplicaRun,
+        progress: &mut Progress,
+        summary: &mut RunSummary,
+        deadline: &Deadline,
+    ) -> Result<u64, Stop> {
+        if deadline.is_near() {
+            summary.add_error(format!(
+                "deadline: less than {}s left; the snapshot rows from number {} on were not read and stay in Snowflake",
+                deadline.margin().as_secs(),
+                numbers.start()
+            ));
+            return Err(Stop::Deadline);
+        }
+        let first = *numbers.start();
+        let read = retry(self.policy(), deadline, "Snowflake read", async || {
+            snapshot.read(numbers.clone()).await
+        })
+        .await;
+        let mut rows = match read {
+            Ok(rows) => rows,
+            Err(e) => {
+                summary.add_error(format!("reading the Snowflake snapshot: {e}"));
+                return Err(Stop::Source);
+            }
         };
+        let held = rows.remaining();
+        progress.pages += 1;
+        summary.rows_read += held;
+        self.reached(progress, Step::AfterRead);
+
+        let mut page = Page::new(first, held);
+        let mut failures: Vec<Failure> = Vec::new();
+        let mut next = first;
         loop {
             if deadline.is_near() && rows.remaining() > 0 {
                 summary.rows_deferred += rows.remaining();
@@ -159,59 +316,93 @@ impl Replicator {
                     break;
                 }
             };
-            let plan = plan_chunk(raw, &mut progress.first_version, summary.run_id, Utc::now());
-            self.write_chunk(replica, plan, &mut progress, summary, deadline)
-                .await;
-            if progress.chunks == 1 {
-                self.steps.reached(Step::MidWrite);
-            }
-            self.delete_safe_rows(&mut progress, summary, deadline, false)
-                .await;
-        }
-        self.steps.reached(Step::AfterWrite);
-
-        self.enqueue(&mut progress, summary, deadline).await;
-        self.steps.reached(Step::AfterEnqueue);
-
-        self.delete_safe_rows(&mut progress, summary, deadline, true)
+            let chunk_first = next;
+            next += raw.len() as u64;
+            let plan = plan_chunk(
+                raw,
+                chunk_first,
+                &mut progress.first_version,
+                summary.run_id,
+                Utc::now(),
+            );
+            self.write_chunk(
+                replica,
+                plan,
+                progress,
+                &mut page,
+                &mut failures,
+                summary,
+                deadline,
+            )
             .await;
+            if progress.chunks == 1 {
+                self.reached(progress, Step::MidWrite);
+            }
+        }
+        drop(rows);
+        self.reached(progress, Step::AfterWrite);
 
-        summary.outcome = if summary.rows_deferred_for_trouble() > 0 || summary.error.is_some() {
-            RunOutcome::Partial
-        } else {
-            RunOutcome::Succeeded
-        };
+        self.enqueue(failures, progress, &mut page, summary, deadline)
+            .await;
+        self.reached(progress, Step::AfterEnqueue);
+
+        self.delete_safe_rows(snapshot, &page, progress, summary, deadline)
+            .await?;
+        Ok(held as u64)
     }
 
-    /// Deletes the rows that became safe: a statement's worth at a time, or
-    /// all of them (`everything`, at the end of the run).
+    /// Deletes the page's safe rows from the source table, by joining it
+    /// against the snapshot: one statement for a page without trouble. It
+    /// is started even near the deadline (it is bounded, and leaving rows
+    /// the queue owns in Snowflake would enqueue them again next run); only
+    /// its retries stop there.
     async fn delete_safe_rows(
         &self,
+        snapshot: &dyn Snapshot,
+        page: &Page,
         progress: &mut Progress,
         summary: &mut RunSummary,
         deadline: &Deadline,
-        everything: bool,
-    ) {
-        progress
-            .deletes
-            .flush(
-                &*self.source,
-                self.policy(),
-                &*self.steps,
-                deadline,
-                summary,
-                everything,
-            )
-            .await;
+    ) -> Result<(), Stop> {
+        for ids in [IdMatch::Equal, IdMatch::BothNull] {
+            let ranges = page.safe_ranges(ids);
+            for statement in ranges.chunks(MAX_RANGES_PER_DELETE) {
+                let deleted: Result<u64, SourceError> =
+                    retry(self.policy(), deadline, "Snowflake delete", async || {
+                        snapshot.delete(statement, ids).await
+                    })
+                    .await;
+                match deleted {
+                    Ok(n) => summary.rows_deleted += usize::try_from(n).unwrap_or(usize::MAX),
+                    Err(e) => {
+                        // The rows are safe elsewhere: the next run reads them
+                        // again, the upsert changes nothing, and the delete is
+                        // done then.
+                        summary.add_error(format!(
+                            "deleting from Snowflake stopped; safe rows left for the next run: {e}"
+                        ));
+                        return Err(Stop::Source);
+                    }
+                }
+                progress.deletes += 1;
+                if progress.deletes == 1 {
+                    self.reached(progress, Step::MidDelete);
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// Writes one planned chunk and sorts its rows: written (then deleted),
-    /// refused (then queued) or deferred (left in Snowflake).
+    /// Writes one planned chunk and sorts its rows: written (safe),
+    /// refused (bound for the queue) or deferred (left in Snowflake).
+    #[allow(clippy::too_many_arguments)]
     async fn write_chunk(
         &self,
         replica: &mut dyn ReplicaRun,
         plan: ChunkPlan,
         progress: &mut Progress,
+        page: &mut Page,
+        failures: &mut Vec<Failure>,
         summary: &mut RunSummary,
         deadline: &Deadline,
     ) {
@@ -219,7 +410,8 @@ impl Replicator {
         // Invalid rows need no Postgres: they are queued even after the
         // writes stopped.
         summary.rows_invalid += plan.failures.len();
-        progress.failures.extend(plan.failures);
+        progress.failures_seen += plan.failures.len();
+        failures.extend(plan.failures);
         summary.rows_deferred += plan.conflicting_duplicates;
         summary.rows_deferred_duplicates += plan.conflicting_duplicates;
         if progress.writes_stopped {
@@ -230,7 +422,7 @@ impl Replicator {
         let budget_left = self
             .limits
             .max_failures_per_run
-            .saturating_sub(progress.failures.len());
+            .saturating_sub(progress.failures_seen);
         let refs: Vec<&CountryRow> = plan.valid.iter().map(|p| &p.row).collect();
         let result =
             write_isolating(&mut *replica, &refs, budget_left, self.policy(), deadline).await;
@@ -247,26 +439,31 @@ impl Replicator {
             match outcome {
                 Some(Ok(())) => {
                     summary.rows_written += 1 + planned.also.len();
-                    progress.deletes.push(planned.row.source);
-                    progress.deletes.extend(planned.also);
+                    page.mark_safe(planned.number, &planned.row.source);
+                    for (number, row) in &planned.also {
+                        page.mark_safe(*number, row);
+                    }
                 }
                 Some(Err(error)) => {
                     summary.rows_rejected += 1;
+                    progress.failures_seen += 1;
                     // Identical copies go with the message; another
                     // spelling of the row stays for the next run.
                     let (copies, variants): (Vec<_>, Vec<_>) = planned
                         .also
                         .into_iter()
-                        .partition(|r| *r == planned.row.source);
+                        .partition(|(_, r)| *r == planned.row.source);
                     summary.rows_deferred += variants.len();
-                    progress.failures.push(Failure {
+                    let mut numbers = vec![planned.number];
+                    numbers.extend(copies.into_iter().map(|(n, _)| n));
+                    failures.push(Failure {
                         message: RetryMessage::first_failure(
                             planned.row.source,
                             FailureDetail::of_write(&error),
                             summary.run_id,
                             Utc::now(),
                         ),
-                        copies: copies.len(),
+                        numbers,
                     });
                 }
                 None => summary.rows_deferred += 1 + planned.also.len(),
@@ -278,34 +475,41 @@ impl Replicator {
         }
     }
 
-    /// Sends the failed rows to the retry queue, at most
-    /// `MAX_FAILURES_PER_RUN` of them; the ones SQS accepted become safe to
-    /// delete, the others stay in Snowflake.
+    /// Sends a page's failed rows to the retry queue, within what is left of
+    /// `MAX_FAILURES_PER_RUN`; the ones SQS accepted become safe to delete,
+    /// the others stay in Snowflake.
     async fn enqueue(
         &self,
+        mut failures: Vec<Failure>,
         progress: &mut Progress,
+        page: &mut Page,
         summary: &mut RunSummary,
         deadline: &Deadline,
     ) {
-        let failures = &mut progress.failures;
-        if deadline.is_near() && !failures.is_empty() {
-            let left: usize = failures.drain(..).map(|f| 1 + f.copies).sum();
+        if failures.is_empty() {
+            return;
+        }
+        if deadline.is_near() {
+            let left: usize = failures.iter().map(|f| f.numbers.len()).sum();
             summary.rows_deferred += left;
             summary.add_error(format!(
                 "deadline: the retry queue was not called; {left} failed rows are left in Snowflake"
             ));
             return;
         }
-        if failures.len() > self.limits.max_failures_per_run {
-            let over: usize = failures
-                .drain(self.limits.max_failures_per_run..)
-                .map(|f| 1 + f.copies)
-                .sum();
+        // Failures of earlier pages already used part of the budget.
+        let earlier = progress.failures_seen - failures.len();
+        let allowed = self.limits.max_failures_per_run.saturating_sub(earlier);
+        if failures.len() > allowed {
+            let over: usize = failures.drain(allowed..).map(|f| f.numbers.len()).sum();
             summary.rows_deferred += over;
-            summary.add_error(format!(
-                "circuit breaker: more than MAX_FAILURES_PER_RUN={} rows failed; {over} left in Snowflake",
-                self.limits.max_failures_per_run
-            ));
+            if !progress.breaker_tripped {
+                progress.breaker_tripped = true;
+                summary.add_error(format!(
+                    "circuit breaker: more than MAX_FAILURES_PER_RUN={} rows failed; the rest stay in Snowflake",
+                    self.limits.max_failures_per_run
+                ));
+            }
         }
         if failures.is_empty() {
             return;
@@ -321,14 +525,16 @@ impl Replicator {
             ))
         }));
         let mut first_error = None;
-        for (failure, result) in failures.drain(..).zip(results) {
+        for (failure, result) in failures.into_iter().zip(results) {
             match result {
                 Ok(()) => {
-                    summary.rows_enqueued += 1 + failure.copies;
-                    progress.deletes.push(failure.message.record);
+                    summary.rows_enqueued += failure.numbers.len();
+                    for number in &failure.numbers {
+                        page.mark_safe(*number, &failure.message.record);
+                    }
                 }
                 Err(e) => {
-                    summary.rows_deferred += 1 + failure.copies;
+                    summary.rows_deferred += failure.numbers.len();
                     first_error.get_or_insert(e);
                 }
             }

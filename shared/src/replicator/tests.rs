@@ -166,14 +166,15 @@ async fn bisection_isolates_exactly_the_refused_rows() {
 
 #[tokio::test]
 async fn duplicate_ids_never_fail_the_write_and_no_version_is_dropped() {
-    let world = World::new(rows(&[(1, "USA"), (1, "USA"), (1, "CAN"), (2, "MEX")]));
+    let world = World::new(rows(&[(1, "USA"), (1, "CAN"), (1, "USA"), (2, "MEX")]));
     let s = world.run(RunLimits::default()).await;
-    // The identical copy goes with the first row; the other version waits,
-    // which is normal and does not fail the run.
-    assert_eq!((s.rows_written, s.rows_deferred), (3, 1), "{s:?}");
-    assert_eq!(s.rows_deferred_duplicates, 1);
+    // The snapshot orders an id's versions by country: CAN is written, and
+    // the other version (with its identical copy) waits, which is normal
+    // and does not fail the run.
+    assert_eq!((s.rows_written, s.rows_deferred), (2, 2), "{s:?}");
+    assert_eq!(s.rows_deferred_duplicates, 2);
     assert_eq!(s.outcome, RunOutcome::Succeeded);
-    assert_eq!(world.source.state().rows, rows(&[(1, "CAN")]));
+    assert_eq!(world.source.state().rows, rows(&[(1, "USA"), (1, "USA")]));
     world.assert_nothing_lost();
     let second = world.run(RunLimits::default()).await;
     assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:?}");
@@ -186,7 +187,7 @@ async fn duplicate_ids_never_fail_the_write_and_no_version_is_dropped() {
             .table
             .get(&1)
             .map(String::as_str),
-        Some("CAN"),
+        Some("USA"),
         "the version written last wins, as an upsert does"
     );
     assert!(world.source.state().rows.is_empty());
@@ -345,6 +346,139 @@ async fn near_the_deadline_the_run_starts_nothing_new_and_loses_nothing() {
     );
 }
 
+#[tokio::test]
+async fn an_empty_table_makes_an_idle_run_of_one_metadata_statement() {
+    let world = World::new(Vec::new());
+    let s = world.run(RunLimits::default()).await;
+    assert_eq!(s.outcome, RunOutcome::Idle, "{s:?}");
+    assert!(s.outcome.is_success());
+    assert_eq!(s.snowflake_statements, 1);
+    assert_eq!(world.source.state().statements, vec!["count"]);
+    assert_eq!(
+        world.store.state().ledger.last().unwrap().outcome,
+        RunOutcome::Idle
+    );
+}
+
+#[tokio::test]
+async fn statements_do_not_grow_with_the_rows_pages_aside() {
+    async fn statements(rows_in_table: usize) -> (Vec<&'static str>, RunSummary) {
+        let spec: Vec<(i128, &str)> = (0..rows_in_table as i128).map(|i| (i, "ITA")).collect();
+        let world = World::new(rows(&spec));
+        let s = world
+            .run(RunLimits {
+                max_rows_per_run: rows_in_table,
+                page_rows: rows_in_table / 2,
+                batch_size: 7,
+                ..RunLimits::default()
+            })
+            .await;
+        assert_eq!(s.outcome, RunOutcome::Succeeded, "{s:?}");
+        assert!(world.source.state().rows.is_empty());
+        assert!(world.source.state().snapshots.is_empty(), "dropped");
+        let sent = world.source.state().statements.clone();
+        (sent, s)
+    }
+    let (small, s_small) = statements(10).await;
+    let (large, s_large) = statements(10_000).await;
+    assert_eq!(
+        small,
+        vec!["count", "snapshot", "read", "delete", "read", "delete", "drop"]
+    );
+    assert_eq!(small, large, "the same statements for 1,000 times the rows");
+    assert_eq!(s_small.snowflake_statements, 7);
+    assert_eq!(s_large.snowflake_statements, 7);
+    assert_eq!(s_large.rows_deleted, 10_000);
+}
+
+#[tokio::test]
+async fn with_postgres_down_nothing_is_deleted_but_queued_rows() {
+    let mut input = rows(&[(1, "USA"), (2, "FRA"), (3, "U1"), (4, "DEU")]);
+    input.push(SourceRow::new(None, Some("ESP")));
+    let world = World::new(input);
+    world.store.state().transient_failures_left = usize::MAX;
+    let s = world.run(RunLimits::default()).await;
+    assert_eq!(s.outcome, RunOutcome::Partial, "{s:?}");
+    assert_eq!(
+        (s.rows_written, s.rows_enqueued, s.rows_deferred),
+        (0, 2, 3)
+    );
+    // The two invalid rows were queued and deleted (one has no id: its own
+    // statement); the three valid ones stay.
+    assert_eq!(s.rows_deleted, 2);
+    let sent = world.source.state().statements.clone();
+    assert_eq!(
+        sent.iter().filter(|s| **s == "delete").count(),
+        2,
+        "{sent:?}"
+    );
+    assert_eq!(
+        world.source.state().rows,
+        rows(&[(1, "USA"), (2, "FRA"), (4, "DEU")])
+    );
+    world.assert_nothing_lost();
+}
+
+#[tokio::test]
+async fn a_read_outage_between_pages_keeps_the_pages_done_and_loses_nothing() {
+    let spec: Vec<(i128, &str)> = (0..9).map(|i| (i, "ITA")).collect();
+    let world = World::new(rows(&spec));
+    world.source.state().reads_before_outage = Some(1);
+    let s = world
+        .run(RunLimits {
+            page_rows: 4,
+            ..RunLimits::default()
+        })
+        .await;
+    assert_eq!(s.outcome, RunOutcome::Partial, "{s:?}");
+    assert_eq!((s.rows_read, s.rows_written, s.rows_deleted), (4, 4, 4));
+    assert!(s
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .contains("reading the Snowflake snapshot"));
+    assert_eq!(world.source.state().rows.len(), 5);
+    world.assert_nothing_lost();
+}
+
+#[tokio::test]
+async fn a_snapshot_that_cannot_be_dropped_does_not_fail_the_run() {
+    let world = World::new(rows(&[(1, "USA")]));
+    world.source.state().fail_drops = true;
+    let s = world.run(RunLimits::default()).await;
+    assert_eq!(s.outcome, RunOutcome::Succeeded, "{s:?}");
+    assert_eq!(world.source.state().snapshots.len(), 1);
+}
+
+#[tokio::test]
+async fn a_newer_version_that_arrives_mid_run_survives_the_join_delete() {
+    let world = World::new(rows(&[(1, "USA"), (2, "FRA")]));
+    // Between the snapshot and the delete, id 1 gets a new version and an
+    // identical copy of id 2 arrives: the first survives, the second's
+    // content is in Postgres and goes with its twin.
+    {
+        let source = world.source.clone();
+        let replicator = world.replicator(RunLimits::default());
+        let deadline = Deadline::none();
+        let run = replicator.run(Uuid::new_v4(), None, &deadline);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                biased;
+                s = &mut run => { assert_eq!(s.outcome, RunOutcome::Succeeded); break; }
+                () = tokio::task::yield_now() => {
+                    let mut state = source.state();
+                    if !state.snapshots.is_empty() && !state.rows.iter().any(|r| r.country.as_deref() == Some("CAN")) {
+                        state.rows.push(SourceRow::new(Some(1), Some("CAN")));
+                        state.rows.push(SourceRow::new(Some(2), Some("FRA")));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(world.source.state().rows, rows(&[(1, "CAN")]));
+}
+
 /// Property tests: random datasets, limits and faults, including a crash
 /// at a random await point (the run's future dropped mid-flight, as a
 /// killed process leaves it; the fakes' state survives, as the services'
@@ -379,7 +513,11 @@ mod properties {
             polls: usize,
         },
         SnowflakeReadDown,
+        /// Page reads succeed this many times, then Snowflake is down.
+        SnowflakeReadDownAfter(usize),
         SnowflakeDeleteDownAfter(usize),
+        /// The snapshot cannot be dropped (it would die with the session).
+        SnapshotDropFails,
         PostgresDownAfter(usize),
         PostgresTransient(usize),
         PostgresFatal,
@@ -394,7 +532,9 @@ mod properties {
         prop_oneof![
             3 => (0usize..60).prop_map(|polls| Fault::Crash { polls }),
             1 => Just(Fault::SnowflakeReadDown),
+            1 => (0usize..4).prop_map(Fault::SnowflakeReadDownAfter),
             1 => (0usize..4).prop_map(Fault::SnowflakeDeleteDownAfter),
+            1 => Just(Fault::SnapshotDropFails),
             1 => (0usize..6).prop_map(Fault::PostgresDownAfter),
             1 => (1usize..5).prop_map(Fault::PostgresTransient),
             1 => Just(Fault::PostgresFatal),
@@ -417,12 +557,15 @@ mod properties {
     }
 
     fn limits() -> impl Strategy<Value = RunLimits> {
-        (1usize..40, 1usize..6, 0usize..6).prop_map(|(max_rows, batch, failures)| RunLimits {
-            max_rows_per_run: max_rows,
-            batch_size: batch,
-            max_failures_per_run: failures,
-            ..RunLimits::default()
-        })
+        (1usize..40, 1usize..9, 1usize..6, 0usize..6).prop_map(
+            |(max_rows, page, batch, failures)| RunLimits {
+                max_rows_per_run: max_rows,
+                page_rows: page,
+                batch_size: batch,
+                max_failures_per_run: failures,
+                ..RunLimits::default()
+            },
+        )
     }
 
     impl World {
@@ -432,6 +575,8 @@ mod properties {
             match fault {
                 Fault::Crash { .. } => {}
                 Fault::SnowflakeReadDown => source.read_down = true,
+                Fault::SnowflakeReadDownAfter(n) => source.reads_before_outage = Some(*n),
+                Fault::SnapshotDropFails => source.fail_drops = true,
                 Fault::SnowflakeDeleteDownAfter(n) => source.deletes_before_outage = Some(*n),
                 Fault::PostgresDownAfter(n) => store.statements_before_outage = Some(*n),
                 Fault::PostgresTransient(n) => store.transient_failures_left = *n,
@@ -447,6 +592,8 @@ mod properties {
         fn heal(&self) {
             let mut source = self.source.state();
             source.read_down = false;
+            source.reads_before_outage = None;
+            source.fail_drops = false;
             source.fail_deletes = false;
             source.deletes_before_outage = None;
             let mut store = self.store.state();
@@ -495,7 +642,6 @@ mod properties {
         fn no_fault_loses_a_row_or_writes_a_version_twice(
             rows in prop::collection::vec(row(), 0..30),
             faulty_runs in prop::collection::vec((limits(), fault()), 1..4),
-            delete_chunk in 1usize..9,
             refuse_xxx in any::<bool>(),
         ) {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -504,7 +650,6 @@ mod properties {
                 .unwrap();
             runtime.block_on(async {
                 let world = World::new(rows.clone());
-                world.source.state().delete_chunk = Some(delete_chunk);
                 if refuse_xxx {
                     world.store.state().refused.push("XXX".into());
                 }

@@ -40,6 +40,48 @@ impl ArrowRows {
     }
 }
 
+impl ArrowRows {
+    /// A page of a run snapshot: `(country_id, country, _RN)`. The row
+    /// numbers must run from `first` without a gap (the replicator derives
+    /// each row's number from its position); they are checked, then dropped.
+    pub fn numbered(batches: Vec<RecordBatch>, first: u64) -> Result<Self, SourceError> {
+        let mut expected = i128::from(first);
+        let mut rows = Vec::with_capacity(batches.len());
+        for batch in batches {
+            if batch.num_columns() != 3 {
+                return Err(SourceError::UnexpectedResult {
+                    operation: "read",
+                    detail: format!(
+                        "expected 3 columns (id, country, row number), got {}",
+                        batch.num_columns()
+                    ),
+                });
+            }
+            let mut numbers = Vec::with_capacity(batch.num_rows());
+            decode_ids(batch.column(2).as_ref(), &mut numbers)?;
+            for number in numbers {
+                if number != Some(expected) {
+                    return Err(SourceError::UnexpectedResult {
+                        operation: "read",
+                        detail: format!(
+                            "snapshot row number {number:?} where {expected} was due: the page has a gap"
+                        ),
+                    });
+                }
+                expected += 1;
+            }
+            let projected = batch
+                .project(&[0, 1])
+                .map_err(|e| SourceError::UnexpectedResult {
+                    operation: "read",
+                    detail: e.to_string(),
+                })?;
+            rows.push(projected);
+        }
+        Self::new(rows)
+    }
+}
+
 impl SourceRows for ArrowRows {
     fn remaining(&self) -> usize {
         self.remaining

@@ -1,7 +1,10 @@
 -- Run once in Snowflake as SECURITYADMIN (or a role that can create roles and
 -- users), replacing the <…> placeholders. It creates a role with exactly the
 -- rights the replicator uses, SELECT and DELETE on the one table, and a
--- service user that logs in with a key pair (no password).
+-- service user that logs in with a key pair (no password). Each run freezes
+-- its batch into a TEMPORARY table (dropped by the run, and gone with the
+-- session anyway), which needs CREATE TABLE on the schema: the role owns only
+-- what it creates there and gets no right on any other table.
 --
 -- Make the key pair (unencrypted PKCS#8, which the functions read):
 --   openssl genrsa 2048 | openssl pkcs8 -topk8 -inform PEM -out rsa_key.p8 -nocrypt
@@ -13,6 +16,7 @@ CREATE ROLE IF NOT EXISTS COUNTRIES_REPLICATOR;
 GRANT USAGE ON WAREHOUSE <warehouse> TO ROLE COUNTRIES_REPLICATOR;
 GRANT USAGE ON DATABASE <database> TO ROLE COUNTRIES_REPLICATOR;
 GRANT USAGE ON SCHEMA <database>.<schema> TO ROLE COUNTRIES_REPLICATOR;
+GRANT CREATE TABLE ON SCHEMA <database>.<schema> TO ROLE COUNTRIES_REPLICATOR;
 GRANT SELECT, DELETE ON TABLE <database>.<schema>."case" TO ROLE COUNTRIES_REPLICATOR;
 
 CREATE USER IF NOT EXISTS COUNTRIES_REPLICATOR
