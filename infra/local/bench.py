@@ -6,10 +6,16 @@ Measured for each size (default 100,000 and 1,000,000 rows of int + 3 letters):
   ours-fresh      our Postgres write stage into an empty table (COPY first)
   ours-replay     our write stage when every row exists already
   unnest-replay   a plain INSERT … SELECT FROM UNNEST … ON CONFLICT DO UPDATE of the same rows
-  ours-run        the whole replicator (the release `countries replicate`): read from the
-                  Snowflake emulator, write, delete; with its peak RSS
+  ours-run        the whole replicator (the release `countries replicate`): count, snapshot,
+                  paged read from the Snowflake emulator, write, join delete, drop; with its
+                  peak RSS and the Snowflake statements it sent (from its run summary)
+  limit-run       the same data path as a bare script, nothing else: the same snapshot, one
+                  Arrow read, one CSV COPY, one join delete; no validation, no bookkeeping
   python-run      the same job written the way a typical user would: snowflake-connector-python
                   fetchall, psycopg executemany, DELETE … IN (ids) in chunks of 5,000
+
+And, for the memory target, the whole run alone at --rss-sizes (default 5,000,000 rows, one
+repetition): its peak RSS against the one at the largest regular size.
 
 Timings are medians over the repetitions, with min and max. Results go to
 bench/latest.json and bench/latest.md. Usage: see infra/local/bench.sh.
@@ -77,25 +83,64 @@ def write_stage(mode: str, rows: int) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
-def ours_run(rows: int) -> tuple[float, float]:
-    """The release replicator as its own process; returns (seconds, peak RSS in MB)."""
+def ours_run(rows: int) -> tuple[float, float, dict]:
+    """The release replicator as its own process; returns (seconds, peak RSS in MB, run summary)."""
     reset(rows)
     env = dict(os.environ, MAX_ROWS_PER_RUN=str(rows), LOG_FORMAT="json", RUST_LOG="warn")
     # A wrapper process whose only child is the replicator, so that
-    # RUSAGE_CHILDREN is that one process's peak RSS.
+    # RUSAGE_CHILDREN is that one process's peak RSS. The summary goes to a file.
     wrapper = (
         "import resource, subprocess, sys, time\n"
         "t = time.perf_counter()\n"
-        "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+        "with open(sys.argv[1], 'w') as out:\n"
+        "    r = subprocess.run(sys.argv[2:], stdout=out)\n"
         "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)\n"
     )
-    out = subprocess.run([sys.executable, "-c", wrapper, str(RELEASE / "countries"), "replicate"],
+    summary_file = ROOT / ".local" / "bench-run-summary.json"
+    out = subprocess.run([sys.executable, "-c", wrapper, str(summary_file), str(RELEASE / "countries"), "replicate"],
                          env=env, capture_output=True, text=True)
     seconds, rss_kb, code = out.stdout.split()
     if code != "0":
         sys.exit(f"countries replicate failed ({code}):\n{out.stderr[-2000:]}")
+    run_summary = json.loads(summary_file.read_text())
     check_moved(rows, "ours-run")
-    return float(seconds), int(rss_kb) / 1024
+    return float(seconds), int(rss_kb) / 1024, run_summary
+
+
+SNAPSHOT_ORDER = 'ORDER BY "COUNTRY_ID" NULLS LAST, "COUNTRY" NULLS LAST'
+
+
+def limit_run(rows: int) -> float:
+    """The floor of this data path: what the replicator does to the data, as a bare
+    script with nothing else (the same snapshot statement, one Arrow read of it, one
+    COPY, one join delete, the drop)."""
+    import io
+
+    import pyarrow.csv
+
+    reset(rows)
+    start = time.perf_counter()
+    sf = sf_connect()
+    cur = sf.cursor()
+    cur.execute(
+        'CREATE OR REPLACE TEMPORARY TABLE "LIMIT_RUN" AS SELECT "COUNTRY_ID", "COUNTRY", '
+        f'ROW_NUMBER() OVER ({SNAPSHOT_ORDER}) AS "_RN" FROM '
+        f'(SELECT "COUNTRY_ID", "COUNTRY" FROM "case" {SNAPSHOT_ORDER} LIMIT {rows})'
+    )
+    table = cur.execute('SELECT "COUNTRY_ID", "COUNTRY" FROM "LIMIT_RUN" ORDER BY "_RN"').fetch_arrow_all()
+    buffer = io.BytesIO()
+    pyarrow.csv.write_csv(table, buffer, pyarrow.csv.WriteOptions(include_header=False))
+    with psycopg.connect() as pg, pg.cursor() as pcur:
+        with pcur.copy('COPY "case" (country_id, country) FROM STDIN (FORMAT csv)') as copy:
+            copy.write(buffer.getbuffer())
+        pg.commit()
+    cur.execute('DELETE FROM "case" AS c USING "LIMIT_RUN" AS b '
+                'WHERE c."COUNTRY_ID" = b."COUNTRY_ID" AND EQUAL_NULL(c."COUNTRY", b."COUNTRY")')
+    cur.execute('DROP TABLE IF EXISTS "LIMIT_RUN"')
+    sf.close()
+    seconds = time.perf_counter() - start
+    check_moved(rows, "limit-run")
+    return seconds
 
 
 def python_run(rows: int) -> float:
@@ -199,13 +244,15 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each measurement")
     parser.add_argument("--run-reps-large", type=int, default=1,
                         help="repetitions of the whole-run measurements at sizes >= 500k (they are slow)")
+    parser.add_argument("--rss-sizes", default="5000000",
+                        help="sizes at which only the whole run's peak RSS is measured ('' for none)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict = {
         "init_ms": init_times(args.reps * 3),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "batch_size": int(os.environ.get("BATCH_SIZE", "50000")),
-        "delete_chunk_rows": int(os.environ.get("SNOWFLAKE_DELETE_CHUNK_ROWS", "5000")),
+        "page_rows": int(os.environ.get("SNOWFLAKE_PAGE_ROWS", "100000")),
         "sizes": {},
     }
     for rows in sizes:
@@ -216,41 +263,68 @@ def main() -> None:
             print(f"{rows:>9} {key:<14} {r[key]['rows_per_s']:>12,.0f} rows/s", flush=True)
         reps = args.run_reps_large if rows >= 500_000 else args.reps
         runs = [ours_run(rows) for _ in range(reps)]
-        r["ours-run"] = summary([s for s, _ in runs], rows)
-        r["ours-run"]["peak_rss_mb"] = max(m for _, m in runs)
+        r["ours-run"] = summary([s for s, _, _ in runs], rows)
+        r["ours-run"]["peak_rss_mb"] = max(m for _, m, _ in runs)
+        r["ours-run"]["snowflake_statements"] = max(x["snowflake_statements"] for _, _, x in runs)
         print(f"{rows:>9} {'ours-run':<14} {r['ours-run']['rows_per_s']:>12,.0f} rows/s, "
-              f"peak RSS {r['ours-run']['peak_rss_mb']:.0f} MB", flush=True)
+              f"peak RSS {r['ours-run']['peak_rss_mb']:.0f} MB, "
+              f"{r['ours-run']['snowflake_statements']} Snowflake statements", flush=True)
+        r["limit-run"] = summary([limit_run(rows) for _ in range(reps)], rows)
+        print(f"{rows:>9} {'limit-run':<14} {r['limit-run']['rows_per_s']:>12,.0f} rows/s", flush=True)
         r["python-run"] = summary([python_run(rows) for _ in range(reps)], rows)
         print(f"{rows:>9} {'python-run':<14} {r['python-run']['rows_per_s']:>12,.0f} rows/s", flush=True)
         r["ratios"] = {
             "write_fresh_vs_copy": r["copy"]["median_s"] / r["ours-fresh"]["median_s"],
             "write_replay_vs_unnest_upsert": r["unnest-replay"]["median_s"] / r["ours-replay"]["median_s"],
             "run_vs_python": r["python-run"]["median_s"] / r["ours-run"]["median_s"],
+            "run_vs_limit": r["limit-run"]["median_s"] / r["ours-run"]["median_s"],
         }
         results["sizes"][str(rows)] = r
+    results["rss_only"] = {}
+    for rows in [int(x) for x in args.rss_sizes.split(",") if x]:
+        seconds, rss, run_summary = ours_run(rows)
+        results["rss_only"][str(rows)] = {"seconds": seconds, "peak_rss_mb": rss,
+                                          "snowflake_statements": run_summary["snowflake_statements"]}
+        print(f"{rows:>9} {'ours-run':<14} {rows / seconds:>12,.0f} rows/s, peak RSS {rss:.0f} MB, "
+              f"{run_summary['snowflake_statements']} Snowflake statements", flush=True)
 
     out_dir = ROOT / "bench"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["| rows | measurement | median s | min–max s | rows/s |", "|---|---|---|---|---|"]
     for rows, r in results["sizes"].items():
-        for key in ["copy", "ours-fresh", "ours-replay", "unnest-replay", "ours-run", "python-run"]:
+        for key in ["copy", "ours-fresh", "ours-replay", "unnest-replay", "ours-run", "limit-run", "python-run"]:
             m = r[key]
-            extra = f" (peak RSS {m['peak_rss_mb']:.0f} MB)" if "peak_rss_mb" in m else ""
+            extra = (f" (peak RSS {m['peak_rss_mb']:.0f} MB, {m['snowflake_statements']} Snowflake statements)"
+                     if "peak_rss_mb" in m else "")
             lines.append(f"| {int(rows):,} | {key}{extra} | {m['median_s']:.2f} | "
                          f"{m['min_s']:.2f}–{m['max_s']:.2f} | {m['rows_per_s']:,.0f} |")
+    for rows, m in results["rss_only"].items():
+        lines.append(f"| {int(rows):,} | ours-run, once (peak RSS {m['peak_rss_mb']:.0f} MB, "
+                     f"{m['snowflake_statements']} Snowflake statements) | {m['seconds']:.2f} | | "
+                     f"{int(rows) / m['seconds']:,.0f} |")
     lines.append("")
     lines.append("| function | init (median, min–max) |")
     lines.append("|---|---|")
     for function, t in results["init_ms"].items():
         lines.append(f"| {function} | {t['median_ms']:.1f} ms ({t['min_ms']:.1f}–{t['max_ms']:.1f}) |")
     lines.append("")
-    lines.append("| rows | ours ÷ COPY (fresh) | ours ÷ UNNEST upsert (replay) | whole run ÷ Python job |")
-    lines.append("|---|---|---|---|")
+    lines.append("| rows | ours ÷ COPY (fresh) | ours ÷ UNNEST upsert (replay) | whole run ÷ Python job "
+                 "| whole run ÷ limit |")
+    lines.append("|---|---|---|---|---|")
     for rows, r in results["sizes"].items():
         q = r["ratios"]
         lines.append(f"| {int(rows):,} | {q['write_fresh_vs_copy']:.2f} | "
-                     f"{q['write_replay_vs_unnest_upsert']:.2f} | {q['run_vs_python']:.2f} |")
+                     f"{q['write_replay_vs_unnest_upsert']:.2f} | {q['run_vs_python']:.2f} | "
+                     f"{q['run_vs_limit']:.2f} |")
+    largest = str(max(sizes))
+    if results["rss_only"] and largest in results["sizes"]:
+        base = results["sizes"][largest]["ours-run"]["peak_rss_mb"]
+        lines.append("")
+        lines.append(f"| rows | peak RSS ÷ peak RSS at {int(largest):,} |")
+        lines.append("|---|---|")
+        for rows, m in results["rss_only"].items():
+            lines.append(f"| {int(rows):,} | {m['peak_rss_mb'] / base:.2f} |")
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))
 

@@ -254,7 +254,7 @@ async fn postgres_parts(
         .query_one(
             &format!(
                 "SELECT max(coalesce(finished_at, started_at)) FROM {schema}.\"replication_run\" \
-                 WHERE outcome IN ('succeeded', 'skipped')"
+                 WHERE outcome IN ('succeeded', 'skipped', 'idle')"
             ),
             &[],
         )

@@ -101,7 +101,7 @@ vars! {
     SNOWFLAKE_DATABASE: Rule::RequiredText, [Replicator], "database of the source table";
     SNOWFLAKE_SCHEMA: Rule::RequiredText, [Replicator], "schema of the source table";
     SNOWFLAKE_ROLE: Rule::OptionalText { default: "user default" }, [Replicator],
-        "role (needs SELECT and DELETE on the table)";
+        "role (needs SELECT and DELETE on the table, CREATE TABLE on the schema for the run snapshot)";
     SNOWFLAKE_TABLE: Rule::Identifier { default: "case" }, [Replicator],
         "source table; always quoted (case-sensitive)";
     SNOWFLAKE_ENDPOINT_URL: Rule::OptionalUrl, [Replicator],
