@@ -83,10 +83,12 @@ def write_stage(mode: str, rows: int) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
-def ours_run(rows: int) -> tuple[float, float, dict]:
+def ours_run(rows: int, page_rows: int | None = None) -> tuple[float, float, dict]:
     """The release replicator as its own process; returns (seconds, peak RSS in MB, run summary)."""
     reset(rows)
     env = dict(os.environ, MAX_ROWS_PER_RUN=str(rows), LOG_FORMAT="json", RUST_LOG="warn")
+    if page_rows is not None:
+        env["SNOWFLAKE_PAGE_ROWS"] = str(page_rows)
     # A wrapper process whose only child is the replicator, so that
     # RUSAGE_CHILDREN is that one process's peak RSS. The summary goes to a file.
     wrapper = (
@@ -246,6 +248,9 @@ def main() -> None:
                         help="repetitions of the whole-run measurements at sizes >= 500k (they are slow)")
     parser.add_argument("--rss-sizes", default="5000000",
                         help="sizes at which only the whole run's peak RSS is measured ('' for none)")
+    parser.add_argument("--page-sweep", default="",
+                        help="SNOWFLAKE_PAGE_ROWS values to compare on a whole run at the largest size, e.g. "
+                             "25000,100000,250000 (printed, not written to bench/latest.*)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict = {
@@ -280,6 +285,11 @@ def main() -> None:
             "run_vs_limit": r["limit-run"]["median_s"] / r["ours-run"]["median_s"],
         }
         results["sizes"][str(rows)] = r
+    for page in [int(x) for x in args.page_sweep.split(",") if x]:
+        rows = max(sizes)
+        seconds, rss, run_summary = ours_run(rows, page)
+        print(f"page sweep: {rows:,} rows, SNOWFLAKE_PAGE_ROWS={page:,}: {seconds:.2f} s, "
+              f"peak RSS {rss:.0f} MB, {run_summary['snowflake_statements']} statements", flush=True)
     results["rss_only"] = {}
     for rows in [int(x) for x in args.rss_sizes.split(",") if x]:
         seconds, rss, run_summary = ours_run(rows)

@@ -26,10 +26,12 @@
 //! idempotent, the delete matches whole rows, and the snapshot is a
 //! temporary table that dies with its session.
 
+mod enqueue;
 mod page;
 mod plan;
 #[cfg(test)]
 mod tests;
+mod write;
 
 use std::collections::HashMap;
 
@@ -38,17 +40,14 @@ use uuid::Uuid;
 
 use crate::config::RunLimits;
 use crate::deadline::Deadline;
-use crate::failure::{QueueError, SourceError, WriteError};
-use crate::isolate::write_isolating;
+use crate::failure::SourceError;
 use crate::ledger::{RunOutcome, RunSummary};
-use crate::model::message::{FailureDetail, RetryMessage};
-use crate::model::row::CountryRow;
 use crate::ports::{
     IdMatch, ReplicaRun, ReplicaStore, RetryQueue, RowSource, Snapshot, Step, StepHook,
     MAX_RANGES_PER_DELETE,
 };
 use crate::replicator::page::Page;
-use crate::replicator::plan::{plan_chunk, ChunkPlan, Failure};
+use crate::replicator::plan::{plan_chunk, Failure};
 use crate::retry::{retry, Backoff, RetryPolicy};
 
 /// The services a run uses, and its limits.
@@ -391,156 +390,5 @@ impl Replicator {
             }
         }
         Ok(())
-    }
-
-    /// Writes one planned chunk and sorts its rows: written (safe),
-    /// refused (bound for the queue) or deferred (left in Snowflake).
-    #[allow(clippy::too_many_arguments)]
-    async fn write_chunk(
-        &self,
-        replica: &mut dyn ReplicaRun,
-        plan: ChunkPlan,
-        progress: &mut Progress,
-        page: &mut Page,
-        failures: &mut Vec<Failure>,
-        summary: &mut RunSummary,
-        deadline: &Deadline,
-    ) {
-        progress.chunks += 1;
-        // Invalid rows need no Postgres: they are queued even after the
-        // writes stopped.
-        summary.rows_invalid += plan.failures.len();
-        progress.failures_seen += plan.failures.len();
-        failures.extend(plan.failures);
-        summary.rows_deferred += plan.conflicting_duplicates;
-        summary.rows_deferred_duplicates += plan.conflicting_duplicates;
-        if progress.writes_stopped {
-            summary.rows_deferred += plan.valid.iter().map(|p| 1 + p.also.len()).sum::<usize>();
-            return;
-        }
-
-        let budget_left = self
-            .limits
-            .max_failures_per_run
-            .saturating_sub(progress.failures_seen);
-        let refs: Vec<&CountryRow> = plan.valid.iter().map(|p| &p.row).collect();
-        let result =
-            write_isolating(&mut *replica, &refs, budget_left, self.policy(), deadline).await;
-        drop(refs);
-        summary.rows_changed += usize::try_from(result.changed).unwrap_or(usize::MAX);
-        let mut outcome: Vec<Option<Result<(), WriteError>>> = vec![None; plan.valid.len()];
-        for i in result.written {
-            outcome[i] = Some(Ok(()));
-        }
-        for (i, error) in result.rejected {
-            outcome[i] = Some(Err(error));
-        }
-        for (planned, outcome) in plan.valid.into_iter().zip(outcome) {
-            match outcome {
-                Some(Ok(())) => {
-                    summary.rows_written += 1 + planned.also.len();
-                    page.mark_safe(planned.number, &planned.row.source);
-                    for (number, row) in &planned.also {
-                        page.mark_safe(*number, row);
-                    }
-                }
-                Some(Err(error)) => {
-                    summary.rows_rejected += 1;
-                    progress.failures_seen += 1;
-                    // Identical copies go with the message; another
-                    // spelling of the row stays for the next run.
-                    let (copies, variants): (Vec<_>, Vec<_>) = planned
-                        .also
-                        .into_iter()
-                        .partition(|(_, r)| *r == planned.row.source);
-                    summary.rows_deferred += variants.len();
-                    let mut numbers = vec![planned.number];
-                    numbers.extend(copies.into_iter().map(|(n, _)| n));
-                    failures.push(Failure {
-                        message: RetryMessage::first_failure(
-                            planned.row.source,
-                            FailureDetail::of_write(&error),
-                            summary.run_id,
-                            Utc::now(),
-                        ),
-                        numbers,
-                    });
-                }
-                None => summary.rows_deferred += 1 + planned.also.len(),
-            }
-        }
-        if let Some(error) = result.stop {
-            summary.add_error(format!("writing to Postgres stopped: {error}"));
-            progress.writes_stopped = true;
-        }
-    }
-
-    /// Sends a page's failed rows to the retry queue, within what is left of
-    /// `MAX_FAILURES_PER_RUN`; the ones SQS accepted become safe to delete,
-    /// the others stay in Snowflake.
-    async fn enqueue(
-        &self,
-        mut failures: Vec<Failure>,
-        progress: &mut Progress,
-        page: &mut Page,
-        summary: &mut RunSummary,
-        deadline: &Deadline,
-    ) {
-        if failures.is_empty() {
-            return;
-        }
-        if deadline.is_near() {
-            let left: usize = failures.iter().map(|f| f.numbers.len()).sum();
-            summary.rows_deferred += left;
-            summary.add_error(format!(
-                "deadline: the retry queue was not called; {left} failed rows are left in Snowflake"
-            ));
-            return;
-        }
-        // Failures of earlier pages already used part of the budget.
-        let earlier = progress.failures_seen - failures.len();
-        let allowed = self.limits.max_failures_per_run.saturating_sub(earlier);
-        if failures.len() > allowed {
-            let over: usize = failures.drain(allowed..).map(|f| f.numbers.len()).sum();
-            summary.rows_deferred += over;
-            if !progress.breaker_tripped {
-                progress.breaker_tripped = true;
-                summary.add_error(format!(
-                    "circuit breaker: more than MAX_FAILURES_PER_RUN={} rows failed; the rest stay in Snowflake",
-                    self.limits.max_failures_per_run
-                ));
-            }
-        }
-        if failures.is_empty() {
-            return;
-        }
-        let messages: Vec<RetryMessage> = failures.iter().map(|f| f.message.clone()).collect();
-        let results = self.queue.enqueue(&messages).await;
-        // A queue that answers for fewer messages than it was given leaves
-        // the rest unconfirmed: they stay in Snowflake.
-        let results = results.into_iter().chain(std::iter::repeat_with(|| {
-            Err(QueueError::call(
-                "SendMessageBatch",
-                "the queue gave no result for this message",
-            ))
-        }));
-        let mut first_error = None;
-        for (failure, result) in failures.into_iter().zip(results) {
-            match result {
-                Ok(()) => {
-                    summary.rows_enqueued += failure.numbers.len();
-                    for number in &failure.numbers {
-                        page.mark_safe(*number, &failure.message.record);
-                    }
-                }
-                Err(e) => {
-                    summary.rows_deferred += failure.numbers.len();
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_error {
-            summary.add_error(format!("some failed rows stay in Snowflake: {e}"));
-        }
     }
 }
