@@ -262,9 +262,15 @@ def main() -> None:
     }
     for rows in sizes:
         r: dict = {}
-        for mode in ["copy", "ours", "ours-replay", "unnest-replay"]:
+        # The modes take turns within each repetition, so that a slow spell of
+        # the shared machine falls on all of them rather than on one.
+        samples: dict = {"copy": [], "ours": [], "ours-replay": [], "unnest-replay": []}
+        for _ in range(args.reps):
+            for mode in samples:
+                samples[mode].append(write_stage(mode, rows))
+        for mode, times in samples.items():
             key = "ours-fresh" if mode == "ours" else mode
-            r[key] = summary([write_stage(mode, rows) for _ in range(args.reps)], rows)
+            r[key] = summary(times, rows)
             print(f"{rows:>9} {key:<14} {r[key]['rows_per_s']:>12,.0f} rows/s", flush=True)
         reps = args.run_reps_large if rows >= 500_000 else args.reps
         runs = [ours_run(rows) for _ in range(reps)]

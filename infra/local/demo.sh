@@ -30,7 +30,7 @@ status=0
 echo; echo "==> Postgres table \"case\" (first 10 rows of $(psql -Atc 'SELECT count(*) FROM "case"'))"
 psql -c 'SELECT country_id, country FROM "case" ORDER BY country_id LIMIT 10'
 echo "==> run ledger"
-psql -c 'SELECT started_at, outcome, rows_read, rows_written, rows_enqueued, rows_deferred, rows_deleted FROM replication_run ORDER BY started_at DESC LIMIT 5'
+psql -c 'SELECT started_at, outcome, rows_read, rows_written, rows_enqueued, rows_deferred, rows_deleted, snowflake_statements FROM replication_run ORDER BY started_at DESC LIMIT 5'
 echo "==> retry queue (failed rows, one message each)"
 "$ROOT/.local/venv/bin/python" - <<'PY'
 import json, os, boto3

@@ -34,7 +34,7 @@ fn defaults_are_safe_for_the_cloud() {
     assert_eq!(config.postgres.port, 5432);
     assert_eq!(config.postgres.table.as_str(), "case");
     assert_eq!(config.snowflake.table.as_str(), "case");
-    assert_eq!(config.limits.max_rows_per_run, 100_000);
+    assert_eq!(config.limits.max_rows_per_run, 1_000_000);
     assert!(config.snowflake.endpoint_url.is_none());
 }
 

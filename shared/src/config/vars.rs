@@ -124,8 +124,8 @@ vars! {
     POSTGRES_TABLE: Rule::Identifier { default: "case" }, [Replicator, Retrier, Reporter],
         "target table; always quoted";
     RETRY_QUEUE_URL: Rule::RequiredUrl, [Replicator, Retrier], "SQS URL of the retry queue";
-    MAX_ROWS_PER_RUN: Rule::Number { min: 1, max: 10_000_000, default: 100_000 }, [Replicator],
-        "the cap: rows read per run";
+    MAX_ROWS_PER_RUN: Rule::Number { min: 1, max: 10_000_000, default: 1_000_000 }, [Replicator],
+        "the cap: rows frozen into one run's snapshot (memory follows the page, not this)";
     SNOWFLAKE_PAGE_ROWS: Rule::Number { min: 1, max: 10_000_000, default: 100_000 }, [Replicator],
         "rows read from the run snapshot per statement, and deleted by one join; peak memory follows it, not the cap";
     BATCH_SIZE: Rule::Number { min: 1, max: 100_000, default: 50_000 }, [Replicator],

@@ -106,8 +106,10 @@ enum Stop {
 }
 
 impl Replicator {
-    /// One run. Near `deadline` it starts no new chunk, enqueue or delete:
-    /// what is left stays in Snowflake and the run ends `partial`, saying why.
+    /// One run. Near `deadline` it starts no new page, chunk or enqueue (a
+    /// page's delete still runs: it is bounded, and it removes what the
+    /// queue owns): what is left stays in Snowflake and the run ends
+    /// `partial`, saying why.
     pub async fn run(
         &self,
         run_id: Uuid,
