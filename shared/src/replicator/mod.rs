@@ -296,14 +296,17 @@ impl Replicator {
         let mut page = Page::new(first, held);
         let mut failures: Vec<Failure> = Vec::new();
         let mut next = first;
+        let mut cut_by_deadline = false;
         loop {
             if deadline.is_near() && rows.remaining() > 0 {
                 summary.rows_deferred += rows.remaining();
                 summary.add_error(format!(
-                    "deadline: less than {}s left, {} rows not started are left in Snowflake",
+                    "deadline: less than {}s left, {} rows not started and the snapshot rows after number {} are left in Snowflake",
                     deadline.margin().as_secs(),
-                    rows.remaining()
+                    rows.remaining(),
+                    numbers.end()
                 ));
+                cut_by_deadline = true;
                 break;
             }
             let raw = match rows.next_chunk(self.limits.batch_size.max(1)) {
@@ -349,6 +352,9 @@ impl Replicator {
 
         self.delete_safe_rows(snapshot, &page, progress, summary, deadline)
             .await?;
+        if cut_by_deadline {
+            return Err(Stop::Deadline);
+        }
         Ok(held as u64)
     }
 

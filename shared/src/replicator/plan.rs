@@ -34,8 +34,9 @@ pub(crate) struct ChunkPlan {
     pub(crate) valid: Vec<PlannedRow>,
     pub(crate) failures: Vec<Failure>,
     /// A different version of an id already seen in this run: written by the
-    /// next run, so each version reaches Postgres in turn and the one written
-    /// last wins. Nothing is dropped silently. They stay in Snowflake.
+    /// next run, so each version reaches Postgres in turn (in the snapshot's
+    /// order, the same in every run) and the one written last wins. Nothing
+    /// is dropped silently. They stay in Snowflake.
     pub(crate) conflicting_duplicates: usize,
 }
 

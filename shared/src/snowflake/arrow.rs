@@ -44,39 +44,50 @@ impl ArrowRows {
     /// A page of a run snapshot: `(country_id, country, _RN)`. The row
     /// numbers must run from `first` without a gap (the replicator derives
     /// each row's number from its position); they are checked, then dropped.
+    /// The batches are put in order of their first number first:
+    /// `snowflake-api` appends the part of a result Snowflake sends inline
+    /// (its first chunk) after the chunks it downloads.
     pub fn numbered(batches: Vec<RecordBatch>, first: u64) -> Result<Self, SourceError> {
-        let mut expected = i128::from(first);
-        let mut rows = Vec::with_capacity(batches.len());
+        let unexpected = |detail: String| SourceError::UnexpectedResult {
+            operation: "read",
+            detail,
+        };
+        let mut numbered = Vec::with_capacity(batches.len());
         for batch in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
             if batch.num_columns() != 3 {
-                return Err(SourceError::UnexpectedResult {
-                    operation: "read",
-                    detail: format!(
-                        "expected 3 columns (id, country, row number), got {}",
-                        batch.num_columns()
-                    ),
-                });
+                return Err(unexpected(format!(
+                    "expected 3 columns (id, country, row number), got {}",
+                    batch.num_columns()
+                )));
             }
             let mut numbers = Vec::with_capacity(batch.num_rows());
             decode_ids(batch.column(2).as_ref(), &mut numbers)?;
+            let Some(Some(start)) = numbers.first().copied() else {
+                return Err(unexpected("a snapshot row without a row number".into()));
+            };
+            numbered.push((start, numbers, batch));
+        }
+        numbered.sort_by_key(|(start, _, _)| *start);
+        let mut expected = i128::from(first);
+        let mut rows = Vec::with_capacity(numbered.len());
+        for (_, numbers, batch) in numbered {
             for number in numbers {
                 if number != Some(expected) {
-                    return Err(SourceError::UnexpectedResult {
-                        operation: "read",
-                        detail: format!(
-                            "snapshot row number {number:?} where {expected} was due: the page has a gap"
-                        ),
-                    });
+                    let got = number.map_or_else(|| "none".to_string(), |n| n.to_string());
+                    return Err(unexpected(format!(
+                        "snapshot row number {got} where {expected} was due: the page has a gap"
+                    )));
                 }
                 expected += 1;
             }
-            let projected = batch
-                .project(&[0, 1])
-                .map_err(|e| SourceError::UnexpectedResult {
-                    operation: "read",
-                    detail: e.to_string(),
-                })?;
-            rows.push(projected);
+            rows.push(
+                batch
+                    .project(&[0, 1])
+                    .map_err(|e| unexpected(e.to_string()))?,
+            );
         }
         Self::new(rows)
     }
@@ -298,6 +309,57 @@ mod tests {
         assert_eq!(rows.remaining(), 1);
         assert_eq!(ids(rows.next_chunk(2).unwrap()), vec![5]);
         assert!(rows.next_chunk(2).unwrap().is_empty());
+    }
+
+    fn numbered_batch(numbers: std::ops::Range<i64>) -> RecordBatch {
+        let n = (numbers.end - numbers.start) as usize;
+        RecordBatch::try_from_iter([
+            (
+                "COUNTRY_ID",
+                StdArc::new(Int64Array::from_iter_values(numbers.clone())) as arrow_array::ArrayRef,
+            ),
+            (
+                "COUNTRY",
+                StdArc::new(StringArray::from_iter_values(std::iter::repeat_n("USA", n))) as _,
+            ),
+            (
+                "_RN",
+                StdArc::new(Int64Array::from_iter_values(numbers)) as _,
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn a_page_whose_first_chunk_comes_last_is_put_in_order() {
+        // As snowflake-api hands a chunked result over: downloaded chunks
+        // first, the inline first chunk last.
+        let batches = vec![
+            numbered_batch(104..107),
+            numbered_batch(107..108),
+            numbered_batch(101..104),
+        ];
+        let mut rows = ArrowRows::numbered(batches, 101).unwrap();
+        let ids: Vec<Option<i128>> = rows
+            .next_chunk(10)
+            .unwrap()
+            .iter()
+            .map(|r| r.country_id)
+            .collect();
+        assert_eq!(ids, (101..108).map(Some).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_page_with_a_gap_or_the_wrong_start_is_refused() {
+        let gap = ArrowRows::numbered(vec![numbered_batch(1..3), numbered_batch(4..6)], 1);
+        let err = gap.err().expect("a gap");
+        assert!(
+            err.to_string().contains("row number 4 where 3 was due"),
+            "{err}"
+        );
+        let late = ArrowRows::numbered(vec![numbered_batch(2..3)], 1);
+        assert!(late.is_err());
+        assert_eq!(ArrowRows::numbered(Vec::new(), 1).unwrap().remaining(), 0);
     }
 
     #[test]
