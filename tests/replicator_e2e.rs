@@ -114,6 +114,9 @@ async fn a_run_moves_valid_rows_queues_invalid_ones_and_a_replay_changes_nothing
         (1, 1)
     );
     assert_eq!(first.rows_deleted, 10);
+    // Count, snapshot, one (short) page, its delete and the delete of the
+    // queued row without an id, drop: no statement per row.
+    assert_eq!(first.snowflake_statements, 6, "{first:?}");
     assert_eq!(
         first.trigger_id.as_deref(),
         Some("5a3f0b8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b")
@@ -194,6 +197,28 @@ async fn rows_postgres_refuses_go_to_the_queue_with_their_sqlstate() {
     }
     assert!(env.snowflake_rows().await.is_empty());
     assert_nothing_lost(&env, &input, &queued).await;
+}
+
+#[tokio::test]
+async fn an_empty_source_makes_an_idle_run_of_one_metadata_statement() {
+    let env = TestEnv::new("e2e_idle").await;
+    let config = env.config();
+    let summary = invoke(&replicator(&env, &config))
+        .await
+        .expect("an idle run is a successful invocation");
+    assert_eq!(summary.outcome, RunOutcome::Idle, "{summary:?}");
+    assert_eq!((summary.rows_read, summary.snowflake_statements), (0, 1));
+    let ledger = env
+        .postgres()
+        .await
+        .query_one(
+            "SELECT outcome, snowflake_statements FROM replication_run WHERE run_id = $1",
+            &[&summary.run_id],
+        )
+        .await
+        .expect("the idle run is in the ledger");
+    assert_eq!(ledger.get::<_, String>(0), "idle");
+    assert_eq!(ledger.get::<_, i64>(1), 1);
 }
 
 /// One invocation in a process of its own, which `COUNTRIES_CRASH_AT` kills.

@@ -5,7 +5,7 @@
 #   infra/local/soak.sh                    (`make soak`)
 #   SCHEDULES=500 SEED=42 CASES=100000 infra/local/soak.sh
 #
-# SCHEDULES  fault schedules to run (default 500; `make test` runs 16)
+# SCHEDULES  fault schedules to run (default 500; `make test` runs one per named fault, 21)
 # SEED       their seed (default: the time; printed, so a failure replays)
 # PARALLEL   schedules at once (default 2)
 # CASES      property-test cases (default 100000; `make test` runs 256)
