@@ -78,6 +78,9 @@ pub mod metric {
     /// back by design are not counted.
     pub const ROWS_DEFERRED: &str = "RowsDeferred";
     pub const ROWS_DELETED: &str = "RowsDeleted";
+    /// Statements a run sent to Snowflake: a handful plus two per page; a
+    /// rise without more rows means retries or scattered trouble.
+    pub const SNOWFLAKE_STATEMENTS: &str = "SnowflakeStatements";
     pub const RECORDS_WRITTEN: &str = "RecordsWritten";
     pub const RECORDS_FAILED: &str = "RecordsFailed";
     pub const DEAD_LETTERS_REPORTED: &str = "DeadLettersReported";
@@ -93,6 +96,7 @@ pub mod metric {
                 ROWS_ENQUEUED,
                 ROWS_DEFERRED,
                 ROWS_DELETED,
+                SNOWFLAKE_STATEMENTS,
             ],
         ),
         (RETRIER, &[RECORDS_WRITTEN, RECORDS_FAILED]),

@@ -58,6 +58,10 @@ pub async fn handle(
                 count(summary.rows_deferred_for_trouble()),
             ),
             (metric::ROWS_DELETED, count(summary.rows_deleted)),
+            (
+                metric::SNOWFLAKE_STATEMENTS,
+                count(summary.snowflake_statements),
+            ),
         ],
     );
     match summary.outcome {
