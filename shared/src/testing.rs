@@ -125,6 +125,17 @@ impl RowSource for MemorySource {
     }
 }
 
+/// Counts down the calls that still succeed before an outage (`None`: no
+/// outage planned); says whether this call fails.
+fn countdown(calls_left: &mut Option<usize>, down: &mut bool) -> bool {
+    match calls_left {
+        Some(0) => *down = true,
+        Some(n) => *n -= 1,
+        None => {}
+    }
+    *down
+}
+
 struct MemorySnapshot {
     source: MemorySource,
     name: String,
@@ -154,15 +165,11 @@ impl Snapshot for MemorySnapshot {
         tokio::task::yield_now().await;
         let mut state = self.source.state();
         state.statements.push("read");
-        match &mut state.reads_before_outage {
-            Some(0) => state.read_down = true,
-            Some(n) => *n -= 1,
-            None => {}
-        }
-        if state.read_down {
+        let state = &mut *state;
+        if countdown(&mut state.reads_before_outage, &mut state.read_down) {
             return Err(MemorySource::outage("read"));
         }
-        let rows = Self::rows(&state, &self.name, "read")?;
+        let rows = Self::rows(state, &self.name, "read")?;
         let page = rows
             .into_iter()
             .zip(1u64..)
@@ -177,15 +184,11 @@ impl Snapshot for MemorySnapshot {
         let mut state = self.source.state();
         state.statements.push("delete");
         assert!(safe.len() <= MAX_RANGES_PER_DELETE, "{} ranges", safe.len());
-        match &mut state.deletes_before_outage {
-            Some(0) => state.fail_deletes = true,
-            Some(n) => *n -= 1,
-            None => {}
-        }
-        if state.fail_deletes {
+        let state = &mut *state;
+        if countdown(&mut state.deletes_before_outage, &mut state.fail_deletes) {
             return Err(MemorySource::outage("delete"));
         }
-        let snapshot = Self::rows(&state, &self.name, "delete")?;
+        let snapshot = Self::rows(state, &self.name, "delete")?;
         let matched: Vec<SourceRow> = snapshot
             .into_iter()
             .zip(1u64..)
