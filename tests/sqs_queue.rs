@@ -103,3 +103,141 @@ async fn the_outage_announcement_is_kept_on_the_queue() {
     fresh.set_outage_announced(None).await.unwrap();
     assert_eq!(dlq.outage_announced().await.unwrap(), None);
 }
+
+mod changes {
+    //! The changes queue of stream mode (a FIFO queue) against moto.
+
+    use std::collections::BTreeMap;
+
+    use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+    use countries_shared::model::change::{pack, parse_change_batch, ChangeBatch};
+    use countries_shared::model::row::{validate, CountryRow, SourceRow};
+    use countries_shared::ports::ChangeQueue;
+    use countries_shared::sqs::changes_queue::SqsChangesQueue;
+    use testkit::TestEnv;
+    use uuid::Uuid;
+
+    const BUCKETS: u32 = 3;
+
+    async fn fifo_queue(env: &TestEnv) -> String {
+        env.sqs
+            .create_queue()
+            .queue_name(format!("{}-changes.fifo", env.name))
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .send()
+            .await
+            .expect("creating the FIFO queue")
+            .queue_url
+            .expect("a queue URL")
+    }
+
+    fn rows(n: i32) -> Vec<CountryRow> {
+        (0..n)
+            .map(|i| validate(&SourceRow::new(Some(i128::from(i)), Some("NOR"))).unwrap())
+            .collect()
+    }
+
+    /// Every message, as (message group, batch), in the order received.
+    async fn receive_all(env: &TestEnv, url: &str) -> Vec<(String, ChangeBatch)> {
+        let mut out = Vec::new();
+        loop {
+            let received = env
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+                .send()
+                .await
+                .expect("receive");
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return out;
+            }
+            for m in messages {
+                let group = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                    .cloned()
+                    .unwrap_or_default();
+                let (batch, _) = parse_change_batch(m.body(), BUCKETS).expect("a valid batch");
+                env.sqs
+                    .delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
+                out.push((group, batch));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_arrive_in_their_bucket_group_in_publish_order() {
+        let env = TestEnv::new("changes_fifo").await;
+        let url = fifo_queue(&env).await;
+        // Small messages, so that each bucket needs several.
+        let batches = pack(Uuid::new_v4(), &rows(40), BUCKETS, 120);
+        assert!(
+            batches.len() > 2 * BUCKETS as usize,
+            "{} batches",
+            batches.len()
+        );
+        let queue = SqsChangesQueue::new(env.sqs.clone(), url.clone());
+        let results = queue.publish(&batches).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+        let received = receive_all(&env, &url).await;
+        assert_eq!(received.len(), batches.len());
+        let mut per_group: BTreeMap<String, Vec<ChangeBatch>> = BTreeMap::new();
+        for (group, batch) in received {
+            assert_eq!(
+                group,
+                batch.bucket.to_string(),
+                "the bucket is the message group"
+            );
+            per_group.entry(group).or_default().push(batch);
+        }
+        for (group, got) in per_group {
+            let sent: Vec<ChangeBatch> = batches
+                .iter()
+                .filter(|b| b.bucket.to_string() == group)
+                .cloned()
+                .collect();
+            assert_eq!(got, sent, "bucket {group} in publish order");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_queue_fails_every_batch_and_sends_nothing_after_a_failure() {
+        let env = TestEnv::new("changes_missing").await;
+        let url = format!(
+            "{}/123456789012/no-such-queue.fifo",
+            env.vars["AWS_ENDPOINT_URL"]
+        );
+        let batches = pack(Uuid::new_v4(), &rows(20), BUCKETS, 120);
+        let results = SqsChangesQueue::new(env.sqs.clone(), url)
+            .publish(&batches)
+            .await;
+        assert_eq!(results.len(), batches.len());
+        let errors: Vec<String> = results
+            .iter()
+            .map(|r| r.as_ref().expect_err("nothing can be accepted").to_string())
+            .collect();
+        // The first batch of each bucket was tried; the later ones were not
+        // sent after it failed.
+        assert!(
+            errors.iter().all(|e| e.contains("SendMessageBatch")),
+            "{errors:?}"
+        );
+        assert_eq!(
+            errors
+                .iter()
+                .filter(|e| e.contains("was not accepted"))
+                .count(),
+            batches.len() - BUCKETS as usize,
+            "{errors:?}"
+        );
+    }
+}

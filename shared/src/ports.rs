@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::failure::{MailError, QueueError, SourceError, WriteError};
 use crate::ledger::RunSummary;
+use crate::model::change::ChangeBatch;
 use crate::model::message::RetryMessage;
 use crate::model::report::{DeadLetter, Digest, FailureEntry};
 use crate::model::row::{CountryRow, SourceRow};
@@ -170,6 +171,17 @@ pub trait FailureStore: Send + Sync {
 }
 
 // ---- SQS: the retry queue and its dead-letter queue ----
+
+/// The changes queue of stream mode (a FIFO queue; issue 15, not used by a
+/// function yet).
+#[async_trait]
+pub trait ChangeQueue: Send + Sync {
+    /// Sends the batches; one result per batch, in order. Per bucket (the
+    /// FIFO message group) nothing is sent after a batch that failed, so
+    /// the queue never holds a later batch of a bucket without an earlier
+    /// one.
+    async fn publish(&self, batches: &[ChangeBatch]) -> Vec<Result<(), QueueError>>;
+}
 
 #[async_trait]
 pub trait RetryQueue: Send + Sync {

@@ -1,6 +1,8 @@
 //! SQS: the [`retry_queue`] the replicator feeds, the [`visibility`] backoff
-//! the retrier applies to it, and the [`dead_letters`] the dlq-reporter reads.
+//! the retrier applies to it, the [`dead_letters`] the dlq-reporter reads,
+//! and the [`changes_queue`] of stream mode.
 
+pub mod changes_queue;
 pub mod dead_letters;
 pub mod retry_queue;
 pub mod visibility;

@@ -1,0 +1,219 @@
+//! The changes queue of stream mode (a FIFO queue; issue 15, not used by a
+//! function yet): batches of rows, one message group per bucket of ids.
+//!
+//! Order per bucket is the point, so each `SendMessageBatch` call carries at
+//! most one message per bucket (a call may accept one entry and refuse the
+//! next, which would put a later batch of the bucket ahead of an earlier
+//! one), and once a batch of a bucket failed, the later batches of that
+//! bucket are not sent: they fail too, and their rows stay in Snowflake for
+//! the next run, in order.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+
+use crate::failure::QueueError;
+use crate::model::change::ChangeBatch;
+use crate::ports::ChangeQueue;
+use crate::sqs::{sdk_error, SQS_BATCH_LIMIT};
+
+/// SQS's limit on the bodies of one batch call together.
+const CALL_PAYLOAD_LIMIT: usize = 262_144;
+
+/// The changes queue in SQS.
+pub struct SqsChangesQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsChangesQueue {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+}
+
+/// The FIFO deduplication id of a batch: unique within its run (an id
+/// appears in one batch of a run at most, so the bucket, the first id and
+/// the length name the batch), the same when the SDK sends it again. A
+/// later run's batch has another run id and is never dropped as a
+/// duplicate of an earlier one.
+pub fn deduplication_id(batch: &ChangeBatch) -> String {
+    let first = batch.rows.first().map_or(0, |r| r.0);
+    format!(
+        "{}-{}-{}-{}",
+        batch.run_id.simple(),
+        batch.bucket,
+        first,
+        batch.rows.len()
+    )
+}
+
+#[async_trait]
+impl ChangeQueue for SqsChangesQueue {
+    async fn publish(&self, batches: &[ChangeBatch]) -> Vec<Result<(), QueueError>> {
+        let mut results: Vec<Option<Result<(), QueueError>>> = vec![None; batches.len()];
+        let mut failed_buckets: HashSet<u32> = HashSet::new();
+        let mut next = 0;
+        while next < batches.len() {
+            // One call: the next batches in order, one per bucket, within
+            // SQS's entry and payload limits.
+            let mut call: Vec<(usize, String)> = Vec::new();
+            let mut buckets_in_call = HashSet::new();
+            let mut payload = 0;
+            let mut index = next;
+            while index < batches.len() && call.len() < SQS_BATCH_LIMIT {
+                let batch = &batches[index];
+                if results[index].is_some() {
+                    index += 1;
+                    continue;
+                }
+                if failed_buckets.contains(&batch.bucket) {
+                    results[index] = Some(Err(QueueError::call(
+                        "SendMessageBatch",
+                        format!(
+                            "an earlier batch of bucket {} was not accepted",
+                            batch.bucket
+                        ),
+                    )));
+                    index += 1;
+                    continue;
+                }
+                if buckets_in_call.contains(&batch.bucket) {
+                    break;
+                }
+                let body = match serde_json::to_string(batch) {
+                    Ok(body) => body,
+                    Err(e) => {
+                        results[index] = Some(Err(QueueError::entry(
+                            "SendMessageBatch",
+                            format!("serialising the batch: {e}"),
+                        )));
+                        failed_buckets.insert(batch.bucket);
+                        index += 1;
+                        continue;
+                    }
+                };
+                if !call.is_empty() && payload + body.len() > CALL_PAYLOAD_LIMIT {
+                    break;
+                }
+                payload += body.len();
+                buckets_in_call.insert(batch.bucket);
+                call.push((index, body));
+                index += 1;
+            }
+            while next < batches.len() && results[next].is_some() {
+                next += 1;
+            }
+            if call.is_empty() {
+                continue;
+            }
+            for (index, result) in self.send(batches, call).await {
+                if result.is_err() {
+                    failed_buckets.insert(batches[index].bucket);
+                }
+                results[index] = Some(result);
+            }
+            while next < batches.len() && results[next].is_some() {
+                next += 1;
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(QueueError::call(
+                        "SendMessageBatch",
+                        "the batch was not sent",
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+impl SqsChangesQueue {
+    /// One `SendMessageBatch` call; a result per entry.
+    async fn send(
+        &self,
+        batches: &[ChangeBatch],
+        call: Vec<(usize, String)>,
+    ) -> Vec<(usize, Result<(), QueueError>)> {
+        let mut entries = Vec::with_capacity(call.len());
+        let mut results = Vec::with_capacity(call.len());
+        for (position, (index, body)) in call.into_iter().enumerate() {
+            let batch = &batches[index];
+            let entry = SendMessageBatchRequestEntry::builder()
+                .id(position.to_string())
+                .message_body(body)
+                .message_group_id(batch.bucket.to_string())
+                .message_deduplication_id(deduplication_id(batch))
+                .build()
+                .map_err(|e| QueueError::entry("SendMessageBatch", e.to_string()));
+            match entry {
+                Ok(entry) => {
+                    entries.push(entry);
+                    // Provisional: replaced by what SQS says below.
+                    results.push((
+                        index,
+                        Err(QueueError::call(
+                            "SendMessageBatch",
+                            "no answer from SQS for this entry",
+                        )),
+                    ));
+                }
+                Err(e) => results.push((index, Err(e))),
+            }
+        }
+        let response = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        match response {
+            Ok(output) => {
+                for ok in output.successful() {
+                    if let Some(slot) = ok
+                        .id()
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| results.get_mut(i))
+                    {
+                        slot.1 = Ok(());
+                    }
+                }
+                for failed in output.failed() {
+                    if let Some(slot) = failed
+                        .id()
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| results.get_mut(i))
+                    {
+                        let detail = format!(
+                            "{}: {}",
+                            failed.code(),
+                            failed.message().unwrap_or("no message")
+                        );
+                        slot.1 = Err(if failed.sender_fault() {
+                            QueueError::entry("SendMessageBatch", detail)
+                        } else {
+                            QueueError::call("SendMessageBatch", detail)
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = sdk_error(&e);
+                for slot in results.iter_mut().filter(|r| r.1.is_err()) {
+                    slot.1 = Err(QueueError::call("SendMessageBatch", reason.clone()));
+                }
+            }
+        }
+        results
+    }
+}
