@@ -8,7 +8,8 @@
 //! - the ports ([`ports`]) and one adapter folder per service: [`snowflake`],
 //!   [`postgres`], [`sqs`], [`ses`], plus [`secrets`] and [`aws`];
 //! - the use cases, one per function: [`replicator`], [`retrier`],
-//!   [`reporter`];
+//!   [`reporter`], and [`stream_writer`] (stream mode, in progress: no
+//!   function uses it yet);
 //! - the Lambda handlers and their wiring: [`lambda`];
 //! - [`config`] (the environment, read once) and [`telemetry`] (logs, metrics).
 //!
@@ -35,6 +36,7 @@ pub mod secrets;
 pub mod ses;
 pub mod snowflake;
 pub mod sqs;
+pub mod stream_writer;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;

@@ -1,0 +1,202 @@
+//! The stream writer's use case (issue 15, third step; no function uses it
+//! yet): write the batches of the FIFO changes queue, and say exactly which
+//! deliveries must come back.
+//!
+//! - Each batch is written as the replicator writes a chunk: COPY first,
+//!   the upsert when rows exist, bisection down to the rows Postgres
+//!   refuses, transient errors retried ([`crate::isolate`]).
+//! - Rows Postgres refuses go to the retry queue in today's message format,
+//!   so the retrier, the dead-letter queue, the failure report and the
+//!   email serve both modes unchanged. A batch counts as done only when
+//!   every row is written or accepted by the retry queue.
+//! - A batch not done is listed as a batch item failure and comes back
+//!   (rewriting what was written changes nothing). FIFO order: after the
+//!   first listed batch of a message group, every later batch of that group
+//!   in the invocation is listed too, unwritten, so a newer version of an id
+//!   is never written before an older one that must come back.
+//! - A body that is not a valid batch is listed: it comes back until the
+//!   queue's redrive policy moves it to the dead-letter queue, where the
+//!   failure report shows it with its body. Its group waits meanwhile;
+//!   that is the price of the order FIFO gives.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+
+use chrono::Utc;
+
+use crate::deadline::Deadline;
+use crate::isolate::write_isolating;
+use crate::model::change::{parse_change_batch, MalformedChange};
+use crate::model::message::{FailureDetail, RetryMessage};
+use crate::model::row::CountryRow;
+use crate::ports::{RetryQueue, RowWriter, WriterPool};
+use crate::retry::RetryPolicy;
+
+pub struct StreamWriter {
+    pub writers: Box<dyn WriterPool>,
+    pub retry_queue: Box<dyn RetryQueue>,
+    pub policy: RetryPolicy,
+    /// The publisher's bucket count: every row is checked against it.
+    pub buckets: u32,
+}
+
+/// One delivery of a changes-queue message.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeDelivery<'a> {
+    pub message_id: &'a str,
+    pub body: Option<&'a str>,
+    /// The FIFO message group (the bucket); None outside FIFO.
+    pub group: Option<&'a str>,
+}
+
+/// Why a delivery comes back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotDone {
+    #[error("malformed batch: {0}")]
+    Malformed(MalformedChange),
+    #[error("Postgres unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0} rows not written: {1}")]
+    NotWritten(usize, String),
+    #[error("{0} refused rows not accepted by the retry queue: {1}")]
+    NotQueued(usize, String),
+    #[error("an earlier batch of message group {0} comes back, so this one does too")]
+    BehindInGroup(String),
+    #[error("the invocation's deadline is near; not written in this delivery")]
+    DeadlineNear,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StreamSummary {
+    pub messages: usize,
+    pub rows_written: usize,
+    pub rows_changed: usize,
+    pub rows_enqueued: usize,
+    pub malformed: usize,
+    /// The deliveries that must come back (batch item failures).
+    pub failed_message_ids: Vec<String>,
+}
+
+impl StreamWriter {
+    /// Writes the deliveries in order; returns what must come back.
+    pub async fn handle(
+        &self,
+        deliveries: &[ChangeDelivery<'_>],
+        deadline: &Deadline,
+    ) -> StreamSummary {
+        let mut summary = StreamSummary {
+            messages: deliveries.len(),
+            ..StreamSummary::default()
+        };
+        let mut writer: Option<Box<dyn RowWriter>> = None;
+        let mut failed_groups: HashSet<&str> = HashSet::new();
+        // Set once Postgres stops answering: the rest is not tried.
+        let mut stopped: Option<NotDone> = None;
+        for delivery in deliveries {
+            let result = match delivery.group.filter(|g| failed_groups.contains(g)) {
+                Some(group) => Err(NotDone::BehindInGroup(group.to_string())),
+                None => match &stopped {
+                    Some(reason) => Err(reason.clone()),
+                    None if deadline.is_near() => Err(NotDone::DeadlineNear),
+                    None => {
+                        self.one(delivery, &mut writer, &mut stopped, &mut summary, deadline)
+                            .await
+                    }
+                },
+            };
+            if let Err(reason) = result {
+                if matches!(reason, NotDone::Malformed(_)) {
+                    summary.malformed += 1;
+                    tracing::error!(message_id = delivery.message_id, error = %reason, "a changes-queue message is not a valid batch");
+                } else {
+                    tracing::warn!(message_id = delivery.message_id, error = %reason, "a changes-queue batch comes back");
+                }
+                if let Some(group) = delivery.group {
+                    failed_groups.insert(group);
+                }
+                summary
+                    .failed_message_ids
+                    .push(delivery.message_id.to_string());
+            }
+        }
+        summary
+    }
+
+    async fn one(
+        &self,
+        delivery: &ChangeDelivery<'_>,
+        writer: &mut Option<Box<dyn RowWriter>>,
+        stopped: &mut Option<NotDone>,
+        summary: &mut StreamSummary,
+        deadline: &Deadline,
+    ) -> Result<(), NotDone> {
+        let (batch, rows) =
+            parse_change_batch(delivery.body, self.buckets).map_err(NotDone::Malformed)?;
+        if writer.is_none() {
+            match self.writers.writer().await {
+                Ok(w) => *writer = Some(w),
+                Err(e) => {
+                    let reason = NotDone::Unavailable(e.to_string());
+                    *stopped = Some(reason.clone());
+                    return Err(reason);
+                }
+            }
+        }
+        let Some(w) = writer.as_deref_mut() else {
+            return Err(NotDone::Unavailable("no connection".into()));
+        };
+        let refs: Vec<&CountryRow> = rows.iter().collect();
+        let result = write_isolating(w, &refs, usize::MAX, self.policy, deadline).await;
+        summary.rows_written += result.written.len();
+        summary.rows_changed += usize::try_from(result.changed).unwrap_or(usize::MAX);
+        if let Some(error) = &result.stop {
+            // Postgres stopped answering, a fatal error, or the deadline:
+            // nothing more is tried in this invocation.
+            *stopped = Some(if deadline.is_near() {
+                NotDone::DeadlineNear
+            } else {
+                NotDone::Unavailable(error.to_string())
+            });
+        }
+        let not_written = rows
+            .len()
+            .saturating_sub(result.written.len() + result.rejected.len());
+        if not_written > 0 {
+            let why = result
+                .stop
+                .as_ref()
+                .map_or_else(|| "deferred".to_string(), ToString::to_string);
+            return Err(NotDone::NotWritten(not_written, why));
+        }
+        if result.rejected.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let messages: Vec<RetryMessage> = result
+            .rejected
+            .iter()
+            .map(|(i, error)| {
+                RetryMessage::first_failure(
+                    rows[*i].source.clone(),
+                    FailureDetail::of_write(error),
+                    batch.run_id,
+                    now,
+                )
+            })
+            .collect();
+        let sent = self.retry_queue.enqueue(&messages).await;
+        let accepted = sent.iter().filter(|r| r.is_ok()).count();
+        summary.rows_enqueued += accepted;
+        match sent.into_iter().find_map(Result::err) {
+            // A short reply leaves the rest unconfirmed: the batch comes back.
+            None if accepted == messages.len() => Ok(()),
+            None => Err(NotDone::NotQueued(
+                messages.len() - accepted,
+                "the queue gave no result for some".into(),
+            )),
+            Some(e) => Err(NotDone::NotQueued(messages.len() - accepted, e.to_string())),
+        }
+    }
+}
