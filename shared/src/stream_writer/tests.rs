@@ -187,3 +187,137 @@ async fn versions_of_an_id_are_written_in_publish_order_and_a_refused_one_waits_
         "nothing written out of order"
     );
 }
+
+/// Property: whatever the versions, faults and malformed messages, once
+/// the queue is drained (failed deliveries come back first in their group,
+/// as SQS FIFO does), every row of a valid batch is in Postgres or in the
+/// retry queue, and Postgres saw each id's versions in publish order.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Fault {
+        None,
+        PostgresDownAfter(usize),
+        PostgresTransient(usize),
+        QueueDown,
+        QueueShortReply(usize),
+    }
+
+    fn fault() -> impl Strategy<Value = Fault> {
+        prop_oneof![
+            Just(Fault::None),
+            (0usize..4).prop_map(Fault::PostgresDownAfter),
+            (1usize..6).prop_map(Fault::PostgresTransient),
+            Just(Fault::QueueDown),
+            (0usize..2).prop_map(Fault::QueueShortReply),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn no_row_is_lost_and_versions_keep_their_order(
+            runs in prop::collection::vec(
+                prop::collection::vec((0i32..6, prop::sample::select(vec!["USA", "FRA", "XXX", "NZL"])), 1..8),
+                1..5,
+            ),
+            max_bytes in 40usize..200,
+            malformed_at in prop::option::of(0usize..6),
+            fault in fault(),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let world = World::new();
+                world.store.state().refused.push("XXX".into());
+                // Each publisher run sends one version per id (as the
+                // snapshot's planning guarantees), in order.
+                let mut published: Vec<(i32, String)> = Vec::new();
+                let mut pending: Vec<(String, Option<String>)> = Vec::new();
+                for spec in &runs {
+                    let mut seen = std::collections::HashSet::new();
+                    let one_run: Vec<(i32, &str)> =
+                        spec.iter().filter(|(id, _)| seen.insert(*id)).map(|(id, c)| (*id, *c)).collect();
+                    published.extend(one_run.iter().map(|(id, c)| (*id, c.to_string())));
+                    pending.extend(bodies(&pack(Uuid::new_v4(), &rows(&one_run), BUCKETS, max_bytes)));
+                }
+                if let Some(at) = malformed_at {
+                    pending.insert(at.min(pending.len()), ("1".into(), Some("{\"v\":1}".into())));
+                }
+                {
+                    let mut store = world.store.state();
+                    match fault {
+                        Fault::PostgresDownAfter(n) => store.statements_before_outage = Some(n),
+                        Fault::PostgresTransient(n) => store.transient_failures_left = n,
+                        _ => {}
+                    }
+                }
+                match fault {
+                    Fault::QueueDown => *world.queue.down.lock().unwrap() = true,
+                    Fault::QueueShortReply(n) => *world.queue.answers_for.lock().unwrap() = Some(n),
+                    _ => {}
+                }
+                let mut dead = 0;
+                for round in 0..30 {
+                    if pending.is_empty() {
+                        break;
+                    }
+                    let s = world.deliver(&pending).await;
+                    // SQS FIFO: what was listed comes back, in order; the
+                    // rest is deleted. A message that failed 5 times goes to
+                    // the dead-letter queue (only the malformed one may).
+                    let failed: std::collections::HashSet<usize> = s
+                        .failed_message_ids
+                        .iter()
+                        .map(|id| id[1..].parse::<usize>().unwrap())
+                        .collect();
+                    let mut next = Vec::new();
+                    for (i, message) in pending.into_iter().enumerate() {
+                        if failed.contains(&i) {
+                            if message.1.as_deref() == Some("{\"v\":1}") && round >= 4 {
+                                dead += 1;
+                                continue;
+                            }
+                            next.push(message);
+                        }
+                    }
+                    pending = next;
+                    if round == 0 {
+                        let mut store = world.store.state();
+                        store.statements_before_outage = None;
+                        store.transient_failures_left = 0;
+                        store.down = false;
+                        drop(store);
+                        *world.queue.down.lock().unwrap() = false;
+                        *world.queue.answers_for.lock().unwrap() = None;
+                    }
+                }
+                assert!(pending.is_empty(), "the queue does not drain: {pending:?}");
+                assert_eq!(dead, usize::from(malformed_at.is_some()));
+                let store = world.store.state();
+                let queued = world.queue.messages.lock().unwrap().clone();
+                for (id, country) in &published {
+                    let in_queue = queued.iter().any(|m| {
+                        m.record == SourceRow::new(Some(i128::from(*id)), Some(country))
+                    });
+                    let in_postgres = store.changes.iter().any(|(i, c)| i == id && c == country)
+                        || store.table.get(id) == Some(country);
+                    assert!(in_queue || in_postgres, "lost ({id}, {country})");
+                    assert!(country != "XXX" || in_queue, "a refused row not queued: {id}");
+                }
+                // Per id, the versions Postgres took are in publish order.
+                for id in 0..6 {
+                    let order: Vec<&String> = published.iter().filter(|(i, _)| *i == id).map(|(_, c)| c).collect();
+                    let mut cursor = 0;
+                    for (_, c) in store.changes.iter().filter(|(i, _)| *i == id) {
+                        let found = order[cursor..].iter().position(|o| *o == c);
+                        assert!(found.is_some(), "id {id}: {c} written out of order: {:?} vs {order:?}", store.changes);
+                        cursor += found.unwrap_or(0);
+                    }
+                    let last_valid = order.iter().rev().find(|c| c.as_str() != "XXX");
+                    assert_eq!(store.table.get(&id), last_valid.copied(), "id {id}");
+                }
+            });
+        }
+    }
+}
