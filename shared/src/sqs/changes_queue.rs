@@ -16,7 +16,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use crate::failure::QueueError;
 use crate::model::change::ChangeBatch;
 use crate::ports::ChangeQueue;
-use crate::sqs::{sdk_error, SQS_BATCH_LIMIT};
+use crate::sqs::{record_send_results, SQS_BATCH_LIMIT};
 
 /// SQS's limit on the bodies of one batch call together.
 const CALL_PAYLOAD_LIMIT: usize = 262_144;
@@ -143,9 +143,11 @@ impl SqsChangesQueue {
         call: Vec<(usize, String)>,
     ) -> Vec<(usize, Result<(), QueueError>)> {
         let mut entries = Vec::with_capacity(call.len());
-        let mut results = Vec::with_capacity(call.len());
+        let mut indices = Vec::with_capacity(call.len());
+        let mut slots: Vec<Result<(), QueueError>> = Vec::with_capacity(call.len());
         for (position, (index, body)) in call.into_iter().enumerate() {
             let batch = &batches[index];
+            indices.push(index);
             let entry = SendMessageBatchRequestEntry::builder()
                 .id(position.to_string())
                 .message_body(body)
@@ -156,17 +158,17 @@ impl SqsChangesQueue {
             match entry {
                 Ok(entry) => {
                     entries.push(entry);
-                    // Provisional: replaced by what SQS says below.
-                    results.push((
-                        index,
-                        Err(QueueError::call(
-                            "SendMessageBatch",
-                            "no answer from SQS for this entry",
-                        )),
-                    ));
+                    // Provisional: replaced by what SQS says.
+                    slots.push(Err(QueueError::call(
+                        "SendMessageBatch",
+                        "no answer from SQS for this entry",
+                    )));
                 }
-                Err(e) => results.push((index, Err(e))),
+                Err(e) => slots.push(Err(e)),
             }
+        }
+        if entries.is_empty() {
+            return indices.into_iter().zip(slots).collect();
         }
         let response = self
             .client
@@ -175,45 +177,7 @@ impl SqsChangesQueue {
             .set_entries(Some(entries))
             .send()
             .await;
-        match response {
-            Ok(output) => {
-                for ok in output.successful() {
-                    if let Some(slot) = ok
-                        .id()
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|i| results.get_mut(i))
-                    {
-                        slot.1 = Ok(());
-                    }
-                }
-                for failed in output.failed() {
-                    if let Some(slot) = failed
-                        .id()
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|i| results.get_mut(i))
-                    {
-                        let detail = format!(
-                            "{}: {}",
-                            failed.code(),
-                            failed.message().unwrap_or("no message")
-                        );
-                        slot.1 = Err(if failed.sender_fault() {
-                            QueueError::entry("SendMessageBatch", detail)
-                        } else {
-                            QueueError::call("SendMessageBatch", detail)
-                        });
-                    }
-                }
-            }
-            Err(e) => {
-                let reason = sdk_error(&e);
-                for slot in results.iter_mut().filter(|r| r.1.is_err()) {
-                    slot.1 = Err(QueueError::call("SendMessageBatch", reason.clone()));
-                }
-            }
-        }
-        results
+        record_send_results(response, &mut slots);
+        indices.into_iter().zip(slots).collect()
     }
 }

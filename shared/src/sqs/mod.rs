@@ -15,3 +15,49 @@ pub const SQS_BATCH_LIMIT: usize = 10;
 pub fn sdk_error<E: std::error::Error>(err: &E) -> String {
     aws_sdk_sqs::error::DisplayErrorContext(err).to_string()
 }
+
+/// Records what a `SendMessageBatch` call said about each entry in
+/// `slots` (an entry's id is its index there): accepted, refused (by the
+/// entry's fault, or SQS's), or, when the call itself failed, the call's
+/// error for every entry not already failed for its own reason.
+pub(crate) fn record_send_results<E: std::error::Error>(
+    response: Result<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput, E>,
+    slots: &mut [Result<(), crate::failure::QueueError>],
+) {
+    use crate::failure::QueueError;
+    match response {
+        Ok(output) => {
+            for ok in output.successful() {
+                if let Some(slot) = ok.id().parse::<usize>().ok().and_then(|i| slots.get_mut(i)) {
+                    *slot = Ok(());
+                }
+            }
+            for failed in output.failed() {
+                if let Some(slot) = failed
+                    .id()
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| slots.get_mut(i))
+                {
+                    let detail = format!(
+                        "{}: {}",
+                        failed.code(),
+                        failed.message().unwrap_or("no message")
+                    );
+                    // SQS marks its own faults; anything else is the entry.
+                    *slot = Err(if failed.sender_fault() {
+                        QueueError::entry("SendMessageBatch", detail)
+                    } else {
+                        QueueError::call("SendMessageBatch", detail)
+                    });
+                }
+            }
+        }
+        Err(e) => {
+            let reason = sdk_error(&e);
+            for slot in slots.iter_mut().filter(|r| r.is_err()) {
+                *slot = Err(QueueError::call("SendMessageBatch", reason.clone()));
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use crate::failure::QueueError;
 use crate::model::message::RetryMessage;
 use crate::ports::RetryQueue;
-use crate::sqs::{sdk_error, SQS_BATCH_LIMIT};
+use crate::sqs::{record_send_results, SQS_BATCH_LIMIT};
 
 /// The retry queue in SQS.
 pub struct SqsRetryQueue {
@@ -75,46 +75,7 @@ impl SqsRetryQueue {
             .set_entries(Some(entries))
             .send()
             .await;
-        match response {
-            Ok(output) => {
-                for ok in output.successful() {
-                    if let Some(slot) = ok
-                        .id()
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|i| results.get_mut(i))
-                    {
-                        *slot = Ok(());
-                    }
-                }
-                for failed in output.failed() {
-                    if let Some(slot) = failed
-                        .id()
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|i| results.get_mut(i))
-                    {
-                        let detail = format!(
-                            "{}: {}",
-                            failed.code(),
-                            failed.message().unwrap_or("no message")
-                        );
-                        // SQS marks its own faults; anything else is the entry.
-                        *slot = Err(if failed.sender_fault() {
-                            QueueError::entry("SendMessageBatch", detail)
-                        } else {
-                            QueueError::call("SendMessageBatch", detail)
-                        });
-                    }
-                }
-            }
-            Err(e) => {
-                let reason = sdk_error(&e);
-                for slot in results.iter_mut().filter(|r| r.is_err()) {
-                    *slot = Err(QueueError::call("SendMessageBatch", reason.clone()));
-                }
-            }
-        }
+        record_send_results(response, &mut results);
         results
     }
 }
