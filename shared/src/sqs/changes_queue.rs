@@ -16,7 +16,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use crate::failure::QueueError;
 use crate::model::change::ChangeBatch;
 use crate::ports::ChangeQueue;
-use crate::sqs::{record_send_results, SQS_BATCH_LIMIT};
+use crate::sqs::{send_message_batch, SQS_BATCH_LIMIT};
 
 /// SQS's limit on the bodies of one batch call together.
 const CALL_PAYLOAD_LIMIT: usize = 262_144;
@@ -142,42 +142,22 @@ impl SqsChangesQueue {
         batches: &[ChangeBatch],
         call: Vec<(usize, String)>,
     ) -> Vec<(usize, Result<(), QueueError>)> {
-        let mut entries = Vec::with_capacity(call.len());
-        let mut indices = Vec::with_capacity(call.len());
-        let mut slots: Vec<Result<(), QueueError>> = Vec::with_capacity(call.len());
-        for (position, (index, body)) in call.into_iter().enumerate() {
-            let batch = &batches[index];
-            indices.push(index);
-            let entry = SendMessageBatchRequestEntry::builder()
-                .id(position.to_string())
-                .message_body(body)
-                .message_group_id(batch.bucket.to_string())
-                .message_deduplication_id(deduplication_id(batch))
-                .build()
-                .map_err(|e| QueueError::entry("SendMessageBatch", e.to_string()));
-            match entry {
-                Ok(entry) => {
-                    entries.push(entry);
-                    // Provisional: replaced by what SQS says.
-                    slots.push(Err(QueueError::call(
-                        "SendMessageBatch",
-                        "no answer from SQS for this entry",
-                    )));
-                }
-                Err(e) => slots.push(Err(e)),
-            }
-        }
-        if entries.is_empty() {
-            return indices.into_iter().zip(slots).collect();
-        }
-        let response = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await;
-        record_send_results(response, &mut slots);
-        indices.into_iter().zip(slots).collect()
+        let indices: Vec<usize> = call.iter().map(|(index, _)| *index).collect();
+        let entries = call
+            .into_iter()
+            .enumerate()
+            .map(|(position, (index, body))| {
+                let batch = &batches[index];
+                SendMessageBatchRequestEntry::builder()
+                    .id(position.to_string())
+                    .message_body(body)
+                    .message_group_id(batch.bucket.to_string())
+                    .message_deduplication_id(deduplication_id(batch))
+                    .build()
+                    .map_err(|e| QueueError::entry("SendMessageBatch", e.to_string()))
+            })
+            .collect();
+        let results = send_message_batch(&self.client, &self.queue_url, entries).await;
+        indices.into_iter().zip(results).collect()
     }
 }

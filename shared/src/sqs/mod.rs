@@ -16,11 +16,51 @@ pub fn sdk_error<E: std::error::Error>(err: &E) -> String {
     aws_sdk_sqs::error::DisplayErrorContext(err).to_string()
 }
 
+/// One `SendMessageBatch` call of the entries that could be built (an
+/// entry's id is its position in `entries`); a result per position:
+/// accepted, refused (by the entry's fault, or SQS's), the call's error, or
+/// the reason the entry could not be built.
+pub(crate) async fn send_message_batch(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    entries: Vec<
+        Result<aws_sdk_sqs::types::SendMessageBatchRequestEntry, crate::failure::QueueError>,
+    >,
+) -> Vec<Result<(), crate::failure::QueueError>> {
+    use crate::failure::QueueError;
+    let mut built = Vec::with_capacity(entries.len());
+    let mut results: Vec<Result<(), QueueError>> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match entry {
+            Ok(entry) => {
+                built.push(entry);
+                // Provisional: replaced by what SQS says below.
+                results.push(Err(QueueError::call(
+                    "SendMessageBatch",
+                    "no answer from SQS for this entry",
+                )));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    if built.is_empty() {
+        return results;
+    }
+    let response = client
+        .send_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(built))
+        .send()
+        .await;
+    record_send_results(response, &mut results);
+    results
+}
+
 /// Records what a `SendMessageBatch` call said about each entry in
 /// `slots` (an entry's id is its index there): accepted, refused (by the
 /// entry's fault, or SQS's), or, when the call itself failed, the call's
 /// error for every entry not already failed for its own reason.
-pub(crate) fn record_send_results<E: std::error::Error>(
+fn record_send_results<E: std::error::Error>(
     response: Result<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput, E>,
     slots: &mut [Result<(), crate::failure::QueueError>],
 ) {

@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use crate::failure::QueueError;
 use crate::model::message::RetryMessage;
 use crate::ports::RetryQueue;
-use crate::sqs::{record_send_results, SQS_BATCH_LIMIT};
+use crate::sqs::{send_message_batch, SQS_BATCH_LIMIT};
 
 /// The retry queue in SQS.
 pub struct SqsRetryQueue {
@@ -39,43 +39,26 @@ impl RetryQueue for SqsRetryQueue {
 
 impl SqsRetryQueue {
     async fn send_batch(&self, batch: &[RetryMessage]) -> Vec<Result<(), QueueError>> {
-        let mut entries = Vec::with_capacity(batch.len());
-        let mut results: Vec<Result<(), QueueError>> = Vec::with_capacity(batch.len());
-        for (index, message) in batch.iter().enumerate() {
-            let entry = serde_json::to_string(message)
-                .map_err(|e| {
-                    QueueError::entry("SendMessageBatch", format!("serialising the message: {e}"))
-                })
-                .and_then(|body| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(index.to_string())
-                        .message_body(body)
-                        .build()
-                        .map_err(|e| QueueError::entry("SendMessageBatch", e.to_string()))
-                });
-            match entry {
-                Ok(entry) => {
-                    entries.push(entry);
-                    // Provisional: replaced by what SQS says below.
-                    results.push(Err(QueueError::call(
-                        "SendMessageBatch",
-                        "no answer from SQS for this entry",
-                    )));
-                }
-                Err(e) => results.push(Err(e)),
-            }
-        }
-        if entries.is_empty() {
-            return results;
-        }
-        let response = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await;
-        record_send_results(response, &mut results);
-        results
+        let entries = batch
+            .iter()
+            .enumerate()
+            .map(|(index, message)| {
+                serde_json::to_string(message)
+                    .map_err(|e| {
+                        QueueError::entry(
+                            "SendMessageBatch",
+                            format!("serialising the message: {e}"),
+                        )
+                    })
+                    .and_then(|body| {
+                        SendMessageBatchRequestEntry::builder()
+                            .id(index.to_string())
+                            .message_body(body)
+                            .build()
+                            .map_err(|e| QueueError::entry("SendMessageBatch", e.to_string()))
+                    })
+            })
+            .collect();
+        send_message_batch(&self.client, &self.queue_url, entries).await
     }
 }
