@@ -65,6 +65,7 @@ pub struct Replicator {
 }
 
 /// The state of one run while it moves rows.
+#[derive(Default)]
 struct Progress {
     /// The country each id had when first seen in this run (the last id's
     /// only, between chunks: see [`plan_chunk`]).
@@ -76,26 +77,10 @@ struct Progress {
     writes_stopped: bool,
     /// Set when the breaker tripped (reported once).
     breaker_tripped: bool,
-    chunks: usize,
+    /// Pages read so far.
     pages: usize,
-    deletes: usize,
     /// Steps reached so far (each is reported once per run).
     steps_reached: Vec<Step>,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Self {
-            first_version: HashMap::new(),
-            failures_seen: 0,
-            writes_stopped: false,
-            breaker_tripped: false,
-            chunks: 0,
-            pages: 0,
-            deletes: 0,
-            steps_reached: Vec::new(),
-        }
-    }
 }
 
 /// Why the page loop ended early.
@@ -167,7 +152,7 @@ impl Replicator {
         deadline: &Deadline,
     ) {
         let statements_before = self.source.statements_sent();
-        let mut progress = Progress::new();
+        let mut progress = Progress::default();
         self.reached(&mut progress, Step::BeforeRead);
         let outcome = self
             .snapshot_and_move(replica, &mut progress, summary, deadline)
@@ -339,9 +324,8 @@ impl Replicator {
                 deadline,
             )
             .await;
-            if progress.chunks == 1 {
-                self.reached(progress, Step::MidWrite);
-            }
+            // Once per run: after the run's first chunk.
+            self.reached(progress, Step::MidWrite);
         }
         drop(rows);
         self.reached(progress, Step::AfterWrite);
@@ -391,10 +375,8 @@ impl Replicator {
                         return Err(Stop::Source);
                     }
                 }
-                progress.deletes += 1;
-                if progress.deletes == 1 {
-                    self.reached(progress, Step::MidDelete);
-                }
+                // Once per run: after the run's first delete.
+                self.reached(progress, Step::MidDelete);
             }
         }
         Ok(())

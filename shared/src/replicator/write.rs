@@ -29,7 +29,6 @@ impl Replicator {
         summary: &mut RunSummary,
         deadline: &Deadline,
     ) {
-        progress.chunks += 1;
         // Invalid rows need no Postgres: they are queued even after the
         // writes stopped.
         summary.rows_invalid += plan.failures.len();
