@@ -78,8 +78,7 @@ pub fn pack(run_id: Uuid, rows: &[CountryRow], buckets: u32, max_bytes: usize) -
             let added = json_len(&row) + usize::from(!current.rows.is_empty());
             if !current.rows.is_empty() && size + added > max_bytes {
                 batches.push(std::mem::replace(&mut current, empty.clone()));
-                size = overhead;
-                size += json_len(&row);
+                size = overhead + json_len(&row);
             } else {
                 size += added;
             }
