@@ -80,11 +80,14 @@ impl Classify for SourceError {
     }
 }
 
-/// Postgres, the replica and the failure report. The kind comes from the
-/// SQLSTATE (`crate::postgres::sqlstate`).
+/// A write of rows: to Postgres (the replica, the failure report; the kind
+/// comes from the SQLSTATE, `crate::postgres::sqlstate`), or, in stream
+/// mode, to the changes queue ([`WriteError::changes_queue`]).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("Postgres {kind} error{}: {message}", sqlstate.as_ref().map(|s| format!(" (SQLSTATE {s})")).unwrap_or_default())]
+#[error("{target} {kind} error{}: {message}", sqlstate.as_ref().map(|s| format!(" (SQLSTATE {s})")).unwrap_or_default())]
 pub struct WriteError {
+    /// Where the rows were going: "Postgres" or "the changes queue".
+    pub target: &'static str,
     pub kind: ErrorKind,
     pub sqlstate: Option<String>,
     pub message: String,
@@ -93,6 +96,7 @@ pub struct WriteError {
 impl WriteError {
     pub fn transient(message: impl Into<String>) -> Self {
         Self {
+            target: POSTGRES,
             kind: ErrorKind::Transient,
             sqlstate: None,
             message: message.into(),
@@ -101,6 +105,7 @@ impl WriteError {
 
     pub fn fatal(message: impl Into<String>) -> Self {
         Self {
+            target: POSTGRES,
             kind: ErrorKind::Fatal,
             sqlstate: None,
             message: message.into(),
@@ -109,9 +114,21 @@ impl WriteError {
 
     pub fn row_level(sqlstate: &str, message: impl Into<String>) -> Self {
         Self {
+            target: POSTGRES,
             kind: ErrorKind::RowLevel,
             sqlstate: Some(sqlstate.to_string()),
             message: message.into(),
+        }
+    }
+
+    /// The changes queue did not take a batch (stream mode's publisher): of
+    /// the queue error's kind, so a call that failed is retried.
+    pub fn changes_queue(error: &QueueError) -> Self {
+        Self {
+            target: "the changes queue",
+            kind: error.kind,
+            sqlstate: None,
+            message: error.to_string(),
         }
     }
 
@@ -121,6 +138,9 @@ impl WriteError {
         self
     }
 }
+
+/// The default target of a [`WriteError`].
+pub const POSTGRES: &str = "Postgres";
 
 impl Classify for WriteError {
     fn kind(&self) -> ErrorKind {

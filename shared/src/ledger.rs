@@ -43,12 +43,42 @@ impl RunOutcome {
     }
 }
 
+/// Where a run sends the rows it reads: Postgres (batch mode's replicator)
+/// or the changes queue (stream mode's publisher; `rows_written` then
+/// counts rows the queue accepted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunSink {
+    #[default]
+    Postgres,
+    ChangesQueue,
+}
+
+impl RunSink {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::ChangesQueue => "changes_queue",
+        }
+    }
+
+    /// The function whose runs send rows here.
+    pub fn function(self) -> &'static str {
+        match self {
+            Self::Postgres => "replicator",
+            Self::ChangesQueue => "publisher",
+        }
+    }
+}
+
 /// What a run did. `rows_read = rows_written + rows_enqueued + rows_deferred`
 /// always holds ([`RunSummary::unaccounted`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSummary {
     pub run_id: Uuid,
     pub trigger_id: Option<String>,
+    #[serde(default)]
+    pub sink: RunSink,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub outcome: RunOutcome,
@@ -80,6 +110,7 @@ impl RunSummary {
         Self {
             run_id,
             trigger_id,
+            sink: RunSink::Postgres,
             started_at: Utc::now(),
             finished_at: None,
             outcome: RunOutcome::Running,
@@ -135,6 +166,7 @@ impl RunSummary {
                     run_id = %s.run_id,
                     trigger_id = s.trigger_id.as_deref().unwrap_or(""),
                     outcome = s.outcome.as_str(),
+                    sink = s.sink.as_str(),
                     rows_read = s.rows_read,
                     rows_written = s.rows_written,
                     rows_changed = s.rows_changed,
@@ -147,7 +179,7 @@ impl RunSummary {
                     snowflake_statements = s.snowflake_statements,
                     duration_ms = s.duration_ms(),
                     error = s.error.as_deref().unwrap_or(""),
-                    "replicator run finished"
+                    "run finished"
                 )
             };
         }

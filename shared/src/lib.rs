@@ -28,6 +28,7 @@ pub mod ledger;
 pub mod model;
 pub mod ports;
 pub mod postgres;
+pub mod publisher;
 pub mod replicator;
 pub mod reporter;
 pub mod retrier;

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::failure::{MailError, QueueError, SourceError, WriteError};
-use crate::ledger::RunSummary;
+use crate::ledger::{RunSink, RunSummary};
 use crate::model::change::ChangeBatch;
 use crate::model::message::RetryMessage;
 use crate::model::report::{DeadLetter, Digest, FailureEntry};
@@ -117,9 +117,15 @@ pub trait RowWriter: Send {
     async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError>;
 }
 
-/// The replica, as the replicator sees it.
+/// Where a run's rows go, as the replicator sees it: the replica (batch
+/// mode), or the changes queue behind the same lock and ledger (stream
+/// mode's publisher, [`crate::publisher`]).
 #[async_trait]
 pub trait ReplicaStore: Send + Sync {
+    /// Where this store sends the rows (recorded in the ledger).
+    fn sink(&self) -> RunSink {
+        RunSink::Postgres
+    }
     /// Starts a run: takes the run lock and records the run as started.
     /// `None` when another run holds the lock.
     async fn open_run(
@@ -172,8 +178,8 @@ pub trait FailureStore: Send + Sync {
 
 // ---- SQS: the retry queue and its dead-letter queue ----
 
-/// The changes queue of stream mode (a FIFO queue; issue 15, not used by a
-/// function yet).
+/// The changes queue of stream mode (a FIFO queue): the publisher sends,
+/// the writer function receives through Lambda's event source mapping.
 #[async_trait]
 pub trait ChangeQueue: Send + Sync {
     /// Sends the batches; one result per batch, in order. Per bucket (the

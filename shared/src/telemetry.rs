@@ -70,6 +70,8 @@ pub mod metric {
     pub const REPLICATOR: &str = "replicator";
     pub const RETRIER: &str = "retrier";
     pub const REPORTER: &str = "dlq-reporter";
+    pub const PUBLISHER: &str = "publisher";
+    pub const WRITER: &str = "writer";
 
     pub const ROWS_READ: &str = "RowsRead";
     pub const ROWS_WRITTEN: &str = "RowsWritten";
@@ -85,6 +87,8 @@ pub mod metric {
     pub const RECORDS_FAILED: &str = "RecordsFailed";
     pub const DEAD_LETTERS_REPORTED: &str = "DeadLettersReported";
     pub const DEAD_LETTERS_DELETED: &str = "DeadLettersDeleted";
+    /// Changes-queue batches a writer invocation listed to come back.
+    pub const BATCHES_RETURNED: &str = "BatchesReturned";
 
     /// Every (function, metric) the functions emit.
     pub const EMITTED: &[(&str, &[&str])] = &[
@@ -101,6 +105,18 @@ pub mod metric {
         ),
         (RETRIER, &[RECORDS_WRITTEN, RECORDS_FAILED]),
         (REPORTER, &[DEAD_LETTERS_REPORTED, DEAD_LETTERS_DELETED]),
+        (
+            PUBLISHER,
+            &[
+                ROWS_READ,
+                ROWS_WRITTEN,
+                ROWS_ENQUEUED,
+                ROWS_DEFERRED,
+                ROWS_DELETED,
+                SNOWFLAKE_STATEMENTS,
+            ],
+        ),
+        (WRITER, &[ROWS_WRITTEN, ROWS_ENQUEUED, BATCHES_RETURNED]),
     ];
 }
 

@@ -16,13 +16,14 @@ use uuid::Uuid;
 
 use crate::failure::{ErrorKind, MailError, QueueError, SourceError, WriteError};
 use crate::ledger::RunSummary;
+use crate::model::change::ChangeBatch;
 use crate::model::message::RetryMessage;
 use crate::model::report::{DeadLetter, Digest, FailureEntry};
 use crate::model::row::{CountryRow, SourceRow};
 use crate::ports::{
-    DeadLetterQueue, Deleted, FailureStore, IdMatch, Mailer, ReplicaRun, ReplicaStore, RetryQueue,
-    RowNumbers, RowSource, RowWriter, RowsInMemory, Snapshot, SourceRows, Stored, VisibilityDelay,
-    WriterPool, MAX_RANGES_PER_DELETE,
+    ChangeQueue, DeadLetterQueue, Deleted, FailureStore, IdMatch, Mailer, ReplicaRun, ReplicaStore,
+    RetryQueue, RowNumbers, RowSource, RowWriter, RowsInMemory, Snapshot, SourceRows, Stored,
+    VisibilityDelay, WriterPool, MAX_RANGES_PER_DELETE,
 };
 
 /// Locks a fake's state; a test that panicked while holding it has failed
@@ -464,6 +465,67 @@ impl RetryQueue for MemoryQueue {
         }
         lock(&self.messages).extend(messages.iter().cloned());
         messages.iter().map(|_| Ok(())).collect()
+    }
+}
+
+/// The changes queue: a FIFO queue that drops a batch whose deduplication
+/// id it already holds, as SQS does within five minutes.
+#[derive(Clone, Default)]
+pub struct MemoryChanges(pub Arc<Mutex<ChangesState>>);
+
+#[derive(Default)]
+pub struct ChangesState {
+    /// Accepted batches, in the order the queue took them.
+    pub batches: Vec<ChangeBatch>,
+    pub down: bool,
+    /// Refuse this bucket's batches the next `n` times they are sent.
+    pub refuse_bucket: Option<(u32, usize)>,
+    /// Publish calls made.
+    pub calls: usize,
+}
+
+impl MemoryChanges {
+    pub fn state(&self) -> MutexGuard<'_, ChangesState> {
+        lock(&self.0)
+    }
+}
+
+#[async_trait]
+impl ChangeQueue for MemoryChanges {
+    async fn publish(&self, batches: &[ChangeBatch]) -> Vec<Result<(), QueueError>> {
+        tokio::task::yield_now().await;
+        let mut state = self.state();
+        state.calls += 1;
+        let mut failed: Vec<u32> = Vec::new();
+        let mut results = Vec::with_capacity(batches.len());
+        for batch in batches {
+            if state.down {
+                results.push(Err(QueueError::call("SendMessageBatch", "down")));
+                continue;
+            }
+            let refused = match &mut state.refuse_bucket {
+                Some((bucket, n)) if *bucket == batch.bucket && *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            };
+            if refused || failed.contains(&batch.bucket) {
+                failed.push(batch.bucket);
+                results.push(Err(QueueError::entry("SendMessageBatch", "refused")));
+                continue;
+            }
+            let id = crate::sqs::changes_queue::deduplication_id(batch);
+            let duplicate = state
+                .batches
+                .iter()
+                .any(|b| crate::sqs::changes_queue::deduplication_id(b) == id);
+            if !duplicate {
+                state.batches.push(batch.clone());
+            }
+            results.push(Ok(()));
+        }
+        results
     }
 }
 

@@ -1,14 +1,44 @@
 //! A local stand-in for Lambda's SQS event source mapping, for the local
-//! stack, the demo and the tests: receive a batch, invoke the retrier's real
-//! handler with a real `SqsEvent`, delete what the response does not list.
+//! stack, the demo and the tests: receive a batch, invoke a function's real
+//! handler (the retrier's, or stream mode's writer's) with a real
+//! `SqsEvent`, delete what the response does not list.
 
+use std::future::Future;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use countries_shared::failure::QueueError;
 use countries_shared::lambda;
+use countries_shared::lambda::writer::WriterFunction;
 use countries_shared::retrier::Retrier;
 use countries_shared::sqs::sdk_error;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+
+/// A function an SQS event source mapping invokes.
+pub trait SqsHandler: Sync {
+    fn invoke(
+        &self,
+        event: LambdaEvent<SqsEvent>,
+    ) -> impl Future<Output = Result<SqsBatchResponse, Diagnostic>>;
+}
+
+impl SqsHandler for Retrier {
+    fn invoke(
+        &self,
+        event: LambdaEvent<SqsEvent>,
+    ) -> impl Future<Output = Result<SqsBatchResponse, Diagnostic>> {
+        lambda::retrier::handle(self, event)
+    }
+}
+
+impl SqsHandler for WriterFunction {
+    fn invoke(
+        &self,
+        event: LambdaEvent<SqsEvent>,
+    ) -> impl Future<Output = Result<SqsBatchResponse, Diagnostic>> {
+        lambda::writer::handle(self, event)
+    }
+}
 
 /// Drives the retrier the way Lambda's SQS event source mapping does, for
 /// the local stack and the tests: receive a batch, invoke the handler with a
@@ -33,7 +63,10 @@ pub struct DriveSummary {
 impl LocalEventSource {
     /// One poll: at most `batch_size` messages, one handler invocation.
     /// Returns None when nothing was received.
-    pub async fn poll_once(&self, retrier: &Retrier) -> Result<Option<(usize, usize)>, QueueError> {
+    pub async fn poll_once<H: SqsHandler>(
+        &self,
+        handler: &H,
+    ) -> Result<Option<(usize, usize)>, QueueError> {
         let received = self
             .client
             .receive_message()
@@ -65,19 +98,17 @@ impl LocalEventSource {
             }
             event.records.push(record);
         }
-        let response = lambda::retrier::handle(
-            retrier,
-            lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
-        )
-        .await
-        // An error from the whole handler fails the whole batch, as in Lambda.
-        .unwrap_or_else(|_| {
-            let mut all = SqsBatchResponse::default();
-            for m in &messages {
-                all.add_failure(m.message_id.clone().unwrap_or_default());
-            }
-            all
-        });
+        let response = handler
+            .invoke(LambdaEvent::new(event, lambda_runtime::Context::default()))
+            .await
+            // An error from the whole handler fails the whole batch, as in Lambda.
+            .unwrap_or_else(|_| {
+                let mut all = SqsBatchResponse::default();
+                for m in &messages {
+                    all.add_failure(m.message_id.clone().unwrap_or_default());
+                }
+                all
+            });
         let failed: std::collections::HashSet<String> = response
             .batch_item_failures
             .into_iter()
@@ -140,15 +171,15 @@ impl LocalEventSource {
 
     /// Polls until the queue is empty (every message written, or moved to
     /// the dead-letter queue), or until `timeout`.
-    pub async fn drain(
+    pub async fn drain<H: SqsHandler>(
         &self,
-        retrier: &Retrier,
+        handler: &H,
         timeout: Duration,
     ) -> Result<DriveSummary, QueueError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut summary = DriveSummary::default();
         loop {
-            if let Some((received, succeeded)) = self.poll_once(retrier).await? {
+            if let Some((received, succeeded)) = self.poll_once(handler).await? {
                 summary.invocations += 1;
                 summary.messages += received;
                 summary.succeeded += succeeded;
@@ -160,11 +191,35 @@ impl LocalEventSource {
                 return Err(QueueError::call(
                     "drain",
                     format!(
-                        "the retry queue still holds {} messages after {timeout:?}",
+                        "the queue still holds {} messages after {timeout:?}",
                         self.depth().await.unwrap_or(0)
                     ),
                 ));
             }
         }
+    }
+}
+
+impl LocalEventSource {
+    /// `workers` concurrent pollers, as the event source mapping runs up to
+    /// `MaximumConcurrency` invocations at once; on a FIFO queue each
+    /// message group is with one poller at a time. Returns their summaries
+    /// added up.
+    pub async fn drain_parallel<H: SqsHandler>(
+        &self,
+        handler: &H,
+        workers: usize,
+        timeout: Duration,
+    ) -> Result<DriveSummary, QueueError> {
+        let pollers = (0..workers.max(1)).map(|_| self.drain(handler, timeout));
+        let mut total = DriveSummary::default();
+        for result in futures::future::join_all(pollers).await {
+            let one = result?;
+            total.invocations += one.invocations;
+            total.messages += one.messages;
+            total.succeeded += one.succeeded;
+            total.failed += one.failed;
+        }
+        Ok(total)
     }
 }

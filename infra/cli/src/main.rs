@@ -18,7 +18,8 @@ use countries_ops::snowflake_admin::SnowflakeAdmin;
 use countries_ops::status;
 use countries_ops::RedriveConfig;
 use countries_shared::config::{
-    PostgresConfig, ReplicatorConfig, ReporterConfig, RetrierConfig, SnowflakeConfig,
+    PostgresConfig, PublisherConfig, ReplicatorConfig, ReporterConfig, RetrierConfig,
+    SnowflakeConfig, WriterConfig,
 };
 use countries_shared::lambda;
 use countries_shared::postgres::replica::PostgresStore;
@@ -53,6 +54,22 @@ enum Command {
     /// source mapping, until the queue is empty.
     DriveRetrier {
         /// Messages per invocation (1–10).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=10))]
+        batch_size: i32,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Stream mode: run the publisher once, as Lambda would, with an
+    /// EventBridge scheduled event (it loops for PUBLISH_LOOP_SECONDS).
+    Publish,
+    /// Stream mode: run N writers, fed from the changes queue like Lambda's
+    /// SQS event source mapping with MaximumConcurrency N, until it is empty.
+    DriveWriters {
+        /// Writers at once (the event source mapping's MaximumConcurrency).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        writers: u16,
+        /// Messages per invocation (1–10; a FIFO queue's limit).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=10))]
         batch_size: i32,
         /// Give up after this many seconds.
@@ -131,6 +148,19 @@ async fn run(command: Command) -> Result<ExitCode> {
             batch_size,
             timeout,
         } => drive_retrier(batch_size, Duration::from_secs(timeout)).await,
+        Command::Publish => publish().await,
+        Command::DriveWriters {
+            writers,
+            batch_size,
+            timeout,
+        } => {
+            drive_writers(
+                usize::from(writers),
+                batch_size,
+                Duration::from_secs(timeout),
+            )
+            .await
+        }
         Command::Report => run_report().await,
         Command::Status {
             json,
@@ -197,6 +227,31 @@ async fn drive_retrier(batch_size: i32, timeout: Duration) -> Result<ExitCode> {
         batch_size,
     };
     let summary = source.drain(&retrier, timeout).await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the publisher exactly as Lambda would, with a scheduled event.
+async fn publish() -> Result<ExitCode> {
+    let config = PublisherConfig::from_env()?;
+    let publisher = lambda::publisher::build(&config).await?;
+    let payload = serde_json::from_str(SCHEDULED_EVENT)?;
+    print_outcome(
+        lambda::publisher::handle(&publisher, LambdaEvent::new(payload, lambda_context())).await,
+    )
+}
+
+async fn drive_writers(writers: usize, batch_size: i32, timeout: Duration) -> Result<ExitCode> {
+    let config = WriterConfig::from_env()?;
+    let writer = lambda::writer::build(&config).await;
+    let queue_url = std::env::var("CHANGES_QUEUE_URL")
+        .context("CHANGES_QUEUE_URL: the changes queue the writers are fed from")?;
+    let source = LocalEventSource {
+        client: aws_sdk_sqs::Client::new(&aws::sdk_config().await),
+        queue_url,
+        batch_size,
+    };
+    let summary = source.drain_parallel(&writer, writers, timeout).await?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(ExitCode::SUCCESS)
 }

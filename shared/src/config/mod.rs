@@ -3,6 +3,7 @@
 //! in [`vars`] and read through [`env::Env`], which names every problem at once.
 
 pub mod env;
+pub mod stream;
 #[cfg(test)]
 mod tests;
 pub mod vars;
@@ -12,6 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use env::{ConfigError, ConfigProblem, Env, Secret};
+pub use stream::{PublisherConfig, WriterConfig};
 
 use crate::model::ident::Identifier;
 
@@ -221,14 +223,19 @@ impl ReplicatorConfig {
 
     /// Reads the configuration and leaves `env` to tell which variables were read.
     pub fn read_from(env: &mut Env) -> Result<Self, ConfigError> {
-        let config = Self {
+        let config = Self::read(env);
+        env.finish(config)
+    }
+
+    /// The replicator's variables (also the publisher's, [`stream`]).
+    fn read(env: &mut Env) -> Self {
+        Self {
             snowflake: SnowflakeConfig::read(env),
             postgres: PostgresConfig::read(env),
             retry_queue_url: env.url(&vars::RETRY_QUEUE_URL).unwrap_or_default(),
             limits: RunLimits::read(env),
             deadline_margin: deadline_margin(env),
-        };
-        env.finish(config)
+        }
     }
 }
 

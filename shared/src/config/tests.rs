@@ -155,6 +155,10 @@ fn valid_for_all() -> HashMap<String, String> {
         // The pair must keep base <= max at both ends of each range.
         ("RETRY_BACKOFF_BASE_SECONDS", "0"),
         ("RETRY_BACKOFF_MAX_SECONDS", "43200"),
+        (
+            "CHANGES_QUEUE_URL",
+            "https://sqs.eu-west-1.amazonaws.com/123/changes.fifo",
+        ),
     ] {
         vars.insert(k.into(), v.into());
     }
@@ -175,13 +179,19 @@ fn read_all(vars: &HashMap<String, String>) -> (Vec<Result<(), ConfigError>>, Ve
     let mut env = Env::from_map(vars.clone());
     results.push(ReporterConfig::read_from(&mut env).map(drop));
     read.extend(env.variables_read());
+    let mut env = Env::from_map(vars.clone());
+    results.push(PublisherConfig::read_from(&mut env).map(drop));
+    read.extend(env.variables_read());
+    let mut env = Env::from_map(vars.clone());
+    results.push(WriterConfig::read_from(&mut env).map(drop));
+    read.extend(env.variables_read());
     (results, read)
 }
 
 #[test]
 fn each_function_reads_exactly_the_variables_declared_for_it() {
     type Reader = fn(&mut Env) -> Result<(), ConfigError>;
-    let readers: [(Function, Reader); 3] = [
+    let readers: [(Function, Reader); 5] = [
         (Function::Replicator, |env| {
             ReplicatorConfig::read_from(env).map(drop)
         }),
@@ -190,6 +200,12 @@ fn each_function_reads_exactly_the_variables_declared_for_it() {
         }),
         (Function::Reporter, |env| {
             ReporterConfig::read_from(env).map(drop)
+        }),
+        (Function::Publisher, |env| {
+            PublisherConfig::read_from(env).map(drop)
+        }),
+        (Function::Writer, |env| {
+            WriterConfig::read_from(env).map(drop)
         }),
     ];
     for (function, read) in readers {

@@ -11,6 +11,10 @@ pub enum Function {
     Replicator,
     Retrier,
     Reporter,
+    /// Stream mode: the replicator's run, publishing to the changes queue.
+    Publisher,
+    /// Stream mode: writes the changes queue's batches.
+    Writer,
 }
 
 impl Function {
@@ -19,6 +23,8 @@ impl Function {
             Self::Replicator => "replicator",
             Self::Retrier => "retrier",
             Self::Reporter => "dlq-reporter",
+            Self::Publisher => "publisher",
+            Self::Writer => "writer",
         }
     }
 }
@@ -69,10 +75,10 @@ pub struct Var {
     pub read_by: &'static [Function],
 }
 
-use Function::{Replicator, Reporter, Retrier};
+use Function::{Publisher, Replicator, Reporter, Retrier, Writer};
 
 #[cfg(test)]
-const ALL_FUNCTIONS: &[Function] = &[Replicator, Retrier, Reporter];
+const ALL_FUNCTIONS: &[Function] = &[Replicator, Retrier, Reporter, Publisher, Writer];
 
 macro_rules! vars {
     ($($ident:ident: $rule:expr, [$($f:ident),*], $meaning:expr;)*) => {
@@ -88,57 +94,57 @@ macro_rules! vars {
 }
 
 vars! {
-    SNOWFLAKE_ACCOUNT: Rule::RequiredText, [Replicator],
+    SNOWFLAKE_ACCOUNT: Rule::RequiredText, [Replicator, Publisher],
         "account identifier (`orgname-account`)";
-    SNOWFLAKE_USER: Rule::RequiredText, [Replicator], "user";
-    SNOWFLAKE_PASSWORD: Rule::SnowflakeAuth, [Replicator],
+    SNOWFLAKE_USER: Rule::RequiredText, [Replicator, Publisher], "user";
+    SNOWFLAKE_PASSWORD: Rule::SnowflakeAuth, [Replicator, Publisher],
         "password authentication (set this or `SNOWFLAKE_PRIVATE_KEY`)";
-    SNOWFLAKE_PRIVATE_KEY: Rule::SnowflakeAuth, [Replicator],
+    SNOWFLAKE_PRIVATE_KEY: Rule::SnowflakeAuth, [Replicator, Publisher],
         "key-pair authentication: unencrypted PKCS#8 PEM (set this or `SNOWFLAKE_PASSWORD`)";
-    SNOWFLAKE_PRIVATE_KEY_SECRET_ARN: Rule::SecretArn, [Replicator],
+    SNOWFLAKE_PRIVATE_KEY_SECRET_ARN: Rule::SecretArn, [Replicator, Publisher],
         "Secrets Manager secret holding the PEM key (or JSON with `private_key`); fills `SNOWFLAKE_PRIVATE_KEY`";
-    SNOWFLAKE_WAREHOUSE: Rule::OptionalText { default: "user default" }, [Replicator], "warehouse";
-    SNOWFLAKE_DATABASE: Rule::RequiredText, [Replicator], "database of the source table";
-    SNOWFLAKE_SCHEMA: Rule::RequiredText, [Replicator], "schema of the source table";
-    SNOWFLAKE_ROLE: Rule::OptionalText { default: "user default" }, [Replicator],
+    SNOWFLAKE_WAREHOUSE: Rule::OptionalText { default: "user default" }, [Replicator, Publisher], "warehouse";
+    SNOWFLAKE_DATABASE: Rule::RequiredText, [Replicator, Publisher], "database of the source table";
+    SNOWFLAKE_SCHEMA: Rule::RequiredText, [Replicator, Publisher], "schema of the source table";
+    SNOWFLAKE_ROLE: Rule::OptionalText { default: "user default" }, [Replicator, Publisher],
         "role (needs SELECT and DELETE on the table, CREATE TABLE on the schema for the run snapshot)";
-    SNOWFLAKE_TABLE: Rule::Identifier { default: "case" }, [Replicator],
+    SNOWFLAKE_TABLE: Rule::Identifier { default: "case" }, [Replicator, Publisher],
         "source table; always quoted (case-sensitive)";
-    SNOWFLAKE_ENDPOINT_URL: Rule::OptionalUrl, [Replicator],
+    SNOWFLAKE_ENDPOINT_URL: Rule::OptionalUrl, [Replicator, Publisher],
         "**local emulator only**: send requests here instead of `https://{account}.snowflakecomputing.com`";
-    PGHOST: Rule::RequiredText, [Replicator, Retrier, Reporter], "Postgres host";
-    PGPORT: Rule::Number { min: 1, max: 65_535, default: 5_432 }, [Replicator, Retrier, Reporter], "port";
-    PGDATABASE: Rule::RequiredText, [Replicator, Retrier, Reporter], "database";
-    PGUSER: Rule::RequiredText, [Replicator, Retrier, Reporter], "user";
-    PGPASSWORD: Rule::Password, [Replicator, Retrier, Reporter], "password";
-    POSTGRES_SECRET_ARN: Rule::SecretArn, [Replicator, Retrier, Reporter],
+    PGHOST: Rule::RequiredText, [Replicator, Retrier, Reporter, Publisher, Writer], "Postgres host";
+    PGPORT: Rule::Number { min: 1, max: 65_535, default: 5_432 }, [Replicator, Retrier, Reporter, Publisher, Writer], "port";
+    PGDATABASE: Rule::RequiredText, [Replicator, Retrier, Reporter, Publisher, Writer], "database";
+    PGUSER: Rule::RequiredText, [Replicator, Retrier, Reporter, Publisher, Writer], "user";
+    PGPASSWORD: Rule::Password, [Replicator, Retrier, Reporter, Publisher, Writer], "password";
+    POSTGRES_SECRET_ARN: Rule::SecretArn, [Replicator, Retrier, Reporter, Publisher, Writer],
         "Secrets Manager secret with `username` and `password` (and optionally `host`, `port`, `dbname`), the RDS format; fills the `PG*` variables not set";
-    PGSSLMODE: Rule::SslMode, [Replicator, Retrier, Reporter],
+    PGSSLMODE: Rule::SslMode, [Replicator, Retrier, Reporter, Publisher, Writer],
         "`disable`, `require` (encrypt, no checks), `verify-ca` (check the chain), `verify-full` (chain and host name)";
-    PGSSLROOTCERT: Rule::File, [Replicator, Retrier, Reporter],
+    PGSSLROOTCERT: Rule::File, [Replicator, Retrier, Reporter, Publisher, Writer],
         "PEM bundle of the CAs to trust (for RDS: Amazon's global bundle); when set, only these CAs are trusted";
-    PGCONNECT_TIMEOUT: Rule::Number { min: 1, max: 300, default: 10 }, [Replicator, Retrier, Reporter],
+    PGCONNECT_TIMEOUT: Rule::Number { min: 1, max: 300, default: 10 }, [Replicator, Retrier, Reporter, Publisher, Writer],
         "seconds";
-    POSTGRES_SCHEMA: Rule::Identifier { default: "public" }, [Replicator, Retrier, Reporter],
+    POSTGRES_SCHEMA: Rule::Identifier { default: "public" }, [Replicator, Retrier, Reporter, Publisher, Writer],
         "schema of the target table, the ledger and the failure report";
-    POSTGRES_TABLE: Rule::Identifier { default: "case" }, [Replicator, Retrier, Reporter],
+    POSTGRES_TABLE: Rule::Identifier { default: "case" }, [Replicator, Retrier, Reporter, Publisher, Writer],
         "target table; always quoted";
-    RETRY_QUEUE_URL: Rule::RequiredUrl, [Replicator, Retrier], "SQS URL of the retry queue";
-    MAX_ROWS_PER_RUN: Rule::Number { min: 1, max: 10_000_000, default: 1_000_000 }, [Replicator],
+    RETRY_QUEUE_URL: Rule::RequiredUrl, [Replicator, Retrier, Publisher, Writer], "SQS URL of the retry queue";
+    MAX_ROWS_PER_RUN: Rule::Number { min: 1, max: 10_000_000, default: 1_000_000 }, [Replicator, Publisher],
         "the cap: rows frozen into one run's snapshot (memory follows the page, not this)";
-    SNOWFLAKE_PAGE_ROWS: Rule::Number { min: 1, max: 10_000_000, default: 100_000 }, [Replicator],
+    SNOWFLAKE_PAGE_ROWS: Rule::Number { min: 1, max: 10_000_000, default: 100_000 }, [Replicator, Publisher],
         "rows read from the run snapshot per statement, and deleted by one join; peak memory follows it, not the cap";
-    BATCH_SIZE: Rule::Number { min: 1, max: 100_000, default: 50_000 }, [Replicator],
+    BATCH_SIZE: Rule::Number { min: 1, max: 100_000, default: 50_000 }, [Replicator, Publisher],
         "rows per Postgres write; large chunks bring COPY close to its limit (see Speed), and isolating a bad row in one still costs well under a second";
-    MAX_FAILURES_PER_RUN: Rule::Number { min: 0, max: 100_000, default: 1_000 }, [Replicator],
+    MAX_FAILURES_PER_RUN: Rule::Number { min: 0, max: 100_000, default: 1_000 }, [Replicator, Publisher],
         "circuit breaker: rows enqueued per run at most";
-    WRITE_ATTEMPTS: Rule::Number { min: 1, max: 10, default: 3 }, [Replicator, Retrier],
+    WRITE_ATTEMPTS: Rule::Number { min: 1, max: 10, default: 3 }, [Replicator, Retrier, Publisher, Writer],
         "attempts for a write that fails for a transient reason";
     RETRY_BACKOFF_BASE_SECONDS: Rule::Number { min: 0, max: 43_200, default: 30 }, [Retrier],
         "visibility timeout after a message's first failed receive, doubled per receive; `0` leaves the queue's own timeout";
     RETRY_BACKOFF_MAX_SECONDS: Rule::Number { min: 0, max: 43_200, default: 900 }, [Retrier],
         "the cap of that backoff; not below the base";
-    DEADLINE_MARGIN_SECONDS: Rule::Number { min: 0, max: 600, default: 0 }, [Replicator, Retrier, Reporter],
+    DEADLINE_MARGIN_SECONDS: Rule::Number { min: 0, max: 600, default: 0 }, [Replicator, Retrier, Reporter, Publisher, Writer],
         "stop starting work when less than this is left before the invocation's deadline; `0`: a tenth of the function's timeout, between 2 and 60 seconds";
     DEAD_LETTER_QUEUE_URL: Rule::RequiredUrl, [Reporter], "SQS URL of the dead-letter queue";
     REPORT_SENDER: Rule::Email, [Reporter], "verified SES sender address";
@@ -148,6 +154,14 @@ vars! {
         "dead letters taken per run";
     REPORT_EMAIL_ROWS: Rule::Number { min: 1, max: 1_000, default: 50 }, [Reporter],
         "records listed in the email body; all of them go in the CSV attachment when there are more";
+    CHANGES_QUEUE_URL: Rule::RequiredUrl, [Publisher],
+        "stream mode: SQS URL of the changes queue (FIFO)";
+    CHANGE_BUCKETS: Rule::Number { min: 1, max: 10_000, default: 16 }, [Publisher, Writer],
+        "stream mode: message groups of the changes queue (`country_id` modulo this); bounds the writers' parallelism; publisher and writer must agree";
+    PUBLISH_LOOP_SECONDS: Rule::Number { min: 0, max: 840, default: 0 }, [Publisher],
+        "stream mode: keep publishing for this long in one invocation (`0`: one run per invocation); below the function's timeout";
+    PUBLISH_IDLE_WAIT_MILLIS: Rule::Number { min: 10, max: 60_000, default: 250 }, [Publisher],
+        "stream mode, looping: wait between looks at an empty table (one metadata `COUNT(*)` each, no warehouse)";
 }
 
 #[cfg(test)]

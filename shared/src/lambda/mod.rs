@@ -3,9 +3,11 @@
 //! configuration in, real adapters out. `functions/<name>/src/main.rs` reads
 //! the configuration, calls `build` once, and runs `handle`.
 
+pub mod publisher;
 pub mod replicator;
 pub mod reporter;
 pub mod retrier;
+pub mod writer;
 
 use std::fmt::Display;
 

@@ -45,9 +45,15 @@ pub async fn handle(
     let deadline = Deadline::from_epoch_ms(event.context.deadline, replicator.deadline_margin);
     let summary = replicator.run(Uuid::new_v4(), trigger_id, &deadline).await;
     summary.log();
+    emit_run_metrics(metric::REPLICATOR, &summary);
+    invocation_result(summary)
+}
+
+/// A run's metrics (the publisher's runs emit the same, under its name).
+pub fn emit_run_metrics(function: &str, summary: &RunSummary) {
     let count = |n: usize| n as f64;
     crate::telemetry::emit_metrics(
-        metric::REPLICATOR,
+        function,
         &[
             (metric::ROWS_READ, count(summary.rows_read)),
             (metric::ROWS_WRITTEN, count(summary.rows_written)),
@@ -64,6 +70,11 @@ pub async fn handle(
             ),
         ],
     );
+}
+
+/// The invocation succeeds when the run did; otherwise it fails with the
+/// summary in its message, so that alarms see it.
+pub fn invocation_result(summary: RunSummary) -> Result<RunSummary, lambda_runtime::Diagnostic> {
     match summary.outcome {
         RunOutcome::Succeeded | RunOutcome::Skipped | RunOutcome::Idle => Ok(summary),
         // Rows stay in Snowflake for the next run.
@@ -78,8 +89,8 @@ pub async fn handle(
 /// fails, so that alarms see it; the summary is in the error message, the
 /// log line and the ledger.
 #[derive(Debug, thiserror::Error)]
-#[error("replicator run {} ended {}: {} read, {} written, {} enqueued, {} deferred, {} deleted; {}",
-    .0.run_id, .0.outcome.as_str(), .0.rows_read, .0.rows_written, .0.rows_enqueued,
+#[error("{} run {} ended {}: {} read, {} written, {} enqueued, {} deferred, {} deleted; {}",
+    .0.sink.function(), .0.run_id, .0.outcome.as_str(), .0.rows_read, .0.rows_written, .0.rows_enqueued,
     .0.rows_deferred, .0.rows_deleted, .0.error.as_deref().unwrap_or("no error text"))]
 pub struct RunFailed(pub RunSummary);
 

@@ -82,8 +82,8 @@ impl PostgresRun {
                     "INSERT INTO {ledger} (run_id, trigger_id, started_at, finished_at, outcome, \
                      rows_read, rows_written, rows_changed, rows_invalid, rows_rejected, \
                      rows_enqueued, rows_deferred, rows_deferred_duplicates, rows_deleted, error, \
-                     snowflake_statements) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                     snowflake_statements, sink) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
                      ON CONFLICT (run_id) DO UPDATE SET finished_at = EXCLUDED.finished_at, \
                      outcome = EXCLUDED.outcome, rows_read = EXCLUDED.rows_read, \
                      rows_written = EXCLUDED.rows_written, rows_changed = EXCLUDED.rows_changed, \
@@ -110,6 +110,7 @@ impl PostgresRun {
                     &to_i64(s.rows_deleted),
                     &s.error,
                     &to_i64(s.snowflake_statements),
+                    &s.sink.as_str(),
                 ],
             )
             .await

@@ -29,6 +29,7 @@ pub fn write_error(err: &tokio_postgres::Error) -> WriteError {
         message.push_str(&format!(" [constraint {constraint}]"));
     }
     WriteError {
+        target: crate::failure::POSTGRES,
         kind,
         sqlstate: Some(code.to_string()),
         message,

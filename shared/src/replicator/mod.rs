@@ -102,6 +102,7 @@ impl Replicator {
         deadline: &Deadline,
     ) -> RunSummary {
         let mut summary = RunSummary::new(run_id, trigger_id);
+        summary.sink = self.store.sink();
         let mut replica = match self.store.open_run(&summary).await {
             Ok(Some(replica)) => replica,
             Ok(None) => {

@@ -1,0 +1,77 @@
+//! The configuration of stream mode's two functions (issue 15).
+
+use std::time::Duration;
+
+use super::{deadline_margin, vars, ConfigError, Env, PostgresConfig, ReplicatorConfig};
+
+/// Everything the `publisher` function needs: the replicator's settings
+/// (its run is the replicator's), the changes queue, and how long to loop.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    pub replicator: ReplicatorConfig,
+    pub changes_queue_url: String,
+    pub change_buckets: u32,
+    /// Keep taking runs for this long within one invocation (zero: one run).
+    pub loop_for: Duration,
+    /// Between looks at an empty table while looping.
+    pub idle_wait: Duration,
+}
+
+impl PublisherConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(Env::from_process())
+    }
+
+    pub fn from_vars(mut env: Env) -> Result<Self, ConfigError> {
+        Self::read_from(&mut env)
+    }
+
+    /// Reads the configuration and leaves `env` to tell which variables were read.
+    pub fn read_from(env: &mut Env) -> Result<Self, ConfigError> {
+        let config = Self {
+            replicator: ReplicatorConfig::read(env),
+            changes_queue_url: env.url(&vars::CHANGES_QUEUE_URL).unwrap_or_default(),
+            change_buckets: env.number(&vars::CHANGE_BUCKETS),
+            loop_for: Duration::from_secs(env.number(&vars::PUBLISH_LOOP_SECONDS)),
+            idle_wait: Duration::from_millis(env.number(&vars::PUBLISH_IDLE_WAIT_MILLIS)),
+        };
+        env.finish(config)
+    }
+}
+
+/// Everything the `writer` function needs.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub postgres: PostgresConfig,
+    /// Where rows Postgres refuses go, in the retry queue's format.
+    pub retry_queue_url: String,
+    /// Checked against every batch: the publisher's bucket count.
+    pub change_buckets: u32,
+    pub write_attempts: u32,
+    /// Safety margin before the invocation's deadline (None: the default).
+    pub deadline_margin: Option<Duration>,
+}
+
+impl WriterConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(Env::from_process())
+    }
+
+    pub fn from_vars(mut env: Env) -> Result<Self, ConfigError> {
+        Self::read_from(&mut env)
+    }
+
+    /// Reads the configuration and leaves `env` to tell which variables were read.
+    pub fn read_from(env: &mut Env) -> Result<Self, ConfigError> {
+        let config = Self {
+            postgres: PostgresConfig::read(env),
+            retry_queue_url: env.url(&vars::RETRY_QUEUE_URL).unwrap_or_default(),
+            // The changes queue is the writer's trigger (the event source
+            // mapping), never called by it: no URL here.
+            change_buckets: env.number(&vars::CHANGE_BUCKETS),
+            write_attempts: env.number(&vars::WRITE_ATTEMPTS),
+            deadline_margin: deadline_margin(env),
+        };
+        env.finish(config)
+    }
+}

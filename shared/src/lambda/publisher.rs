@@ -1,0 +1,171 @@
+//! The `publisher` function (stream mode): on each scheduled event, runs
+//! the replicator's run with the changes queue as its sink, looping for
+//! `PUBLISH_LOOP_SECONDS`.
+
+use std::sync::Arc;
+
+use crate::config::PublisherConfig;
+use crate::deadline::Deadline;
+use crate::failure::SourceError;
+use crate::lambda::replicator::{emit_run_metrics, invocation_result};
+use crate::ledger::RunSummary;
+use crate::ports::NoHook;
+use crate::postgres::replica::PostgresStore;
+use crate::publisher::{Publisher, PublishingStore};
+use crate::replicator::Replicator;
+use crate::retry::Backoff;
+use crate::snowflake::SnowflakeSource;
+use crate::sqs::changes_queue::SqsChangesQueue;
+use crate::sqs::retry_queue::SqsRetryQueue;
+use crate::telemetry::metric;
+
+/// The production wiring: the replicator's, with the changes queue behind
+/// the Postgres run lock and ledger.
+pub async fn build(config: &PublisherConfig) -> Result<Publisher, SourceError> {
+    let sqs = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
+    let base = &config.replicator;
+    Ok(Publisher {
+        runs: Replicator {
+            source: Box::new(SnowflakeSource::connect(&base.snowflake)?),
+            store: Box::new(PublishingStore {
+                ledger: Box::new(PostgresStore::new(base.postgres.clone())),
+                queue: Arc::new(SqsChangesQueue::new(
+                    sqs.clone(),
+                    config.changes_queue_url.clone(),
+                )),
+                buckets: config.change_buckets,
+            }),
+            queue: Box::new(SqsRetryQueue::new(sqs, base.retry_queue_url.clone())),
+            limits: base.limits,
+            backoff: Backoff::default(),
+            steps: Box::new(NoHook),
+            deadline_margin: base.deadline_margin,
+        },
+        loop_for: config.loop_for,
+        idle_wait: config.idle_wait,
+    })
+}
+
+/// What one invocation did: its runs, in order.
+#[derive(Debug, serde::Serialize)]
+pub struct PublishOutcome {
+    pub runs: Vec<RunSummary>,
+}
+
+/// Runs for the configured time; the invocation fails when its last run
+/// did not succeed (rows stay in Snowflake for the next one).
+pub async fn handle(
+    publisher: &Publisher,
+    event: lambda_runtime::LambdaEvent<serde_json::Value>,
+) -> Result<PublishOutcome, lambda_runtime::Diagnostic> {
+    let trigger_id = event
+        .payload
+        .get("id")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .or_else(|| Some(event.context.request_id.clone()).filter(|id| !id.is_empty()));
+    let deadline = Deadline::from_epoch_ms(event.context.deadline, publisher.runs.deadline_margin);
+    let mut runs = publisher.publish(trigger_id, &deadline).await;
+    for summary in &runs {
+        emit_run_metrics(metric::PUBLISHER, summary);
+    }
+    match runs.pop() {
+        Some(last) => {
+            let last = invocation_result(last)?;
+            runs.push(last);
+            Ok(PublishOutcome { runs })
+        }
+        None => Ok(PublishOutcome { runs }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunLimits;
+    use crate::ledger::{RunOutcome, RunSink};
+    use crate::model::row::SourceRow;
+    use crate::testing::{MemoryChanges, MemoryQueue, MemorySource, MemoryStore};
+    use std::time::Duration;
+
+    fn publisher(source: &MemorySource, changes: &MemoryChanges, loop_for: Duration) -> Publisher {
+        Publisher {
+            runs: Replicator {
+                source: Box::new(source.clone()),
+                store: Box::new(PublishingStore {
+                    ledger: Box::new(MemoryStore::default()),
+                    queue: Arc::new(changes.clone()),
+                    buckets: 4,
+                }),
+                queue: Box::new(MemoryQueue::default()),
+                limits: RunLimits::default(),
+                backoff: Backoff::ZERO,
+                steps: Box::new(NoHook),
+                deadline_margin: None,
+            },
+            loop_for,
+            idle_wait: Duration::from_millis(20),
+        }
+    }
+
+    fn event() -> lambda_runtime::LambdaEvent<serde_json::Value> {
+        lambda_runtime::LambdaEvent::new(
+            serde_json::json!({"id": "evt-1"}),
+            lambda_runtime::Context::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn one_run_per_invocation_by_default_and_an_empty_table_is_one_idle_run() {
+        let source = MemorySource::with_rows(vec![SourceRow::new(Some(1), Some("USA"))]);
+        let changes = MemoryChanges::default();
+        let p = publisher(&source, &changes, Duration::ZERO);
+        let outcome = handle(&p, event()).await.unwrap();
+        assert_eq!(outcome.runs.len(), 1);
+        assert_eq!(outcome.runs[0].sink, RunSink::ChangesQueue);
+        assert_eq!(outcome.runs[0].rows_written, 1);
+        assert_eq!(outcome.runs[0].trigger_id.as_deref(), Some("evt-1"));
+        let outcome = handle(&p, event()).await.unwrap();
+        assert_eq!(outcome.runs.len(), 1);
+        assert_eq!(outcome.runs[0].outcome, RunOutcome::Idle);
+    }
+
+    #[tokio::test]
+    async fn looping_picks_up_rows_that_arrive_and_idle_looks_cost_no_run() {
+        let source = MemorySource::with_rows(vec![SourceRow::new(Some(1), Some("USA"))]);
+        let changes = MemoryChanges::default();
+        let p = publisher(&source, &changes, Duration::from_millis(400));
+        let late = source.clone();
+        let arrive = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            late.state().rows.push(SourceRow::new(Some(2), Some("FRA")));
+        });
+        let outcome = handle(&p, event()).await.unwrap();
+        arrive.await.unwrap();
+        let written: Vec<usize> = outcome.runs.iter().map(|r| r.rows_written).collect();
+        assert_eq!(written, vec![1, 1], "two runs with rows, no idle ones");
+        assert!(source.state().rows.is_empty());
+        assert_eq!(changes.state().batches.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_run_that_leaves_rows_behind_ends_the_loop_and_fails_the_invocation() {
+        let source = MemorySource::with_rows(vec![SourceRow::new(Some(1), Some("USA"))]);
+        let changes = MemoryChanges::default();
+        changes.state().down = true;
+        let p = publisher(&source, &changes, Duration::from_secs(30));
+        let started = std::time::Instant::now();
+        let err = handle(&p, event()).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the loop stopped"
+        );
+        assert_eq!(err.error_type, "RunPartial");
+        assert!(
+            err.error_message.starts_with("publisher run"),
+            "{}",
+            err.error_message
+        );
+        assert_eq!(source.state().rows.len(), 1);
+    }
+}

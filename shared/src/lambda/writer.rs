@@ -1,0 +1,135 @@
+//! The `writer` function (stream mode): one batch of changes-queue
+//! messages per invocation, answered with a partial batch response
+//! (`ReportBatchItemFailures`).
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+
+use crate::config::WriterConfig;
+use crate::deadline::Deadline;
+use crate::postgres::replica::PostgresStore;
+use crate::retry::RetryPolicy;
+use crate::sqs::retry_queue::SqsRetryQueue;
+use crate::stream_writer::{ChangeDelivery, StreamSummary, StreamWriter};
+use crate::telemetry::metric;
+
+/// The function's use case and its deadline margin.
+pub struct WriterFunction {
+    pub writer: StreamWriter,
+    pub deadline_margin: Option<std::time::Duration>,
+}
+
+/// The production wiring: Postgres, and the retry queue for refused rows.
+pub async fn build(config: &WriterConfig) -> WriterFunction {
+    let sqs = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
+    WriterFunction {
+        writer: StreamWriter {
+            writers: Box::new(PostgresStore::new(config.postgres.clone())),
+            retry_queue: Box::new(SqsRetryQueue::new(sqs, config.retry_queue_url.clone())),
+            policy: RetryPolicy::new(config.write_attempts),
+            buckets: config.change_buckets,
+        },
+        deadline_margin: config.deadline_margin,
+    }
+}
+
+/// Lists exactly the messages that must come back. A FIFO event carries
+/// each message's group in its `MessageGroupId` attribute.
+pub async fn handle(
+    function: &WriterFunction,
+    event: lambda_runtime::LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, lambda_runtime::Diagnostic> {
+    let records = &event.payload.records;
+    let deliveries: Vec<ChangeDelivery<'_>> = records
+        .iter()
+        .map(|record| ChangeDelivery {
+            message_id: record.message_id.as_deref().unwrap_or(""),
+            body: record.body.as_deref(),
+            group: record.attributes.get("MessageGroupId").map(String::as_str),
+        })
+        .collect();
+    let deadline = Deadline::from_epoch_ms(event.context.deadline, function.deadline_margin);
+    let summary: StreamSummary = function.writer.handle(&deliveries, &deadline).await;
+    tracing::info!(
+        messages = summary.messages,
+        rows_written = summary.rows_written,
+        rows_changed = summary.rows_changed,
+        rows_enqueued = summary.rows_enqueued,
+        malformed = summary.malformed,
+        returned = summary.failed_message_ids.len(),
+        "changes written"
+    );
+    crate::telemetry::emit_metrics(
+        metric::WRITER,
+        &[
+            (metric::ROWS_WRITTEN, summary.rows_written as f64),
+            (metric::ROWS_ENQUEUED, summary.rows_enqueued as f64),
+            (
+                metric::BATCHES_RETURNED,
+                summary.failed_message_ids.len() as f64,
+            ),
+        ],
+    );
+    let mut response = SqsBatchResponse::default();
+    for message_id in summary.failed_message_ids {
+        response.add_failure(message_id);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::change::pack;
+    use crate::model::row::{validate, SourceRow};
+    use crate::testing::{MemoryQueue, MemoryStore};
+    use aws_lambda_events::event::sqs::SqsMessage;
+
+    fn message(id: &str, group: &str, body: &str) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.to_string());
+        m.body = Some(body.to_string());
+        m.attributes.insert("MessageGroupId".into(), group.into());
+        m
+    }
+
+    #[tokio::test]
+    async fn the_response_lists_a_malformed_batch_and_the_later_ones_of_its_group_only() {
+        let store = MemoryStore::default();
+        let function = WriterFunction {
+            writer: StreamWriter {
+                writers: Box::new(store.clone()),
+                retry_queue: Box::new(MemoryQueue::default()),
+                policy: RetryPolicy::immediate(1),
+                buckets: 2,
+            },
+            deadline_margin: None,
+        };
+        let rows: Vec<_> = [(1, "USA"), (2, "FRA"), (3, "DEU")]
+            .iter()
+            .map(|(id, c)| validate(&SourceRow::new(Some(*id), Some(c))).unwrap())
+            .collect();
+        let batches = pack(uuid::Uuid::nil(), &rows, 2, 10_000);
+        let body = |i: usize| serde_json::to_string(&batches[i]).unwrap();
+        // Bucket 0 holds id 2, bucket 1 ids 1 and 3.
+        let mut event = SqsEvent::default();
+        event.records = vec![
+            message("bad", "1", "{not json"),
+            message("later-in-1", "1", &body(1)),
+            message("in-0", "0", &body(0)),
+        ];
+        let response = handle(
+            &function,
+            lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
+        )
+        .await
+        .unwrap();
+        let ids: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(ids, vec!["bad", "later-in-1"]);
+        let table = store.state().table.clone();
+        assert_eq!(table.keys().copied().collect::<Vec<_>>(), vec![2]);
+    }
+}
