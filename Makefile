@@ -1,8 +1,8 @@
 # The two commands of the README, and the stack on its own.
 .PHONY: demo test bench soak fuzz stack-up stack-down
 
-demo:        ## run the whole pipeline on the local stack (CSV=rows.csv to load your own rows)
-	infra/local/demo.sh $(CSV)
+demo:        ## run the whole pipeline on the local stack (CSV=rows.csv to load your own rows; MODE=stream for stream mode)
+	MODE=$(or $(MODE),batch) infra/local/demo.sh $(CSV)
 
 test:        ## every check and test, against a private local stack
 	infra/local/test.sh

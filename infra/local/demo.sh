@@ -5,12 +5,24 @@
 # until the retry queue is empty (poison rows reach the dead-letter queue),
 # report the dead letters, and print the digest email as the local SES got it.
 #
+#
+# MODE=stream (make demo MODE=stream) runs stream mode instead of the
+# replicator: the publisher takes the same run snapshot and publishes the
+# valid rows to the FIFO changes queue, then N writers (WRITERS, default 4)
+# are fed from it the way the event source mapping does, in parallel.
+#
 #   infra/local/demo.sh            load the sample rows (some of them invalid)
 #   infra/local/demo.sh rows.csv   load your own rows (country_id,country per line)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 CSV="${1:-}"
+MODE="${MODE:-batch}"
+WRITERS="${WRITERS:-4}"
+case "$MODE" in
+  batch|stream) ;;
+  *) echo "demo.sh: MODE must be batch or stream, got '$MODE'" >&2; exit 2 ;;
+esac
 
 infra/local/stack.sh up
 # shellcheck disable=SC1091
@@ -23,14 +35,29 @@ countries="$ROOT/target/debug/countries"
 echo; echo "==> loading rows into the Snowflake emulator"
 if [ -n "$CSV" ]; then "$countries" load-csv "$CSV"; else "$countries" load-sample; fi
 
-echo; echo "==> running the replicator handler with an EventBridge scheduled event"
 status=0
-"$countries" replicate || status=$?
+if [ "$MODE" = stream ]; then
+  echo; echo "==> stream mode: the publisher handler with an EventBridge scheduled event (snapshot -> changes queue)"
+  "$countries" publish || status=$?
+  echo; echo "==> changes queue: one FIFO message group per bucket of ids (country_id mod CHANGE_BUCKETS)"
+  "$ROOT/.local/venv/bin/python" - <<'PY'
+import json, os, boto3
+sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+url = os.environ["CHANGES_QUEUE_URL"]
+n = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]
+print(f"{n} batches on {url}")
+PY
+  echo; echo "==> $WRITERS writers fed from the changes queue like the event source mapping (MaximumConcurrency=$WRITERS)"
+  LOG_FORMAT=text RUST_LOG=warn "$countries" drive-writers --writers "$WRITERS" 2>/dev/null || status=$?
+else
+  echo; echo "==> running the replicator handler with an EventBridge scheduled event"
+  "$countries" replicate || status=$?
+fi
 
 echo; echo "==> Postgres table \"case\" (first 10 rows of $(psql -Atc 'SELECT count(*) FROM "case"'))"
 psql -c 'SELECT country_id, country FROM "case" ORDER BY country_id LIMIT 10'
 echo "==> run ledger"
-psql -c 'SELECT started_at, outcome, rows_read, rows_written, rows_enqueued, rows_deferred, rows_deleted, snowflake_statements FROM replication_run ORDER BY started_at DESC LIMIT 5'
+psql -c 'SELECT started_at, sink, outcome, rows_read, rows_written, rows_enqueued, rows_deferred, rows_deleted, snowflake_statements FROM replication_run ORDER BY started_at DESC LIMIT 5'
 echo "==> retry queue (failed rows, one message each)"
 "$ROOT/.local/venv/bin/python" - <<'PY'
 import json, os, boto3

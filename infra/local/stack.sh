@@ -177,10 +177,12 @@ start_moto() {
 }
 
 write_env() {
-  local pg fs moto retry dlq
+  local pg fs moto retry dlq changes changes_dlq
   pg="$(cat "$STATE/pg.port")"; fs="$(cat "$STATE/fakesnow.port")"; moto="$(cat "$STATE/moto.port")"
   retry="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["retry_queue_url"])' "$STATE/aws.json")"
   dlq="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["dead_letter_queue_url"])' "$STATE/aws.json")"
+  changes="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["changes_queue_url"])' "$STATE/aws.json")"
+  changes_dlq="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["changes_dead_letter_queue_url"])' "$STATE/aws.json")"
   cat >"$ENV_FILE" <<ENV
 # The local stack's environment: \`source $ENV_FILE\`
 export COUNTRIES_STACK_DIR='$STATE'
@@ -194,6 +196,8 @@ export SNOWFLAKE_DATABASE=COUNTRIES SNOWFLAKE_SCHEMA=PUBLIC SNOWFLAKE_WAREHOUSE=
 export AWS_ENDPOINT_URL=http://127.0.0.1:$moto AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
 export RETRY_QUEUE_URL='$retry' DEAD_LETTER_QUEUE_URL='$dlq'
+# Stream mode: the FIFO changes queue and its dead-letter queue
+export CHANGES_QUEUE_URL='$changes' CHANGES_DEAD_LETTER_QUEUE_URL='$changes_dlq'
 # Retry path: a short backoff, so that a poison record reaches the dead-letter
 # queue (after maxReceiveCount=5 receives) in seconds rather than minutes.
 export RETRY_BACKOFF_BASE_SECONDS=1 RETRY_BACKOFF_MAX_SECONDS=2
@@ -204,6 +208,8 @@ ENV
 
 is_running() {
   [ -f "$ENV_FILE" ] || return 1
+  # A stack started by an older version lacks the changes queue: restart it.
+  grep -q CHANGES_QUEUE_URL "$ENV_FILE" || return 1
   local pid
   for svc in fakesnow moto; do
     pid="$(cat "$STATE/$svc.pid" 2>/dev/null)" || return 1
@@ -239,6 +245,7 @@ Local stack is up ($STATE).
   SQS / SES  $AWS_ENDPOINT_URL   aws --endpoint-url \$AWS_ENDPOINT_URL sqs get-queue-attributes --queue-url \$RETRY_QUEUE_URL --attribute-names All
              retry queue $RETRY_QUEUE_URL
              dead-letter $DEAD_LETTER_QUEUE_URL
+             changes     $CHANGES_QUEUE_URL (stream mode, FIFO)
              sent mail   curl -s \$AWS_ENDPOINT_URL/moto-api/data.json
 TXT
 }

@@ -274,6 +274,8 @@ async fn status(json: bool, window: i64, stale_after: i64) -> Result<ExitCode> {
         sqs: Some(&sqs),
         retry_queue_url: url("RETRY_QUEUE_URL"),
         dead_letter_queue_url: url("DEAD_LETTER_QUEUE_URL"),
+        changes_queue_url: url("CHANGES_QUEUE_URL"),
+        changes_dead_letter_queue_url: url("CHANGES_DEAD_LETTER_QUEUE_URL"),
         window: chrono::Duration::minutes(window),
         stale_after: chrono::Duration::minutes(stale_after),
     };

@@ -40,6 +40,8 @@ pub struct Run {
     /// The ledger's outcome; `crashed` for a run left `running` past the
     /// longest a run can take.
     pub outcome: String,
+    /// `postgres` (the replicator) or `changes_queue` (the publisher).
+    pub sink: String,
     pub rows_read: i64,
     pub rows_written: i64,
     pub rows_enqueued: i64,
@@ -81,6 +83,12 @@ pub struct Status {
     pub runs: Part<Runs>,
     pub retry_queue: Part<QueueDepth>,
     pub dead_letter_queue: Part<QueueDepth>,
+    /// Stream mode's changes queue and its dead-letter queue; absent when
+    /// `CHANGES_QUEUE_URL` is not set (batch mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes_queue: Option<Part<QueueDepth>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes_dead_letter_queue: Option<Part<QueueDepth>>,
     pub unresolved_failures: Part<Vec<FailureGroup>>,
 }
 
@@ -91,6 +99,9 @@ pub struct Sources<'a> {
     pub sqs: Option<&'a aws_sdk_sqs::Client>,
     pub retry_queue_url: Option<String>,
     pub dead_letter_queue_url: Option<String>,
+    /// Stream mode (None in batch mode).
+    pub changes_queue_url: Option<String>,
+    pub changes_dead_letter_queue_url: Option<String>,
     /// No successful run within this window: down.
     pub window: Duration,
     /// A run still `running` after this crashed.
@@ -121,6 +132,19 @@ pub async fn status(sources: &Sources<'_>) -> Status {
     };
     let retry_queue = queue(&sources.retry_queue_url, "RETRY_QUEUE_URL").await;
     let dead_letter_queue = queue(&sources.dead_letter_queue_url, "DEAD_LETTER_QUEUE_URL").await;
+    let (changes_queue, changes_dead_letter_queue) = match &sources.changes_queue_url {
+        None => (None, None),
+        Some(_) => (
+            Some(queue(&sources.changes_queue_url, "CHANGES_QUEUE_URL").await),
+            Some(
+                queue(
+                    &sources.changes_dead_letter_queue_url,
+                    "CHANGES_DEAD_LETTER_QUEUE_URL",
+                )
+                .await,
+            ),
+        ),
+    };
     let mut status = Status {
         health: Health::Healthy,
         reasons: Vec::new(),
@@ -128,6 +152,8 @@ pub async fn status(sources: &Sources<'_>) -> Status {
         runs,
         retry_queue,
         dead_letter_queue,
+        changes_queue,
+        changes_dead_letter_queue,
         unresolved_failures,
     };
     judge(&mut status);
@@ -155,6 +181,14 @@ fn judge(s: &mut Status) {
         (
             "the dead-letter queue",
             matches!(s.dead_letter_queue, Part::Unreachable(_)),
+        ),
+        (
+            "the changes queue",
+            matches!(s.changes_queue, Some(Part::Unreachable(_))),
+        ),
+        (
+            "the changes dead-letter queue",
+            matches!(s.changes_dead_letter_queue, Some(Part::Unreachable(_))),
         ),
     ] {
         if unreachable {
@@ -192,6 +226,16 @@ fn judge(s: &mut Status) {
             say(
                 Health::Degraded,
                 format!("{waiting} dead letters wait for the report"),
+                &mut reasons,
+            );
+        }
+    }
+    if let Some(Part::Ok(dlq)) = &s.changes_dead_letter_queue {
+        let waiting = dlq.visible + dlq.in_flight;
+        if waiting > 0 {
+            say(
+                Health::Degraded,
+                format!("{waiting} change batches in the changes dead-letter queue: fix the cause, then redrive them (README, Stream mode)"),
                 &mut reasons,
             );
         }
@@ -243,7 +287,7 @@ async fn postgres_parts(
         .query(
             &format!(
                 "SELECT run_id::text, started_at, finished_at, outcome, rows_read, rows_written, \
-                 rows_enqueued, rows_deferred, rows_deleted, error \
+                 rows_enqueued, rows_deferred, rows_deleted, error, sink \
                  FROM {schema}.\"replication_run\" ORDER BY started_at DESC LIMIT 5"
             ),
             &[],
@@ -277,6 +321,7 @@ async fn postgres_parts(
                         started_at,
                         finished_at,
                         outcome,
+                        sink: r.get(10),
                         rows_read: r.get(4),
                         rows_written: r.get(5),
                         rows_enqueued: r.get(6),
@@ -384,6 +429,12 @@ pub fn render(s: &Status) -> String {
         "dead-letter queue {}",
         part(&map(&s.dead_letter_queue))
     );
+    if let Some(changes) = &s.changes_queue {
+        let _ = writeln!(out, "changes queue     {}", part(&map(changes)));
+    }
+    if let Some(dlq) = &s.changes_dead_letter_queue {
+        let _ = writeln!(out, "changes DLQ       {}", part(&map(dlq)));
+    }
     match &s.runs {
         Part::Ok(runs) => {
             let _ = writeln!(
@@ -395,8 +446,9 @@ pub fn render(s: &Status) -> String {
             );
             let _ = writeln!(
                 out,
-                "{:<20} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  error",
+                "{:<20} {:<10} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  error",
                 "started",
+                "function",
                 "outcome",
                 "read",
                 "written",
@@ -408,8 +460,13 @@ pub fn render(s: &Status) -> String {
             for r in &runs.last {
                 let _ = writeln!(
                     out,
-                    "{:<20} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
+                    "{:<20} {:<10} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
                     r.started_at.format("%Y-%m-%d %H:%M:%S"),
+                    if r.sink == "changes_queue" {
+                        "publisher"
+                    } else {
+                        "replicator"
+                    },
                     r.outcome,
                     r.rows_read,
                     r.rows_written,
@@ -478,6 +535,8 @@ mod tests {
                 visible: 0,
                 in_flight: 0,
             }),
+            changes_queue: None,
+            changes_dead_letter_queue: None,
             unresolved_failures: Part::Ok(Vec::new()),
         }
     }
@@ -507,5 +566,23 @@ mod tests {
         assert_eq!(s.health, Health::Down, "an unreachable dependency is down");
         assert_eq!(s.reasons.len(), 2, "{:?}", s.reasons);
         assert!(render(&s).contains("UNREACHABLE: timeout"));
+        assert!(!render(&s).contains("changes queue"), "batch mode");
+
+        let mut s = status();
+        s.changes_queue = Some(Part::Ok(QueueDepth {
+            visible: 7,
+            in_flight: 0,
+        }));
+        s.changes_dead_letter_queue = Some(Part::Ok(QueueDepth {
+            visible: 1,
+            in_flight: 0,
+        }));
+        judge(&mut s);
+        assert_eq!(s.health, Health::Degraded);
+        assert!(s.reasons[0].contains("1 change batches"), "{:?}", s.reasons);
+        assert!(render(&s).contains("changes queue     7 visible"));
+        s.changes_queue = Some(Part::Unreachable("gone".into()));
+        judge(&mut s);
+        assert_eq!(s.health, Health::Down, "{:?}", s.reasons);
     }
 }
