@@ -6,7 +6,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
-use countries_shared::config::{Env, ReplicatorConfig, ReporterConfig, RetrierConfig};
+use countries_shared::config::{
+    Env, PublisherConfig, ReplicatorConfig, ReporterConfig, RetrierConfig, WriterConfig,
+};
 use countries_shared::secrets::resolve;
 use countries_shared::secrets::SecretSource;
 use serde_norway::Value;
@@ -200,6 +202,40 @@ async fn each_function_starts_with_exactly_what_the_template_gives_it() {
         ReporterConfig::read_from(&mut env).expect("dlq-reporter config from the template");
     assert_eq!(config.recipients.len(), 2);
     assert_every_variable_is_read("dlq-reporter", &set, &env.variables_read());
+
+    let (vars, set) = function_environment("PublisherFunction", &ca.0).await;
+    let mut env = Env::from_map(vars);
+    let config = PublisherConfig::read_from(&mut env).expect("publisher config from the template");
+    assert!(
+        !config.loop_for.is_zero(),
+        "the deployed publisher loops between schedules"
+    );
+    assert!(config.changes_queue_url.contains("ChangesQueue"));
+    assert_every_variable_is_read("publisher", &set, &env.variables_read());
+
+    let (vars, set) = function_environment("WriterFunction", &ca.0).await;
+    let mut env = Env::from_map(vars);
+    let writer = WriterConfig::read_from(&mut env).expect("writer config from the template");
+    assert_every_variable_is_read("writer", &set, &env.variables_read());
+    let publisher = PublisherConfig::read_from(&mut Env::from_map(
+        function_environment("PublisherFunction", &ca.0).await.0,
+    ))
+    .expect("publisher config");
+    assert_eq!(
+        writer.change_buckets, publisher.change_buckets,
+        "publisher and writer agree on the buckets"
+    );
+}
+
+#[test]
+fn the_publisher_loop_fits_in_its_timeout() {
+    let t = template();
+    let timeout = number_default(&t, "PublisherTimeout");
+    let loop_seconds = number_default(&t, "PublishLoopSeconds");
+    assert!(
+        timeout >= loop_seconds + 30,
+        "PublisherTimeout {timeout} leaves under 30 s after a {loop_seconds} s loop"
+    );
 }
 
 fn number_default(template: &Value, parameter: &str) -> u64 {
@@ -263,6 +299,204 @@ fn the_retry_queue_settings_follow_the_sqs_event_source_rules() {
 }
 
 #[test]
+fn the_changes_queue_is_fifo_and_its_writers_follow_the_sqs_event_source_rules() {
+    let t = template();
+    let writer_timeout = number_default(&t, "WriterTimeout");
+    let visibility = number_default(&t, "ChangesQueueVisibilityTimeout");
+    assert!(
+        visibility >= 6 * writer_timeout,
+        "visibility timeout {visibility} < 6 × writer timeout {writer_timeout}"
+    );
+    assert!(number_default(&t, "ChangesMaxReceiveCount") >= 5);
+    for queue in ["ChangesQueue", "ChangesDeadLetterQueue"] {
+        let properties = get(&t, &["Resources", queue, "Properties"]);
+        assert_eq!(properties["FifoQueue"], Value::Bool(true), "{queue}");
+        assert_eq!(properties["SqsManagedSseEnabled"], Value::Bool(true));
+    }
+    let queue = get(&t, &["Resources", "ChangesQueue", "Properties"]);
+    assert_eq!(
+        queue["ContentBasedDeduplication"],
+        Value::Bool(false),
+        "the publisher's deduplication ids, not the bodies"
+    );
+    assert_eq!(
+        scalar_or_ref(&queue["VisibilityTimeout"]).1.as_deref(),
+        Some("ChangesQueueVisibilityTimeout")
+    );
+    let event = get(
+        &t,
+        &[
+            "Resources",
+            "WriterFunction",
+            "Properties",
+            "Events",
+            "ChangesQueue",
+        ],
+    );
+    assert_eq!(event["Type"].as_str(), Some("SQS"));
+    let properties = &event["Properties"];
+    assert_eq!(
+        serde_norway::to_string(&properties["Queue"])
+            .unwrap_or_default()
+            .trim(),
+        "!GetAtt ChangesQueue.Arn"
+    );
+    assert_eq!(
+        serde_norway::to_string(&properties["FunctionResponseTypes"])
+            .unwrap_or_default()
+            .trim(),
+        "- ReportBatchItemFailures"
+    );
+    assert_eq!(
+        scalar_or_ref(&properties["ScalingConfig"]["MaximumConcurrency"])
+            .1
+            .as_deref(),
+        Some("WriterMaxConcurrency")
+    );
+    // FIFO event sources take at most 10 messages and no batching window.
+    let batch = get(&t, &["Parameters", "WriterBatchSize"]);
+    assert!(batch["MaxValue"].as_u64().is_some_and(|m| m <= 10));
+    assert!(properties.get("MaximumBatchingWindowInSeconds").is_none());
+}
+
+/// The resources a deployment in `mode` creates: those without a
+/// condition, and those whose condition holds in that mode.
+fn created_in(t: &Value, mode: &str) -> BTreeSet<String> {
+    let holds = |condition: &str| match condition {
+        "HasBatch" => mode != "stream",
+        "HasStream" => mode != "batch",
+        // Conditions that do not depend on the mode: count them as true.
+        "HasNoDataAlarm" => mode != "stream",
+        _ => true,
+    };
+    t["Resources"]
+        .as_mapping()
+        .expect("resources")
+        .iter()
+        .filter(|(_, r)| r["Condition"].as_str().is_none_or(holds))
+        .map(|(name, _)| name.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Every resource name a value refers to (`Ref`, `GetAtt`, `${…}` in `Sub`).
+fn references(value: &Value, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Tagged(tagged) => {
+            match tagged.tag.to_string().trim_start_matches('!') {
+                "Ref" | "GetAtt" => {
+                    if let Some(name) = tagged.value.as_str() {
+                        out.insert(name.split('.').next().unwrap_or_default().to_string());
+                    }
+                }
+                "Sub" => {
+                    // `!Sub [text, {Name: value}]` names its own variables.
+                    let (text, local) = match &tagged.value {
+                        Value::Sequence(items) => (
+                            items.first().and_then(Value::as_str),
+                            items.get(1).and_then(Value::as_mapping),
+                        ),
+                        other => (other.as_str(), None),
+                    };
+                    for piece in text.unwrap_or_default().split("${").skip(1) {
+                        let name = piece.split('}').next().unwrap_or_default();
+                        let name = name.split('.').next().unwrap_or_default();
+                        if !local.is_some_and(|vars| vars.contains_key(name)) {
+                            out.insert(name.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            references(&tagged.value, out);
+        }
+        Value::Sequence(items) => items.iter().for_each(|v| references(v, out)),
+        Value::Mapping(map) => map.values().for_each(|v| references(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn each_mode_creates_its_functions_and_only_what_they_need() {
+    let t = template();
+    let modes = get(&t, &["Parameters", "Mode", "AllowedValues"]);
+    assert_eq!(
+        serde_norway::to_string(modes).unwrap_or_default().trim(),
+        "- batch\n- stream\n- both"
+    );
+    let functions = |created: &BTreeSet<String>| -> Vec<String> {
+        created
+            .iter()
+            .filter(|name| t["Resources"][name.as_str()]["Type"] == "AWS::Serverless::Function")
+            .cloned()
+            .collect()
+    };
+    for (mode, expected, absent) in [
+        (
+            "batch",
+            &[
+                "DlqReporterFunction",
+                "ReplicatorFunction",
+                "RetrierFunction",
+            ][..],
+            &[
+                "ChangesQueue",
+                "ChangesDeadLetterQueue",
+                "StreamDashboard",
+                "PublisherRole",
+                "WriterRole",
+            ][..],
+        ),
+        (
+            "stream",
+            &[
+                "DlqReporterFunction",
+                "PublisherFunction",
+                "RetrierFunction",
+                "WriterFunction",
+            ][..],
+            &[
+                "ReplicatorRole",
+                "Dashboard",
+                "ReplicatorErrorsAlarm",
+                "ReplicatorNoDataAlarm",
+            ][..],
+        ),
+        (
+            "both",
+            &[
+                "DlqReporterFunction",
+                "PublisherFunction",
+                "ReplicatorFunction",
+                "RetrierFunction",
+                "WriterFunction",
+            ][..],
+            &[][..],
+        ),
+    ] {
+        let created = created_in(&t, mode);
+        assert_eq!(functions(&created), expected, "{mode}");
+        for name in absent {
+            assert!(!created.contains(*name), "{mode} creates {name}");
+        }
+        // Nothing created refers to something that is not.
+        let parameters = t["Parameters"].as_mapping().expect("parameters");
+        for name in &created {
+            let mut refs = BTreeSet::new();
+            references(&t["Resources"][name.as_str()], &mut refs);
+            for target in refs {
+                let known = created.contains(&target)
+                    || target.starts_with("AWS::")
+                    || parameters.contains_key(target.as_str());
+                assert!(
+                    known,
+                    "{mode}: {name} refers to {target}, which is not created"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn one_replicator_at_a_time_on_arm64_built_by_cargo_lambda() {
     let t = template();
     let replicator = get(&t, &["Resources", "ReplicatorFunction", "Properties"]);
@@ -271,10 +505,14 @@ fn one_replicator_at_a_time_on_arm64_built_by_cargo_lambda() {
     assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
     assert_eq!(globals["Handler"].as_str(), Some("bootstrap"));
     assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));
+    let publisher = get(&t, &["Resources", "PublisherFunction", "Properties"]);
+    assert_eq!(publisher["ReservedConcurrentExecutions"].as_u64(), Some(1));
     for (resource, crate_dir) in [
         ("ReplicatorFunction", "functions/replicator"),
         ("RetrierFunction", "functions/retrier"),
         ("DlqReporterFunction", "functions/dlq-reporter"),
+        ("PublisherFunction", "functions/publisher"),
+        ("WriterFunction", "functions/writer"),
     ] {
         let function = &t["Resources"][resource];
         assert_eq!(
@@ -354,7 +592,13 @@ fn no_policy_grants_a_wildcard_resource_except_where_aws_requires_it() {
         }
     }
     // The VPC statement is attached only in a VPC.
-    for role in ["ReplicatorRole", "RetrierRole", "DlqReporterRole"] {
+    for role in [
+        "ReplicatorRole",
+        "RetrierRole",
+        "DlqReporterRole",
+        "PublisherRole",
+        "WriterRole",
+    ] {
         let policies = t["Resources"][role]["Properties"]["Policies"]
             .as_sequence()
             .expect("policies");
@@ -383,6 +627,8 @@ fn functions_use_their_own_roles_and_no_managed_policy() {
         ("ReplicatorFunction", "ReplicatorRole"),
         ("RetrierFunction", "RetrierRole"),
         ("DlqReporterFunction", "DlqReporterRole"),
+        ("PublisherFunction", "PublisherRole"),
+        ("WriterFunction", "WriterRole"),
     ] {
         let properties = &t["Resources"][function]["Properties"];
         // With an explicit Role, SAM attaches no AWS managed policy
@@ -417,6 +663,40 @@ fn functions_use_their_own_roles_and_no_managed_policy() {
             .trim(),
         "!GetAtt RetryQueue.Arn"
     );
+    // Each SQS action of a role names its own queues: the writer receives
+    // from the changes queue only and sends to the retry queue only; the
+    // publisher sends to the changes, retry and invocation-failure queues.
+    let sqs_grants = |role: &str| -> Vec<(Vec<String>, String)> {
+        policy_statements(&t)
+            .into_iter()
+            .filter(|(owner, s)| {
+                owner == role && strings(&s["Action"]).iter().any(|a| a.starts_with("sqs:"))
+            })
+            .map(|(_, s)| {
+                (
+                    strings(&s["Action"]),
+                    serde_norway::to_string(&s["Resource"]).unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let writer = sqs_grants("WriterRole");
+    assert_eq!(writer.len(), 2, "{writer:?}");
+    for (actions, resources) in &writer {
+        if actions.contains(&"sqs:ReceiveMessage".to_string()) {
+            assert_eq!(resources.trim(), "!GetAtt ChangesQueue.Arn");
+        } else {
+            assert_eq!(actions, &vec!["sqs:SendMessage".to_string()]);
+            assert_eq!(resources.trim(), "!GetAtt RetryQueue.Arn");
+        }
+    }
+    let publisher = sqs_grants("PublisherRole");
+    assert_eq!(publisher.len(), 1, "{publisher:?}");
+    assert_eq!(publisher[0].0, vec!["sqs:SendMessage".to_string()]);
+    for queue in ["ChangesQueue", "RetryQueue", "InvocationFailureQueue"] {
+        assert!(publisher[0].1.contains(queue), "{publisher:?}");
+    }
+    assert!(!publisher[0].1.contains("DeadLetter"), "{publisher:?}");
 }
 
 #[test]
@@ -458,7 +738,11 @@ fn alarms_can_publish_to_the_encrypted_alarm_topic() {
 #[test]
 fn scheduled_runs_are_not_retried_asynchronously_and_their_failures_alarm() {
     let t = template();
-    for function in ["ReplicatorFunction", "DlqReporterFunction"] {
+    for function in [
+        "ReplicatorFunction",
+        "DlqReporterFunction",
+        "PublisherFunction",
+    ] {
         let properties = &t["Resources"][function]["Properties"];
         assert_eq!(
             properties["Events"]["Schedule"]["Type"].as_str(),
@@ -485,7 +769,12 @@ fn scheduled_runs_are_not_retried_asynchronously_and_their_failures_alarm() {
 #[test]
 fn the_queues_that_hold_rows_are_retained() {
     let t = template();
-    for queue in ["RetryQueue", "DeadLetterQueue"] {
+    for queue in [
+        "RetryQueue",
+        "DeadLetterQueue",
+        "ChangesQueue",
+        "ChangesDeadLetterQueue",
+    ] {
         let resource = &t["Resources"][queue];
         assert_eq!(
             resource["DeletionPolicy"].as_str(),
@@ -689,13 +978,13 @@ fn lambdas_logging_controls_set_the_format_and_level() {
     assert!(!text.contains("RUST_LOG:") && !text.contains("LOG_FORMAT:"));
 }
 
-/// The dashboard's body, with `${…}` placeholders filled in, as JSON.
-fn dashboard_body(t: &Value) -> serde_json::Value {
-    let body = match &t["Resources"]["Dashboard"]["Properties"]["DashboardBody"] {
+/// A dashboard's body, with `${…}` placeholders filled in, as JSON.
+fn dashboard_body(t: &Value, dashboard: &str) -> serde_json::Value {
+    let body = match &t["Resources"][dashboard]["Properties"]["DashboardBody"] {
         Value::Tagged(tagged) if tagged.tag == "Sub" => {
             tagged.value.as_str().expect("a Sub string").to_string()
         }
-        other => panic!("DashboardBody is not a !Sub string: {other:?}"),
+        other => panic!("{dashboard}: DashboardBody is not a !Sub string: {other:?}"),
     };
     let mut filled = String::new();
     let mut rest = body.as_str();
@@ -705,7 +994,7 @@ fn dashboard_body(t: &Value) -> serde_json::Value {
         let resource = name.split('.').next().unwrap_or_default();
         assert!(
             resource.starts_with("AWS::") || t["Resources"].get(resource).is_some(),
-            "the dashboard names a resource the template does not have: {name}"
+            "{dashboard} names a resource the template does not have: {name}"
         );
         filled.push_str(&rest[..start]);
         filled.push_str(&format!("<{name}>"));
@@ -731,68 +1020,128 @@ fn dashboard_metrics(body: &serde_json::Value) -> Vec<(String, String, String)> 
     out
 }
 
+/// Batch mode's dashboard and stream mode's: what each must show.
+struct DashboardSpec {
+    resource: &'static str,
+    mode: &'static str,
+    functions: &'static [&'static str],
+    lambdas: &'static [&'static str],
+    queues: &'static [&'static str],
+}
+
+const DASHBOARDS: &[DashboardSpec] = &[
+    DashboardSpec {
+        resource: "Dashboard",
+        mode: "batch",
+        functions: &["replicator", "retrier", "dlq-reporter"],
+        lambdas: &[
+            "ReplicatorFunction",
+            "RetrierFunction",
+            "DlqReporterFunction",
+        ],
+        queues: &["RetryQueue.QueueName", "DeadLetterQueue.QueueName"],
+    },
+    DashboardSpec {
+        resource: "StreamDashboard",
+        mode: "stream",
+        functions: &["publisher", "writer", "retrier", "dlq-reporter"],
+        lambdas: &[
+            "PublisherFunction",
+            "WriterFunction",
+            "RetrierFunction",
+            "DlqReporterFunction",
+        ],
+        queues: &[
+            "ChangesQueue.QueueName",
+            "ChangesDeadLetterQueue.QueueName",
+            "RetryQueue.QueueName",
+            "DeadLetterQueue.QueueName",
+        ],
+    },
+];
+
 #[test]
-fn the_dashboard_shows_only_metrics_that_are_emitted_and_everything_on_call_needs() {
+fn the_dashboards_show_only_metrics_that_are_emitted_and_everything_on_call_needs() {
     use countries_shared::telemetry::{metric::EMITTED, METRICS_NAMESPACE};
     let t = template();
-    let body = dashboard_body(&t);
-    let metrics = dashboard_metrics(&body);
     let emitted = |function: &str, name: &str| {
         EMITTED
             .iter()
             .any(|(f, names)| *f == function && names.contains(&name))
     };
-    for (namespace, name, function) in &metrics {
-        if namespace == METRICS_NAMESPACE {
+    for spec in DASHBOARDS {
+        let dashboard = spec.resource;
+        let body = dashboard_body(&t, dashboard);
+        let metrics = dashboard_metrics(&body);
+        for (namespace, name, function) in &metrics {
+            if namespace == METRICS_NAMESPACE {
+                assert!(
+                    emitted(function, name),
+                    "{dashboard} shows {name} of {function}, which no function emits"
+                );
+            }
+        }
+        // Every metric its mode's functions emit is on it.
+        for (function, names) in EMITTED {
+            if !spec.functions.contains(function) {
+                continue;
+            }
+            for name in *names {
+                assert!(
+                    metrics
+                        .iter()
+                        .any(|(ns, n, f)| ns == METRICS_NAMESPACE && n == name && f == function),
+                    "{name} of {function} is not on {dashboard}"
+                );
+            }
+        }
+        let has = |namespace: &str, name: &str, dimension: &str| {
+            metrics
+                .iter()
+                .any(|(ns, n, d)| ns == namespace && n == name && d.contains(dimension))
+        };
+        for queue in spec.queues {
             assert!(
-                emitted(function, name),
-                "the dashboard shows {name} of {function}, which no function emits"
+                has("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue),
+                "{dashboard}: depth of {queue}"
+            );
+            assert!(
+                has("AWS/SQS", "ApproximateAgeOfOldestMessage", queue),
+                "{dashboard}: age of {queue}"
             );
         }
-    }
-    // Every metric the functions emit is on it.
-    for (function, names) in EMITTED {
-        for name in *names {
-            assert!(
-                metrics
-                    .iter()
-                    .any(|(ns, n, f)| ns == METRICS_NAMESPACE && n == name && f == function),
-                "{name} of {function} is not on the dashboard"
-            );
+        for function in spec.lambdas {
+            for name in ["Errors", "Throttles", "Duration"] {
+                assert!(
+                    has("AWS/Lambda", name, function),
+                    "{dashboard}: {name} of {function}"
+                );
+            }
         }
-    }
-    let has = |namespace: &str, name: &str, dimension: &str| {
-        metrics
+        // The alarm widget lists every alarm its mode creates (alarms an
+        // operator turns on with a parameter of their own aside).
+        let listed = body["widgets"]
+            .as_array()
+            .expect("widgets")
             .iter()
-            .any(|(ns, n, d)| ns == namespace && n == name && d.contains(dimension))
-    };
-    for queue in ["RetryQueue.QueueName", "DeadLetterQueue.QueueName"] {
-        assert!(has("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue));
-        assert!(has("AWS/SQS", "ApproximateAgeOfOldestMessage", queue));
-    }
-    for function in [
-        "ReplicatorFunction",
-        "RetrierFunction",
-        "DlqReporterFunction",
-    ] {
-        for name in ["Errors", "Throttles", "Duration"] {
-            assert!(has("AWS/Lambda", name, function), "{name} of {function}");
-        }
-    }
-    // The alarm widget lists every alarm of the stack.
-    let listed = body["widgets"]
-        .as_array()
-        .expect("widgets")
-        .iter()
-        .find(|w| w["type"] == "alarm")
-        .expect("an alarm widget")["properties"]["alarms"]
-        .to_string();
-    for (name, resource) in t["Resources"].as_mapping().expect("resources") {
-        let name = name.as_str().unwrap_or_default();
-        if resource["Type"].as_str() == Some("AWS::CloudWatch::Alarm")
-            && resource.get("Condition").is_none()
-        {
-            assert!(listed.contains(name), "the alarm widget misses {name}");
+            .find(|w| w["type"] == "alarm")
+            .expect("an alarm widget")["properties"]["alarms"]
+            .to_string();
+        let created = created_in(&t, spec.mode);
+        for (name, resource) in t["Resources"].as_mapping().expect("resources") {
+            let name = name.as_str().unwrap_or_default();
+            let optional = resource["Condition"]
+                .as_str()
+                .is_some_and(|c| c != "HasBatch" && c != "HasStream");
+            if resource["Type"].as_str() == Some("AWS::CloudWatch::Alarm")
+                && created.contains(name)
+                && !optional
+            {
+                assert!(
+                    listed.contains(name),
+                    "{dashboard}'s alarm widget misses {name}"
+                );
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the three Lambda functions for arm64 (Graviton) as bootstrap zips:
-#   target/lambda/{replicator,retrier,dlq-reporter}/bootstrap.zip
+# Builds the five Lambda functions for arm64 (Graviton) as bootstrap zips:
+#   target/lambda/{replicator,retrier,dlq-reporter,publisher,writer}/bootstrap.zip
+# (a deployment in one Mode uploads only the functions it creates)
 # with cargo-lambda and zig from PyPI (into .local/venv), cross-compiling from
 # any Linux machine. OpenSSL is built from source for the target (a
 # target-specific dependency of countries-shared), so no arm64 library is needed.
@@ -17,9 +18,9 @@ rustup target list --installed | grep -q '^aarch64-unknown-linux-gnu$' \
   || rustup target add aarch64-unknown-linux-gnu
 
 cargo lambda build --release --arm64 --output-format zip --locked \
-  --package replicator --package retrier --package dlq-reporter
+  --package replicator --package retrier --package dlq-reporter --package publisher --package writer
 
-for f in replicator retrier dlq-reporter; do
+for f in replicator retrier dlq-reporter publisher writer; do
   zip="target/lambda/$f/bootstrap.zip"
   [ -f "$zip" ] || { echo "missing $zip" >&2; exit 1; }
   printf '%-14s %s  %s bytes\n' "$f" "$zip" "$(stat -c %s "$zip")"

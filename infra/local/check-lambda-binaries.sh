@@ -16,7 +16,7 @@ fail() { echo "check-lambda-binaries: $*" >&2; exit 1; }
 grep -q -a "$MARKER" "$TARGET/replicate-once" \
   || fail "control failed: the test binary replicate-once does not contain $MARKER"
 
-for function in replicator retrier dlq-reporter; do
+for function in replicator retrier dlq-reporter publisher writer; do
   binary="$TARGET/$function"
   [ -x "$binary" ] || fail "$binary is missing: build the workspace first"
   if grep -q -a "$MARKER" "$binary"; then
