@@ -37,6 +37,7 @@ use countries_shared::model::row::SourceRow;
 use countries_shared::ports::Step;
 use futures::StreamExt;
 use testkit::proxy::FaultProxy;
+use testkit::schedules::{draw_rows, record_changes, versions_written_twice};
 use testkit::{SplitMix, TestEnv};
 
 /// Step boundaries of a run, in order (`Step` in the shared crate's ports).
@@ -123,13 +124,6 @@ fn random_fault(rng: &mut SplitMix) -> Fault {
     }
 }
 
-const VALID: &[&str] = &["USA", "FRA", "DEU", "NZL", "bra", " MEX ", "Jpn"];
-const MALFORMED: &[&str] = &[
-    "", "US", "USAA", "U2A", "a b", "ÄÖÜ", "O'B", "A\\B", "U\tA", "\u{1}AB", "   ",
-];
-/// Postgres refuses this country (a CHECK constraint the schedule adds).
-const REFUSED: &str = "ATL";
-
 struct Schedule {
     number: usize,
     rows: Vec<SourceRow>,
@@ -146,31 +140,7 @@ fn draw_schedule(number: usize, seed: u64) -> Schedule {
         .cloned()
         .unwrap_or_else(|| random_fault(&mut rng));
     let count = 3 + rng.below(38);
-    let mut rows: Vec<SourceRow> = Vec::with_capacity(count);
-    // Ids start at -1, 0 or 1: zero and negative ids are valid.
-    let first_id = rng.below(3) as i128 - 1;
-    for next_id in (first_id..).take(count) {
-        let row = match rng.below(10) {
-            0 => SourceRow::new(Some(next_id), Some(MALFORMED[rng.below(MALFORMED.len())])),
-            1 => match rng.below(3) {
-                0 => SourceRow::new(None, Some("IND")),
-                1 => SourceRow::new(Some(next_id), None),
-                _ => SourceRow::new(Some(i128::from(i32::MAX) + 1), Some("USA")),
-            },
-            2 => SourceRow::new(Some(next_id), Some(REFUSED)),
-            3 if !rows.is_empty() => {
-                // Another version, or an identical copy, of an earlier row.
-                let earlier = rows[rng.below(rows.len())].clone();
-                if rng.below(2) == 0 {
-                    earlier
-                } else {
-                    SourceRow::new(earlier.country_id, Some(VALID[rng.below(VALID.len())]))
-                }
-            }
-            _ => SourceRow::new(Some(next_id), Some(VALID[rng.below(VALID.len())])),
-        };
-        rows.push(row);
-    }
+    let rows = draw_rows(&mut rng, count);
     Schedule {
         number,
         rows,
@@ -313,51 +283,9 @@ async fn run_with_fault(env: &TestEnv, schedule: &Schedule, pause_file: &PathBuf
     }
 }
 
-async fn postgres_setup(env: &TestEnv) {
-    env.postgres()
-        .await
-        .batch_execute(&format!(
-            r#"
-            ALTER TABLE "case" ADD CONSTRAINT no_atlantis CHECK (country <> '{REFUSED}');
-            -- Every change Postgres commits to "case", in order: a version
-            -- that appears twice for one id was written twice.
-            CREATE TABLE case_changes (seq bigserial PRIMARY KEY, country_id int, country text);
-            CREATE FUNCTION record_case_change() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                INSERT INTO case_changes (country_id, country) VALUES (NEW.country_id, NEW.country);
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER record_case_change AFTER INSERT OR UPDATE ON "case"
-                FOR EACH ROW EXECUTE FUNCTION record_case_change();
-            "#
-        ))
-        .await
-        .expect("schedule set-up in Postgres");
-}
-
-async fn versions_written_twice(env: &TestEnv) -> Vec<String> {
-    let changes = env
-        .postgres()
-        .await
-        .query(
-            "SELECT country_id, country FROM case_changes ORDER BY seq",
-            &[],
-        )
-        .await
-        .expect("reading case_changes");
-    let mut seen: HashMap<(i32, String), usize> = HashMap::new();
-    for row in changes {
-        *seen.entry((row.get(0), row.get(1))).or_default() += 1;
-    }
-    seen.into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|((id, c), n)| format!("({id}, {c}) written {n} times"))
-        .collect()
-}
-
 async fn run_schedule(schedule: Schedule, seed: u64) -> Outcome {
     let env = TestEnv::new(&format!("sched{}", schedule.number)).await;
-    postgres_setup(&env).await;
+    record_changes(&env).await;
     env.load(&schedule.rows).await;
     let pause_file = std::env::temp_dir().join(format!("{}.pause", env.name));
     let context = format!(

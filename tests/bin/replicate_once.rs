@@ -2,12 +2,14 @@
 //! with the test kit's fault injector as the step hook, so that a test can
 //! kill the real process at a named step (`COUNTRIES_CRASH_AT=after_write`)
 //! or pause it there, or give it a deadline (`COUNTRIES_DEADLINE_MS`).
-//! Prints the run summary as JSON.
+//! With `COUNTRIES_PUBLISH=1` it is stream mode's publisher instead, as
+//! `countries publish` runs it (its runs reach the same steps).
+//! Prints the run summary (the publisher: its runs) as JSON.
 
 use std::process::ExitCode;
 
-use countries_shared::config::ReplicatorConfig;
-use countries_shared::lambda::replicator::{build, handle};
+use countries_shared::config::{PublisherConfig, ReplicatorConfig};
+use countries_shared::lambda;
 use lambda_runtime::{Context, LambdaEvent};
 use testkit::fault::FaultInjector;
 
@@ -16,25 +18,56 @@ const SCHEDULED_EVENT: &str = include_str!("../../infra/local/events/scheduled-e
 #[tokio::main]
 async fn main() -> ExitCode {
     countries_shared::telemetry::init();
-    let config = match ReplicatorConfig::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(1);
-        }
+    let payload: serde_json::Value = serde_json::from_str(SCHEDULED_EVENT).unwrap_or_default();
+    let event = LambdaEvent::new(payload, context());
+    let printed = if std::env::var_os("COUNTRIES_PUBLISH").is_some() {
+        let config = match PublisherConfig::from_env() {
+            Ok(config) => config,
+            Err(e) => return fail(e),
+        };
+        let mut publisher = match lambda::publisher::build(&config).await {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        publisher.runs.steps = Box::new(FaultInjector::from_env());
+        lambda::publisher::handle(&publisher, event)
+            .await
+            .map(|outcome| serde_json::to_string(&outcome))
+    } else {
+        let config = match ReplicatorConfig::from_env() {
+            Ok(config) => config,
+            Err(e) => return fail(e),
+        };
+        let mut replicator = match lambda::replicator::build(&config).await {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        replicator.steps = Box::new(FaultInjector::from_env());
+        lambda::replicator::handle(&replicator, event)
+            .await
+            .map(|summary| serde_json::to_string(&summary))
     };
-    let mut replicator = match build(&config).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(1);
+    match printed {
+        Ok(json) => {
+            println!("{}", json.unwrap_or_default());
+            ExitCode::SUCCESS
         }
-    };
-    replicator.steps = Box::new(FaultInjector::from_env());
-    let payload = serde_json::from_str(SCHEDULED_EVENT).unwrap_or_default();
+        Err(e) => {
+            eprintln!("{}: {}", e.error_type, e.error_message);
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(1)
+}
+
+/// Lambda's context; `COUNTRIES_DEADLINE_MS` sets the invocation's deadline
+/// this far from now, as Lambda's context would give it.
+fn context() -> Context {
     let mut context = Context::default();
-    // COUNTRIES_DEADLINE_MS: the invocation's deadline this far from now,
-    // as Lambda's context would give it.
     if let Some(left) = std::env::var("COUNTRIES_DEADLINE_MS")
         .ok()
         .and_then(|ms| ms.parse::<u64>().ok())
@@ -44,14 +77,5 @@ async fn main() -> ExitCode {
             .map_or(0, |d| d.as_millis() as u64);
         context.deadline = now + left;
     }
-    match handle(&replicator, LambdaEvent::new(payload, context)).await {
-        Ok(summary) => {
-            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{}: {}", e.error_type, e.error_message);
-            ExitCode::from(3)
-        }
-    }
+    context
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub mod fault;
 pub mod proxy;
+pub mod schedules;
 
 use countries_ops::snowflake_admin::SnowflakeAdmin;
 use countries_shared::config::{Env, ReplicatorConfig};
@@ -265,6 +266,28 @@ impl TestEnv {
             .collect()
     }
 
+    /// Stream mode: a FIFO changes queue and its FIFO dead-letter queue of
+    /// this test's own, and the variables that name them (4 buckets).
+    pub async fn add_changes_queue(&mut self, visibility_timeout: u32, max_receive_count: u32) {
+        let (changes, dlq) =
+            create_changes_queues(&self.sqs, &self.name, max_receive_count, visibility_timeout)
+                .await;
+        self.vars.insert("CHANGES_QUEUE_URL".into(), changes);
+        self.vars
+            .insert("CHANGES_DEAD_LETTER_QUEUE_URL".into(), dlq);
+        self.vars.insert("CHANGE_BUCKETS".into(), "4".into());
+    }
+
+    pub fn publisher_config(&self) -> countries_shared::config::PublisherConfig {
+        countries_shared::config::PublisherConfig::from_vars(Env::from_map(self.vars.clone()))
+            .expect("publisher config")
+    }
+
+    pub fn writer_config(&self) -> countries_shared::config::WriterConfig {
+        countries_shared::config::WriterConfig::from_vars(Env::from_map(self.vars.clone()))
+            .expect("writer config")
+    }
+
     pub fn retrier_config(&self) -> countries_shared::config::RetrierConfig {
         countries_shared::config::RetrierConfig::from_vars(Env::from_map(self.vars.clone()))
             .expect("retrier config")
@@ -424,6 +447,55 @@ pub async fn create_queues(
         .queue_url
         .expect("retry queue url");
     (retry, dlq)
+}
+
+/// A FIFO changes queue with a redrive policy to its own FIFO dead-letter
+/// queue, as the template makes them.
+pub async fn create_changes_queues(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    max_receive_count: u32,
+    visibility_timeout: u32,
+) -> (String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let url = |out: Result<_, _>, what: &str| -> String {
+        let out: aws_sdk_sqs::operation::create_queue::CreateQueueOutput =
+            out.unwrap_or_else(|e| panic!("creating {what}: {e:?}"));
+        out.queue_url.unwrap_or_else(|| panic!("{what} has no URL"))
+    };
+    let dlq = url(
+        sqs.create_queue()
+            .queue_name(format!("{name}-changes-dlq.fifo"))
+            .attributes(A::FifoQueue, "true")
+            .send()
+            .await,
+        "the changes dead-letter queue",
+    );
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(A::QueueArn)
+        .send()
+        .await
+        .expect("DLQ attributes")
+        .attributes
+        .and_then(|a| a.get(&A::QueueArn).cloned())
+        .expect("DLQ arn");
+    let changes = url(
+        sqs.create_queue()
+            .queue_name(format!("{name}-changes.fifo"))
+            .attributes(A::FifoQueue, "true")
+            .attributes(A::VisibilityTimeout, visibility_timeout.to_string())
+            .attributes(
+                A::RedrivePolicy,
+                serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count.to_string()})
+                    .to_string(),
+            )
+            .send()
+            .await,
+        "the changes queue",
+    );
+    (changes, dlq)
 }
 
 /// Receives and deletes every message on a queue; returns the bodies.

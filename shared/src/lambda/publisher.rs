@@ -47,7 +47,7 @@ pub async fn build(config: &PublisherConfig) -> Result<Publisher, SourceError> {
 }
 
 /// What one invocation did: its runs, in order.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct PublishOutcome {
     pub runs: Vec<RunSummary>,
 }
