@@ -25,8 +25,8 @@
 //! The long (soak) run is `make soak`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use countries_shared::ledger::RunOutcome;
@@ -36,8 +36,10 @@ use countries_shared::model::row::validate;
 use countries_shared::model::row::SourceRow;
 use countries_shared::ports::Step;
 use futures::StreamExt;
-use testkit::proxy::FaultProxy;
-use testkit::schedules::{draw_rows, record_changes, versions_written_twice};
+use testkit::schedules::{
+    down_at, draw_rows, kill_after, record_changes, spawn, versions_written_twice, wait_output,
+    Service, ServiceProxies,
+};
 use testkit::{SplitMix, TestEnv};
 
 /// Step boundaries of a run, in order (`Step` in the shared crate's ports).
@@ -50,13 +52,6 @@ const POINTS: [&str; Step::ALL.len()] = {
     }
     names
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Service {
-    Postgres,
-    Snowflake,
-    Sqs,
-}
 
 #[derive(Debug, Clone)]
 enum Fault {
@@ -161,29 +156,8 @@ struct Outcome {
     interrupted: bool,
 }
 
-fn port_of(url_or_port: &str) -> u16 {
-    url_or_port
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .unwrap_or_else(|| panic!("no port in {url_or_port:?}"))
-}
-
 fn spawn_replicator(vars: &HashMap<String, String>) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_replicate-once"))
-        .env_clear()
-        .envs(vars)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting replicate-once")
-}
-
-async fn wait_output(child: Child) -> std::process::Output {
-    tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("waiting task")
-        .expect("waiting for replicate-once")
+    spawn(Path::new(env!("CARGO_BIN_EXE_replicate-once")), &[], vars)
 }
 
 /// Runs the faulty invocation; returns whether the fault interrupted it.
@@ -191,37 +165,8 @@ async fn run_with_fault(env: &TestEnv, schedule: &Schedule, pause_file: &PathBuf
     let mut vars = env.vars.clone();
     vars.insert("BATCH_SIZE".into(), schedule.batch_size.to_string());
     vars.insert("SNOWFLAKE_PAGE_ROWS".into(), schedule.page_rows.to_string());
-    // Every service behind a proxy the schedule can take down.
-    let proxies: BTreeMap<Service, FaultProxy> = [
-        (
-            Service::Postgres,
-            FaultProxy::start(port_of(&env.vars["PGPORT"])),
-        ),
-        (
-            Service::Snowflake,
-            FaultProxy::start(port_of(&env.vars["SNOWFLAKE_ENDPOINT_URL"])),
-        ),
-        (
-            Service::Sqs,
-            FaultProxy::start(port_of(&env.vars["AWS_ENDPOINT_URL"])),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    vars.insert(
-        "PGPORT".into(),
-        proxies[&Service::Postgres].port().to_string(),
-    );
-    vars.insert(
-        "SNOWFLAKE_ENDPOINT_URL".into(),
-        format!("http://127.0.0.1:{}", proxies[&Service::Snowflake].port()),
-    );
-    vars.insert(
-        "AWS_ENDPOINT_URL".into(),
-        format!("http://127.0.0.1:{}", proxies[&Service::Sqs].port()),
-    );
-    // Give up on a dead Postgres quickly; the run's own retries still apply.
-    vars.insert("PGCONNECT_TIMEOUT".into(), "2".into());
+    let proxies = ServiceProxies::start(&vars);
+    let mut vars = proxies.vars.clone();
 
     match &schedule.fault {
         Fault::Crash(point) => {
@@ -229,21 +174,7 @@ async fn run_with_fault(env: &TestEnv, schedule: &Schedule, pause_file: &PathBuf
             let out = wait_output(spawn_replicator(&vars)).await;
             !out.status.success()
         }
-        Fault::Kill(after) => {
-            let mut child = spawn_replicator(&vars);
-            let started = Instant::now();
-            loop {
-                if child.try_wait().ok().flatten().is_some() {
-                    return false;
-                }
-                if started.elapsed() >= *after {
-                    let _ = child.kill();
-                    let _ = wait_output(child).await;
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
+        Fault::Kill(after) => kill_after(spawn_replicator(&vars), *after).await,
         Fault::Deadline(left) => {
             vars.insert("COUNTRIES_DEADLINE_MS".into(), left.as_millis().to_string());
             vars.insert("DEADLINE_MARGIN_SECONDS".into(), "1".into());
@@ -251,34 +182,20 @@ async fn run_with_fault(env: &TestEnv, schedule: &Schedule, pause_file: &PathBuf
             String::from_utf8_lossy(&out.stderr).contains("deadline")
         }
         Fault::DownAfterBytes(service, bytes) => {
-            proxies[service].take_down_after(*bytes);
+            proxies.proxies[service].take_down_after(*bytes);
             let _ = wait_output(spawn_replicator(&vars)).await;
-            proxies[service].is_down()
+            proxies.proxies[service].is_down()
         }
         Fault::DownAt(service, point) => {
-            vars.insert("COUNTRIES_PAUSE_AT".into(), point.to_string());
-            vars.insert(
-                "COUNTRIES_PAUSE_FILE".into(),
-                pause_file.display().to_string(),
-            );
-            let mut child = spawn_replicator(&vars);
-            let mut paused = false;
-            while child.try_wait().ok().flatten().is_none() {
-                if pause_file.exists() {
-                    proxies[service].take_down();
-                    let _ = std::fs::remove_file(pause_file);
-                    paused = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            let out = wait_output(child).await;
-            assert!(
-                paused || !String::from_utf8_lossy(&out.stderr).contains("paused at"),
-                "schedule {}: the pause was missed",
-                schedule.number
-            );
-            paused
+            down_at(
+                Path::new(env!("CARGO_BIN_EXE_replicate-once")),
+                &vars,
+                &proxies,
+                *service,
+                point,
+                pause_file,
+            )
+            .await
         }
     }
 }

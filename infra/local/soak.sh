@@ -6,6 +6,7 @@
 #   SCHEDULES=500 SEED=42 CASES=100000 infra/local/soak.sh
 #
 # SCHEDULES  fault schedules to run (default 500; `make test` runs one per named fault, 21)
+# STREAM_SCHEDULES  stream mode's fault schedules (default 200; `make test` runs 18)
 # SEED       their seed (default: the time; printed, so a failure replays)
 # PARALLEL   schedules at once (default 2)
 # CASES      property-test cases (default 100000; `make test` runs 256)
@@ -19,6 +20,7 @@ SCHEDULES="${SCHEDULES:-500}"
 SEED="${SEED:-$(date +%s)}"
 PARALLEL="${PARALLEL:-2}"
 CASES="${CASES:-100000}"
+STREAM_SCHEDULES="${STREAM_SCHEDULES:-200}"
 
 infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true
 trap 'infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true' EXIT
@@ -38,12 +40,20 @@ FAULT_SCHEDULES="$SCHEDULES" FAULT_SEED="$SEED" FAULT_PARALLEL="$PARALLEL" \
   cargo test --locked -p countries-tests --test fault_schedules -- --nocapture 2>&1 \
   | grep -vE "^seed .*lost=0$" | grep -vE "^\s*$"
 
+echo "soak: $STREAM_SCHEDULES stream-mode fault schedules, seed $SEED, $PARALLEL at a time"
+STREAM_FAULT_SCHEDULES="$STREAM_SCHEDULES" FAULT_SEED="$SEED" FAULT_PARALLEL="$PARALLEL" \
+  FAULT_REPORT="$ROOT/bench/soak-schedules.json" \
+  cargo test --locked -p countries-tests --test stream_fault_schedules -- --nocapture 2>&1 \
+  | grep -vE "^seed .*lost=0$" | grep -vE "^\s*$"
+
 python3 - "$ROOT/bench/soak-schedules.json" "$CASES" "$prop_seconds" > bench/soak-latest.json <<'PY'
 import json, sys
 schedules = json.load(open(sys.argv[1]))
+stream = json.load(open(sys.argv[1] + ".stream.json"))
 print(json.dumps({"fault_schedules": schedules,
+                  "stream_fault_schedules": stream,
                   "property_cases_per_test": int(sys.argv[2]),
                   "property_seconds": int(sys.argv[3])}, indent=2))
 PY
-rm -f bench/soak-schedules.json
+rm -f bench/soak-schedules.json bench/soak-schedules.json.stream.json
 echo "soak: figures in bench/soak-latest.json"

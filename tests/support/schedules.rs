@@ -93,3 +93,140 @@ pub async fn versions_written_twice(env: &TestEnv) -> Vec<String> {
         .map(|((id, c), n)| format!("({id}, {c}) written {n} times"))
         .collect()
 }
+
+/// A service the fault schedules take down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Service {
+    Postgres,
+    Snowflake,
+    Sqs,
+}
+
+/// Every service behind a proxy a schedule can take down, and the
+/// variables that send a process through them.
+pub struct ServiceProxies {
+    pub proxies: std::collections::BTreeMap<Service, crate::proxy::FaultProxy>,
+    pub vars: HashMap<String, String>,
+}
+
+impl ServiceProxies {
+    pub fn start(vars: &HashMap<String, String>) -> Self {
+        use crate::proxy::FaultProxy;
+        let proxies: std::collections::BTreeMap<Service, FaultProxy> = [
+            (
+                Service::Postgres,
+                FaultProxy::start(port_of(&vars["PGPORT"])),
+            ),
+            (
+                Service::Snowflake,
+                FaultProxy::start(port_of(&vars["SNOWFLAKE_ENDPOINT_URL"])),
+            ),
+            (
+                Service::Sqs,
+                FaultProxy::start(port_of(&vars["AWS_ENDPOINT_URL"])),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let mut vars = vars.clone();
+        vars.insert(
+            "PGPORT".into(),
+            proxies[&Service::Postgres].port().to_string(),
+        );
+        vars.insert(
+            "SNOWFLAKE_ENDPOINT_URL".into(),
+            format!("http://127.0.0.1:{}", proxies[&Service::Snowflake].port()),
+        );
+        vars.insert(
+            "AWS_ENDPOINT_URL".into(),
+            format!("http://127.0.0.1:{}", proxies[&Service::Sqs].port()),
+        );
+        // Give up on a dead Postgres quickly; the run's own retries still apply.
+        vars.insert("PGCONNECT_TIMEOUT".into(), "2".into());
+        Self { proxies, vars }
+    }
+}
+
+pub fn port_of(url_or_port: &str) -> u16 {
+    url_or_port
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url_or_port:?}"))
+}
+
+/// Starts a program with exactly `vars` as its environment, its output piped.
+pub fn spawn(
+    program: &std::path::Path,
+    args: &[&str],
+    vars: &HashMap<String, String>,
+) -> std::process::Child {
+    std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(vars)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()))
+}
+
+pub async fn wait_output(child: std::process::Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("waiting task")
+        .expect("waiting for the process")
+}
+
+/// Kills the process `after` its start unless it ended before; returns
+/// whether it was killed.
+pub async fn kill_after(mut child: std::process::Child, after: std::time::Duration) -> bool {
+    let started = std::time::Instant::now();
+    loop {
+        if child.try_wait().ok().flatten().is_some() {
+            let _ = wait_output(child).await;
+            return false;
+        }
+        if started.elapsed() >= after {
+            let _ = child.kill();
+            let _ = wait_output(child).await;
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// Runs the process with `COUNTRIES_PAUSE_AT=point`; when it pauses there,
+/// takes `service` down and lets it go on. Returns whether it paused.
+pub async fn down_at(
+    program: &std::path::Path,
+    vars: &HashMap<String, String>,
+    proxies: &ServiceProxies,
+    service: Service,
+    point: &str,
+    pause_file: &std::path::Path,
+) -> bool {
+    let mut vars = vars.clone();
+    vars.insert("COUNTRIES_PAUSE_AT".into(), point.to_string());
+    vars.insert(
+        "COUNTRIES_PAUSE_FILE".into(),
+        pause_file.display().to_string(),
+    );
+    let mut child = spawn(program, &[], &vars);
+    let mut paused = false;
+    while child.try_wait().ok().flatten().is_none() {
+        if pause_file.exists() {
+            proxies.proxies[&service].take_down();
+            let _ = std::fs::remove_file(pause_file);
+            paused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let out = wait_output(child).await;
+    assert!(
+        paused || !String::from_utf8_lossy(&out.stderr).contains("paused at"),
+        "the pause at {point} was missed"
+    );
+    paused
+}
