@@ -161,7 +161,7 @@ fn spawn_replicator(vars: &HashMap<String, String>) -> Child {
 }
 
 /// Runs the faulty invocation; returns whether the fault interrupted it.
-async fn run_with_fault(env: &TestEnv, schedule: &Schedule, pause_file: &PathBuf) -> bool {
+async fn run_with_fault(env: &TestEnv, schedule: &Schedule, pause_file: &Path) -> bool {
     let mut vars = env.vars.clone();
     vars.insert("BATCH_SIZE".into(), schedule.batch_size.to_string());
     vars.insert("SNOWFLAKE_PAGE_ROWS".into(), schedule.page_rows.to_string());
