@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
 # `make bench`: the throughput and memory benchmark on a private local stack
-# (see infra/local/bench.py for what is measured). Arguments go to bench.py:
+# (see infra/local/bench.py for what is measured), then stream mode's
+# freshness and scale figures (infra/local/bench_stream.py). Arguments go to
+# bench.py, except:
+#   --stream-only        only the stream figures
+#   --no-stream          only bench.py
+#   --stream-args "..."  arguments for bench_stream.py (e.g. "--seconds 30")
 #   infra/local/bench.sh --sizes 100000 --reps 3
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 STACK_DIR="$ROOT/.local/bench-stack"
+batch=1 stream=1 stream_args=() args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stream-only) batch=0 ;;
+    --no-stream) stream=0 ;;
+    --stream-args) shift; read -r -a stream_args <<<"${1:-}" ;;
+    *) args+=("$1") ;;
+  esac
+  shift
+done
 
 infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true
 trap 'infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true' EXIT
@@ -20,5 +35,11 @@ echo "==> release build (the benchmark measures optimised code)"
 cargo build --release --locked -p countries-cli -p countries-tests -p replicator -p retrier -p dlq-reporter \
   --bin countries --bin bench-write --bin replicator --bin retrier --bin dlq-reporter
 
-echo "==> measuring"
-"$ROOT/.local/venv/bin/python" "$ROOT/infra/local/bench.py" "$@"
+if [ "$batch" = 1 ]; then
+  echo "==> measuring"
+  "$ROOT/.local/venv/bin/python" "$ROOT/infra/local/bench.py" "${args[@]}"
+fi
+if [ "$stream" = 1 ]; then
+  echo "==> stream mode"
+  "$ROOT/.local/venv/bin/python" "$ROOT/infra/local/bench_stream.py" "${stream_args[@]}"
+fi

@@ -114,21 +114,34 @@ impl LocalEventSource {
             .into_iter()
             .map(|f| f.item_identifier)
             .collect();
+        // One DeleteMessageBatch per poll, as the event source mapping does.
+        let done: Vec<&aws_sdk_sqs::types::Message> = messages
+            .iter()
+            .filter(|m| !failed.contains(m.message_id.as_deref().unwrap_or("")))
+            .filter(|m| m.receipt_handle.is_some())
+            .collect();
         let mut succeeded = 0;
-        for m in &messages {
-            if failed.contains(m.message_id.as_deref().unwrap_or("")) {
-                continue;
+        if !done.is_empty() {
+            let mut entries = Vec::with_capacity(done.len());
+            for (i, m) in done.iter().enumerate() {
+                let entry = aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                    .build()
+                    .map_err(|e| QueueError::call("DeleteMessageBatch", e.to_string()))?;
+                entries.push(entry);
             }
-            if let Some(handle) = &m.receipt_handle {
-                self.client
-                    .delete_message()
-                    .queue_url(&self.queue_url)
-                    .receipt_handle(handle)
-                    .send()
-                    .await
-                    .map_err(|e| QueueError::call("DeleteMessage", sdk_error(&e)))?;
-                succeeded += 1;
-            }
+            let deleted = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| QueueError::call("DeleteMessageBatch", sdk_error(&e)))?;
+            // A message not deleted comes back after its visibility timeout
+            // and is handled again (at least once, as in Lambda).
+            succeeded = deleted.successful.len();
         }
         Ok(Some((messages.len(), succeeded)))
     }
@@ -176,7 +189,19 @@ impl LocalEventSource {
         handler: &H,
         timeout: Duration,
     ) -> Result<DriveSummary, QueueError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        self.follow(handler, Duration::ZERO, timeout).await
+    }
+
+    /// Polls for at least `keep_polling` (an event source mapping is always
+    /// on), then until the queue is empty, or until `timeout`.
+    pub async fn follow<H: SqsHandler>(
+        &self,
+        handler: &H,
+        keep_polling: Duration,
+        timeout: Duration,
+    ) -> Result<DriveSummary, QueueError> {
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout.max(keep_polling);
         let mut summary = DriveSummary::default();
         loop {
             if let Some((received, succeeded)) = self.poll_once(handler).await? {
@@ -184,7 +209,7 @@ impl LocalEventSource {
                 summary.messages += received;
                 summary.succeeded += succeeded;
                 summary.failed += received - succeeded;
-            } else if self.depth().await? == 0 {
+            } else if started.elapsed() >= keep_polling && self.depth().await? == 0 {
                 return Ok(summary);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -211,7 +236,19 @@ impl LocalEventSource {
         workers: usize,
         timeout: Duration,
     ) -> Result<DriveSummary, QueueError> {
-        let pollers = (0..workers.max(1)).map(|_| self.drain(handler, timeout));
+        self.follow_parallel(handler, workers, Duration::ZERO, timeout)
+            .await
+    }
+
+    /// [`Self::follow`] with `workers` pollers at once.
+    pub async fn follow_parallel<H: SqsHandler>(
+        &self,
+        handler: &H,
+        workers: usize,
+        keep_polling: Duration,
+        timeout: Duration,
+    ) -> Result<DriveSummary, QueueError> {
+        let pollers = (0..workers.max(1)).map(|_| self.follow(handler, keep_polling, timeout));
         let mut total = DriveSummary::default();
         for result in futures::future::join_all(pollers).await {
             let one = result?;

@@ -75,6 +75,10 @@ enum Command {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         timeout: u64,
+        /// Keep polling for this many seconds even while the queue is empty
+        /// (as the always-on event source mapping does), then until it is.
+        #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+        follow: u64,
     },
     /// Run the dlq-reporter once: dead-letter queue to failure report and email.
     Report,
@@ -153,10 +157,12 @@ async fn run(command: Command) -> Result<ExitCode> {
             writers,
             batch_size,
             timeout,
+            follow,
         } => {
             drive_writers(
                 usize::from(writers),
                 batch_size,
+                Duration::from_secs(follow),
                 Duration::from_secs(timeout),
             )
             .await
@@ -241,7 +247,12 @@ async fn publish() -> Result<ExitCode> {
     )
 }
 
-async fn drive_writers(writers: usize, batch_size: i32, timeout: Duration) -> Result<ExitCode> {
+async fn drive_writers(
+    writers: usize,
+    batch_size: i32,
+    follow: Duration,
+    timeout: Duration,
+) -> Result<ExitCode> {
     let config = WriterConfig::from_env()?;
     let writer = lambda::writer::build(&config).await;
     let queue_url = std::env::var("CHANGES_QUEUE_URL")
@@ -251,7 +262,9 @@ async fn drive_writers(writers: usize, batch_size: i32, timeout: Duration) -> Re
         queue_url,
         batch_size,
     };
-    let summary = source.drain_parallel(&writer, writers, timeout).await?;
+    let summary = source
+        .follow_parallel(&writer, writers, follow, timeout)
+        .await?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,319 @@
+"""Stream mode's figures, part of `make bench` (infra/local/bench.sh --stream-only runs
+only these): freshness and scale-out, on the same private local stack, with the release
+`countries` binary running the real publisher and writer handlers.
+
+freshness  rows are inserted into the Snowflake emulator at a steady rate (default 1,000
+           rows/s for 60 s, ten inserts a second) while the publisher loops
+           (PUBLISH_LOOP_SECONDS) and N writers follow the changes queue the way the event
+           source mapping does. Each row's latency is the time from the end of its INSERT to
+           its write in Postgres (clock_timestamp() in a trigger; its transaction commits
+           right after). Reported: p50, p95, max, and whether every row arrived.
+scale      N rows (default 1,000,000) are published once; then 1, 2 and 4 writers drain the
+           changes queue into an empty table. Reported: rows/s for each, and where the time
+           goes: CPU seconds of the SQS emulator (moto, one Python process), of Postgres, and
+           of the writers' process, against the wall time.
+
+Results go to bench/stream-latest.json and bench/stream-latest.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import psycopg
+import snowflake.connector
+
+ROOT = Path(__file__).resolve().parents[2]
+# The release build; BENCH_COUNTRIES points elsewhere (a quick check of this script).
+COUNTRIES = Path(os.environ.get("BENCH_COUNTRIES", ROOT / "target" / "release" / "countries"))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def sf_connect() -> snowflake.connector.SnowflakeConnection:
+    port = int(os.environ["SNOWFLAKE_ENDPOINT_URL"].rsplit(":", 1)[1])
+    return snowflake.connector.connect(
+        host="127.0.0.1", port=port, protocol="http", account="fakesnow", user="bench",
+        password="x", database=os.environ["SNOWFLAKE_DATABASE"], schema=os.environ["SNOWFLAKE_SCHEMA"],
+    )
+
+
+def postgres() -> psycopg.Connection:
+    return psycopg.connect(autocommit=True)  # PG* variables
+
+
+def sqs():
+    return boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+
+
+def empty_everything() -> None:
+    with postgres() as pg:
+        pg.execute('TRUNCATE "case"')
+        pg.execute("TRUNCATE replication_run")
+    sf = sf_connect()
+    sf.cursor().execute('DELETE FROM "case"')
+    sf.close()
+    client = sqs()
+    for var in ("CHANGES_QUEUE_URL", "RETRY_QUEUE_URL"):
+        client.purge_queue(QueueUrl=os.environ[var])
+
+
+def queue_depth(var: str) -> int:
+    attributes = sqs().get_queue_attributes(
+        QueueUrl=os.environ[var],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(v) for v in attributes.values())
+
+
+def run_env(**extra: str) -> dict:
+    env = dict(os.environ)
+    env.update({"LOG_FORMAT": "text", "RUST_LOG": "warn"})
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+# ---- CPU accounting: where the time goes ----
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of one process and of its children that ended (a
+    Postgres backend ends with its connection; the postmaster collects its time)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(f) for f in fields[11:15]) / TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def postgres_pids() -> list[int]:
+    """The stack's postmaster and its children."""
+    state = Path(os.environ["COUNTRIES_STACK_DIR"])
+    data = Path((state / "pg.datadir").read_text().strip()) / "data"
+    master = int((data / "postmaster.pid").read_text().split()[0])
+    pids = [master]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == master:
+                pids.append(int(entry.name))
+    return pids
+
+
+def cpu_snapshot() -> dict:
+    state = Path(os.environ["COUNTRIES_STACK_DIR"])
+    moto = int((state / "moto.pid").read_text().strip())
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "moto": proc_cpu(moto),
+        "postgres": sum(proc_cpu(p) for p in postgres_pids()),
+        "children": children.ru_utime + children.ru_stime,
+    }
+
+
+# ---- freshness ----
+
+TRIGGER = """
+CREATE TABLE IF NOT EXISTS bench_arrival (country_id int PRIMARY KEY, at double precision);
+TRUNCATE bench_arrival;
+CREATE OR REPLACE FUNCTION bench_arrival() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO bench_arrival VALUES (NEW.country_id, extract(epoch FROM clock_timestamp()))
+        ON CONFLICT DO NOTHING;
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS bench_arrival ON "case";
+CREATE TRIGGER bench_arrival AFTER INSERT OR UPDATE ON "case" FOR EACH ROW EXECUTE FUNCTION bench_arrival();
+"""
+UNTRIGGER = 'DROP TRIGGER IF EXISTS bench_arrival ON "case"; DROP TABLE IF EXISTS bench_arrival;'
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def freshness(rate: int, seconds: int, writers: int, idle_ms: int) -> dict:
+    empty_everything()
+    with postgres() as pg:
+        pg.execute(TRIGGER)
+    tail = 20
+    publisher = subprocess.Popen(
+        [str(COUNTRIES), "publish"],
+        env=run_env(PUBLISH_LOOP_SECONDS=seconds + tail, PUBLISH_IDLE_WAIT_MILLIS=idle_ms),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    drivers = subprocess.Popen(
+        [str(COUNTRIES), "drive-writers", "--writers", str(writers), "--follow", str(seconds + tail),
+         "--timeout", str(seconds + tail + 60)],
+        env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(1.0)  # both processes up and polling before the first row
+    inserted: dict[int, float] = {}
+    per_tick = max(1, rate // 10)
+    sf = sf_connect()
+    cur = sf.cursor()
+    next_id = 1
+    started = time.time()
+    late_ticks = 0
+    for tick in range(seconds * 10):
+        due = started + tick / 10
+        pause = due - time.time()
+        if pause > 0:
+            time.sleep(pause)
+        else:
+            late_ticks += 1
+        ids = range(next_id, next_id + per_tick)
+        values = ",".join(f"({i}, 'USA')" for i in ids)
+        cur.execute(f'INSERT INTO "case" VALUES {values}')
+        done = time.time()
+        for i in ids:
+            inserted[i] = done
+        next_id += per_tick
+    insert_seconds = time.time() - started
+    sf.close()
+    publisher_out, publisher_err = publisher.communicate(timeout=seconds + tail + 120)
+    drivers_out, drivers_err = drivers.communicate(timeout=seconds + tail + 120)
+    with postgres() as pg:
+        arrived = dict(pg.execute("SELECT country_id, at FROM bench_arrival").fetchall())
+        runs = pg.execute("SELECT count(*), coalesce(sum(snowflake_statements), 0) FROM replication_run").fetchone()
+        pg.execute(UNTRIGGER)
+    latencies = [arrived[i] - t for i, t in inserted.items() if i in arrived]
+    missing = len(inserted) - len(latencies)
+    if publisher.returncode != 0 or drivers.returncode != 0 or missing:
+        sys.exit(f"freshness: publisher exit {publisher.returncode}, writers exit {drivers.returncode}, "
+                 f"{missing} rows missing\n{publisher_err[-2000:]}\n{drivers_err[-2000:]}")
+    return {
+        "rate_rows_per_s": rate, "seconds": seconds, "writers": writers,
+        "publish_idle_wait_ms": idle_ms,
+        "rows": len(inserted), "arrived": len(latencies),
+        "achieved_insert_rate": round(len(inserted) / insert_seconds),
+        "late_insert_ticks": late_ticks,
+        "p50_s": round(percentile(latencies, 50), 3), "p95_s": round(percentile(latencies, 95), 3),
+        "p99_s": round(percentile(latencies, 99), 3), "max_s": round(max(latencies), 3),
+        "publisher_runs": int(runs[0]), "snowflake_statements": int(runs[1]),
+    }
+
+
+# ---- scale ----
+
+def load(rows: int) -> None:
+    sf = sf_connect()
+    sf.cursor().execute(
+        f"INSERT INTO \"case\" SELECT SEQ4(), CASE MOD(SEQ4(), 4) WHEN 0 THEN 'USA' WHEN 1 THEN 'FRA' "
+        f"WHEN 2 THEN 'DEU' ELSE 'JPN' END FROM TABLE(GENERATOR(ROWCOUNT => {rows}))"
+    )
+    sf.close()
+
+
+def scale(rows: int, writers_list: list[int], batch_size: int, buckets: int) -> list[dict]:
+    results = []
+    for writers in writers_list:
+        empty_everything()
+        load(rows)
+        started = time.time()
+        out = subprocess.run([str(COUNTRIES), "publish"], env=run_env(CHANGE_BUCKETS=buckets, PUBLISH_LOOP_SECONDS=0),
+                             capture_output=True, text=True)
+        publish_seconds = time.time() - started
+        if out.returncode != 0:
+            sys.exit(f"scale: the publisher failed: {out.stderr[-2000:]}")
+        messages = queue_depth("CHANGES_QUEUE_URL")
+        before = cpu_snapshot()
+        started = time.time()
+        drivers = subprocess.Popen(
+            [str(COUNTRIES), "drive-writers", "--writers", str(writers), "--batch-size", str(batch_size),
+             "--timeout", "900"],
+            env=run_env(CHANGE_BUCKETS=buckets), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        # The time until Postgres holds every row: the writers' last empty poll (a
+        # one-second long poll before they stop) is not part of the throughput.
+        with postgres() as pg:
+            while pg.execute('SELECT count(*) FROM "case"').fetchone()[0] < rows:
+                if drivers.poll() is not None:
+                    break
+                time.sleep(0.02)
+        wall = time.time() - started
+        after = cpu_snapshot()
+        _, err = drivers.communicate(timeout=900)
+        after["children"] = cpu_snapshot()["children"]
+        if drivers.returncode != 0:
+            sys.exit(f"scale: the writers failed: {err[-2000:]}")
+        with postgres() as pg:
+            in_pg = pg.execute('SELECT count(*) FROM "case"').fetchone()[0]
+        if in_pg != rows:
+            sys.exit(f"scale: {in_pg} rows in Postgres, expected {rows}")
+        cpu = {k: round(after[k] - before[k], 2) for k in after}
+        results.append({
+            "writers": writers, "rows": rows, "messages": messages, "buckets": buckets,
+            "writer_batch_size": batch_size, "seconds": round(wall, 2),
+            "rows_per_s": round(rows / wall), "publish_seconds": round(publish_seconds, 2),
+            "cpu_seconds": {"sqs_emulator": cpu["moto"], "postgres": cpu["postgres"], "writers": cpu["children"]},
+            "cpu_share_of_wall": {"sqs_emulator": round(cpu["moto"] / wall, 2),
+                                  "postgres": round(cpu["postgres"] / wall, 2),
+                                  "writers": round(cpu["children"] / wall, 2)},
+        })
+        print(f"  scale: {writers} writers: {rows / wall:,.0f} rows/s ({wall:.1f} s, {messages} messages); "
+              f"CPU/wall: moto {cpu['moto'] / wall:.2f}, postgres {cpu['postgres'] / wall:.2f}, "
+              f"writers {cpu['children'] / wall:.2f}", flush=True)
+    return results
+
+
+def markdown(report: dict) -> str:
+    f = report["freshness"]
+    lines = [
+        "# Stream mode: freshness and scale (make bench)",
+        "",
+        f"Freshness: {f['rows']:,} rows inserted at {f['rate_rows_per_s']:,} rows/s for {f['seconds']} s "
+        f"(achieved {f['achieved_insert_rate']:,}/s), publisher looping (idle wait {f['publish_idle_wait_ms']} ms), "
+        f"{f['writers']} writers: insert → Postgres p50 **{f['p50_s']} s**, p95 **{f['p95_s']} s**, "
+        f"p99 {f['p99_s']} s, max {f['max_s']} s; every row arrived ({f['publisher_runs']} publisher runs, "
+        f"{f['snowflake_statements']} Snowflake statements).",
+        "",
+        "| writers | rows | messages | seconds | rows/s | vs 1 writer | CPU/wall: SQS emulator | Postgres | writers |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = report["scale"][0]["rows_per_s"]
+    for s in report["scale"]:
+        c = s["cpu_share_of_wall"]
+        lines.append(f"| {s['writers']} | {s['rows']:,} | {s['messages']} | {s['seconds']} | {s['rows_per_s']:,} | "
+                     f"{s['rows_per_s'] / base:.2f}× | {c['sqs_emulator']} | {c['postgres']} | {c['writers']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=1000, help="rows/s inserted for the freshness run")
+    parser.add_argument("--seconds", type=int, default=60, help="length of the freshness run")
+    parser.add_argument("--fresh-writers", type=int, default=4)
+    parser.add_argument("--idle-ms", type=int, default=250, help="PUBLISH_IDLE_WAIT_MILLIS")
+    parser.add_argument("--scale-rows", type=int, default=1_000_000)
+    parser.add_argument("--scale-writers", default="1,2,4")
+    parser.add_argument("--writer-batch", type=int, default=10)
+    parser.add_argument("--buckets", type=int, default=16)
+    args = parser.parse_args()
+    print(f"==> stream freshness: {args.rate} rows/s for {args.seconds} s, {args.fresh_writers} writers", flush=True)
+    fresh = freshness(args.rate, args.seconds, args.fresh_writers, args.idle_ms)
+    print(f"  p50 {fresh['p50_s']} s, p95 {fresh['p95_s']} s, max {fresh['max_s']} s", flush=True)
+    print(f"==> stream scale: {args.scale_rows} rows, writers {args.scale_writers}", flush=True)
+    scaled = scale(args.scale_rows, [int(w) for w in args.scale_writers.split(",")], args.writer_batch, args.buckets)
+    report = {"freshness": fresh, "scale": scaled, "cpus": os.cpu_count(),
+              "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    out = ROOT / "bench"
+    out.mkdir(exist_ok=True)
+    (out / "stream-latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "stream-latest.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
