@@ -1,4 +1,4 @@
-//! The three functions under an implementation of the Lambda runtime API
+//! The functions (batch mode's three, stream mode's two) under an implementation of the Lambda runtime API
 //! that this project did not write: `cargo lambda watch` (PyPI
 //! `cargo-lambda`, installed by `make test`) serves the runtime API and the
 //! invoke API; the real function binaries poll it, as they do in Lambda, and
@@ -212,6 +212,81 @@ async fn the_functions_work_under_cargo_lambdas_runtime_api() {
     assert_eq!(report["messages"], 1, "{report:#}");
     assert_eq!(report["emailed"], true, "{report:#}");
     assert_eq!(env.sent_emails().await.len(), 1, "the digest arrived");
+}
+
+/// Stream mode's two binaries: the publisher with a scheduled event (its
+/// runs in the response, the batches on the FIFO changes queue), then the
+/// writer with a FIFO SQS event built from those messages (group in the
+/// `MessageGroupId` attribute), plus one body that is not a batch.
+#[tokio::test]
+async fn stream_modes_functions_work_under_cargo_lambdas_runtime_api() {
+    let mut env = TestEnv::new("runtime_stream").await;
+    env.add_changes_queue(30, 5).await;
+    env.load(&[
+        SourceRow::new(Some(1), Some("USA")),
+        SourceRow::new(Some(2), Some("fra")),
+        SourceRow::new(Some(3), Some("U2A")),
+    ])
+    .await;
+    let publisher = start(&env, "publisher").await;
+    let outcome = invoke(&publisher, SCHEDULED_EVENT).await;
+    assert_eq!(outcome["runs"][0]["outcome"], "succeeded", "{outcome:#}");
+    assert_eq!(outcome["runs"][0]["sink"], "changes_queue", "{outcome:#}");
+    assert_eq!(outcome["runs"][0]["rows_written"], 2, "{outcome:#}");
+    assert_eq!(outcome["runs"][0]["rows_enqueued"], 1, "{outcome:#}");
+    drop(publisher);
+
+    let received = env
+        .sqs
+        .receive_message()
+        .queue_url(&env.vars["CHANGES_QUEUE_URL"])
+        .max_number_of_messages(10)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .expect("receive")
+        .messages
+        .unwrap_or_default();
+    assert_eq!(received.len(), 2, "ids 1 and 2 are in two buckets of four");
+    let mut records: Vec<serde_json::Value> = received
+        .iter()
+        .map(|m| {
+            let mut record = sqs_record(
+                m.message_id.as_deref().unwrap_or_default(),
+                m.body.as_deref().unwrap_or_default(),
+            );
+            let group = m
+                .attributes
+                .as_ref()
+                .and_then(|a| {
+                    a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+                })
+                .cloned()
+                .expect("a FIFO message has a group");
+            record["attributes"]["MessageGroupId"] = group.into();
+            record
+        })
+        .collect();
+    let mut foreign = sqs_record("foreign", "{\"v\":1}");
+    foreign["attributes"]["MessageGroupId"] = "9".into();
+    records.push(foreign);
+    let writer = start(&env, "writer").await;
+    let response = invoke(
+        &writer,
+        &serde_json::json!({ "Records": records }).to_string(),
+    )
+    .await;
+    let failed: Vec<&str> = response["batchItemFailures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no batchItemFailures: {response:#}"))
+        .iter()
+        .filter_map(|f| f["itemIdentifier"].as_str())
+        .collect();
+    assert_eq!(failed, vec!["foreign"], "{response:#}");
+    assert_eq!(
+        env.postgres_rows().await,
+        vec![(1, "USA".to_string()), (2, "FRA".to_string())]
+    );
 }
 
 /// A runtime API without the extensions API (as some emulators are): the

@@ -8,10 +8,15 @@ freshness  rows are inserted into the Snowflake emulator at a steady rate (defau
            source mapping does. Each row's latency is the time from the end of its INSERT to
            its write in Postgres (clock_timestamp() in a trigger; its transaction commits
            right after). Reported: p50, p95, max, and whether every row arrived.
-scale      N rows (default 1,000,000) are published once; then 1, 2 and 4 writers drain the
-           changes queue into an empty table. Reported: rows/s for each, and where the time
-           goes: CPU seconds of the SQS emulator (moto, one Python process), of Postgres, and
-           of the writers' process, against the wall time.
+scale      rows/s into Postgres with 1, 2 and 4 writers, two ways:
+           - writers direct: N rows (default 1,000,000) packed as the publisher packs them, each
+             message group given to one writer, and 1, 2, 4 writers (each on its own thread and
+             runtime, as Lambda sandboxes are) invoking the real writer handler with FIFO events
+             of 10 messages (`bench-write stream-writers`): the writers and Postgres alone;
+           - through the queue: the same rows published once to the changes queue in moto,
+             then drained by `countries drive-writers` with 1, 2, 4 writers.
+           Each with where the time goes: the CPU seconds of Postgres, of the SQS emulator
+           (moto, one Python process) and of the writers' process, against the wall time.
 
 Results go to bench/stream-latest.json and bench/stream-latest.md.
 """
@@ -216,6 +221,32 @@ def load(rows: int) -> None:
     sf.close()
 
 
+RELEASE = ROOT / "target" / "release"
+
+
+def scale_direct(rows: int, writers_list: list[int], buckets: int) -> list[dict]:
+    results = []
+    for writers in writers_list:
+        before = cpu_snapshot()
+        out = subprocess.run([str(RELEASE / "bench-write"), "stream-writers", str(rows)],
+                             env=run_env(WRITERS=writers, CHANGE_BUCKETS=buckets), capture_output=True, text=True)
+        after = cpu_snapshot()
+        if out.returncode != 0:
+            sys.exit(f"scale (direct): {out.stderr[-2000:]}")
+        wall = json.loads(out.stdout)["seconds"]
+        # The child's CPU includes packing before its clock started: an upper bound.
+        cpu = {k: round(after[k] - before[k], 2) for k in after}
+        results.append({
+            "writers": writers, "rows": rows, "buckets": buckets, "seconds": round(wall, 2),
+            "rows_per_s": round(rows / wall),
+            "cpu_share_of_wall": {"postgres": round(cpu["postgres"] / wall, 2),
+                                  "writers": round(cpu["children"] / wall, 2)},
+        })
+        print(f"  direct: {writers} writers: {rows / wall:,.0f} rows/s ({wall:.2f} s); CPU/wall: "
+              f"postgres {cpu['postgres'] / wall:.2f}, writers {cpu['children'] / wall:.2f}", flush=True)
+    return results
+
+
 def scale(rows: int, writers_list: list[int], batch_size: int, buckets: int) -> list[dict]:
     results = []
     for writers in writers_list:
@@ -230,24 +261,17 @@ def scale(rows: int, writers_list: list[int], batch_size: int, buckets: int) -> 
         messages = queue_depth("CHANGES_QUEUE_URL")
         before = cpu_snapshot()
         started = time.time()
-        drivers = subprocess.Popen(
+        out = subprocess.run(
             [str(COUNTRIES), "drive-writers", "--writers", str(writers), "--batch-size", str(batch_size),
              "--timeout", "900"],
-            env=run_env(CHANGE_BUCKETS=buckets), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=run_env(CHANGE_BUCKETS=buckets), capture_output=True, text=True,
         )
-        # The time until Postgres holds every row: the writers' last empty poll (a
-        # one-second long poll before they stop) is not part of the throughput.
-        with postgres() as pg:
-            while pg.execute('SELECT count(*) FROM "case"').fetchone()[0] < rows:
-                if drivers.poll() is not None:
-                    break
-                time.sleep(0.02)
-        wall = time.time() - started
         after = cpu_snapshot()
-        _, err = drivers.communicate(timeout=900)
-        after["children"] = cpu_snapshot()["children"]
-        if drivers.returncode != 0:
-            sys.exit(f"scale: the writers failed: {err[-2000:]}")
+        if out.returncode != 0:
+            sys.exit(f"scale: the writers failed: {out.stderr[-2000:]}")
+        # The writers' own account of the time the work took: up to their last poll
+        # with messages, without the empty long poll (one second) that ends a drain.
+        wall = json.loads(out.stdout)["busy_seconds"]
         with postgres() as pg:
             in_pg = pg.execute('SELECT count(*) FROM "case"').fetchone()[0]
         if in_pg != rows:
@@ -262,7 +286,7 @@ def scale(rows: int, writers_list: list[int], batch_size: int, buckets: int) -> 
                                   "postgres": round(cpu["postgres"] / wall, 2),
                                   "writers": round(cpu["children"] / wall, 2)},
         })
-        print(f"  scale: {writers} writers: {rows / wall:,.0f} rows/s ({wall:.1f} s, {messages} messages); "
+        print(f"  through moto: {writers} writers: {rows / wall:,.0f} rows/s ({wall:.1f} s, {messages} messages); "
               f"CPU/wall: moto {cpu['moto'] / wall:.2f}, postgres {cpu['postgres'] / wall:.2f}, "
               f"writers {cpu['children'] / wall:.2f}", flush=True)
     return results
@@ -278,6 +302,20 @@ def markdown(report: dict) -> str:
         f"{f['writers']} writers: insert → Postgres p50 **{f['p50_s']} s**, p95 **{f['p95_s']} s**, "
         f"p99 {f['p99_s']} s, max {f['max_s']} s; every row arrived ({f['publisher_runs']} publisher runs, "
         f"{f['snowflake_statements']} Snowflake statements).",
+        "",
+        "Writers direct (the real writer handler on pre-packed FIFO events, no queue):",
+        "",
+        "| writers | rows | seconds | rows/s | vs 1 writer | CPU/wall: Postgres | writers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    base = report["scale_direct"][0]["rows_per_s"]
+    for s in report["scale_direct"]:
+        c = s["cpu_share_of_wall"]
+        lines.append(f"| {s['writers']} | {s['rows']:,} | {s['seconds']} | {s['rows_per_s']:,} | "
+                     f"{s['rows_per_s'] / base:.2f}× | {c['postgres']} | {c['writers']} |")
+    lines += [
+        "",
+        "Through the changes queue in moto (`countries drive-writers`):",
         "",
         "| writers | rows | messages | seconds | rows/s | vs 1 writer | CPU/wall: SQS emulator | Postgres | writers |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -295,18 +333,27 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="rows/s inserted for the freshness run")
     parser.add_argument("--seconds", type=int, default=60, help="length of the freshness run")
     parser.add_argument("--fresh-writers", type=int, default=4)
-    parser.add_argument("--idle-ms", type=int, default=250, help="PUBLISH_IDLE_WAIT_MILLIS")
+    parser.add_argument("--idle-ms", type=int, default=1000, help="PUBLISH_IDLE_WAIT_MILLIS (the default)")
     parser.add_argument("--scale-rows", type=int, default=1_000_000)
     parser.add_argument("--scale-writers", default="1,2,4")
     parser.add_argument("--writer-batch", type=int, default=10)
     parser.add_argument("--buckets", type=int, default=16)
+    parser.add_argument("--scale-only", action="store_true", help="keep the last freshness figures")
     args = parser.parse_args()
-    print(f"==> stream freshness: {args.rate} rows/s for {args.seconds} s, {args.fresh_writers} writers", flush=True)
-    fresh = freshness(args.rate, args.seconds, args.fresh_writers, args.idle_ms)
+    if args.scale_only:
+        fresh = json.loads((ROOT / "bench" / "stream-latest.json").read_text())["freshness"]
+    else:
+        print(f"==> stream freshness: {args.rate} rows/s for {args.seconds} s, {args.fresh_writers} writers",
+              flush=True)
+        fresh = freshness(args.rate, args.seconds, args.fresh_writers, args.idle_ms)
     print(f"  p50 {fresh['p50_s']} s, p95 {fresh['p95_s']} s, max {fresh['max_s']} s", flush=True)
+    writers_list = [int(w) for w in args.scale_writers.split(",")]
     print(f"==> stream scale: {args.scale_rows} rows, writers {args.scale_writers}", flush=True)
-    scaled = scale(args.scale_rows, [int(w) for w in args.scale_writers.split(",")], args.writer_batch, args.buckets)
-    report = {"freshness": fresh, "scale": scaled, "cpus": os.cpu_count(),
+    with postgres() as pg:
+        pg.execute('TRUNCATE "case"')
+    direct = scale_direct(args.scale_rows, writers_list, args.buckets)
+    scaled = scale(args.scale_rows, writers_list, args.writer_batch, args.buckets)
+    report = {"freshness": fresh, "scale_direct": direct, "scale": scaled, "cpus": os.cpu_count(),
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = ROOT / "bench"
     out.mkdir(exist_ok=True)

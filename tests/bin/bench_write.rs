@@ -5,6 +5,10 @@
 //!   bench-write ours N          our write stage (COPY first, upsert fallback) into an empty table
 //!   bench-write ours-replay N   our write stage when every row already exists
 //!   bench-write unnest-replay N a plain UNNEST … ON CONFLICT DO UPDATE of the same rows (replay baseline)
+//!   bench-write stream-writers N  stream mode's writer handler, `WRITERS` at once, on N rows packed as the
+//!                               publisher packs them (`CHANGE_BUCKETS` groups, each group with one writer,
+//!                               10 messages an invocation, as a FIFO event source mapping delivers them),
+//!                               without the queue: the writers and Postgres alone
 //!
 //! It reads the `PG*` variables and `BATCH_SIZE`, and uses the table "case".
 
@@ -76,6 +80,15 @@ async fn main() -> Result<(), Failure> {
             .await?;
     }
 
+    // Stream mode's writers: packed and wired before the clock starts.
+    let streamed = if mode == "stream-writers" {
+        let config = countries_shared::config::WriterConfig::from_env()?;
+        let function = countries_shared::lambda::writer::build(&config).await;
+        Some((function, pack_for_writers(&data, batch)?))
+    } else {
+        None
+    };
+
     let start = Instant::now();
     let changed = match mode {
         "copy" => copy_all(&admin.client, &data).await?,
@@ -107,6 +120,10 @@ async fn main() -> Result<(), Failure> {
             }
             changed
         }
+        "stream-writers" => match streamed {
+            Some((function, per_writer)) => stream_writers(function, per_writer).await?,
+            None => 0,
+        },
         other => return Err(format!("unknown mode {other}").into()),
     };
     let seconds = start.elapsed().as_secs_f64();
@@ -123,4 +140,97 @@ async fn main() -> Result<(), Failure> {
         serde_json::json!({"mode": mode, "rows": n, "seconds": seconds, "changed": changed, "batch_size": batch})
     );
     Ok(())
+}
+
+/// The publisher's packing, chunk by chunk, each group (bucket) given to
+/// one of `WRITERS` writers, as FIFO hands a group to one consumer.
+fn pack_for_writers(
+    data: &[CountryRow],
+    batch: usize,
+) -> Result<Vec<Vec<(String, String)>>, Failure> {
+    use countries_shared::model::change::{pack, MAX_CHANGE_BYTES};
+    let number = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    let writers = number("WRITERS", 1).max(1);
+    let buckets = number("CHANGE_BUCKETS", 16).max(1);
+    let mut per_writer: Vec<Vec<(String, String)>> = vec![Vec::new(); writers];
+    for chunk in data.chunks(batch.max(1)) {
+        for b in pack(
+            uuid::Uuid::new_v4(),
+            chunk,
+            buckets as u32,
+            MAX_CHANGE_BYTES,
+        ) {
+            let body = serde_json::to_string(&b)?;
+            per_writer[b.bucket as usize % writers].push((b.bucket.to_string(), body));
+        }
+    }
+    Ok(per_writer)
+}
+
+/// Stream mode's writers on pre-packed batches: each writer on a thread of
+/// its own with its own runtime (as Lambda runs writers in sandboxes side by
+/// side) invokes the real writer handler with FIFO events of 10 messages of
+/// its own groups. Returns the messages written.
+async fn stream_writers(
+    function: countries_shared::lambda::writer::WriterFunction,
+    per_writer: Vec<Vec<(String, String)>>,
+) -> Result<u64, Failure> {
+    let function = std::sync::Arc::new(function);
+    let threads: Vec<std::thread::JoinHandle<Result<u64, String>>> = per_writer
+        .into_iter()
+        .map(|messages| {
+            let function = function.clone();
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?
+                    .block_on(one_writer(&function, &messages))
+            })
+        })
+        .collect();
+    let mut messages = 0;
+    for thread in threads {
+        messages += thread.join().map_err(|_| "a writer thread panicked")??;
+    }
+    Ok(messages)
+}
+
+async fn one_writer(
+    function: &countries_shared::lambda::writer::WriterFunction,
+    messages: &[(String, String)],
+) -> Result<u64, String> {
+    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+    let mut written = 0u64;
+    for (n, invocation) in messages.chunks(10).enumerate() {
+        let mut event = SqsEvent::default();
+        for (i, (group, body)) in invocation.iter().enumerate() {
+            let mut record = SqsMessage::default();
+            record.message_id = Some(format!("{n}-{i}"));
+            record.body = Some(body.clone());
+            record
+                .attributes
+                .insert("MessageGroupId".into(), group.clone());
+            event.records.push(record);
+        }
+        let response = countries_shared::lambda::writer::handle(
+            function,
+            lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
+        )
+        .await
+        .map_err(|e| format!("{}: {}", e.error_type, e.error_message))?;
+        if !response.batch_item_failures.is_empty() {
+            return Err(format!(
+                "{} messages came back",
+                response.batch_item_failures.len()
+            ));
+        }
+        written += invocation.len() as u64;
+    }
+    Ok(written)
 }

@@ -52,12 +52,15 @@ pub struct LocalEventSource {
     pub batch_size: i32,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
 pub struct DriveSummary {
     pub invocations: usize,
     pub messages: usize,
     pub succeeded: usize,
     pub failed: usize,
+    /// From the start to the end of the last poll that received messages:
+    /// the time the work took, without the empty polls that end a drain.
+    pub busy_seconds: f64,
 }
 
 impl LocalEventSource {
@@ -209,6 +212,7 @@ impl LocalEventSource {
                 summary.messages += received;
                 summary.succeeded += succeeded;
                 summary.failed += received - succeeded;
+                summary.busy_seconds = started.elapsed().as_secs_f64();
             } else if started.elapsed() >= keep_polling && self.depth().await? == 0 {
                 return Ok(summary);
             }
@@ -256,6 +260,7 @@ impl LocalEventSource {
             total.messages += one.messages;
             total.succeeded += one.succeeded;
             total.failed += one.failed;
+            total.busy_seconds = total.busy_seconds.max(one.busy_seconds);
         }
         Ok(total)
     }

@@ -160,7 +160,7 @@ vars! {
         "stream mode: message groups of the changes queue (`country_id` modulo this); bounds the writers' parallelism; publisher and writer must agree";
     PUBLISH_LOOP_SECONDS: Rule::Number { min: 0, max: 840, default: 0 }, [Publisher],
         "stream mode: keep publishing for this long in one invocation (`0`: one run per invocation); below the function's timeout";
-    PUBLISH_IDLE_WAIT_MILLIS: Rule::Number { min: 10, max: 60_000, default: 250 }, [Publisher],
+    PUBLISH_IDLE_WAIT_MILLIS: Rule::Number { min: 10, max: 60_000, default: 1_000 }, [Publisher],
         "stream mode, looping: wait between looks at an empty table (one metadata `COUNT(*)` each, no warehouse)";
 }
 
