@@ -37,7 +37,7 @@ use countries_shared::model::row::SourceRow;
 use countries_shared::ports::Step;
 use futures::StreamExt;
 use testkit::schedules::{
-    down_at, draw_rows, kill_after, record_changes, spawn, versions_written_twice, wait_output,
+    down_at, draw_rows, env_number, kill_after, record_changes, spawn, versions_written_twice, wait_output,
     Service, ServiceProxies,
 };
 use testkit::{SplitMix, TestEnv};
@@ -340,18 +340,9 @@ async fn check_fault_specific(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_fault_schedules_lose_no_row() {
-    let number = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .map(|v| {
-                v.parse::<u64>()
-                    .unwrap_or_else(|_| panic!("{name} must be a whole number, got {v:?}"))
-            })
-            .unwrap_or(default)
-    };
-    let count = number("FAULT_SCHEDULES", named_faults().len() as u64) as usize;
-    let seed = number("FAULT_SEED", 1);
-    let parallel = number("FAULT_PARALLEL", 2).max(1) as usize;
+    let count = env_number("FAULT_SCHEDULES", named_faults().len() as u64) as usize;
+    let seed = env_number("FAULT_SEED", 1);
+    let parallel = env_number("FAULT_PARALLEL", 2).max(1) as usize;
     let started = Instant::now();
     eprintln!("fault schedules: {count} with seed {seed}, {parallel} at a time");
 

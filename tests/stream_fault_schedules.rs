@@ -32,7 +32,7 @@ use countries_shared::ledger::RunOutcome;
 use countries_shared::ports::Step;
 use futures::StreamExt;
 use testkit::schedules::{
-    down_at, draw_rows, kill_after, record_changes, spawn, versions_written_twice, wait_output,
+    down_at, draw_rows, env_number, kill_after, record_changes, spawn, versions_written_twice, wait_output,
     Service, ServiceProxies,
 };
 use testkit::{SplitMix, TestEnv};
@@ -300,18 +300,9 @@ async fn run_schedule(schedule: Schedule, seed: u64) -> Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stream_fault_schedules_lose_no_row_and_write_no_version_twice() {
-    let number = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .map(|v| {
-                v.parse::<u64>()
-                    .unwrap_or_else(|_| panic!("{name} must be a whole number, got {v:?}"))
-            })
-            .unwrap_or(default)
-    };
-    let count = number("STREAM_FAULT_SCHEDULES", named_faults().len() as u64) as usize;
-    let seed = number("FAULT_SEED", 1);
-    let parallel = number("FAULT_PARALLEL", 2).max(1) as usize;
+    let count = env_number("STREAM_FAULT_SCHEDULES", named_faults().len() as u64) as usize;
+    let seed = env_number("FAULT_SEED", 1);
+    let parallel = env_number("FAULT_PARALLEL", 2).max(1) as usize;
     let started = Instant::now();
     eprintln!("stream fault schedules: {count} with seed {seed}, {parallel} at a time");
     let outcomes: Vec<(String, Outcome)> = futures::stream::iter(0..count)

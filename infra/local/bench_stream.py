@@ -29,30 +29,18 @@ import os
 import resource
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import boto3
-import psycopg
-import snowflake.connector
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import postgres, sf_connect  # noqa: E402  (the batch benchmark's connections)
 
 ROOT = Path(__file__).resolve().parents[2]
 # The release build; BENCH_COUNTRIES points elsewhere (a quick check of this script).
 COUNTRIES = Path(os.environ.get("BENCH_COUNTRIES", ROOT / "target" / "release" / "countries"))
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def sf_connect() -> snowflake.connector.SnowflakeConnection:
-    port = int(os.environ["SNOWFLAKE_ENDPOINT_URL"].rsplit(":", 1)[1])
-    return snowflake.connector.connect(
-        host="127.0.0.1", port=port, protocol="http", account="fakesnow", user="bench",
-        password="x", database=os.environ["SNOWFLAKE_DATABASE"], schema=os.environ["SNOWFLAKE_SCHEMA"],
-    )
-
-
-def postgres() -> psycopg.Connection:
-    return psycopg.connect(autocommit=True)  # PG* variables
 
 
 def sqs():

@@ -94,6 +94,18 @@ pub async fn versions_written_twice(env: &TestEnv) -> Vec<String> {
         .collect()
 }
 
+/// A whole number from the environment (the schedules' settings), or
+/// `default`; anything else stops the test with the variable's name.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name} must be a whole number, got {v:?}"))
+        })
+        .unwrap_or(default)
+}
+
 /// A service the fault schedules take down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Service {

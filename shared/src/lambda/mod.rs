@@ -13,6 +13,18 @@ use std::fmt::Display;
 
 use lambda_runtime::Diagnostic;
 
+/// The id that ties a scheduled run to what triggered it: the event's `id`
+/// when there is one (EventBridge Scheduler may send `{}` or a full
+/// scheduled event), else the invocation's request id.
+pub fn trigger_id(event: &lambda_runtime::LambdaEvent<serde_json::Value>) -> Option<String> {
+    event
+        .payload
+        .get("id")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .or_else(|| Some(event.context.request_id.clone()).filter(|id| !id.is_empty()))
+}
+
 /// A failed invocation with a stable `errorType` (the runtime's default is
 /// a Rust type name such as `&alloc::boxed::Box<dyn core::error::Error>`),
 /// so that logs, alarms and the invocation failure queue can be filtered on it.

@@ -58,12 +58,7 @@ pub async fn handle(
     publisher: &Publisher,
     event: lambda_runtime::LambdaEvent<serde_json::Value>,
 ) -> Result<PublishOutcome, lambda_runtime::Diagnostic> {
-    let trigger_id = event
-        .payload
-        .get("id")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_string)
-        .or_else(|| Some(event.context.request_id.clone()).filter(|id| !id.is_empty()));
+    let trigger_id = super::trigger_id(&event);
     let deadline = Deadline::from_epoch_ms(event.context.deadline, publisher.runs.deadline_margin);
     let mut runs = publisher.publish(trigger_id, &deadline).await;
     for summary in &runs {

@@ -36,12 +36,7 @@ pub async fn handle(
     replicator: &Replicator,
     event: lambda_runtime::LambdaEvent<serde_json::Value>,
 ) -> Result<RunSummary, lambda_runtime::Diagnostic> {
-    let trigger_id = event
-        .payload
-        .get("id")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_string)
-        .or_else(|| Some(event.context.request_id.clone()).filter(|id| !id.is_empty()));
+    let trigger_id = super::trigger_id(&event);
     let deadline = Deadline::from_epoch_ms(event.context.deadline, replicator.deadline_margin);
     let summary = replicator.run(Uuid::new_v4(), trigger_id, &deadline).await;
     summary.log();
