@@ -160,7 +160,7 @@ mod changes {
                     .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
                     .cloned()
                     .unwrap_or_default();
-                let (batch, _) = parse_change_batch(m.body(), BUCKETS).expect("a valid batch");
+                let (batch, _) = parse_change_batch(m.body()).expect("a valid batch");
                 env.sqs
                     .delete_message()
                     .queue_url(url)

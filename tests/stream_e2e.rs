@@ -195,12 +195,12 @@ async fn with_postgres_down_under_the_writers_every_batch_comes_back() {
     assert_eq!(env.depth("CHANGES_DEAD_LETTER_QUEUE_URL").await, 0);
 }
 
-/// A body that is not a batch goes to the changes dead-letter queue after
-/// its receives; the other buckets are written meanwhile.
+/// A body that is not a batch is parked in the changes dead-letter queue
+/// on its first delivery: its group, and the good batches received with it,
+/// go on at once.
 #[tokio::test]
-async fn a_malformed_message_reaches_the_dead_letter_queue_and_holds_only_its_group() {
-    let mut env = TestEnv::new("stream_malformed").await;
-    env.add_changes_queue(1, 2).await;
+async fn a_malformed_message_is_parked_in_the_dead_letter_queue_and_holds_nothing() {
+    let env = stream_env("stream_malformed").await;
     env.load(&rows(&[(1, "USA"), (2, "FRA"), (3, "DEU"), (4, "GBR")]))
         .await;
     // A foreign message in bucket 1's group, ahead of the publisher's.
@@ -215,18 +215,21 @@ async fn a_malformed_message_reaches_the_dead_letter_queue_and_holds_only_its_gr
         .expect("send");
     publish(&env).await;
     let writer = lambda::writer::build(&env.writer_config()).await;
-    let source = changes_source(&env);
-    // The first invocation writes buckets 0, 2 and 3; bucket 1 waits behind
-    // the malformed message until the redrive policy moves it (two receives).
-    source.poll_once(&writer).await.expect("poll");
-    let written: Vec<i32> = env.postgres_rows().await.iter().map(|r| r.0).collect();
-    assert_eq!(written, vec![2, 3, 4]);
-    source
-        .drain(&writer, Duration::from_secs(30))
+    let (received, succeeded) = changes_source(&env)
+        .poll_once(&writer)
         .await
-        .expect("drain");
-    assert_eq!(env.postgres_rows().await.len(), 4, "bucket 1 followed");
-    assert_eq!(env.depth("CHANGES_DEAD_LETTER_QUEUE_URL").await, 1);
+        .expect("poll")
+        .expect("messages");
+    assert_eq!((received, succeeded), (5, 5), "nothing comes back");
+    let written: Vec<i32> = env.postgres_rows().await.iter().map(|r| r.0).collect();
+    assert_eq!(written, vec![1, 2, 3, 4]);
+    assert_eq!(env.depth("CHANGES_QUEUE_URL").await, 0);
+    let parked = testkit::drain(&env.sqs, &env.vars["CHANGES_DEAD_LETTER_QUEUE_URL"]).await;
+    assert_eq!(
+        parked,
+        vec!["{\"not\": \"a batch\"}".to_string()],
+        "parked as it was"
+    );
 }
 
 /// The writer through its real handler with a FIFO event as Lambda sends
@@ -236,9 +239,9 @@ async fn the_writer_handler_reads_the_group_from_a_fifo_event() {
     let env = stream_env("stream_event").await;
     let writer = lambda::writer::build(&env.writer_config()).await;
     let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [
-        {"messageId": "m1", "body": "{\"v\":1,\"run_id\":\"00000000-0000-0000-0000-000000000000\",\"bucket\":1,\"rows\":[[5,\"USA\"]]}",
+        {"messageId": "m1", "body": "{\"v\":1,\"run_id\":\"00000000-0000-0000-0000-000000000000\",\"bucket\":1,\"buckets\":4,\"rows\":[[5,\"USA\"]]}",
          "attributes": {"MessageGroupId": "1", "ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs"},
-        {"messageId": "m2", "body": "{\"v\":1,\"run_id\":\"00000000-0000-0000-0000-000000000000\",\"bucket\":1,\"rows\":[[6,\"FRA\"]]}",
+        {"messageId": "m2", "body": "{\"v\":1,\"run_id\":\"00000000-0000-0000-0000-000000000000\",\"bucket\":1,\"buckets\":4,\"rows\":[[6,\"FRA\"]]}",
          "attributes": {"MessageGroupId": "1", "ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs"}
     ]}))
     .expect("an SQS event");
@@ -250,8 +253,9 @@ async fn the_writer_handler_reads_the_group_from_a_fifo_event() {
         .iter()
         .map(|f| f.item_identifier.as_str())
         .collect();
-    // Id 5 is in bucket 1 of 4; id 6 is in bucket 2, so m2 is refused as
-    // malformed, and nothing after it in group 1 would be written.
-    assert_eq!(failed, vec!["m2"]);
+    // Id 5 is in bucket 1 of 4; id 6 is in bucket 2, so m2 is not a valid
+    // batch: parked in the changes dead-letter queue, not listed.
+    assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(env.postgres_rows().await, vec![(5, "USA".to_string())]);
+    assert_eq!(env.depth("CHANGES_DEAD_LETTER_QUEUE_URL").await, 1);
 }

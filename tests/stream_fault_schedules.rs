@@ -32,8 +32,8 @@ use countries_shared::ledger::RunOutcome;
 use countries_shared::ports::Step;
 use futures::StreamExt;
 use testkit::schedules::{
-    down_at, draw_rows, env_number, kill_after, record_changes, spawn, versions_written_twice, wait_output,
-    Service, ServiceProxies,
+    down_at, draw_rows, env_number, kill_after, record_changes, spawn, versions_written_twice,
+    wait_output, Service, ServiceProxies,
 };
 use testkit::{SplitMix, TestEnv};
 

@@ -189,6 +189,17 @@ pub trait ChangeQueue: Send + Sync {
     async fn publish(&self, batches: &[ChangeBatch]) -> Vec<Result<(), QueueError>>;
 }
 
+/// Stream mode's changes dead-letter queue, as the writer uses it: a
+/// message that can never be written (not a valid batch) is parked there
+/// at once, so that it does not hold its message group until the redrive
+/// policy moves it, nor take good batches of its group with it.
+#[async_trait]
+pub trait ChangeParking: Send + Sync {
+    /// Sends `body` unchanged, in message group `group`, deduplicated on
+    /// `message_id` (a redelivery parks it once).
+    async fn park(&self, message_id: &str, group: &str, body: &str) -> Result<(), QueueError>;
+}
+
 #[async_trait]
 pub trait RetryQueue: Send + Sync {
     /// Sends the messages; the result has one entry per message, in order.

@@ -21,9 +21,9 @@ use crate::model::message::RetryMessage;
 use crate::model::report::{DeadLetter, Digest, FailureEntry};
 use crate::model::row::{CountryRow, SourceRow};
 use crate::ports::{
-    ChangeQueue, DeadLetterQueue, Deleted, FailureStore, IdMatch, Mailer, ReplicaRun, ReplicaStore,
-    RetryQueue, RowNumbers, RowSource, RowWriter, RowsInMemory, Snapshot, SourceRows, Stored,
-    VisibilityDelay, WriterPool, MAX_RANGES_PER_DELETE,
+    ChangeParking, ChangeQueue, DeadLetterQueue, Deleted, FailureStore, IdMatch, Mailer,
+    ReplicaRun, ReplicaStore, RetryQueue, RowNumbers, RowSource, RowWriter, RowsInMemory, Snapshot,
+    SourceRows, Stored, VisibilityDelay, WriterPool, MAX_RANGES_PER_DELETE,
 };
 
 /// Locks a fake's state; a test that panicked while holding it has failed
@@ -526,6 +526,28 @@ impl ChangeQueue for MemoryChanges {
             results.push(Ok(()));
         }
         results
+    }
+}
+
+/// The changes dead-letter queue: (message id, group, body) parked there.
+#[derive(Clone, Default)]
+pub struct MemoryParking {
+    pub parked: Arc<Mutex<Vec<(String, String, String)>>>,
+    pub down: Arc<Mutex<bool>>,
+}
+
+#[async_trait]
+impl ChangeParking for MemoryParking {
+    async fn park(&self, message_id: &str, group: &str, body: &str) -> Result<(), QueueError> {
+        tokio::task::yield_now().await;
+        if *lock(&self.down) {
+            return Err(QueueError::call("SendMessage", "down"));
+        }
+        let mut parked = lock(&self.parked);
+        if !parked.iter().any(|(id, _, _)| id == message_id) {
+            parked.push((message_id.into(), group.into(), body.into()));
+        }
+        Ok(())
     }
 }
 

@@ -45,8 +45,8 @@ pub struct WriterConfig {
     pub postgres: PostgresConfig,
     /// Where rows Postgres refuses go, in the retry queue's format.
     pub retry_queue_url: String,
-    /// Checked against every batch: the publisher's bucket count.
-    pub change_buckets: u32,
+    /// Where a message that is not a batch is parked.
+    pub changes_dead_letter_queue_url: String,
     pub write_attempts: u32,
     /// Safety margin before the invocation's deadline (None: the default).
     pub deadline_margin: Option<Duration>,
@@ -66,9 +66,12 @@ impl WriterConfig {
         let config = Self {
             postgres: PostgresConfig::read(env),
             retry_queue_url: env.url(&vars::RETRY_QUEUE_URL).unwrap_or_default(),
-            // The changes queue is the writer's trigger (the event source
-            // mapping), never called by it: no URL here.
-            change_buckets: env.number(&vars::CHANGE_BUCKETS),
+            // The changes queue itself is the writer's trigger (the event
+            // source mapping), never called by it; each batch names its own
+            // bucket count, so the writer needs no CHANGE_BUCKETS either.
+            changes_dead_letter_queue_url: env
+                .url(&vars::CHANGES_DEAD_LETTER_QUEUE_URL)
+                .unwrap_or_default(),
             write_attempts: env.number(&vars::WRITE_ATTEMPTS),
             deadline_margin: deadline_margin(env),
         };

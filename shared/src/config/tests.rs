@@ -159,6 +159,10 @@ fn valid_for_all() -> HashMap<String, String> {
             "CHANGES_QUEUE_URL",
             "https://sqs.eu-west-1.amazonaws.com/123/changes.fifo",
         ),
+        (
+            "CHANGES_DEAD_LETTER_QUEUE_URL",
+            "https://sqs.eu-west-1.amazonaws.com/123/changes-dlq.fifo",
+        ),
     ] {
         vars.insert(k.into(), v.into());
     }

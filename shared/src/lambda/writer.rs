@@ -8,6 +8,7 @@ use crate::config::WriterConfig;
 use crate::deadline::Deadline;
 use crate::postgres::replica::PostgresStore;
 use crate::retry::RetryPolicy;
+use crate::sqs::changes_queue::SqsChangeParking;
 use crate::sqs::retry_queue::SqsRetryQueue;
 use crate::stream_writer::{ChangeDelivery, StreamSummary, StreamWriter};
 use crate::telemetry::metric;
@@ -24,9 +25,15 @@ pub async fn build(config: &WriterConfig) -> WriterFunction {
     WriterFunction {
         writer: StreamWriter {
             writers: Box::new(PostgresStore::new(config.postgres.clone())),
-            retry_queue: Box::new(SqsRetryQueue::new(sqs, config.retry_queue_url.clone())),
+            retry_queue: Box::new(SqsRetryQueue::new(
+                sqs.clone(),
+                config.retry_queue_url.clone(),
+            )),
             policy: RetryPolicy::new(config.write_attempts),
-            buckets: config.change_buckets,
+            parking: Box::new(SqsChangeParking::new(
+                sqs,
+                config.changes_dead_letter_queue_url.clone(),
+            )),
         },
         deadline_margin: config.deadline_margin,
     }
@@ -81,7 +88,7 @@ mod tests {
     use super::*;
     use crate::model::change::pack;
     use crate::model::row::{validate, SourceRow};
-    use crate::testing::{MemoryQueue, MemoryStore};
+    use crate::testing::{MemoryParking, MemoryQueue, MemoryStore};
     use aws_lambda_events::event::sqs::SqsMessage;
 
     fn message(id: &str, group: &str, body: &str) -> SqsMessage {
@@ -92,15 +99,16 @@ mod tests {
         m
     }
 
-    #[tokio::test]
-    async fn the_response_lists_a_malformed_batch_and_the_later_ones_of_its_group_only() {
+    /// A malformed message first, then a batch of its group, then another
+    /// group's; the parking queue up or down.
+    async fn deliver(parking: &MemoryParking) -> (Vec<String>, Vec<i32>) {
         let store = MemoryStore::default();
         let function = WriterFunction {
             writer: StreamWriter {
                 writers: Box::new(store.clone()),
                 retry_queue: Box::new(MemoryQueue::default()),
                 policy: RetryPolicy::immediate(1),
-                buckets: 2,
+                parking: Box::new(parking.clone()),
             },
             deadline_margin: None,
         };
@@ -123,13 +131,34 @@ mod tests {
         )
         .await
         .unwrap();
-        let ids: Vec<&str> = response
+        let ids = response
             .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
+            .into_iter()
+            .map(|f| f.item_identifier)
             .collect();
-        assert_eq!(ids, vec!["bad", "later-in-1"]);
-        let table = store.state().table.clone();
-        assert_eq!(table.keys().copied().collect::<Vec<_>>(), vec![2]);
+        let written = store.state().table.keys().copied().collect();
+        (ids, written)
+    }
+
+    #[tokio::test]
+    async fn a_malformed_message_is_parked_and_its_group_goes_on() {
+        let parking = MemoryParking::default();
+        let (listed, written) = deliver(&parking).await;
+        assert!(listed.is_empty(), "{listed:?}");
+        assert_eq!(written, vec![1, 2, 3]);
+        let parked = parking.parked.lock().unwrap().clone();
+        assert_eq!(
+            parked,
+            vec![("bad".to_string(), "1".to_string(), "{not json".to_string())]
+        );
+    }
+
+    #[tokio::test]
+    async fn when_parking_fails_the_malformed_message_and_the_rest_of_its_group_come_back() {
+        let parking = MemoryParking::default();
+        *parking.down.lock().unwrap() = true;
+        let (listed, written) = deliver(&parking).await;
+        assert_eq!(listed, vec!["bad", "later-in-1"]);
+        assert_eq!(written, vec![2]);
     }
 }

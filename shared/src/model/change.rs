@@ -1,10 +1,13 @@
-//! The changes-queue message of stream mode (issue 15, first step): valid
-//! rows of one bucket of ids, many to a message, in the order they were
-//! published. Throughput then does not depend on one message per row.
+//! The changes-queue message of stream mode: valid rows of one bucket of
+//! ids, many to a message, in the order they were published. Throughput
+//! then does not depend on one message per row.
 //!
-//! `{"v":1,"run_id":"…","bucket":3,"rows":[[7,"USA"],[15,"FRA"]]}`: about
-//! 12 bytes a row, so some 20,000 rows fit SQS's 256 KiB. The bucket
-//! (`country_id` modulo the number of buckets) is the FIFO message group:
+//! `{"v":1,"run_id":"…","bucket":3,"buckets":16,"rows":[[7,"USA"],[19,"FRA"]]}`:
+//! about 12 bytes a row, so some 20,000 rows fit SQS's 256 KiB. The bucket
+//! (`country_id` modulo the number of buckets) is the FIFO message group.
+//! The message names the bucket count it was packed with, so the writer
+//! checks each row against that and needs no setting of its own (a change
+//! of `CHANGE_BUCKETS` never makes the batches already queued unreadable):
 //! every version of an id travels in the same group, so versions reach
 //! Postgres in the order they were published, and the number of buckets
 //! bounds how many writers work in parallel.
@@ -30,8 +33,13 @@ pub struct ChangeBatch {
     /// The publisher run that sent it.
     pub run_id: Uuid,
     pub bucket: u32,
+    /// The bucket count it was packed with (`CHANGE_BUCKETS`).
+    pub buckets: u32,
     pub rows: Vec<ChangedRow>,
 }
+
+/// The most buckets a batch may name (`CHANGE_BUCKETS`' range).
+pub const MAX_BUCKETS: u32 = 10_000;
 
 /// A valid row: `[country_id, "USA"]` on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +76,7 @@ pub fn pack(run_id: Uuid, rows: &[CountryRow], buckets: u32, max_bytes: usize) -
             v: CHANGE_SCHEMA_VERSION,
             run_id,
             bucket,
+            buckets: buckets.max(1),
             rows: Vec::new(),
         };
         let overhead = json_len(&empty);
@@ -115,6 +124,8 @@ pub enum MalformedChange {
         country: String,
         reason: String,
     },
+    #[error("{buckets} buckets is not a bucket count (1 to {MAX_BUCKETS}), or bucket {bucket} is not one of them")]
+    WrongBucketCount { bucket: u32, buckets: u32 },
     #[error("row {index} (id {id}) belongs to bucket {expected}, not {bucket}")]
     WrongBucket {
         index: usize,
@@ -126,10 +137,10 @@ pub enum MalformedChange {
 
 /// Parses a changes-queue body and checks every row again (the writer
 /// trusts nothing it reads from a queue): each must be valid as the
-/// replicator validates, and in the batch's bucket of `buckets`.
+/// replicator validates, and in the batch's bucket of the batch's own
+/// bucket count.
 pub fn parse_change_batch(
     body: Option<&str>,
-    buckets: u32,
 ) -> Result<(ChangeBatch, Vec<CountryRow>), MalformedChange> {
     let body = body
         .map(str::trim)
@@ -142,6 +153,12 @@ pub fn parse_change_batch(
     }
     if batch.rows.is_empty() {
         return Err(MalformedChange::NoRows);
+    }
+    if !(1..=MAX_BUCKETS).contains(&batch.buckets) || batch.bucket >= batch.buckets {
+        return Err(MalformedChange::WrongBucketCount {
+            bucket: batch.bucket,
+            buckets: batch.buckets,
+        });
     }
     let mut rows = Vec::with_capacity(batch.rows.len());
     for (index, ChangedRow(id, country)) in batch.rows.iter().enumerate() {
@@ -162,7 +179,7 @@ pub fn parse_change_batch(
                 reason: "not in its normalised form (three uppercase letters)".into(),
             });
         }
-        let expected = bucket_of(*id, buckets);
+        let expected = bucket_of(*id, batch.buckets);
         if expected != batch.bucket {
             return Err(MalformedChange::WrongBucket {
                 index,
@@ -201,11 +218,11 @@ mod tests {
         assert_eq!(
             bodies,
             vec![
-                r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":3,"rows":[[7,"USA"],[-1,"FRA"],[3,"DEU"]]}"#
+                r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":3,"buckets":4,"rows":[[7,"USA"],[-1,"FRA"],[3,"DEU"]]}"#
             ],
             "-1 mod 4 is 3, as 7 and 3 are"
         );
-        let (batch, rows) = parse_change_batch(Some(&bodies[0]), 4).unwrap();
+        let (batch, rows) = parse_change_batch(Some(&bodies[0])).unwrap();
         assert_eq!(batch, batches[0]);
         assert_eq!(
             rows.iter().map(|r| r.country_id).collect::<Vec<_>>(),
@@ -221,49 +238,67 @@ mod tests {
             (Some("[1,2]"), "not a version-1 change batch"),
             (
                 Some(
-                    r#"{"v":2,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"rows":[[4,"USA"]]}"#,
+                    r#"{"v":2,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":4,"rows":[[4,"USA"]]}"#,
                 ),
                 "unknown version 2",
             ),
             (
                 Some(
-                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"rows":[]}"#,
+                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":4,"rows":[]}"#,
                 ),
                 "no rows",
             ),
             (
                 Some(
-                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"rows":[[4,"US"]]}"#,
+                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":4,"rows":[[4,"US"]]}"#,
                 ),
                 "row 0 (4, \"US\") is not valid",
             ),
             (
                 Some(
-                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"rows":[[4,"usa"]]}"#,
+                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":4,"rows":[[4,"usa"]]}"#,
                 ),
                 "normalised form",
             ),
             (
                 Some(
-                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"rows":[[4,"USA"],[5,"FRA"]]}"#,
+                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":4,"rows":[[4,"USA"],[5,"FRA"]]}"#,
                 ),
                 "row 1 (id 5) belongs to bucket 1, not 0",
             ),
             (
                 Some(
-                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"rows":[[4,"USA"]],"extra":1}"#,
+                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":4,"rows":[[4,"USA"]],"extra":1}"#,
                 ),
                 "unknown field",
             ),
             (
                 Some(
-                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"rows":[[4294967296,"USA"]]}"#,
+                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":4,"buckets":4,"rows":[[4,"USA"]]}"#,
+                ),
+                "bucket 4 is not one of them",
+            ),
+            (
+                Some(
+                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":0,"rows":[[4,"USA"]]}"#,
+                ),
+                "0 buckets is not a bucket count",
+            ),
+            (
+                Some(
+                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"rows":[[4,"USA"]]}"#,
+                ),
+                "missing field `buckets`",
+            ),
+            (
+                Some(
+                    r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":4,"rows":[[4294967296,"USA"]]}"#,
                 ),
                 "not a version-1",
             ),
         ];
         for (body, expected) in cases {
-            let err = parse_change_batch(body, 4).expect_err(expected);
+            let err = parse_change_batch(body).expect_err(expected);
             let text = err.to_string();
             assert!(text.contains(expected), "{body:?}: {text}");
             assert!(!text.contains('\n') && text.len() <= 320, "{text}");
@@ -296,7 +331,7 @@ mod tests {
             for batch in &batches {
                 let body = serde_json::to_string(batch).unwrap();
                 prop_assert!(body.len() <= max_bytes || batch.rows.len() == 1, "{} bytes", body.len());
-                let (parsed, valid) = parse_change_batch(Some(&body), buckets).unwrap();
+                let (parsed, valid) = parse_change_batch(Some(&body)).unwrap();
                 prop_assert_eq!(&parsed, batch);
                 seen.entry(batch.bucket)
                     .or_default()

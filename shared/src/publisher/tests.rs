@@ -179,7 +179,7 @@ async fn what_the_publisher_sends_the_stream_writer_writes() {
         writers: Box::new(replica.clone()),
         retry_queue: Box::new(MemoryQueue::default()),
         policy: crate::retry::RetryPolicy::immediate(3),
-        buckets: BUCKETS,
+        parking: Box::new(crate::testing::MemoryParking::default()),
     };
     let batches = world.changes.state().batches.clone();
     let bodies: Vec<(String, String)> = batches

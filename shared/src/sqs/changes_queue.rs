@@ -1,5 +1,6 @@
-//! The changes queue of stream mode (a FIFO queue; issue 15, not used by a
-//! function yet): batches of rows, one message group per bucket of ids.
+//! The changes queue of stream mode (a FIFO queue): batches of rows, one
+//! message group per bucket of ids; and its dead-letter queue, where the
+//! writer parks a message it can never write.
 //!
 //! Order per bucket is the point, so each `SendMessageBatch` call carries at
 //! most one message per bucket (a call may accept one entry and refuse the
@@ -15,7 +16,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::failure::QueueError;
 use crate::model::change::ChangeBatch;
-use crate::ports::ChangeQueue;
+use crate::ports::{ChangeParking, ChangeQueue};
 use crate::sqs::{send_message_batch, SQS_BATCH_LIMIT};
 
 /// SQS's limit on the bodies of one batch call together.
@@ -159,5 +160,53 @@ impl SqsChangesQueue {
             .collect();
         let results = send_message_batch(&self.client, &self.queue_url, entries).await;
         indices.into_iter().zip(results).collect()
+    }
+}
+
+/// The changes queue's dead-letter queue (FIFO), where the writer parks a
+/// message that is not a valid batch.
+pub struct SqsChangeParking {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsChangeParking {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl ChangeParking for SqsChangeParking {
+    async fn park(&self, message_id: &str, group: &str, body: &str) -> Result<(), QueueError> {
+        // SQS refuses an empty body and ids over 128 characters.
+        let body = if body.is_empty() {
+            "(empty body)"
+        } else {
+            body
+        };
+        let dedup: String = message_id.chars().take(128).collect();
+        let group: String = group.chars().take(128).collect();
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .message_group_id(if group.is_empty() {
+                "unknown".into()
+            } else {
+                group
+            })
+            .message_deduplication_id(if dedup.is_empty() {
+                "unknown".into()
+            } else {
+                dedup
+            })
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| QueueError::call("SendMessage", crate::sqs::sdk_error(&e)))
     }
 }

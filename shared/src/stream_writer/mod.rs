@@ -1,6 +1,6 @@
-//! The stream writer's use case (issue 15, third step; no function uses it
-//! yet): write the batches of the FIFO changes queue, and say exactly which
-//! deliveries must come back.
+//! The stream writer's use case (the `writer` function): write the batches
+//! of the FIFO changes queue, and say exactly which deliveries must come
+//! back.
 //!
 //! - Each batch is written as the replicator writes a chunk: COPY first,
 //!   the upsert when rows exist, bisection down to the rows Postgres
@@ -14,10 +14,11 @@
 //!   first listed batch of a message group, every later batch of that group
 //!   in the invocation is listed too, unwritten, so a newer version of an id
 //!   is never written before an older one that must come back.
-//! - A body that is not a valid batch is listed: it comes back until the
-//!   queue's redrive policy moves it to the dead-letter queue, where the
-//!   failure report shows it with its body. Its group waits meanwhile;
-//!   that is the price of the order FIFO gives.
+//! - A body that is not a valid batch can never be written: it is parked in
+//!   the changes dead-letter queue at once, body unchanged, and counts as
+//!   done, so it neither holds its group nor drags the group's good batches
+//!   (received with it) towards the redrive limit. Only when parking fails
+//!   is it listed, holding its group like any batch that comes back.
 
 #[cfg(test)]
 mod tests;
@@ -31,15 +32,15 @@ use crate::isolate::write_isolating;
 use crate::model::change::{parse_change_batch, MalformedChange};
 use crate::model::message::{FailureDetail, RetryMessage};
 use crate::model::row::CountryRow;
-use crate::ports::{RetryQueue, RowWriter, WriterPool};
+use crate::ports::{ChangeParking, RetryQueue, RowWriter, WriterPool};
 use crate::retry::RetryPolicy;
 
 pub struct StreamWriter {
     pub writers: Box<dyn WriterPool>,
     pub retry_queue: Box<dyn RetryQueue>,
     pub policy: RetryPolicy,
-    /// The publisher's bucket count: every row is checked against it.
-    pub buckets: u32,
+    /// The changes dead-letter queue, for messages that are not batches.
+    pub parking: Box<dyn ChangeParking>,
 }
 
 /// One delivery of a changes-queue message.
@@ -54,7 +55,7 @@ pub struct ChangeDelivery<'a> {
 /// Why a delivery comes back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotDone {
-    #[error("malformed batch: {0}")]
+    #[error("malformed batch, and parking it failed: {0}")]
     Malformed(MalformedChange),
     #[error("Postgres unavailable: {0}")]
     Unavailable(String),
@@ -74,6 +75,8 @@ pub struct StreamSummary {
     pub rows_written: usize,
     pub rows_changed: usize,
     pub rows_enqueued: usize,
+    /// Not valid batches: parked in the changes dead-letter queue (or, when
+    /// that failed, listed).
     pub malformed: usize,
     /// The deliveries that must come back (batch item failures).
     pub failed_message_ids: Vec<String>,
@@ -106,10 +109,16 @@ impl StreamWriter {
                     }
                 },
             };
+            let result = match result {
+                Err(NotDone::Malformed(why)) => {
+                    summary.malformed += 1;
+                    self.park(delivery, why).await
+                }
+                other => other,
+            };
             if let Err(reason) = result {
                 if matches!(reason, NotDone::Malformed(_)) {
-                    summary.malformed += 1;
-                    tracing::error!(message_id = delivery.message_id, error = %reason, "a changes-queue message is not a valid batch");
+                    tracing::error!(message_id = delivery.message_id, error = %reason, "a changes-queue message is not a valid batch and could not be parked; it comes back");
                 } else {
                     tracing::warn!(message_id = delivery.message_id, error = %reason, "a changes-queue batch comes back");
                 }
@@ -124,6 +133,29 @@ impl StreamWriter {
         summary
     }
 
+    /// Parks a message that is not a batch in the changes dead-letter queue.
+    async fn park(
+        &self,
+        delivery: &ChangeDelivery<'_>,
+        why: MalformedChange,
+    ) -> Result<(), NotDone> {
+        let group = delivery.group.unwrap_or("unknown");
+        match self
+            .parking
+            .park(delivery.message_id, group, delivery.body.unwrap_or(""))
+            .await
+        {
+            Ok(()) => {
+                tracing::error!(message_id = delivery.message_id, group, error = %why, "a changes-queue message is not a valid batch: parked in the changes dead-letter queue");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(message_id = delivery.message_id, error = %e, "parking a malformed message failed");
+                Err(NotDone::Malformed(why))
+            }
+        }
+    }
+
     async fn one(
         &self,
         delivery: &ChangeDelivery<'_>,
@@ -132,8 +164,7 @@ impl StreamWriter {
         summary: &mut StreamSummary,
         deadline: &Deadline,
     ) -> Result<(), NotDone> {
-        let (batch, rows) =
-            parse_change_batch(delivery.body, self.buckets).map_err(NotDone::Malformed)?;
+        let (batch, rows) = parse_change_batch(delivery.body).map_err(NotDone::Malformed)?;
         if writer.is_none() {
             match self.writers.writer().await {
                 Ok(w) => *writer = Some(w),

@@ -2,7 +2,7 @@ use super::*;
 use crate::model::change::{pack, ChangeBatch};
 use crate::model::message::FailureClass;
 use crate::model::row::{validate, SourceRow};
-use crate::testing::{MemoryQueue, MemoryStore};
+use crate::testing::{MemoryParking, MemoryQueue, MemoryStore};
 use uuid::Uuid;
 
 const BUCKETS: u32 = 2;
@@ -10,6 +10,7 @@ const BUCKETS: u32 = 2;
 struct World {
     store: MemoryStore,
     queue: MemoryQueue,
+    parking: MemoryParking,
 }
 
 impl World {
@@ -17,6 +18,7 @@ impl World {
         Self {
             store: MemoryStore::default(),
             queue: MemoryQueue::default(),
+            parking: MemoryParking::default(),
         }
     }
 
@@ -25,7 +27,7 @@ impl World {
             writers: Box::new(self.store.clone()),
             retry_queue: Box::new(self.queue.clone()),
             policy: RetryPolicy::immediate(3),
-            buckets: BUCKETS,
+            parking: Box::new(self.parking.clone()),
         }
     }
 
@@ -101,8 +103,27 @@ async fn refused_rows_go_to_the_retry_queue_and_the_batch_is_done() {
 }
 
 #[tokio::test]
-async fn a_malformed_batch_comes_back_and_holds_only_its_own_group() {
+async fn a_malformed_batch_is_parked_and_holds_nothing() {
     let world = World::new();
+    let good = pack(
+        Uuid::new_v4(),
+        &rows(&[(1, "USA"), (2, "FRA"), (3, "NZL")]),
+        BUCKETS,
+        10_000,
+    );
+    let mut input = vec![("0".to_string(), Some("not json".to_string()))];
+    input.extend(bodies(&good));
+    let s = world.deliver(&input).await;
+    assert_eq!(s.malformed, 1);
+    assert!(s.failed_message_ids.is_empty(), "{s:?}");
+    assert_eq!(world.store.state().table.len(), 3);
+    assert_eq!(world.parking.parked.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_malformed_batch_that_cannot_be_parked_comes_back_and_holds_only_its_own_group() {
+    let world = World::new();
+    *world.parking.down.lock().unwrap() = true;
     let good = pack(
         Uuid::new_v4(),
         &rows(&[(1, "USA"), (2, "FRA"), (3, "NZL")]),
@@ -264,8 +285,8 @@ mod properties {
                     }
                     let s = world.deliver(&pending).await;
                     // SQS FIFO: what was listed comes back, in order; the
-                    // rest is deleted. A message that failed 5 times goes to
-                    // the dead-letter queue (only the malformed one may).
+                    // rest is deleted. A message that failed 5 times would
+                    // go to the dead-letter queue (none may).
                     let failed: std::collections::HashSet<usize> = s
                         .failed_message_ids
                         .iter()
@@ -293,7 +314,13 @@ mod properties {
                     }
                 }
                 assert!(pending.is_empty(), "the queue does not drain: {pending:?}");
-                assert_eq!(dead, usize::from(malformed_at.is_some()));
+                // The malformed message is parked on its first delivery and
+                // never comes back; nothing reaches the redrive limit.
+                assert_eq!(dead, 0);
+                assert_eq!(
+                    world.parking.parked.lock().unwrap().len(),
+                    usize::from(malformed_at.is_some())
+                );
                 let store = world.store.state();
                 let queued = world.queue.messages.lock().unwrap().clone();
                 for (id, country) in &published {
