@@ -11,7 +11,7 @@ use countries_shared::failure::QueueError;
 use countries_shared::lambda;
 use countries_shared::lambda::writer::WriterFunction;
 use countries_shared::retrier::Retrier;
-use countries_shared::sqs::sdk_error;
+use countries_shared::sqs::{delete_message_batch, sdk_error};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
 /// A function an SQS event source mapping invokes.
@@ -118,34 +118,15 @@ impl LocalEventSource {
             .map(|f| f.item_identifier)
             .collect();
         // One DeleteMessageBatch per poll, as the event source mapping does.
-        let done: Vec<&aws_sdk_sqs::types::Message> = messages
+        let handles: Vec<&str> = messages
             .iter()
             .filter(|m| !failed.contains(m.message_id.as_deref().unwrap_or("")))
-            .filter(|m| m.receipt_handle.is_some())
+            .filter_map(|m| m.receipt_handle.as_deref())
             .collect();
-        let mut succeeded = 0;
-        if !done.is_empty() {
-            let mut entries = Vec::with_capacity(done.len());
-            for (i, m) in done.iter().enumerate() {
-                let entry = aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
-                    .build()
-                    .map_err(|e| QueueError::call("DeleteMessageBatch", e.to_string()))?;
-                entries.push(entry);
-            }
-            let deleted = self
-                .client
-                .delete_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| QueueError::call("DeleteMessageBatch", sdk_error(&e)))?;
-            // A message not deleted comes back after its visibility timeout
-            // and is handled again (at least once, as in Lambda).
-            succeeded = deleted.successful.len();
-        }
+        // A message not deleted comes back after its visibility timeout and
+        // is handled again (at least once, as in Lambda).
+        let (succeeded, _refused) =
+            delete_message_batch(&self.client, &self.queue_url, &handles).await?;
         Ok(Some((messages.len(), succeeded)))
     }
 

@@ -132,52 +132,9 @@ impl SqsDeadLetterQueue {
     /// Deletes at most ten messages; returns how many SQS confirmed, and
     /// the first failure.
     async fn delete_batch(&self, chunk: &[DeadLetter]) -> (usize, Option<QueueError>) {
-        let entries: Result<Vec<_>, _> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(&l.receipt_handle)
-                    .build()
-            })
-            .collect();
-        let entries = match entries {
-            Ok(entries) => entries,
-            Err(e) => {
-                return (
-                    0,
-                    Some(QueueError::entry("DeleteMessageBatch", e.to_string())),
-                )
-            }
-        };
-        let output = match self
-            .client
-            .delete_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
+        let handles: Vec<&str> = chunk.iter().map(|l| l.receipt_handle.as_str()).collect();
+        crate::sqs::delete_message_batch(&self.client, &self.queue_url, &handles)
             .await
-        {
-            Ok(output) => output,
-            Err(e) => {
-                return (
-                    0,
-                    Some(QueueError::call("DeleteMessageBatch", sdk_error(&e))),
-                )
-            }
-        };
-        let error = output.failed().first().map(|failed| {
-            QueueError::call(
-                "DeleteMessageBatch",
-                format!(
-                    "{} of {} deletes refused: {}",
-                    output.failed().len(),
-                    chunk.len(),
-                    failed.message().unwrap_or(failed.code())
-                ),
-            )
-        });
-        (output.successful().len(), error)
+            .unwrap_or_else(|e| (0, Some(e)))
     }
 }

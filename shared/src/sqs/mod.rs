@@ -16,6 +16,51 @@ pub fn sdk_error<E: std::error::Error>(err: &E) -> String {
     aws_sdk_sqs::error::DisplayErrorContext(err).to_string()
 }
 
+/// One `DeleteMessageBatch` call of at most ten receipt handles. `Err`:
+/// the call failed (nothing was deleted); `Ok`: how many SQS confirmed, and
+/// its first refusal (a message not deleted comes back after its
+/// visibility timeout).
+pub async fn delete_message_batch(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    receipt_handles: &[&str],
+) -> Result<(usize, Option<crate::failure::QueueError>), crate::failure::QueueError> {
+    use crate::failure::QueueError;
+    if receipt_handles.is_empty() {
+        return Ok((0, None));
+    }
+    let entries = receipt_handles
+        .iter()
+        .enumerate()
+        .map(|(i, handle)| {
+            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(*handle)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| QueueError::entry("DeleteMessageBatch", e.to_string()))?;
+    let output = client
+        .delete_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|e| QueueError::call("DeleteMessageBatch", sdk_error(&e)))?;
+    let refused = output.failed().first().map(|failed| {
+        QueueError::call(
+            "DeleteMessageBatch",
+            format!(
+                "{} of {} deletes refused: {}",
+                output.failed().len(),
+                receipt_handles.len(),
+                failed.message().unwrap_or(failed.code())
+            ),
+        )
+    });
+    Ok((output.successful().len(), refused))
+}
+
 /// One `SendMessageBatch` call of the entries that could be built (an
 /// entry's id is its position in `entries`); a result per position:
 /// accepted, refused (by the entry's fault, or SQS's), the call's error, or
