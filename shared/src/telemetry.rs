@@ -90,32 +90,23 @@ pub mod metric {
     /// Changes-queue batches a writer invocation listed to come back.
     pub const BATCHES_RETURNED: &str = "BatchesReturned";
 
+    /// What every run emits, the replicator's and the publisher's alike
+    /// (`crate::lambda::replicator::emit_run_metrics`).
+    pub const RUN_METRICS: &[&str] = &[
+        ROWS_READ,
+        ROWS_WRITTEN,
+        ROWS_ENQUEUED,
+        ROWS_DEFERRED,
+        ROWS_DELETED,
+        SNOWFLAKE_STATEMENTS,
+    ];
+
     /// Every (function, metric) the functions emit.
     pub const EMITTED: &[(&str, &[&str])] = &[
-        (
-            REPLICATOR,
-            &[
-                ROWS_READ,
-                ROWS_WRITTEN,
-                ROWS_ENQUEUED,
-                ROWS_DEFERRED,
-                ROWS_DELETED,
-                SNOWFLAKE_STATEMENTS,
-            ],
-        ),
+        (REPLICATOR, RUN_METRICS),
         (RETRIER, &[RECORDS_WRITTEN, RECORDS_FAILED]),
         (REPORTER, &[DEAD_LETTERS_REPORTED, DEAD_LETTERS_DELETED]),
-        (
-            PUBLISHER,
-            &[
-                ROWS_READ,
-                ROWS_WRITTEN,
-                ROWS_ENQUEUED,
-                ROWS_DEFERRED,
-                ROWS_DELETED,
-                SNOWFLAKE_STATEMENTS,
-            ],
-        ),
+        (PUBLISHER, RUN_METRICS),
         (WRITER, &[ROWS_WRITTEN, ROWS_ENQUEUED, BATCHES_RETURNED]),
     ];
 }
