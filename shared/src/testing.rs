@@ -529,6 +529,36 @@ impl ChangeQueue for MemoryChanges {
     }
 }
 
+/// The bodies of packed batches, each with its message group (its bucket),
+/// as the changes queue holds them.
+pub fn change_bodies(batches: &[ChangeBatch]) -> Vec<(String, Option<String>)> {
+    batches
+        .iter()
+        .map(|b| (b.bucket.to_string(), serde_json::to_string(b).ok()))
+        .collect()
+}
+
+/// Delivers (group, body) pairs to a stream writer as one invocation, in
+/// order; the message ids are "m0", "m1", …
+pub async fn deliver_changes(
+    writer: &crate::stream_writer::StreamWriter,
+    bodies: &[(String, Option<String>)],
+) -> crate::stream_writer::StreamSummary {
+    let ids: Vec<String> = (0..bodies.len()).map(|i| format!("m{i}")).collect();
+    let deliveries: Vec<crate::stream_writer::ChangeDelivery<'_>> = bodies
+        .iter()
+        .zip(&ids)
+        .map(|((group, body), id)| crate::stream_writer::ChangeDelivery {
+            message_id: id,
+            body: body.as_deref(),
+            group: Some(group.as_str()),
+        })
+        .collect();
+    writer
+        .handle(&deliveries, &crate::deadline::Deadline::none())
+        .await
+}
+
 /// The changes dead-letter queue: (message id, group, body) parked there.
 #[derive(Clone, Default)]
 pub struct MemoryParking {

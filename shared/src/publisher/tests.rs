@@ -11,8 +11,10 @@ use crate::model::row::SourceRow;
 use crate::ports::NoHook;
 use crate::replicator::Replicator;
 use crate::retry::Backoff;
-use crate::stream_writer::{ChangeDelivery, StreamWriter};
-use crate::testing::{MemoryChanges, MemoryQueue, MemorySource, MemoryStore};
+use crate::stream_writer::StreamWriter;
+use crate::testing::{
+    change_bodies, deliver_changes, MemoryChanges, MemoryQueue, MemorySource, MemoryStore,
+};
 
 const BUCKETS: u32 = 4;
 
@@ -182,21 +184,7 @@ async fn what_the_publisher_sends_the_stream_writer_writes() {
         parking: Box::new(crate::testing::MemoryParking::default()),
     };
     let batches = world.changes.state().batches.clone();
-    let bodies: Vec<(String, String)> = batches
-        .iter()
-        .map(|b| (b.bucket.to_string(), serde_json::to_string(b).unwrap()))
-        .collect();
-    let ids: Vec<String> = (0..bodies.len()).map(|i| format!("m{i}")).collect();
-    let deliveries: Vec<ChangeDelivery<'_>> = bodies
-        .iter()
-        .zip(&ids)
-        .map(|((group, body), id)| ChangeDelivery {
-            message_id: id,
-            body: Some(body),
-            group: Some(group),
-        })
-        .collect();
-    let written = writer.handle(&deliveries, &Deadline::none()).await;
+    let written = deliver_changes(&writer, &change_bodies(&batches)).await;
     assert!(written.failed_message_ids.is_empty(), "{written:?}");
     assert_eq!(written.rows_written, 50);
     assert_eq!(replica.state().table.len(), 50);

@@ -1,8 +1,8 @@
 use super::*;
-use crate::model::change::{pack, ChangeBatch};
+use crate::model::change::pack;
 use crate::model::message::FailureClass;
 use crate::model::row::{validate, SourceRow};
-use crate::testing::{MemoryParking, MemoryQueue, MemoryStore};
+use crate::testing::{change_bodies, deliver_changes, MemoryParking, MemoryQueue, MemoryStore};
 use uuid::Uuid;
 
 const BUCKETS: u32 = 2;
@@ -33,35 +33,13 @@ impl World {
 
     /// Delivers the bodies as one invocation; ids are "m0", "m1", …
     async fn deliver(&self, bodies: &[(String, Option<String>)]) -> StreamSummary {
-        let ids: Vec<String> = (0..bodies.len()).map(|i| format!("m{i}")).collect();
-        let deliveries: Vec<ChangeDelivery<'_>> = bodies
-            .iter()
-            .zip(&ids)
-            .map(|((group, body), id)| ChangeDelivery {
-                message_id: id,
-                body: body.as_deref(),
-                group: Some(group.as_str()),
-            })
-            .collect();
-        self.writer().handle(&deliveries, &Deadline::none()).await
+        deliver_changes(&self.writer(), bodies).await
     }
 }
 
 fn rows(spec: &[(i32, &str)]) -> Vec<CountryRow> {
     spec.iter()
         .map(|(id, c)| validate(&SourceRow::new(Some(i128::from(*id)), Some(c))).unwrap())
-        .collect()
-}
-
-fn bodies(batches: &[ChangeBatch]) -> Vec<(String, Option<String>)> {
-    batches
-        .iter()
-        .map(|b| {
-            (
-                b.bucket.to_string(),
-                Some(serde_json::to_string(b).unwrap()),
-            )
-        })
         .collect()
 }
 
@@ -74,7 +52,7 @@ async fn batches_are_written_and_nothing_comes_back() {
         BUCKETS,
         10_000,
     );
-    let s = world.deliver(&bodies(&batches)).await;
+    let s = world.deliver(&change_bodies(&batches)).await;
     assert!(s.failed_message_ids.is_empty(), "{s:?}");
     assert_eq!((s.messages, s.rows_written, s.rows_changed), (2, 3, 3));
     let table = world.store.state().table.clone();
@@ -92,7 +70,7 @@ async fn refused_rows_go_to_the_retry_queue_and_the_batch_is_done() {
         BUCKETS,
         10_000,
     );
-    let s = world.deliver(&bodies(&batches)).await;
+    let s = world.deliver(&change_bodies(&batches)).await;
     assert!(s.failed_message_ids.is_empty(), "{s:?}");
     assert_eq!((s.rows_written, s.rows_enqueued), (2, 1));
     let queued = world.queue.messages.lock().unwrap().clone();
@@ -102,9 +80,9 @@ async fn refused_rows_go_to_the_retry_queue_and_the_batch_is_done() {
     assert_eq!(queued[0].run_id, batches[0].run_id);
 }
 
-#[tokio::test]
-async fn a_malformed_batch_is_parked_and_holds_nothing() {
-    let world = World::new();
+/// A body that is not a batch in group 0, then ids 2 (group 0) and 1 and 3
+/// (group 1), packed as the publisher packs them.
+fn malformed_then_three_rows() -> Vec<(String, Option<String>)> {
     let good = pack(
         Uuid::new_v4(),
         &rows(&[(1, "USA"), (2, "FRA"), (3, "NZL")]),
@@ -112,8 +90,14 @@ async fn a_malformed_batch_is_parked_and_holds_nothing() {
         10_000,
     );
     let mut input = vec![("0".to_string(), Some("not json".to_string()))];
-    input.extend(bodies(&good));
-    let s = world.deliver(&input).await;
+    input.extend(change_bodies(&good));
+    input
+}
+
+#[tokio::test]
+async fn a_malformed_batch_is_parked_and_holds_nothing() {
+    let world = World::new();
+    let s = world.deliver(&malformed_then_three_rows()).await;
     assert_eq!(s.malformed, 1);
     assert!(s.failed_message_ids.is_empty(), "{s:?}");
     assert_eq!(world.store.state().table.len(), 3);
@@ -124,16 +108,7 @@ async fn a_malformed_batch_is_parked_and_holds_nothing() {
 async fn a_malformed_batch_that_cannot_be_parked_comes_back_and_holds_only_its_own_group() {
     let world = World::new();
     *world.parking.down.lock().unwrap() = true;
-    let good = pack(
-        Uuid::new_v4(),
-        &rows(&[(1, "USA"), (2, "FRA"), (3, "NZL")]),
-        BUCKETS,
-        10_000,
-    );
-    // Group 0 holds id 2; group 1 holds ids 1 and 3.
-    let mut input = vec![("0".to_string(), Some("not json".to_string()))];
-    input.extend(bodies(&good));
-    let s = world.deliver(&input).await;
+    let s = world.deliver(&malformed_then_three_rows()).await;
     assert_eq!(s.malformed, 1);
     // m0 is malformed; m1 (group 0, after it) comes back unwritten; m2
     // (group 1) is written.
@@ -152,12 +127,12 @@ async fn with_postgres_down_everything_comes_back_and_nothing_is_queued() {
         BUCKETS,
         10_000,
     );
-    let s = world.deliver(&bodies(&batches)).await;
+    let s = world.deliver(&change_bodies(&batches)).await;
     assert_eq!(s.failed_message_ids, vec!["m0", "m1"]);
     assert!(world.queue.messages.lock().unwrap().is_empty());
     // Healed: the same deliveries come back and are written.
     world.store.state().down = false;
-    let s = world.deliver(&bodies(&batches)).await;
+    let s = world.deliver(&change_bodies(&batches)).await;
     assert!(s.failed_message_ids.is_empty(), "{s:?}");
     assert_eq!(world.store.state().table.len(), 2);
 }
@@ -173,11 +148,11 @@ async fn a_refused_row_the_queue_does_not_take_brings_its_batch_back() {
         BUCKETS,
         10_000,
     );
-    let s = world.deliver(&bodies(&batches)).await;
+    let s = world.deliver(&change_bodies(&batches)).await;
     assert_eq!(s.failed_message_ids, vec!["m0"], "{s:?}");
     // The valid row is written already; the rerun changes nothing for it.
     *world.queue.down.lock().unwrap() = false;
-    let again = world.deliver(&bodies(&batches)).await;
+    let again = world.deliver(&change_bodies(&batches)).await;
     assert!(again.failed_message_ids.is_empty(), "{again:?}");
     assert_eq!(again.rows_changed, 0);
     assert_eq!(world.queue.messages.lock().unwrap().len(), 1);
@@ -191,8 +166,8 @@ async fn versions_of_an_id_are_written_in_publish_order_and_a_refused_one_waits_
     // Two publisher runs, each with one version of id 2 (group 0).
     let first = pack(run, &rows(&[(2, "USA")]), BUCKETS, 10_000);
     let second = pack(run, &rows(&[(2, "FRA")]), BUCKETS, 10_000);
-    let mut input = bodies(&first);
-    input.extend(bodies(&second));
+    let mut input = change_bodies(&first);
+    input.extend(change_bodies(&second));
     // Postgres refuses USA for now: the first batch is done (USA queued),
     // and the second writes FRA after it.
     world.store.state().refused.push("USA".into());
@@ -260,7 +235,7 @@ mod properties {
                     let one_run: Vec<(i32, &str)> =
                         spec.iter().filter(|(id, _)| seen.insert(*id)).map(|(id, c)| (*id, *c)).collect();
                     published.extend(one_run.iter().map(|(id, c)| (*id, c.to_string())));
-                    pending.extend(bodies(&pack(Uuid::new_v4(), &rows(&one_run), BUCKETS, max_bytes)));
+                    pending.extend(change_bodies(&pack(Uuid::new_v4(), &rows(&one_run), BUCKETS, max_bytes)));
                 }
                 if let Some(at) = malformed_at {
                     pending.insert(at.min(pending.len()), ("1".into(), Some("{\"v\":1}".into())));
