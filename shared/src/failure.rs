@@ -121,12 +121,19 @@ impl WriteError {
         }
     }
 
-    /// The changes queue did not take a batch (stream mode's publisher): of
-    /// the queue error's kind, so a call that failed is retried.
+    /// The changes queue did not take a batch (stream mode's publisher).
+    /// Never row-level: a batch SQS refuses is not about one row's content
+    /// (`pack` keeps every batch within the size limit), and bisecting would
+    /// send rows to the retry queue as if Postgres had refused them. So it
+    /// is transient (retried, then left in Snowflake) unless it is fatal.
     pub fn changes_queue(error: &QueueError) -> Self {
+        let kind = match error.kind {
+            ErrorKind::Fatal => ErrorKind::Fatal,
+            ErrorKind::Transient | ErrorKind::RowLevel => ErrorKind::Transient,
+        };
         Self {
             target: "the changes queue",
-            kind: error.kind,
+            kind,
             sqlstate: None,
             message: error.to_string(),
         }

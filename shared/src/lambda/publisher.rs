@@ -9,38 +9,25 @@ use crate::deadline::Deadline;
 use crate::failure::SourceError;
 use crate::lambda::replicator::{emit_run_metrics, invocation_result};
 use crate::ledger::RunSummary;
-use crate::ports::NoHook;
 use crate::postgres::replica::PostgresStore;
 use crate::publisher::{Publisher, PublishingStore};
-use crate::replicator::Replicator;
-use crate::retry::Backoff;
-use crate::snowflake::SnowflakeSource;
 use crate::sqs::changes_queue::SqsChangesQueue;
-use crate::sqs::retry_queue::SqsRetryQueue;
 use crate::telemetry::metric;
 
 /// The production wiring: the replicator's, with the changes queue behind
 /// the Postgres run lock and ledger.
 pub async fn build(config: &PublisherConfig) -> Result<Publisher, SourceError> {
     let sqs = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
-    let base = &config.replicator;
+    let store = PublishingStore {
+        ledger: Box::new(PostgresStore::new(config.replicator.postgres.clone())),
+        queue: Arc::new(SqsChangesQueue::new(
+            sqs.clone(),
+            config.changes_queue_url.clone(),
+        )),
+        buckets: config.change_buckets,
+    };
     Ok(Publisher {
-        runs: Replicator {
-            source: Box::new(SnowflakeSource::connect(&base.snowflake)?),
-            store: Box::new(PublishingStore {
-                ledger: Box::new(PostgresStore::new(base.postgres.clone())),
-                queue: Arc::new(SqsChangesQueue::new(
-                    sqs.clone(),
-                    config.changes_queue_url.clone(),
-                )),
-                buckets: config.change_buckets,
-            }),
-            queue: Box::new(SqsRetryQueue::new(sqs, base.retry_queue_url.clone())),
-            limits: base.limits,
-            backoff: Backoff::default(),
-            steps: Box::new(NoHook),
-            deadline_margin: base.deadline_margin,
-        },
+        runs: super::replicator::wire(&config.replicator, sqs, Box::new(store))?,
         loop_for: config.loop_for,
         idle_wait: config.idle_wait,
     })
@@ -64,14 +51,12 @@ pub async fn handle(
     for summary in &runs {
         emit_run_metrics(metric::PUBLISHER, summary);
     }
-    match runs.pop() {
-        Some(last) => {
-            let last = invocation_result(last)?;
-            runs.push(last);
-            Ok(PublishOutcome { runs })
-        }
-        None => Ok(PublishOutcome { runs }),
+    // The last run decides the invocation (a run that does not succeed
+    // ends the loop, so it is the last).
+    if let Some(last) = runs.pop() {
+        runs.push(invocation_result(last)?);
     }
+    Ok(PublishOutcome { runs })
 }
 
 #[cfg(test)]
@@ -80,6 +65,9 @@ mod tests {
     use crate::config::RunLimits;
     use crate::ledger::{RunOutcome, RunSink};
     use crate::model::row::SourceRow;
+    use crate::ports::NoHook;
+    use crate::replicator::Replicator;
+    use crate::retry::Backoff;
     use crate::testing::{MemoryChanges, MemoryQueue, MemorySource, MemoryStore};
     use std::time::Duration;
 

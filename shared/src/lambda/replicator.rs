@@ -6,7 +6,7 @@ use crate::config::ReplicatorConfig;
 use crate::deadline::Deadline;
 use crate::failure::SourceError;
 use crate::ledger::{RunOutcome, RunSummary};
-use crate::ports::NoHook;
+use crate::ports::{NoHook, ReplicaStore};
 use crate::postgres::replica::PostgresStore;
 use crate::replicator::Replicator;
 use crate::retry::Backoff;
@@ -18,9 +18,20 @@ use crate::telemetry::metric;
 /// configuration, built once per process and reused by warm invocations.
 pub async fn build(config: &ReplicatorConfig) -> Result<Replicator, SourceError> {
     let sqs = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
+    let store = Box::new(PostgresStore::new(config.postgres.clone()));
+    wire(config, sqs, store)
+}
+
+/// The replicator's wiring around a store of the caller's: the replica
+/// here, the changes queue behind the replica's lock for the publisher.
+pub fn wire(
+    config: &ReplicatorConfig,
+    sqs: aws_sdk_sqs::Client,
+    store: Box<dyn ReplicaStore>,
+) -> Result<Replicator, SourceError> {
     Ok(Replicator {
         source: Box::new(SnowflakeSource::connect(&config.snowflake)?),
-        store: Box::new(PostgresStore::new(config.postgres.clone())),
+        store,
         queue: Box::new(SqsRetryQueue::new(sqs, config.retry_queue_url.clone())),
         limits: config.limits,
         backoff: Backoff::default(),

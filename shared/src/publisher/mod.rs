@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::deadline::Deadline;
-use crate::failure::{ErrorKind, QueueError, WriteError};
+use crate::failure::{QueueError, WriteError};
 use crate::ledger::{RunOutcome, RunSink, RunSummary};
 use crate::model::change::{pack, MAX_CHANGE_BYTES};
 use crate::model::row::CountryRow;
@@ -123,7 +123,7 @@ impl ReplicaStore for PublishingStore {
 struct PublishingRun {
     ledger: Box<dyn ReplicaRun>,
     queue: std::sync::Arc<dyn ChangeQueue>,
-    run_id: uuid::Uuid,
+    run_id: Uuid,
     buckets: u32,
 }
 
@@ -150,15 +150,7 @@ impl RowWriter for PublishingRun {
             error = %first,
             "the changes queue did not take every batch of a chunk; it is sent again whole"
         );
-        // Never row-level: a batch SQS refuses is not about one row's
-        // content (`pack` keeps every batch within the size limit), and
-        // bisecting would send rows to the retry queue as if Postgres had
-        // refused them. Retried, then left in Snowflake.
-        let mut error = WriteError::changes_queue(&first);
-        if error.kind == ErrorKind::RowLevel {
-            error.kind = ErrorKind::Transient;
-        }
-        Err(error)
+        Err(WriteError::changes_queue(&first))
     }
 }
 
