@@ -34,7 +34,7 @@ fn replicator(env: &TestEnv, config: &ReplicatorConfig) -> Replicator {
     replicator_with_source(
         env,
         config,
-        Box::new(SnowflakeSource::connect(&config.snowflake).expect("Snowflake client")),
+        Box::new(SnowflakeSource::connect(&config.snowflake, "test").expect("Snowflake client")),
     )
 }
 
@@ -322,11 +322,20 @@ struct OutageAfterRead {
 
 #[async_trait]
 impl RowSource for OutageAfterRead {
-    async fn count_rows(&self) -> Result<u64, SourceError> {
-        self.inner.count_rows().await
+    async fn count_rows(
+        &self,
+        run_id: Option<Uuid>,
+        deadline: &countries_shared::deadline::Deadline,
+    ) -> Result<u64, SourceError> {
+        self.inner.count_rows(run_id, deadline).await
     }
-    async fn snapshot(&self, run_id: Uuid, limit: usize) -> Result<Box<dyn Snapshot>, SourceError> {
-        let snapshot = self.inner.snapshot(run_id, limit).await;
+    async fn snapshot(
+        &self,
+        run_id: Uuid,
+        limit: usize,
+        deadline: &countries_shared::deadline::Deadline,
+    ) -> Result<Box<dyn Snapshot>, SourceError> {
+        let snapshot = self.inner.snapshot(run_id, limit, deadline).await;
         self.cluster.stop_server();
         snapshot
     }
@@ -348,7 +357,7 @@ async fn a_postgres_outage_mid_run_defers_every_row_and_deletes_nothing() {
         ("PGCONNECT_TIMEOUT", "2"),
     ]);
     let source = OutageAfterRead {
-        inner: SnowflakeSource::connect(&config.snowflake).unwrap(),
+        inner: SnowflakeSource::connect(&config.snowflake, "test").unwrap(),
         cluster: cluster.clone(),
     };
     let err = invoke(&replicator_with_source(&env, &config, Box::new(source)))

@@ -1,5 +1,6 @@
 //! The Snowflake source through `snowflake-api` against the fakesnow emulator.
 
+use countries_shared::deadline::Deadline;
 use countries_shared::failure::Classify;
 use countries_shared::model::row::SourceRow;
 use countries_shared::ports::{collect_rows, IdMatch, RowSource, Snapshot};
@@ -41,8 +42,11 @@ async fn a_snapshot_hands_out_rows_exactly_as_stored_in_id_order_a_page_at_a_tim
     ];
     env.load(&input).await;
     let source = env.source();
-    assert_eq!(source.count_rows().await.unwrap(), 8);
-    let snapshot = source.snapshot(Uuid::new_v4(), 100).await.unwrap();
+    assert_eq!(source.count_rows(None, &Deadline::none()).await.unwrap(), 8);
+    let snapshot = source
+        .snapshot(Uuid::new_v4(), 100, &Deadline::none())
+        .await
+        .unwrap();
     // Pages of 3: numbers 1..=3, 4..=6, 7..=9 (short: the end).
     let read = read_all(&*snapshot, 3).await;
     let mut expected = input.clone();
@@ -62,13 +66,19 @@ async fn the_snapshot_takes_the_lowest_ids_up_to_the_cap_and_freezes_them() {
         .collect();
     env.load(&input).await;
     let source = env.source();
-    let snapshot = source.snapshot(Uuid::new_v4(), 20).await.unwrap();
+    let snapshot = source
+        .snapshot(Uuid::new_v4(), 20, &Deadline::none())
+        .await
+        .unwrap();
     // Rows that arrive after the snapshot are not in it.
     env.load(&[SourceRow::new(Some(-1), Some("NEW"))]).await;
     let read = read_all(&*snapshot, 7).await;
     let ids: Vec<i128> = read.iter().filter_map(|r| r.country_id).collect();
     assert_eq!(ids, (0..20).collect::<Vec<i128>>());
-    assert_eq!(source.count_rows().await.unwrap(), 51);
+    assert_eq!(
+        source.count_rows(None, &Deadline::none()).await.unwrap(),
+        51
+    );
 }
 
 #[tokio::test]
@@ -76,7 +86,7 @@ async fn an_empty_table_counts_zero() {
     let env = TestEnv::new("sf_empty").await;
     let source = env.source();
     let before = source.statements_sent();
-    assert_eq!(source.count_rows().await.unwrap(), 0);
+    assert_eq!(source.count_rows(None, &Deadline::none()).await.unwrap(), 0);
     assert_eq!(source.statements_sent() - before, 1);
 }
 
@@ -94,7 +104,10 @@ async fn the_join_delete_removes_exactly_the_safe_ranges_and_spares_a_newer_vers
     ];
     env.load(&read_earlier).await;
     let source = env.source();
-    let snapshot = source.snapshot(Uuid::new_v4(), 100).await.unwrap();
+    let snapshot = source
+        .snapshot(Uuid::new_v4(), 100, &Deadline::none())
+        .await
+        .unwrap();
     // A newer version of id 1 arrives after the snapshot, and an unrelated row.
     let newer = vec![
         SourceRow::new(Some(1), Some("CAN")),
@@ -134,8 +147,12 @@ async fn an_unreachable_emulator_is_a_transient_error() {
         "SNOWFLAKE_ENDPOINT_URL",
         &format!("http://127.0.0.1:{port}"),
     )]);
-    let source = countries_shared::snowflake::SnowflakeSource::connect(&config.snowflake).unwrap();
-    let err = source.count_rows().await.expect_err("unreachable");
+    let source =
+        countries_shared::snowflake::SnowflakeSource::connect(&config.snowflake, "test").unwrap();
+    let err = source
+        .count_rows(None, &Deadline::none())
+        .await
+        .expect_err("unreachable");
     assert!(err.is_transient(), "{err}");
 }
 
@@ -143,8 +160,12 @@ async fn an_unreachable_emulator_is_a_transient_error() {
 async fn a_missing_table_is_refused_not_transient() {
     let env = TestEnv::new("sf_missing").await;
     let config = env.config_with(&[("SNOWFLAKE_TABLE", "no_such_table")]);
-    let source = countries_shared::snowflake::SnowflakeSource::connect(&config.snowflake).unwrap();
-    let err = source.count_rows().await.expect_err("refused");
+    let source =
+        countries_shared::snowflake::SnowflakeSource::connect(&config.snowflake, "test").unwrap();
+    let err = source
+        .count_rows(None, &Deadline::none())
+        .await
+        .expect_err("refused");
     assert!(!err.is_transient(), "{err}");
     assert!(
         err.to_string().to_lowercase().contains("no_such_table"),

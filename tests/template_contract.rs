@@ -873,11 +873,10 @@ fn the_digest_sender_may_be_verified_as_an_address_or_as_its_domain() {
 /// sends to Snowflake need exactly the privileges the file grants.
 #[test]
 fn the_snowflake_grants_match_the_statements_the_replicator_sends() {
-    use countries_shared::model::ident::Identifier;
     use countries_shared::ports::IdMatch;
     use countries_shared::snowflake::sql::{
-        count_statement, drop_statement, join_delete_statement, page_statement, snapshot_name,
-        snapshot_statement,
+        count_statement, describe_statement, drop_statement, join_delete_statement, page_statement,
+        snapshot_name, snapshot_statement, SourceTable,
     };
 
     let access = std::fs::read_to_string(concat!(
@@ -911,15 +910,16 @@ fn the_snowflake_grants_match_the_statements_the_replicator_sends() {
     // table is only read (SELECT) and deleted from (DELETE); the one table
     // the role creates is its own temporary snapshot (CREATE TABLE on the
     // schema; it owns what it creates, so it may read and drop it).
-    let table = Identifier::parse("case").unwrap();
+    let table = SourceTable::named("case");
     let snapshot = snapshot_name(uuid::Uuid::nil());
     let statements = [
         count_statement(&table),
         snapshot_statement(&table, &snapshot, 10),
-        page_statement(&snapshot, &(1..=10)),
-        join_delete_statement(&table, &snapshot, &[1..=10], IdMatch::Equal).unwrap(),
-        join_delete_statement(&table, &snapshot, &[1..=10], IdMatch::BothNull).unwrap(),
+        page_statement(&table, &snapshot, &(1..=10)),
+        join_delete_statement(&table, &snapshot, &[1..=10], IdMatch::Equal, Some((1, 10))).unwrap(),
+        join_delete_statement(&table, &snapshot, &[1..=10], IdMatch::BothNull, None).unwrap(),
         drop_statement(&snapshot),
+        describe_statement(&table),
     ];
     let needs: Vec<(String, &str)> = statements
         .iter()
@@ -931,6 +931,8 @@ fn the_snowflake_grants_match_the_statements_the_replicator_sends() {
                 ["CREATE", "OR", "REPLACE", "TEMPORARY"] => "CREATE TABLE on the schema",
                 ["DELETE", "FROM", r#""case""#, ..] => "DELETE on case",
                 ["DROP", "TABLE", "IF", "EXISTS"] => "owner of the snapshot",
+                // Any privilege on the table shows its columns.
+                ["DESCRIBE", "TABLE", r#""case""#] => "SELECT on case",
                 _ => "unknown",
             };
             (sql.clone(), need)

@@ -155,14 +155,18 @@ SQL
 start_fakesnow() {
   local port
   port="$(free_port)"
-  nohup "$VENV/bin/python" "$ROOT/infra/local/fakesnow_compat.py" --port "$port" \
+  # The protocol fake in front of the emulator: results over
+  # SNOWFLAKE_FAKE_CHUNK_ROWS rows arrive as an inline part and chunks, as
+  # real Snowflake sends them; tests switch its faults on over /fake/.
+  nohup "$VENV/bin/python" "$ROOT/infra/local/snowflake_fake.py" --port "$port" \
+    --chunk-rows "${SNOWFLAKE_FAKE_CHUNK_ROWS:-25000}" --inline-rows "${SNOWFLAKE_FAKE_INLINE_ROWS:-5000}" \
     >"$STATE/fakesnow.log" 2>&1 &
   echo $! > "$STATE/fakesnow.pid"
   echo "$port" > "$STATE/fakesnow.port"
   wait_for_port "$port" fakesnow "$STATE/fakesnow.pid"
   "$VENV/bin/python" "$ROOT/infra/local/snowflake_setup.py" --port "$port" \
     --database COUNTRIES --schema PUBLIC "$ROOT"/infra/sql/snowflake/*.sql
-  log "Snowflake emulator (fakesnow) on http://127.0.0.1:$port"
+  log "Snowflake protocol fake (fakesnow behind it) on http://127.0.0.1:$port"
 }
 
 start_moto() {
@@ -189,7 +193,7 @@ export COUNTRIES_STACK_DIR='$STATE'
 # Postgres (psql reads the same variables)
 export PGHOST=127.0.0.1 PGPORT=$pg PGDATABASE=countries PGUSER=countries PGPASSWORD=countries PGSSLMODE=disable
 export COUNTRIES_PG_ADMIN_USER=postgres COUNTRIES_PG_ADMIN_PASSWORD=postgres
-# Snowflake emulator (the account name is never contacted: SNOWFLAKE_ENDPOINT_URL redirects)
+# Snowflake: the protocol fake in front of the emulator (the account name is never contacted: SNOWFLAKE_ENDPOINT_URL redirects)
 export SNOWFLAKE_ENDPOINT_URL=http://127.0.0.1:$fs SNOWFLAKE_ACCOUNT=fakesnow SNOWFLAKE_USER=replicator SNOWFLAKE_PASSWORD=local
 export SNOWFLAKE_DATABASE=COUNTRIES SNOWFLAKE_SCHEMA=PUBLIC SNOWFLAKE_WAREHOUSE=LOCAL_WH SNOWFLAKE_ROLE=SYSADMIN
 # AWS emulator

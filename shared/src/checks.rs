@@ -4,7 +4,6 @@
 //!
 //! Each check panics when a property does not hold; nothing else may panic.
 
-use crate::model::ident::Identifier;
 use crate::model::message::{parse_retry_message, MalformedMessage};
 use crate::model::row::{validate, SourceRow};
 use crate::ports::IdMatch;
@@ -82,13 +81,19 @@ pub fn row_and_delete(country_id: Option<i128>, country: Option<&str>) {
     }
     // The statements a run sends carry numbers, never a row's content: the
     // join delete for any range names no string literal at all.
-    let table = Identifier::parse("case").expect("a plain identifier");
+    let table = crate::snowflake::sql::SourceTable::named("case");
     let snapshot = snapshot_name(uuid::Uuid::nil());
     let last =
         u64::try_from(country_id.unwrap_or_default().unsigned_abs() % (1 << 40)).unwrap_or(1);
     for ids in [IdMatch::Equal, IdMatch::BothNull] {
-        let statement =
-            join_delete_statement(&table, &snapshot, &[1..=last.max(1)], ids).expect("one range");
+        let statement = join_delete_statement(
+            &table,
+            &snapshot,
+            &[1..=last.max(1)],
+            ids,
+            Some((-i128::from(last), i128::from(last))),
+        )
+        .expect("one range");
         assert!(snowflake_literals(&statement).is_empty(), "{statement}");
     }
 }

@@ -72,6 +72,14 @@ impl Deadline {
     pub fn margin(&self) -> Duration {
         self.margin
     }
+
+    /// When a statement already sent must be given up (and aborted): half
+    /// the margin before the deadline, so that the other half is left for
+    /// the abort and the run's bookkeeping. None without a deadline.
+    pub fn statement_deadline(&self) -> Option<std::time::Instant> {
+        self.at
+            .map(|at| at.checked_sub(self.margin / 2).unwrap_or(at).into_std())
+    }
 }
 
 #[cfg(test)]

@@ -69,13 +69,33 @@ pub enum SourceError {
         operation: &'static str,
         detail: String,
     },
+    /// Snowflake answered with an error of its own, classified by its code
+    /// (`crate::snowflake::errors`).
+    #[error("Snowflake refused {operation}: error {code} (SQLSTATE {sql_state}, query id {query_id}): {message}")]
+    Statement {
+        operation: &'static str,
+        kind: ErrorKind,
+        code: String,
+        sql_state: String,
+        message: String,
+        query_id: String,
+    },
+    /// The session holding the run's snapshot ended and a new one was
+    /// started: the snapshot is gone. The run ends partial; the next run
+    /// takes a new snapshot.
+    #[error("Snowflake {operation}: the run snapshot is gone with its session ({detail})")]
+    SnapshotLost {
+        operation: &'static str,
+        detail: String,
+    },
 }
 
 impl Classify for SourceError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Unreachable { .. } => ErrorKind::Transient,
+            Self::Unreachable { .. } | Self::SnapshotLost { .. } => ErrorKind::Transient,
             Self::Refused { .. } | Self::UnexpectedResult { .. } => ErrorKind::Fatal,
+            Self::Statement { kind, .. } => *kind,
         }
     }
 }

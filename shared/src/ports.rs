@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::deadline::Deadline;
 use crate::failure::{MailError, QueueError, SourceError, WriteError};
 use crate::ledger::{RunSink, RunSummary};
 use crate::model::change::ChangeBatch;
@@ -63,11 +64,23 @@ pub trait RowSource: Send + Sync {
     /// How many rows the table holds. Snowflake answers `COUNT(*)` of a
     /// whole table from metadata, without a running warehouse: an idle run
     /// ends here.
-    async fn count_rows(&self) -> Result<u64, SourceError>;
+    /// `run_id` and `deadline` go with the statements (their tag, and when
+    /// a statement still running is given up and aborted).
+    async fn count_rows(
+        &self,
+        run_id: Option<Uuid>,
+        deadline: &Deadline,
+    ) -> Result<u64, SourceError>;
     /// Freezes up to `limit` rows into a snapshot for run `run_id`, numbered
     /// `1..=n` in the order of `country_id` (NULLs last), so that every
     /// version of an id sits next to the others.
-    async fn snapshot(&self, run_id: Uuid, limit: usize) -> Result<Box<dyn Snapshot>, SourceError>;
+    /// Its statements, and the snapshot's, are bounded by `deadline`.
+    async fn snapshot(
+        &self,
+        run_id: Uuid,
+        limit: usize,
+        deadline: &Deadline,
+    ) -> Result<Box<dyn Snapshot>, SourceError>;
     /// Statements sent so far by this source and its snapshots (the run
     /// records the difference).
     fn statements_sent(&self) -> usize;

@@ -81,7 +81,11 @@ impl MemorySource {
 
 #[async_trait]
 impl RowSource for MemorySource {
-    async fn count_rows(&self) -> Result<u64, SourceError> {
+    async fn count_rows(
+        &self,
+        _run_id: Option<Uuid>,
+        _deadline: &crate::deadline::Deadline,
+    ) -> Result<u64, SourceError> {
         tokio::task::yield_now().await;
         let mut state = self.state();
         state.statements.push("count");
@@ -91,7 +95,12 @@ impl RowSource for MemorySource {
         Ok(state.rows.len() as u64)
     }
 
-    async fn snapshot(&self, run_id: Uuid, limit: usize) -> Result<Box<dyn Snapshot>, SourceError> {
+    async fn snapshot(
+        &self,
+        run_id: Uuid,
+        limit: usize,
+        _deadline: &crate::deadline::Deadline,
+    ) -> Result<Box<dyn Snapshot>, SourceError> {
         tokio::task::yield_now().await;
         let mut state = self.state();
         state.statements.push("snapshot");

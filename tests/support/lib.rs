@@ -224,7 +224,7 @@ impl TestEnv {
     }
 
     pub fn source(&self) -> SnowflakeSource {
-        SnowflakeSource::connect(&self.config().snowflake).expect("Snowflake client")
+        SnowflakeSource::connect(&self.config().snowflake, "test").expect("Snowflake client")
     }
 
     /// A session for writing to the source table (the product never does).

@@ -3,14 +3,12 @@
 
 use countries_shared::config::SnowflakeConfig;
 use countries_shared::failure::SourceError;
-use countries_shared::model::ident::Identifier;
 use countries_shared::model::row::SourceRow;
 use countries_shared::ports::collect_rows;
 use countries_shared::snowflake::arrow::ArrowRows;
-use countries_shared::snowflake::client::{api_error, build_api};
-use countries_shared::snowflake::sql::{
-    select_statement, string_literal, COUNTRY_COLUMN, ID_COLUMN,
-};
+use countries_shared::snowflake::client::build_api;
+use countries_shared::snowflake::errors::api_error;
+use countries_shared::snowflake::sql::{select_statement, string_literal, SourceTable};
 use snowflake_api::{QueryResult, SnowflakeApi};
 
 /// Rows per `INSERT … VALUES` statement: the emulator's cost grows with
@@ -20,14 +18,14 @@ const INSERT_CHUNK_ROWS: usize = 1_000;
 /// A Snowflake session for administrative statements.
 pub struct SnowflakeAdmin {
     api: SnowflakeApi,
-    table: Identifier,
+    source: SourceTable,
 }
 
 impl SnowflakeAdmin {
     pub fn connect(config: &SnowflakeConfig) -> Result<Self, SourceError> {
         Ok(Self {
-            api: build_api(config)?,
-            table: config.table.clone(),
+            api: build_api(config, "countries-cli")?,
+            source: SourceTable::from_config(config),
         })
     }
 
@@ -41,7 +39,7 @@ impl SnowflakeAdmin {
 
     /// Every row of the configured table, in no order (at most `limit`).
     pub async fn all_rows(&self, limit: usize) -> Result<Vec<SourceRow>, SourceError> {
-        match self.execute(&select_statement(&self.table, limit)).await? {
+        match self.execute(&select_statement(&self.source, limit)).await? {
             QueryResult::Empty => Ok(Vec::new()),
             QueryResult::Arrow(batches) => collect_rows(Box::new(ArrowRows::new(batches)?)),
             QueryResult::Json(json) => Err(SourceError::UnexpectedResult {
@@ -54,7 +52,7 @@ impl SnowflakeAdmin {
     /// Inserts rows into the configured table.
     pub async fn insert_rows(&self, rows: &[SourceRow]) -> Result<(), SourceError> {
         for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-            if let Some(sql) = insert_statement(&self.table, chunk) {
+            if let Some(sql) = insert_statement(&self.source, chunk) {
                 self.execute(&sql).await?;
             }
         }
@@ -64,7 +62,7 @@ impl SnowflakeAdmin {
 
 /// `INSERT INTO "case" ("COUNTRY_ID", "COUNTRY") VALUES (…), …` with the
 /// same literal formatting as the product's deletes.
-pub fn insert_statement(table: &Identifier, rows: &[SourceRow]) -> Option<String> {
+pub fn insert_statement(source: &SourceTable, rows: &[SourceRow]) -> Option<String> {
     if rows.is_empty() {
         return None;
     }
@@ -82,8 +80,10 @@ pub fn insert_statement(table: &Identifier, rows: &[SourceRow]) -> Option<String
         })
         .collect();
     Some(format!(
-        "INSERT INTO {} ({ID_COLUMN}, {COUNTRY_COLUMN}) VALUES {}",
-        table.quoted(),
+        "INSERT INTO {} ({}, {}) VALUES {}",
+        source.table.quoted(),
+        source.id.quoted(),
+        source.country.quoted(),
         values.join(", ")
     ))
 }
@@ -94,7 +94,7 @@ mod tests {
 
     #[test]
     fn insert_quotes_the_table_and_escapes_values() {
-        let table = Identifier::parse("case").unwrap();
+        let table = SourceTable::named("case");
         let sql = insert_statement(
             &table,
             &[

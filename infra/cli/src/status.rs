@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use countries_shared::config::{PostgresConfig, SnowflakeConfig};
 use countries_shared::postgres::connect::connect;
 use countries_shared::postgres::sqlstate::write_error;
-use countries_shared::snowflake::sql::{count_statement, single_count};
+use countries_shared::snowflake::sql::{count_statement, single_count, SourceTable};
 use countries_shared::sqs::sdk_error;
 use serde::Serialize;
 
@@ -261,7 +261,10 @@ async fn backlog(config: &SnowflakeConfig) -> Part<u64> {
         Ok(admin) => admin,
         Err(e) => return Part::Unreachable(e.to_string()),
     };
-    match admin.execute(&count_statement(&config.table)).await {
+    match admin
+        .execute(&count_statement(&SourceTable::from_config(config)))
+        .await
+    {
         Ok(result) => match single_count("count", &result) {
             Ok(n) => Part::Ok(n),
             Err(e) => Part::Unreachable(e.to_string()),

@@ -34,8 +34,14 @@ pub struct SnowflakeConfig {
     pub schema: String,
     pub role: Option<String>,
     pub table: Identifier,
-    /// Local emulator only: send every request here instead of
-    /// `https://{account}.snowflakecomputing.com`.
+    /// The table's key column and its country column, quoted as given.
+    pub id_column: Identifier,
+    pub country_column: Identifier,
+    /// `STATEMENT_TIMEOUT_IN_SECONDS` and `LOCK_TIMEOUT` of every session.
+    pub statement_timeout_secs: u32,
+    /// Send every request here instead of
+    /// `https://{account}.snowflakecomputing.com`: a regional or PrivateLink
+    /// host, or the local emulator.
     pub endpoint_url: Option<String>,
 }
 
@@ -80,6 +86,9 @@ impl SnowflakeConfig {
             schema: env.required(&vars::SNOWFLAKE_SCHEMA),
             role: env.optional(&vars::SNOWFLAKE_ROLE),
             table: env.identifier(&vars::SNOWFLAKE_TABLE),
+            id_column: env.identifier(&vars::SNOWFLAKE_ID_COLUMN),
+            country_column: env.identifier(&vars::SNOWFLAKE_COUNTRY_COLUMN),
+            statement_timeout_secs: env.number(&vars::SNOWFLAKE_STATEMENT_TIMEOUT_SECONDS),
             endpoint_url: env.url(&vars::SNOWFLAKE_ENDPOINT_URL),
         }
     }

@@ -110,8 +110,14 @@ vars! {
         "role (needs SELECT and DELETE on the table, CREATE TABLE on the schema for the run snapshot)";
     SNOWFLAKE_TABLE: Rule::Identifier { default: "case" }, [Replicator, Publisher],
         "source table; always quoted (case-sensitive)";
+    SNOWFLAKE_ID_COLUMN: Rule::Identifier { default: "COUNTRY_ID" }, [Replicator, Publisher],
+        "the table's key column (integer); always quoted (case-sensitive)";
+    SNOWFLAKE_COUNTRY_COLUMN: Rule::Identifier { default: "COUNTRY" }, [Replicator, Publisher],
+        "the table's country column (text); always quoted (case-sensitive)";
+    SNOWFLAKE_STATEMENT_TIMEOUT_SECONDS: Rule::Number { min: 10, max: 43_200, default: 600 }, [Replicator, Publisher],
+        "`STATEMENT_TIMEOUT_IN_SECONDS` and `LOCK_TIMEOUT` set at every login: keep it below the function's timeout (the template derives it)";
     SNOWFLAKE_ENDPOINT_URL: Rule::OptionalUrl, [Replicator, Publisher],
-        "**local emulator only**: send requests here instead of `https://{account}.snowflakecomputing.com`";
+        "send requests here instead of `https://{account}.snowflakecomputing.com`: a regional or PrivateLink host (`https://xy12345.eu-west-1.privatelink.snowflakecomputing.com`), or the local emulator";
     PGHOST: Rule::RequiredText, [Replicator, Retrier, Reporter, Publisher, Writer], "Postgres host";
     PGPORT: Rule::Number { min: 1, max: 65_535, default: 5_432 }, [Replicator, Retrier, Reporter, Publisher, Writer], "port";
     PGDATABASE: Rule::RequiredText, [Replicator, Retrier, Reporter, Publisher, Writer], "database";

@@ -27,7 +27,13 @@ pub async fn build(config: &PublisherConfig) -> Result<Publisher, SourceError> {
         buckets: config.change_buckets,
     };
     Ok(Publisher {
-        runs: super::replicator::wire(&config.replicator, sqs, Box::new(store))?,
+        runs: super::replicator::wire(
+            &config.replicator,
+            crate::config::vars::Function::Publisher,
+            sqs,
+            Box::new(store),
+        )
+        .await?,
         loop_for: config.loop_for,
         idle_wait: config.idle_wait,
     })

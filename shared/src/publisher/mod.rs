@@ -55,7 +55,8 @@ impl Publisher {
         let looping = !self.loop_for.is_zero();
         let mut runs: Vec<RunSummary> = Vec::new();
         loop {
-            let empty = looping && matches!(self.runs.source.count_rows().await, Ok(0));
+            let empty =
+                looping && matches!(self.runs.source.count_rows(None, deadline).await, Ok(0));
             let mut wait = empty;
             if !empty {
                 let summary = self

@@ -87,6 +87,9 @@ struct Progress {
 enum Stop {
     /// Snowflake failed: what is not done stays there for the next run.
     Source,
+    /// The session holding the snapshot ended: the run ends partial and the
+    /// next run takes a new snapshot.
+    SnapshotLost,
     Deadline,
 }
 
@@ -179,7 +182,7 @@ impl Replicator {
         deadline: &Deadline,
     ) -> Option<RunOutcome> {
         let count = retry(self.policy(), deadline, "Snowflake count", async || {
-            self.source.count_rows().await
+            self.source.count_rows(Some(summary.run_id), deadline).await
         })
         .await;
         match count {
@@ -199,7 +202,7 @@ impl Replicator {
         }
         let limit = self.limits.max_rows_per_run;
         let snapshot = retry(self.policy(), deadline, "Snowflake snapshot", async || {
-            self.source.snapshot(summary.run_id, limit).await
+            self.source.snapshot(summary.run_id, limit, deadline).await
         })
         .await;
         let snapshot = match snapshot {
@@ -228,7 +231,7 @@ impl Replicator {
                     source_failed_first = progress.pages == 0;
                     break;
                 }
-                Err(Stop::Deadline) => break,
+                Err(Stop::Deadline | Stop::SnapshotLost) => break,
             }
             first += page_rows;
         }
@@ -271,7 +274,10 @@ impl Replicator {
             Ok(rows) => rows,
             Err(e) => {
                 summary.add_error(format!("reading the Snowflake snapshot: {e}"));
-                return Err(Stop::Source);
+                return Err(match e {
+                    SourceError::SnapshotLost { .. } => Stop::SnapshotLost,
+                    _ => Stop::Source,
+                });
             }
         };
         let held = rows.remaining();

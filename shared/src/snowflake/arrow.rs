@@ -214,7 +214,10 @@ pub(crate) fn decode_ids(
     Ok(())
 }
 
-fn decode_texts(column: &dyn Array, out: &mut Vec<Option<String>>) -> Result<(), SourceError> {
+pub(crate) fn decode_texts(
+    column: &dyn Array,
+    out: &mut Vec<Option<String>>,
+) -> Result<(), SourceError> {
     match column.data_type() {
         DataType::Utf8 => out.extend(
             column

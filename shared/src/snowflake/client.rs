@@ -1,17 +1,28 @@
-//! The `snowflake-api` client: built once from the configuration, optionally
-//! redirected to a local emulator, and its errors classified.
+//! The Snowflake client: built once from the configuration, pointed at the
+//! account's host (or `SNOWFLAKE_ENDPOINT_URL`: a regional or PrivateLink
+//! host, or the local emulator), with the session parameters every login
+//! sets, so that nothing depends on the account's or the user's defaults.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use snowflake_api::{AuthArgs, SnowflakeApi, SnowflakeApiBuilder, SnowflakeApiError};
+use serde_json::Value;
+use snowflake_api::{AuthArgs, SnowflakeApi, SnowflakeApiBuilder, Timeouts};
 
 use crate::config::{SnowflakeAuth, SnowflakeConfig};
-use crate::failure::{error_chain, SourceError};
+use crate::failure::SourceError;
+use crate::snowflake::errors::api_error;
 
-/// Builds the client. The login happens on the first query and the session
+/// Builds the client for `function` (named in every statement's
+/// `QUERY_TAG`). The login happens on the first statement and the session
 /// is reused by later invocations of a warm Lambda.
-pub fn build_api(config: &SnowflakeConfig) -> Result<SnowflakeApi, SourceError> {
+pub fn build_api(config: &SnowflakeConfig, function: &str) -> Result<SnowflakeApi, SourceError> {
+    build_api_with(config, function, Timeouts::default())
+}
+
+/// [`build_api`] with other timeouts (tests of hung requests).
+pub fn build_api_with(
+    config: &SnowflakeConfig,
+    function: &str,
+    timeouts: Timeouts,
+) -> Result<SnowflakeApi, SourceError> {
     let auth = AuthArgs {
         account_identifier: config.account.clone(),
         warehouse: config.warehouse.clone(),
@@ -32,108 +43,45 @@ pub fn build_api(config: &SnowflakeConfig) -> Result<SnowflakeApi, SourceError> 
             }
         },
     };
-    let mut builder = SnowflakeApiBuilder::new(auth);
+    let mut builder = SnowflakeApiBuilder::new(auth).with_timeouts(timeouts);
+    for (name, value) in session_parameters(config, function) {
+        builder = builder.with_session_parameter(name, value);
+    }
     if let Some(endpoint) = &config.endpoint_url {
-        builder = builder.with_client(redirecting_client(endpoint)?);
+        let url = reqwest::Url::parse(endpoint).map_err(|e| SourceError::Refused {
+            operation: "client set-up",
+            detail: format!("SNOWFLAKE_ENDPOINT_URL {endpoint:?}: {e}"),
+        })?;
+        builder = builder.with_base_url(url);
     }
     builder.build().map_err(|e| api_error("client set-up", e))
 }
 
-/// Classifies an error of the client: no answer is transient, an answer
-/// that refuses is not.
-pub fn api_error(operation: &'static str, err: SnowflakeApiError) -> SourceError {
-    let detail = error_chain(&err);
-    if is_network_failure(&err) {
-        SourceError::Unreachable { operation, detail }
-    } else {
-        SourceError::Refused { operation, detail }
-    }
-}
-
-/// A client that sends every request to `endpoint` (scheme, host and port)
-/// instead of `https://{account}.snowflakecomputing.com`, keeping path and
-/// query, and keeping the crate's own retry middleware.
-fn redirecting_client(
-    endpoint: &str,
-) -> Result<reqwest_middleware::ClientWithMiddleware, SourceError> {
-    let setup_error = |detail: String| SourceError::Refused {
-        operation: "client set-up",
-        detail,
-    };
-    let target = reqwest::Url::parse(endpoint)
-        .map_err(|e| setup_error(format!("SNOWFLAKE_ENDPOINT_URL {endpoint:?}: {e}")))?;
-    let builder = snowflake_api::connection::Connection::default_client_builder()
-        .map_err(|e| setup_error(e.to_string()))?;
-    Ok(builder
-        .with(RedirectToEndpoint {
-            target: Arc::new(target),
-        })
-        .build())
-}
-
-struct RedirectToEndpoint {
-    target: Arc<reqwest::Url>,
-}
-
-#[async_trait]
-impl reqwest_middleware::Middleware for RedirectToEndpoint {
-    async fn handle(
-        &self,
-        mut req: reqwest::Request,
-        extensions: &mut http::Extensions,
-        next: reqwest_middleware::Next<'_>,
-    ) -> reqwest_middleware::Result<reqwest::Response> {
-        let url = req.url_mut();
-        // The three setters only fail for URLs that cannot have a host
-        // (`mailto:`), which a parsed http(s) endpoint never is.
-        let _ = url.set_scheme(self.target.scheme());
-        let _ = url.set_host(self.target.host_str());
-        let _ = url.set_port(self.target.port_or_known_default());
-        next.run(req, extensions).await
-    }
-}
-
-/// Whether the request never got a Snowflake answer. `snowflake-api` wraps
-/// transport errors in `#[error(transparent)]` layers, which hide the
-/// `reqwest::Error` from the source chain on some paths (after its retry
-/// middleware gave up, for one), so the transport's own wording is the
-/// fallback.
-fn is_network_failure(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = current {
-        if let Some(r) = e.downcast_ref::<reqwest::Error>() {
-            if r.is_connect() || r.is_timeout() || r.is_request() || r.is_body() {
-                return true;
-            }
-        }
-        current = e.source();
-    }
-    let text = error_chain(err).to_ascii_lowercase();
-    [
-        "error sending request",
-        "tcp connect error",
-        "connection refused",
-        "connection reset",
-        "timed out",
-        "dns error",
+/// What every login sets, whatever the account or the user say:
+/// - `QUOTED_IDENTIFIERS_IGNORE_CASE=FALSE`: `"case"` is the table `case`,
+///   not `CASE`;
+/// - `AUTOCOMMIT=TRUE`: each statement commits on its own (a user set to
+///   `FALSE` would leave every delete in an open transaction);
+/// - `STATEMENT_TIMEOUT_IN_SECONDS` and `LOCK_TIMEOUT` below the function's
+///   timeout (the defaults are 2 days and 12 hours): a statement stuck
+///   behind another's lock ends in Snowflake, not only in the client;
+/// - `QUERY_TAG`: the function, so that its statements are found in
+///   `QUERY_HISTORY` (each statement adds its run).
+pub fn session_parameters(config: &SnowflakeConfig, function: &str) -> Vec<(&'static str, Value)> {
+    let timeout = Value::from(config.statement_timeout_secs);
+    vec![
+        ("QUOTED_IDENTIFIERS_IGNORE_CASE", Value::Bool(false)),
+        ("AUTOCOMMIT", Value::Bool(true)),
+        ("STATEMENT_TIMEOUT_IN_SECONDS", timeout.clone()),
+        ("LOCK_TIMEOUT", timeout),
+        ("QUERY_TAG", Value::from(query_tag(function, None))),
     ]
-    .iter()
-    .any(|needle| text.contains(needle))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transport_failures_are_transient_even_when_the_type_is_hidden() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("Request failed after 3 retries: error sending request for url (http://127.0.0.1:9/): client error (Connect): tcp connect error: Connection refused (os error 111)")]
-        struct Opaque;
-        assert!(is_network_failure(&Opaque));
-        #[derive(Debug, thiserror::Error)]
-        #[error("Snowflake API error. Code: `002003`. Message: `Table 'X' does not exist`")]
-        struct Sql;
-        assert!(!is_network_failure(&Sql));
+/// `countries/<function>[/run=<id>]`.
+pub fn query_tag(function: &str, run_id: Option<uuid::Uuid>) -> String {
+    match run_id {
+        Some(id) => format!("countries/{function}/run={id}"),
+        None => format!("countries/{function}"),
     }
 }

@@ -3,34 +3,43 @@
 //! the pages) and deletes the rows that became safe by joining the table
 //! against the snapshot: no statement carries the rows' keys, so every
 //! statement has the same small size whatever the batch ([`sql`] writes
-//! them; [`client`] talks to Snowflake).
+//! them; [`client`] builds the client with its session settings; [`errors`]
+//! classifies what Snowflake answers). Every statement is logged with its
+//! query id, and carries the run's deadline: the client polls a long
+//! statement until then and aborts it there.
 
 pub mod arrow;
 pub mod client;
+pub mod errors;
 pub mod sql;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
-use snowflake_api::{QueryResult, SnowflakeApi};
+use snowflake_api::{ExecOptions, Executed, QueryResult, SnowflakeApi};
 use uuid::Uuid;
 
 use crate::config::SnowflakeConfig;
-use crate::failure::SourceError;
+use crate::deadline::Deadline;
+use crate::failure::{Classify, SourceError};
 use crate::model::ident::Identifier;
 use crate::ports::{IdMatch, RowNumbers, RowSource, RowsInMemory, Snapshot, SourceRows};
-use crate::snowflake::arrow::ArrowRows;
-use crate::snowflake::client::{api_error, build_api};
+use crate::snowflake::arrow::{decode_ids, decode_texts, ArrowRows};
+use crate::snowflake::client::{build_api, query_tag};
+use crate::snowflake::errors::api_error;
 use crate::snowflake::sql::{
-    count_statement, drop_statement, join_delete_statement, page_statement, single_count,
-    snapshot_name, snapshot_statement,
+    count_statement, describe_statement, drop_statement, join_delete_statement, page_statement,
+    single_count, snapshot_name, snapshot_statement, SourceTable,
 };
 
 /// The source table in Snowflake, and the session its snapshots live in.
 pub struct SnowflakeSource {
     session: Arc<Session>,
-    table: Identifier,
+    source: SourceTable,
+    /// The table and its columns were found (once per process).
+    checked: AtomicBool,
 }
 
 /// The client (its login is reused by later invocations of a warm Lambda,
@@ -39,17 +48,74 @@ pub struct SnowflakeSource {
 /// made. A snapshot that outlives its process dies with its session.
 struct Session {
     api: SnowflakeApi,
+    function: String,
     statements: AtomicUsize,
     undropped: Mutex<Vec<Identifier>>,
 }
 
+/// What a statement belongs to: the run (its `QUERY_TAG`), the time it may
+/// take, and the session it needs (a snapshot's statements need the
+/// session that holds the snapshot).
+#[derive(Clone, Copy)]
+struct Scope {
+    run_id: Option<Uuid>,
+    deadline: Option<Instant>,
+    session: Option<u64>,
+}
+
 impl Session {
-    async fn exec(&self, operation: &'static str, sql: &str) -> Result<QueryResult, SourceError> {
+    /// A statement of a run (counted in the run's statements).
+    async fn exec(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        scope: Scope,
+    ) -> Result<Executed, SourceError> {
         self.statements.fetch_add(1, Ordering::Relaxed);
-        self.api
-            .exec(sql)
-            .await
-            .map_err(|e| api_error(operation, e))
+        self.send(operation, sql, scope).await
+    }
+
+    async fn send(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        scope: Scope,
+    ) -> Result<Executed, SourceError> {
+        let tag = query_tag(&self.function, scope.run_id);
+        let opts = ExecOptions {
+            deadline: scope.deadline,
+            query_tag: Some(&tag),
+            session: scope.session,
+        };
+        let started = Instant::now();
+        let run_id = scope.run_id.map(|id| id.to_string()).unwrap_or_default();
+        match self.api.execute(sql, &opts).await {
+            Ok(done) => {
+                tracing::info!(
+                    operation,
+                    run_id,
+                    query_id = done.query_id.as_deref().unwrap_or(""),
+                    ms = started.elapsed().as_millis() as u64,
+                    polls = done.polls,
+                    chunks = done.chunks,
+                    session = done.session,
+                    "Snowflake statement"
+                );
+                Ok(done)
+            }
+            Err(e) => {
+                let err = api_error(operation, e);
+                tracing::warn!(
+                    operation,
+                    run_id,
+                    ms = started.elapsed().as_millis() as u64,
+                    kind = %err.kind(),
+                    error = %err,
+                    "Snowflake statement failed"
+                );
+                Err(err)
+            }
+        }
     }
 
     fn undropped(&self) -> std::sync::MutexGuard<'_, Vec<Identifier>> {
@@ -61,44 +127,162 @@ impl Session {
 }
 
 impl SnowflakeSource {
-    pub fn connect(config: &SnowflakeConfig) -> Result<Self, SourceError> {
+    /// The source for `function` (named in every statement's `QUERY_TAG`).
+    pub fn connect(config: &SnowflakeConfig, function: &str) -> Result<Self, SourceError> {
+        Self::with_api(build_api(config, function)?, config, function)
+    }
+
+    /// The source over a client built elsewhere (tests with short timeouts).
+    pub fn with_api(
+        api: SnowflakeApi,
+        config: &SnowflakeConfig,
+        function: &str,
+    ) -> Result<Self, SourceError> {
         Ok(Self {
             session: Arc::new(Session {
-                api: build_api(config)?,
+                api,
+                function: function.to_string(),
                 statements: AtomicUsize::new(0),
                 undropped: Mutex::new(Vec::new()),
             }),
-            table: config.table.clone(),
+            source: SourceTable::from_config(config),
+            checked: AtomicBool::new(false),
         })
     }
+
+    /// Checks what no session setting can: that the table and its two
+    /// columns exist as configured (`DESCRIBE TABLE`, answered from
+    /// metadata without a warehouse). Once per process; the error names the
+    /// variable to change.
+    pub async fn check(&self, deadline: &Deadline) -> Result<(), SourceError> {
+        if self.checked.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let scope = Scope {
+            run_id: None,
+            deadline: deadline.statement_deadline(),
+            session: None,
+        };
+        let described = self
+            .session
+            .send("check", &describe_statement(&self.source), scope)
+            .await
+            .map_err(|e| match e {
+                SourceError::Statement { code, .. } if code == "002003" => SourceError::Refused {
+                    operation: "check",
+                    detail: format!(
+                        "table {} not found, or not visible to the role: check SNOWFLAKE_TABLE, SNOWFLAKE_DATABASE, SNOWFLAKE_SCHEMA and SNOWFLAKE_ROLE",
+                        self.source.table.quoted()
+                    ),
+                },
+                other => other,
+            })?;
+        let columns = column_names(&described.result)?;
+        for (var, column) in [
+            ("SNOWFLAKE_ID_COLUMN", &self.source.id),
+            ("SNOWFLAKE_COUNTRY_COLUMN", &self.source.country),
+        ] {
+            if !columns.iter().any(|c| c == column.as_str()) {
+                return Err(SourceError::Refused {
+                    operation: "check",
+                    detail: format!(
+                        "{var}: table {} has no column {} (it has {}); names are case-sensitive",
+                        self.source.table.quoted(),
+                        column.quoted(),
+                        columns.join(", ")
+                    ),
+                });
+            }
+        }
+        self.checked.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The `name` column of a `DESCRIBE TABLE` answer, Arrow or JSON.
+fn column_names(result: &QueryResult) -> Result<Vec<String>, SourceError> {
+    let mut names = Vec::new();
+    match result {
+        QueryResult::Arrow(batches) => {
+            for batch in batches {
+                let mut texts = Vec::new();
+                decode_texts(batch.column(0).as_ref(), &mut texts)?;
+                names.extend(texts.into_iter().flatten());
+            }
+        }
+        QueryResult::Json(json) => {
+            if let Some(rows) = json.value.as_array() {
+                names.extend(
+                    rows.iter()
+                        .filter_map(|r| r.get(0)?.as_str().map(str::to_string)),
+                );
+            }
+        }
+        QueryResult::Empty => {}
+    }
+    Ok(names)
 }
 
 #[async_trait]
 impl RowSource for SnowflakeSource {
-    async fn count_rows(&self) -> Result<u64, SourceError> {
-        let result = self
+    async fn count_rows(
+        &self,
+        run_id: Option<Uuid>,
+        deadline: &Deadline,
+    ) -> Result<u64, SourceError> {
+        self.check(deadline).await?;
+        let scope = Scope {
+            run_id,
+            deadline: deadline.statement_deadline(),
+            session: None,
+        };
+        let done = self
             .session
-            .exec("count", &count_statement(&self.table))
+            .exec("count", &count_statement(&self.source), scope)
             .await?;
-        single_count("count", &result)
+        single_count("count", &done.result)
     }
 
-    async fn snapshot(&self, run_id: Uuid, limit: usize) -> Result<Box<dyn Snapshot>, SourceError> {
+    async fn snapshot(
+        &self,
+        run_id: Uuid,
+        limit: usize,
+        deadline: &Deadline,
+    ) -> Result<Box<dyn Snapshot>, SourceError> {
+        let scope = Scope {
+            run_id: Some(run_id),
+            deadline: deadline.statement_deadline(),
+            session: None,
+        };
         let leftovers = std::mem::take(&mut *self.session.undropped());
         for name in leftovers {
-            if let Err(e) = self.session.exec("drop", &drop_statement(&name)).await {
+            if let Err(e) = self
+                .session
+                .exec("drop", &drop_statement(&name), scope)
+                .await
+            {
                 tracing::warn!(snapshot = %name, error = %e, "an earlier snapshot still cannot be dropped");
                 self.session.undropped().push(name);
             }
         }
         let name = snapshot_name(run_id);
-        self.session
-            .exec("snapshot", &snapshot_statement(&self.table, &name, limit))
+        let made = self
+            .session
+            .exec(
+                "snapshot",
+                &snapshot_statement(&self.source, &name, limit),
+                scope,
+            )
             .await?;
         Ok(Box::new(SnowflakeSnapshot {
             session: Arc::clone(&self.session),
-            table: self.table.clone(),
+            source: self.source.clone(),
             name,
+            scope: Scope {
+                session: Some(made.session),
+                ..scope
+            },
+            pages: Mutex::new(Vec::new()),
         }))
     }
 
@@ -107,24 +291,63 @@ impl RowSource for SnowflakeSource {
     }
 }
 
-/// One run's temporary snapshot table.
+/// One run's temporary snapshot table, and the id range of each page read
+/// (the join delete's pruning range).
 struct SnowflakeSnapshot {
     session: Arc<Session>,
-    table: Identifier,
+    source: SourceTable,
     name: Identifier,
+    scope: Scope,
+    pages: Mutex<Vec<(RowNumbers, IdRange)>>,
+}
+
+/// The lowest and highest non-NULL id of a page (None: only NULL ids).
+type IdRange = Option<(i128, i128)>;
+
+impl SnowflakeSnapshot {
+    /// The lowest and highest id of the pages `safe` falls in.
+    fn ids_between(&self, safe: &[RowNumbers]) -> IdRange {
+        let pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        pages
+            .iter()
+            .filter(|(numbers, _)| {
+                safe.iter()
+                    .any(|s| s.start() <= numbers.end() && numbers.start() <= s.end())
+            })
+            .filter_map(|(_, bounds)| *bounds)
+            .reduce(|(lo, hi), (l, h)| (lo.min(l), hi.max(h)))
+    }
 }
 
 #[async_trait]
 impl Snapshot for SnowflakeSnapshot {
     async fn read(&self, numbers: RowNumbers) -> Result<Box<dyn SourceRows>, SourceError> {
         let first = *numbers.start();
-        let result = self
+        let done = self
             .session
-            .exec("read", &page_statement(&self.name, &numbers))
+            .exec(
+                "read",
+                &page_statement(&self.source, &self.name, &numbers),
+                self.scope,
+            )
             .await?;
-        match result {
+        match done.result {
             QueryResult::Empty => Ok(Box::new(RowsInMemory::new(Vec::new()))),
-            QueryResult::Arrow(batches) => Ok(Box::new(ArrowRows::numbered(batches, first)?)),
+            QueryResult::Arrow(batches) => {
+                let mut bounds: IdRange = None;
+                for batch in &batches {
+                    let mut ids = Vec::with_capacity(batch.num_rows());
+                    decode_ids(batch.column(0).as_ref(), &mut ids)?;
+                    for id in ids.into_iter().flatten() {
+                        bounds = Some(bounds.map_or((id, id), |(lo, hi)| (lo.min(id), hi.max(id))));
+                    }
+                }
+                self.pages
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((numbers, bounds));
+                Ok(Box::new(ArrowRows::numbered(batches, first)?))
+            }
             QueryResult::Json(json) => Err(SourceError::UnexpectedResult {
                 operation: "read",
                 detail: format!("expected Arrow rows, got JSON {}", json.value),
@@ -133,18 +356,27 @@ impl Snapshot for SnowflakeSnapshot {
     }
 
     async fn delete(&self, safe: &[RowNumbers], ids: IdMatch) -> Result<u64, SourceError> {
-        let Some(sql) = join_delete_statement(&self.table, &self.name, safe, ids) else {
+        let between = self.ids_between(safe);
+        let Some(sql) = join_delete_statement(&self.source, &self.name, safe, ids, between) else {
             return Ok(0);
         };
-        let result = self.session.exec("delete", &sql).await?;
-        single_count("delete", &result)
+        let done = self.session.exec("delete", &sql, self.scope).await?;
+        single_count("delete", &done.result)
     }
 
     async fn drop_snapshot(&self) -> Result<(), SourceError> {
-        let dropped = self.session.exec("drop", &drop_statement(&self.name)).await;
-        if dropped.is_err() {
-            self.session.undropped().push(self.name.clone());
+        let dropped = self
+            .session
+            .exec("drop", &drop_statement(&self.name), self.scope)
+            .await;
+        match dropped {
+            Ok(_) => Ok(()),
+            // Gone with its session: nothing left to drop.
+            Err(SourceError::SnapshotLost { .. }) => Ok(()),
+            Err(e) => {
+                self.session.undropped().push(self.name.clone());
+                Err(e)
+            }
         }
-        dropped.map(|_| ())
     }
 }

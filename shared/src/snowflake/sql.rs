@@ -10,24 +10,71 @@ use crate::model::ident::Identifier;
 use crate::ports::{IdMatch, RowNumbers};
 use crate::snowflake::arrow::decode_ids;
 
-pub const ID_COLUMN: &str = "\"COUNTRY_ID\"";
-pub const COUNTRY_COLUMN: &str = "\"COUNTRY\"";
+/// The source table and its two columns, as configured: quoted exactly as
+/// given, so that `QUOTED_IDENTIFIERS_IGNORE_CASE` (set off at every login)
+/// and Snowflake's upper-casing of unquoted names change nothing.
+#[derive(Debug, Clone)]
+pub struct SourceTable {
+    pub table: Identifier,
+    pub id: Identifier,
+    pub country: Identifier,
+}
+
+impl SourceTable {
+    pub fn from_config(config: &crate::config::SnowflakeConfig) -> Self {
+        Self {
+            table: config.table.clone(),
+            id: config.id_column.clone(),
+            country: config.country_column.clone(),
+        }
+    }
+
+    /// `"case"` with `"COUNTRY_ID"` and `"COUNTRY"`, the defaults.
+    pub fn named(table: &str) -> Self {
+        let ident = |s: &str| Identifier::parse(s).unwrap_or_else(|_| Identifier::fallback());
+        Self {
+            table: ident(table),
+            id: ident("COUNTRY_ID"),
+            country: ident("COUNTRY"),
+        }
+    }
+
+    /// `"id", "country"`.
+    fn columns(&self) -> String {
+        format!("{}, {}", self.id.quoted(), self.country.quoted())
+    }
+
+    /// The snapshot's order: ids, then countries, NULLs last.
+    fn order(&self) -> String {
+        format!(
+            "ORDER BY {} NULLS LAST, {} NULLS LAST",
+            self.id.quoted(),
+            self.country.quoted()
+        )
+    }
+}
 
 /// The column that numbers a run snapshot's rows.
 pub const ROW_NUMBER_COLUMN: &str = "\"_RN\"";
 
 /// Every row of the table, in no order (tests and operator tools).
-pub fn select_statement(table: &Identifier, limit: usize) -> String {
+pub fn select_statement(source: &SourceTable, limit: usize) -> String {
     format!(
-        "SELECT {ID_COLUMN}, {COUNTRY_COLUMN} FROM {} LIMIT {limit}",
-        table.quoted()
+        "SELECT {} FROM {} LIMIT {limit}",
+        source.columns(),
+        source.table.quoted()
     )
 }
 
 /// `COUNT(*)` of the whole table: Snowflake answers it from the table's
 /// metadata, without resuming the warehouse.
-pub fn count_statement(table: &Identifier) -> String {
-    format!("SELECT COUNT(*) FROM {}", table.quoted())
+pub fn count_statement(source: &SourceTable) -> String {
+    format!("SELECT COUNT(*) FROM {}", source.table.quoted())
+}
+
+/// The table's columns, from metadata (no warehouse): the check at start.
+pub fn describe_statement(source: &SourceTable) -> String {
+    format!("DESCRIBE TABLE {}", source.table.quoted())
 }
 
 /// The snapshot's name: one per run, so a table a failed drop left behind
@@ -48,25 +95,23 @@ pub fn snapshot_name(run_id: uuid::Uuid) -> Identifier {
 /// computed before a LIMIT there. `OR REPLACE`: the client may send the
 /// statement twice, and the second run of it must succeed (nothing was
 /// read from the first yet).
-pub fn snapshot_statement(table: &Identifier, snapshot: &Identifier, limit: usize) -> String {
+pub fn snapshot_statement(source: &SourceTable, snapshot: &Identifier, limit: usize) -> String {
+    let (columns, order) = (source.columns(), source.order());
     format!(
         "CREATE OR REPLACE TEMPORARY TABLE {snap} AS \
-         SELECT {ID_COLUMN}, {COUNTRY_COLUMN}, \
-         ROW_NUMBER() OVER ({ORDER}) AS {ROW_NUMBER_COLUMN} \
-         FROM (SELECT {ID_COLUMN}, {COUNTRY_COLUMN} FROM {table} {ORDER} LIMIT {limit})",
+         SELECT {columns}, ROW_NUMBER() OVER ({order}) AS {ROW_NUMBER_COLUMN} \
+         FROM (SELECT {columns} FROM {table} {order} LIMIT {limit})",
         snap = snapshot.quoted(),
-        table = table.quoted(),
+        table = source.table.quoted(),
     )
 }
 
-/// The snapshot's order: ids, then countries, NULLs last.
-const ORDER: &str = "ORDER BY \"COUNTRY_ID\" NULLS LAST, \"COUNTRY\" NULLS LAST";
-
 /// One page of the snapshot: constant-size SQL whatever the page holds.
-pub fn page_statement(snapshot: &Identifier, numbers: &RowNumbers) -> String {
+pub fn page_statement(source: &SourceTable, snapshot: &Identifier, numbers: &RowNumbers) -> String {
     format!(
-        "SELECT {ID_COLUMN}, {COUNTRY_COLUMN}, {ROW_NUMBER_COLUMN} FROM {} \
+        "SELECT {}, {ROW_NUMBER_COLUMN} FROM {} \
          WHERE {ROW_NUMBER_COLUMN} BETWEEN {} AND {} ORDER BY {ROW_NUMBER_COLUMN}",
+        source.columns(),
         snapshot.quoted(),
         numbers.start(),
         numbers.end()
@@ -76,16 +121,20 @@ pub fn page_statement(snapshot: &Identifier, numbers: &RowNumbers) -> String {
 /// Deletes from the table every row equal, on both columns, to a snapshot
 /// row numbered in `safe`. The ids are joined with `=`, which every engine
 /// runs as a hash join (and Snowflake can prune partitions with); the
-/// country with `EQUAL_NULL`, a filter on the joined pairs. Rows whose id is
-/// NULL (never valid, so only ever deleted after being queued) have their
-/// own statement, `IdMatch::BothNull`. A newer version of an id that
+/// country with `EQUAL_NULL`, a filter on the joined pairs. `ids_between`,
+/// the lowest and highest id of the pages the ranges fall in, is a literal
+/// range on the table itself: Snowflake prunes the table's micro-partitions
+/// by it before the join, where a join alone may scan them all. Rows whose
+/// id is NULL (never valid, so only ever deleted after being queued) have
+/// their own statement, `IdMatch::BothNull`. A newer version of an id that
 /// arrived after the snapshot differs in its country and survives; an
 /// identical copy goes with its twin, as its content is safe.
 pub fn join_delete_statement(
-    table: &Identifier,
+    source: &SourceTable,
     snapshot: &Identifier,
     safe: &[RowNumbers],
     ids: IdMatch,
+    ids_between: Option<(i128, i128)>,
 ) -> Option<String> {
     if safe.is_empty() {
         return None;
@@ -104,14 +153,18 @@ pub fn join_delete_statement(
             }
         })
         .collect();
-    let id_match = match ids {
-        IdMatch::Equal => format!("c.{ID_COLUMN} = b.{ID_COLUMN}"),
-        IdMatch::BothNull => format!("c.{ID_COLUMN} IS NULL AND b.{ID_COLUMN} IS NULL"),
+    let (id, country) = (source.id.quoted(), source.country.quoted());
+    let id_match = match (ids, ids_between) {
+        (IdMatch::Equal, Some((lo, hi))) => {
+            format!("c.{id} BETWEEN {lo} AND {hi} AND c.{id} = b.{id}")
+        }
+        (IdMatch::Equal, None) => format!("c.{id} = b.{id}"),
+        (IdMatch::BothNull, _) => format!("c.{id} IS NULL AND b.{id} IS NULL"),
     };
     Some(format!(
         "DELETE FROM {} AS c USING {} AS b WHERE ({}) AND {id_match} \
-         AND EQUAL_NULL(c.{COUNTRY_COLUMN}, b.{COUNTRY_COLUMN})",
-        table.quoted(),
+         AND EQUAL_NULL(c.{country}, b.{country})",
+        source.table.quoted(),
         snapshot.quoted(),
         ranges.join(" OR "),
     ))
@@ -175,8 +228,8 @@ pub fn single_count(operation: &'static str, result: &QueryResult) -> Result<u64
 mod tests {
     use super::*;
 
-    fn table() -> Identifier {
-        Identifier::parse("case").unwrap()
+    fn table() -> SourceTable {
+        SourceTable::named("case")
     }
 
     #[test]
@@ -185,6 +238,20 @@ mod tests {
             select_statement(&table(), 500),
             r#"SELECT "COUNTRY_ID", "COUNTRY" FROM "case" LIMIT 500"#
         );
+    }
+
+    #[test]
+    fn configured_names_are_quoted_as_given() {
+        let source = SourceTable {
+            table: Identifier::parse("Countries").unwrap(),
+            id: Identifier::parse("id").unwrap(),
+            country: Identifier::parse("Code").unwrap(),
+        };
+        assert_eq!(
+            select_statement(&source, 5),
+            r#"SELECT "id", "Code" FROM "Countries" LIMIT 5"#
+        );
+        assert_eq!(describe_statement(&source), r#"DESCRIBE TABLE "Countries""#);
     }
 
     #[test]
@@ -202,7 +269,7 @@ mod tests {
              ORDER BY \"COUNTRY_ID\" NULLS LAST, \"COUNTRY\" NULLS LAST LIMIT 500)"
         );
         assert_eq!(
-            page_statement(&snap, &(101..=200)),
+            page_statement(&table(), &snap, &(101..=200)),
             "SELECT \"COUNTRY_ID\", \"COUNTRY\", \"_RN\" FROM \"COUNTRIES_RUN_00000000000000000000000000000000\" \
              WHERE \"_RN\" BETWEEN 101 AND 200 ORDER BY \"_RN\""
         );
@@ -212,23 +279,34 @@ mod tests {
     fn the_join_delete_names_ranges_not_keys() {
         let snap = Identifier::parse("S").unwrap();
         assert_eq!(
-            join_delete_statement(&table(), &snap, &[1..=5000, 5002..=5002], IdMatch::Equal).unwrap(),
+            join_delete_statement(&table(), &snap, &[1..=5000, 5002..=5002], IdMatch::Equal, None).unwrap(),
             "DELETE FROM \"case\" AS c USING \"S\" AS b WHERE (b.\"_RN\" BETWEEN 1 AND 5000 OR b.\"_RN\" = 5002) \
              AND c.\"COUNTRY_ID\" = b.\"COUNTRY_ID\" AND EQUAL_NULL(c.\"COUNTRY\", b.\"COUNTRY\")"
         );
-        let nulls = join_delete_statement(&table(), &snap, &[7..=9], IdMatch::BothNull).unwrap();
+        let pruned =
+            join_delete_statement(&table(), &snap, &[1..=10], IdMatch::Equal, Some((-5, 70)))
+                .unwrap();
+        assert!(
+            pruned.contains(
+                "c.\"COUNTRY_ID\" BETWEEN -5 AND 70 AND c.\"COUNTRY_ID\" = b.\"COUNTRY_ID\""
+            ),
+            "{pruned}"
+        );
+        let nulls =
+            join_delete_statement(&table(), &snap, &[7..=9], IdMatch::BothNull, Some((1, 2)))
+                .unwrap();
         assert!(
             nulls.contains("c.\"COUNTRY_ID\" IS NULL AND b.\"COUNTRY_ID\" IS NULL"),
             "{nulls}"
         );
         assert_eq!(
-            join_delete_statement(&table(), &snap, &[], IdMatch::Equal),
+            join_delete_statement(&table(), &snap, &[], IdMatch::Equal, None),
             None
         );
         // The text does not grow with the rows a range holds.
-        let one = join_delete_statement(&table(), &snap, &[1..=10], IdMatch::Equal).unwrap();
-        let many =
-            join_delete_statement(&table(), &snap, &[1..=10_000_000], IdMatch::Equal).unwrap();
+        let one = join_delete_statement(&table(), &snap, &[1..=10], IdMatch::Equal, None).unwrap();
+        let many = join_delete_statement(&table(), &snap, &[1..=10_000_000], IdMatch::Equal, None)
+            .unwrap();
         assert!(many.len() - one.len() <= 6);
     }
 
