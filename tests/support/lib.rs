@@ -15,6 +15,7 @@ use std::time::Duration;
 pub mod fault;
 pub mod proxy;
 pub mod schedules;
+pub mod snowflake_fake;
 
 use countries_ops::snowflake_admin::SnowflakeAdmin;
 use countries_shared::config::{Env, ReplicatorConfig};
@@ -166,8 +167,17 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new(prefix: &str) -> Self {
+        Self::on_snowflake(prefix, None).await
+    }
+
+    /// A test's slice with Snowflake at `endpoint` (a private protocol
+    /// fake) instead of the stack's.
+    pub async fn on_snowflake(prefix: &str, endpoint: Option<&str>) -> Self {
         let name = unique(prefix).to_lowercase();
         let mut vars = stack_vars();
+        if let Some(url) = endpoint {
+            vars.insert("SNOWFLAKE_ENDPOINT_URL".into(), url.to_string());
+        }
         create_database(&vars["PGHOST"], &vars["PGPORT"], &vars["PGUSER"], &name).await;
         vars.insert("PGDATABASE".into(), name.clone());
         vars.insert("SNOWFLAKE_DATABASE".into(), name.to_uppercase());
@@ -579,7 +589,7 @@ pub fn run_binary(
         .expect("running a workspace binary")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

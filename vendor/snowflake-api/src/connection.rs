@@ -19,6 +19,9 @@ use uuid::Uuid;
 /// front of it) failing for now.
 const RETRYABLE: [u16; 6] = [408, 429, 500, 502, 503, 504];
 
+/// A chunk's statuses worth another attempt.
+const CHUNK_RETRYABLE: [u16; 8] = [400, 403, 408, 429, 500, 502, 503, 504];
+
 #[derive(Error, Debug)]
 pub enum ConnectionError {
     /// No answer: connect failure, reset, timeout.
@@ -165,7 +168,7 @@ impl Connection {
         }
         let path = url.path().to_string();
         let body = self
-            .send(&path, call.deadline, |attempt, reason| {
+            .send(&path, call.deadline, &RETRYABLE, |attempt, reason| {
                 let mut params: Vec<(&str, String)> = vec![
                     ("requestId", request_id.clone()),
                     ("request_guid", Uuid::new_v4().to_string()),
@@ -210,7 +213,9 @@ impl Connection {
         let parsed = Url::parse(url)?;
         // The path only: a chunk URL carries a presigned query string.
         let path = format!("chunk {}", parsed.path());
-        self.send(&path, deadline, |_, _| {
+        // Any failure of a chunk is retried, a 403 included: storage answers
+        // it for a moment's trouble as for a bad key, and the drivers retry.
+        self.send(&path, deadline, &CHUNK_RETRYABLE, |_, _| {
             self.client.get(parsed.clone()).headers(map.clone())
         })
         .await
@@ -222,6 +227,7 @@ impl Connection {
         &self,
         path: &str,
         deadline: Option<Instant>,
+        retryable: &[u16],
         build: impl Fn(u32, &str) -> reqwest::RequestBuilder,
     ) -> Result<Bytes, ConnectionError> {
         let mut attempt = 0u32;
@@ -253,7 +259,7 @@ impl Connection {
                         attempts: attempt,
                         body: body.chars().take(300).collect(),
                     };
-                    if !RETRYABLE.contains(&status.as_u16()) {
+                    if !retryable.contains(&status.as_u16()) {
                         return Err(error);
                     }
                     reason = status.as_u16().to_string();
