@@ -75,9 +75,15 @@ async fn a_long_statement_is_polled_to_its_result_under_one_request_id() {
         .map(|r| param(r, "requestId").to_string())
         .expect("the snapshot statement was sent");
     let polls: Vec<&Value> = log.iter().filter(|r| r["route"] == "result").collect();
-    assert_eq!(polls.len(), 4 + 2, "3 + 1 polls of the snapshot, 1 + 1 of the read");
+    assert_eq!(
+        polls.len(),
+        4 + 2,
+        "3 + 1 polls of the snapshot, 1 + 1 of the read"
+    );
     assert!(
-        polls[..4].iter().all(|p| param(p, "requestId") == snapshot_id),
+        polls[..4]
+            .iter()
+            .all(|p| param(p, "requestId") == snapshot_id),
         "polls keep the statement's request id: {polls:?}"
     );
     assert!(polls.iter().all(|p| p["method"] == "GET"));
@@ -99,7 +105,11 @@ async fn a_statement_still_running_at_the_deadline_is_aborted_and_transient() {
         .await
         .err()
         .expect("a statement that never ends");
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
     assert!(err.to_string().contains("aborted"), "{err}");
     let log = fake.log().await;
@@ -132,7 +142,11 @@ async fn chunked_pages_arrive_whole_and_in_order_in_every_encoding() {
             let read = read_page(&*snapshot, 20_000).await.unwrap();
             assert_eq!(read, expected, "gzip {gzip}, keys {keys}");
             let chunks = fake.requests("chunk").await;
-            assert_eq!(chunks.len(), 5, "11,000 rows past the inline 1,000 in 2,500s");
+            assert_eq!(
+                chunks.len(),
+                5,
+                "11,000 rows past the inline 1,000 in 2,500s"
+            );
             assert!(
                 chunks
                     .iter()
@@ -165,7 +179,11 @@ async fn a_failed_or_slow_chunk_is_retried_and_a_short_one_is_refused() {
     let read = read_page(&*snapshot, 10_000).await.expect("the page");
     assert_eq!(read, (1..=4_000).collect::<Vec<i128>>());
     let chunks = fake.requests("chunk").await;
-    assert_eq!(chunks.len(), 4 + 1, "four chunks, one of them twice: {chunks:?}");
+    assert_eq!(
+        chunks.len(),
+        4 + 1,
+        "four chunks, one of them twice: {chunks:?}"
+    );
     assert_eq!(chunks.iter().filter(|c| c["status"] == 403).count(), 1);
 
     fake.faults(json!([
@@ -192,7 +210,9 @@ async fn an_expired_session_is_renewed_and_keeps_the_snapshot() {
         {"route": "query", "sql_contains": READ, "action": "session_expired"},
     ]))
     .await;
-    let read = read_page(&*snapshot, 100).await.expect("read after renewal");
+    let read = read_page(&*snapshot, 100)
+        .await
+        .expect("read after renewal");
     assert_eq!(read.len(), 50);
     assert_eq!(fake.requests("token").await.len(), 1, "renewed once");
     assert!(fake.requests("login").await.is_empty(), "no new login");
@@ -220,7 +240,10 @@ async fn a_lost_master_token_starts_a_new_session_and_the_run_starts_fresh() {
         );
         assert_eq!(err.kind(), ErrorKind::Transient);
         // Nothing to drop: it went with the session.
-        snapshot.drop_snapshot().await.expect("a lost snapshot drops as done");
+        snapshot
+            .drop_snapshot()
+            .await
+            .expect("a lost snapshot drops as done");
         // The next run: a new snapshot in the new session reads everything.
         let fresh = source
             .snapshot(Uuid::new_v4(), 100, &Deadline::none())
@@ -261,7 +284,10 @@ async fn a_hung_request_times_out_and_is_sent_again_as_a_retry() {
     let sent = fake.requests("query").await;
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert_eq!(param(&sent[0], "requestId"), param(&sent[1], "requestId"));
-    assert_ne!(param(&sent[0], "request_guid"), param(&sent[1], "request_guid"));
+    assert_ne!(
+        param(&sent[0], "request_guid"),
+        param(&sent[1], "request_guid")
+    );
     assert_eq!(param(&sent[1], "retryCount"), "1");
     assert_eq!(param(&sent[1], "retryReason"), "0", "a timeout");
     assert!(!param(&sent[1], "clientStartTime").is_empty());
@@ -294,10 +320,17 @@ async fn every_login_sets_the_session_and_every_statement_is_tagged() {
     let (fake, env) = world(0, 0, 5).await;
     let source = env.source();
     let run = Uuid::new_v4();
-    source.count_rows(Some(run), &Deadline::none()).await.unwrap();
+    source
+        .count_rows(Some(run), &Deadline::none())
+        .await
+        .unwrap();
     let login = fake.requests("login").await;
     let params = &login[0]["body"]["data"]["SESSION_PARAMETERS"];
-    assert_eq!(params["QUOTED_IDENTIFIERS_IGNORE_CASE"], json!(false), "{params}");
+    assert_eq!(
+        params["QUOTED_IDENTIFIERS_IGNORE_CASE"],
+        json!(false),
+        "{params}"
+    );
     assert_eq!(params["AUTOCOMMIT"], json!(true));
     assert_eq!(params["STATEMENT_TIMEOUT_IN_SECONDS"], json!(600));
     assert_eq!(params["LOCK_TIMEOUT"], json!(600));

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub mod fault;
 pub mod proxy;
+pub mod runtime;
 pub mod schedules;
 pub mod snowflake_fake;
 

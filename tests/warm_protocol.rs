@@ -1,0 +1,177 @@
+//! The replicator and the publisher binaries kept warm (one process, several
+//! invocations through cargo lambda's runtime API, as Lambda keeps them)
+//! against the Snowflake protocol fake: each survives a long statement, a
+//! failed chunk, an expired session, a lost reply and a lost session; no
+//! row is lost, and the next run moves rows in the session it kept.
+
+use std::time::Duration;
+
+use countries_ops::event_source::LocalEventSource;
+use countries_shared::lambda;
+use serde_json::{json, Value};
+use testkit::runtime::{invoke, start, UnderRuntime};
+use testkit::snowflake_fake::SnowflakeFake;
+use testkit::TestEnv;
+
+const SCHEDULED_EVENT: &str = include_str!("../infra/local/events/scheduled-event.json");
+const ROWS: usize = 9_000;
+const READ: &str = "\"_RN\" FROM \"COUNTRIES_RUN_";
+const SNAPSHOT: &str = "CREATE OR REPLACE TEMPORARY";
+
+/// A private fake (pages of 1,000 arrive as 200 inline and chunks of 500),
+/// a test slice on it with runs of 3,000 rows, and `ROWS` rows in `case`.
+async fn world(prefix: &str) -> (SnowflakeFake, TestEnv) {
+    let fake = SnowflakeFake::start(500, 200).await;
+    let mut env = TestEnv::on_snowflake(prefix, Some(&fake.url)).await;
+    for (k, v) in [
+        ("MAX_ROWS_PER_RUN", "3000"),
+        ("SNOWFLAKE_PAGE_ROWS", "1000"),
+        ("BATCH_SIZE", "500"),
+    ] {
+        env.vars.insert(k.into(), v.into());
+    }
+    env.admin()
+        .execute(&format!(
+            "INSERT INTO \"case\" (\"COUNTRY_ID\", \"COUNTRY\") \
+             SELECT SEQ4() + 1, 'USA' FROM TABLE(GENERATOR(ROWCOUNT => {ROWS}))"
+        ))
+        .await
+        .expect("loading rows");
+    fake.reset().await;
+    (fake, env)
+}
+
+/// One run's outcome, or the error type of an invocation that failed.
+fn outcome(payload: &Value) -> String {
+    let run = if payload["runs"].is_array() {
+        &payload["runs"][0]
+    } else {
+        payload
+    };
+    run["outcome"]
+        .as_str()
+        .or_else(|| payload["errorType"].as_str())
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// The protocol's awkward paths, one invocation each, then runs until the
+/// table is empty. Returns the outcomes.
+async fn runs_through_the_protocol(fake: &SnowflakeFake, function: &UnderRuntime) -> Vec<String> {
+    let mut outcomes = Vec::new();
+    // A snapshot that outlives Snowflake's hold, and a chunk that fails once.
+    fake.faults(json!([
+        {"route": "query", "sql_contains": SNAPSHOT, "action": "async", "polls": 2},
+        {"route": "chunk", "action": "status", "status": 403},
+    ]))
+    .await;
+    outcomes.push(outcome(&invoke(function, SCHEDULED_EVENT).await));
+    // The session token expires mid-run (renewed, snapshot kept), and a
+    // delete's reply is lost after Snowflake ran it (sent again).
+    fake.faults(json!([
+        {"route": "query", "sql_contains": READ, "action": "session_expired", "skip": 1},
+        {"route": "query", "sql_contains": "DELETE FROM", "action": "status", "status": 503, "when": "after"},
+    ]))
+    .await;
+    outcomes.push(outcome(&invoke(function, SCHEDULED_EVENT).await));
+    // The master token is lost mid-run: a new session, the snapshot gone.
+    fake.faults(json!([
+        {"route": "query", "sql_contains": READ, "action": "master_expired", "skip": 1},
+    ]))
+    .await;
+    outcomes.push(outcome(&invoke(function, SCHEDULED_EVENT).await));
+    // The next runs start fresh in the new session and empty the table.
+    for _ in 0..5 {
+        let last = outcome(&invoke(function, SCHEDULED_EVENT).await);
+        outcomes.push(last.clone());
+        if last == "idle" {
+            break;
+        }
+    }
+    outcomes
+}
+
+async fn assert_the_protocol_was_met(fake: &SnowflakeFake) {
+    let log = fake.log().await;
+    let count = |route: &str| log.iter().filter(|r| r["route"] == route).count();
+    assert!(count("result") >= 3, "the long snapshot was polled");
+    assert_eq!(
+        count("token"),
+        2,
+        "the expired session renewed, the lost one tried once before a new login"
+    );
+    assert_eq!(
+        count("login"),
+        2,
+        "the warm process kept its session across invocations, but for the lost one"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|r| r["route"] == "chunk" && r["status"] == 403)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_warm_replicator_survives_the_real_protocol_and_moves_every_row() {
+    let (fake, env) = world("warm_rep").await;
+    let replicator = start(&env, "replicator").await;
+    let outcomes = runs_through_the_protocol(&fake, &replicator).await;
+    assert_eq!(
+        &outcomes[..3],
+        ["succeeded", "succeeded", "RunPartial"],
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.last().map(String::as_str),
+        Some("idle"),
+        "{outcomes:?}"
+    );
+    // Before the test's own reads log in beside the function.
+    assert_the_protocol_was_met(&fake).await;
+    assert_eq!(
+        env.postgres_rows().await.len(),
+        ROWS,
+        "every row in Postgres"
+    );
+    assert!(
+        env.snowflake_rows().await.is_empty(),
+        "and none left behind"
+    );
+}
+
+#[tokio::test]
+async fn a_warm_publisher_survives_the_real_protocol_and_publishes_every_row() {
+    let (fake, mut env) = world("warm_pub").await;
+    env.add_changes_queue(30, 5).await;
+    let publisher = start(&env, "publisher").await;
+    let outcomes = runs_through_the_protocol(&fake, &publisher).await;
+    assert_eq!(
+        &outcomes[..3],
+        ["succeeded", "succeeded", "RunPartial"],
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.last().map(String::as_str),
+        Some("idle"),
+        "{outcomes:?}"
+    );
+    assert_the_protocol_was_met(&fake).await;
+    assert!(env.snowflake_rows().await.is_empty(), "every row published");
+    // The writers drain what was published: every row reaches Postgres.
+    let writer = lambda::writer::build(&env.writer_config()).await;
+    LocalEventSource {
+        client: env.sqs.clone(),
+        queue_url: env.vars["CHANGES_QUEUE_URL"].clone(),
+        batch_size: 10,
+    }
+    .drain_parallel(&writer, 2, Duration::from_secs(60))
+    .await
+    .expect("the changes queue empties");
+    assert_eq!(
+        env.postgres_rows().await.len(),
+        ROWS,
+        "every row in Postgres"
+    );
+}
