@@ -1,5 +1,5 @@
 # The two commands of the README, and the stack on its own.
-.PHONY: demo test bench soak fuzz stack-up stack-down
+.PHONY: demo test bench soak fuzz real-smoke stack-up stack-down
 
 demo:        ## run the whole pipeline on the local stack (CSV=rows.csv to load your own rows; MODE=stream for stream mode)
 	MODE=$(or $(MODE),batch) infra/local/demo.sh $(CSV)
@@ -15,6 +15,9 @@ soak:        ## the long reliability run (SCHEDULES=500 SEED=... CASES=100000)
 
 fuzz:        ## cargo fuzz on message parsing and row validation / SQL literals (FUZZ_SECONDS=300 per target)
 	infra/local/fuzz.sh $(FUZZ_SECONDS)
+
+real-smoke:  ## by hand, never in CI: the product's Snowflake statements against a REAL account (SNOWFLAKE_* from the environment), on a scratch table
+	cargo run --quiet --locked -p countries-cli --bin countries -- real-smoke $(ARGS)
 
 stack-up:
 	infra/local/stack.sh up

@@ -376,3 +376,35 @@ async fn the_check_at_start_names_the_variable_to_change() {
         .await
         .expect("the configured names exist");
 }
+
+/// `countries real-smoke` (what `make real-smoke` runs against a real
+/// account), here against the stack's fake: every step passes and every
+/// statement's query id is logged.
+#[tokio::test]
+async fn the_real_account_smoke_test_runs_its_steps_and_logs_query_ids() {
+    let env = TestEnv::new("sf_smoke").await;
+    let out = testkit::run_binary(
+        "countries",
+        &["real-smoke", "--table", "COUNTRIES_SMOKE"],
+        &env.vars,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("real-smoke: passed"), "{stdout}");
+    for step in ["snapshot", "read the page", "join delete", "count again"] {
+        assert!(stdout.contains(step), "{step}: {stdout}");
+    }
+    let logged = format!("{stdout}{stderr}");
+    assert!(
+        logged.matches("query_id").count() >= 6,
+        "every statement's query id: {logged}"
+    );
+    assert!(
+        env.admin()
+            .execute("SELECT COUNT(*) FROM \"COUNTRIES_SMOKE\"")
+            .await
+            .is_err(),
+        "the scratch table is dropped"
+    );
+}

@@ -5,6 +5,7 @@ pub mod event_source;
 pub mod failures;
 pub mod loader;
 pub mod redrive;
+pub mod smoke;
 pub mod snowflake_admin;
 pub mod status;
 

@@ -123,6 +123,14 @@ enum Command {
     },
     /// Insert the sample rows, some of them invalid on purpose, into Snowflake.
     LoadSample,
+    /// Against a real account (credentials from the environment): the
+    /// product's statements on a scratch table it creates and drops; prints
+    /// each step's time (query ids are in the log lines).
+    RealSmoke {
+        /// The scratch table (created in SNOWFLAKE_DATABASE.SNOWFLAKE_SCHEMA).
+        #[arg(long, default_value = "COUNTRIES_SMOKE")]
+        table: String,
+    },
 }
 
 #[tokio::main]
@@ -182,6 +190,25 @@ async fn run(command: Command) -> Result<ExitCode> {
             load(&text, &file.display().to_string()).await
         }
         Command::LoadSample => load(SAMPLE_ROWS, "the sample rows").await,
+        Command::RealSmoke { table } => real_smoke(&table).await,
+    }
+}
+
+async fn real_smoke(table: &str) -> Result<ExitCode> {
+    let config = SnowflakeConfig::from_env()?;
+    let (steps, outcome) = countries_ops::smoke::real_smoke(&config, table).await;
+    for s in &steps {
+        println!("{:<34} {:>7} ms  {}", s.step, s.ms, s.result);
+    }
+    match outcome {
+        Ok(()) => {
+            println!("real-smoke: passed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("real-smoke: failed: {e}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 

@@ -107,7 +107,7 @@ vars! {
     SNOWFLAKE_DATABASE: Rule::RequiredText, [Replicator, Publisher], "database of the source table";
     SNOWFLAKE_SCHEMA: Rule::RequiredText, [Replicator, Publisher], "schema of the source table";
     SNOWFLAKE_ROLE: Rule::OptionalText { default: "user default" }, [Replicator, Publisher],
-        "role (needs SELECT and DELETE on the table, CREATE TABLE on the schema for the run snapshot)";
+        "role (needs USAGE on the warehouse, database and schema, SELECT and DELETE on the table; `infra/sql/snowflake/deploy/access.sql`)";
     SNOWFLAKE_TABLE: Rule::Identifier { default: "case" }, [Replicator, Publisher],
         "source table; always quoted (case-sensitive)";
     SNOWFLAKE_ID_COLUMN: Rule::Identifier { default: "COUNTRY_ID" }, [Replicator, Publisher],
@@ -115,7 +115,7 @@ vars! {
     SNOWFLAKE_COUNTRY_COLUMN: Rule::Identifier { default: "COUNTRY" }, [Replicator, Publisher],
         "the table's country column (text); always quoted (case-sensitive)";
     SNOWFLAKE_STATEMENT_TIMEOUT_SECONDS: Rule::Number { min: 10, max: 43_200, default: 600 }, [Replicator, Publisher],
-        "`STATEMENT_TIMEOUT_IN_SECONDS` and `LOCK_TIMEOUT` set at every login: keep it below the function's timeout (the template derives it)";
+        "`STATEMENT_TIMEOUT_IN_SECONDS` and `LOCK_TIMEOUT` set at every login: Snowflake's own limit, at most the function's timeout (the template sets it to it; the client aborts a statement earlier, at the invocation's deadline less half the margin)";
     SNOWFLAKE_ENDPOINT_URL: Rule::OptionalUrl, [Replicator, Publisher],
         "send requests here instead of `https://{account}.snowflakecomputing.com`: a regional or PrivateLink host (`https://xy12345.eu-west-1.privatelink.snowflakecomputing.com`), or the local emulator";
     PGHOST: Rule::RequiredText, [Replicator, Retrier, Reporter, Publisher, Writer], "Postgres host";

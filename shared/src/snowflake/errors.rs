@@ -31,6 +31,25 @@ pub const CODES: &[(&str, ErrorKind, &str)] = &[
 /// connection exceptions, transaction rollbacks, operator intervention.
 const TRANSIENT_CLASSES: [&str; 3] = ["08", "40", "57"];
 
+/// The README's table of codes, made from [`CODES`].
+pub fn markdown_table() -> String {
+    let mut table = String::from("| code | kind | meaning |\n|---|---|---|\n");
+    for (code, kind, meaning) in CODES {
+        table.push_str(&format!("| `{code}` | {kind} | {meaning} |\n"));
+    }
+    table.push_str(&format!(
+        "| any other code | transient when its SQLSTATE class is {}, else fatal | |\n",
+        TRANSIENT_CLASSES.map(|c| format!("`{c}`")).join(", ")
+    ));
+    table.push_str(
+        "| no answer (connection refused or reset, a timeout, HTTP 408/429/5xx after the client's retries), a statement still running at the deadline (aborted), a chunk that failed or held other than it said | transient | |\n",
+    );
+    table.push_str(
+        "| a reply that is not Snowflake's (not JSON, wrong shape), an Arrow type the product does not read, another HTTP 4xx | fatal | |\n",
+    );
+    table
+}
+
 /// The kind of Snowflake's answer `code` / `sql_state`.
 pub fn classify(code: &str, sql_state: &str) -> ErrorKind {
     if let Some((_, kind, _)) = CODES.iter().find(|(c, _, _)| *c == code) {
@@ -112,6 +131,30 @@ mod tests {
         assert_eq!(classify("999999", "08001"), ErrorKind::Transient);
         assert_eq!(classify("999999", "40001"), ErrorKind::Transient);
         assert_eq!(classify("999999", "22003"), ErrorKind::Fatal);
+    }
+
+    /// `BLESS=1 cargo test -p countries-shared readme` rewrites it.
+    #[test]
+    fn the_readme_table_of_codes_is_this_classification() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md beside the workspace");
+        let (start, end) = (
+            "<!-- snowflake-codes:start -->\n",
+            "<!-- snowflake-codes:end -->",
+        );
+        let from = readme.find(start).expect("snowflake-codes:start marker") + start.len();
+        let to = readme.find(end).expect("snowflake-codes:end marker");
+        let table = markdown_table();
+        if std::env::var_os("BLESS").is_some() {
+            let updated = format!("{}{table}{}", &readme[..from], &readme[to..]);
+            std::fs::write(path, updated).expect("writing README.md");
+            return;
+        }
+        assert_eq!(
+            &readme[from..to],
+            table,
+            "the README's Snowflake codes drifted from shared/src/snowflake/errors.rs: rerun with BLESS=1"
+        );
     }
 
     #[test]
