@@ -10,7 +10,7 @@ test:        ## every check and test, against a private local stack
 bench:       ## throughput and memory against COPY and a typical Python job, then stream freshness and scale (ARGS="--sizes 100000", ARGS="--stream-only")
 	infra/local/bench.sh $(ARGS)
 
-soak:        ## the long reliability run (SCHEDULES=500 SEED=... CASES=100000)
+soak:        ## the long reliability run: 1,000 fault schedules (SCHEDULES=700 STREAM_SCHEDULES=300 SEED=... CASES=100000)
 	infra/local/soak.sh
 
 fuzz:        ## cargo fuzz on message parsing and row validation / SQL literals (FUZZ_SECONDS=300 per target)

@@ -7,7 +7,10 @@
 //! - a crash (abort) at a named step boundary, or a SIGKILL at a random moment;
 //! - Postgres, the Snowflake emulator or SQS going down when the run reaches a
 //!   named point, or in the middle of a conversation (after a random number
-//!   of bytes).
+//!   of bytes);
+//! - Snowflake's protocol, through the stack's protocol fake, after a named
+//!   point: a long statement, an expired or a lost session, a request that
+//!   hangs until the deadline, a chunk that keeps failing.
 //!
 //! Then it checks the invariant, heals (runs again with every service up until
 //! Snowflake is empty) and checks it again: every row read is in Postgres, in
@@ -16,7 +19,7 @@
 //! The first schedules of every run walk the named faults in order, so even the
 //! quick setting covers each of them; the rest are random.
 //!
-//! - `FAULT_SCHEDULES` (default: one per named fault, 21): how many schedules run.
+//! - `FAULT_SCHEDULES` (default: one per named fault): how many schedules run.
 //! - `FAULT_SEED` (default 1): the seed; a failure prints it with the
 //!   schedule's number, and the same seed replays the same schedules.
 //! - `FAULT_PARALLEL` (default 2): schedules run at once.
@@ -37,8 +40,8 @@ use countries_shared::model::row::SourceRow;
 use countries_shared::ports::Step;
 use futures::StreamExt;
 use testkit::schedules::{
-    down_at, draw_rows, env_number, kill_after, record_changes, spawn, versions_written_twice,
-    wait_output, Service, ServiceProxies,
+    down_at, draw_rows, env_number, kill_after, protocol_fault_at, record_changes, spawn,
+    versions_written_twice, wait_output, Protocol, Service, ServiceProxies,
 };
 use testkit::{SplitMix, TestEnv};
 
@@ -68,6 +71,9 @@ enum Fault {
     /// makes the run stop starting work half-way to it, in the middle of
     /// the run.
     Deadline(Duration),
+    /// Snowflake answers the statements after the point the way the real
+    /// service can and the emulator never does (the protocol fake).
+    Protocol(Protocol, &'static str),
 }
 
 impl Fault {
@@ -78,6 +84,7 @@ impl Fault {
             Fault::DownAt(s, p) => format!("{s:?} down at {p}"),
             Fault::DownAfterBytes(s, _) => format!("{s:?} down mid-conversation"),
             Fault::Deadline(_) => "deadline reached mid-run".into(),
+            Fault::Protocol(p, point) => format!("{} at {point}", p.name()),
         }
     }
 }
@@ -98,13 +105,24 @@ fn named_faults() -> Vec<Fault> {
         Fault::DownAfterBytes(Service::Snowflake, 3_000),
         Fault::DownAfterBytes(Service::Postgres, 2_000),
         Fault::Deadline(Duration::from_millis(500)),
+        Fault::Protocol(Protocol::HungRequest, "after_snapshot"),
+        Fault::Protocol(Protocol::FailedChunk, "after_snapshot"),
+        Fault::Protocol(Protocol::SessionExpired, "after_read"),
     ]);
+    // A long statement and a lost session after every step.
+    for protocol in [Protocol::LongStatement, Protocol::SessionLost] {
+        faults.extend(POINTS.iter().map(|p| Fault::Protocol(protocol, p)));
+    }
     faults
 }
 
 fn random_fault(rng: &mut SplitMix) -> Fault {
     let services = [Service::Postgres, Service::Snowflake, Service::Sqs];
-    match rng.below(5) {
+    match rng.below(6) {
+        5 => Fault::Protocol(
+            Protocol::ALL[rng.below(Protocol::ALL.len())],
+            POINTS[rng.below(POINTS.len())],
+        ),
         4 => Fault::Deadline(Duration::from_millis(200 + rng.below(600) as u64)),
         0 => Fault::Crash(POINTS[rng.below(POINTS.len())]),
         1 => Fault::Kill(Duration::from_millis(10 + rng.below(400) as u64)),
@@ -192,6 +210,17 @@ async fn run_with_fault(env: &TestEnv, schedule: &Schedule, pause_file: &Path) -
                 &vars,
                 &proxies,
                 *service,
+                point,
+                pause_file,
+            )
+            .await
+        }
+        Fault::Protocol(protocol, point) => {
+            protocol_fault_at(
+                Path::new(env!("CARGO_BIN_EXE_replicate-once")),
+                &vars,
+                &env.vars["SNOWFLAKE_ENDPOINT_URL"],
+                *protocol,
                 point,
                 pause_file,
             )

@@ -8,7 +8,10 @@
 //! - the publisher crashes at a step boundary (after_write: published and
 //!   not yet deleted), is killed at a random moment, or loses the changes
 //!   queue (SQS) at a step or in the middle of a conversation;
-//! - the writers are killed mid-batch, or Postgres goes down under them.
+//! - the writers are killed mid-batch, or Postgres goes down under them;
+//! - the publisher meets Snowflake's protocol after a step (the stack's
+//!   protocol fake): a long statement, an expired or lost session, a request
+//!   hung until the deadline, a chunk that keeps failing.
 //!
 //! Then it drains the changes queue with every service up and checks that no
 //! row is lost (each is in Postgres, on the retry queue or still in
@@ -32,8 +35,8 @@ use countries_shared::ledger::RunOutcome;
 use countries_shared::ports::Step;
 use futures::StreamExt;
 use testkit::schedules::{
-    down_at, draw_rows, env_number, kill_after, record_changes, spawn, versions_written_twice,
-    wait_output, Service, ServiceProxies,
+    down_at, draw_rows, env_number, kill_after, protocol_fault_at, record_changes, spawn,
+    versions_written_twice, wait_output, Protocol, Service, ServiceProxies,
 };
 use testkit::{SplitMix, TestEnv};
 
@@ -51,6 +54,9 @@ enum Fault {
     WriterKill(Duration),
     /// Postgres goes down under the writers after this many bytes.
     PostgresDownUnderWriters(u64),
+    /// Snowflake answers the publisher's statements after the point the way
+    /// the real service can (the protocol fake).
+    Protocol(Protocol, &'static str),
 }
 
 impl Fault {
@@ -62,6 +68,7 @@ impl Fault {
             Fault::QueueDownAfterBytes(_) => "changes queue down mid-conversation".into(),
             Fault::WriterKill(_) => "writer killed mid-batch".into(),
             Fault::PostgresDownUnderWriters(_) => "Postgres down under the writers".into(),
+            Fault::Protocol(p, point) => format!("publisher meets a {} at {point}", p.name()),
         }
     }
 }
@@ -81,13 +88,25 @@ fn named_faults() -> Vec<Fault> {
         Fault::WriterKill(Duration::from_millis(250)),
         Fault::PostgresDownUnderWriters(0),
         Fault::PostgresDownUnderWriters(1_200),
+        Fault::Protocol(Protocol::HungRequest, "after_snapshot"),
+        Fault::Protocol(Protocol::FailedChunk, "after_snapshot"),
+        Fault::Protocol(Protocol::SessionExpired, "after_read"),
     ]);
+    // A long statement and a lost session after every step.
+    for protocol in [Protocol::LongStatement, Protocol::SessionLost] {
+        faults.extend(
+            Step::ALL
+                .iter()
+                .map(|s| Fault::Protocol(protocol, s.as_str())),
+        );
+    }
     faults
 }
 
 fn random_fault(rng: &mut SplitMix) -> Fault {
     let point = |rng: &mut SplitMix| Step::ALL[rng.below(Step::ALL.len())].as_str();
-    match rng.below(6) {
+    match rng.below(7) {
+        6 => Fault::Protocol(Protocol::ALL[rng.below(Protocol::ALL.len())], point(rng)),
         0 => Fault::PublisherCrash(point(rng)),
         1 => Fault::PublisherKill(Duration::from_millis(10 + rng.below(400) as u64)),
         2 => Fault::QueueDownAt(point(rng)),
@@ -193,6 +212,17 @@ async fn run_with_fault(env: &TestEnv, schedule: &Schedule, pause_file: &Path) -
             proxies.proxies[&Service::Postgres].take_down_after(*bytes);
             let out = wait_output(writers(&vars)).await;
             proxies.proxies[&Service::Postgres].is_down() && !out.status.success()
+        }
+        Fault::Protocol(protocol, point) => {
+            protocol_fault_at(
+                publisher(),
+                &vars,
+                &env.vars["SNOWFLAKE_ENDPOINT_URL"],
+                *protocol,
+                point,
+                pause_file,
+            )
+            .await
         }
     }
 }

@@ -34,18 +34,22 @@ keys chunkHeaders.
 Control API (JSON in, JSON out):
     POST /fake/faults    {"faults": [RULE, ...]} appends rules -> {"ok": true}
     GET  /fake/faults    {"faults": [...]} with remaining skip/times
-    POST /fake/reset     clears faults and the log (keeps data and sessions)
+    POST /fake/reset     clears faults and the log (keeps data and sessions);
+                         ?database=NAME: only the rules scoped to NAME
     POST /fake/settings  any of {"latency_ms", "chunk_rows", "inline_rows",
                          "gzip", "keys"} -> {"ok": true, "settings": {...}}
     GET  /fake/settings  {"ok": true, "settings": {...}}
-    GET  /fake/log       {"requests": [{"route", "method", "path", "query",
+    GET  /fake/log       [?database=NAME: only that database's sessions]
+                         {"requests": [{"route", "method", "path", "query",
                          "sql", "body" (PASSWORD masked), "status", "code",
-                         "fault", "key_header", "session"}, ...]}; "sql" is
+                         "fault", "key_header", "session", "database"}, ...]}; "sql" is
                          the query route's sqlText, "session" the login's
                          sessionId, "fault" the action applied
 
 RULE: {"route": "query"|"login"|"token"|"result"|"chunk"|"abort"
        (also "session", "heartbeat", "other"), "action": ACTION,
+       "database": only requests of sessions logged into this database (for
+       "chunk": of the session the result was made for; case-insensitive),
        "sql_contains": substring (case-insensitive; for "result" it matches
        the SQL of the async query being polled), "skip": 0, "times": 1 (-1 =
        always), ...action options}. Rules are tried in order; the first one
@@ -148,6 +152,7 @@ class Rule:
     route: str
     action: str
     sql_contains: str | None
+    database: str | None  # only requests of sessions logged into this database
     skip: int
     times: int
     spec: dict[str, Any]  # the rule as sent: action options live here
@@ -165,8 +170,16 @@ class Rule:
             raise ValueError("when must be 'before' or 'after'")
         if raw.get("gzip", "header") not in GZIP_MODES or raw.get("keys", "qrmk") not in KEY_MODES:
             raise ValueError(f"gzip must be one of {GZIP_MODES}, keys one of {KEY_MODES}")
-        sql = raw.get("sql_contains")
-        return cls(route, action, sql.lower() if sql else None, int(raw.get("skip", 0)), int(raw.get("times", 1)), raw)
+        sql, database = raw.get("sql_contains"), raw.get("database")
+        return cls(
+            route,
+            action,
+            sql.lower() if sql else None,
+            database.upper() if database else None,
+            int(raw.get("skip", 0)),
+            int(raw.get("times", 1)),
+            raw,
+        )
 
     @property
     def when(self) -> str:
@@ -182,6 +195,7 @@ class Session:
     token_alive: bool = True
     master_alive: bool = True
     master_code: str = "390114"  # what a token-request answers once the master is dead
+    database: str | None = None  # the login's databaseName
 
 
 @dataclass
@@ -200,6 +214,7 @@ class StoredResult:
     key: str
     gzip: str
     bodies: list[bytes]
+    database: str | None = None
 
 
 @dataclass
@@ -213,9 +228,11 @@ class State:
     queries: OrderedDict[str, AsyncQuery] = field(default_factory=OrderedDict)
     inflight: dict[str, set[asyncio.Event]] = field(default_factory=dict)  # requestId -> abort events
 
-    def take_rule(self, route: str, sql: str | None) -> Rule | None:
+    def take_rule(self, route: str, sql: str | None, database: str | None) -> Rule | None:
         for rule in self.faults:
             if rule.route != route or rule.times == 0:
+                continue
+            if rule.database and rule.database != (database or "").upper():
                 continue
             if rule.sql_contains and (sql is None or rule.sql_contains not in sql.lower()):
                 continue
@@ -401,7 +418,7 @@ def split_rowset(rowset_b64: str, plan: ChunkPlan) -> Split | None:
     return Split(inline_b64, inline, total, chunks)
 
 
-async def chunk_reply(request: Request, reply: Any, rule: Rule | None) -> Any:
+async def chunk_reply(request: Request, reply: Any, rule: Rule | None, database: str | None = None) -> Any:
     """Rewrite a successful Arrow query reply into inline part + chunks, per the plan."""
     data = reply.get("data") if isinstance(reply, dict) and reply.get("success") else None
     if not isinstance(data, dict) or not data.get("rowsetBase64"):
@@ -413,7 +430,7 @@ async def chunk_reply(request: Request, reply: Any, rule: Rule | None) -> Any:
     result_id = uuid.uuid4().hex
     raw_key = secrets.token_bytes(32)
     key = base64.b64encode(raw_key).decode()
-    STATE.results[result_id] = StoredResult(key, plan.gzip, [body for _, _, body in split.chunks])
+    STATE.results[result_id] = StoredResult(key, plan.gzip, [body for _, _, body in split.chunks], database)
     while len(STATE.results) > MAX_RESULTS:
         STATE.results.popitem(last=False)
     base = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
@@ -449,10 +466,24 @@ class Ctx:
     abort_event: asyncio.Event | None = None
 
     def fault(self, sql: str | None = None) -> Rule | None:
-        rule = STATE.take_rule(self.route, sql if sql is not None else self.sql)
+        database = self.database()
+        self.entry["database"] = database
+        rule = STATE.take_rule(self.route, sql if sql is not None else self.sql, database)
         if rule is not None:
             self.entry["fault"] = rule.action
         return rule
+
+    def database(self) -> str | None:
+        """The database of the request's session (for a chunk: of the session it was made for)."""
+        if self.session is not None:
+            return self.session.database
+        if self.route == "login":
+            return self.request.query_params.get("databaseName")
+        if self.route == "chunk":
+            parts = self.request.url.path.split("/")
+            stored = STATE.results.get(parts[2]) if len(parts) == 4 else None
+            return stored.database if stored else None
+        return None
 
 
 PATH_ROUTES = {
@@ -562,7 +593,13 @@ async def handle_login(ctx: Ctx) -> Response:
     data = reply.get("data") if isinstance(reply, dict) and reply.get("success") else None
     if inner.status != 200 or not isinstance(data, dict) or "token" not in data:
         return await post_fault(ctx, rule, inner.response())
-    session = Session(int(data.get("sessionId") or len(STATE.by_master) + 1), data["token"], new_token("session"), new_token("master"))
+    session = Session(
+        int(data.get("sessionId") or len(STATE.by_master) + 1),
+        data["token"],
+        new_token("session"),
+        new_token("master"),
+        database=ctx.request.query_params.get("databaseName"),
+    )
     STATE.by_token[session.token] = session
     STATE.by_master[session.master] = session
     data["token"], data["masterToken"] = session.token, session.master
@@ -612,7 +649,7 @@ async def handle_query(ctx: Ctx) -> Response:
         reply = inner.json()
         if inner.status != 200 or not isinstance(reply, dict):
             return await post_fault(ctx, rule, inner.response())
-        reply = await chunk_reply(ctx.request, reply, rule)
+        reply = await chunk_reply(ctx.request, reply, rule, session.database)
         if rule is not None and rule.action == "async":
             data = reply.get("data") if isinstance(reply.get("data"), dict) else {}
             query_id = str(data.get("queryId") or uuid.uuid4())
@@ -765,7 +802,12 @@ async def get_faults(_: Request) -> Response:
     return json_reply({"faults": [{**r.spec, "skip": r.skip, "times": r.times} for r in STATE.faults]})
 
 
-async def post_reset(_: Request) -> Response:
+async def post_reset(request: Request) -> Response:
+    database = (request.query_params.get("database") or "").upper()
+    if database:
+        # One database's rules only (tests sharing the stack's fake).
+        STATE.faults = [r for r in STATE.faults if r.database != database]
+        return json_reply({"ok": True})
     STATE.faults.clear()
     STATE.log.clear()
     return json_reply({"ok": True})
@@ -783,8 +825,11 @@ async def settings(request: Request) -> Response:
     return json_reply({"ok": True, "settings": vars(STATE.settings)})
 
 
-async def get_log(_: Request) -> Response:
-    return json_reply({"requests": STATE.log})
+async def get_log(request: Request) -> Response:
+    database = (request.query_params.get("database") or "").upper()
+    if not database:
+        return json_reply({"requests": STATE.log})
+    return json_reply({"requests": [e for e in STATE.log if (e.get("database") or "").upper() == database]})
 
 
 app = Starlette(

@@ -5,8 +5,8 @@
 #   infra/local/soak.sh                    (`make soak`)
 #   SCHEDULES=500 SEED=42 CASES=100000 infra/local/soak.sh
 #
-# SCHEDULES  fault schedules to run (default 500; `make test` runs one per named fault, 21)
-# STREAM_SCHEDULES  stream mode's fault schedules (default 200; `make test` runs 18)
+# SCHEDULES  fault schedules to run (default 700; `make test` runs one per named fault, 42)
+# STREAM_SCHEDULES  stream mode's fault schedules (default 300; `make test` runs 39)
 # SEED       their seed (default: the time; printed, so a failure replays)
 # PARALLEL   schedules at once (default 2)
 # CASES      property-test cases (default 100000; `make test` runs 256)
@@ -16,11 +16,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 STACK_DIR="$ROOT/.local/soak-stack"
-SCHEDULES="${SCHEDULES:-500}"
+SCHEDULES="${SCHEDULES:-700}"
 SEED="${SEED:-$(date +%s)}"
 PARALLEL="${PARALLEL:-2}"
 CASES="${CASES:-100000}"
-STREAM_SCHEDULES="${STREAM_SCHEDULES:-200}"
+STREAM_SCHEDULES="${STREAM_SCHEDULES:-300}"
 
 infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true
 trap 'infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true' EXIT

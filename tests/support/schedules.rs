@@ -218,6 +218,21 @@ pub async fn down_at(
     point: &str,
     pause_file: &std::path::Path,
 ) -> bool {
+    pause_at(program, vars, point, pause_file, async || {
+        proxies.proxies[&service].take_down();
+    })
+    .await
+}
+
+/// Runs `program` until it reaches `point`, does `on_pause` there, and lets
+/// it go on; returns whether it got there.
+pub async fn pause_at(
+    program: &std::path::Path,
+    vars: &HashMap<String, String>,
+    point: &str,
+    pause_file: &std::path::Path,
+    on_pause: impl AsyncFnOnce(),
+) -> bool {
     let mut vars = vars.clone();
     vars.insert("COUNTRIES_PAUSE_AT".into(), point.to_string());
     vars.insert(
@@ -228,7 +243,7 @@ pub async fn down_at(
     let mut paused = false;
     while child.try_wait().ok().flatten().is_none() {
         if pause_file.exists() {
-            proxies.proxies[&service].take_down();
+            on_pause().await;
             let _ = std::fs::remove_file(pause_file);
             paused = true;
             break;
@@ -241,4 +256,101 @@ pub async fn down_at(
         "the pause at {point} was missed"
     );
     paused
+}
+
+/// A way real Snowflake answers that the emulator never does, switched on
+/// in the stack's protocol fake for one test database, for the statements
+/// after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The next statement outlives Snowflake's hold: polled twice.
+    LongStatement,
+    /// The session token expires: renewed, the snapshot kept.
+    SessionExpired,
+    /// The master token is gone: a new session, the snapshot lost.
+    SessionLost,
+    /// The next statement's request hangs until the invocation's deadline.
+    HungRequest,
+    /// The next page arrives in chunks, and a chunk fails six times.
+    FailedChunk,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 5] = [
+        Protocol::LongStatement,
+        Protocol::SessionExpired,
+        Protocol::SessionLost,
+        Protocol::HungRequest,
+        Protocol::FailedChunk,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::LongStatement => "long statement",
+            Protocol::SessionExpired => "session expired",
+            Protocol::SessionLost => "session lost",
+            Protocol::HungRequest => "hung request",
+            Protocol::FailedChunk => "failed chunk",
+        }
+    }
+
+    /// The fake's rules for this fault, scoped to `database`.
+    pub fn rules(self, database: &str) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Protocol::LongStatement => json!([
+                {"route": "query", "action": "async", "polls": 2, "database": database},
+            ]),
+            Protocol::SessionExpired => json!([
+                {"route": "query", "action": "session_expired", "database": database},
+            ]),
+            Protocol::SessionLost => json!([
+                {"route": "query", "action": "master_expired", "code": "390114", "database": database},
+            ]),
+            Protocol::HungRequest => json!([
+                {"route": "query", "action": "hang", "seconds": 60, "database": database},
+            ]),
+            Protocol::FailedChunk => json!([
+                {"route": "query", "sql_contains": "\"_RN\" FROM", "action": "chunks",
+                 "chunk_rows": 2, "inline_rows": 1, "database": database},
+                {"route": "chunk", "action": "status", "status": 403, "times": 6, "database": database},
+            ]),
+        }
+    }
+
+    /// The deadline the invocation gets (a hung request ends there).
+    pub fn deadline(self) -> Option<std::time::Duration> {
+        (self == Protocol::HungRequest).then(|| std::time::Duration::from_secs(6))
+    }
+}
+
+/// Runs `program` with `fault` switched on in the stack's fake once the run
+/// reaches `point`; returns whether the fake applied it. The rules are
+/// removed afterwards, whether or not they were used.
+pub async fn protocol_fault_at(
+    program: &std::path::Path,
+    vars: &HashMap<String, String>,
+    fake_url: &str,
+    fault: Protocol,
+    point: &str,
+    pause_file: &std::path::Path,
+) -> bool {
+    let fake = crate::snowflake_fake::FakeControl::at(fake_url);
+    let database = vars["SNOWFLAKE_DATABASE"].clone();
+    let mut vars = vars.clone();
+    if let Some(left) = fault.deadline() {
+        vars.insert("COUNTRIES_DEADLINE_MS".into(), left.as_millis().to_string());
+        vars.insert("DEADLINE_MARGIN_SECONDS".into(), "2".into());
+    }
+    let reached = pause_at(program, &vars, point, pause_file, async || {
+        fake.faults(fault.rules(&database)).await;
+    })
+    .await;
+    fake.clear_faults_of(&database).await;
+    reached
+        && fake
+            .log_of(Some(&database))
+            .await
+            .iter()
+            .any(|r| !r["fault"].is_null())
 }

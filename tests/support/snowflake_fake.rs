@@ -1,16 +1,31 @@
-//! A private Snowflake protocol fake (`infra/local/snowflake_fake.py`, with
-//! its own emulator behind it) for one test: its faults, settings and
-//! request log are the test's alone.
+//! The Snowflake protocol fake (`infra/local/snowflake_fake.py`): a private
+//! one for a test ([`SnowflakeFake`], its own emulator behind it, its
+//! faults, settings and log the test's alone), or the control of a running
+//! one ([`FakeControl`], the stack's, with faults scoped to a database).
 
+use std::ops::Deref;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-pub struct SnowflakeFake {
-    child: Child,
+/// The control API of a running fake.
+pub struct FakeControl {
     pub url: String,
     http: reqwest::Client,
+}
+
+/// A fake of the test's own, stopped when dropped.
+pub struct SnowflakeFake {
+    child: Child,
+    control: FakeControl,
+}
+
+impl Deref for SnowflakeFake {
+    type Target = FakeControl;
+    fn deref(&self) -> &FakeControl {
+        &self.control
+    }
 }
 
 impl SnowflakeFake {
@@ -32,8 +47,7 @@ impl SnowflakeFake {
             .unwrap_or_else(|e| panic!("starting {python} infra/local/snowflake_fake.py: {e}"));
         let fake = Self {
             child,
-            url: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            control: FakeControl::at(&format!("http://127.0.0.1:{port}")),
         };
         for _ in 0..300 {
             if fake.http.get(fake.control("settings")).send().await.is_ok() {
@@ -42,6 +56,16 @@ impl SnowflakeFake {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the Snowflake fake did not start on port {port} within 15 s");
+    }
+}
+
+impl FakeControl {
+    /// The fake serving `url` (the stack's `SNOWFLAKE_ENDPOINT_URL`).
+    pub fn at(url: &str) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
     }
 
     fn control(&self, what: &str) -> String {
@@ -76,11 +100,27 @@ impl SnowflakeFake {
         self.post("reset", json!({})).await;
     }
 
+    /// Removes the rules scoped to `database` (nothing else).
+    pub async fn clear_faults_of(&self, database: &str) {
+        self.post(&format!("reset?database={database}"), json!({}))
+            .await;
+    }
+
     /// Every protocol request so far.
     pub async fn log(&self) -> Vec<Value> {
+        self.log_of(None).await
+    }
+
+    /// The protocol requests of the sessions logged into `database` (all
+    /// when None).
+    pub async fn log_of(&self, database: Option<&str>) -> Vec<Value> {
+        let mut url = self.control("log");
+        if let Some(db) = database {
+            url = format!("{url}?database={db}");
+        }
         let log: Value = self
             .http
-            .get(self.control("log"))
+            .get(url)
             .send()
             .await
             .expect("GET /fake/log")
