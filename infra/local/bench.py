@@ -17,6 +17,12 @@ Measured for each size (default 100,000 and 1,000,000 rows of int + 3 letters):
 And, for the memory target, the whole run alone at --rss-sizes (default 5,000,000 rows, one
 repetition): its peak RSS against the one at the largest regular size.
 
+And at a real warehouse's latency: the whole run, the limit script and the Python job at
+--latency-rows (1,000,000) with the protocol fake adding --latencies (0, 100, 250, 500 ms) to
+every request it serves (login, statement, result poll, chunk), the same fake and delay for all
+three; each with the statements it sent and the time it spent waiting on Snowflake (the sum of
+its statements' times, chunk downloads included).
+
 Timings are medians over the repetitions, with min and max. Results go to
 bench/latest.json and bench/latest.md. Usage: see infra/local/bench.sh.
 """
@@ -31,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -48,6 +55,33 @@ def sf_connect() -> snowflake.connector.SnowflakeConnection:
         host="127.0.0.1", port=port, protocol="http", account="fakesnow", user="bench",
         password="x", database=os.environ["SNOWFLAKE_DATABASE"], schema=os.environ["SNOWFLAKE_SCHEMA"],
     )
+
+
+def set_latency(ms: int) -> None:
+    """The delay the protocol fake adds to every Snowflake request it serves."""
+    request = urllib.request.Request(
+        os.environ["SNOWFLAKE_ENDPOINT_URL"].rstrip("/") + "/fake/settings",
+        data=json.dumps({"latency_ms": ms}).encode(), headers={"content-type": "application/json"}, method="POST")
+    urllib.request.urlopen(request, timeout=10).read()
+
+
+class Waits:
+    """A Python job's statements to Snowflake and the time it spent in them (results fetched included)."""
+
+    def __init__(self) -> None:
+        self.statements = 0
+        self.seconds = 0.0
+
+    def execute(self, cur, sql: str):  # noqa: ANN001, ANN201 (the connector's cursor)
+        self.statements += 1
+        return self.timed(cur.execute, sql)
+
+    def timed(self, fn, *args):  # noqa: ANN001, ANN201
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
 
 
 def postgres() -> psycopg.Connection:
@@ -83,10 +117,12 @@ def write_stage(mode: str, rows: int) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
-def ours_run(rows: int, page_rows: int | None = None) -> tuple[float, float, dict]:
-    """The release replicator as its own process; returns (seconds, peak RSS in MB, run summary)."""
+def ours_run(rows: int, page_rows: int | None = None) -> tuple[float, float, dict, float]:
+    """The release replicator as its own process; returns (seconds, peak RSS in MB, run summary,
+    seconds its statements to Snowflake took, from their log lines)."""
     reset(rows)
-    env = dict(os.environ, MAX_ROWS_PER_RUN=str(rows), LOG_FORMAT="json", RUST_LOG="warn")
+    env = dict(os.environ, MAX_ROWS_PER_RUN=str(rows), LOG_FORMAT="json",
+               RUST_LOG="warn,countries_shared::snowflake=info")
     if page_rows is not None:
         env["SNOWFLAKE_PAGE_ROWS"] = str(page_rows)
     # A wrapper process whose only child is the replicator, so that
@@ -106,13 +142,21 @@ def ours_run(rows: int, page_rows: int | None = None) -> tuple[float, float, dic
         sys.exit(f"countries replicate failed ({code}):\n{out.stderr[-2000:]}")
     run_summary = json.loads(summary_file.read_text())
     check_moved(rows, "ours-run")
-    return float(seconds), int(rss_kb) / 1024, run_summary
+    waiting_ms = 0
+    for line in out.stderr.splitlines():
+        try:
+            fields = json.loads(line).get("fields", {})
+        except ValueError:
+            continue
+        if fields.get("message") == "Snowflake statement":
+            waiting_ms += int(fields.get("ms", 0))
+    return float(seconds), int(rss_kb) / 1024, run_summary, waiting_ms / 1000
 
 
 SNAPSHOT_ORDER = 'ORDER BY "COUNTRY_ID" NULLS LAST, "COUNTRY" NULLS LAST'
 
 
-def limit_run(rows: int) -> float:
+def limit_run(rows: int, waits: Waits | None = None) -> float:
     """The floor of this data path: what the replicator does to the data, as a bare
     script with nothing else (the same snapshot statement, one Arrow read of it, one
     COPY, one join delete, the drop)."""
@@ -120,38 +164,42 @@ def limit_run(rows: int) -> float:
 
     import pyarrow.csv
 
+    waits = waits or Waits()
     reset(rows)
     start = time.perf_counter()
-    sf = sf_connect()
+    sf = waits.timed(sf_connect)
     cur = sf.cursor()
-    cur.execute(
+    waits.execute(cur,
         'CREATE OR REPLACE TEMPORARY TABLE "LIMIT_RUN" AS SELECT "COUNTRY_ID", "COUNTRY", '
         f'ROW_NUMBER() OVER ({SNAPSHOT_ORDER}) AS "_RN" FROM '
         f'(SELECT "COUNTRY_ID", "COUNTRY" FROM "case" {SNAPSHOT_ORDER} LIMIT {rows})'
     )
-    table = cur.execute('SELECT "COUNTRY_ID", "COUNTRY" FROM "LIMIT_RUN" ORDER BY "_RN"').fetch_arrow_all()
+    waits.execute(cur, 'SELECT "COUNTRY_ID", "COUNTRY" FROM "LIMIT_RUN" ORDER BY "_RN"')
+    table = waits.timed(cur.fetch_arrow_all)
     buffer = io.BytesIO()
     pyarrow.csv.write_csv(table, buffer, pyarrow.csv.WriteOptions(include_header=False))
     with psycopg.connect() as pg, pg.cursor() as pcur:
         with pcur.copy('COPY "case" (country_id, country) FROM STDIN (FORMAT csv)') as copy:
             copy.write(buffer.getbuffer())
         pg.commit()
-    cur.execute('DELETE FROM "case" AS c USING "LIMIT_RUN" AS b '
-                'WHERE c."COUNTRY_ID" = b."COUNTRY_ID" AND EQUAL_NULL(c."COUNTRY", b."COUNTRY")')
-    cur.execute('DROP TABLE IF EXISTS "LIMIT_RUN"')
+    waits.execute(cur, 'DELETE FROM "case" AS c USING "LIMIT_RUN" AS b '
+                  'WHERE c."COUNTRY_ID" = b."COUNTRY_ID" AND EQUAL_NULL(c."COUNTRY", b."COUNTRY")')
+    waits.execute(cur, 'DROP TABLE IF EXISTS "LIMIT_RUN"')
     sf.close()
     seconds = time.perf_counter() - start
     check_moved(rows, "limit-run")
     return seconds
 
 
-def python_run(rows: int) -> float:
+def python_run(rows: int, waits: Waits | None = None) -> float:
     """The job as a typical Python script would do it."""
+    waits = waits or Waits()
     reset(rows)
     start = time.perf_counter()
-    sf = sf_connect()
+    sf = waits.timed(sf_connect)
     cur = sf.cursor()
-    batch = cur.execute(f'SELECT "COUNTRY_ID", "COUNTRY" FROM "case" LIMIT {rows}').fetchall()
+    waits.execute(cur, f'SELECT "COUNTRY_ID", "COUNTRY" FROM "case" LIMIT {rows}')
+    batch = waits.timed(cur.fetchall)
     with psycopg.connect() as pg, pg.cursor() as pcur:
         pcur.executemany(
             'INSERT INTO "case" (country_id, country) VALUES (%s, %s) '
@@ -161,7 +209,7 @@ def python_run(rows: int) -> float:
         pg.commit()
     ids = [str(int(i)) for i, _ in batch]
     for k in range(0, len(ids), 5000):
-        cur.execute('DELETE FROM "case" WHERE "COUNTRY_ID" IN (' + ", ".join(ids[k:k + 5000]) + ")")
+        waits.execute(cur, 'DELETE FROM "case" WHERE "COUNTRY_ID" IN (' + ", ".join(ids[k:k + 5000]) + ")")
     sf.close()
     seconds = time.perf_counter() - start
     check_moved(rows, "python-run")
@@ -248,6 +296,9 @@ def main() -> None:
                         help="repetitions of the whole-run measurements at sizes >= 500k (they are slow)")
     parser.add_argument("--rss-sizes", default="5000000",
                         help="sizes at which only the whole run's peak RSS is measured ('' for none)")
+    parser.add_argument("--latencies", default="0,100,250,500",
+                        help="milliseconds the protocol fake adds to every request, for the latency table ('' for none)")
+    parser.add_argument("--latency-rows", type=int, default=1_000_000, help="rows of the latency table's runs")
     parser.add_argument("--page-sweep", default="",
                         help="SNOWFLAKE_PAGE_ROWS values to compare on a whole run at the largest size, e.g. "
                              "25000,100000,250000 (printed, not written to bench/latest.*)")
@@ -274,9 +325,9 @@ def main() -> None:
             print(f"{rows:>9} {key:<14} {r[key]['rows_per_s']:>12,.0f} rows/s", flush=True)
         reps = args.run_reps_large if rows >= 500_000 else args.reps
         runs = [ours_run(rows) for _ in range(reps)]
-        r["ours-run"] = summary([s for s, _, _ in runs], rows)
-        r["ours-run"]["peak_rss_mb"] = max(m for _, m, _ in runs)
-        r["ours-run"]["snowflake_statements"] = max(x["snowflake_statements"] for _, _, x in runs)
+        r["ours-run"] = summary([s for s, _, _, _ in runs], rows)
+        r["ours-run"]["peak_rss_mb"] = max(m for _, m, _, _ in runs)
+        r["ours-run"]["snowflake_statements"] = max(x["snowflake_statements"] for _, _, x, _ in runs)
         print(f"{rows:>9} {'ours-run':<14} {r['ours-run']['rows_per_s']:>12,.0f} rows/s, "
               f"peak RSS {r['ours-run']['peak_rss_mb']:.0f} MB, "
               f"{r['ours-run']['snowflake_statements']} Snowflake statements", flush=True)
@@ -293,16 +344,18 @@ def main() -> None:
         results["sizes"][str(rows)] = r
     for page in [int(x) for x in args.page_sweep.split(",") if x]:
         rows = max(sizes)
-        seconds, rss, run_summary = ours_run(rows, page)
+        seconds, rss, run_summary, _ = ours_run(rows, page)
         print(f"page sweep: {rows:,} rows, SNOWFLAKE_PAGE_ROWS={page:,}: {seconds:.2f} s, "
               f"peak RSS {rss:.0f} MB, {run_summary['snowflake_statements']} statements", flush=True)
     results["rss_only"] = {}
     for rows in [int(x) for x in args.rss_sizes.split(",") if x]:
-        seconds, rss, run_summary = ours_run(rows)
+        seconds, rss, run_summary, _ = ours_run(rows)
         results["rss_only"][str(rows)] = {"seconds": seconds, "peak_rss_mb": rss,
                                           "snowflake_statements": run_summary["snowflake_statements"]}
         print(f"{rows:>9} {'ours-run':<14} {rows / seconds:>12,.0f} rows/s, peak RSS {rss:.0f} MB, "
               f"{run_summary['snowflake_statements']} Snowflake statements", flush=True)
+
+    results["latency"] = latency_table([int(x) for x in args.latencies.split(",") if x], args.latency_rows)
 
     out_dir = ROOT / "bench"
     out_dir.mkdir(exist_ok=True)
@@ -341,8 +394,47 @@ def main() -> None:
         lines.append("|---|---|")
         for rows, m in results["rss_only"].items():
             lines.append(f"| {int(rows):,} | {m['peak_rss_mb'] / base:.2f} |")
+    if results["latency"]:
+        lines.append("")
+        lines.append(f"At a real warehouse's latency ({args.latency_rows:,} rows; seconds, and in brackets the "
+                     "statements sent and the seconds spent waiting on Snowflake):")
+        lines.append("")
+        lines.append("| latency per request | whole run | limit script | Python job | whole run ÷ limit "
+                     "| whole run ÷ Python job |")
+        lines.append("|---|---|---|---|---|---|")
+        for ms, m in results["latency"].items():
+            cell = lambda k: f"{m[k]['seconds']:.2f} ({m[k]['statements']}, {m[k]['waiting_s']:.2f})"  # noqa: E731
+            lines.append(f"| {ms} ms | {cell('ours-run')} | {cell('limit-run')} | {cell('python-run')} | "
+                         f"{m['run_vs_limit']:.2f} | {m['run_vs_python']:.2f} |")
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))
+
+
+def latency_table(latencies: list[int], rows: int) -> dict:
+    """The whole run, the limit script and the Python job at each latency the fake adds."""
+    table: dict = {}
+    try:
+        for ms in latencies:
+            set_latency(ms)
+            seconds, _, run_summary, waiting = ours_run(rows)
+            limit_waits, python_waits = Waits(), Waits()
+            limit_seconds = limit_run(rows, limit_waits)
+            python_seconds = python_run(rows, python_waits)
+            table[str(ms)] = {
+                "ours-run": {"seconds": seconds, "statements": run_summary["snowflake_statements"],
+                             "waiting_s": waiting},
+                "limit-run": {"seconds": limit_seconds, "statements": limit_waits.statements,
+                              "waiting_s": limit_waits.seconds},
+                "python-run": {"seconds": python_seconds, "statements": python_waits.statements,
+                               "waiting_s": python_waits.seconds},
+                "run_vs_limit": limit_seconds / seconds,
+                "run_vs_python": python_seconds / seconds,
+            }
+            print(f"latency {ms:>3} ms: ours {seconds:.2f} s ({run_summary['snowflake_statements']} statements, "
+                  f"{waiting:.2f} s waiting), limit {limit_seconds:.2f} s, Python {python_seconds:.2f} s", flush=True)
+    finally:
+        set_latency(0)
+    return table
 
 
 if __name__ == "__main__":
