@@ -332,8 +332,9 @@ async fn every_login_sets_the_session_and_every_statement_is_tagged() {
         "{params}"
     );
     assert_eq!(params["AUTOCOMMIT"], json!(true));
-    assert_eq!(params["STATEMENT_TIMEOUT_IN_SECONDS"], json!(600));
-    assert_eq!(params["LOCK_TIMEOUT"], json!(600));
+    // 90 % of the function's timeout (FUNCTION_TIMEOUT_SECONDS, 300 by default).
+    assert_eq!(params["STATEMENT_TIMEOUT_IN_SECONDS"], json!(270));
+    assert_eq!(params["LOCK_TIMEOUT"], json!(270));
     assert_eq!(params["QUERY_TAG"], json!("countries/test"));
     let count = fake
         .requests("query")

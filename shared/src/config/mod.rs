@@ -37,8 +37,9 @@ pub struct SnowflakeConfig {
     /// The table's key column and its country column, quoted as given.
     pub id_column: Identifier,
     pub country_column: Identifier,
-    /// `STATEMENT_TIMEOUT_IN_SECONDS` and `LOCK_TIMEOUT` of every session.
-    pub statement_timeout_secs: u32,
+    /// The function's timeout as deployed: every session's
+    /// `STATEMENT_TIMEOUT_IN_SECONDS` and `LOCK_TIMEOUT` are set below it.
+    pub function_timeout_secs: u32,
     /// Send every request here instead of
     /// `https://{account}.snowflakecomputing.com`: a regional or PrivateLink
     /// host, or the local emulator.
@@ -88,7 +89,7 @@ impl SnowflakeConfig {
             table: env.identifier(&vars::SNOWFLAKE_TABLE),
             id_column: env.identifier(&vars::SNOWFLAKE_ID_COLUMN),
             country_column: env.identifier(&vars::SNOWFLAKE_COUNTRY_COLUMN),
-            statement_timeout_secs: env.number(&vars::SNOWFLAKE_STATEMENT_TIMEOUT_SECONDS),
+            function_timeout_secs: env.number(&vars::FUNCTION_TIMEOUT_SECONDS),
             endpoint_url: env.url(&vars::SNOWFLAKE_ENDPOINT_URL),
         }
     }

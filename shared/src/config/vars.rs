@@ -114,8 +114,8 @@ vars! {
         "the table's key column (integer); always quoted (case-sensitive)";
     SNOWFLAKE_COUNTRY_COLUMN: Rule::Identifier { default: "COUNTRY" }, [Replicator, Publisher],
         "the table's country column (text); always quoted (case-sensitive)";
-    SNOWFLAKE_STATEMENT_TIMEOUT_SECONDS: Rule::Number { min: 10, max: 43_200, default: 600 }, [Replicator, Publisher],
-        "`STATEMENT_TIMEOUT_IN_SECONDS` and `LOCK_TIMEOUT` set at every login: Snowflake's own limit, at most the function's timeout (the template sets it to it; the client aborts a statement earlier, at the invocation's deadline less half the margin)";
+    FUNCTION_TIMEOUT_SECONDS: Rule::Number { min: 10, max: 900, default: 300 }, [Replicator, Publisher],
+        "the function's timeout as deployed (the template sets it): Snowflake's `STATEMENT_TIMEOUT_IN_SECONDS` and `LOCK_TIMEOUT` are set to 90 % of it at every login";
     SNOWFLAKE_ENDPOINT_URL: Rule::OptionalUrl, [Replicator, Publisher],
         "send requests here instead of `https://{account}.snowflakecomputing.com`: a regional or PrivateLink host (`https://xy12345.eu-west-1.privatelink.snowflakecomputing.com`), or the local emulator";
     PGHOST: Rule::RequiredText, [Replicator, Retrier, Reporter, Publisher, Writer], "Postgres host";

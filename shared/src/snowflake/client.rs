@@ -62,13 +62,14 @@ pub fn build_api_with(
 ///   not `CASE`;
 /// - `AUTOCOMMIT=TRUE`: each statement commits on its own (a user set to
 ///   `FALSE` would leave every delete in an open transaction);
-/// - `STATEMENT_TIMEOUT_IN_SECONDS` and `LOCK_TIMEOUT` below the function's
-///   timeout (the defaults are 2 days and 12 hours): a statement stuck
-///   behind another's lock ends in Snowflake, not only in the client;
+/// - `STATEMENT_TIMEOUT_IN_SECONDS` and `LOCK_TIMEOUT` at 90 % of the
+///   function's timeout (the defaults are 2 days and 12 hours): a statement
+///   stuck behind another's lock ends in Snowflake before the function does,
+///   even when the function was killed before it could abort it;
 /// - `QUERY_TAG`: the function, so that its statements are found in
 ///   `QUERY_HISTORY` (each statement adds its run).
 pub fn session_parameters(config: &SnowflakeConfig, function: &str) -> Vec<(&'static str, Value)> {
-    let timeout = Value::from(config.statement_timeout_secs);
+    let timeout = Value::from(statement_timeout_secs(config.function_timeout_secs));
     vec![
         ("QUOTED_IDENTIFIERS_IGNORE_CASE", Value::Bool(false)),
         ("AUTOCOMMIT", Value::Bool(true)),
@@ -76,6 +77,11 @@ pub fn session_parameters(config: &SnowflakeConfig, function: &str) -> Vec<(&'st
         ("LOCK_TIMEOUT", timeout),
         ("QUERY_TAG", Value::from(query_tag(function, None))),
     ]
+}
+
+/// Snowflake's limit on a statement: 90 % of the function's timeout.
+pub fn statement_timeout_secs(function_timeout_secs: u32) -> u32 {
+    (function_timeout_secs - function_timeout_secs / 10).max(1)
 }
 
 /// `countries/<function>[/run=<id>]`.
