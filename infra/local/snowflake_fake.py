@@ -227,6 +227,10 @@ class State:
     results: OrderedDict[str, StoredResult] = field(default_factory=OrderedDict)
     queries: OrderedDict[str, AsyncQuery] = field(default_factory=OrderedDict)
     inflight: dict[str, set[asyncio.Event]] = field(default_factory=dict)  # requestId -> abort events
+    turns: dict[str, asyncio.Lock] = field(default_factory=dict)  # emulator session -> one statement at a time
+
+    def turn(self, session: Session) -> asyncio.Lock:
+        return self.turns.setdefault(session.inner_token, asyncio.Lock())
 
     def take_rule(self, route: str, sql: str | None, database: str | None) -> Rule | None:
         for rule in self.faults:
@@ -645,7 +649,12 @@ async def handle_query(ctx: Ctx) -> Response:
         rule = ctx.fault()
         if (early := await pre_fault(ctx, rule)) is not None:
             return early
-        inner = await call_inner(ctx.request, ctx.raw, session.inner_token)
+        # Real Snowflake runs a session's statements side by side; the
+        # emulator refuses a second one while the first runs ("connection is
+        # busy"), so they take turns here. Latency is added outside the turn,
+        # so overlapped requests still overlap their waits.
+        async with STATE.turn(session):
+            inner = await call_inner(ctx.request, ctx.raw, session.inner_token)
         reply = inner.json()
         if inner.status != 200 or not isinstance(reply, dict):
             return await post_fault(ctx, rule, inner.response())

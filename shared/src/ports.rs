@@ -277,13 +277,16 @@ pub enum Step {
     AfterEnqueue,
     /// After the first range delete, before the next page.
     MidDelete,
+    /// The second page was read while the first was still being written,
+    /// enqueued or deleted.
+    AfterReadAhead,
     /// Every range is done; the snapshot still exists.
     BeforeDrop,
     BeforeLedger,
 }
 
 impl Step {
-    pub const ALL: [Step; 9] = [
+    pub const ALL: [Step; 10] = [
         Step::BeforeRead,
         Step::AfterSnapshot,
         Step::AfterRead,
@@ -291,6 +294,7 @@ impl Step {
         Step::AfterWrite,
         Step::AfterEnqueue,
         Step::MidDelete,
+        Step::AfterReadAhead,
         Step::BeforeDrop,
         Step::BeforeLedger,
     ];
@@ -304,6 +308,7 @@ impl Step {
             Self::AfterWrite => "after_write",
             Self::AfterEnqueue => "after_enqueue",
             Self::MidDelete => "mid_delete",
+            Self::AfterReadAhead => "after_read_ahead",
             Self::BeforeDrop => "before_drop",
             Self::BeforeLedger => "before_ledger",
         }

@@ -7,8 +7,10 @@
 //!    Snowflake, numbered in id order;
 //! 4. then page by page (`SNOWFLAKE_PAGE_ROWS`), so memory follows the page,
 //!    not the cap:
-//!    - read the page, and plan each chunk ([`plan`]): invalid rows become
-//!      retry messages, other versions of an id wait for the next run;
+//!    - read the page (the next page is read while this one is written,
+//!      enqueued and deleted: at most two pages in memory), and plan each
+//!      chunk ([`plan`]): invalid rows become retry messages, other
+//!      versions of an id wait for the next run;
 //!    - upsert the valid rows in chunks of `BATCH_SIZE`; a chunk Postgres
 //!      refuses is bisected until the refused rows are isolated
 //!      ([`crate::isolate`]); transient errors are retried with backoff
@@ -43,8 +45,8 @@ use crate::deadline::Deadline;
 use crate::failure::SourceError;
 use crate::ledger::{RunOutcome, RunSummary};
 use crate::ports::{
-    IdMatch, ReplicaRun, ReplicaStore, RetryQueue, RowSource, Snapshot, Step, StepHook,
-    MAX_RANGES_PER_DELETE,
+    IdMatch, ReplicaRun, ReplicaStore, RetryQueue, RowNumbers, RowSource, Snapshot, SourceRows,
+    Step, StepHook, MAX_RANGES_PER_DELETE,
 };
 use crate::replicator::page::Page;
 use crate::replicator::plan::{plan_chunk, Failure};
@@ -83,13 +85,16 @@ struct Progress {
     steps_reached: Vec<Step>,
 }
 
+/// A page of the snapshot, read.
+struct PageRows {
+    numbers: RowNumbers,
+    rows: Box<dyn SourceRows>,
+}
+
 /// Why the page loop ended early.
 enum Stop {
     /// Snowflake failed: what is not done stays there for the next run.
     Source,
-    /// The session holding the snapshot ended: the run ends partial and the
-    /// next run takes a new snapshot.
-    SnapshotLost,
     Deadline,
 }
 
@@ -218,20 +223,53 @@ impl Replicator {
         let last = limit as u64;
         let mut first = 1u64;
         let mut source_failed_first = false;
+        // The next page, read while this one was written, enqueued and
+        // deleted: at most two pages in memory. A page read ahead that the
+        // run does not get to is dropped unaccounted: it is still in
+        // Snowflake, and reading has no side effect.
+        let mut ahead: Option<Result<Box<dyn SourceRows>, SourceError>> = None;
         while first <= last {
             let numbers = first..=last.min(first + page_rows - 1);
             let full = numbers.end() - numbers.start() + 1;
-            match self
-                .move_page(&*snapshot, numbers, replica, progress, summary, deadline)
-                .await
-            {
-                Ok(read) if read < full => break,
-                Ok(_) => {}
-                Err(Stop::Source) => {
-                    source_failed_first = progress.pages == 0;
+            if deadline.is_near() {
+                summary.add_error(format!(
+                    "deadline: less than {}s left; the snapshot rows from number {first} on were not read and stay in Snowflake",
+                    deadline.margin().as_secs(),
+                ));
+                break;
+            }
+            let read = match ahead.take() {
+                Some(read) => read,
+                None => self.read_page(&*snapshot, numbers.clone(), deadline).await,
+            };
+            let rows = match read {
+                Ok(rows) => rows,
+                Err(e) => {
+                    summary.add_error(format!("reading the Snowflake snapshot: {e}"));
+                    source_failed_first =
+                        progress.pages == 0 && !matches!(e, SourceError::SnapshotLost { .. });
                     break;
                 }
-                Err(Stop::Deadline | Stop::SnapshotLost) => break,
+            };
+            let next = (rows.remaining() as u64 == full && *numbers.end() < last)
+                .then(|| numbers.end() + 1..=last.min(numbers.end() + page_rows));
+            let first_ahead = progress.pages == 0;
+            let (moved, read_ahead) = futures::join!(
+                self.move_page(
+                    &*snapshot,
+                    PageRows { numbers, rows },
+                    replica,
+                    progress,
+                    summary,
+                    deadline
+                ),
+                self.read_ahead(&*snapshot, next, first_ahead, deadline),
+            );
+            ahead = read_ahead;
+            match moved {
+                Ok(read) if read < full => break,
+                Ok(_) => {}
+                Err(Stop::Source | Stop::Deadline) => break,
             }
             first += page_rows;
         }
@@ -246,40 +284,50 @@ impl Replicator {
         source_failed_first.then_some(RunOutcome::Failed)
     }
 
-    /// One page: read, write, enqueue, delete. Returns how many rows the
+    /// One page's read, with the transient failures retried.
+    async fn read_page(
+        &self,
+        snapshot: &dyn Snapshot,
+        numbers: RowNumbers,
+        deadline: &Deadline,
+    ) -> Result<Box<dyn SourceRows>, SourceError> {
+        retry(self.policy(), deadline, "Snowflake read", async || {
+            snapshot.read(numbers.clone()).await
+        })
+        .await
+    }
+
+    /// The next page's read, started beside the current page's work when
+    /// there is a next page and time for it. The step hook hears of the
+    /// run's first one.
+    async fn read_ahead(
+        &self,
+        snapshot: &dyn Snapshot,
+        next: Option<RowNumbers>,
+        first_ahead: bool,
+        deadline: &Deadline,
+    ) -> Option<Result<Box<dyn SourceRows>, SourceError>> {
+        let numbers = next.filter(|_| !deadline.is_near())?;
+        let read = self.read_page(snapshot, numbers, deadline).await;
+        if first_ahead {
+            self.steps.reached(Step::AfterReadAhead);
+        }
+        Some(read)
+    }
+
+    /// One page, read: write, enqueue, delete. Returns how many rows the
     /// page held.
     async fn move_page(
         &self,
         snapshot: &dyn Snapshot,
-        numbers: crate::ports::RowNumbers,
+        page: PageRows,
         replica: &mut dyn ReplicaRun,
         progress: &mut Progress,
         summary: &mut RunSummary,
         deadline: &Deadline,
     ) -> Result<u64, Stop> {
-        if deadline.is_near() {
-            summary.add_error(format!(
-                "deadline: less than {}s left; the snapshot rows from number {} on were not read and stay in Snowflake",
-                deadline.margin().as_secs(),
-                numbers.start()
-            ));
-            return Err(Stop::Deadline);
-        }
+        let PageRows { numbers, mut rows } = page;
         let first = *numbers.start();
-        let read = retry(self.policy(), deadline, "Snowflake read", async || {
-            snapshot.read(numbers.clone()).await
-        })
-        .await;
-        let mut rows = match read {
-            Ok(rows) => rows,
-            Err(e) => {
-                summary.add_error(format!("reading the Snowflake snapshot: {e}"));
-                return Err(match e {
-                    SourceError::SnapshotLost { .. } => Stop::SnapshotLost,
-                    _ => Stop::Source,
-                });
-            }
-        };
         let held = rows.remaining();
         progress.pages += 1;
         summary.rows_read += held;
