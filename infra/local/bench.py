@@ -302,6 +302,8 @@ def main() -> None:
     parser.add_argument("--page-sweep", default="",
                         help="SNOWFLAKE_PAGE_ROWS values to compare on a whole run at the largest size, e.g. "
                              "25000,100000,250000 (printed, not written to bench/latest.*)")
+    parser.add_argument("--page-sweep-latency", type=int, default=0,
+                        help="milliseconds the protocol fake adds to every request during the page sweep")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict = {
@@ -342,11 +344,16 @@ def main() -> None:
             "run_vs_limit": r["limit-run"]["median_s"] / r["ours-run"]["median_s"],
         }
         results["sizes"][str(rows)] = r
-    for page in [int(x) for x in args.page_sweep.split(",") if x]:
-        rows = max(sizes)
-        seconds, rss, run_summary, _ = ours_run(rows, page)
-        print(f"page sweep: {rows:,} rows, SNOWFLAKE_PAGE_ROWS={page:,}: {seconds:.2f} s, "
-              f"peak RSS {rss:.0f} MB, {run_summary['snowflake_statements']} statements", flush=True)
+    set_latency(args.page_sweep_latency)
+    try:
+        for page in [int(x) for x in args.page_sweep.split(",") if x]:
+            rows = max(sizes)
+            seconds, rss, run_summary, waiting = ours_run(rows, page)
+            print(f"page sweep at {args.page_sweep_latency} ms: {rows:,} rows, SNOWFLAKE_PAGE_ROWS={page:,}: "
+                  f"{seconds:.2f} s ({waiting:.2f} s waiting on Snowflake), peak RSS {rss:.0f} MB, "
+                  f"{run_summary['snowflake_statements']} statements", flush=True)
+    finally:
+        set_latency(0)
     results["rss_only"] = {}
     for rows in [int(x) for x in args.rss_sizes.split(",") if x]:
         seconds, rss, run_summary, _ = ours_run(rows)
@@ -407,7 +414,53 @@ def main() -> None:
             lines.append(f"| {ms} ms | {cell('ours-run')} | {cell('limit-run')} | {cell('python-run')} | "
                          f"{m['run_vs_limit']:.2f} | {m['run_vs_python']:.2f} |")
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
+    if results["latency"]:
+        (out_dir / "latency.svg").write_text(latency_svg(results["latency"], args.latency_rows))
     print("\n" + "\n".join(lines))
+
+
+def latency_svg(table: dict, rows: int) -> str:
+    """Run time against latency per request (log scale), ours, the limit script and the Python job."""
+    series = [("ours-run", "whole run (ours)", "#1f77b4"), ("limit-run", "limit script", "#2ca02c"),
+              ("python-run", "Python job", "#d62728")]
+    import math
+
+    xs = [int(ms) for ms in table]
+    values = [m[k]["seconds"] for m in table.values() for k, _, _ in series]
+    lo, hi = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
+    width, height, left, right, top, bottom = 640, 380, 70, 180, 40, 50
+
+    def px(ms: float) -> float:
+        return left + (ms - min(xs)) / max(1, max(xs) - min(xs)) * (width - left - right)
+
+    def py(seconds: float) -> float:
+        return top + (hi - math.log10(seconds)) / max(1, hi - lo) * (height - top - bottom)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           'font-size="12">', '<rect width="100%" height="100%" fill="white"/>',
+           f'<text x="{left}" y="20" font-size="14">Whole run at {rows:,} rows against latency per Snowflake '
+           'request</text>']
+    for decade in range(lo, hi + 1):
+        y = py(10 ** decade)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{10 ** decade:g} s</text>')
+    for ms in xs:
+        x = px(ms)
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{height - bottom}" stroke="#eee"/>')
+        out.append(f'<text x="{x:.1f}" y="{height - bottom + 18}" text-anchor="middle">{ms} ms</text>')
+    for i, (key, label, colour) in enumerate(series):
+        points = " ".join(f"{px(int(ms)):.1f},{py(m[key]['seconds']):.1f}" for ms, m in table.items())
+        out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for ms, m in table.items():
+            out.append(f'<circle cx="{px(int(ms)):.1f}" cy="{py(m[key]["seconds"]):.1f}" r="3" fill="{colour}"/>')
+        y = top + 20 + i * 20
+        out.append(f'<line x1="{width - right + 15}" y1="{y}" x2="{width - right + 40}" y2="{y}" '
+                   f'stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<text x="{width - right + 46}" y="{y + 4}">{label}</text>')
+    out.append(f'<text x="{(left + width - right) / 2:.0f}" y="{height - 10}" text-anchor="middle">'
+               'latency added to every request (login, statement, poll, chunk)</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
 
 def latency_table(latencies: list[int], rows: int) -> dict:
