@@ -27,13 +27,7 @@ async fn world(chunk_rows: usize, inline_rows: usize, rows: usize) -> (Snowflake
     let fake = SnowflakeFake::start(chunk_rows, inline_rows).await;
     let env = TestEnv::on_snowflake("sfp", Some(&fake.url)).await;
     if rows > 0 {
-        env.admin()
-            .execute(&format!(
-                "INSERT INTO \"case\" (\"COUNTRY_ID\", \"COUNTRY\") \
-                 SELECT SEQ4() + 1, 'USA' FROM TABLE(GENERATOR(ROWCOUNT => {rows}))"
-            ))
-            .await
-            .expect("loading rows");
+        env.load_generated(rows).await;
     }
     fake.reset().await;
     (fake, env)

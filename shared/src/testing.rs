@@ -712,3 +712,27 @@ impl Mailer for MemoryMailer {
         Ok(())
     }
 }
+
+/// Checks that the README's section between `<!-- NAME:start -->` and
+/// `<!-- NAME:end -->` is `generated` (made from the code it documents);
+/// with `BLESS=1` it rewrites the section instead.
+pub fn assert_readme_section(name: &str, generated: &str, source: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let readme = std::fs::read_to_string(path).expect("README.md beside the workspace");
+    let (start, end) = (
+        format!("<!-- {name}:start -->\n"),
+        format!("<!-- {name}:end -->"),
+    );
+    let from = readme.find(&start).expect("start marker") + start.len();
+    let to = readme.find(&end).expect("end marker");
+    if std::env::var_os("BLESS").is_some() {
+        let updated = format!("{}{generated}{}", &readme[..from], &readme[to..]);
+        std::fs::write(path, updated).expect("writing README.md");
+        return;
+    }
+    assert_eq!(
+        &readme[from..to],
+        generated,
+        "the README's {name} section drifted from {source}: rerun with BLESS=1"
+    );
+}

@@ -243,6 +243,18 @@ impl TestEnv {
         SnowflakeAdmin::connect(&self.config().snowflake).expect("Snowflake client")
     }
 
+    /// `rows` rows (ids 1..=rows, all `USA`) made by Snowflake's own
+    /// generator: one statement whatever the count.
+    pub async fn load_generated(&self, rows: usize) {
+        self.admin()
+            .execute(&format!(
+                "INSERT INTO \"case\" (\"COUNTRY_ID\", \"COUNTRY\") \
+                 SELECT SEQ4() + 1, 'USA' FROM TABLE(GENERATOR(ROWCOUNT => {rows}))"
+            ))
+            .await
+            .expect("loading generated rows into Snowflake");
+    }
+
     pub async fn load(&self, rows: &[SourceRow]) {
         self.admin()
             .insert_rows(rows)

@@ -230,21 +230,10 @@ fn each_function_reads_exactly_the_variables_declared_for_it() {
 /// `BLESS=1 cargo test -p countries-shared readme` rewrites it.
 #[test]
 fn the_readme_table_is_the_declared_variables() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-    let readme = std::fs::read_to_string(path).expect("README.md beside the workspace");
-    let (start, end) = ("<!-- config-table:start -->\n", "<!-- config-table:end -->");
-    let from = readme.find(start).expect("config-table:start marker") + start.len();
-    let to = readme.find(end).expect("config-table:end marker");
-    let table = vars::markdown_table();
-    if std::env::var_os("BLESS").is_some() {
-        let updated = format!("{}{table}{}", &readme[..from], &readme[to..]);
-        std::fs::write(path, updated).expect("writing README.md");
-        return;
-    }
-    assert_eq!(
-        &readme[from..to],
-        table,
-        "the README's configuration table drifted from shared/src/config/vars.rs: rerun with BLESS=1"
+    crate::testing::assert_readme_section(
+        "config-table",
+        &vars::markdown_table(),
+        "shared/src/config/vars.rs",
     );
 }
 

@@ -136,24 +136,10 @@ mod tests {
     /// `BLESS=1 cargo test -p countries-shared readme` rewrites it.
     #[test]
     fn the_readme_table_of_codes_is_this_classification() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-        let readme = std::fs::read_to_string(path).expect("README.md beside the workspace");
-        let (start, end) = (
-            "<!-- snowflake-codes:start -->\n",
-            "<!-- snowflake-codes:end -->",
-        );
-        let from = readme.find(start).expect("snowflake-codes:start marker") + start.len();
-        let to = readme.find(end).expect("snowflake-codes:end marker");
-        let table = markdown_table();
-        if std::env::var_os("BLESS").is_some() {
-            let updated = format!("{}{table}{}", &readme[..from], &readme[to..]);
-            std::fs::write(path, updated).expect("writing README.md");
-            return;
-        }
-        assert_eq!(
-            &readme[from..to],
-            table,
-            "the README's Snowflake codes drifted from shared/src/snowflake/errors.rs: rerun with BLESS=1"
+        crate::testing::assert_readme_section(
+            "snowflake-codes",
+            &markdown_table(),
+            "shared/src/snowflake/errors.rs",
         );
     }
 
