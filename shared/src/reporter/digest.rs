@@ -246,7 +246,19 @@ pub fn escape_html(value: &str) -> String {
     out
 }
 
-/// Every entry as CSV, one record per line (RFC 4180 quoting).
+/// A text cell a spreadsheet will not run: one that begins with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return gets a leading `'` (OWASP's rule for
+/// CSV injection), as the HTML part escapes its markup. Source values are
+/// raw: a country of `=HYPERLINK(...)` must reach a stakeholder as text.
+pub fn spreadsheet_safe(cell: String) -> String {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
+        _ => cell,
+    }
+}
+
+/// Every entry as CSV, one record per line (RFC 4180 quoting; text cells
+/// made [`spreadsheet_safe`]; numbers and times are ours and stay as they are).
 pub fn to_csv(records: &[DigestRecord<'_>]) -> String {
     let mut out = csv::Writer::from_writer(Vec::new());
     // Writing into memory cannot fail; a record that did would only be
@@ -268,15 +280,15 @@ pub fn to_csv(records: &[DigestRecord<'_>]) -> String {
         let _ = out.write_record([
             e.message_id.clone(),
             e.country_id.map(|i| i.to_string()).unwrap_or_default(),
-            e.country.clone().unwrap_or_default(),
+            spreadsheet_safe(e.country.clone().unwrap_or_default()),
             e.error_class.clone(),
             e.sqlstate.clone().unwrap_or_default(),
-            e.error_message.clone(),
+            spreadsheet_safe(e.error_message.clone()),
             e.attempts.map(|a| a.to_string()).unwrap_or_default(),
             e.first_failed_at
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default(),
-            e.raw_body.clone().unwrap_or_default(),
+            spreadsheet_safe(e.raw_body.clone().unwrap_or_default()),
             record.copies.to_string(),
         ]);
     }

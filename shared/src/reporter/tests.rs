@@ -154,6 +154,36 @@ fn csv_fields_are_quoted_when_needed() {
     assert!(csv.contains("\"a,b \"\"quoted\"\"\nline\""), "{csv}");
 }
 
+#[test]
+fn csv_cells_a_spreadsheet_would_run_are_neutralised() {
+    let now = Utc::now();
+    for (payload, shown) in [
+        (
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "'=HYPERLINK(\"http://x\",\"y\")",
+        ),
+        ("+1+cmd|' /C calc'!A0", "'+1+cmd|' /C calc'!A0"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tTAB", "'\tTAB"),
+        ("\rCR", "'\rCR"),
+        ("USA", "USA"),
+    ] {
+        let mut entry = FailureEntry::from_dead_letter(&letter("m1", payload), now);
+        entry.country = Some(payload.into());
+        entry.country_id = Some(-5);
+        let csv = to_csv(&[DigestRecord {
+            entry: &entry,
+            copies: 1,
+        }]);
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let record = reader.records().next().unwrap().unwrap();
+        assert_eq!(&record[2], shown, "country {payload:?}");
+        assert_eq!(&record[8], shown, "raw body {payload:?}");
+        assert_eq!(&record[1], "-5", "our own numbers stay numbers");
+    }
+}
+
 async fn run(r: &Reporter) -> ReportSummary {
     r.run(Uuid::new_v4(), &Deadline::none()).await
 }
