@@ -60,6 +60,42 @@ fn fuzz_sh_fails_when_cargo_fuzz_fails() {
     );
 }
 
+/// `stack.sh down --dir` deletes only a stack the script made: a folder
+/// without its marker is refused and left as it was.
+#[test]
+fn stack_down_refuses_a_folder_it_did_not_make() {
+    let folder = scratch("not-a-stack");
+    std::fs::write(folder.join("precious.txt"), "keep me").expect("a file");
+    let out = Command::new("bash")
+        .arg(root().join("infra/local/stack.sh"))
+        .args(["down", "--dir"])
+        .arg(&folder)
+        .output()
+        .expect("running stack.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("refusing to delete"), "{stderr}");
+    assert!(
+        folder.join("precious.txt").exists(),
+        "the folder was deleted"
+    );
+    // A folder that does not exist is already down, and is not made.
+    let missing = folder.join("missing");
+    let out = Command::new("bash")
+        .arg(root().join("infra/local/stack.sh"))
+        .args(["down", "--dir"])
+        .arg(&missing)
+        .output()
+        .expect("running stack.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!missing.exists(), "down made the folder it was pointed at");
+    let _ = std::fs::remove_dir_all(&folder);
+}
+
 /// A stack that fails half-way stops what it started (its ERR trap never
 /// ran, and a half-started Postgres stayed up).
 #[test]

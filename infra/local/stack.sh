@@ -28,9 +28,13 @@ while [ $# -gt 0 ]; do
     *) echo "stack.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-mkdir -p "$STATE"
-STATE="$(cd "$STATE" && pwd)"
+# An absolute path without creating anything: `down` and `status` must not
+# make the folder they were pointed at.
+case "$STATE" in /*) ;; *) STATE="$PWD/$STATE" ;; esac
+STATE="${STATE%/}"
 ENV_FILE="$STATE/stack.env"
+# What marks a folder as a stack this script made: `down` deletes nothing else.
+MARKER="$STATE/.countries-stack"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 
@@ -238,6 +242,22 @@ down() {
   rm -rf "$STATE"
 }
 
+# Whether $STATE is a stack this script made: its marker, or (a stack from
+# before the marker) an environment file that names this very folder.
+is_ours() {
+  [ -f "$MARKER" ] && return 0
+  [ -f "$ENV_FILE" ] && grep -qxF "export COUNTRIES_STACK_DIR='$STATE'" "$ENV_FILE"
+}
+
+# `down`, but only of a folder that is ours; a missing one is already down.
+safe_down() {
+  [ -e "$STATE" ] || return 0
+  if ! is_ours; then
+    die "refusing to delete $STATE: it is not a stack this script made (no $MARKER); remove it by hand if it is"
+  fi
+  down
+}
+
 print_endpoints() {
   # shellcheck disable=SC1090
   . "$ENV_FILE"
@@ -259,8 +279,9 @@ case "$command" in
     if is_running; then
       log "already running"
     else
-      down
+      safe_down
       mkdir -p "$STATE"
+      echo "made by infra/local/stack.sh up; stack.sh down deletes this folder" > "$MARKER"
       # A stack that fails half-way must not leave servers behind. An EXIT
       # trap, not ERR: `die` exits, and ERR traps do not reach functions.
       starting=1
@@ -277,7 +298,7 @@ case "$command" in
     fi
     print_endpoints
     ;;
-  down) down; log "stopped" ;;
+  down) safe_down; log "stopped" ;;
   status) if is_running; then print_endpoints; else echo "not running"; exit 1; fi ;;
   env) echo "$ENV_FILE" ;;
   *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
