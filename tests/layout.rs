@@ -260,3 +260,63 @@ fn no_production_file_is_over_the_limit() {
     }
     assert!(over.is_empty(), "split by role: {over:?}");
 }
+
+/// `lib.rs`'s module doc names every public module, so a reader finds each
+/// home from the top (a module added without a word there fails here).
+#[test]
+fn the_library_doc_names_every_public_module() {
+    let lib = std::fs::read_to_string(Path::new(SRC).join("lib.rs")).expect("lib.rs");
+    let doc: String = lib
+        .lines()
+        .filter(|l| l.starts_with("//!"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let missing: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|m| m.trim_end_matches(';'))
+        .filter(|m| !doc.contains(&format!("`{m}`")))
+        .collect();
+    assert!(missing.is_empty(), "lib.rs's doc does not name {missing:?}");
+}
+
+/// Code says what is there now; which issue asked for it belongs in the
+/// history. No source file of the workspace names an issue number.
+#[test]
+fn no_source_file_names_an_issue_number() {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() && !matches!(name, "target" | ".local" | "node_modules") {
+                walk(&path, out);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("rs" | "py" | "sh")
+            ) {
+                out.push(path);
+            }
+        }
+    }
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut files = Vec::new();
+    for dir in ["shared", "functions", "infra", "tests", "vendor"] {
+        walk(&root.join(dir), &mut files);
+    }
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let lower = text.to_lowercase();
+        for (at, _) in lower.match_indices("issue") {
+            let rest = lower[at + "issue".len()..].trim_start_matches(['s', ' ', '#']);
+            if rest.starts_with(|c: char| c.is_ascii_digit()) {
+                let line = text[..at].lines().count();
+                found.push(format!("{}:{line}", file.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "issue numbers in code: {found:?}");
+}

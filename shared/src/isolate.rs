@@ -4,9 +4,10 @@
 //!
 //! One bad row makes a whole statement (or COPY) fail and nothing of it is
 //! written. A clean chunk costs one statement; k refused rows among n cost
-//! about 2·k·log2(n) statements (measured against the alternatives in
-//! FACTS.md: bisection is within 10–20 % of a server-side per-row exception
-//! block for a few bad rows, without a subtransaction per row).
+//! about 2·k·log2(n) statements. Measured on a 50,000-row chunk (a clean
+//! one takes ~110 ms): 1 bad row ~290 ms, 10 ~320 ms, 50 ~440 ms; a
+//! server-side loop with a per-row exception block takes ~260 ms whatever
+//! the count, but opens a subtransaction per row, so bisection is kept.
 
 use crate::deadline::Deadline;
 use crate::failure::{Classify, ErrorKind, WriteError};

@@ -8,10 +8,13 @@
 //! - the ports ([`ports`]) and one adapter folder per service: [`snowflake`],
 //!   [`postgres`], [`sqs`], [`ses`], plus [`secrets`] and [`aws`];
 //! - the use cases, one per function: [`replicator`], [`retrier`],
-//!   [`reporter`], and [`stream_writer`] (stream mode, in progress: no
-//!   function uses it yet);
+//!   [`reporter`], and stream mode's [`publisher`] and [`stream_writer`]
+//!   (the `writer` function);
 //! - the Lambda handlers and their wiring: [`lambda`];
-//! - [`config`] (the environment, read once) and [`telemetry`] (logs, metrics).
+//! - [`config`] (the environment, read once), [`deadline`] (the
+//!   invocation's), [`telemetry`] (logs, metrics);
+//! - `checks`, with the `fuzzing` feature only: the properties the fuzz
+//!   targets drive.
 //!
 //! Binaries under `functions/` only wire these together. Operator and
 //! local-stack tooling lives in `infra/cli`, test tooling in `tests/`.

@@ -1,8 +1,9 @@
 //! The ports: the small traits through which the use cases (replicator,
-//! retrier, reporter) reach the services. Each has one real adapter, in the
-//! folder of its service (`snowflake/`, `postgres/`, `sqs/`, `ses`), tested
-//! against the real service, and one in-memory adapter in `testing.rs` that
-//! the unit tests use.
+//! publisher, retrier, reporter, stream writer) reach the services. Their
+//! real adapters live in the folder of their service (`snowflake/`,
+//! `postgres/`, `sqs/`, `ses`; the publisher's changes-queue store in
+//! `publisher/`), each tested against the real service; their in-memory
+//! adapters are in `testing.rs`, which the unit tests use.
 
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! The configuration of stream mode's two functions (issue 15).
+//! The configuration of stream mode's two functions, the publisher and the
+//! writer.
 
 use std::time::Duration;
 

@@ -25,7 +25,6 @@ pub const RECOVERY_STEPS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Builds the digest. `stored` is the outcome of storing the report.
 /// One record of the digest: the first entry of its `record_key`, and how
 /// many dead letters carried it (a row enqueued twice, after a crash between
 /// the enqueue and the delete, is one record).
