@@ -1,9 +1,10 @@
-# Sourced by the scripts: `ensure_requirements FILE` installs FILE into the
-# project's virtualenv (.local/venv) unless it already did for this content.
+# Sourced by the scripts: the one installer of the project's Python
+# environment. `ensure_requirements FILE [VENV]` installs FILE into VENV (the
+# project's .local/venv by default) unless it already did for this content.
 ensure_requirements() {
   local root venv file marker wanted
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-  venv="$root/.local/venv"
+  venv="${2:-$root/.local/venv}"
   file="$1"
   marker="$venv/.installed-$(basename "$file")"
   wanted="$(sha256sum "$file" | cut -c1-16)"

@@ -73,15 +73,9 @@ ensure_system_packages() {
 }
 
 ensure_python_env() {
-  local wanted have
-  wanted="$(sha256sum "$ROOT/infra/local/requirements.txt" | cut -c1-16)"
-  have="$(cat "$VENV/.requirements" 2>/dev/null || true)"
-  if [ "$wanted" != "$have" ]; then
-    log "creating the Python environment in .local/venv (fakesnow, moto)"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/infra/local/requirements.txt"
-    echo "$wanted" > "$VENV/.requirements"
-  fi
+  # shellcheck disable=SC1091
+  . "$ROOT/infra/deploy/python-env.sh"
+  ensure_requirements "$ROOT/infra/local/requirements.txt" "$VENV"
 }
 
 free_port() {
