@@ -29,6 +29,9 @@ infra/local/stack.sh up --dir "$STACK_DIR" >/dev/null
 . "$STACK_DIR/stack.env"
 
 mkdir -p bench
+# The stream schedules run the `countries` and `replicate-once` binaries:
+# `cargo test` alone builds them only as test harnesses.
+cargo build --locked --workspace --bins
 started=$(date +%s)
 echo "soak: property tests, $CASES cases each"
 PROPTEST_CASES="$CASES" cargo test --locked -p countries-shared --lib -- properties checks 2>&1 | grep -E "^test |test result"
