@@ -5,8 +5,8 @@
 #   infra/local/soak.sh                    (`make soak`)
 #   SCHEDULES=500 SEED=42 CASES=100000 infra/local/soak.sh
 #
-# SCHEDULES  fault schedules to run (default 700; `make test` runs one per named fault, 42)
-# STREAM_SCHEDULES  stream mode's fault schedules (default 300; `make test` runs 39)
+# SCHEDULES  fault schedules to run (default 700; `make test` runs one per named fault, 45)
+# STREAM_SCHEDULES  stream mode's fault schedules (default 300; `make test` runs 42)
 # SEED       their seed (default: the time; printed, so a failure replays)
 # PARALLEL   schedules at once (default 2)
 # CASES      property-test cases (default 100000; `make test` runs 256)
