@@ -145,9 +145,11 @@ def ours_run(rows: int, page_rows: int | None = None) -> tuple[float, float, dic
     waiting_ms = 0
     for line in out.stderr.splitlines():
         try:
-            fields = json.loads(line).get("fields", {})
+            event = json.loads(line)
         except ValueError:
             continue
+        # The functions log flattened JSON events: the fields are at the top.
+        fields = event.get("fields", event) if isinstance(event, dict) else {}
         if fields.get("message") == "Snowflake statement":
             waiting_ms += int(fields.get("ms", 0))
     return float(seconds), int(rss_kb) / 1024, run_summary, waiting_ms / 1000
