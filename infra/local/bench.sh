@@ -24,9 +24,15 @@ done
 
 infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true
 trap 'infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true' EXIT
-infra/local/stack.sh up --dir "$STACK_DIR" >/dev/null
+# Postgres with TLS, as deployed: the COPY line, the run and the stream
+# writers all pay the handshake and the encryption.
+infra/local/stack.sh up --dir "$STACK_DIR" --tls >/dev/null
 # shellcheck disable=SC1091
 . "$STACK_DIR/stack.env"
+# Both scripts' figures name this run, so that the stream writer is compared
+# with the COPY line of the same run.
+BENCH_RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)-$$"
+export BENCH_RUN_ID
 # shellcheck disable=SC1091
 . "$ROOT/infra/deploy/python-env.sh"
 ensure_requirements "$ROOT/infra/local/requirements-bench.txt"

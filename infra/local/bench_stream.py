@@ -280,6 +280,27 @@ def scale(rows: int, writers_list: list[int], batch_size: int, buckets: int) -> 
     return results
 
 
+def writer_vs_copy(direct: list[dict]) -> dict | None:
+    """One stream writer against the batch benchmark's COPY line at the same size, when that line
+    is from the same `make bench` run (BENCH_RUN_ID) and so from the same stack, TLS and all."""
+    one = next((d for d in direct if d["writers"] == 1), None)
+    try:
+        batch = json.loads((ROOT / "bench" / "latest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    run_id = os.environ.get("BENCH_RUN_ID", "")
+    copy = batch.get("sizes", {}).get(str(one["rows"]) if one else "", {}).get("copy")
+    if not one or not copy or not run_id or batch.get("bench_run_id") != run_id:
+        print("  no COPY line from this run to compare one writer with (run bench.sh without --stream-only)")
+        return None
+    ratio = one["rows_per_s"] / copy["rows_per_s"]
+    print(f"  one stream writer ÷ COPY ({one['rows']:,} rows, PGSSLMODE={os.environ.get('PGSSLMODE', '')}): "
+          f"{ratio:.2f} × ({one['rows_per_s']:,} against {copy['rows_per_s']:,.0f} rows/s); target ≥ 0.7 ×",
+          flush=True)
+    return {"rows": one["rows"], "writer_rows_per_s": one["rows_per_s"], "copy_rows_per_s": round(copy["rows_per_s"]),
+            "ratio": round(ratio, 2), "met": ratio >= 0.7}
+
+
 def markdown(report: dict) -> str:
     f = report["freshness"]
     lines = [
@@ -301,6 +322,12 @@ def markdown(report: dict) -> str:
         c = s["cpu_share_of_wall"]
         lines.append(f"| {s['writers']} | {s['rows']:,} | {s['seconds']} | {s['rows_per_s']:,} | "
                      f"{s['rows_per_s'] / base:.2f}× | {c['postgres']} | {c['writers']} |")
+    w = report.get("writer_vs_copy")
+    if w:
+        lines += ["", f"One stream writer ÷ COPY of the same run ({w['rows']:,} rows, Postgres over TLS, "
+                  f"PGSSLMODE={report.get('postgres_sslmode', '')}): **{w['ratio']:.2f} ×** "
+                  f"({w['writer_rows_per_s']:,} against {w['copy_rows_per_s']:,} rows/s); target ≥ 0.7 ×: "
+                  f"{'met' if w['met'] else 'not met'}."]
     lines += [
         "",
         "Through the changes queue in moto (`countries drive-writers`):",
@@ -342,6 +369,7 @@ def main() -> None:
     direct = scale_direct(args.scale_rows, writers_list, args.buckets)
     scaled = scale(args.scale_rows, writers_list, args.writer_batch, args.buckets)
     report = {"freshness": fresh, "scale_direct": direct, "scale": scaled, "cpus": os.cpu_count(),
+              "writer_vs_copy": writer_vs_copy(direct), "postgres_sslmode": os.environ.get("PGSSLMODE", ""),
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = ROOT / "bench"
     out.mkdir(exist_ok=True)

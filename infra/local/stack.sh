@@ -3,7 +3,9 @@
 # compatibility layer) and the AWS emulator (moto: SQS and SES), on loopback
 # only, each on a free port. Installs what is missing.
 #
-#   infra/local/stack.sh up     [--dir DIR]   start (or keep) the stack; print its endpoints
+#   infra/local/stack.sh up     [--dir DIR] [--tls]   start (or keep) the stack; print its endpoints
+#                                   (--tls: Postgres serves TLS only, with a self-signed certificate,
+#                                   and stack.env says PGSSLMODE=require, as deployed; `make bench`)
 #   infra/local/stack.sh down   [--dir DIR]   stop it and delete its data
 #   infra/local/stack.sh status [--dir DIR]
 #   infra/local/stack.sh env    [--dir DIR]   print the environment file's path
@@ -19,12 +21,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${STACK_VENV:-$ROOT/.local/venv}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 STATE="$ROOT/.local/stack"
+PG_TLS=0
 
 command="${1:-}"
 shift || true
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) STATE="$2"; shift 2 ;;
+    --tls) PG_TLS=1; shift ;;
     *) echo "stack.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -133,18 +137,38 @@ full_page_writes = off
 synchronous_commit = off
 max_connections = 200
 CONF
+  if [ "$PG_TLS" = 1 ]; then
+    # A self-signed certificate: the clients use PGSSLMODE=require (encrypt,
+    # no checks), so the handshake and the encryption are measured, as
+    # deployed, without a CA to install.
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+      -keyout "$data/server.key" -out "$data/server.crt" >/dev/null 2>&1 \
+      || die "openssl could not make the stack's TLS certificate"
+    [ "$(id -u)" = 0 ] && chown postgres: "$data/server.key" "$data/server.crt"
+    chmod 600 "$data/server.key"
+    cat >>"$data/data/postgresql.conf" <<CONF
+ssl = on
+ssl_cert_file = '$data/server.crt'
+ssl_key_file = '$data/server.key'
+CONF
+    # TLS only: a client that would fall back to plain text is refused.
+    sed -i 's/^host /hostssl /' "$data/data/pg_hba.conf"
+    echo require > "$STATE/pg.sslmode"
+  else
+    echo disable > "$STATE/pg.sslmode"
+  fi
   pg_run "$PG_BIN/pg_ctl" -D "$data/data" -l "$data/postgres.log" -w -t 30 start >/dev/null \
     || { tail -n 20 "$data/postgres.log" | sed 's/^/[stack]   /' >&2; die "Postgres did not start (its log above): a port clash or a full disk are the usual causes; run \`infra/local/stack.sh down\` and try again"; }
   echo "$port" > "$STATE/pg.port"
-  PGPASSWORD=postgres psql -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 <<SQL >/dev/null
+  PGSSLMODE=prefer PGPASSWORD=postgres psql -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 <<SQL >/dev/null
 CREATE ROLE countries LOGIN PASSWORD 'countries';
 CREATE DATABASE countries OWNER countries;
 SQL
   # Tables belong to the application user; role files need the admin.
   for f in "$ROOT"/infra/sql/postgres/*.sql; do
     case "$f" in
-      *_role.sql) PGPASSWORD=postgres psql -q -h 127.0.0.1 -p "$port" -U postgres -d countries -v ON_ERROR_STOP=1 -f "$f" >/dev/null ;;
-      *) PGPASSWORD=countries psql -q -h 127.0.0.1 -p "$port" -U countries -d countries -v ON_ERROR_STOP=1 -f "$f" >/dev/null ;;
+      *_role.sql) PGSSLMODE=prefer PGPASSWORD=postgres psql -q -h 127.0.0.1 -p "$port" -U postgres -d countries -v ON_ERROR_STOP=1 -f "$f" >/dev/null ;;
+      *) PGSSLMODE=prefer PGPASSWORD=countries psql -q -h 127.0.0.1 -p "$port" -U countries -d countries -v ON_ERROR_STOP=1 -f "$f" >/dev/null ;;
     esac
   done
   log "Postgres 15 on 127.0.0.1:$port"
@@ -179,7 +203,8 @@ start_moto() {
 }
 
 write_env() {
-  local pg fs moto retry dlq changes changes_dlq
+  local pg fs moto retry dlq changes changes_dlq sslmode
+  sslmode="$(cat "$STATE/pg.sslmode" 2>/dev/null || echo disable)"
   pg="$(cat "$STATE/pg.port")"; fs="$(cat "$STATE/fakesnow.port")"; moto="$(cat "$STATE/moto.port")"
   retry="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["retry_queue_url"])' "$STATE/aws.json")"
   dlq="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["dead_letter_queue_url"])' "$STATE/aws.json")"
@@ -189,7 +214,7 @@ write_env() {
 # The local stack's environment: \`source $ENV_FILE\`
 export COUNTRIES_STACK_DIR='$STATE'
 # Postgres (psql reads the same variables)
-export PGHOST=127.0.0.1 PGPORT=$pg PGDATABASE=countries PGUSER=countries PGPASSWORD=countries PGSSLMODE=disable
+export PGHOST=127.0.0.1 PGPORT=$pg PGDATABASE=countries PGUSER=countries PGPASSWORD=countries PGSSLMODE=$sslmode
 export COUNTRIES_PG_ADMIN_USER=postgres COUNTRIES_PG_ADMIN_PASSWORD=postgres
 # Snowflake: the protocol fake in front of the emulator (the account name is never contacted: SNOWFLAKE_ENDPOINT_URL redirects)
 export SNOWFLAKE_ENDPOINT_URL=http://127.0.0.1:$fs SNOWFLAKE_ACCOUNT=fakesnow SNOWFLAKE_USER=replicator SNOWFLAKE_PASSWORD=local

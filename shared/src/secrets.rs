@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use crate::config::vars as declared;
+use crate::config::Secret;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{variable} ({arn}): {reason}")]
@@ -95,39 +96,72 @@ pub async fn resolve(
         vars.insert(declared::SNOWFLAKE_PRIVATE_KEY.name.into(), pem);
     }
     if let Some(arn) = non_empty(vars, POSTGRES_ARN) {
-        let fail = |reason: String| SecretError {
-            variable: POSTGRES_ARN,
-            arn: arn.clone(),
-            reason,
-        };
-        let value = source.secret_string(&arn).await.map_err(fail)?;
-        let json: serde_json::Value = serde_json::from_str(&value)
-            .map_err(|_| fail("the secret is not JSON with username and password".into()))?;
-        let field = |name: &str| -> Option<String> {
-            match json.get(name)? {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                _ => None,
+        let mut fields = postgres_secret(source, &arn).await?;
+        for (key, var) in [
+            ("username", declared::PGUSER.name),
+            ("password", declared::PGPASSWORD.name),
+        ] {
+            if let Some(value) = fields.remove(key) {
+                vars.insert(var.into(), value);
             }
-        };
-        let user = field("username").ok_or_else(|| fail("the secret has no username".into()))?;
-        let password =
-            field("password").ok_or_else(|| fail("the secret has no password".into()))?;
-        vars.insert(declared::PGUSER.name.into(), user);
-        vars.insert(declared::PGPASSWORD.name.into(), password);
+        }
         for (key, var) in [
             ("host", declared::PGHOST.name),
             ("port", declared::PGPORT.name),
             ("dbname", declared::PGDATABASE.name),
         ] {
             if non_empty(vars, var).is_none() {
-                if let Some(value) = field(key) {
+                if let Some(value) = fields.remove(key) {
                     vars.insert(var.into(), value);
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The user and password of the Postgres secret `arn`, read again when
+/// Postgres refuses the password it had (a rotation:
+/// [`crate::postgres::warm`]).
+pub async fn postgres_credentials(
+    source: &dyn SecretSource,
+    arn: &str,
+) -> Result<(String, Secret), SecretError> {
+    let mut fields = postgres_secret(source, arn).await?;
+    let user = fields.remove("username").unwrap_or_default();
+    let password = fields.remove("password").unwrap_or_default();
+    Ok((user, Secret::new(password)))
+}
+
+/// The fields of a Postgres secret in the RDS format: `username` and
+/// `password` (both required), `host`, `port` and `dbname` when present.
+async fn postgres_secret(
+    source: &dyn SecretSource,
+    arn: &str,
+) -> Result<HashMap<&'static str, String>, SecretError> {
+    let fail = |reason: String| SecretError {
+        variable: POSTGRES_ARN,
+        arn: arn.to_string(),
+        reason,
+    };
+    let value = source.secret_string(arn).await.map_err(fail)?;
+    let json: serde_json::Value = serde_json::from_str(&value)
+        .map_err(|_| fail("the secret is not JSON with username and password".into()))?;
+    let mut fields = HashMap::new();
+    for name in ["username", "password", "host", "port", "dbname"] {
+        let value = match json.get(name) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => continue,
+        };
+        fields.insert(name, value);
+    }
+    for required in ["username", "password"] {
+        if !fields.contains_key(required) {
+            return Err(fail(format!("the secret has no {required}")));
+        }
+    }
+    Ok(fields)
 }
 
 fn non_empty(vars: &HashMap<String, String>, name: &str) -> Option<String> {

@@ -83,8 +83,14 @@ async fn main() -> Result<(), Failure> {
     // Stream mode's writers: packed and wired before the clock starts.
     let streamed = if mode == "stream-writers" {
         let config = countries_shared::config::WriterConfig::from_env()?;
-        let function = countries_shared::lambda::writer::build(&config).await;
-        Some((function, pack_for_writers(&data, batch)?))
+        let per_writer = pack_for_writers(&data, batch)?;
+        // One function per writer, as each Lambda sandbox wires its own (and
+        // keeps its own warm connection).
+        let mut functions = Vec::with_capacity(per_writer.len());
+        for _ in 0..per_writer.len() {
+            functions.push(countries_shared::lambda::writer::build(&config).await);
+        }
+        Some((functions, per_writer))
     } else {
         None
     };
@@ -121,7 +127,7 @@ async fn main() -> Result<(), Failure> {
             changed
         }
         "stream-writers" => match streamed {
-            Some((function, per_writer)) => stream_writers(function, per_writer).await?,
+            Some((functions, per_writer)) => stream_writers(functions, per_writer).await?,
             None => 0,
         },
         other => return Err(format!("unknown mode {other}").into()),
@@ -177,14 +183,13 @@ fn pack_for_writers(
 /// side) invokes the real writer handler with FIFO events of 10 messages of
 /// its own groups. Returns the messages written.
 async fn stream_writers(
-    function: countries_shared::lambda::writer::WriterFunction,
+    functions: Vec<countries_shared::lambda::writer::WriterFunction>,
     per_writer: Vec<Vec<(String, String)>>,
 ) -> Result<u64, Failure> {
-    let function = std::sync::Arc::new(function);
     let threads: Vec<std::thread::JoinHandle<Result<u64, String>>> = per_writer
         .into_iter()
-        .map(|messages| {
-            let function = function.clone();
+        .zip(functions)
+        .map(|(messages, function)| {
             std::thread::spawn(move || {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()

@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod schedules;
 pub mod snowflake_fake;
+pub mod template;
 
 use countries_ops::snowflake_admin::SnowflakeAdmin;
 use countries_shared::config::{Env, ReplicatorConfig};

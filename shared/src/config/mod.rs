@@ -129,6 +129,9 @@ pub struct PostgresConfig {
     pub database: String,
     pub user: String,
     pub password: Option<Secret>,
+    /// `POSTGRES_SECRET_ARN`, whose user and password are filled in above;
+    /// read again when Postgres refuses the password (a rotation).
+    pub secret_arn: Option<String>,
     pub tls: TlsMode,
     /// PEM bundle of the CAs to trust; the system roots when unset.
     pub ca_bundle: Option<PathBuf>,
@@ -161,6 +164,7 @@ impl PostgresConfig {
             database: env.required(&vars::PGDATABASE),
             user: env.required(&vars::PGUSER),
             password: env.secret(&vars::PGPASSWORD),
+            secret_arn: env.optional(&vars::POSTGRES_SECRET_ARN),
             tls,
             ca_bundle,
             connect_timeout: Duration::from_secs(env.number(&vars::PGCONNECT_TIMEOUT)),

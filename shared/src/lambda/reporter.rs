@@ -5,6 +5,7 @@ use uuid::Uuid;
 use crate::config::ReporterConfig;
 use crate::deadline::Deadline;
 use crate::postgres::failure_report::PostgresFailureReport;
+use crate::postgres::warm::PasswordSource;
 use crate::reporter::{ReportSummary, Reporter};
 use crate::ses::SesMailer;
 use crate::sqs::dead_letters::SqsDeadLetterQueue;
@@ -19,7 +20,11 @@ pub async fn build(config: &ReporterConfig) -> Reporter {
             aws_sdk_sqs::Client::new(&aws),
             config.dead_letter_queue_url.clone(),
         )),
-        store: Box::new(PostgresFailureReport::new(config.postgres.clone())),
+        // The container's warm connection (crate::postgres::warm).
+        store: Box::new(PostgresFailureReport::with_password_source(
+            config.postgres.clone(),
+            PasswordSource::from_config(&config.postgres).await,
+        )),
         mailer: Box::new(SesMailer::new(
             aws_sdk_sesv2::Client::new(&aws),
             config.sender.clone(),

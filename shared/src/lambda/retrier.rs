@@ -7,6 +7,7 @@ use crate::config::RetrierConfig;
 use crate::deadline::Deadline;
 use crate::ports::VisibilityDelay;
 use crate::postgres::replica::PostgresStore;
+use crate::postgres::warm::PasswordSource;
 use crate::retrier::{Delivery, Retrier};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::sqs::visibility::SqsVisibilityDelay;
@@ -24,7 +25,11 @@ pub async fn build(config: &RetrierConfig) -> Retrier {
         )))
     };
     Retrier {
-        writers: Box::new(PostgresStore::new(config.postgres.clone())),
+        // The container's warm connection (crate::postgres::warm).
+        writers: Box::new(PostgresStore::with_password_source(
+            config.postgres.clone(),
+            PasswordSource::from_config(&config.postgres).await,
+        )),
         policy: RetryPolicy::new(config.write_attempts),
         delay,
         retry_backoff: Backoff {

@@ -7,6 +7,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use crate::config::WriterConfig;
 use crate::deadline::Deadline;
 use crate::postgres::replica::PostgresStore;
+use crate::postgres::warm::PasswordSource;
 use crate::retry::RetryPolicy;
 use crate::sqs::changes_queue::SqsChangeParking;
 use crate::sqs::retry_queue::SqsRetryQueue;
@@ -24,7 +25,11 @@ pub async fn build(config: &WriterConfig) -> WriterFunction {
     let sqs = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
     WriterFunction {
         writer: StreamWriter {
-            writers: Box::new(PostgresStore::new(config.postgres.clone())),
+            // The container's warm connection (crate::postgres::warm).
+            writers: Box::new(PostgresStore::with_password_source(
+                config.postgres.clone(),
+                PasswordSource::from_config(&config.postgres).await,
+            )),
             retry_queue: Box::new(SqsRetryQueue::new(
                 sqs.clone(),
                 config.retry_queue_url.clone(),

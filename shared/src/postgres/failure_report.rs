@@ -12,17 +12,28 @@ use std::collections::HashSet;
 use crate::failure::{ErrorKind, WriteError};
 use crate::model::report::FailureEntry;
 use crate::ports::{FailureStore, Stored};
-use crate::postgres::connect::{connect, PgConnection};
+use crate::postgres::connect::PgConnection;
 use crate::postgres::sqlstate::write_error;
+use crate::postgres::warm::{PasswordSource, WarmConnection};
 
-/// The failure report table in Postgres.
+/// The failure report table in Postgres, written on the container's warm
+/// connection.
 pub struct PostgresFailureReport {
     config: PostgresConfig,
+    warm: WarmConnection,
 }
 
 impl PostgresFailureReport {
     pub fn new(config: PostgresConfig) -> Self {
-        Self { config }
+        Self::with_password_source(config, None)
+    }
+
+    /// A report that reads `refresh` again when Postgres refuses the password.
+    pub fn with_password_source(config: PostgresConfig, refresh: Option<PasswordSource>) -> Self {
+        Self {
+            warm: WarmConnection::new(config.clone(), refresh),
+            config,
+        }
     }
 
     /// The schema-qualified, quoted table name.
@@ -136,8 +147,8 @@ impl FailureStore for PostgresFailureReport {
         report_run_id: Uuid,
         entries: &[FailureEntry],
     ) -> Result<Vec<Result<Stored, WriteError>>, WriteError> {
-        let mut conn = connect(&self.config).await?;
-        match self
+        let mut conn = self.warm.lease().await?;
+        let stored = match self
             .insert_all(&mut conn, report_run_id, entries, false)
             .await
         {
@@ -149,7 +160,11 @@ impl FailureStore for PostgresFailureReport {
                     .await
             }
             other => other,
+        };
+        if stored.is_err() {
+            conn.discard();
         }
+        stored
     }
 
     async fn mark_emailed(
@@ -157,8 +172,9 @@ impl FailureStore for PostgresFailureReport {
         report_run_id: Uuid,
         message_ids: &[String],
     ) -> Result<u64, WriteError> {
-        let conn = connect(&self.config).await?;
-        conn.client
+        let mut conn = self.warm.lease().await?;
+        let marked = conn
+            .client
             .execute(
                 &format!(
                     "UPDATE {} SET emailed_in = $1, emailed_at = now() \
@@ -168,6 +184,10 @@ impl FailureStore for PostgresFailureReport {
                 &[&report_run_id, &message_ids],
             )
             .await
-            .map_err(|e| write_error(&e).context("recording the emailed records"))
+            .map_err(|e| write_error(&e).context("recording the emailed records"));
+        if marked.is_err() {
+            conn.discard();
+        }
+        marked
     }
 }

@@ -1,11 +1,13 @@
 //! Postgres, the system rows go to: [`connect`] (TLS), [`sqlstate`] (the one
 //! classification of its errors), [`writer`] (COPY first, then the upsert),
 //! [`replica`] (the run lock and the ledger) and [`failure_report`] (the
-//! dlq-reporter's durable report).
+//! dlq-reporter's durable report), and [`warm`] (the connection a warm
+//! container keeps between invocations).
 
 pub mod connect;
 pub mod failure_report;
 pub mod lock;
 pub mod replica;
 pub mod sqlstate;
+pub mod warm;
 pub mod writer;

@@ -11,16 +11,29 @@ use crate::ports::{ReplicaRun, ReplicaStore, RowWriter, WriterPool};
 use crate::postgres::connect::connect;
 use crate::postgres::lock::try_lock;
 use crate::postgres::sqlstate::write_error;
+use crate::postgres::warm::{Lease, PasswordSource, WarmConnection};
 use crate::postgres::writer::PgWriter;
 
-/// The replica: the target table, its run lock and the ledger.
+/// The replica: the target table, its run lock and the ledger. Writers
+/// without the lock (the retrier, the stream writer) use the container's
+/// warm connection; a run opens its own, so that its lock ends with it.
 pub struct PostgresStore {
     config: PostgresConfig,
+    warm: WarmConnection,
 }
 
 impl PostgresStore {
+    /// A store whose warm connection uses the configured password only.
     pub fn new(config: PostgresConfig) -> Self {
-        Self { config }
+        Self::with_password_source(config, None)
+    }
+
+    /// A store that reads `refresh` again when Postgres refuses the password.
+    pub fn with_password_source(config: PostgresConfig, refresh: Option<PasswordSource>) -> Self {
+        Self {
+            warm: WarmConnection::new(config.clone(), refresh),
+            config,
+        }
     }
 
     fn lock_name(&self) -> String {
@@ -42,7 +55,12 @@ impl ReplicaStore for PostgresStore {
         if !try_lock(&connection.client, &lock_name).await? {
             return Ok(None);
         }
-        let writer = PgWriter::new(self.config.clone(), connection, Some(lock_name)).await?;
+        let writer = PgWriter::new(
+            self.config.clone(),
+            Lease::from(connection),
+            Some(lock_name),
+        )
+        .await?;
         let run = PostgresRun { writer };
         run.record(summary).await?;
         Ok(Some(Box::new(run)))
@@ -57,10 +75,11 @@ impl WriterPool for PostgresStore {
 }
 
 impl PostgresStore {
-    /// A writer without the run lock, as a concrete type (the benchmark).
+    /// A writer without the run lock on the warm connection, as a concrete
+    /// type (the benchmark).
     pub async fn pg_writer(&self) -> Result<PgWriter, WriteError> {
-        let connection = connect(&self.config).await?;
-        PgWriter::new(self.config.clone(), connection, None).await
+        let lease = self.warm.lease().await?;
+        PgWriter::new(self.config.clone(), lease, None).await
     }
 }
 

@@ -9,9 +9,10 @@ use crate::config::PostgresConfig;
 use crate::failure::{ErrorKind, WriteError};
 use crate::model::row::CountryRow;
 use crate::ports::RowWriter;
-use crate::postgres::connect::{connect, PgConnection};
+use crate::postgres::connect::connect;
 use crate::postgres::lock::try_lock;
 use crate::postgres::sqlstate::write_error;
+use crate::postgres::warm::Lease;
 
 pub fn upsert_statement(config: &PostgresConfig) -> String {
     let table = format!("{}.{}", config.schema.quoted(), config.table.quoted());
@@ -55,7 +56,7 @@ pub struct PgWriter {
     config: PostgresConfig,
     lock_name: Option<String>,
     upsert: Statement,
-    connection: PgConnection,
+    connection: Lease,
     copy_first: bool,
 }
 
@@ -70,10 +71,16 @@ pub fn copy_statement(config: &PostgresConfig) -> String {
 impl PgWriter {
     pub(crate) async fn new(
         config: PostgresConfig,
-        connection: PgConnection,
+        mut connection: Lease,
         lock_name: Option<String>,
     ) -> Result<Self, WriteError> {
-        let upsert = prepare_upsert(&connection.client, &config).await?;
+        let upsert = match prepare_upsert(&connection.client, &config).await {
+            Ok(upsert) => upsert,
+            Err(e) => {
+                connection.discard();
+                return Err(e);
+            }
+        };
         Ok(Self {
             config,
             lock_name,
@@ -144,7 +151,7 @@ impl PgWriter {
             }
         }
         self.upsert = prepare_upsert(&connection.client, &self.config).await?;
-        self.connection = connection;
+        self.connection.replace(connection);
         Ok(())
     }
 }
@@ -152,6 +159,20 @@ impl PgWriter {
 #[async_trait]
 impl RowWriter for PgWriter {
     async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
+        let written = self.write(rows).await;
+        if written
+            .as_ref()
+            .is_err_and(|e| e.kind != ErrorKind::RowLevel)
+        {
+            // The connection may be in any state: the next lease opens another.
+            self.connection.discard();
+        }
+        written
+    }
+}
+
+impl PgWriter {
+    async fn write(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
         self.ensure_connected().await?;
         if self.copy_first {
             match self.copy_rows(rows).await {

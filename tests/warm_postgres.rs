@@ -1,0 +1,218 @@
+//! The warm Postgres connection (`countries_shared::postgres::warm`)
+//! against the local stack's Postgres: kept across invocations of one
+//! process, checked before use, replaced when the server ended it, never
+//! lent to two invocations at once, and opened again with a rotated
+//! password read from Secrets Manager (moto) after a `28P01`.
+
+use countries_shared::failure::ErrorKind;
+use countries_shared::model::row::{validate, SourceRow};
+use countries_shared::ports::RowWriter;
+use countries_shared::postgres::replica::PostgresStore;
+use countries_shared::postgres::warm::PasswordSource;
+use countries_shared::postgres::writer::PgWriter;
+use testkit::{pg_admin, stack_var, TestEnv};
+
+async fn backend_pid(writer: &PgWriter) -> i32 {
+    writer
+        .client()
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pg_backend_pid")
+        .get(0)
+}
+
+async fn terminate(env: &TestEnv, pid: i32) {
+    let admin = pg_admin(&env.vars["PGHOST"], &env.vars["PGPORT"]).await;
+    let ended: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("pg_terminate_backend")
+        .get(0);
+    assert!(ended, "backend {pid} was not there to end");
+    // pg_terminate_backend only signals: wait until the backend is gone.
+    for _ in 0..100 {
+        let gone = admin
+            .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .expect("pg_stat_activity")
+            .is_none();
+        if gone {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("backend {pid} did not end");
+}
+
+fn row(id: i128, country: &str) -> Vec<countries_shared::model::row::CountryRow> {
+    vec![validate(&SourceRow::new(Some(id), Some(country))).expect("valid row")]
+}
+
+#[tokio::test]
+async fn the_connection_is_kept_between_invocations_and_replaced_when_the_server_ended_it() {
+    let env = TestEnv::new("warm_pg").await;
+    let store = PostgresStore::new(env.config().postgres);
+
+    // Three invocations of one warm process: one connection.
+    let mut first = store.pg_writer().await.expect("first invocation");
+    let pid = backend_pid(&first).await;
+    first.write_chunk(&row(1, "USA")).await.expect("write");
+    drop(first);
+    for id in 2..4 {
+        let mut writer = store.pg_writer().await.expect("next invocation");
+        assert_eq!(backend_pid(&writer).await, pid, "invocation {id} reused it");
+        writer.write_chunk(&row(id, "FRA")).await.expect("write");
+    }
+
+    // The server ends it while the container sleeps: the next invocation
+    // finds out before writing, and writes on a new one.
+    terminate(&env, pid).await;
+    let mut writer = store.pg_writer().await.expect("after the server ended it");
+    let new_pid = backend_pid(&writer).await;
+    assert_ne!(new_pid, pid);
+    writer.write_chunk(&row(9, "DEU")).await.expect("write");
+    drop(writer);
+    let again = store.pg_writer().await.expect("and kept");
+    assert_eq!(backend_pid(&again).await, new_pid);
+    drop(again);
+    assert_eq!(env.postgres_rows().await.len(), 4);
+}
+
+#[tokio::test]
+async fn two_invocations_at_once_never_share_it() {
+    let env = TestEnv::new("warm_pg_shared").await;
+    let store = PostgresStore::new(env.config().postgres);
+    let a = store.pg_writer().await.expect("a");
+    let b = store
+        .pg_writer()
+        .await
+        .expect("b, while a holds the warm one");
+    let (pid_a, pid_b) = (backend_pid(&a).await, backend_pid(&b).await);
+    assert_ne!(pid_a, pid_b);
+    drop(b);
+    drop(a);
+    // Only the warm one was kept; the other closed with its invocation.
+    let c = store.pg_writer().await.expect("c");
+    assert_eq!(backend_pid(&c).await, pid_a);
+}
+
+#[tokio::test]
+async fn an_error_that_is_not_the_rows_fault_opens_a_new_connection_next_time() {
+    let env = TestEnv::new("warm_pg_error").await;
+    let store = PostgresStore::new(env.config().postgres);
+    env.postgres()
+        .await
+        .batch_execute(r#"ALTER TABLE "case" ADD CONSTRAINT no_atlantis CHECK (country <> 'ATL')"#)
+        .await
+        .expect("add a constraint");
+    let mut writer = store.pg_writer().await.expect("writer");
+    let pid = backend_pid(&writer).await;
+    // A refused row: the connection is fine and is kept.
+    let refused = writer
+        .write_chunk(&row(1, "ATL"))
+        .await
+        .expect_err("the constraint refuses it");
+    assert_eq!(refused.kind, ErrorKind::RowLevel, "{refused}");
+    drop(writer);
+    let mut writer = store.pg_writer().await.expect("writer");
+    assert_eq!(
+        backend_pid(&writer).await,
+        pid,
+        "kept after a row-level error"
+    );
+    // A statement timeout is transient, and may leave the session anywhere.
+    writer
+        .client()
+        .batch_execute("SET statement_timeout = 1")
+        .await
+        .expect("set");
+    let many: Vec<_> = (1..200_000).flat_map(|i| row(i, "NGA")).collect();
+    let err = writer.write_chunk(&many).await.expect_err("timed out");
+    assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+    drop(writer);
+    let writer = store.pg_writer().await.expect("writer");
+    assert_ne!(
+        backend_pid(&writer).await,
+        pid,
+        "replaced after the timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_password_is_read_again_from_its_secret_once() {
+    let env = TestEnv::new("warm_pg_rotate").await;
+    let role = format!("{}_app", env.name);
+    let admin = pg_admin(&env.vars["PGHOST"], &env.vars["PGPORT"]).await;
+    admin
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'first-pass'"))
+        .await
+        .expect("create the role");
+    env.postgres()
+        .await
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT, INSERT, UPDATE ON public.\"case\" TO {role}"
+        ))
+        .await
+        .expect("grant");
+
+    let _ = stack_var("AWS_ENDPOINT_URL");
+    let secrets = aws_sdk_secretsmanager::Client::new(&countries_shared::aws::sdk_config().await);
+    let secret = |password: &str| format!(r#"{{"username":"{role}","password":"{password}"}}"#);
+    let arn = secrets
+        .create_secret()
+        .name(testkit::unique("warm-pg"))
+        .secret_string(secret("first-pass"))
+        .send()
+        .await
+        .expect("create the secret")
+        .arn
+        .unwrap_or_default();
+
+    let config = env
+        .config_with(&[
+            ("PGUSER", role.as_str()),
+            ("PGPASSWORD", "first-pass"),
+            ("POSTGRES_SECRET_ARN", arn.as_str()),
+        ])
+        .postgres;
+    let refresh = PasswordSource::from_config(&config)
+        .await
+        .expect("a secret ARN is configured");
+    assert_eq!(refresh.arn, arn);
+    let store = PostgresStore::with_password_source(config.clone(), Some(refresh));
+    let without_secret = PostgresStore::new(config);
+    let writer = store.pg_writer().await.expect("with the first password");
+    let pid = backend_pid(&writer).await;
+    drop(writer);
+
+    // The rotation: Postgres and the secret change; the warm connection is
+    // ended (RDS ends sessions on a password change only in some set-ups;
+    // a cold start or a dropped connection meet the new password anyway).
+    admin
+        .batch_execute(&format!("ALTER ROLE {role} PASSWORD 'second-pass'"))
+        .await
+        .expect("rotate");
+    secrets
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(secret("second-pass"))
+        .send()
+        .await
+        .expect("rotate the secret");
+    terminate(&env, pid).await;
+
+    let mut writer = store.pg_writer().await.expect("read the secret again");
+    writer.write_chunk(&row(7, "JPN")).await.expect("write");
+    drop(writer);
+    let writer = store.pg_writer().await.expect("kept");
+    drop(writer);
+
+    let err = without_secret
+        .pg_writer()
+        .await
+        .err()
+        .expect("no secret to read again: refused");
+    assert_eq!(err.sqlstate.as_deref(), Some("28P01"), "{err}");
+    assert!(!err.to_string().contains("first-pass"), "{err}");
+    assert_eq!(env.postgres_rows().await, vec![(7, "JPN".to_string())]);
+}
