@@ -311,8 +311,10 @@ def main() -> None:
     results: dict = {
         "init_ms": init_times(args.reps * 3),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "bench_run_id": os.environ.get("BENCH_RUN_ID", ""),
+        "postgres_sslmode": os.environ.get("PGSSLMODE", ""),
         "batch_size": int(os.environ.get("BATCH_SIZE", "50000")),
-        "page_rows": int(os.environ.get("SNOWFLAKE_PAGE_ROWS", "100000")),
+        "page_rows": int(os.environ.get("SNOWFLAKE_PAGE_ROWS", "250000")),
         "sizes": {},
     }
     for rows in sizes:
@@ -368,7 +370,6 @@ def main() -> None:
 
     out_dir = ROOT / "bench"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["| rows | measurement | median s | min–max s | rows/s |", "|---|---|---|---|---|"]
     for rows, r in results["sizes"].items():
         for key in ["copy", "ours-fresh", "ours-replay", "unnest-replay", "ours-run", "limit-run", "python-run"]:
@@ -415,10 +416,45 @@ def main() -> None:
             cell = lambda k: f"{m[k]['seconds']:.2f} ({m[k]['statements']}, {m[k]['waiting_s']:.2f})"  # noqa: E731
             lines.append(f"| {ms} ms | {cell('ours-run')} | {cell('limit-run')} | {cell('python-run')} | "
                          f"{m['run_vs_limit']:.2f} | {m['run_vs_python']:.2f} |")
+    results["targets"] = targets(results)
+    lines.append("")
+    lines.append("| target | measured | met |")
+    lines.append("|---|---|---|")
+    for t in results["targets"]:
+        lines.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
     if results["latency"]:
         (out_dir / "latency.svg").write_text(latency_svg(results["latency"], args.latency_rows))
     print("\n" + "\n".join(lines))
+
+
+def targets(results: dict) -> list[dict]:
+    """The README's speed and memory targets, checked against this run's figures (those it measured)."""
+    out: list[dict] = []
+
+    def check(target: str, value: float, unit: str, met: bool) -> None:
+        out.append({"target": target, "measured": f"{value:.2f}{unit}", "met": met})
+
+    million = results["sizes"].get("1000000")
+    if million:
+        q = million["ratios"]
+        check("write stage ≥ 0.9 × COPY at 1,000,000 rows", q["write_fresh_vs_copy"], " ×",
+              q["write_fresh_vs_copy"] >= 0.9)
+        check("whole run ≥ 20 × the Python job at 1,000,000 rows", q["run_vs_python"], " ×", q["run_vs_python"] >= 20)
+        rss = million["ours-run"]["peak_rss_mb"]
+        check("peak RSS ≤ 100 MB at 1,000,000 rows", rss, " MB", rss <= 100)
+        for rows, m in results["rss_only"].items():
+            ratio = m["peak_rss_mb"] / rss
+            check(f"peak RSS at {int(rows):,} rows ≤ 1.2 × the one at 1,000,000", ratio, " ×", ratio <= 1.2)
+    for ms, m in results["latency"].items():
+        floor = {"0": 0.9, "250": 0.7}.get(ms)
+        if floor is not None:
+            check(f"whole run ≥ {floor} × the limit script at {ms} ms per request", m["run_vs_limit"], " ×",
+                  m["run_vs_limit"] >= floor)
+        check(f"whole run ≥ 20 × the Python job at {ms} ms per request", m["run_vs_python"], " ×",
+              m["run_vs_python"] >= 20)
+    return out
 
 
 def latency_svg(table: dict, rows: int) -> str:

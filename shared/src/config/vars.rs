@@ -138,7 +138,7 @@ vars! {
     RETRY_QUEUE_URL: Rule::RequiredUrl, [Replicator, Retrier, Publisher, Writer], "SQS URL of the retry queue";
     MAX_ROWS_PER_RUN: Rule::Number { min: 1, max: 10_000_000, default: 1_000_000 }, [Replicator, Publisher],
         "the cap: rows frozen into one run's snapshot (memory follows the page, not this)";
-    SNOWFLAKE_PAGE_ROWS: Rule::Number { min: 1, max: 10_000_000, default: 100_000 }, [Replicator, Publisher],
+    SNOWFLAKE_PAGE_ROWS: Rule::Number { min: 1, max: 10_000_000, default: 250_000 }, [Replicator, Publisher],
         "rows read from the run snapshot per statement, and deleted by one join; peak memory follows it, not the cap";
     BATCH_SIZE: Rule::Number { min: 1, max: 100_000, default: 50_000 }, [Replicator, Publisher],
         "rows per Postgres write; large chunks bring COPY close to its limit (see Speed), and isolating a bad row in one still costs well under a second";

@@ -10,6 +10,12 @@ use crate::config::{SnowflakeAuth, SnowflakeConfig};
 use crate::failure::SourceError;
 use crate::snowflake::errors::api_error;
 
+/// Chunks of one result downloaded at once. A page is held whole anyway
+/// (memory follows the page, not this), so this only trades idle waiting:
+/// at 500 ms per request a 250,000-row page of 10 chunks took 2.3 s to read
+/// four at a time. The Go driver downloads 10 at once, JDBC and Python 4.
+const CHUNK_DOWNLOADS: usize = 10;
+
 /// Builds the client for `function` (named in every statement's
 /// `QUERY_TAG`). The login happens on the first statement and the session
 /// is reused by later invocations of a warm Lambda.
@@ -43,7 +49,9 @@ pub fn build_api_with(
             }
         },
     };
-    let mut builder = SnowflakeApiBuilder::new(auth).with_timeouts(timeouts);
+    let mut builder = SnowflakeApiBuilder::new(auth)
+        .with_timeouts(timeouts)
+        .with_chunk_concurrency(CHUNK_DOWNLOADS);
     for (name, value) in session_parameters(config, function) {
         builder = builder.with_session_parameter(name, value);
     }
