@@ -691,25 +691,29 @@ async fn ids_past_64_bits_keep_every_digit_through_the_retry_path() {
     let reporter = countries_shared::lambda::reporter::build(&env.reporter_config()).await;
     let report = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
     assert_eq!((report.messages, report.deleted), (2, 2), "{report:?}");
-    let stored: Vec<(String, String)> = env
+    let stored: Vec<(String, String, String, String)> = env
         .postgres()
         .await
         .query(
-            "SELECT country_id::text, error_class FROM failure_report ORDER BY country_id",
+            "SELECT country_id::text, error_class, table_name, (row_data->'country_id')::text \
+             FROM failure_report ORDER BY country_id",
             &[],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
-    assert_eq!(
-        stored,
-        vec![
-            ((-max).to_string(), "rejected".to_string()),
-            (max.to_string(), "rejected".to_string())
-        ]
-    );
+    // The row as JSON keeps every digit too, ready for tables other than `case`.
+    let row = |id: i128| {
+        (
+            id.to_string(),
+            "rejected".to_string(),
+            "case".to_string(),
+            id.to_string(),
+        )
+    };
+    assert_eq!(stored, vec![row(-max), row(max)]);
     let email = env.sent_emails().await.join("\n");
     assert!(
         email.contains(&max.to_string()),

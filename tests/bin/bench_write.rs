@@ -179,7 +179,7 @@ fn pack_for_writers(
 }
 
 /// Stream mode's writers on pre-packed batches: each writer on a thread of
-/// its own with its own runtime (as Lambda runs writers in sandboxes side by
+/// its own with its own multi-thread runtime (as Lambda runs writers in sandboxes side by
 /// side) invokes the real writer handler with FIFO events of 10 messages of
 /// its own groups. Returns the messages written.
 async fn stream_writers(
@@ -191,7 +191,10 @@ async fn stream_writers(
         .zip(functions)
         .map(|(messages, function)| {
             std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
+                // The runtime the writer binary runs on (`#[tokio::main]`:
+                // one worker per core), so that the COPY's connection task
+                // runs beside the handler as it does in Lambda.
+                tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()
                     .map_err(|e| e.to_string())?

@@ -48,6 +48,10 @@ pub const POSTGRES_MIGRATIONS: &[(&str, bool)] = &[
         include_str!("../../infra/sql/postgres/005_stream_runs.sql"),
         true,
     ),
+    (
+        include_str!("../../infra/sql/postgres/006_failure_report_rows.sql"),
+        true,
+    ),
 ];
 pub const SNOWFLAKE_SCHEMA_SQL: &str = include_str!("../../infra/sql/snowflake/001_case.sql");
 

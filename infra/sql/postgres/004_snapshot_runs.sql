@@ -1,4 +1,4 @@
--- The run snapshot (issue 12): runs that found the source empty end 'idle'
+-- The run snapshot: runs that found the source empty end 'idle'
 -- after one metadata statement, and every run records how many statements
 -- it sent to Snowflake. Re-runnable, like every file here.
 

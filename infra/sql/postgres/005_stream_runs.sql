@@ -1,4 +1,4 @@
--- Stream mode (issue 15): the publisher's runs share the ledger and the run
+-- Stream mode: the publisher's runs share the ledger and the run
 -- lock with the replicator's; `sink` says where a run sent its rows
 -- ('postgres' for the replicator, 'changes_queue' for the publisher, whose
 -- rows_written counts the rows the changes queue accepted). Re-runnable,

@@ -1,5 +1,6 @@
 //! The failure report table (`failure_report`): one row per dead letter,
-//! stored idempotently on the SQS message id. An entry Postgres refuses is
+//! stored idempotently on the SQS message id, with the `case` columns and
+//! the table name and row as JSON (`row_data`), ready for other tables. An entry Postgres refuses is
 //! isolated (savepoints, only after the fast path failed) so that the others
 //! are stored; the reporter stores it again in escaped form.
 
@@ -59,8 +60,9 @@ impl PostgresFailureReport {
         let insert = tx
             .prepare(&format!(
                 "INSERT INTO {} (message_id, record_key, country_id, country, error_class, sqlstate, \
-                 error_message, attempts, first_failed_at, last_failed_at, source_run_id, report_run_id, raw_body) \
-                 VALUES ($1, $2, $3::text::numeric, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 error_message, attempts, first_failed_at, last_failed_at, source_run_id, report_run_id, raw_body, \
+                 table_name, row_data) \
+                 VALUES ($1, $2, $3::text::numeric, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::text::jsonb) \
                  ON CONFLICT (message_id) DO NOTHING",
                 self.table()
             ))
@@ -70,7 +72,9 @@ impl PostgresFailureReport {
         for e in entries {
             let country_id = e.country_id.map(|i| i.to_string());
             let attempts = e.attempts.map(|a| i32::try_from(a).unwrap_or(i32::MAX));
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+            let table_name = self.config.table.to_string();
+            let row_data = row_json(e);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
                 &e.message_id,
                 &e.record_key,
                 &country_id,
@@ -84,6 +88,8 @@ impl PostgresFailureReport {
                 &e.source_run_id,
                 &report_run_id,
                 &e.raw_body,
+                &table_name,
+                &row_data,
             ];
             if !isolate {
                 inserted.push(Ok(tx.execute(&insert, &params).await.map_err(pg)?));
@@ -138,6 +144,20 @@ impl PostgresFailureReport {
             })
             .collect())
     }
+}
+
+/// The record's row as JSON, keyed by source column name, as read: an id
+/// past 64 bits keeps every digit (a JSON number of any length; `jsonb`
+/// stores it as `numeric`). None for a body that did not parse.
+fn row_json(entry: &FailureEntry) -> Option<String> {
+    if entry.raw_body.is_some() && entry.record_key.is_none() {
+        return None;
+    }
+    let id = entry
+        .country_id
+        .map_or_else(|| "null".to_string(), |id| id.to_string());
+    let country = serde_json::to_string(&entry.country).unwrap_or_else(|_| "null".into());
+    Some(format!(r#"{{"country_id":{id},"country":{country}}}"#))
 }
 
 #[async_trait]

@@ -157,13 +157,6 @@ impl StreamWriter {
         if deliveries.len() < 2 || deadline.is_near() {
             return false;
         }
-        let mut rows: Vec<CountryRow> = Vec::new();
-        for delivery in deliveries {
-            match parse_change_batch(delivery.body) {
-                Ok((_, batch_rows)) => rows.extend(batch_rows),
-                Err(_) => return false,
-            }
-        }
         if writer.is_none() {
             match self.writers.writer().await {
                 Ok(w) => *writer = Some(w),
@@ -173,6 +166,19 @@ impl StreamWriter {
         let Some(w) = writer.as_deref_mut() else {
             return false;
         };
+        let mut rows: Vec<CountryRow> = Vec::new();
+        for delivery in deliveries {
+            match parse_change_batch(delivery.body) {
+                Ok((_, batch_rows)) => rows.extend(batch_rows),
+                Err(_) => return false,
+            }
+        }
+        // In id order, Postgres adds to its primary key's index page after
+        // page instead of all over it (the messages of an invocation are
+        // different buckets, interleaved ids). There are no two versions of
+        // an id here: such a statement is refused whole, and each batch then
+        // goes on its own, in order.
+        rows.sort_unstable_by_key(|r| r.country_id);
         match w.write_chunk(&rows).await {
             Ok(changed) => {
                 summary.rows_written += rows.len();
