@@ -109,7 +109,7 @@ mod changes {
 
     use std::collections::BTreeMap;
 
-    use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+    use aws_sdk_sqs::types::MessageSystemAttributeName;
     use countries_shared::model::change::{pack, parse_change_batch, ChangeBatch};
     use countries_shared::model::row::{validate, CountryRow, SourceRow};
     use countries_shared::ports::ChangeQueue;
@@ -119,16 +119,11 @@ mod changes {
 
     const BUCKETS: u32 = 3;
 
+    /// The changes queue as the template declares it.
     async fn fifo_queue(env: &TestEnv) -> String {
-        env.sqs
-            .create_queue()
-            .queue_name(format!("{}-changes.fifo", env.name))
-            .attributes(QueueAttributeName::FifoQueue, "true")
-            .send()
+        testkit::create_changes_queues(&env.sqs, &env.name, 5, 30)
             .await
-            .expect("creating the FIFO queue")
-            .queue_url
-            .expect("a queue URL")
+            .0
     }
 
     fn rows(n: i32) -> Vec<CountryRow> {
@@ -240,4 +235,53 @@ mod changes {
             "{errors:?}"
         );
     }
+}
+
+/// The test kit's queues are template.yaml's: made from its definitions,
+/// not from a second list of attributes.
+#[tokio::test]
+async fn the_test_queues_are_the_templates_queues() {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let env = TestEnv::new("template_queues").await;
+    let attributes = |url: String| {
+        let sqs = env.sqs.clone();
+        async move {
+            sqs.get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(A::All)
+                .send()
+                .await
+                .expect("queue attributes")
+                .attributes
+                .unwrap_or_default()
+        }
+    };
+    let retry = attributes(env.vars["RETRY_QUEUE_URL"].clone()).await;
+    assert_eq!(retry[&A::MessageRetentionPeriod], "345600");
+    assert_eq!(retry[&A::SqsManagedSseEnabled], "true");
+    let redrive: serde_json::Value =
+        serde_json::from_str(&retry[&A::RedrivePolicy]).expect("a redrive policy");
+    assert!(
+        redrive["deadLetterTargetArn"]
+            .as_str()
+            .is_some_and(|arn| arn.ends_with(&format!("{}-dlq", env.name))),
+        "{redrive}"
+    );
+    let dlq = attributes(env.vars["DEAD_LETTER_QUEUE_URL"].clone()).await;
+    assert_eq!(dlq[&A::MessageRetentionPeriod], "1209600");
+
+    let (changes, _) = testkit::create_changes_queues(&env.sqs, &env.name, 7, 30).await;
+    let changes = attributes(changes).await;
+    assert_eq!(changes[&A::FifoQueue], "true");
+    assert_eq!(changes[&A::DeduplicationScope], "messageGroup");
+    assert_eq!(changes[&A::FifoThroughputLimit], "perMessageGroupId");
+    assert_eq!(
+        changes[&A::VisibilityTimeout],
+        "30",
+        "the test's own timeout"
+    );
+    assert!(
+        changes[&A::RedrivePolicy].contains('7'),
+        "the test's own redrive count"
+    );
 }

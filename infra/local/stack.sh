@@ -198,7 +198,13 @@ start_moto() {
   echo $! > "$STATE/moto.pid"
   echo "$port" > "$STATE/moto.port"
   wait_for_port "$port" moto "$STATE/moto.pid"
-  "$VENV/bin/python" "$ROOT/infra/local/aws_setup.py" --endpoint "http://127.0.0.1:$port" >"$STATE/aws.json"
+  # The queues as template.yaml declares them, with shorter visibility
+  # timeouts and the changes queue's redrive after 5 receives, so that a
+  # message that fails comes back, and a poison one reaches its dead-letter
+  # queue, in seconds.
+  "$VENV/bin/python" "$ROOT/infra/local/aws_setup.py" --endpoint "http://127.0.0.1:$port" \
+    --set RetryQueueVisibilityTimeout=30 --set ChangesQueueVisibilityTimeout=30 --set ChangesMaxReceiveCount=5 \
+    >"$STATE/aws.json"
   log "AWS emulator (moto: SQS, SES) on http://127.0.0.1:$port"
 }
 

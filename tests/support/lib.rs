@@ -431,98 +431,112 @@ pub async fn sqs_client(vars: &HashMap<String, String>) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(config)
 }
 
-/// A retry queue with a redrive policy to its own dead-letter queue.
+/// Creates queue resource `logical` of `template.yaml` as `name`, with its
+/// template attributes ([`template::queue_attributes`]); returns its URL and
+/// records its ARN in `arns` for the queues whose redrive names it.
+async fn create_template_queue(
+    sqs: &aws_sdk_sqs::Client,
+    logical: &str,
+    name: &str,
+    parameters: &[(&str, &str)],
+    arns: &mut HashMap<String, String>,
+) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let t = template::template();
+    let mut create = sqs.create_queue().queue_name(name);
+    for (attribute, value) in template::queue_attributes(&t, logical, parameters, arns) {
+        create = create.attributes(QueueAttributeName::from(attribute.as_str()), value);
+    }
+    let url = create
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("creating {logical} as {name}: {e:?}"))
+        .queue_url
+        .unwrap_or_else(|| panic!("{name} has no URL"));
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn");
+    arns.insert(logical.to_string(), arn);
+    url
+}
+
+/// The retry queue and its dead-letter queue, as `template.yaml` declares
+/// them, with the given redrive count and visibility timeout.
 pub async fn create_queues(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
     max_receive_count: u32,
     visibility_timeout: u32,
 ) -> (String, String) {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
-        .send()
-        .await
-        .expect("create the DLQ")
-        .queue_url
-        .expect("DLQ url");
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("DLQ attributes")
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("DLQ arn");
-    let retry = sqs
-        .create_queue()
-        .queue_name(format!("{name}-retry"))
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            visibility_timeout.to_string(),
-        )
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count.to_string()})
-                .to_string(),
-        )
-        .send()
-        .await
-        .expect("create the retry queue")
-        .queue_url
-        .expect("retry queue url");
+    let (count, timeout) = (
+        max_receive_count.to_string(),
+        visibility_timeout.to_string(),
+    );
+    let parameters = [
+        ("MaxReceiveCount", count.as_str()),
+        ("RetryQueueVisibilityTimeout", timeout.as_str()),
+    ];
+    let mut arns = HashMap::new();
+    let dlq = create_template_queue(
+        sqs,
+        "DeadLetterQueue",
+        &format!("{name}-dlq"),
+        &parameters,
+        &mut arns,
+    )
+    .await;
+    let retry = create_template_queue(
+        sqs,
+        "RetryQueue",
+        &format!("{name}-retry"),
+        &parameters,
+        &mut arns,
+    )
+    .await;
     (retry, dlq)
 }
 
-/// A FIFO changes queue with a redrive policy to its own FIFO dead-letter
-/// queue, as the template makes them.
+/// Stream mode's FIFO changes queue and its FIFO dead-letter queue, as
+/// `template.yaml` declares them, with the given redrive count and
+/// visibility timeout.
 pub async fn create_changes_queues(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
     max_receive_count: u32,
     visibility_timeout: u32,
 ) -> (String, String) {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let url = |out: Result<_, _>, what: &str| -> String {
-        let out: aws_sdk_sqs::operation::create_queue::CreateQueueOutput =
-            out.unwrap_or_else(|e| panic!("creating {what}: {e:?}"));
-        out.queue_url.unwrap_or_else(|| panic!("{what} has no URL"))
-    };
-    let dlq = url(
-        sqs.create_queue()
-            .queue_name(format!("{name}-changes-dlq.fifo"))
-            .attributes(A::FifoQueue, "true")
-            .send()
-            .await,
-        "the changes dead-letter queue",
+    let (count, timeout) = (
+        max_receive_count.to_string(),
+        visibility_timeout.to_string(),
     );
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(A::QueueArn)
-        .send()
-        .await
-        .expect("DLQ attributes")
-        .attributes
-        .and_then(|a| a.get(&A::QueueArn).cloned())
-        .expect("DLQ arn");
-    let changes = url(
-        sqs.create_queue()
-            .queue_name(format!("{name}-changes.fifo"))
-            .attributes(A::FifoQueue, "true")
-            .attributes(A::VisibilityTimeout, visibility_timeout.to_string())
-            .attributes(
-                A::RedrivePolicy,
-                serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count.to_string()})
-                    .to_string(),
-            )
-            .send()
-            .await,
-        "the changes queue",
-    );
+    let parameters = [
+        ("ChangesMaxReceiveCount", count.as_str()),
+        ("ChangesQueueVisibilityTimeout", timeout.as_str()),
+    ];
+    let mut arns = HashMap::new();
+    let dlq = create_template_queue(
+        sqs,
+        "ChangesDeadLetterQueue",
+        &format!("{name}-changes-dlq.fifo"),
+        &parameters,
+        &mut arns,
+    )
+    .await;
+    let changes = create_template_queue(
+        sqs,
+        "ChangesQueue",
+        &format!("{name}-changes.fifo"),
+        &parameters,
+        &mut arns,
+    )
+    .await;
     (changes, dlq)
 }
 
