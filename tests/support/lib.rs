@@ -467,11 +467,22 @@ async fn create_template_queue(
     url
 }
 
-/// The retry queue and its dead-letter queue, as `template.yaml` declares
-/// them, with the given redrive count and visibility timeout.
-pub async fn create_queues(
+/// A queue of `template.yaml` and its dead-letter queue: their logical
+/// names, the suffixes of their names here, and the parameters that set the
+/// queue's redrive count and visibility timeout.
+struct QueuePair {
+    dlq: (&'static str, &'static str),
+    queue: (&'static str, &'static str),
+    max_receive_count: &'static str,
+    visibility_timeout: &'static str,
+}
+
+/// Creates `pair` named after `name`, with the given redrive count and
+/// visibility timeout; returns the queue's URL and its DLQ's.
+async fn create_pair(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
+    pair: QueuePair,
     max_receive_count: u32,
     visibility_timeout: u32,
 ) -> (String, String) {
@@ -480,27 +491,36 @@ pub async fn create_queues(
         visibility_timeout.to_string(),
     );
     let parameters = [
-        ("MaxReceiveCount", count.as_str()),
-        ("RetryQueueVisibilityTimeout", timeout.as_str()),
+        (pair.max_receive_count, count.as_str()),
+        (pair.visibility_timeout, timeout.as_str()),
     ];
     let mut arns = HashMap::new();
-    let dlq = create_template_queue(
-        sqs,
-        "DeadLetterQueue",
-        &format!("{name}-dlq"),
-        &parameters,
-        &mut arns,
-    )
-    .await;
-    let retry = create_template_queue(
-        sqs,
-        "RetryQueue",
-        &format!("{name}-retry"),
-        &parameters,
-        &mut arns,
-    )
-    .await;
-    (retry, dlq)
+    let mut urls = Vec::new();
+    // The dead-letter queue first: the queue's redrive names its ARN.
+    for (logical, suffix) in [pair.dlq, pair.queue] {
+        let queue_name = format!("{name}-{suffix}");
+        urls.push(create_template_queue(sqs, logical, &queue_name, &parameters, &mut arns).await);
+    }
+    let queue = urls.pop().unwrap_or_default();
+    let dlq = urls.pop().unwrap_or_default();
+    (queue, dlq)
+}
+
+/// The retry queue and its dead-letter queue, as `template.yaml` declares
+/// them, with the given redrive count and visibility timeout.
+pub async fn create_queues(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    max_receive_count: u32,
+    visibility_timeout: u32,
+) -> (String, String) {
+    let pair = QueuePair {
+        dlq: ("DeadLetterQueue", "dlq"),
+        queue: ("RetryQueue", "retry"),
+        max_receive_count: "MaxReceiveCount",
+        visibility_timeout: "RetryQueueVisibilityTimeout",
+    };
+    create_pair(sqs, name, pair, max_receive_count, visibility_timeout).await
 }
 
 /// Stream mode's FIFO changes queue and its FIFO dead-letter queue, as
@@ -512,32 +532,13 @@ pub async fn create_changes_queues(
     max_receive_count: u32,
     visibility_timeout: u32,
 ) -> (String, String) {
-    let (count, timeout) = (
-        max_receive_count.to_string(),
-        visibility_timeout.to_string(),
-    );
-    let parameters = [
-        ("ChangesMaxReceiveCount", count.as_str()),
-        ("ChangesQueueVisibilityTimeout", timeout.as_str()),
-    ];
-    let mut arns = HashMap::new();
-    let dlq = create_template_queue(
-        sqs,
-        "ChangesDeadLetterQueue",
-        &format!("{name}-changes-dlq.fifo"),
-        &parameters,
-        &mut arns,
-    )
-    .await;
-    let changes = create_template_queue(
-        sqs,
-        "ChangesQueue",
-        &format!("{name}-changes.fifo"),
-        &parameters,
-        &mut arns,
-    )
-    .await;
-    (changes, dlq)
+    let pair = QueuePair {
+        dlq: ("ChangesDeadLetterQueue", "changes-dlq.fifo"),
+        queue: ("ChangesQueue", "changes.fifo"),
+        max_receive_count: "ChangesMaxReceiveCount",
+        visibility_timeout: "ChangesQueueVisibilityTimeout",
+    };
+    create_pair(sqs, name, pair, max_receive_count, visibility_timeout).await
 }
 
 /// Receives and deletes every message on a queue; returns the bodies.
