@@ -138,18 +138,18 @@ impl Retrier {
         outcome.summary.messages = deliveries.len();
         let mut to_back_off: Vec<&Delivery<'_>> = Vec::new();
         for (delivery, verdict) in deliveries.iter().zip(&verdicts) {
-            let (message_id, attempt) = (delivery.message_id, delivery.receive_count);
+            let (message_id, receive_count) = (delivery.message_id, delivery.receive_count);
             match verdict {
                 Verdict::Written => {
                     outcome.summary.written += 1;
-                    tracing::info!(message_id, attempt, "record written");
+                    tracing::info!(message_id, receive_count, "record written");
                 }
                 Verdict::Retry(reason) => {
                     outcome.summary.failed += 1;
                     if reason.is_bad_message() {
                         outcome.summary.malformed += 1;
                     }
-                    tracing::warn!(message_id, attempt, kind = %reason.kind(), reason = %reason, "record failed; it comes back later");
+                    tracing::warn!(message_id, receive_count, kind = %reason.kind(), reason = %reason, "record failed; it comes back later");
                     outcome.failed_message_ids.push(message_id.to_string());
                     // Not tried at all: no reason to keep it away longer.
                     if !matches!(reason, RetryReason::DeadlineNear) {
