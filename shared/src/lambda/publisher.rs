@@ -119,7 +119,9 @@ mod tests {
         assert_eq!(outcome.runs[0].outcome, RunOutcome::Idle);
     }
 
-    #[tokio::test]
+    // On a paused clock: the row arrives 150 ms into a 400 ms loop on
+    // virtual time, whatever the machine is doing.
+    #[tokio::test(start_paused = true)]
     async fn looping_picks_up_rows_that_arrive_and_idle_looks_cost_no_run() {
         let source = MemorySource::with_rows(vec![SourceRow::new(Some(1), Some("USA"))]);
         let changes = MemoryChanges::default();

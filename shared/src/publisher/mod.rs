@@ -17,7 +17,11 @@
 //! the next run publishes it again, and the writers' upsert makes that
 //! harmless.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock: the same as the system's in Lambda, and one a test can
+// pause and move on.
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use uuid::Uuid;
