@@ -203,6 +203,17 @@ async fn a_rotated_password_is_read_again_from_its_secret_once() {
 
     let mut writer = store.pg_writer().await.expect("read the secret again");
     writer.write_chunk(&row(7, "JPN")).await.expect("write");
+    // Lost mid-invocation: it reconnects with the rotated password (at once
+    // when the client saw the server end it, on the next write otherwise).
+    let lost_pid = backend_pid(&writer).await;
+    terminate(&env, lost_pid).await;
+    if writer.write_chunk(&row(8, "NGA")).await.is_err() {
+        writer
+            .write_chunk(&row(8, "NGA"))
+            .await
+            .expect("reconnected with the rotated password");
+    }
+    assert_ne!(backend_pid(&writer).await, lost_pid, "a new connection");
     drop(writer);
     let writer = store.pg_writer().await.expect("kept");
     drop(writer);
@@ -214,5 +225,8 @@ async fn a_rotated_password_is_read_again_from_its_secret_once() {
         .expect("no secret to read again: refused");
     assert_eq!(err.sqlstate.as_deref(), Some("28P01"), "{err}");
     assert!(!err.to_string().contains("first-pass"), "{err}");
-    assert_eq!(env.postgres_rows().await, vec![(7, "JPN".to_string())]);
+    assert_eq!(
+        env.postgres_rows().await,
+        vec![(7, "JPN".to_string()), (8, "NGA".to_string())]
+    );
 }

@@ -79,7 +79,8 @@ impl PostgresStore {
     /// type (the benchmark).
     pub async fn pg_writer(&self) -> Result<PgWriter, WriteError> {
         let lease = self.warm.lease().await?;
-        PgWriter::new(self.config.clone(), lease, None).await
+        // With the password in use now, should it reconnect mid-invocation.
+        PgWriter::new(self.warm.current_config(), lease, None).await
     }
 }
 

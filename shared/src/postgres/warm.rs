@@ -134,7 +134,9 @@ impl WarmConnection {
         Ok(connection)
     }
 
-    fn current_config(&self) -> PostgresConfig {
+    /// The configuration with the password now in use (after a rotation:
+    /// the one read again).
+    pub fn current_config(&self) -> PostgresConfig {
         let mut config = self.config.clone();
         let rotated = self
             .rotated
