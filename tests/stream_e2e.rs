@@ -26,8 +26,14 @@ fn rows(spec: &[(i128, &str)]) -> Vec<SourceRow> {
 /// A test's stack with a changes queue: a batch listed by a writer comes
 /// back after a second.
 async fn stream_env(prefix: &str) -> TestEnv {
+    stream_env_with(prefix, 1).await
+}
+
+/// With the changes queue's visibility timeout: a batch that comes back is
+/// visible again after it, and so is one whose invocation outlasts it.
+async fn stream_env_with(prefix: &str, visibility_timeout: u32) -> TestEnv {
     let mut env = TestEnv::new(prefix).await;
-    env.add_changes_queue(1, 50).await;
+    env.add_changes_queue(visibility_timeout, 50).await;
     env
 }
 
@@ -136,7 +142,13 @@ async fn the_publisher_and_parallel_writers_move_every_row_and_queue_the_failure
 /// bucket is one message group, and a group is with one writer at a time.
 #[tokio::test]
 async fn versions_reach_postgres_in_publish_order_with_four_writers() {
-    let env = stream_env("stream_order").await;
+    // A group is with one writer only while its messages are invisible: an
+    // invocation that outlasts the visibility timeout hands the group's later
+    // messages to another writer, in SQS as in moto (hence the template's
+    // timeout of six function timeouts). 1 s was shorter than a slow CI
+    // machine's invocation; nothing comes back in this test, so 30 s costs
+    // nothing.
+    let env = stream_env_with("stream_order", 30).await;
     let ids: Vec<i128> = (1..=40).collect();
     for version in ["ZZZ", "MMM", "AAA", "QQQ"] {
         let wave: Vec<SourceRow> = ids
