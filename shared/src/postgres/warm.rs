@@ -70,10 +70,6 @@ impl WarmConnection {
         }
     }
 
-    pub fn config(&self) -> &PostgresConfig {
-        &self.config
-    }
-
     /// A checked connection for one invocation: the warm one when it is free
     /// and answers, a new one otherwise.
     pub async fn lease(&self) -> Result<Lease, WriteError> {
