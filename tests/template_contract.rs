@@ -12,7 +12,7 @@ use countries_shared::config::{
 use countries_shared::secrets::resolve;
 use countries_shared::secrets::SecretSource;
 use serde_norway::Value;
-use testkit::template::{created_in, get, references, template};
+use testkit::template::{created_in, get, in_mode, references, template};
 
 /// The name behind `!Ref X`, or the text of a plain scalar.
 fn scalar_or_ref(value: &Value) -> (Option<String>, Option<String>) {
@@ -65,7 +65,9 @@ fn resolved_environment(template: &Value, function: &str) -> HashMap<String, Str
             "Variables",
         ],
     );
-    for source in [globals, own] {
+    // As deployed with both modes: every variable a function may get.
+    let own = in_mode(own, "both");
+    for source in [globals, &own] {
         let Some(map) = source.as_mapping() else {
             continue;
         };
@@ -412,7 +414,7 @@ fn each_mode_creates_its_functions_and_only_what_they_need() {
         let parameters = t["Parameters"].as_mapping().expect("parameters");
         for name in &created {
             let mut refs = BTreeSet::new();
-            references(&t["Resources"][name.as_str()], &mut refs);
+            references(&in_mode(&t["Resources"][name.as_str()], mode), &mut refs);
             for target in refs {
                 let known = created.contains(&target)
                     || target.starts_with("AWS::")

@@ -19,6 +19,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # STACK_VENV: an existing environment to use instead (the tests reuse the
 # checkout's when they start a stack from a fresh clone).
 VENV="${STACK_VENV:-$ROOT/.local/venv}"
+# The local changes queue's redrive, after this many receives (the writer is
+# told the same number).
+CHANGES_MAX_RECEIVES=5
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 STATE="$ROOT/.local/stack"
 PG_TLS=0
@@ -203,7 +206,7 @@ start_moto() {
   # message that fails comes back, and a poison one reaches its dead-letter
   # queue, in seconds.
   "$VENV/bin/python" "$ROOT/infra/local/aws_setup.py" --endpoint "http://127.0.0.1:$port" \
-    --set RetryQueueVisibilityTimeout=30 --set ChangesQueueVisibilityTimeout=30 --set ChangesMaxReceiveCount=5 \
+    --set RetryQueueVisibilityTimeout=30 --set ChangesQueueVisibilityTimeout=30 --set ChangesMaxReceiveCount="$CHANGES_MAX_RECEIVES" \
     >"$STATE/aws.json"
   log "AWS emulator (moto: SQS, SES) on http://127.0.0.1:$port"
 }
@@ -231,6 +234,9 @@ export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_
 export RETRY_QUEUE_URL='$retry' DEAD_LETTER_QUEUE_URL='$dlq'
 # Stream mode: the FIFO changes queue and its dead-letter queue
 export CHANGES_QUEUE_URL='$changes' CHANGES_DEAD_LETTER_QUEUE_URL='$changes_dlq'
+# The local changes queue's maxReceiveCount: the writer parks a batch that
+# fails on that receive, with its error.
+export CHANGES_MAX_RECEIVE_COUNT=$CHANGES_MAX_RECEIVES
 # Retry path: a short backoff, so that a poison record reaches the dead-letter
 # queue (after maxReceiveCount=5 receives) in seconds rather than minutes.
 export RETRY_BACKOFF_BASE_SECONDS=1 RETRY_BACKOFF_MAX_SECONDS=2

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::deadline::Deadline;
 use crate::failure::{MailError, QueueError, SourceError, WriteError};
 use crate::ledger::{RunSink, RunSummary};
-use crate::model::change::ChangeBatch;
+use crate::model::change::{ChangeBatch, ChangeMark};
 use crate::model::message::RetryMessage;
 use crate::model::report::{DeadLetter, Digest, FailureEntry};
 use crate::model::row::{CountryRow, SourceRow};
@@ -129,6 +129,14 @@ pub trait RowWriter: Send {
     /// Upserts the rows in one statement: all of them are committed, or none.
     /// Returns how many rows changed (a replay changes none).
     async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError>;
+
+    /// Stream mode: records which batch of each message group is written
+    /// next ([`ChangeMark`]), before its rows. Only the Postgres replica
+    /// keeps marks; a writer that is not one has nothing to record.
+    async fn mark_changes(&mut self, marks: &[ChangeMark]) -> Result<(), WriteError> {
+        let _ = marks;
+        Ok(())
+    }
 }
 
 /// Where a run's rows go, as the replicator sees it: the replica (batch
@@ -206,12 +214,26 @@ pub trait ChangeQueue: Send + Sync {
 /// Stream mode's changes dead-letter queue, as the writer uses it: a
 /// message that can never be written (not a valid batch) is parked there
 /// at once, so that it does not hold its message group until the redrive
-/// policy moves it, nor take good batches of its group with it.
+/// policy moves it, nor take good batches of its group with it; a batch
+/// that fails on its last receive is parked there with its last error, so
+/// that the failure report can say why.
 #[async_trait]
 pub trait ChangeParking: Send + Sync {
-    /// Sends `body` unchanged, in message group `group`, deduplicated on
-    /// `message_id` (a redelivery parks it once).
-    async fn park(&self, message_id: &str, group: &str, body: &str) -> Result<(), QueueError>;
+    /// Sends the body unchanged, in its message group, deduplicated on its
+    /// message id (a redelivery parks it once), with why it was parked.
+    async fn park(&self, parked: &Parked<'_>) -> Result<(), QueueError>;
+}
+
+/// A changes-queue message the writer gives up on, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Parked<'a> {
+    pub message_id: &'a str,
+    pub group: &'a str,
+    pub body: &'a str,
+    /// The last error (or why the body is not a batch).
+    pub error: &'a str,
+    /// Receives so far (`ApproximateReceiveCount`), when known.
+    pub receive_count: Option<u32>,
 }
 
 #[async_trait]

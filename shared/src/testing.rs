@@ -249,6 +249,8 @@ pub struct StoreState {
     pub statements_before_outage: Option<usize>,
     /// How long each write takes.
     pub write_delay: Option<Duration>,
+    /// Stream mode's marks: (buckets, bucket) → (run, seq).
+    pub marks: BTreeMap<(u32, u32), (uuid::Uuid, u64)>,
 }
 
 /// The replica: the `case` table, its run lock and the ledger.
@@ -312,6 +314,21 @@ impl Drop for MemoryWriter {
 
 #[async_trait]
 impl RowWriter for MemoryWriter {
+    async fn mark_changes(
+        &mut self,
+        marks: &[crate::model::change::ChangeMark],
+    ) -> Result<(), WriteError> {
+        tokio::task::yield_now().await;
+        let mut state = lock(&self.state);
+        if state.down || state.statements_before_outage == Some(0) {
+            return Err(WriteError::transient("connection refused"));
+        }
+        for m in marks {
+            state.marks.insert((m.buckets, m.bucket), (m.run_id, m.seq));
+        }
+        Ok(())
+    }
+
     async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
         tokio::task::yield_now().await;
         let delay = lock(&self.state).write_delay;
@@ -561,6 +578,7 @@ pub async fn deliver_changes(
             message_id: id,
             body: body.as_deref(),
             group: Some(group.as_str()),
+            receive_count: None,
         })
         .collect();
     writer
@@ -568,23 +586,33 @@ pub async fn deliver_changes(
         .await
 }
 
-/// The changes dead-letter queue: (message id, group, body) parked there.
+/// Why a message was parked: the error, and the receive it failed on.
+pub type ParkedWhy = (String, Option<u32>);
+
+/// The changes dead-letter queue: (message id, group, body) parked there,
+/// and why each was parked.
 #[derive(Clone, Default)]
 pub struct MemoryParking {
     pub parked: Arc<Mutex<Vec<(String, String, String)>>>,
+    pub errors: Arc<Mutex<Vec<ParkedWhy>>>,
     pub down: Arc<Mutex<bool>>,
 }
 
 #[async_trait]
 impl ChangeParking for MemoryParking {
-    async fn park(&self, message_id: &str, group: &str, body: &str) -> Result<(), QueueError> {
+    async fn park(&self, parked: &crate::ports::Parked<'_>) -> Result<(), QueueError> {
         tokio::task::yield_now().await;
         if *lock(&self.down) {
             return Err(QueueError::call("SendMessage", "down"));
         }
-        let mut parked = lock(&self.parked);
-        if !parked.iter().any(|(id, _, _)| id == message_id) {
-            parked.push((message_id.into(), group.into(), body.into()));
+        let mut list = lock(&self.parked);
+        if !list.iter().any(|(id, _, _)| id == parked.message_id) {
+            list.push((
+                parked.message_id.into(),
+                parked.group.into(),
+                parked.body.into(),
+            ));
+            lock(&self.errors).push((parked.error.into(), parked.receive_count));
         }
         Ok(())
     }

@@ -52,6 +52,10 @@ pub const POSTGRES_MIGRATIONS: &[(&str, bool)] = &[
         include_str!("../../infra/sql/postgres/006_failure_report_rows.sql"),
         true,
     ),
+    (
+        include_str!("../../infra/sql/postgres/007_change_marks.sql"),
+        true,
+    ),
 ];
 pub const SNOWFLAKE_SCHEMA_SQL: &str = include_str!("../../infra/sql/snowflake/001_case.sql");
 
@@ -303,6 +307,10 @@ impl TestEnv {
         self.vars.insert("CHANGES_QUEUE_URL".into(), changes);
         self.vars
             .insert("CHANGES_DEAD_LETTER_QUEUE_URL".into(), dlq);
+        self.vars.insert(
+            "CHANGES_MAX_RECEIVE_COUNT".into(),
+            max_receive_count.to_string(),
+        );
         self.vars.insert("CHANGE_BUCKETS".into(), "4".into());
     }
 

@@ -19,20 +19,58 @@ pub fn get<'a>(value: &'a Value, path: &[&str]) -> &'a Value {
 /// The resources a deployment in `mode` creates: those without a
 /// condition, and those whose condition holds in that mode.
 pub fn created_in(t: &Value, mode: &str) -> BTreeSet<String> {
-    let holds = |condition: &str| match condition {
+    t["Resources"]
+        .as_mapping()
+        .expect("resources")
+        .iter()
+        .filter(|(_, r)| r["Condition"].as_str().is_none_or(|c| holds(c, mode)))
+        .map(|(name, _)| name.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Whether a template condition holds in a deployment of `mode`.
+pub fn holds(condition: &str, mode: &str) -> bool {
+    match condition {
         "HasBatch" => mode != "stream",
         "HasStream" => mode != "batch",
         // Conditions that do not depend on the mode: count them as true.
         "HasNoDataAlarm" => mode != "stream",
         _ => true,
-    };
-    t["Resources"]
-        .as_mapping()
-        .expect("resources")
-        .iter()
-        .filter(|(_, r)| r["Condition"].as_str().is_none_or(holds))
-        .map(|(name, _)| name.as_str().unwrap_or_default().to_string())
-        .collect()
+    }
+}
+
+/// A value as a deployment of `mode` sees it: each `!If [Condition, a, b]`
+/// replaced by its branch, and an entry or item that is `!Ref AWS::NoValue`
+/// left out.
+pub fn in_mode(value: &Value, mode: &str) -> Value {
+    fn no_value(value: &Value) -> bool {
+        matches!(value, Value::Tagged(t) if t.tag == "Ref" && t.value.as_str() == Some("AWS::NoValue"))
+    }
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "If" => {
+            let branches = tagged.value.as_sequence().expect("!If [Condition, a, b]");
+            let condition = branches[0].as_str().expect("a condition name");
+            in_mode(&branches[if holds(condition, mode) { 1 } else { 2 }], mode)
+        }
+        Value::Tagged(tagged) => Value::Tagged(Box::new(serde_norway::value::TaggedValue {
+            tag: tagged.tag.clone(),
+            value: in_mode(&tagged.value, mode),
+        })),
+        Value::Sequence(items) => Value::Sequence(
+            items
+                .iter()
+                .map(|v| in_mode(v, mode))
+                .filter(|v| !no_value(v))
+                .collect(),
+        ),
+        Value::Mapping(map) => Value::Mapping(
+            map.iter()
+                .map(|(k, v)| (k.clone(), in_mode(v, mode)))
+                .filter(|(_, v)| !no_value(v))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// Every resource name a value refers to (`Ref`, `GetAtt`, `${…}` in `Sub`).

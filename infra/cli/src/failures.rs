@@ -1,11 +1,14 @@
 //! The operator's side of the failure report: list what is unresolved,
 //! replay it into the replica once the cause is fixed, mark it resolved.
+//! A stream-mode record (a row of a parked changes batch) is replayed only
+//! when it is not older than what Postgres holds for its id ([`stale`]).
 
 use chrono::{DateTime, Utc};
 use countries_shared::config::PostgresConfig;
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::WriteError;
 use countries_shared::isolate::write_isolating;
+use countries_shared::model::report::ChangeOrigin;
 use countries_shared::model::row::{validate, CountryRow, SourceRow};
 use countries_shared::ports::{RowWriter, WriterPool};
 use countries_shared::postgres::connect::connect;
@@ -24,6 +27,10 @@ pub struct StoredFailure {
     pub sqlstate: Option<String>,
     pub error_message: String,
     pub reported_at: DateTime<Utc>,
+    /// The run that sent it (replicator or publisher).
+    pub source_run_id: Option<uuid::Uuid>,
+    /// Stream mode's records: their batch's group and place in its run.
+    pub change: Option<ChangeOrigin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,7 +61,8 @@ impl FailureReport {
             .client
             .query(
                 &format!(
-                    "SELECT message_id, country_id::text, country, error_class, sqlstate, error_message, reported_at \
+                    "SELECT message_id, country_id::text, country, error_class, sqlstate, error_message, reported_at, \
+                     source_run_id, change_buckets, change_bucket, change_seq \
                      FROM {} WHERE resolved_at IS NULL ORDER BY reported_at, message_id LIMIT $1",
                     self.table()
                 ),
@@ -72,6 +80,19 @@ impl FailureReport {
                 sqlstate: r.get(4),
                 error_message: r.get(5),
                 reported_at: r.get(6),
+                source_run_id: r.get(7),
+                change: match (
+                    r.get::<_, Option<i32>>(8),
+                    r.get::<_, Option<i32>>(9),
+                    r.get::<_, Option<i64>>(10),
+                ) {
+                    (Some(buckets), Some(bucket), Some(seq)) => Some(ChangeOrigin {
+                        buckets: u32::try_from(buckets).unwrap_or(0),
+                        bucket: u32::try_from(bucket).unwrap_or(0),
+                        seq: u64::try_from(seq).unwrap_or(0),
+                    }),
+                    _ => None,
+                },
             })
             .collect())
     }
@@ -91,6 +112,7 @@ impl FailureReport {
         };
         let mut rows: Vec<(String, CountryRow)> = Vec::new();
         let mut seen_ids = std::collections::HashSet::new();
+        let conn = connect(&self.config).await?;
         for f in failures {
             if only.is_some_and(|ids| !ids.contains(&f.message_id)) {
                 continue;
@@ -103,16 +125,27 @@ impl FailureReport {
             match validate(&source) {
                 Err(e) => outcome.not_replayed.push((
                     f.message_id,
-                    format!("{e}: fix the row at the source, then resolve it by hand"),
+                    format!("{e}: fix the row at the source, then `countries resolve` it"),
                 )),
                 Ok(row) if !seen_ids.insert(row.country_id) => outcome.not_replayed.push((
                     f.message_id,
                     "another failure of the same country_id is replayed now; replay again for this one"
                         .into(),
                 )),
-                Ok(row) => rows.push((f.message_id, row)),
+                Ok(row) => match f.change {
+                    Some(change) => {
+                        match stale(&conn.client, &self.config, &row, change, f.source_run_id)
+                            .await?
+                        {
+                            Some(why) => outcome.not_replayed.push((f.message_id, why)),
+                            None => rows.push((f.message_id, row)),
+                        }
+                    }
+                    None => rows.push((f.message_id, row)),
+                },
             }
         }
+        drop(conn);
         if !rows.is_empty() {
             let mut writer: Box<dyn RowWriter> = writers.writer().await?;
             let refs: Vec<&CountryRow> = rows.iter().map(|(_, r)| r).collect();
@@ -167,4 +200,73 @@ impl FailureReport {
             .await
             .map_err(|e| write_error(&e))
     }
+}
+
+/// Why a stream-mode row must not be replayed, if it must not: Postgres
+/// holds another value for its id, and a batch of its message group later
+/// than its own was given to Postgres since (the writer's
+/// `change_marks`), so that value may be the newer version. A row whose id
+/// Postgres does not hold, or holds with the same value, or whose group
+/// went no further than its own batch, is replayed.
+pub async fn stale(
+    client: &tokio_postgres::Client,
+    config: &PostgresConfig,
+    row: &CountryRow,
+    change: ChangeOrigin,
+    run_id: Option<uuid::Uuid>,
+) -> Result<Option<String>, WriteError> {
+    let pg = |e: tokio_postgres::Error| write_error(&e);
+    let schema = config.schema.quoted();
+    let held: Option<String> = client
+        .query_opt(
+            &format!(
+                "SELECT country::text FROM {schema}.{} WHERE country_id = $1",
+                config.table.quoted()
+            ),
+            &[&row.country_id],
+        )
+        .await
+        .map_err(pg)?
+        .map(|r| r.get(0));
+    let Some(held) = held.filter(|held| *held != row.country) else {
+        return Ok(None);
+    };
+    // Bucket counts and seqs are far below these types' limits.
+    let buckets = change.buckets as i32;
+    let bucket = change.bucket as i32;
+    let seq = i64::try_from(change.seq).unwrap_or(i64::MAX);
+    // Later: a higher seq of the same run, or a run that started later
+    // (runs hold the run lock one at a time); a run the ledger does not
+    // know counts as later, which errs towards not overwriting.
+    let later = client
+        .query_opt(
+            &format!(
+                "SELECT m.run_id, m.seq, m.marked_at FROM {schema}.change_marks m \
+                 LEFT JOIN {schema}.replication_run mine ON mine.run_id = $3 \
+                 LEFT JOIN {schema}.replication_run theirs ON theirs.run_id = m.run_id \
+                 WHERE m.buckets = $1 AND m.bucket = $2 \
+                   AND CASE WHEN m.run_id = $3 THEN m.seq > $4 \
+                            ELSE mine.started_at IS NULL OR theirs.started_at IS NULL \
+                                 OR theirs.started_at > mine.started_at END"
+            ),
+            &[
+                &buckets as &(dyn tokio_postgres::types::ToSql + Sync),
+                &bucket,
+                &run_id,
+                &seq,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(later.map(|mark| {
+        let (their_run, their_seq, at): (uuid::Uuid, i64, DateTime<Utc>) =
+            (mark.get(0), mark.get(1), mark.get(2));
+        format!(
+            "Postgres holds {held:?} for country_id {}, and a later batch of its message group \
+             (bucket {bucket} of {buckets}: run {their_run}, batch {their_seq}, given to Postgres at {at}) \
+             came after this row's (batch {seq}): that value is likely newer, so this older one is not \
+             written; `countries resolve` it if it is not",
+            row.country_id
+        )
+    }))
 }

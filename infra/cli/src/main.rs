@@ -110,6 +110,15 @@ enum Command {
         #[arg(value_name = "MESSAGE_ID")]
         message_ids: Vec<String>,
     },
+    /// Mark failures resolved without writing them (a row fixed at the
+    /// source, or an older version not to be written), with a note.
+    Resolve {
+        #[arg(value_name = "MESSAGE_ID", required = true)]
+        message_ids: Vec<String>,
+        /// What was done about them (kept in the report's `resolution`).
+        #[arg(long)]
+        note: String,
+    },
     /// Move dead-letter messages back to the retry queue.
     Redrive {
         /// Messages to move at most.
@@ -183,6 +192,12 @@ async fn run(command: Command) -> Result<ExitCode> {
         } => status(json, window, stale_after).await,
         Command::Failures { limit } => failures(limit).await,
         Command::Replay { message_ids } => replay(message_ids).await,
+        Command::Resolve { message_ids, note } => {
+            let report = FailureReport::new(PostgresConfig::from_env()?);
+            let resolved = report.resolve(&message_ids, &note).await?;
+            println!("resolved: {resolved} of {}", message_ids.len());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Redrive { max } => redrive(max).await,
         Command::LoadCsv { file } => {
             let text = std::fs::read_to_string(&file)

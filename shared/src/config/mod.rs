@@ -323,6 +323,8 @@ impl RetrierConfig {
 pub struct ReporterConfig {
     pub postgres: PostgresConfig,
     pub dead_letter_queue_url: String,
+    /// Stream mode's changes dead-letter queue, reported too when set.
+    pub changes_dead_letter_queue_url: Option<String>,
     pub sender: String,
     pub recipients: Vec<String>,
     /// Messages taken from the dead-letter queue per run, at most.
@@ -392,6 +394,7 @@ impl ReporterConfig {
         let config = Self {
             postgres: PostgresConfig::read(env),
             dead_letter_queue_url: env.url(&vars::DEAD_LETTER_QUEUE_URL).unwrap_or_default(),
+            changes_dead_letter_queue_url: env.url(&vars::CHANGES_DEAD_LETTER_QUEUE_URL),
             sender,
             recipients,
             max_messages: env.number(&vars::REPORT_MAX_MESSAGES),

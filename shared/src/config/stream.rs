@@ -46,8 +46,11 @@ pub struct WriterConfig {
     pub postgres: PostgresConfig,
     /// Where rows Postgres refuses go, in the retry queue's format.
     pub retry_queue_url: String,
-    /// Where a message that is not a batch is parked.
+    /// Where a message that is not a batch, or a batch that failed on its
+    /// last receive, is parked.
     pub changes_dead_letter_queue_url: String,
+    /// The changes queue's `maxReceiveCount`.
+    pub changes_max_receive_count: u32,
     pub write_attempts: u32,
     /// Safety margin before the invocation's deadline (None: the default).
     pub deadline_margin: Option<Duration>,
@@ -70,9 +73,19 @@ impl WriterConfig {
             // The changes queue itself is the writer's trigger (the event
             // source mapping), never called by it; each batch names its own
             // bucket count, so the writer needs no CHANGE_BUCKETS either.
-            changes_dead_letter_queue_url: env
-                .url(&vars::CHANGES_DEAD_LETTER_QUEUE_URL)
-                .unwrap_or_default(),
+            changes_dead_letter_queue_url: {
+                // Optional for the dlq-reporter (batch mode has no such
+                // queue), required here.
+                if env.optional(&vars::CHANGES_DEAD_LETTER_QUEUE_URL).is_none() {
+                    env.problem(
+                        &vars::CHANGES_DEAD_LETTER_QUEUE_URL,
+                        "is required by the writer (it parks there what it cannot write) but not set (or blank)",
+                    );
+                }
+                env.url(&vars::CHANGES_DEAD_LETTER_QUEUE_URL)
+                    .unwrap_or_default()
+            },
+            changes_max_receive_count: env.number(&vars::CHANGES_MAX_RECEIVE_COUNT),
             write_attempts: env.number(&vars::WRITE_ATTEMPTS),
             deadline_margin: deadline_margin(env),
         };

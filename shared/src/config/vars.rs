@@ -164,8 +164,10 @@ vars! {
         "stream mode: SQS URL of the changes queue (FIFO)";
     CHANGE_BUCKETS: Rule::Number { min: 1, max: 10_000, default: 16 }, [Publisher],
         "stream mode: message groups of the changes queue (`country_id` modulo this); bounds the writers' parallelism; each batch carries it, so the writers need no setting (change it with the publisher paused: see Stream mode)";
-    CHANGES_DEAD_LETTER_QUEUE_URL: Rule::RequiredUrl, [Writer],
-        "stream mode: SQS URL of the changes queue's dead-letter queue (FIFO), where a message that is not a batch is parked";
+    CHANGES_DEAD_LETTER_QUEUE_URL: Rule::OptionalUrl, [Reporter, Writer],
+        "stream mode: SQS URL of the changes queue's dead-letter queue (FIFO); the writer (which requires it) parks there a message that is not a batch, or a batch that fails on its last receive; the dlq-reporter reports what is there (unset: batch mode only)";
+    CHANGES_MAX_RECEIVE_COUNT: Rule::Number { min: 1, max: 1_000, default: 50 }, [Writer],
+        "stream mode: the changes queue's `maxReceiveCount` (template parameter `ChangesMaxReceiveCount`): a batch that fails on that receive is parked with its last error, which the redrive policy would drop";
     PUBLISH_LOOP_SECONDS: Rule::Number { min: 0, max: 840, default: 0 }, [Publisher],
         "stream mode: keep publishing for this long in one invocation (`0`: one run per invocation); below the function's timeout";
     PUBLISH_IDLE_WAIT_MILLIS: Rule::Number { min: 10, max: 60_000, default: 1_000 }, [Publisher],

@@ -15,11 +15,17 @@ use crate::telemetry::metric;
 /// and SES, from the configuration.
 pub async fn build(config: &ReporterConfig) -> Reporter {
     let aws = crate::aws::sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
     Reporter {
         dlq: Box::new(SqsDeadLetterQueue::new(
-            aws_sdk_sqs::Client::new(&aws),
+            sqs.clone(),
             config.dead_letter_queue_url.clone(),
         )),
+        changes_dlq: config.changes_dead_letter_queue_url.as_ref().map(
+            |url| -> Box<dyn crate::ports::DeadLetterQueue> {
+                Box::new(SqsDeadLetterQueue::new(sqs.clone(), url.clone()))
+            },
+        ),
         // The container's warm connection (crate::postgres::warm).
         store: Box::new(PostgresFailureReport::with_password_source(
             config.postgres.clone(),
@@ -98,10 +104,13 @@ mod tests {
             receipt_handle: "rh".into(),
             body: Some("not json".into()),
             receive_count: Some(5),
+            attributes: Default::default(),
+            queue: Default::default(),
         });
         let mail = MemoryMailer::default();
         let reporter = Reporter {
             dlq: Box::new(dlq.clone()),
+            changes_dlq: None,
             store: Box::new(MemoryFailureStore::default()),
             mailer: Box::new(mail.clone()),
             max_messages: 10,

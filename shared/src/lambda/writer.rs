@@ -39,6 +39,7 @@ pub async fn build(config: &WriterConfig) -> WriterFunction {
                 sqs,
                 config.changes_dead_letter_queue_url.clone(),
             )),
+            last_receive: Some(config.changes_max_receive_count),
         },
         deadline_margin: config.deadline_margin,
     }
@@ -57,6 +58,10 @@ pub async fn handle(
             message_id: record.message_id.as_deref().unwrap_or(""),
             body: record.body.as_deref(),
             group: record.attributes.get("MessageGroupId").map(String::as_str),
+            receive_count: record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse().ok()),
         })
         .collect();
     let deadline = Deadline::from_epoch_ms(event.context.deadline, function.deadline_margin);
@@ -67,6 +72,7 @@ pub async fn handle(
         rows_changed = summary.rows_changed,
         rows_enqueued = summary.rows_enqueued,
         malformed = summary.malformed,
+        parked = summary.parked,
         returned = summary.failed_message_ids.len(),
         "changes written"
     );
@@ -114,6 +120,7 @@ mod tests {
                 retry_queue: Box::new(MemoryQueue::default()),
                 policy: RetryPolicy::immediate(1),
                 parking: Box::new(parking.clone()),
+                last_receive: None,
             },
             deadline_margin: None,
         };

@@ -2,7 +2,7 @@
 //! ids, many to a message, in the order they were published. Throughput
 //! then does not depend on one message per row.
 //!
-//! `{"v":1,"run_id":"…","bucket":3,"buckets":16,"rows":[[7,"USA"],[19,"FRA"]]}`:
+//! `{"v":1,"run_id":"…","bucket":3,"buckets":16,"seq":0,"rows":[[7,"USA"],[19,"FRA"]]}`:
 //! about 12 bytes a row, so some 20,000 rows fit SQS's 256 KiB. The bucket
 //! (`country_id` modulo the number of buckets) is the FIFO message group.
 //! The message names the bucket count it was packed with, so the writer
@@ -35,7 +35,48 @@ pub struct ChangeBatch {
     pub bucket: u32,
     /// The bucket count it was packed with (`CHANGE_BUCKETS`).
     pub buckets: u32,
+    /// The batch's place in its run's publishing order (ascending within a
+    /// bucket): with the run, the version of its rows ([`ChangeMark`]).
+    /// Absent in batches published before it existed (read as 0).
+    #[serde(default)]
+    pub seq: u64,
     pub rows: Vec<ChangedRow>,
+}
+
+/// Which batch of a message group was last given to Postgres: the writer
+/// records it before writing, so that `countries replay` can tell whether a
+/// parked batch's rows are older than what a later batch of their group
+/// may have written. Written before the rows, so that a crash between the
+/// two errs towards refusing a replay, never towards overwriting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeMark {
+    pub buckets: u32,
+    pub bucket: u32,
+    pub run_id: Uuid,
+    pub seq: u64,
+}
+
+impl ChangeBatch {
+    pub fn mark(&self) -> ChangeMark {
+        ChangeMark {
+            buckets: self.buckets,
+            bucket: self.bucket,
+            run_id: self.run_id,
+            seq: self.seq,
+        }
+    }
+}
+
+/// The message attributes of a batch the writer parked in the changes
+/// dead-letter queue: why, after how many receives, and its id on the
+/// changes queue. A batch the redrive policy moved has none of them.
+pub mod parked_attribute {
+    pub const ERROR: &str = "countries_error";
+    pub const RECEIVE_COUNT: &str = "countries_receive_count";
+    pub const MESSAGE_ID: &str = "countries_message_id";
+    /// The error is cut to this many characters (the body and its
+    /// attributes share SQS's 256 KiB).
+    pub const ERROR_LIMIT: usize = 1_000;
 }
 
 /// The most buckets a batch may name (`CHANGE_BUCKETS`' range).
@@ -77,9 +118,15 @@ pub fn pack(run_id: Uuid, rows: &[CountryRow], buckets: u32, max_bytes: usize) -
             run_id,
             bucket,
             buckets: buckets.max(1),
+            seq: 0,
             rows: Vec::new(),
         };
-        let overhead = json_len(&empty);
+        // Measured with the longest seq: the batches are numbered after
+        // packing (and the publisher numbers them on across its chunks).
+        let overhead = json_len(&ChangeBatch {
+            seq: u64::MAX,
+            ..empty.clone()
+        });
         let mut current = empty.clone();
         let mut size = overhead;
         for row in bucket_rows {
@@ -96,6 +143,9 @@ pub fn pack(run_id: Uuid, rows: &[CountryRow], buckets: u32, max_bytes: usize) -
         if !current.rows.is_empty() {
             batches.push(current);
         }
+    }
+    for (seq, batch) in (0u64..).zip(batches.iter_mut()) {
+        batch.seq = seq;
     }
     batches
 }
@@ -218,7 +268,7 @@ mod tests {
         assert_eq!(
             bodies,
             vec![
-                r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":3,"buckets":4,"rows":[[7,"USA"],[-1,"FRA"],[3,"DEU"]]}"#
+                r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":3,"buckets":4,"seq":0,"rows":[[7,"USA"],[-1,"FRA"],[3,"DEU"]]}"#
             ],
             "-1 mod 4 is 3, as 7 and 3 are"
         );

@@ -5,16 +5,42 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use std::collections::BTreeMap;
+
+use crate::model::change::{parked_attribute, parse_change_batch};
 use crate::model::message::parse_retry_message;
 use crate::model::text::one_line;
 
-/// A message as taken from the dead-letter queue.
+/// A message as taken from a dead-letter queue.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub message_id: String,
     pub receipt_handle: String,
     pub body: Option<String>,
     pub receive_count: Option<u32>,
+    /// Its string message attributes (a parked batch's error).
+    pub attributes: BTreeMap<String, String>,
+    /// Which dead-letter queue it came from.
+    pub queue: LetterQueue,
+}
+
+/// The two dead-letter queues the reporter reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LetterQueue {
+    /// The retry queue's: one retry message, one record.
+    #[default]
+    Retry,
+    /// Stream mode's changes queue's: one batch, a record per row.
+    Changes,
+}
+
+/// Where a stream-mode record came from: its batch's message group and its
+/// place in its run (see [`crate::model::change::ChangeMark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChangeOrigin {
+    pub buckets: u32,
+    pub bucket: u32,
+    pub seq: u64,
 }
 
 /// Raw bodies kept for messages that did not parse.
@@ -36,9 +62,69 @@ pub struct FailureEntry {
     pub last_failed_at: DateTime<Utc>,
     pub source_run_id: Option<Uuid>,
     pub raw_body: Option<String>,
+    /// Stream mode's records only.
+    pub change: Option<ChangeOrigin>,
 }
 
 impl FailureEntry {
+    /// The records a dead letter carries: one for the retry path's, one per
+    /// row for a batch of the changes queue (one for a body that is not a
+    /// batch). In the order of the rows.
+    pub fn of_dead_letter(letter: &DeadLetter, now: DateTime<Utc>) -> Vec<Self> {
+        match letter.queue {
+            LetterQueue::Retry => vec![Self::from_dead_letter(letter, now)],
+            LetterQueue::Changes => Self::of_parked_batch(letter, now),
+        }
+    }
+
+    /// One record per row of a parked changes batch, keyed
+    /// `<dead letter's message id>:<row index>`, with the batch's run and
+    /// its last error (the writer's, or the redrive policy's note).
+    fn of_parked_batch(letter: &DeadLetter, now: DateTime<Utc>) -> Vec<Self> {
+        let attribute = |name: &str| letter.attributes.get(name).map(String::as_str);
+        let receives = attribute(parked_attribute::RECEIVE_COUNT).and_then(|c| c.parse().ok());
+        let error = match attribute(parked_attribute::ERROR) {
+            Some(error) => one_line(error, 300),
+            None => format!(
+                "moved to the changes dead-letter queue by its redrive policy after {} receives; the last error was not recorded (see the writer's logs)",
+                letter.receive_count.map_or_else(|| "its".to_string(), |c| c.saturating_sub(1).to_string())
+            ),
+        };
+        let (batch, rows) = match parse_change_batch(letter.body.as_deref()) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let mut entry = Self::from_dead_letter(letter, now);
+                entry.error_class = "malformed".into();
+                entry.error_message = format!("not a change batch: {e}");
+                entry.attempts = receives.or(entry.attempts);
+                return vec![entry];
+            }
+        };
+        let origin = ChangeOrigin {
+            buckets: batch.buckets,
+            bucket: batch.bucket,
+            seq: batch.seq,
+        };
+        rows.into_iter()
+            .enumerate()
+            .map(|(index, row)| Self {
+                message_id: format!("{}:{index}", letter.message_id),
+                record_key: Some(format!("{}:{:?}", row.country_id, row.country)),
+                country_id: Some(i128::from(row.country_id)),
+                country: Some(row.country),
+                error_class: "transient".into(),
+                sqlstate: None,
+                error_message: error.clone(),
+                attempts: receives.or(letter.receive_count.map(|c| c.saturating_sub(1))),
+                first_failed_at: None,
+                last_failed_at: now,
+                source_run_id: Some(batch.run_id),
+                raw_body: None,
+                change: Some(origin),
+            })
+            .collect()
+    }
+
     pub fn from_dead_letter(letter: &DeadLetter, now: DateTime<Utc>) -> Self {
         // A dead letter's receive count goes on from the retry queue's and
         // includes the reporter's own receive: the attempts are one fewer.
@@ -57,6 +143,7 @@ impl FailureEntry {
                 last_failed_at: now,
                 source_run_id: Some(message.run_id),
                 raw_body: None,
+                change: None,
             },
             Err(e) => Self {
                 message_id: letter.message_id.clone(),
@@ -74,6 +161,7 @@ impl FailureEntry {
                     .body
                     .as_deref()
                     .map(|b| b.chars().take(RAW_BODY_LIMIT).collect()),
+                change: None,
             },
         }
     }
@@ -105,6 +193,7 @@ impl FailureEntry {
             raw_body: body
                 .or(self.raw_body.as_deref())
                 .map(|b| clean(&b.chars().take(RAW_BODY_LIMIT).collect::<String>())),
+            change: self.change,
         }
     }
 }
@@ -135,6 +224,8 @@ mod tests {
             receipt_handle: "rh".into(),
             body: Some("{\"record\":\"\\u0000\"}".into()),
             receive_count: Some(5),
+            attributes: BTreeMap::new(),
+            queue: LetterQueue::Retry,
         };
         let mut entry = FailureEntry::from_dead_letter(&letter, Utc::now());
         entry.country = Some("U\0S".into());

@@ -61,8 +61,9 @@ impl PostgresFailureReport {
             .prepare(&format!(
                 "INSERT INTO {} (message_id, record_key, country_id, country, error_class, sqlstate, \
                  error_message, attempts, first_failed_at, last_failed_at, source_run_id, report_run_id, raw_body, \
-                 table_name, row_data) \
-                 VALUES ($1, $2, $3::text::numeric, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::text::jsonb) \
+                 table_name, row_data, change_buckets, change_bucket, change_seq) \
+                 VALUES ($1, $2, $3::text::numeric, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::text::jsonb, \
+                 $16, $17, $18) \
                  ON CONFLICT (message_id) DO NOTHING",
                 self.table()
             ))
@@ -74,7 +75,11 @@ impl PostgresFailureReport {
             let attempts = e.attempts.map(|a| i32::try_from(a).unwrap_or(i32::MAX));
             let table_name = self.config.table.to_string();
             let row_data = row_json(e);
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
+            // Bucket counts and seqs are far below these types' limits.
+            let change_buckets = e.change.map(|c| c.buckets as i32);
+            let change_bucket = e.change.map(|c| c.bucket as i32);
+            let change_seq = e.change.map(|c| i64::try_from(c.seq).unwrap_or(i64::MAX));
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
                 &e.message_id,
                 &e.record_key,
                 &country_id,
@@ -90,6 +95,9 @@ impl PostgresFailureReport {
                 &e.raw_body,
                 &table_name,
                 &row_data,
+                &change_buckets,
+                &change_bucket,
+                &change_seq,
             ];
             if !isolate {
                 inserted.push(Ok(tx.execute(&insert, &params).await.map_err(pg)?));

@@ -7,6 +7,7 @@ use tokio_postgres::{Client, Statement};
 
 use crate::config::PostgresConfig;
 use crate::failure::{ErrorKind, WriteError};
+use crate::model::change::ChangeMark;
 use crate::model::row::CountryRow;
 use crate::ports::RowWriter;
 use crate::postgres::connect::connect;
@@ -169,9 +170,57 @@ impl RowWriter for PgWriter {
         }
         written
     }
+
+    async fn mark_changes(&mut self, marks: &[ChangeMark]) -> Result<(), WriteError> {
+        let marked = self.mark(marks).await;
+        if marked.is_err() {
+            self.connection.discard();
+        }
+        marked
+    }
+}
+
+/// The last mark of each group: one statement may not touch a row twice.
+fn last_per_group(marks: &[ChangeMark]) -> Vec<ChangeMark> {
+    let mut last: std::collections::BTreeMap<(u32, u32), ChangeMark> = Default::default();
+    for mark in marks {
+        last.insert((mark.buckets, mark.bucket), *mark);
+    }
+    last.into_values().collect()
 }
 
 impl PgWriter {
+    async fn mark(&mut self, marks: &[ChangeMark]) -> Result<(), WriteError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        self.ensure_connected().await?;
+        let marks = last_per_group(marks);
+        // Bucket counts and seqs are bounded far below these types' limits.
+        let buckets: Vec<i32> = marks.iter().map(|m| m.buckets as i32).collect();
+        let bucket: Vec<i32> = marks.iter().map(|m| m.bucket as i32).collect();
+        let runs: Vec<uuid::Uuid> = marks.iter().map(|m| m.run_id).collect();
+        let seqs: Vec<i64> = marks
+            .iter()
+            .map(|m| i64::try_from(m.seq).unwrap_or(i64::MAX))
+            .collect();
+        self.connection
+            .client
+            .execute(
+                &format!(
+                    "INSERT INTO {}.change_marks AS m (buckets, bucket, run_id, seq) \
+                     SELECT * FROM UNNEST($1::int4[], $2::int4[], $3::uuid[], $4::int8[]) \
+                     ON CONFLICT (buckets, bucket) DO UPDATE \
+                     SET run_id = EXCLUDED.run_id, seq = EXCLUDED.seq, marked_at = now()",
+                    self.config.schema.quoted()
+                ),
+                &[&buckets, &bucket, &runs, &seqs],
+            )
+            .await
+            .map(drop)
+            .map_err(|e| write_error(&e).context("marking the batches written"))
+    }
+
     async fn write(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
         self.ensure_connected().await?;
         if self.copy_first {

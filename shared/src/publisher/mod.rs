@@ -120,6 +120,7 @@ impl ReplicaStore for PublishingStore {
             queue: self.queue.clone(),
             run_id: summary.run_id,
             buckets: self.buckets,
+            next_seq: 0,
         })))
     }
 }
@@ -130,13 +131,20 @@ struct PublishingRun {
     queue: std::sync::Arc<dyn ChangeQueue>,
     run_id: Uuid,
     buckets: u32,
+    /// The next batch's `seq`: it grows with every batch packed, sent or
+    /// not, so that a batch sent later always has the higher one.
+    next_seq: u64,
 }
 
 #[async_trait]
 impl RowWriter for PublishingRun {
     /// Publishes the rows; `Ok` only when the queue accepted every batch.
     async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
-        let batches = pack(self.run_id, rows, self.buckets, MAX_CHANGE_BYTES);
+        let mut batches = pack(self.run_id, rows, self.buckets, MAX_CHANGE_BYTES);
+        for batch in &mut batches {
+            batch.seq += self.next_seq;
+        }
+        self.next_seq += batches.len() as u64;
         let results = self.queue.publish(&batches).await;
         let accepted = results.iter().filter(|r| r.is_ok()).count();
         if accepted == batches.len() && results.len() == batches.len() {

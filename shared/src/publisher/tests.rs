@@ -182,6 +182,7 @@ async fn what_the_publisher_sends_the_stream_writer_writes() {
         retry_queue: Box::new(MemoryQueue::default()),
         policy: crate::retry::RetryPolicy::immediate(3),
         parking: Box::new(crate::testing::MemoryParking::default()),
+        last_receive: None,
     };
     let batches = world.changes.state().batches.clone();
     let written = deliver_changes(&writer, &change_bodies(&batches)).await;

@@ -256,6 +256,32 @@ pub fn spreadsheet_safe(cell: String) -> String {
     }
 }
 
+/// The bytes an entry's line of the CSV attachment takes (exactly: it is
+/// written the same way), for keeping one email under its bound.
+pub fn csv_line_bytes(entry: &FailureEntry) -> usize {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let _ = out.write_record(csv_cells(&DigestRecord { entry, copies: 1 }));
+    out.into_inner().map_or(0, |bytes| bytes.len())
+}
+
+fn csv_cells(record: &DigestRecord<'_>) -> [String; 10] {
+    let e = record.entry;
+    [
+        e.message_id.clone(),
+        e.country_id.map(|i| i.to_string()).unwrap_or_default(),
+        spreadsheet_safe(e.country.clone().unwrap_or_default()),
+        e.error_class.clone(),
+        e.sqlstate.clone().unwrap_or_default(),
+        spreadsheet_safe(e.error_message.clone()),
+        e.attempts.map(|a| a.to_string()).unwrap_or_default(),
+        e.first_failed_at
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default(),
+        spreadsheet_safe(e.raw_body.clone().unwrap_or_default()),
+        record.copies.to_string(),
+    ]
+}
+
 /// Every entry as CSV, one record per line (RFC 4180 quoting; text cells
 /// made [`spreadsheet_safe`]; numbers and times are ours and stay as they are).
 pub fn to_csv(records: &[DigestRecord<'_>]) -> String {
@@ -275,21 +301,7 @@ pub fn to_csv(records: &[DigestRecord<'_>]) -> String {
         "copies",
     ]);
     for record in records {
-        let e = record.entry;
-        let _ = out.write_record([
-            e.message_id.clone(),
-            e.country_id.map(|i| i.to_string()).unwrap_or_default(),
-            spreadsheet_safe(e.country.clone().unwrap_or_default()),
-            e.error_class.clone(),
-            e.sqlstate.clone().unwrap_or_default(),
-            spreadsheet_safe(e.error_message.clone()),
-            e.attempts.map(|a| a.to_string()).unwrap_or_default(),
-            e.first_failed_at
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_default(),
-            spreadsheet_safe(e.raw_body.clone().unwrap_or_default()),
-            record.copies.to_string(),
-        ]);
+        let _ = out.write_record(csv_cells(record));
     }
     let bytes = out.into_inner().unwrap_or_default();
     String::from_utf8_lossy(&bytes).into_owned()

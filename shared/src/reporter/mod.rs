@@ -1,10 +1,13 @@
-//! The dlq-reporter's use case: turn what sits in the dead-letter queue into
-//! a durable failure report (Postgres) and one digest email (SES).
+//! The dlq-reporter's use case: turn what sits in the dead-letter queues
+//! into a durable failure report (Postgres) and one digest email (SES). The
+//! retry queue's dead letters are one record each; stream mode's changes
+//! dead-letter queue holds whole batches, a record per row.
 //!
-//! Order of a run, so that nothing is lost between the queue, the table and
-//! the email:
-//! 1. take up to `REPORT_MAX_MESSAGES` messages from the DLQ (they stay
-//!    invisible, not deleted);
+//! Order of a run, so that nothing is lost between the queues, the table
+//! and the email:
+//! 1. take up to `REPORT_MAX_MESSAGES` messages from the DLQs, the retry
+//!    queue's first, as many as one email holds (they stay invisible, not
+//!    deleted);
 //! 2. store them in `failure_report` (idempotent on the message id);
 //! 3. send one digest email ([`digest`]); when step 2 failed the email says so;
 //! 4. delete the messages only if the report is stored and SES accepted the
@@ -22,12 +25,14 @@ use std::collections::HashMap;
 
 use crate::deadline::Deadline;
 use crate::failure::WriteError;
-use crate::model::report::{DeadLetter, FailureEntry, RAW_BODY_LIMIT};
+use crate::model::report::{DeadLetter, FailureEntry, LetterQueue};
 use crate::ports::{DeadLetterQueue, FailureStore, Mailer, Stored};
-use crate::reporter::digest::compose_digest;
+use crate::reporter::digest::{compose_digest, csv_line_bytes};
 
 pub struct Reporter {
     pub dlq: Box<dyn DeadLetterQueue>,
+    /// Stream mode's changes dead-letter queue (None in batch mode).
+    pub changes_dlq: Option<Box<dyn DeadLetterQueue>>,
     pub store: Box<dyn FailureStore>,
     pub mailer: Box<dyn Mailer>,
     pub max_messages: usize,
@@ -72,10 +77,31 @@ impl Reporter {
             stopped_for_deadline: false,
             error: None,
         };
-        let mut letters = self.receive(deadline, &mut summary).await;
+        let mut letters = Vec::new();
+        let mut bytes = 0;
+        self.receive(
+            self.dlq.as_ref(),
+            LetterQueue::Retry,
+            deadline,
+            &mut letters,
+            &mut bytes,
+            &mut summary,
+        )
+        .await;
+        if let Some(changes) = &self.changes_dlq {
+            self.receive(
+                changes.as_ref(),
+                LetterQueue::Changes,
+                deadline,
+                &mut letters,
+                &mut bytes,
+                &mut summary,
+            )
+            .await;
+        }
         // One email has a size limit: what does not fit waits for the next
         // run (the messages reappear after their visibility timeout).
-        let fitting = letters_that_fit(&letters, MAX_EMAIL_RECORD_BYTES);
+        let fitting = letters_that_fit(&letters, self.csv_budget());
         summary.left_for_next_run = letters.len() - fitting;
         letters.truncate(fitting);
         summary.messages = letters.len();
@@ -109,12 +135,20 @@ impl Reporter {
         }
 
         let now = Utc::now();
-        let mut entries: Vec<FailureEntry> = letters
-            .iter()
-            .map(|l| FailureEntry::from_dead_letter(l, now))
-            .collect();
+        let mut entries: Vec<FailureEntry> = Vec::new();
+        // The retry path's body, kept when an entry must be stored escaped.
+        let mut bodies: Vec<Option<&str>> = Vec::new();
+        for letter in &letters {
+            let of_letter = FailureEntry::of_dead_letter(letter, now);
+            let body = match letter.queue {
+                LetterQueue::Retry => letter.body.as_deref(),
+                LetterQueue::Changes => None,
+            };
+            bodies.extend(std::iter::repeat_n(body, of_letter.len()));
+            entries.extend(of_letter);
+        }
         let stored = match self
-            .store(report_run_id, &letters, &mut entries, &mut summary)
+            .store(report_run_id, &bodies, &mut entries, &mut summary)
             .await
         {
             Ok(stored) => stored,
@@ -152,54 +186,81 @@ impl Reporter {
                 tracing::warn!(error = %e, "could not record which records were emailed");
             }
         }
-        let deleted = self.dlq.delete(&letters).await;
+        let (retry, changes): (Vec<DeadLetter>, Vec<DeadLetter>) = letters
+            .into_iter()
+            .partition(|l| l.queue == LetterQueue::Retry);
+        let total = retry.len() + changes.len();
+        let mut deleted = self.dlq.delete(&retry).await;
+        if let (Some(dlq), false) = (&self.changes_dlq, changes.is_empty()) {
+            let more = dlq.delete(&changes).await;
+            deleted.count += more.count;
+            deleted.error = deleted.error.or(more.error);
+        }
         summary.deleted = deleted.count;
         if let Some(e) = deleted.error {
             summary.error = Some(format!(
                 "deleting from the dead-letter queue: {e} ({} of {} deleted; the rest come back and are not emailed again)",
                 deleted.count,
-                letters.len()
+                total
             ));
         }
         summary
     }
 
-    /// Takes up to `max_messages` distinct dead letters, stopping early when
-    /// the deadline is near.
-    async fn receive(&self, deadline: &Deadline, summary: &mut ReportSummary) -> Vec<DeadLetter> {
-        let mut letters: Vec<DeadLetter> = Vec::new();
+    /// Takes distinct dead letters from `dlq` until `letters` holds
+    /// `max_messages` or one email's worth (`bytes`, the records' CSV lines),
+    /// stopping early when the deadline is near.
+    async fn receive(
+        &self,
+        dlq: &dyn DeadLetterQueue,
+        queue: LetterQueue,
+        deadline: &Deadline,
+        letters: &mut Vec<DeadLetter>,
+        bytes: &mut usize,
+        summary: &mut ReportSummary,
+    ) {
         let mut position: HashMap<String, usize> = HashMap::new();
-        while letters.len() < self.max_messages {
+        let now = Utc::now();
+        while letters.len() < self.max_messages && *bytes <= self.csv_budget() {
             if deadline.is_near() {
                 tracing::warn!("deadline near: no more dead letters taken in this run");
                 summary.stopped_for_deadline = true;
                 break;
             }
-            let batch = match self
-                .dlq
+            let batch = match dlq
                 .receive((self.max_messages - letters.len()).min(10))
                 .await
             {
                 Ok(batch) if batch.is_empty() => break,
                 Ok(batch) => batch,
                 Err(e) => {
-                    summary.error = Some(format!("reading the dead-letter queue: {e}"));
+                    let which = match queue {
+                        LetterQueue::Retry => "the dead-letter queue",
+                        LetterQueue::Changes => "the changes dead-letter queue",
+                    };
+                    summary.error = Some(format!("reading {which}: {e}"));
                     break;
                 }
             };
-            for letter in batch {
+            for mut letter in batch {
+                letter.queue = queue;
                 // A standard queue can deliver a message twice: keep one, with
                 // the newest receipt handle (the one a delete must use).
                 match position.get(&letter.message_id) {
                     Some(&at) => letters[at] = letter,
                     None => {
+                        *bytes += email_bytes(&letter, now);
                         position.insert(letter.message_id.clone(), letters.len());
                         letters.push(letter);
                     }
                 }
             }
         }
-        letters
+    }
+
+    /// What the CSV attachment may take of one email's bound.
+    fn csv_budget(&self) -> usize {
+        MAX_EMAIL_RECORD_BYTES.saturating_sub(self.email_rows * BODY_LINE_BYTES)
     }
 
     /// Stores every entry; one the store refuses is stored again in escaped
@@ -208,7 +269,7 @@ impl Reporter {
     async fn store(
         &self,
         report_run_id: Uuid,
-        letters: &[DeadLetter],
+        bodies: &[Option<&str>],
         entries: &mut [FailureEntry],
         summary: &mut ReportSummary,
     ) -> Result<Vec<Stored>, WriteError> {
@@ -219,8 +280,7 @@ impl Reporter {
             let outcome = match result {
                 Ok(outcome) => outcome,
                 Err(refusal) => {
-                    let escaped =
-                        entries[i].escaped(letters[i].body.as_deref(), &refusal.to_string());
+                    let escaped = entries[i].escaped(bodies[i], &refusal.to_string());
                     tracing::warn!(message_id = %entries[i].message_id, error = %refusal, "failure report refused the record; storing it escaped");
                     let again = self
                         .store
@@ -297,20 +357,26 @@ pub const OUTAGE_REANNOUNCE_AFTER: chrono::Duration = chrono::Duration::hours(24
 /// v2's 40 MB message limit.
 pub const MAX_EMAIL_RECORD_BYTES: usize = 10 * 1024 * 1024;
 
-/// How many letters, from the first, fit in one email: each counts with
-/// its body (what its line and CSV row carry at most).
+/// What a letter's records add to the CSV attachment, exactly.
+fn email_bytes(letter: &DeadLetter, now: chrono::DateTime<Utc>) -> usize {
+    FailureEntry::of_dead_letter(letter, now)
+        .iter()
+        .map(csv_line_bytes)
+        .sum()
+}
+
+/// A shown record's line in the text body plus its row in the HTML body, at
+/// most (fields cut to 160 characters, markup escaped): the bodies list
+/// `REPORT_EMAIL_ROWS` records, and take that much of the bound.
+const BODY_LINE_BYTES: usize = 4_096;
+
+/// How many letters, from the first, fit in one email (the first always
+/// does: a changes batch of the largest size makes some 7 MB of CSV).
 fn letters_that_fit(letters: &[DeadLetter], budget: usize) -> usize {
+    let now = Utc::now();
     let mut used = 0;
     for (i, letter) in letters.iter().enumerate() {
-        // The CSV row and the text line each carry at most the (cut) body
-        // and the record's fields.
-        let size = 2
-            * (512
-                + letter
-                    .body
-                    .as_deref()
-                    .map_or(0, str::len)
-                    .min(RAW_BODY_LIMIT * 4));
+        let size = email_bytes(letter, now);
         if i > 0 && used + size > budget {
             return i;
         }

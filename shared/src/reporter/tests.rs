@@ -11,6 +11,8 @@ fn letter(id: &str, body: &str) -> DeadLetter {
         receipt_handle: format!("rh-{id}"),
         body: Some(body.into()),
         receive_count: Some(5),
+        attributes: Default::default(),
+        queue: Default::default(),
     }
 }
 
@@ -31,6 +33,7 @@ fn good_body(id: i128, country: &str) -> String {
 fn reporter(dlq: &MemoryDeadLetters, store: &MemoryFailureStore, mail: &MemoryMailer) -> Reporter {
     Reporter {
         dlq: Box::new(dlq.clone()),
+        changes_dlq: None,
         store: Box::new(store.clone()),
         mailer: Box::new(mail.clone()),
         max_messages: 100,
@@ -467,6 +470,7 @@ mod properties {
             self.apply(fault);
             let r = Reporter {
                 dlq: Box::new(self.dlq.clone()),
+                changes_dlq: None,
                 store: Box::new(self.store.clone()),
                 mailer: Box::new(self.mail.clone()),
                 max_messages: 7,
@@ -589,4 +593,128 @@ async fn an_announcement_a_day_old_is_made_again() {
         1,
         "the new outage is announced"
     );
+}
+
+fn changes_letter(id: &str, body: &str, error: Option<&str>) -> DeadLetter {
+    let mut l = letter(id, body);
+    if let Some(error) = error {
+        l.attributes.insert(
+            crate::model::change::parked_attribute::ERROR.into(),
+            error.into(),
+        );
+        l.attributes.insert(
+            crate::model::change::parked_attribute::RECEIVE_COUNT.into(),
+            "50".into(),
+        );
+    }
+    l
+}
+
+fn changes_body(run: Uuid, spec: &[(i32, &str)]) -> String {
+    let rows: Vec<_> = spec
+        .iter()
+        .map(|(id, c)| {
+            crate::model::row::validate(&SourceRow::new(Some(i128::from(*id)), Some(c))).unwrap()
+        })
+        .collect();
+    let batches = crate::model::change::pack(run, &rows, 1, 256_000);
+    serde_json::to_string(&batches[0]).unwrap()
+}
+
+#[tokio::test]
+async fn a_parked_batch_is_a_record_per_row_with_its_error_and_leaves_its_own_queue() {
+    let (dlq, changes, store, mail) = (
+        MemoryDeadLetters::default(),
+        MemoryDeadLetters::default(),
+        MemoryFailureStore::default(),
+        MemoryMailer::default(),
+    );
+    let run = Uuid::new_v4();
+    dlq.waiting
+        .lock()
+        .unwrap()
+        .push(letter("r1", &good_body(9, "ATL")));
+    changes.waiting.lock().unwrap().extend([
+        changes_letter(
+            "c1",
+            &changes_body(run, &[(1, "USA"), (2, "FRA")]),
+            Some("Postgres unavailable: connection refused"),
+        ),
+        // Moved by the redrive policy: no error recorded.
+        changes_letter("c2", &changes_body(run, &[(3, "DEU")]), None),
+        changes_letter("c3", "{not a batch", Some("the body is not a batch")),
+    ]);
+    let mut r = reporter(&dlq, &store, &mail);
+    r.changes_dlq = Some(Box::new(changes.clone()));
+    let s = r.run(Uuid::nil(), &Deadline::none()).await;
+    assert!(s.error.is_none(), "{s:?}");
+    assert_eq!((s.messages, s.stored_new, s.deleted), (4, Some(5), 4));
+    let rows = store.rows.lock().unwrap().clone();
+    let keys: Vec<&str> = rows.keys().map(String::as_str).collect();
+    assert_eq!(keys, vec!["c1:0", "c1:1", "c2:0", "c3", "r1"]);
+    let first = &rows["c1:0"];
+    assert_eq!(
+        (
+            first.country_id,
+            first.country.as_deref(),
+            first.source_run_id
+        ),
+        (Some(1), Some("USA"), Some(run))
+    );
+    assert_eq!(
+        first.error_message,
+        "Postgres unavailable: connection refused"
+    );
+    assert_eq!(first.attempts, Some(50));
+    assert_eq!(first.change.map(|c| (c.buckets, c.bucket)), Some((1, 0)));
+    assert!(
+        rows["c2:0"].error_message.contains("redrive policy"),
+        "{}",
+        rows["c2:0"].error_message
+    );
+    assert_eq!(rows["c3"].error_class, "malformed");
+    assert!(rows["c3"].raw_body.is_some());
+    // Each letter is deleted from the queue it came from.
+    assert_eq!(*dlq.deleted.lock().unwrap(), vec!["r1"]);
+    assert_eq!(*changes.deleted.lock().unwrap(), vec!["c1", "c2", "c3"]);
+    assert_eq!(
+        mail.sent.lock().unwrap().len(),
+        1,
+        "one digest for both queues"
+    );
+}
+
+#[tokio::test]
+async fn the_largest_parked_batches_keep_one_email_within_its_bound() {
+    let (dlq, changes, store, mail) = (
+        MemoryDeadLetters::default(),
+        MemoryDeadLetters::default(),
+        MemoryFailureStore::default(),
+        MemoryMailer::default(),
+    );
+    // Batches as full as the publisher makes them (about 20,000 rows).
+    let run = Uuid::new_v4();
+    for b in 0..4 {
+        let spec: Vec<(i32, String)> = (0..20_000)
+            .map(|i| (b * 1_000_000 + i, "USA".to_string()))
+            .collect();
+        let spec: Vec<(i32, &str)> = spec.iter().map(|(i, c)| (*i, c.as_str())).collect();
+        let body = changes_body(run, &spec);
+        assert!(body.len() < crate::model::change::MAX_CHANGE_BYTES);
+        changes.waiting.lock().unwrap().push(changes_letter(
+            &format!("c{b}"),
+            &body,
+            Some(&"a long error ".repeat(100)),
+        ));
+    }
+    let mut r = reporter(&dlq, &store, &mail);
+    r.changes_dlq = Some(Box::new(changes.clone()));
+    let s = r.run(Uuid::nil(), &Deadline::none()).await;
+    assert!(s.messages >= 1 && s.left_for_next_run >= 1, "{s:?}");
+    let sent = mail.sent.lock().unwrap();
+    let d = &sent[0];
+    let size = d.text.len() + d.html.len() + d.csv.as_ref().map_or(0, String::len);
+    assert!(size <= MAX_EMAIL_RECORD_BYTES, "{size} bytes");
+    // What did not fit stays in its queue, for the next run.
+    assert_eq!(changes.deleted.lock().unwrap().len(), s.messages);
 }

@@ -12,11 +12,12 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 
 use crate::failure::QueueError;
-use crate::model::change::ChangeBatch;
-use crate::ports::{ChangeParking, ChangeQueue};
+use crate::model::change::{parked_attribute, ChangeBatch};
+use crate::model::text::one_line;
+use crate::ports::{ChangeParking, ChangeQueue, Parked};
 use crate::sqs::{send_message_batch, SQS_BATCH_LIMIT};
 
 /// SQS's limit on the bodies of one batch call together.
@@ -164,7 +165,8 @@ impl SqsChangesQueue {
 }
 
 /// The changes queue's dead-letter queue (FIFO), where the writer parks a
-/// message that is not a valid batch.
+/// message that is not a valid batch, or a batch it gives up on, with why
+/// ([`parked_attribute`]).
 pub struct SqsChangeParking {
     client: aws_sdk_sqs::Client,
     queue_url: String,
@@ -181,29 +183,55 @@ impl SqsChangeParking {
 
 #[async_trait]
 impl ChangeParking for SqsChangeParking {
-    async fn park(&self, message_id: &str, group: &str, body: &str) -> Result<(), QueueError> {
-        // SQS refuses an empty body and ids over 128 characters.
-        let body = if body.is_empty() {
-            "(empty body)"
-        } else {
-            body
+    async fn park(&self, parked: &Parked<'_>) -> Result<(), QueueError> {
+        // SQS refuses an empty body or attribute value, and ids over 128
+        // characters.
+        let non_empty = |value: String, fallback: &str| {
+            if value.is_empty() {
+                fallback.to_string()
+            } else {
+                value
+            }
         };
-        let dedup: String = message_id.chars().take(128).collect();
-        let group: String = group.chars().take(128).collect();
-        self.client
+        let body = non_empty(parked.body.to_string(), "(empty body)");
+        let dedup = non_empty(parked.message_id.chars().take(128).collect(), "unknown");
+        let group = non_empty(parked.group.chars().take(128).collect(), "unknown");
+        let text = |value: String| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|e| QueueError::call("SendMessage", e.to_string()))
+        };
+        let mut request = self
+            .client
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
-            .message_group_id(if group.is_empty() {
-                "unknown".into()
-            } else {
-                group
-            })
-            .message_deduplication_id(if dedup.is_empty() {
-                "unknown".into()
-            } else {
-                dedup
-            })
+            .message_group_id(group)
+            .message_deduplication_id(dedup)
+            .message_attributes(
+                parked_attribute::ERROR,
+                text(non_empty(
+                    one_line(parked.error, parked_attribute::ERROR_LIMIT),
+                    "unknown",
+                ))?,
+            )
+            .message_attributes(
+                parked_attribute::MESSAGE_ID,
+                text(non_empty(parked.message_id.to_string(), "unknown"))?,
+            );
+        if let Some(count) = parked.receive_count {
+            request = request.message_attributes(
+                parked_attribute::RECEIVE_COUNT,
+                MessageAttributeValue::builder()
+                    .data_type("Number")
+                    .string_value(count.to_string())
+                    .build()
+                    .map_err(|e| QueueError::call("SendMessage", e.to_string()))?,
+            );
+        }
+        request
             .send()
             .await
             .map(drop)

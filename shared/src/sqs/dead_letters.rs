@@ -1,11 +1,13 @@
-//! The dead-letter queue, as the dlq-reporter reads it: receive (messages
-//! stay hidden for one run), then delete only what is stored and emailed.
+//! A dead-letter queue, as the dlq-reporter reads it (the retry queue's, and
+//! stream mode's changes one): receive (messages stay hidden for one run,
+//! with their message attributes), then delete only what is stored and
+//! emailed.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::failure::QueueError;
-use crate::model::report::DeadLetter;
+use crate::model::report::{DeadLetter, LetterQueue};
 use crate::ports::{DeadLetterQueue, Deleted};
 use crate::sqs::{sdk_error, SQS_BATCH_LIMIT};
 
@@ -50,6 +52,8 @@ impl DeadLetterQueue for SqsDeadLetterQueue {
             .message_system_attribute_names(
                 aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
             )
+            // A parked batch says why in its message attributes.
+            .message_attribute_names("All")
             .send()
             .await
             .map_err(|e| QueueError::call("ReceiveMessage", sdk_error(&e)))?;
@@ -65,11 +69,20 @@ impl DeadLetterQueue for SqsDeadLetterQueue {
                         a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
                     })
                     .and_then(|c| c.parse().ok());
+                let attributes = m
+                    .message_attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(name, value)| Some((name, value.string_value?)))
+                    .collect();
                 Some(DeadLetter {
                     message_id: m.message_id?,
                     receipt_handle: m.receipt_handle?,
                     body: m.body,
                     receive_count,
+                    attributes,
+                    // The reporter says which queue it read.
+                    queue: LetterQueue::Retry,
                 })
             })
             .collect())

@@ -21,6 +21,13 @@
 //!   done, so it neither holds its group nor drags the group's good batches
 //!   (received with it) towards the redrive limit. Only when parking fails
 //!   is it listed, holding its group like any batch that comes back.
+//! - A batch that comes back on its last receive (`CHANGES_MAX_RECEIVE_COUNT`,
+//!   the queue's `maxReceiveCount`) is parked there too, with its last error
+//!   as message attributes, which the redrive policy would drop: the
+//!   dlq-reporter puts its rows in the failure report with that error.
+//! - Before writing a batch, the writer marks it as the last batch of its
+//!   group given to Postgres ([`crate::model::change::ChangeMark`]); that is
+//!   how `countries replay` tells a parked row from an older version.
 
 #[cfg(test)]
 mod tests;
@@ -31,18 +38,22 @@ use chrono::Utc;
 
 use crate::deadline::Deadline;
 use crate::isolate::write_isolating;
-use crate::model::change::{parse_change_batch, MalformedChange};
+use crate::model::change::{parse_change_batch, ChangeMark, MalformedChange};
 use crate::model::message::{FailureDetail, RetryMessage};
 use crate::model::row::CountryRow;
-use crate::ports::{ChangeParking, RetryQueue, RowWriter, WriterPool};
+use crate::ports::{ChangeParking, Parked, RetryQueue, RowWriter, WriterPool};
 use crate::retry::RetryPolicy;
 
 pub struct StreamWriter {
     pub writers: Box<dyn WriterPool>,
     pub retry_queue: Box<dyn RetryQueue>,
     pub policy: RetryPolicy,
-    /// The changes dead-letter queue, for messages that are not batches.
+    /// The changes dead-letter queue, for messages that are not batches
+    /// and batches that fail on their last receive.
     pub parking: Box<dyn ChangeParking>,
+    /// The changes queue's `maxReceiveCount`: a batch that fails on this
+    /// receive is parked with its error (None: left to the redrive policy).
+    pub last_receive: Option<u32>,
 }
 
 /// One delivery of a changes-queue message.
@@ -52,6 +63,8 @@ pub struct ChangeDelivery<'a> {
     pub body: Option<&'a str>,
     /// The FIFO message group (the bucket); None outside FIFO.
     pub group: Option<&'a str>,
+    /// `ApproximateReceiveCount`, when the event carries it.
+    pub receive_count: Option<u32>,
 }
 
 /// Why a delivery comes back.
@@ -80,6 +93,9 @@ pub struct StreamSummary {
     /// Not valid batches: parked in the changes dead-letter queue (or, when
     /// that failed, listed).
     pub malformed: usize,
+    /// Valid batches that failed on their last receive, parked with their
+    /// error.
+    pub parked: usize,
     /// The deliveries that must come back (batch item failures).
     pub failed_message_ids: Vec<String>,
 }
@@ -120,7 +136,18 @@ impl StreamWriter {
             let result = match result {
                 Err(NotDone::Malformed(why)) => {
                     summary.malformed += 1;
-                    self.park(delivery, why).await
+                    self.park(delivery, &why.to_string())
+                        .await
+                        .map_err(|()| NotDone::Malformed(why))
+                }
+                Err(reason) if self.is_last_receive(delivery) => {
+                    match self.park(delivery, &reason.to_string()).await {
+                        Ok(()) => {
+                            summary.parked += 1;
+                            Ok(())
+                        }
+                        Err(()) => Err(reason),
+                    }
                 }
                 other => other,
             };
@@ -167,11 +194,19 @@ impl StreamWriter {
             return false;
         };
         let mut rows: Vec<CountryRow> = Vec::new();
+        let mut marks: Vec<ChangeMark> = Vec::new();
         for delivery in deliveries {
             match parse_change_batch(delivery.body) {
-                Ok((_, batch_rows)) => rows.extend(batch_rows),
+                Ok((batch, batch_rows)) => {
+                    marks.push(batch.mark());
+                    rows.extend(batch_rows);
+                }
                 Err(_) => return false,
             }
+        }
+        if let Err(e) = w.mark_changes(&marks).await {
+            tracing::debug!(error = %e, "marking the invocation's batches failed; writing them one by one");
+            return false;
         }
         // In id order, Postgres adds to its primary key's index page after
         // page instead of all over it (the messages of an invocation are
@@ -192,25 +227,30 @@ impl StreamWriter {
         }
     }
 
-    /// Parks a message that is not a batch in the changes dead-letter queue.
-    async fn park(
-        &self,
-        delivery: &ChangeDelivery<'_>,
-        why: MalformedChange,
-    ) -> Result<(), NotDone> {
+    /// This delivery is the last the changes queue makes: failing it hands
+    /// the batch to the redrive policy, which would drop why.
+    fn is_last_receive(&self, delivery: &ChangeDelivery<'_>) -> bool {
+        matches!((self.last_receive, delivery.receive_count), (Some(last), Some(n)) if n >= last)
+    }
+
+    /// Parks a message in the changes dead-letter queue with why.
+    async fn park(&self, delivery: &ChangeDelivery<'_>, why: &str) -> Result<(), ()> {
         let group = delivery.group.unwrap_or("unknown");
-        match self
-            .parking
-            .park(delivery.message_id, group, delivery.body.unwrap_or(""))
-            .await
-        {
+        let parked = Parked {
+            message_id: delivery.message_id,
+            group,
+            body: delivery.body.unwrap_or(""),
+            error: why,
+            receive_count: delivery.receive_count,
+        };
+        match self.parking.park(&parked).await {
             Ok(()) => {
-                tracing::error!(message_id = delivery.message_id, group, error = %why, "a changes-queue message is not a valid batch: parked in the changes dead-letter queue");
+                tracing::error!(message_id = delivery.message_id, group, receive_count = delivery.receive_count, error = %why, "a changes-queue message is parked in the changes dead-letter queue; the dlq-reporter reports it");
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(message_id = delivery.message_id, error = %e, "parking a malformed message failed");
-                Err(NotDone::Malformed(why))
+                tracing::warn!(message_id = delivery.message_id, error = %e, "parking a changes-queue message failed; it comes back");
+                Err(())
             }
         }
     }
@@ -237,6 +277,11 @@ impl StreamWriter {
         let Some(w) = writer.as_deref_mut() else {
             return Err(NotDone::Unavailable("no connection".into()));
         };
+        if let Err(e) = w.mark_changes(&[batch.mark()]).await {
+            let reason = NotDone::Unavailable(e.to_string());
+            *stopped = Some(reason.clone());
+            return Err(reason);
+        }
         let refs: Vec<&CountryRow> = rows.iter().collect();
         let result = write_isolating(w, &refs, usize::MAX, self.policy, deadline).await;
         summary.rows_written += result.written.len();

@@ -28,6 +28,7 @@ impl World {
             retry_queue: Box::new(self.queue.clone()),
             policy: RetryPolicy::immediate(3),
             parking: Box::new(self.parking.clone()),
+            last_receive: None,
         }
     }
 
@@ -322,4 +323,104 @@ mod properties {
             });
         }
     }
+}
+
+/// Delivers the bodies as one invocation, each on its `receive`th receive.
+async fn deliver_received(
+    writer: &StreamWriter,
+    bodies: &[(String, Option<String>)],
+    receive: u32,
+) -> StreamSummary {
+    let ids: Vec<String> = (0..bodies.len()).map(|i| format!("m{i}")).collect();
+    let deliveries: Vec<ChangeDelivery<'_>> = bodies
+        .iter()
+        .zip(&ids)
+        .map(|((group, body), id)| ChangeDelivery {
+            message_id: id,
+            body: body.as_deref(),
+            group: Some(group.as_str()),
+            receive_count: Some(receive),
+        })
+        .collect();
+    writer.handle(&deliveries, &Deadline::none()).await
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_on_its_last_receive_is_parked_with_its_error() {
+    let world = World::new();
+    world.store.state().down = true;
+    let batches = pack(
+        Uuid::new_v4(),
+        &rows(&[(1, "USA"), (2, "FRA")]),
+        BUCKETS,
+        10_000,
+    );
+    let bodies = change_bodies(&batches);
+    let mut writer = world.writer();
+    writer.last_receive = Some(3);
+    // Before the last receive: both come back, nothing parked.
+    let s = deliver_received(&writer, &bodies, 2).await;
+    assert_eq!(s.failed_message_ids, vec!["m0", "m1"]);
+    assert!(world.parking.parked.lock().unwrap().is_empty());
+    // On it: both parked, with why, and none listed (the redrive policy
+    // would have moved them without the error).
+    let s = deliver_received(&writer, &bodies, 3).await;
+    assert!(s.failed_message_ids.is_empty(), "{s:?}");
+    assert_eq!((s.parked, s.malformed), (2, 0));
+    let parked = world.parking.parked.lock().unwrap().clone();
+    assert_eq!(
+        parked.iter().map(|p| p.2.clone()).collect::<Vec<_>>(),
+        bodies
+            .iter()
+            .map(|b| b.1.clone().unwrap())
+            .collect::<Vec<_>>(),
+        "bodies unchanged"
+    );
+    let errors = world.parking.errors.lock().unwrap().clone();
+    assert!(
+        errors
+            .iter()
+            .all(|(e, n)| e.contains("connection refused") && *n == Some(3)),
+        "{errors:?}"
+    );
+    // Parking down on the last receive: they come back, for the redrive
+    // policy to move.
+    *world.parking.down.lock().unwrap() = true;
+    let s = deliver_received(&writer, &bodies, 4).await;
+    assert_eq!(s.failed_message_ids, vec!["m0", "m1"]);
+}
+
+#[tokio::test]
+async fn each_group_is_marked_with_its_batch_before_the_rows_are_written() {
+    let world = World::new();
+    let run = Uuid::new_v4();
+    let batches = pack(
+        run,
+        &rows(&[(1, "USA"), (2, "FRA"), (3, "DEU")]),
+        BUCKETS,
+        10_000,
+    );
+    assert_eq!(
+        batches
+            .iter()
+            .map(|b| (b.bucket, b.seq))
+            .collect::<Vec<_>>(),
+        vec![(0, 0), (1, 1)]
+    );
+    // One at a time too (the fallback path marks each batch it writes).
+    for one in change_bodies(&batches) {
+        let s = world.deliver(&[one]).await;
+        assert!(s.failed_message_ids.is_empty(), "{s:?}");
+    }
+    let marks = world.store.state().marks.clone();
+    assert_eq!(
+        marks.into_iter().collect::<Vec<_>>(),
+        vec![((2, 0), (run, 0)), ((2, 1), (run, 1))]
+    );
+    // Postgres gone before the mark: nothing written, the batch comes back.
+    let later = pack(Uuid::new_v4(), &rows(&[(4, "NLD")]), BUCKETS, 10_000);
+    world.store.state().statements_before_outage = Some(0);
+    let s = world.deliver(&change_bodies(&later)).await;
+    assert_eq!(s.failed_message_ids, vec!["m0"]);
+    assert!(!world.store.state().table.contains_key(&4));
 }

@@ -1,0 +1,160 @@
+//! Stream mode's dead letters, end to end on the real services: a batch the
+//! writer cannot write on its last receive is parked in the changes
+//! dead-letter queue (moto) with its error; the dlq-reporter stores a record
+//! per row in the failure report (Postgres) and emails the digest (moto
+//! SES); `countries replay` writes them, except a row a later batch of its
+//! message group has written over since.
+
+use std::time::Duration;
+
+use countries_ops::event_source::LocalEventSource;
+use countries_ops::failures::FailureReport;
+use countries_shared::deadline::Deadline;
+use countries_shared::lambda;
+use countries_shared::model::change::{pack, ChangeBatch, MAX_CHANGE_BYTES};
+use countries_shared::model::row::{validate, CountryRow, SourceRow};
+use countries_shared::ports::ChangeQueue;
+use countries_shared::postgres::replica::PostgresStore;
+use countries_shared::sqs::changes_queue::SqsChangesQueue;
+use testkit::TestEnv;
+use uuid::Uuid;
+
+const BUCKETS: u32 = 4;
+
+fn rows(spec: &[(i32, &str)]) -> Vec<CountryRow> {
+    spec.iter()
+        .map(|(id, c)| validate(&SourceRow::new(Some(i128::from(*id)), Some(c))).expect("valid"))
+        .collect()
+}
+
+async fn publish(env: &TestEnv, batches: &[ChangeBatch]) {
+    let queue = SqsChangesQueue::new(env.sqs.clone(), env.vars["CHANGES_QUEUE_URL"].clone());
+    for result in queue.publish(batches).await {
+        result.expect("the changes queue takes the batch");
+    }
+}
+
+fn changes_source(env: &TestEnv) -> LocalEventSource {
+    LocalEventSource {
+        client: env.sqs.clone(),
+        queue_url: env.vars["CHANGES_QUEUE_URL"].clone(),
+        batch_size: 10,
+    }
+}
+
+#[tokio::test]
+async fn a_batch_that_keeps_failing_is_reported_row_by_row_and_replayed_unless_overtaken() {
+    let mut env = TestEnv::new("stream_dlq").await;
+    // Visible again after a second; the second receive is the last.
+    env.add_changes_queue(1, 2).await;
+    let pg = env.postgres().await;
+    pg.execute(r#"INSERT INTO "case" VALUES (9, 'DEU')"#, &[])
+        .await
+        .expect("an older version of id 9");
+
+    // One run: bucket 0 holds ids 4 and 12, bucket 1 id 9.
+    let run = Uuid::new_v4();
+    let first = pack(
+        run,
+        &rows(&[(4, "USA"), (12, "NLD"), (9, "FRA")]),
+        BUCKETS,
+        MAX_CHANGE_BYTES,
+    );
+    assert_eq!(first.len(), 2);
+    publish(&env, &first).await;
+
+    // Postgres unreachable for the writer: both batches come back once,
+    // then are parked with the error on their last receive.
+    let mut down = env.writer_config();
+    down.postgres.port = testkit::closed_port();
+    down.postgres.connect_timeout = Duration::from_secs(2);
+    let writer = lambda::writer::build(&down).await;
+    let drove = changes_source(&env)
+        .drain(&writer, Duration::from_secs(60))
+        .await
+        .expect("the changes queue empties");
+    assert_eq!(
+        drove.failed, 2,
+        "listed once before the last receive: {drove:?}"
+    );
+    assert_eq!(env.depth("CHANGES_QUEUE_URL").await, 0);
+    assert_eq!(env.depth("CHANGES_DEAD_LETTER_QUEUE_URL").await, 2);
+
+    // Meanwhile a later batch of bucket 0 (the same run, numbered on) brings
+    // a newer version of id 12, and Postgres is back.
+    let mut later = pack(run, &rows(&[(12, "BEL")]), BUCKETS, MAX_CHANGE_BYTES);
+    later[0].seq = 2;
+    publish(&env, &later).await;
+    let writer = lambda::writer::build(&env.writer_config()).await;
+    changes_source(&env)
+        .drain(&writer, Duration::from_secs(60))
+        .await
+        .expect("the changes queue empties");
+
+    // The report: one record per row, with the writer's error.
+    let report = lambda::reporter::build(&env.reporter_config())
+        .await
+        .run(Uuid::new_v4(), &Deadline::none())
+        .await;
+    assert!(report.error.is_none(), "{report:?}");
+    assert_eq!(
+        (report.messages, report.stored_new, report.deleted),
+        (2, Some(3), 2)
+    );
+    assert_eq!(env.depth("CHANGES_DEAD_LETTER_QUEUE_URL").await, 0);
+    let failures = FailureReport::new(env.config().postgres)
+        .unresolved(100)
+        .await
+        .expect("the report");
+    assert_eq!(failures.len(), 3, "{failures:?}");
+    for f in &failures {
+        assert!(
+            f.error_message.contains("Postgres unavailable"),
+            "{}",
+            f.error_message
+        );
+        assert_eq!(f.source_run_id, Some(run));
+        assert!(f.message_id.contains(':'), "{}", f.message_id);
+    }
+    let emails = env.sent_emails().await;
+    assert_eq!(emails.len(), 1);
+    assert!(emails[0].contains("NLD"), "the digest lists the rows");
+
+    // Replay: 4 (Postgres has none) and 9 (its group went no further than
+    // its batch: DEU is older) are written; 12 is not, BEL came later.
+    let replay = FailureReport::new(env.config().postgres)
+        .replay(&PostgresStore::new(env.config().postgres), None)
+        .await
+        .expect("replay");
+    let id_of = |message_id: &str| {
+        failures
+            .iter()
+            .find(|f| f.message_id == message_id)
+            .and_then(|f| f.country_id.clone())
+            .unwrap_or_default()
+    };
+    let mut replayed: Vec<String> = replay.replayed.iter().map(|m| id_of(m)).collect();
+    replayed.sort();
+    assert_eq!(replayed, vec!["4", "9"], "{replay:?}");
+    assert_eq!(replay.not_replayed.len(), 1, "{replay:?}");
+    let (refused, why) = &replay.not_replayed[0];
+    assert_eq!(id_of(refused), "12");
+    assert!(
+        why.contains("later batch") && why.contains("\"BEL\""),
+        "{why}"
+    );
+    assert_eq!(
+        env.postgres_rows().await,
+        vec![
+            (4, "USA".to_string()),
+            (9, "FRA".to_string()),
+            (12, "BEL".to_string())
+        ]
+    );
+    // The refused row stays unresolved, for `countries resolve`.
+    let left = FailureReport::new(env.config().postgres)
+        .unresolved(100)
+        .await
+        .expect("the report");
+    assert_eq!(left.len(), 1);
+}
