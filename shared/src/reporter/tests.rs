@@ -595,6 +595,26 @@ async fn an_announcement_a_day_old_is_made_again() {
     );
 }
 
+/// The retry queue's dead letters, the changes queue's, the report, the mail.
+type Queues = (
+    MemoryDeadLetters,
+    MemoryDeadLetters,
+    MemoryFailureStore,
+    MemoryMailer,
+);
+
+/// A reporter reading the changes dead-letter queue too.
+fn both_queues(
+    dlq: &MemoryDeadLetters,
+    changes: &MemoryDeadLetters,
+    store: &MemoryFailureStore,
+    mail: &MemoryMailer,
+) -> Reporter {
+    let mut r = reporter(dlq, store, mail);
+    r.changes_dlq = Some(Box::new(changes.clone()));
+    r
+}
+
 fn changes_letter(id: &str, body: &str, error: Option<&str>) -> DeadLetter {
     let mut l = letter(id, body);
     if let Some(error) = error {
@@ -623,12 +643,7 @@ fn changes_body(run: Uuid, spec: &[(i32, &str)]) -> String {
 
 #[tokio::test]
 async fn a_parked_batch_is_a_record_per_row_with_its_error_and_leaves_its_own_queue() {
-    let (dlq, changes, store, mail) = (
-        MemoryDeadLetters::default(),
-        MemoryDeadLetters::default(),
-        MemoryFailureStore::default(),
-        MemoryMailer::default(),
-    );
+    let (dlq, changes, store, mail): Queues = Default::default();
     let run = Uuid::new_v4();
     dlq.waiting
         .lock()
@@ -644,8 +659,7 @@ async fn a_parked_batch_is_a_record_per_row_with_its_error_and_leaves_its_own_qu
         changes_letter("c2", &changes_body(run, &[(3, "DEU")]), None),
         changes_letter("c3", "{not a batch", Some("the body is not a batch")),
     ]);
-    let mut r = reporter(&dlq, &store, &mail);
-    r.changes_dlq = Some(Box::new(changes.clone()));
+    let r = both_queues(&dlq, &changes, &store, &mail);
     let s = r.run(Uuid::nil(), &Deadline::none()).await;
     assert!(s.error.is_none(), "{s:?}");
     assert_eq!((s.messages, s.stored_new, s.deleted), (4, Some(5), 4));
@@ -686,12 +700,7 @@ async fn a_parked_batch_is_a_record_per_row_with_its_error_and_leaves_its_own_qu
 
 #[tokio::test]
 async fn the_largest_parked_batches_keep_one_email_within_its_bound() {
-    let (dlq, changes, store, mail) = (
-        MemoryDeadLetters::default(),
-        MemoryDeadLetters::default(),
-        MemoryFailureStore::default(),
-        MemoryMailer::default(),
-    );
+    let (dlq, changes, store, mail): Queues = Default::default();
     // Batches as full as the publisher makes them (about 20,000 rows).
     let run = Uuid::new_v4();
     for b in 0..4 {
@@ -707,8 +716,7 @@ async fn the_largest_parked_batches_keep_one_email_within_its_bound() {
             Some(&"a long error ".repeat(100)),
         ));
     }
-    let mut r = reporter(&dlq, &store, &mail);
-    r.changes_dlq = Some(Box::new(changes.clone()));
+    let r = both_queues(&dlq, &changes, &store, &mail);
     let s = r.run(Uuid::nil(), &Deadline::none()).await;
     assert!(s.messages >= 1 && s.left_for_next_run >= 1, "{s:?}");
     let sent = mail.sent.lock().unwrap();

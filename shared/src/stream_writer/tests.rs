@@ -38,6 +38,19 @@ impl World {
     }
 }
 
+/// Postgres down, and ids 1 and 2 packed: one batch per bucket.
+fn postgres_down() -> (World, Vec<(String, Option<String>)>) {
+    let world = World::new();
+    world.store.state().down = true;
+    let batches = pack(
+        Uuid::new_v4(),
+        &rows(&[(1, "USA"), (2, "FRA")]),
+        BUCKETS,
+        10_000,
+    );
+    (world, change_bodies(&batches))
+}
+
 fn rows(spec: &[(i32, &str)]) -> Vec<CountryRow> {
     spec.iter()
         .map(|(id, c)| validate(&SourceRow::new(Some(i128::from(*id)), Some(c))).unwrap())
@@ -120,20 +133,13 @@ async fn a_malformed_batch_that_cannot_be_parked_comes_back_and_holds_only_its_o
 
 #[tokio::test]
 async fn with_postgres_down_everything_comes_back_and_nothing_is_queued() {
-    let world = World::new();
-    world.store.state().down = true;
-    let batches = pack(
-        Uuid::new_v4(),
-        &rows(&[(1, "USA"), (2, "FRA")]),
-        BUCKETS,
-        10_000,
-    );
-    let s = world.deliver(&change_bodies(&batches)).await;
+    let (world, bodies) = postgres_down();
+    let s = world.deliver(&bodies).await;
     assert_eq!(s.failed_message_ids, vec!["m0", "m1"]);
     assert!(world.queue.messages.lock().unwrap().is_empty());
     // Healed: the same deliveries come back and are written.
     world.store.state().down = false;
-    let s = world.deliver(&change_bodies(&batches)).await;
+    let s = world.deliver(&bodies).await;
     assert!(s.failed_message_ids.is_empty(), "{s:?}");
     assert_eq!(world.store.state().table.len(), 2);
 }
@@ -347,15 +353,7 @@ async fn deliver_received(
 
 #[tokio::test]
 async fn a_batch_that_fails_on_its_last_receive_is_parked_with_its_error() {
-    let world = World::new();
-    world.store.state().down = true;
-    let batches = pack(
-        Uuid::new_v4(),
-        &rows(&[(1, "USA"), (2, "FRA")]),
-        BUCKETS,
-        10_000,
-    );
-    let bodies = change_bodies(&batches);
+    let (world, bodies) = postgres_down();
     let mut writer = world.writer();
     writer.last_receive = Some(3);
     // Before the last receive: both come back, nothing parked.
