@@ -151,6 +151,8 @@ fn the_stack_starts_from_a_clone_in_a_private_folder() {
         // The checkout's Python environment (fakesnow, moto): installing
         // another one would only slow the test down.
         .env("STACK_VENV", root().join(".local/venv"))
+        // And the checkout's `countries` build, for the migrations.
+        .env("COUNTRIES_BIN", testkit::workspace_binary("countries"))
         .output()
         .expect("stack.sh up");
     let down = || {

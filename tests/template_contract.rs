@@ -885,9 +885,9 @@ fn the_snowflake_grants_match_the_statements_the_replicator_sends() {
 
     let role = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../infra/sql/postgres/003_app_role.sql"
+        "/../infra/sql/postgres/V3__app_role.sql"
     ))
-    .expect("003_app_role.sql");
+    .expect("V3__app_role.sql");
     for table in [r#""case""#, "replication_run", "failure_report"] {
         assert!(
             role.contains(&format!(

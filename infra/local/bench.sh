@@ -22,11 +22,16 @@ while [ $# -gt 0 ]; do
   shift
 done
 
+echo "==> release build (the benchmark measures optimised code)"
+cargo build --release --locked -p countries-cli -p countries-tests -p replicator -p retrier -p dlq-reporter \
+  --bin countries --bin bench-write --bin replicator --bin retrier --bin dlq-reporter
+
 infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true
 trap 'infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true' EXIT
 # Postgres with TLS, as deployed: the COPY line, the run and the stream
 # writers all pay the handshake and the encryption.
-infra/local/stack.sh up --dir "$STACK_DIR" --tls >/dev/null
+COUNTRIES_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/countries" \
+  infra/local/stack.sh up --dir "$STACK_DIR" --tls >/dev/null
 # shellcheck disable=SC1091
 . "$STACK_DIR/stack.env"
 # Both scripts' figures name this run, so that the stream writer is compared
@@ -37,9 +42,6 @@ export BENCH_RUN_ID
 . "$ROOT/infra/deploy/python-env.sh"
 ensure_requirements "$ROOT/infra/local/requirements-bench.txt"
 
-echo "==> release build (the benchmark measures optimised code)"
-cargo build --release --locked -p countries-cli -p countries-tests -p replicator -p retrier -p dlq-reporter \
-  --bin countries --bin bench-write --bin replicator --bin retrier --bin dlq-reporter
 
 if [ "$batch" = 1 ]; then
   echo "==> measuring"

@@ -24,13 +24,13 @@ case "$MODE" in
   *) echo "demo.sh: MODE must be batch or stream, got '$MODE'" >&2; exit 2 ;;
 esac
 
-infra/local/stack.sh up
-# shellcheck disable=SC1091
-. "$ROOT/.local/stack/stack.env"
-
 echo; echo "==> building the countries CLI"
 cargo build --quiet --locked -p countries-cli
-countries="$ROOT/target/debug/countries"
+countries="${CARGO_TARGET_DIR:-$ROOT/target}/debug/countries"
+
+COUNTRIES_BIN="$countries" infra/local/stack.sh up
+# shellcheck disable=SC1091
+. "$ROOT/.local/stack/stack.env"
 
 echo; echo "==> loading rows into the Snowflake emulator"
 if [ -n "$CSV" ]; then "$countries" load-csv "$CSV"; else "$countries" load-sample; fi

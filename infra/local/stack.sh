@@ -164,17 +164,27 @@ CONF
     || { tail -n 20 "$data/postgres.log" | sed 's/^/[stack]   /' >&2; die "Postgres did not start (its log above): a port clash or a full disk are the usual causes; run \`infra/local/stack.sh down\` and try again"; }
   echo "$port" > "$STATE/pg.port"
   PGSSLMODE=prefer PGPASSWORD=postgres psql -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 <<SQL >/dev/null
-CREATE ROLE countries LOGIN PASSWORD 'countries';
+CREATE ROLE countries LOGIN CREATEROLE PASSWORD 'countries';
 CREATE DATABASE countries OWNER countries;
 SQL
-  # Tables belong to the application user; role files need the admin.
-  for f in "$ROOT"/infra/sql/postgres/*.sql; do
-    case "$f" in
-      *_role.sql) PGSSLMODE=prefer PGPASSWORD=postgres psql -q -h 127.0.0.1 -p "$port" -U postgres -d countries -v ON_ERROR_STOP=1 -f "$f" >/dev/null ;;
-      *) PGSSLMODE=prefer PGPASSWORD=countries psql -q -h 127.0.0.1 -p "$port" -U countries -d countries -v ON_ERROR_STOP=1 -f "$f" >/dev/null ;;
-    esac
-  done
+  # The schema as production gets it: `countries migrate` (refinery and its
+  # version table), as the tables' owner, who may also create the app role.
+  PGHOST=127.0.0.1 PGPORT="$port" PGDATABASE=countries PGUSER=countries PGPASSWORD=countries \
+    PGSSLMODE="$(cat "$STATE/pg.sslmode")" "$(countries_bin)" migrate >/dev/null \
+    || die "migrating the stack's Postgres failed (the error above)"
   log "Postgres 15 on 127.0.0.1:$port"
+}
+
+# The operator command: COUNTRIES_BIN when the caller built it already (the
+# tests, the benchmark), else a debug build of this checkout.
+countries_bin() {
+  if [ -n "${COUNTRIES_BIN:-}" ]; then
+    echo "$COUNTRIES_BIN"
+    return
+  fi
+  cargo build --quiet --locked -p countries-cli --bin countries >&2 \
+    || die "building the countries command failed (the error above)"
+  echo "${CARGO_TARGET_DIR:-$ROOT/target}/debug/countries"
 }
 
 start_fakesnow() {

@@ -25,38 +25,6 @@ use countries_shared::model::message::RetryMessage;
 use countries_shared::model::row::{validate, SourceRow};
 use countries_shared::snowflake::SnowflakeSource;
 
-/// The Postgres migrations, in order: the same files the local stack applies,
-/// and whether they run as the tables' owner (or as the admin, for roles).
-pub const POSTGRES_MIGRATIONS: &[(&str, bool)] = &[
-    (
-        include_str!("../../infra/sql/postgres/001_schema.sql"),
-        true,
-    ),
-    (
-        include_str!("../../infra/sql/postgres/002_failure_report.sql"),
-        true,
-    ),
-    (
-        include_str!("../../infra/sql/postgres/003_app_role.sql"),
-        false,
-    ),
-    (
-        include_str!("../../infra/sql/postgres/004_snapshot_runs.sql"),
-        true,
-    ),
-    (
-        include_str!("../../infra/sql/postgres/005_stream_runs.sql"),
-        true,
-    ),
-    (
-        include_str!("../../infra/sql/postgres/006_failure_report_rows.sql"),
-        true,
-    ),
-    (
-        include_str!("../../infra/sql/postgres/007_change_marks.sql"),
-        true,
-    ),
-];
 pub const SNOWFLAKE_SCHEMA_SQL: &str = include_str!("../../infra/sql/snowflake/001_case.sql");
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -125,7 +93,7 @@ async fn pg_connect_to(conn: &str, what: &str) -> tokio_postgres::Client {
 }
 
 /// The stack's admin user, connected to `dbname`.
-async fn pg_admin_db(host: &str, port: &str, dbname: &str) -> tokio_postgres::Client {
+pub async fn pg_admin_db(host: &str, port: &str, dbname: &str) -> tokio_postgres::Client {
     let conn = format!(
         "host={host} port={port} user={} password={} dbname={dbname}",
         std::env::var("COUNTRIES_PG_ADMIN_USER").unwrap_or_else(|_| "postgres".into()),
@@ -146,26 +114,23 @@ pub async fn pg_connect(vars: &HashMap<String, String>) -> tokio_postgres::Clien
     pg_connect_to(&conn, "the test database").await
 }
 
-/// Creates a database owned by the stack's application role and applies the
-/// project's migrations to it.
+/// Creates a database owned by the stack's application role and migrates
+/// it as that role (`countries migrate`'s code: refinery and its version
+/// table), as the local stack does.
 pub async fn create_database(host: &str, port: &str, owner: &str, name: &str) {
     let admin = pg_admin(host, port).await;
     admin
         .batch_execute(&format!("CREATE DATABASE {name} OWNER {owner}"))
         .await
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-    let client = pg_admin_db(host, port, name).await;
-    for (migration, as_owner) in POSTGRES_MIGRATIONS {
-        let sql = if *as_owner {
-            format!("SET ROLE {owner}; {migration}; RESET ROLE;")
-        } else {
-            migration.to_string()
-        };
-        client
-            .batch_execute(&sql)
-            .await
-            .unwrap_or_else(|e| panic!("applying infra/sql/postgres: {e}"));
-    }
+    let mut client = pg_admin_db(host, port, name).await;
+    client
+        .batch_execute(&format!("SET ROLE {owner}"))
+        .await
+        .unwrap_or_else(|e| panic!("SET ROLE {owner}: {e}"));
+    countries_ops::migrate::migrate(&mut client)
+        .await
+        .unwrap_or_else(|e| panic!("migrating {name}: {e}"));
 }
 
 /// One test's slice of the local stack.
@@ -858,7 +823,7 @@ impl PgCluster {
     pub async fn create_app_database(&self, name: &str) {
         let admin = pg_admin_tls_agnostic(self.port).await;
         admin
-            .batch_execute("CREATE ROLE countries LOGIN PASSWORD 'countries'")
+            .batch_execute("CREATE ROLE countries LOGIN CREATEROLE PASSWORD 'countries'")
             .await
             .ok();
         drop(admin);

@@ -119,6 +119,9 @@ enum Command {
         #[arg(long)]
         note: String,
     },
+    /// Bring the Postgres schema up to date (adopting one set up by hand);
+    /// run as a role that owns the schema and may create roles.
+    Migrate,
     /// Move dead-letter messages back to the retry queue.
     Redrive {
         /// Messages to move at most.
@@ -198,6 +201,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             println!("resolved: {resolved} of {}", message_ids.len());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Migrate => migrate().await,
         Command::Redrive { max } => redrive(max).await,
         Command::LoadCsv { file } => {
             let text = std::fs::read_to_string(&file)
@@ -398,6 +402,25 @@ async fn replay(ids: Vec<String>) -> Result<ExitCode> {
     } else {
         ExitCode::from(4)
     })
+}
+
+async fn migrate() -> Result<ExitCode> {
+    let config = PostgresConfig::from_env()?;
+    let mut conn = countries_shared::postgres::connect::connect(&config).await?;
+    let done = countries_ops::migrate::migrate(&mut conn.client).await?;
+    if !done.adopted.is_empty() {
+        println!(
+            "adopted a schema set up by hand: versions {:?} recorded as applied, nothing run",
+            done.adopted
+        );
+    }
+    if done.applied.is_empty() {
+        println!("the schema is up to date");
+    }
+    for name in &done.applied {
+        println!("applied {name}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn redrive(max: usize) -> Result<ExitCode> {
