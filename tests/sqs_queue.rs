@@ -264,7 +264,7 @@ async fn the_test_queues_are_the_templates_queues() {
     assert!(
         redrive["deadLetterTargetArn"]
             .as_str()
-            .is_some_and(|arn| arn.ends_with(&format!("{}-dlq", env.name))),
+            .is_some_and(|arn| arn.ends_with(&format!("{}-retry-dlq", env.name))),
         "{redrive}"
     );
     let dlq = attributes(env.vars["DEAD_LETTER_QUEUE_URL"].clone()).await;

@@ -199,8 +199,10 @@ start_fakesnow() {
   echo $! > "$STATE/fakesnow.pid"
   echo "$port" > "$STATE/fakesnow.port"
   wait_for_port "$port" fakesnow "$STATE/fakesnow.pid"
-  "$VENV/bin/python" "$ROOT/infra/local/snowflake_setup.py" --port "$port" \
-    --database COUNTRIES --schema PUBLIC "$ROOT"/infra/sql/snowflake/*.sql
+  SNOWFLAKE_ENDPOINT_URL="http://127.0.0.1:$port" SNOWFLAKE_ACCOUNT=fakesnow SNOWFLAKE_USER=setup \
+    SNOWFLAKE_PASSWORD=local SNOWFLAKE_DATABASE=COUNTRIES SNOWFLAKE_SCHEMA=PUBLIC \
+    "$(countries_bin)" local snowflake 2>"$STATE/setup.log" \
+    || { sed 's/^/[stack]   /' "$STATE/setup.log" >&2; die "setting up the Snowflake emulator failed (above)"; }
   log "Snowflake protocol fake (fakesnow behind it) on http://127.0.0.1:$port"
 }
 
@@ -215,9 +217,12 @@ start_moto() {
   # timeouts and the changes queue's redrive after 5 receives, so that a
   # message that fails comes back, and a poison one reaches its dead-letter
   # queue, in seconds.
-  "$VENV/bin/python" "$ROOT/infra/local/aws_setup.py" --endpoint "http://127.0.0.1:$port" \
+  AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \
+    AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true \
+    "$(countries_bin)" local queues \
     --set RetryQueueVisibilityTimeout=30 --set ChangesQueueVisibilityTimeout=30 --set ChangesMaxReceiveCount="$CHANGES_MAX_RECEIVES" \
-    >"$STATE/aws.json"
+    >"$STATE/aws.json" 2>"$STATE/setup.log" \
+    || { sed 's/^/[stack]   /' "$STATE/setup.log" >&2; die "setting up the AWS emulator failed (above)"; }
   log "AWS emulator (moto: SQS, SES) on http://127.0.0.1:$port"
 }
 

@@ -19,13 +19,12 @@ pub mod schedules;
 pub mod snowflake_fake;
 pub mod template;
 
+use countries_ops::local_stack::{queues, snowflake};
 use countries_ops::snowflake_admin::SnowflakeAdmin;
 use countries_shared::config::{Env, ReplicatorConfig};
 use countries_shared::model::message::RetryMessage;
 use countries_shared::model::row::{validate, SourceRow};
 use countries_shared::snowflake::SnowflakeSource;
-
-pub const SNOWFLAKE_SCHEMA_SQL: &str = include_str!("../../infra/sql/snowflake/001_case.sql");
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -159,27 +158,14 @@ impl TestEnv {
 
         let setup =
             SnowflakeAdmin::connect(&snowflake_config(&vars, false)).expect("Snowflake client");
-        setup
-            .execute(&format!(
-                "CREATE DATABASE IF NOT EXISTS {}",
-                name.to_uppercase()
-            ))
-            .await
-            .expect("create the Snowflake database");
-        setup
-            .execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {}.PUBLIC",
-                name.to_uppercase()
-            ))
-            .await
-            .expect("create the Snowflake schema");
-        let source = SnowflakeAdmin::connect(&snowflake_config(&vars, true)).expect("client");
-        for statement in sql_statements(SNOWFLAKE_SCHEMA_SQL) {
-            source
-                .execute(&statement)
-                .await
-                .expect("infra/sql/snowflake");
-        }
+        snowflake::set_up(
+            &setup,
+            &name.to_uppercase(),
+            "PUBLIC",
+            snowflake::SCHEMA_SQL,
+        )
+        .await
+        .expect("the Snowflake database, schema and table");
 
         let sqs = sqs_client(&vars).await;
         // A short visibility timeout: a message the retrier lists comes back
@@ -378,20 +364,6 @@ pub fn snowflake_config(
         .snowflake
 }
 
-pub fn sql_statements(sql: &str) -> Vec<String> {
-    let without_comments: String = sql
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    without_comments
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 pub async fn sqs_client(vars: &HashMap<String, String>) -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::config::Builder::new()
         .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
@@ -404,96 +376,23 @@ pub async fn sqs_client(vars: &HashMap<String, String>) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(config)
 }
 
-/// Creates queue resource `logical` of `template.yaml` as `name`, with its
-/// template attributes ([`template::queue_attributes`]); returns its URL and
-/// records its ARN in `arns` for the queues whose redrive names it.
-async fn create_template_queue(
-    sqs: &aws_sdk_sqs::Client,
-    logical: &str,
-    name: &str,
-    parameters: &[(&str, &str)],
-    arns: &mut HashMap<String, String>,
-) -> String {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let t = template::template();
-    let mut create = sqs.create_queue().queue_name(name);
-    for (attribute, value) in template::queue_attributes(&t, logical, parameters, arns) {
-        create = create.attributes(QueueAttributeName::from(attribute.as_str()), value);
-    }
-    let url = create
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("creating {logical} as {name}: {e:?}"))
-        .queue_url
-        .unwrap_or_else(|| panic!("{name} has no URL"));
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("queue arn");
-    arns.insert(logical.to_string(), arn);
-    url
-}
-
-/// A queue of `template.yaml` and its dead-letter queue: their logical
-/// names, the suffixes of their names here, and the parameters that set the
-/// queue's redrive count and visibility timeout.
-struct QueuePair {
-    dlq: (&'static str, &'static str),
-    queue: (&'static str, &'static str),
-    max_receive_count: &'static str,
-    visibility_timeout: &'static str,
-}
-
-/// Creates `pair` named after `name`, with the given redrive count and
-/// visibility timeout; returns the queue's URL and its DLQ's.
-async fn create_pair(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-    pair: QueuePair,
-    max_receive_count: u32,
-    visibility_timeout: u32,
-) -> (String, String) {
-    let (count, timeout) = (
-        max_receive_count.to_string(),
-        visibility_timeout.to_string(),
-    );
-    let parameters = [
-        (pair.max_receive_count, count.as_str()),
-        (pair.visibility_timeout, timeout.as_str()),
-    ];
-    let mut arns = HashMap::new();
-    let mut urls = Vec::new();
-    // The dead-letter queue first: the queue's redrive names its ARN.
-    for (logical, suffix) in [pair.dlq, pair.queue] {
-        let queue_name = format!("{name}-{suffix}");
-        urls.push(create_template_queue(sqs, logical, &queue_name, &parameters, &mut arns).await);
-    }
-    let queue = urls.pop().unwrap_or_default();
-    let dlq = urls.pop().unwrap_or_default();
-    (queue, dlq)
-}
-
 /// The retry queue and its dead-letter queue, as `template.yaml` declares
-/// them, with the given redrive count and visibility timeout.
+/// them (`countries local queues`' code), with the given redrive count and
+/// visibility timeout.
 pub async fn create_queues(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
     max_receive_count: u32,
     visibility_timeout: u32,
 ) -> (String, String) {
-    let pair = QueuePair {
-        dlq: ("DeadLetterQueue", "dlq"),
-        queue: ("RetryQueue", "retry"),
-        max_receive_count: "MaxReceiveCount",
-        visibility_timeout: "RetryQueueVisibilityTimeout",
-    };
-    create_pair(sqs, name, pair, max_receive_count, visibility_timeout).await
+    create_pair(
+        sqs,
+        name,
+        queues::RETRY,
+        max_receive_count,
+        visibility_timeout,
+    )
+    .await
 }
 
 /// Stream mode's FIFO changes queue and its FIFO dead-letter queue, as
@@ -505,13 +404,34 @@ pub async fn create_changes_queues(
     max_receive_count: u32,
     visibility_timeout: u32,
 ) -> (String, String) {
-    let pair = QueuePair {
-        dlq: ("ChangesDeadLetterQueue", "changes-dlq.fifo"),
-        queue: ("ChangesQueue", "changes.fifo"),
-        max_receive_count: "ChangesMaxReceiveCount",
-        visibility_timeout: "ChangesQueueVisibilityTimeout",
-    };
-    create_pair(sqs, name, pair, max_receive_count, visibility_timeout).await
+    create_pair(
+        sqs,
+        name,
+        queues::CHANGES,
+        max_receive_count,
+        visibility_timeout,
+    )
+    .await
+}
+
+async fn create_pair(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    pair: queues::QueuePair,
+    max_receive_count: u32,
+    visibility_timeout: u32,
+) -> (String, String) {
+    let (count, timeout) = (
+        max_receive_count.to_string(),
+        visibility_timeout.to_string(),
+    );
+    let parameters = [
+        (pair.max_receive_count, count.as_str()),
+        (pair.visibility_timeout, timeout.as_str()),
+    ];
+    queues::create_pair(sqs, name, pair, &parameters)
+        .await
+        .unwrap_or_else(|e| panic!("creating {name}'s queues: {e:#}"))
 }
 
 /// Receives and deletes every message on a queue; returns the bodies.

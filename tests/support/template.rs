@@ -4,17 +4,12 @@ use std::collections::BTreeSet;
 
 use serde_norway::Value;
 
-/// The SAM template, parsed.
+/// The SAM template, parsed (the one `countries local queues` reads).
 pub fn template() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
-        .expect("template.yaml");
-    serde_norway::from_str(&text).expect("template.yaml is YAML")
+    countries_ops::local_stack::queues::template().expect("template.yaml")
 }
 
-/// The value at `path` (a missing key gives YAML null).
-pub fn get<'a>(value: &'a Value, path: &[&str]) -> &'a Value {
-    path.iter().fold(value, |v, key| &v[*key])
-}
+pub use countries_ops::local_stack::queues::get;
 
 /// The resources a deployment in `mode` creates: those without a
 /// condition, and those whose condition holds in that mode.
@@ -108,72 +103,4 @@ pub fn references(value: &Value, out: &mut BTreeSet<String>) {
         Value::Mapping(map) => map.values().for_each(|v| references(v, out)),
         _ => {}
     }
-}
-
-/// The CreateQueue attributes `template.yaml` gives queue resource
-/// `logical`: each property under its own name (SQS and CloudFormation name
-/// them alike), `!Ref P` from `parameters` or P's default, a redrive
-/// target's `!GetAtt X.Arn` from `arns` (logical name → ARN).
-pub fn queue_attributes(
-    t: &Value,
-    logical: &str,
-    parameters: &[(&str, &str)],
-    arns: &std::collections::HashMap<String, String>,
-) -> Vec<(String, String)> {
-    fn resolve(
-        t: &Value,
-        v: &Value,
-        parameters: &[(&str, &str)],
-        arns: &std::collections::HashMap<String, String>,
-    ) -> serde_json::Value {
-        match v {
-            Value::Tagged(tagged) if tagged.tag == "Ref" => {
-                let name = tagged.value.as_str().expect("!Ref names a parameter");
-                let given = parameters.iter().find(|(p, _)| *p == name).map(|(_, v)| *v);
-                let text = given.map(String::from).unwrap_or_else(|| {
-                    match get(t, &["Parameters", name, "Default"]) {
-                        Value::String(s) => s.clone(),
-                        Value::Number(n) => n.to_string(),
-                        other => panic!("parameter {name} has no usable default: {other:?}"),
-                    }
-                });
-                serde_json::Value::String(text)
-            }
-            Value::Tagged(tagged) if tagged.tag == "GetAtt" => {
-                let target = tagged.value.as_str().expect("!GetAtt X.Arn");
-                let logical = target.split('.').next().unwrap_or(target);
-                serde_json::Value::String(
-                    arns.get(logical)
-                        .unwrap_or_else(|| panic!("{logical} is created first"))
-                        .clone(),
-                )
-            }
-            Value::Bool(b) => serde_json::Value::String(b.to_string()),
-            Value::Number(n) => serde_json::Value::String(n.to_string()),
-            Value::String(s) => serde_json::Value::String(s.clone()),
-            Value::Mapping(map) => serde_json::Value::Object(
-                map.iter()
-                    .map(|(k, v)| {
-                        let key = k.as_str().expect("string keys").to_string();
-                        (key, resolve(t, v, parameters, arns))
-                    })
-                    .collect(),
-            ),
-            other => panic!("unexpected value in a queue's properties: {other:?}"),
-        }
-    }
-    let properties = get(t, &["Resources", logical, "Properties"])
-        .as_mapping()
-        .unwrap_or_else(|| panic!("template.yaml has no queue {logical}"));
-    properties
-        .iter()
-        .map(|(k, v)| {
-            let name = k.as_str().expect("property names are strings").to_string();
-            let value = match resolve(t, v, parameters, arns) {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            (name, value)
-        })
-        .collect()
 }

@@ -4,6 +4,7 @@
 pub mod event_source;
 pub mod failures;
 pub mod loader;
+pub mod local_stack;
 pub mod migrate;
 pub mod redrive;
 pub mod smoke;

@@ -8,26 +8,22 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use aws_lambda_events::eventbridge::EventBridgeEvent;
 use clap::{Parser, Subcommand};
-use countries_ops::event_source::LocalEventSource;
 use countries_ops::failures::FailureReport;
-use countries_ops::loader::parse_csv;
 use countries_ops::redrive::move_messages;
-use countries_ops::snowflake_admin::SnowflakeAdmin;
 use countries_ops::status;
 use countries_ops::RedriveConfig;
-use countries_shared::config::{
-    PostgresConfig, PublisherConfig, ReplicatorConfig, ReporterConfig, RetrierConfig,
-    SnowflakeConfig, WriterConfig,
-};
-use countries_shared::lambda;
+use countries_shared::config::{PostgresConfig, SnowflakeConfig};
 use countries_shared::postgres::replica::PostgresStore;
 use countries_shared::{aws, telemetry};
-use lambda_runtime::{Context, LambdaEvent};
+
+mod local;
+
+use local::{
+    drive_retrier, drive_writers, load, publish, real_smoke, replicate, run_report, SCHEDULED_EVENT,
+};
 
 const SAMPLE_ROWS: &str = include_str!("../../local/sample-rows.csv");
-const SCHEDULED_EVENT: &str = include_str!("../../local/events/scheduled-event.json");
 
 /// Operator and local-stack commands of the countries replication job.
 ///
@@ -143,6 +139,29 @@ enum Command {
         #[arg(long, default_value = "COUNTRIES_SMOKE")]
         table: String,
     },
+    /// Set up the local stack's emulators (for infra/local/stack.sh).
+    #[command(subcommand)]
+    Local(LocalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LocalCommand {
+    /// Make template.yaml's queues and the SES sender in the AWS emulator
+    /// (AWS_ENDPOINT_URL); print their URLs as JSON.
+    Queues {
+        /// Queue names start with this.
+        #[arg(long, default_value = "countries")]
+        prefix: String,
+        /// A template parameter instead of its default (repeatable).
+        #[arg(long = "set", value_name = "PARAMETER=VALUE")]
+        set: Vec<String>,
+        /// The sender address to verify.
+        #[arg(long, default_value = "replication@example.com")]
+        sender: String,
+    },
+    /// Make SNOWFLAKE_DATABASE.SNOWFLAKE_SCHEMA and the source table in the
+    /// Snowflake emulator (SNOWFLAKE_ENDPOINT_URL).
+    Snowflake,
 }
 
 #[tokio::main]
@@ -210,118 +229,13 @@ async fn run(command: Command) -> Result<ExitCode> {
         }
         Command::LoadSample => load(SAMPLE_ROWS, "the sample rows").await,
         Command::RealSmoke { table } => real_smoke(&table).await,
+        Command::Local(LocalCommand::Queues {
+            prefix,
+            set,
+            sender,
+        }) => local::local_queues(&prefix, &set, &sender).await,
+        Command::Local(LocalCommand::Snowflake) => local::local_snowflake().await,
     }
-}
-
-async fn real_smoke(table: &str) -> Result<ExitCode> {
-    let config = SnowflakeConfig::from_env()?;
-    let (steps, outcome) = countries_ops::smoke::real_smoke(&config, table).await;
-    for s in &steps {
-        println!("{:<34} {:>7} ms  {}", s.step, s.ms, s.result);
-    }
-    match outcome {
-        Ok(()) => {
-            println!("real-smoke: passed");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("real-smoke: failed: {e}");
-            Ok(ExitCode::from(1))
-        }
-    }
-}
-
-fn lambda_context() -> Context {
-    let mut context = Context::default();
-    context.request_id = "local-invocation".to_string();
-    context
-}
-
-/// Runs the replicator exactly as Lambda would: same configuration, same
-/// clients, same handler, a real EventBridge scheduled event as the payload.
-async fn replicate(event_json: String) -> Result<ExitCode> {
-    let event: EventBridgeEvent =
-        serde_json::from_str(&event_json).context("the event is not an EventBridge event")?;
-    let payload = serde_json::to_value(&event)?;
-    let config = ReplicatorConfig::from_env()?;
-    let replicator = lambda::replicator::build(&config).await?;
-    print_outcome(
-        lambda::replicator::handle(&replicator, LambdaEvent::new(payload, lambda_context())).await,
-    )
-}
-
-/// Prints what a handler returned; exit code 3 when Lambda would report a
-/// failed invocation.
-fn print_outcome<T: serde::Serialize>(
-    result: Result<T, lambda_runtime::Diagnostic>,
-) -> Result<ExitCode> {
-    match result {
-        Ok(summary) => {
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!(
-                "the handler returned an error (Lambda would report a failed invocation):\n  {}: {}",
-                e.error_type, e.error_message
-            );
-            Ok(ExitCode::from(3))
-        }
-    }
-}
-
-async fn drive_retrier(batch_size: i32, timeout: Duration) -> Result<ExitCode> {
-    let config = RetrierConfig::from_env()?;
-    let retrier = lambda::retrier::build(&config).await;
-    let source = LocalEventSource {
-        client: aws_sdk_sqs::Client::new(&aws::sdk_config().await),
-        queue_url: config.retry_queue_url.clone(),
-        batch_size,
-    };
-    let summary = source.drain(&retrier, timeout).await?;
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Runs the publisher exactly as Lambda would, with a scheduled event.
-async fn publish() -> Result<ExitCode> {
-    let config = PublisherConfig::from_env()?;
-    let publisher = lambda::publisher::build(&config).await?;
-    let payload = serde_json::from_str(SCHEDULED_EVENT)?;
-    print_outcome(
-        lambda::publisher::handle(&publisher, LambdaEvent::new(payload, lambda_context())).await,
-    )
-}
-
-async fn drive_writers(
-    writers: usize,
-    batch_size: i32,
-    follow: Duration,
-    timeout: Duration,
-) -> Result<ExitCode> {
-    let config = WriterConfig::from_env()?;
-    let writer = lambda::writer::build(&config).await;
-    let queue_url = std::env::var("CHANGES_QUEUE_URL")
-        .context("CHANGES_QUEUE_URL: the changes queue the writers are fed from")?;
-    let source = LocalEventSource {
-        client: aws_sdk_sqs::Client::new(&aws::sdk_config().await),
-        queue_url,
-        batch_size,
-    };
-    let summary = source
-        .follow_parallel(&writer, writers, follow, timeout)
-        .await?;
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn run_report() -> Result<ExitCode> {
-    let config = ReporterConfig::from_env()?;
-    let reporter = lambda::reporter::build(&config).await;
-    let payload = serde_json::from_str(SCHEDULED_EVENT)?;
-    print_outcome(
-        lambda::reporter::handle(&reporter, LambdaEvent::new(payload, lambda_context())).await,
-    )
 }
 
 async fn status(json: bool, window: i64, stale_after: i64) -> Result<ExitCode> {
@@ -455,25 +369,12 @@ async fn redrive(max: usize) -> Result<ExitCode> {
     })
 }
 
-async fn load(csv: &str, origin: &str) -> Result<ExitCode> {
-    let rows = parse_csv(csv).with_context(|| format!("reading {origin}"))?;
-    let config = ReplicatorConfig::from_env()?;
-    let admin = SnowflakeAdmin::connect(&config.snowflake)?;
-    admin.insert_rows(&rows).await?;
-    println!(
-        "loaded {} rows from {origin} into Snowflake table {}.{}.\"{}\"",
-        rows.len(),
-        config.snowflake.database,
-        config.snowflake.schema,
-        config.snowflake.table
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_lambda_events::eventbridge::EventBridgeEvent;
     use clap::CommandFactory;
+    use countries_ops::loader::parse_csv;
 
     #[test]
     fn the_embedded_sample_and_event_are_valid() {
