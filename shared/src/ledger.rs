@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::config::vars::Function;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
@@ -65,8 +67,8 @@ impl RunSink {
     /// The function whose runs send rows here.
     pub fn function(self) -> &'static str {
         match self {
-            Self::Postgres => "replicator",
-            Self::ChangesQueue => "publisher",
+            Self::Postgres => Function::Replicator.name(),
+            Self::ChangesQueue => Function::Publisher.name(),
         }
     }
 }

@@ -67,11 +67,13 @@ pub fn init() {
 /// the metric names it emits. Alarms and the dashboard in `template.yaml`
 /// may only use these (the template contract test checks it).
 pub mod metric {
-    pub const REPLICATOR: &str = "replicator";
-    pub const RETRIER: &str = "retrier";
-    pub const REPORTER: &str = "dlq-reporter";
-    pub const PUBLISHER: &str = "publisher";
-    pub const WRITER: &str = "writer";
+    use crate::config::vars::Function;
+
+    pub const REPLICATOR: &str = Function::Replicator.name();
+    pub const RETRIER: &str = Function::Retrier.name();
+    pub const REPORTER: &str = Function::Reporter.name();
+    pub const PUBLISHER: &str = Function::Publisher.name();
+    pub const WRITER: &str = Function::Writer.name();
 
     pub const ROWS_READ: &str = "RowsRead";
     pub const ROWS_WRITTEN: &str = "RowsWritten";

@@ -18,7 +18,10 @@ pub enum Function {
 }
 
 impl Function {
-    pub fn name(self) -> &'static str {
+    /// The function's name: its folder under `functions/`, its binary, its
+    /// `Function` metric dimension and its column in `countries status`.
+    /// Every other spelling in the code comes from here.
+    pub const fn name(self) -> &'static str {
         match self {
             Self::Replicator => "replicator",
             Self::Retrier => "retrier",

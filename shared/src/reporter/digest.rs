@@ -20,6 +20,10 @@ pub const RECOVERY_STEPS: &[(&str, &str)] = &[
         "after fixing the cause in Postgres, write the records again and mark them resolved",
     ),
     (
+        "countries resolve MESSAGE_ID… --note …",
+        "mark records resolved without writing them (fixed at the source, or an older version)",
+    ),
+    (
         "countries redrive",
         "move what is still in the dead-letter queue back to the retry queue",
     ),

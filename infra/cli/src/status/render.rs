@@ -1,5 +1,7 @@
 //! `countries status` as one screen of text.
 
+use countries_shared::ledger::RunSink;
+
 use super::{Health, Part, QueueDepth, Status};
 
 /// The status as one screen of text.
@@ -70,10 +72,10 @@ pub fn render(s: &Status) -> String {
                     out,
                     "{:<20} {:<10} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
                     r.started_at.format("%Y-%m-%d %H:%M:%S"),
-                    if r.sink == "changes_queue" {
-                        "publisher"
+                    if r.sink == RunSink::ChangesQueue.as_str() {
+                        RunSink::ChangesQueue.function()
                     } else {
-                        "replicator"
+                        RunSink::Postgres.function()
                     },
                     r.outcome,
                     r.rows_read,
