@@ -50,7 +50,7 @@ fn code_only(text: &str) -> String {
         .join("\n")
 }
 
-/// The module path of a file: `postgres/writer.rs` → [postgres, writer].
+/// The module path of a file: `postgres/sink.rs` → [postgres, sink].
 fn module_of(file: &Path) -> Vec<String> {
     let mut parts: Vec<String> = file
         .with_extension("")

@@ -10,6 +10,7 @@ use countries_ops::event_source::LocalEventSource;
 use countries_ops::failures::FailureReport;
 use countries_ops::redrive::move_messages;
 use countries_shared::deadline::Deadline;
+use countries_shared::dlq_reporter::Reporter;
 use countries_shared::ledger::RunOutcome;
 use countries_shared::model::message::FailureClass;
 use countries_shared::model::message::FailureDetail;
@@ -17,7 +18,6 @@ use countries_shared::model::message::RetryMessage;
 use countries_shared::model::row::SourceRow;
 use countries_shared::ports::RetryQueue;
 use countries_shared::postgres::replica::PostgresStore;
-use countries_shared::reporter::Reporter;
 use countries_shared::retrier::Retrier;
 use countries_shared::sqs::dead_letters::SqsDeadLetterQueue;
 use countries_shared::sqs::retry_queue::SqsRetryQueue;
@@ -101,7 +101,7 @@ async fn a_fixable_failure_is_written_by_the_retrier_once_the_cause_is_gone() {
         "nothing reaches the DLQ"
     );
 
-    let report = countries_shared::lambda::reporter::build(&env.reporter_config())
+    let report = countries_shared::lambda::dlq_reporter::build(&env.reporter_config())
         .await
         .run(Uuid::new_v4(), &Deadline::none())
         .await;
@@ -124,7 +124,7 @@ async fn a_poison_record_ends_in_the_failure_report_and_one_email_then_replays()
     assert_eq!((drive.succeeded, drive.failed), (0, 10), "{drive:?}");
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 2);
 
-    let reporter = countries_shared::lambda::reporter::build(&env.reporter_config()).await;
+    let reporter = countries_shared::lambda::dlq_reporter::build(&env.reporter_config()).await;
     let report = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
     assert_eq!(
         (report.messages, report.stored_new, report.emailed),
@@ -235,7 +235,7 @@ async fn malformed_messages_reach_the_report_with_their_body() {
     assert_eq!(drive.succeeded, 0);
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, bodies.len());
 
-    let report = countries_shared::lambda::reporter::build(&env.reporter_config())
+    let report = countries_shared::lambda::dlq_reporter::build(&env.reporter_config())
         .await
         .run(Uuid::new_v4(), &Deadline::none())
         .await;
@@ -375,7 +375,7 @@ fn short_hidden_dlq(env: &TestEnv) -> SqsDeadLetterQueue {
 /// Runs the reporter until the messages an earlier run hid are visible again.
 async fn run_until_it_sees_messages(
     reporter: &Reporter,
-) -> countries_shared::reporter::ReportSummary {
+) -> countries_shared::dlq_reporter::ReportSummary {
     let mut report = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
     for _ in 0..20 {
         if report.messages > 0 {
@@ -393,7 +393,7 @@ async fn when_ses_refuses_the_email_the_dead_letters_are_kept_for_the_next_run()
     one_poison_record_in_the_dead_letter_queue(&env).await;
     let mut config = env.reporter_config();
     config.sender = "not-verified@example.com".into();
-    let mut refusing = countries_shared::lambda::reporter::build(&config).await;
+    let mut refusing = countries_shared::lambda::dlq_reporter::build(&config).await;
     refusing.dlq = Box::new(short_hidden_dlq(&env));
     let refused = refusing.run(Uuid::new_v4(), &Deadline::none()).await;
     assert!(!refused.emailed, "{refused:?}");
@@ -405,7 +405,7 @@ async fn when_ses_refuses_the_email_the_dead_letters_are_kept_for_the_next_run()
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 1, "kept");
 
     // The next run (with a working sender) reports it once.
-    let mut reporter = countries_shared::lambda::reporter::build(&env.reporter_config()).await;
+    let mut reporter = countries_shared::lambda::dlq_reporter::build(&env.reporter_config()).await;
     reporter.dlq = Box::new(short_hidden_dlq(&env));
     let report = run_until_it_sees_messages(&reporter).await;
     assert!(report.emailed && report.deleted == 1, "{report:?}");
@@ -586,7 +586,7 @@ async fn when_ses_is_unreachable_the_dead_letters_are_kept_and_reported_later() 
             .build(),
     );
     let config = env.reporter_config();
-    let mut cut_off = countries_shared::lambda::reporter::build(&config).await;
+    let mut cut_off = countries_shared::lambda::dlq_reporter::build(&config).await;
     cut_off.dlq = Box::new(short_hidden_dlq(&env));
     cut_off.mailer = Box::new(countries_shared::ses::SesMailer::new(
         unreachable_ses,
@@ -601,7 +601,7 @@ async fn when_ses_is_unreachable_the_dead_letters_are_kept_and_reported_later() 
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 1, "kept");
     assert!(env.sent_emails().await.is_empty());
 
-    let mut reporter = countries_shared::lambda::reporter::build(&config).await;
+    let mut reporter = countries_shared::lambda::dlq_reporter::build(&config).await;
     reporter.dlq = Box::new(short_hidden_dlq(&env));
     let report = run_until_it_sees_messages(&reporter).await;
     assert!(report.emailed && report.deleted == 1, "{report:?}");
@@ -640,7 +640,7 @@ async fn one_unstorable_record_does_not_block_the_failure_report() {
     // Postgres text cannot hold NUL: this one is stored escaped.
     bodies.push(serde_json::to_string(&rejected(99, "U\u{0}S")).unwrap());
     send_bodies(&env, "DEAD_LETTER_QUEUE_URL", &bodies).await;
-    let reporter = countries_shared::lambda::reporter::build(&env.reporter_config()).await;
+    let reporter = countries_shared::lambda::dlq_reporter::build(&env.reporter_config()).await;
     let report = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
     assert!(report.error.is_none(), "{report:?}");
     assert_eq!(
@@ -688,7 +688,7 @@ async fn ids_past_64_bits_keep_every_digit_through_the_retry_path() {
     let drive = retry_until_empty(&env).await;
     assert_eq!(drive.succeeded, 0, "{drive:?}");
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 2);
-    let reporter = countries_shared::lambda::reporter::build(&env.reporter_config()).await;
+    let reporter = countries_shared::lambda::dlq_reporter::build(&env.reporter_config()).await;
     let report = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
     assert_eq!((report.messages, report.deleted), (2, 2), "{report:?}");
     let stored: Vec<(String, String, String, String)> = env

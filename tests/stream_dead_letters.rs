@@ -92,7 +92,7 @@ async fn a_batch_that_keeps_failing_is_reported_row_by_row_and_replayed_unless_o
         .expect("the changes queue empties");
 
     // The report: one record per row, with the writer's error.
-    let report = lambda::reporter::build(&env.reporter_config())
+    let report = lambda::dlq_reporter::build(&env.reporter_config())
         .await
         .run(Uuid::new_v4(), &Deadline::none())
         .await;

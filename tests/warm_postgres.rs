@@ -6,13 +6,13 @@
 
 use countries_shared::failure::ErrorKind;
 use countries_shared::model::row::{validate, SourceRow};
-use countries_shared::ports::RowWriter;
+use countries_shared::ports::RowSink;
 use countries_shared::postgres::replica::PostgresStore;
+use countries_shared::postgres::sink::PgSink;
 use countries_shared::postgres::warm::PasswordSource;
-use countries_shared::postgres::writer::PgWriter;
 use testkit::{pg_admin, stack_var, TestEnv};
 
-async fn backend_pid(writer: &PgWriter) -> i32 {
+async fn backend_pid(writer: &PgSink) -> i32 {
     writer
         .client()
         .query_one("SELECT pg_backend_pid()", &[])

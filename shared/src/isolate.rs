@@ -12,7 +12,7 @@
 use crate::deadline::Deadline;
 use crate::failure::{Classify, ErrorKind, WriteError};
 use crate::model::row::CountryRow;
-use crate::ports::RowWriter;
+use crate::ports::RowSink;
 use crate::retry::{retry, RetryPolicy};
 
 /// What happened to one chunk of rows (indices into the chunk).
@@ -33,7 +33,7 @@ pub struct ChunkResult {
 /// Near `deadline` no further statement starts: what is left is deferred and
 /// `stop` says why.
 pub async fn write_isolating(
-    writer: &mut dyn RowWriter,
+    writer: &mut dyn RowSink,
     rows: &[&CountryRow],
     failure_budget: usize,
     policy: RetryPolicy,

@@ -7,9 +7,9 @@
 //!   fatal), [`retry`] (the one retry helper), [`isolate`] (bisection);
 //! - the ports ([`ports`]) and one adapter folder per service: [`snowflake`],
 //!   [`postgres`], [`sqs`], [`ses`], plus [`secrets`] and [`aws`];
-//! - the use cases, one per function: [`replicator`], [`retrier`],
-//!   [`reporter`], and stream mode's [`publisher`] and [`stream_writer`]
-//!   (the `writer` function);
+//! - the use cases, one per function and named after it: [`replicator`],
+//!   [`retrier`], [`dlq_reporter`], and stream mode's [`publisher`] and
+//!   [`writer`];
 //! - the Lambda handlers and their wiring: [`lambda`];
 //! - [`config`] (the environment, read once), [`deadline`] (the
 //!   invocation's), [`telemetry`] (logs, metrics);
@@ -24,6 +24,7 @@ pub mod aws;
 pub mod checks;
 pub mod config;
 pub mod deadline;
+pub mod dlq_reporter;
 pub mod failure;
 pub mod isolate;
 pub mod lambda;
@@ -33,14 +34,13 @@ pub mod ports;
 pub mod postgres;
 pub mod publisher;
 pub mod replicator;
-pub mod reporter;
 pub mod retrier;
 pub mod retry;
 pub mod secrets;
 pub mod ses;
 pub mod snowflake;
 pub mod sqs;
-pub mod stream_writer;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;
+pub mod writer;

@@ -1,5 +1,5 @@
 //! The ports: the small traits through which the use cases (replicator,
-//! publisher, retrier, reporter, stream writer) reach the services. Their
+//! publisher, retrier, dlq-reporter, writer) reach the services. Their
 //! real adapters live in the folder of their service (`snowflake/`,
 //! `postgres/`, `sqs/`, `ses`; the publisher's changes-queue store in
 //! `publisher/`), each tested against the real service; their in-memory
@@ -123,16 +123,17 @@ pub const MAX_RANGES_PER_DELETE: usize = 1_000;
 
 // ---- Postgres: the replica and the failure report ----
 
-/// Something rows can be written to: one statement per call.
+/// A sink: something a use case writes rows into, one statement per call
+/// (the Postgres replica; the publisher's changes queue).
 #[async_trait]
-pub trait RowWriter: Send {
+pub trait RowSink: Send {
     /// Upserts the rows in one statement: all of them are committed, or none.
     /// Returns how many rows changed (a replay changes none).
     async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError>;
 
     /// Stream mode: records which batch of each message group is written
     /// next ([`ChangeMark`]), before its rows. Only the Postgres replica
-    /// keeps marks; a writer that is not one has nothing to record.
+    /// keeps marks; any other sink has nothing to record.
     async fn mark_changes(&mut self, marks: &[ChangeMark]) -> Result<(), WriteError> {
         let _ = marks;
         Ok(())
@@ -158,15 +159,16 @@ pub trait ReplicaStore: Send + Sync {
 
 /// One run's hold on the replica. Dropping it releases the lock.
 #[async_trait]
-pub trait ReplicaRun: RowWriter {
+pub trait ReplicaRun: RowSink {
     /// Records the run's outcome in the ledger.
     async fn finish(&mut self, summary: &RunSummary) -> Result<(), WriteError>;
 }
 
-/// Opens writers without a run lock (the retrier and the replay command).
+/// Opens sinks into the replica without a run lock (the retrier, the
+/// writer and the replay command).
 #[async_trait]
-pub trait WriterPool: Send + Sync {
-    async fn writer(&self) -> Result<Box<dyn RowWriter>, WriteError>;
+pub trait SinkPool: Send + Sync {
+    async fn open(&self) -> Result<Box<dyn RowSink>, WriteError>;
 }
 
 /// What storing one failure-report entry did.

@@ -22,8 +22,8 @@ use crate::model::report::{DeadLetter, Digest, FailureEntry};
 use crate::model::row::{CountryRow, SourceRow};
 use crate::ports::{
     ChangeParking, ChangeQueue, DeadLetterQueue, Deleted, FailureStore, IdMatch, Mailer,
-    ReplicaRun, ReplicaStore, RetryQueue, RowNumbers, RowSource, RowWriter, RowsInMemory, Snapshot,
-    SourceRows, Stored, VisibilityDelay, WriterPool, MAX_RANGES_PER_DELETE,
+    ReplicaRun, ReplicaStore, RetryQueue, RowNumbers, RowSink, RowSource, RowsInMemory, SinkPool,
+    Snapshot, SourceRows, Stored, VisibilityDelay, MAX_RANGES_PER_DELETE,
 };
 
 /// Locks a fake's state; a test that panicked while holding it has failed
@@ -278,7 +278,7 @@ impl ReplicaStore for MemoryStore {
         }
         state.locked = true;
         state.ledger.push(summary.clone());
-        Ok(Some(Box::new(MemoryWriter {
+        Ok(Some(Box::new(MemorySink {
             state: self.0.clone(),
             holds_lock: true,
         })))
@@ -286,12 +286,12 @@ impl ReplicaStore for MemoryStore {
 }
 
 #[async_trait]
-impl WriterPool for MemoryStore {
-    async fn writer(&self) -> Result<Box<dyn RowWriter>, WriteError> {
+impl SinkPool for MemoryStore {
+    async fn open(&self) -> Result<Box<dyn RowSink>, WriteError> {
         if self.state().down {
             return Err(WriteError::transient("connection refused"));
         }
-        Ok(Box::new(MemoryWriter {
+        Ok(Box::new(MemorySink {
             state: self.0.clone(),
             holds_lock: false,
         }))
@@ -299,12 +299,12 @@ impl WriterPool for MemoryStore {
 }
 
 /// A connection to the replica; with the run lock when opened for a run.
-pub struct MemoryWriter {
+pub struct MemorySink {
     state: Arc<Mutex<StoreState>>,
     holds_lock: bool,
 }
 
-impl Drop for MemoryWriter {
+impl Drop for MemorySink {
     fn drop(&mut self) {
         if self.holds_lock {
             lock(&self.state).locked = false;
@@ -313,7 +313,7 @@ impl Drop for MemoryWriter {
 }
 
 #[async_trait]
-impl RowWriter for MemoryWriter {
+impl RowSink for MemorySink {
     async fn mark_changes(
         &mut self,
         marks: &[crate::model::change::ChangeMark],
@@ -381,7 +381,7 @@ impl RowWriter for MemoryWriter {
 }
 
 #[async_trait]
-impl ReplicaRun for MemoryWriter {
+impl ReplicaRun for MemorySink {
     async fn finish(&mut self, summary: &RunSummary) -> Result<(), WriteError> {
         lock(&self.state).ledger.push(summary.clone());
         Ok(())
@@ -567,14 +567,14 @@ pub fn change_bodies(batches: &[ChangeBatch]) -> Vec<(String, Option<String>)> {
 /// Delivers (group, body) pairs to a stream writer as one invocation, in
 /// order; the message ids are "m0", "m1", …
 pub async fn deliver_changes(
-    writer: &crate::stream_writer::StreamWriter,
+    writer: &crate::writer::ChangeWriter,
     bodies: &[(String, Option<String>)],
-) -> crate::stream_writer::StreamSummary {
+) -> crate::writer::StreamSummary {
     let ids: Vec<String> = (0..bodies.len()).map(|i| format!("m{i}")).collect();
-    let deliveries: Vec<crate::stream_writer::ChangeDelivery<'_>> = bodies
+    let deliveries: Vec<crate::writer::ChangeDelivery<'_>> = bodies
         .iter()
         .zip(&ids)
-        .map(|((group, body), id)| crate::stream_writer::ChangeDelivery {
+        .map(|((group, body), id)| crate::writer::ChangeDelivery {
             message_id: id,
             body: body.as_deref(),
             group: Some(group.as_str()),

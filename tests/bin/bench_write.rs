@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use countries_shared::config::PostgresConfig;
 use countries_shared::model::row::{validate, CountryRow, SourceRow};
-use countries_shared::ports::RowWriter;
+use countries_shared::ports::RowSink;
 use countries_shared::postgres::connect::connect;
 use countries_shared::postgres::replica::PostgresStore;
 use tokio_postgres::types::Type;

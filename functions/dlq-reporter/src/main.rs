@@ -1,9 +1,9 @@
 //! The `dlq-reporter` Lambda, on its own schedule: dead-letter queue to
-//! failure report and one digest email. Use case: `countries_shared::reporter`;
-//! handler and wiring: `countries_shared::lambda::reporter`.
+//! failure report and one digest email. Use case: `countries_shared::dlq_reporter`;
+//! handler and wiring: `countries_shared::lambda::dlq_reporter`.
 
 use countries_shared::config::{Env, ReporterConfig};
-use countries_shared::lambda::reporter::{build, handle};
+use countries_shared::lambda::dlq_reporter::{build, handle};
 use countries_shared::lambda::start_or_exit;
 use countries_shared::telemetry;
 use lambda_runtime::{service_fn, Error, LambdaEvent};

@@ -11,7 +11,7 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use countries_shared::failure::WriteError;
 use countries_shared::lambda::retrier::handle;
 use countries_shared::model::row::CountryRow;
-use countries_shared::ports::{RowWriter, WriterPool};
+use countries_shared::ports::{RowSink, SinkPool};
 use countries_shared::retrier::Retrier;
 use countries_shared::retry::{Backoff, RetryPolicy};
 
@@ -19,14 +19,14 @@ struct PanickingPool;
 struct PanickingWriter;
 
 #[async_trait]
-impl WriterPool for PanickingPool {
-    async fn writer(&self) -> Result<Box<dyn RowWriter>, WriteError> {
+impl SinkPool for PanickingPool {
+    async fn open(&self) -> Result<Box<dyn RowSink>, WriteError> {
         Ok(Box::new(PanickingWriter))
     }
 }
 
 #[async_trait]
-impl RowWriter for PanickingWriter {
+impl RowSink for PanickingWriter {
     async fn write_chunk(&mut self, _rows: &[CountryRow]) -> Result<u64, WriteError> {
         panic!("a writer bug (panic probe)");
     }
@@ -35,7 +35,7 @@ impl RowWriter for PanickingWriter {
 #[tokio::main]
 async fn main() {
     let retrier = Retrier {
-        writers: Box::new(PanickingPool),
+        sinks: Box::new(PanickingPool),
         policy: RetryPolicy::immediate(1),
         delay: None,
         retry_backoff: Backoff::ZERO,

@@ -1,5 +1,5 @@
 //! The `writer` Lambda (stream mode), triggered by the changes queue with
-//! `ReportBatchItemFailures`. Use case: `countries_shared::stream_writer`;
+//! `ReportBatchItemFailures`. Use case: `countries_shared::writer`;
 //! handler and wiring: `countries_shared::lambda::writer`.
 
 use aws_lambda_events::event::sqs::SqsEvent;

@@ -10,7 +10,7 @@ use countries_shared::failure::WriteError;
 use countries_shared::isolate::write_isolating;
 use countries_shared::model::report::ChangeOrigin;
 use countries_shared::model::row::{validate, CountryRow, SourceRow};
-use countries_shared::ports::{RowWriter, WriterPool};
+use countries_shared::ports::{RowSink, SinkPool};
 use countries_shared::postgres::connect::connect;
 use countries_shared::postgres::failure_report::PostgresFailureReport;
 use countries_shared::postgres::sqlstate::write_error;
@@ -102,7 +102,7 @@ impl FailureReport {
     /// some message ids.
     pub async fn replay(
         &self,
-        writers: &dyn WriterPool,
+        writers: &dyn SinkPool,
         only: Option<&[String]>,
     ) -> Result<ReplayOutcome, WriteError> {
         let failures = self.unresolved(100_000).await?;
@@ -147,7 +147,7 @@ impl FailureReport {
         }
         drop(conn);
         if !rows.is_empty() {
-            let mut writer: Box<dyn RowWriter> = writers.writer().await?;
+            let mut writer: Box<dyn RowSink> = writers.open().await?;
             let refs: Vec<&CountryRow> = rows.iter().map(|(_, r)| r).collect();
             let policy = RetryPolicy::new(3);
             let result = write_isolating(

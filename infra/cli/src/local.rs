@@ -173,10 +173,10 @@ pub async fn drive_writers(
 
 pub async fn run_report() -> Result<ExitCode> {
     let config = ReporterConfig::from_env()?;
-    let reporter = lambda::reporter::build(&config).await;
+    let reporter = lambda::dlq_reporter::build(&config).await;
     let payload = serde_json::from_str(SCHEDULED_EVENT)?;
     print_outcome(
-        lambda::reporter::handle(&reporter, LambdaEvent::new(payload, lambda_context())).await,
+        lambda::dlq_reporter::handle(&reporter, LambdaEvent::new(payload, lambda_context())).await,
     )
 }
 

@@ -3,9 +3,9 @@
 //! configuration in, real adapters out. `functions/<name>/src/main.rs` reads
 //! the configuration, calls `build` once, and runs `handle`.
 
+pub mod dlq_reporter;
 pub mod publisher;
 pub mod replicator;
-pub mod reporter;
 pub mod retrier;
 pub mod writer;
 

@@ -26,7 +26,7 @@ pub async fn build(config: &RetrierConfig) -> Retrier {
     };
     Retrier {
         // The container's warm connection (crate::postgres::warm).
-        writers: Box::new(PostgresStore::with_password_source(
+        sinks: Box::new(PostgresStore::with_password_source(
             config.postgres.clone(),
             PasswordSource::from_config(&config.postgres).await,
         )),
@@ -99,7 +99,7 @@ mod tests {
     async fn the_response_lists_the_failed_message_ids_and_backs_them_off() {
         let delays = MemoryDelays::default();
         let retrier = Retrier {
-            writers: Box::new(MemoryStore::default()),
+            sinks: Box::new(MemoryStore::default()),
             policy: RetryPolicy::immediate(1),
             delay: Some(Box::new(delays.clone())),
             retry_backoff: Backoff {
@@ -130,7 +130,7 @@ mod tests {
     async fn a_short_deadline_from_the_context_lists_every_message_unwritten() {
         let store = MemoryStore::default();
         let retrier = Retrier {
-            writers: Box::new(store.clone()),
+            sinks: Box::new(store.clone()),
             policy: RetryPolicy::immediate(1),
             delay: None,
             retry_backoff: Backoff::ZERO,

@@ -11,12 +11,12 @@ use crate::postgres::warm::PasswordSource;
 use crate::retry::RetryPolicy;
 use crate::sqs::changes_queue::SqsChangeParking;
 use crate::sqs::retry_queue::SqsRetryQueue;
-use crate::stream_writer::{ChangeDelivery, StreamSummary, StreamWriter};
 use crate::telemetry::metric;
+use crate::writer::{ChangeDelivery, ChangeWriter, StreamSummary};
 
 /// The function's use case and its deadline margin.
 pub struct WriterFunction {
-    pub writer: StreamWriter,
+    pub writer: ChangeWriter,
     pub deadline_margin: Option<std::time::Duration>,
 }
 
@@ -24,9 +24,9 @@ pub struct WriterFunction {
 pub async fn build(config: &WriterConfig) -> WriterFunction {
     let sqs = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
     WriterFunction {
-        writer: StreamWriter {
+        writer: ChangeWriter {
             // The container's warm connection (crate::postgres::warm).
-            writers: Box::new(PostgresStore::with_password_source(
+            sinks: Box::new(PostgresStore::with_password_source(
                 config.postgres.clone(),
                 PasswordSource::from_config(&config.postgres).await,
             )),
@@ -115,8 +115,8 @@ mod tests {
     async fn deliver(parking: &MemoryParking) -> (Vec<String>, Vec<i32>) {
         let store = MemoryStore::default();
         let function = WriterFunction {
-            writer: StreamWriter {
-                writers: Box::new(store.clone()),
+            writer: ChangeWriter {
+                sinks: Box::new(store.clone()),
                 retry_queue: Box::new(MemoryQueue::default()),
                 policy: RetryPolicy::immediate(1),
                 parking: Box::new(parking.clone()),

@@ -1,5 +1,5 @@
 //! Postgres, the system rows go to: [`connect`] (TLS), [`sqlstate`] (the one
-//! classification of its errors), [`writer`] (COPY first, then the upsert),
+//! classification of its errors), [`sink`] (rows in: COPY first, then the upsert),
 //! [`replica`] (the run lock and the ledger) and [`failure_report`] (the
 //! dlq-reporter's durable report), and [`warm`] (the connection a warm
 //! container keeps between invocations).
@@ -8,6 +8,6 @@ pub mod connect;
 pub mod failure_report;
 pub mod lock;
 pub mod replica;
+pub mod sink;
 pub mod sqlstate;
 pub mod warm;
-pub mod writer;

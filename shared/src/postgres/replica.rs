@@ -7,12 +7,12 @@ use crate::config::PostgresConfig;
 use crate::failure::WriteError;
 use crate::ledger::RunSummary;
 use crate::model::row::CountryRow;
-use crate::ports::{ReplicaRun, ReplicaStore, RowWriter, WriterPool};
+use crate::ports::{ReplicaRun, ReplicaStore, RowSink, SinkPool};
 use crate::postgres::connect::connect;
 use crate::postgres::lock::try_lock;
+use crate::postgres::sink::PgSink;
 use crate::postgres::sqlstate::write_error;
 use crate::postgres::warm::{Lease, PasswordSource, WarmConnection};
-use crate::postgres::writer::PgWriter;
 
 /// The replica: the target table, its run lock and the ledger. Writers
 /// without the lock (the retrier, the stream writer) use the container's
@@ -55,7 +55,7 @@ impl ReplicaStore for PostgresStore {
         if !try_lock(&connection.client, &lock_name).await? {
             return Ok(None);
         }
-        let writer = PgWriter::new(
+        let writer = PgSink::new(
             self.config.clone(),
             Lease::from(connection),
             Some(lock_name),
@@ -68,8 +68,8 @@ impl ReplicaStore for PostgresStore {
 }
 
 #[async_trait]
-impl WriterPool for PostgresStore {
-    async fn writer(&self) -> Result<Box<dyn RowWriter>, WriteError> {
+impl SinkPool for PostgresStore {
+    async fn open(&self) -> Result<Box<dyn RowSink>, WriteError> {
         Ok(Box::new(self.pg_writer().await?))
     }
 }
@@ -77,15 +77,15 @@ impl WriterPool for PostgresStore {
 impl PostgresStore {
     /// A writer without the run lock on the warm connection, as a concrete
     /// type (the benchmark).
-    pub async fn pg_writer(&self) -> Result<PgWriter, WriteError> {
+    pub async fn pg_writer(&self) -> Result<PgSink, WriteError> {
         let lease = self.warm.lease().await?;
         // With the password in use now, should it reconnect mid-invocation.
-        PgWriter::new(self.warm.current_config(), lease, None).await
+        PgSink::new(self.warm.current_config(), lease, None).await
     }
 }
 
 struct PostgresRun {
-    writer: PgWriter,
+    writer: PgSink,
 }
 
 impl PostgresRun {
@@ -144,7 +144,7 @@ impl PostgresRun {
 }
 
 #[async_trait]
-impl RowWriter for PostgresRun {
+impl RowSink for PostgresRun {
     async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
         self.writer.write_chunk(rows).await
     }

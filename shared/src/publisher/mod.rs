@@ -31,7 +31,7 @@ use crate::failure::{QueueError, WriteError};
 use crate::ledger::{RunOutcome, RunSink, RunSummary};
 use crate::model::change::{pack, MAX_CHANGE_BYTES};
 use crate::model::row::CountryRow;
-use crate::ports::{ChangeQueue, ReplicaRun, ReplicaStore, RowWriter};
+use crate::ports::{ChangeQueue, ReplicaRun, ReplicaStore, RowSink};
 use crate::replicator::Replicator;
 
 /// The publisher function's use case: runs, one after another, for
@@ -137,7 +137,7 @@ struct PublishingRun {
 }
 
 #[async_trait]
-impl RowWriter for PublishingRun {
+impl RowSink for PublishingRun {
     /// Publishes the rows; `Ok` only when the queue accepted every batch.
     async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
         let mut batches = pack(self.run_id, rows, self.buckets, MAX_CHANGE_BYTES);

@@ -11,10 +11,10 @@ use crate::model::row::SourceRow;
 use crate::ports::NoHook;
 use crate::replicator::Replicator;
 use crate::retry::Backoff;
-use crate::stream_writer::StreamWriter;
 use crate::testing::{
     change_bodies, deliver_changes, MemoryChanges, MemoryQueue, MemorySource, MemoryStore,
 };
+use crate::writer::ChangeWriter;
 
 const BUCKETS: u32 = 4;
 
@@ -171,14 +171,14 @@ async fn a_publisher_run_waits_for_a_replicator_run_on_the_same_lock() {
 /// The whole stream path in memory: what the publisher sends, delivered
 /// to the stream writer bucket by bucket, ends in the replica.
 #[tokio::test]
-async fn what_the_publisher_sends_the_stream_writer_writes() {
+async fn what_the_publisher_sends_the_writer_writes() {
     let spec: Vec<(i128, &str)> = (1..=50).map(|i| (i, "NLD")).collect();
     let world = World::new(rows(&spec));
     let summary = world.publish(small_chunks()).await;
     assert_eq!(summary.rows_written, 50, "{summary:?}");
     let replica = MemoryStore::default();
-    let writer = StreamWriter {
-        writers: Box::new(replica.clone()),
+    let writer = ChangeWriter {
+        sinks: Box::new(replica.clone()),
         retry_queue: Box::new(MemoryQueue::default()),
         policy: crate::retry::RetryPolicy::immediate(3),
         parking: Box::new(crate::testing::MemoryParking::default()),

@@ -31,11 +31,11 @@ use crate::failure::{Classify, ErrorKind, WriteError};
 use crate::isolate::write_isolating;
 use crate::model::message::{parse_retry_message, MalformedMessage};
 use crate::model::row::{validate, CountryRow, InvalidRow};
-use crate::ports::{VisibilityDelay, WriterPool};
+use crate::ports::{SinkPool, VisibilityDelay};
 use crate::retry::{Backoff, RetryPolicy};
 
 pub struct Retrier {
-    pub writers: Box<dyn WriterPool>,
+    pub sinks: Box<dyn SinkPool>,
     pub policy: RetryPolicy,
     /// Stretches the visibility timeout of a failed delivery; None leaves
     /// the queue's own timeout.
@@ -262,7 +262,7 @@ impl Retrier {
                 .map(|r| vec![Verdict::Retry(RetryReason::DeadlineNear); r.len()])
                 .collect();
         }
-        let mut writer = match self.writers.writer().await {
+        let mut writer = match self.sinks.open().await {
             Ok(w) => w,
             Err(e) => {
                 return rounds

@@ -8,7 +8,7 @@ use crate::testing::{MemoryDelays, MemoryStore};
 
 fn retrier(pool: &MemoryStore, delays: &MemoryDelays) -> Retrier {
     Retrier {
-        writers: Box::new(pool.clone()),
+        sinks: Box::new(pool.clone()),
         policy: RetryPolicy::immediate(2),
         delay: Some(Box::new(delays.clone())),
         retry_backoff: Backoff {

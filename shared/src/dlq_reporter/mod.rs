@@ -24,10 +24,10 @@ use uuid::Uuid;
 use std::collections::HashMap;
 
 use crate::deadline::Deadline;
+use crate::dlq_reporter::digest::{compose_digest, csv_line_bytes};
 use crate::failure::WriteError;
 use crate::model::report::{DeadLetter, FailureEntry, LetterQueue};
 use crate::ports::{DeadLetterQueue, FailureStore, Mailer, Stored};
-use crate::reporter::digest::{compose_digest, csv_line_bytes};
 
 pub struct Reporter {
     pub dlq: Box<dyn DeadLetterQueue>,

@@ -9,7 +9,7 @@ use crate::config::PostgresConfig;
 use crate::failure::{ErrorKind, WriteError};
 use crate::model::change::ChangeMark;
 use crate::model::row::CountryRow;
-use crate::ports::RowWriter;
+use crate::ports::RowSink;
 use crate::postgres::connect::connect;
 use crate::postgres::lock::try_lock;
 use crate::postgres::sqlstate::write_error;
@@ -53,7 +53,7 @@ async fn prepare_upsert(client: &Client, config: &PostgresConfig) -> Result<Stat
 /// for a row-level reason (usually `23505`: some ids exist already, as in a
 /// replay or an update), the chunk is written again with the upsert, which is
 /// the semantics; its errors are what the caller sees.
-pub struct PgWriter {
+pub struct PgSink {
     config: PostgresConfig,
     lock_name: Option<String>,
     upsert: Statement,
@@ -69,7 +69,7 @@ pub fn copy_statement(config: &PostgresConfig) -> String {
     )
 }
 
-impl PgWriter {
+impl PgSink {
     pub(crate) async fn new(
         config: PostgresConfig,
         mut connection: Lease,
@@ -158,7 +158,7 @@ impl PgWriter {
 }
 
 #[async_trait]
-impl RowWriter for PgWriter {
+impl RowSink for PgSink {
     async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
         let written = self.write(rows).await;
         if written
@@ -189,7 +189,7 @@ fn last_per_group(marks: &[ChangeMark]) -> Vec<ChangeMark> {
     last.into_values().collect()
 }
 
-impl PgWriter {
+impl PgSink {
     async fn mark(&mut self, marks: &[ChangeMark]) -> Result<(), WriteError> {
         if marks.is_empty() {
             return Ok(());

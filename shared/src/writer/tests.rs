@@ -22,9 +22,9 @@ impl World {
         }
     }
 
-    fn writer(&self) -> StreamWriter {
-        StreamWriter {
-            writers: Box::new(self.store.clone()),
+    fn writer(&self) -> ChangeWriter {
+        ChangeWriter {
+            sinks: Box::new(self.store.clone()),
             retry_queue: Box::new(self.queue.clone()),
             policy: RetryPolicy::immediate(3),
             parking: Box::new(self.parking.clone()),
@@ -333,7 +333,7 @@ mod properties {
 
 /// Delivers the bodies as one invocation, each on its `receive`th receive.
 async fn deliver_received(
-    writer: &StreamWriter,
+    writer: &ChangeWriter,
     bodies: &[(String, Option<String>)],
     receive: u32,
 ) -> StreamSummary {

@@ -1,8 +1,8 @@
 use super::*;
 use crate::deadline::Deadline;
+use crate::dlq_reporter::digest::{to_csv, DigestRecord};
 use crate::model::message::{FailureClass, FailureDetail, RetryMessage};
 use crate::model::row::SourceRow;
-use crate::reporter::digest::{to_csv, DigestRecord};
 use crate::testing::{MemoryDeadLetters, MemoryFailureStore, MemoryMailer};
 
 fn letter(id: &str, body: &str) -> DeadLetter {

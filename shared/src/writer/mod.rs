@@ -41,11 +41,11 @@ use crate::isolate::write_isolating;
 use crate::model::change::{parse_change_batch, ChangeMark, MalformedChange};
 use crate::model::message::{FailureDetail, RetryMessage};
 use crate::model::row::CountryRow;
-use crate::ports::{ChangeParking, Parked, RetryQueue, RowWriter, WriterPool};
+use crate::ports::{ChangeParking, Parked, RetryQueue, RowSink, SinkPool};
 use crate::retry::RetryPolicy;
 
-pub struct StreamWriter {
-    pub writers: Box<dyn WriterPool>,
+pub struct ChangeWriter {
+    pub sinks: Box<dyn SinkPool>,
     pub retry_queue: Box<dyn RetryQueue>,
     pub policy: RetryPolicy,
     /// The changes dead-letter queue, for messages that are not batches
@@ -100,7 +100,7 @@ pub struct StreamSummary {
     pub failed_message_ids: Vec<String>,
 }
 
-impl StreamWriter {
+impl ChangeWriter {
     /// Writes the deliveries in order; returns what must come back.
     pub async fn handle(
         &self,
@@ -111,7 +111,7 @@ impl StreamWriter {
             messages: deliveries.len(),
             ..StreamSummary::default()
         };
-        let mut writer: Option<Box<dyn RowWriter>> = None;
+        let mut writer: Option<Box<dyn RowSink>> = None;
         if self
             .all_at_once(deliveries, &mut writer, &mut summary, deadline)
             .await
@@ -177,7 +177,7 @@ impl StreamWriter {
     async fn all_at_once(
         &self,
         deliveries: &[ChangeDelivery<'_>],
-        writer: &mut Option<Box<dyn RowWriter>>,
+        writer: &mut Option<Box<dyn RowSink>>,
         summary: &mut StreamSummary,
         deadline: &Deadline,
     ) -> bool {
@@ -185,7 +185,7 @@ impl StreamWriter {
             return false;
         }
         if writer.is_none() {
-            match self.writers.writer().await {
+            match self.sinks.open().await {
                 Ok(w) => *writer = Some(w),
                 Err(_) => return false,
             }
@@ -258,14 +258,14 @@ impl StreamWriter {
     async fn one(
         &self,
         delivery: &ChangeDelivery<'_>,
-        writer: &mut Option<Box<dyn RowWriter>>,
+        writer: &mut Option<Box<dyn RowSink>>,
         stopped: &mut Option<NotDone>,
         summary: &mut StreamSummary,
         deadline: &Deadline,
     ) -> Result<(), NotDone> {
         let (batch, rows) = parse_change_batch(delivery.body).map_err(NotDone::Malformed)?;
         if writer.is_none() {
-            match self.writers.writer().await {
+            match self.sinks.open().await {
                 Ok(w) => *writer = Some(w),
                 Err(e) => {
                     let reason = NotDone::Unavailable(e.to_string());

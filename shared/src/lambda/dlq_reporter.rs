@@ -4,9 +4,9 @@ use uuid::Uuid;
 
 use crate::config::ReporterConfig;
 use crate::deadline::Deadline;
+use crate::dlq_reporter::{ReportSummary, Reporter};
 use crate::postgres::failure_report::PostgresFailureReport;
 use crate::postgres::warm::PasswordSource;
-use crate::reporter::{ReportSummary, Reporter};
 use crate::ses::SesMailer;
 use crate::sqs::dead_letters::SqsDeadLetterQueue;
 use crate::telemetry::metric;
