@@ -3,7 +3,9 @@
 //! handler (the retrier's, or stream mode's writer's) with a real
 //! `SqsEvent`, delete what the response does not list.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -63,6 +65,14 @@ pub struct DriveSummary {
     pub busy_seconds: f64,
 }
 
+/// The lock that serialises the receives of one queue in this process.
+fn receive_lock(queue_url: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+        LazyLock::new(Mutex::default);
+    let mut locks = LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
+    locks.entry(queue_url.to_string()).or_default().clone()
+}
+
 impl LocalEventSource {
     /// One poll: at most `batch_size` messages, one handler invocation.
     /// Returns None when nothing was received.
@@ -70,6 +80,12 @@ impl LocalEventSource {
         &self,
         handler: &H,
     ) -> Result<Option<(usize, usize)>, QueueError> {
+        // One receive of a queue at a time, as SQS serves them: moto reads
+        // a FIFO queue's in-flight groups before it marks what it hands out,
+        // so two receives at once could both take one group's messages and
+        // write its versions out of order (SQS never does).
+        let lock = receive_lock(&self.queue_url);
+        let receiving = lock.lock().await;
         let received = self
             .client
             .receive_message()
@@ -80,6 +96,7 @@ impl LocalEventSource {
             .send()
             .await
             .map_err(|e| QueueError::call("ReceiveMessage", sdk_error(&e)))?;
+        drop(receiving);
         let messages = received.messages.unwrap_or_default();
         if messages.is_empty() {
             return Ok(None);
