@@ -78,13 +78,14 @@ impl Reporter {
             error: None,
         };
         let mut letters = Vec::new();
-        let mut bytes = 0;
+        // Each letter's CSV bytes, measured once as it is taken.
+        let mut sizes = Vec::new();
         self.receive(
             self.dlq.as_ref(),
             LetterQueue::Retry,
             deadline,
             &mut letters,
-            &mut bytes,
+            &mut sizes,
             &mut summary,
         )
         .await;
@@ -94,14 +95,14 @@ impl Reporter {
                 LetterQueue::Changes,
                 deadline,
                 &mut letters,
-                &mut bytes,
+                &mut sizes,
                 &mut summary,
             )
             .await;
         }
         // One email has a size limit: what does not fit waits for the next
         // run (the messages reappear after their visibility timeout).
-        let fitting = letters_that_fit(&letters, self.csv_budget());
+        let fitting = letters_that_fit(&sizes, self.csv_budget());
         summary.left_for_next_run = letters.len() - fitting;
         letters.truncate(fitting);
         summary.messages = letters.len();
@@ -208,20 +209,21 @@ impl Reporter {
     }
 
     /// Takes distinct dead letters from `dlq` until `letters` holds
-    /// `max_messages` or one email's worth (`bytes`, the records' CSV lines),
-    /// stopping early when the deadline is near.
+    /// `max_messages` or one email's worth (`sizes`, each letter's CSV bytes,
+    /// kept beside `letters`), stopping early when the deadline is near.
     async fn receive(
         &self,
         dlq: &dyn DeadLetterQueue,
         queue: LetterQueue,
         deadline: &Deadline,
         letters: &mut Vec<DeadLetter>,
-        bytes: &mut usize,
+        sizes: &mut Vec<usize>,
         summary: &mut ReportSummary,
     ) {
         let mut position: HashMap<String, usize> = HashMap::new();
         let now = Utc::now();
-        while letters.len() < self.max_messages && *bytes <= self.csv_budget() {
+        while letters.len() < self.max_messages && sizes.iter().sum::<usize>() <= self.csv_budget()
+        {
             if deadline.is_near() {
                 tracing::warn!("deadline near: no more dead letters taken in this run");
                 summary.stopped_for_deadline = true;
@@ -249,7 +251,7 @@ impl Reporter {
                 match position.get(&letter.message_id) {
                     Some(&at) => letters[at] = letter,
                     None => {
-                        *bytes += email_bytes(&letter, now);
+                        sizes.push(email_bytes(&letter, now));
                         position.insert(letter.message_id.clone(), letters.len());
                         letters.push(letter);
                     }
@@ -372,15 +374,13 @@ const BODY_LINE_BYTES: usize = 4_096;
 
 /// How many letters, from the first, fit in one email (the first always
 /// does: a changes batch of the largest size makes some 7 MB of CSV).
-fn letters_that_fit(letters: &[DeadLetter], budget: usize) -> usize {
-    let now = Utc::now();
+fn letters_that_fit(sizes: &[usize], budget: usize) -> usize {
     let mut used = 0;
-    for (i, letter) in letters.iter().enumerate() {
-        let size = email_bytes(letter, now);
+    for (i, size) in sizes.iter().enumerate() {
         if i > 0 && used + size > budget {
             return i;
         }
         used += size;
     }
-    letters.len()
+    sizes.len()
 }
