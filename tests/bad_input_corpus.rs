@@ -143,9 +143,7 @@ async fn every_bad_row_is_classified_and_none_is_lost() {
         "the emulator took every row"
     );
 
-    let replicator = countries_shared::lambda::replicator::build(&env.config())
-        .await
-        .expect("replicator");
+    let replicator = replicator::build(&env.config()).await.expect("replicator");
     let summary = replicator
         .run(Uuid::new_v4(), None, &Deadline::none())
         .await;

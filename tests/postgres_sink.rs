@@ -1,6 +1,8 @@
 //! The Postgres sink against a real PostgreSQL 15: the upsert, its replay,
 //! error classification, the run lock, the ledger and TLS.
 
+use countries_postgres::connect::connect;
+use countries_postgres::replica::PostgresStore;
 use countries_shared::config::{Env, PostgresConfig, ReplicatorConfig, TlsMode};
 use countries_shared::failure::ErrorKind;
 use countries_shared::ledger::RunOutcome;
@@ -9,8 +11,6 @@ use countries_shared::model::row::validate;
 use countries_shared::model::row::CountryRow;
 use countries_shared::model::row::SourceRow;
 use countries_shared::ports::ReplicaStore;
-use countries_shared::postgres::connect::connect;
-use countries_shared::postgres::replica::PostgresStore;
 use testkit::{make_ca, make_server_cert, unique, PgCluster, TestEnv};
 use uuid::Uuid;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use countries_ops::event_source::LocalEventSource;
 use countries_ops::failures::FailureReport;
 use countries_ops::redrive::move_messages;
+use countries_postgres::replica::PostgresStore;
 use countries_shared::deadline::Deadline;
 use countries_shared::dlq_reporter::Reporter;
 use countries_shared::ledger::RunOutcome;
@@ -17,10 +18,9 @@ use countries_shared::model::message::FailureDetail;
 use countries_shared::model::message::RetryMessage;
 use countries_shared::model::row::SourceRow;
 use countries_shared::ports::RetryQueue;
-use countries_shared::postgres::replica::PostgresStore;
 use countries_shared::retrier::Retrier;
-use countries_shared::sqs::dead_letters::SqsDeadLetterQueue;
-use countries_shared::sqs::retry_queue::SqsRetryQueue;
+use countries_sqs::dead_letters::SqsDeadLetterQueue;
+use countries_sqs::retry_queue::SqsRetryQueue;
 use mail_parser::MimeHeaders;
 use testkit::{run_binary, PgCluster, TestEnv};
 use uuid::Uuid;
@@ -43,9 +43,7 @@ fn event_source(env: &TestEnv) -> LocalEventSource {
 }
 
 async fn replicate(env: &TestEnv) {
-    let replicator = countries_shared::lambda::replicator::build(&env.config())
-        .await
-        .expect("replicator");
+    let replicator = replicator::build(&env.config()).await.expect("replicator");
     let summary = replicator
         .run(Uuid::new_v4(), None, &Deadline::none())
         .await;
@@ -53,7 +51,7 @@ async fn replicate(env: &TestEnv) {
 }
 
 async fn retry_until_empty(env: &TestEnv) -> countries_ops::event_source::DriveSummary {
-    let retrier = countries_shared::lambda::retrier::build(&env.retrier_config()).await;
+    let retrier = retrier::build(&env.retrier_config()).await;
     event_source(env)
         .drain(&retrier, Duration::from_secs(60))
         .await
@@ -101,7 +99,7 @@ async fn a_fixable_failure_is_written_by_the_retrier_once_the_cause_is_gone() {
         "nothing reaches the DLQ"
     );
 
-    let report = countries_shared::lambda::dlq_reporter::build(&env.reporter_config())
+    let report = dlq_reporter::build(&env.reporter_config())
         .await
         .run(Uuid::new_v4(), &Deadline::none())
         .await;
@@ -124,7 +122,7 @@ async fn a_poison_record_ends_in_the_failure_report_and_one_email_then_replays()
     assert_eq!((drive.succeeded, drive.failed), (0, 10), "{drive:?}");
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 2);
 
-    let reporter = countries_shared::lambda::dlq_reporter::build(&env.reporter_config()).await;
+    let reporter = dlq_reporter::build(&env.reporter_config()).await;
     let report = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
     assert_eq!(
         (report.messages, report.stored_new, report.emailed),
@@ -235,7 +233,7 @@ async fn malformed_messages_reach_the_report_with_their_body() {
     assert_eq!(drive.succeeded, 0);
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, bodies.len());
 
-    let report = countries_shared::lambda::dlq_reporter::build(&env.reporter_config())
+    let report = dlq_reporter::build(&env.reporter_config())
         .await
         .run(Uuid::new_v4(), &Deadline::none())
         .await;
@@ -316,7 +314,7 @@ async fn a_postgres_outage_during_retry_lists_everything_and_loses_nothing() {
     config.postgres.database = "countries".into();
     config.postgres.connect_timeout = Duration::from_secs(2);
     cluster.stop_server();
-    let retrier = countries_shared::lambda::retrier::build(&config).await;
+    let retrier = retrier::build(&config).await;
     let (received, succeeded) = event_source(&env)
         .poll_once(&retrier)
         .await
@@ -393,7 +391,7 @@ async fn when_ses_refuses_the_email_the_dead_letters_are_kept_for_the_next_run()
     one_poison_record_in_the_dead_letter_queue(&env).await;
     let mut config = env.reporter_config();
     config.sender = "not-verified@example.com".into();
-    let mut refusing = countries_shared::lambda::dlq_reporter::build(&config).await;
+    let mut refusing = dlq_reporter::build(&config).await;
     refusing.dlq = Box::new(short_hidden_dlq(&env));
     let refused = refusing.run(Uuid::new_v4(), &Deadline::none()).await;
     assert!(!refused.emailed, "{refused:?}");
@@ -405,7 +403,7 @@ async fn when_ses_refuses_the_email_the_dead_letters_are_kept_for_the_next_run()
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 1, "kept");
 
     // The next run (with a working sender) reports it once.
-    let mut reporter = countries_shared::lambda::dlq_reporter::build(&env.reporter_config()).await;
+    let mut reporter = dlq_reporter::build(&env.reporter_config()).await;
     reporter.dlq = Box::new(short_hidden_dlq(&env));
     let report = run_until_it_sees_messages(&reporter).await;
     assert!(report.emailed && report.deleted == 1, "{report:?}");
@@ -545,13 +543,13 @@ async fn reordered_and_repeated_deliveries_end_in_the_same_rows() {
     let in_order = TestEnv::new("retry_in_order").await;
     let reordered = TestEnv::new("retry_reordered").await;
 
-    let retrier = countries_shared::lambda::retrier::build(&in_order.retrier_config()).await;
+    let retrier = retrier::build(&in_order.retrier_config()).await;
     let response = deliver(&retrier, &[("a", &a), ("b", &b), ("c", &c)]).await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
 
     // The same messages the other way round, split over batches, with a
     // redelivery of each (SQS is at least once and unordered).
-    let retrier = countries_shared::lambda::retrier::build(&reordered.retrier_config()).await;
+    let retrier = retrier::build(&reordered.retrier_config()).await;
     for batch in [
         vec![("c", &c), ("b", &b)],
         vec![("a", &a), ("c", &c)],
@@ -586,9 +584,9 @@ async fn when_ses_is_unreachable_the_dead_letters_are_kept_and_reported_later() 
             .build(),
     );
     let config = env.reporter_config();
-    let mut cut_off = countries_shared::lambda::dlq_reporter::build(&config).await;
+    let mut cut_off = dlq_reporter::build(&config).await;
     cut_off.dlq = Box::new(short_hidden_dlq(&env));
-    cut_off.mailer = Box::new(countries_shared::ses::SesMailer::new(
+    cut_off.mailer = Box::new(countries_ses::SesMailer::new(
         unreachable_ses,
         config.sender.clone(),
         config.recipients.clone(),
@@ -601,7 +599,7 @@ async fn when_ses_is_unreachable_the_dead_letters_are_kept_and_reported_later() 
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 1, "kept");
     assert!(env.sent_emails().await.is_empty());
 
-    let mut reporter = countries_shared::lambda::dlq_reporter::build(&config).await;
+    let mut reporter = dlq_reporter::build(&config).await;
     reporter.dlq = Box::new(short_hidden_dlq(&env));
     let report = run_until_it_sees_messages(&reporter).await;
     assert!(report.emailed && report.deleted == 1, "{report:?}");
@@ -640,7 +638,7 @@ async fn one_unstorable_record_does_not_block_the_failure_report() {
     // Postgres text cannot hold NUL: this one is stored escaped.
     bodies.push(serde_json::to_string(&rejected(99, "U\u{0}S")).unwrap());
     send_bodies(&env, "DEAD_LETTER_QUEUE_URL", &bodies).await;
-    let reporter = countries_shared::lambda::dlq_reporter::build(&env.reporter_config()).await;
+    let reporter = dlq_reporter::build(&env.reporter_config()).await;
     let report = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
     assert!(report.error.is_none(), "{report:?}");
     assert_eq!(
@@ -688,7 +686,7 @@ async fn ids_past_64_bits_keep_every_digit_through_the_retry_path() {
     let drive = retry_until_empty(&env).await;
     assert_eq!(drive.succeeded, 0, "{drive:?}");
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 2);
-    let reporter = countries_shared::lambda::dlq_reporter::build(&env.reporter_config()).await;
+    let reporter = dlq_reporter::build(&env.reporter_config()).await;
     let report = reporter.run(Uuid::new_v4(), &Deadline::none()).await;
     assert_eq!((report.messages, report.deleted), (2, 2), "{report:?}");
     let stored: Vec<(String, String, String, String)> = env

@@ -1,7 +1,7 @@
 //! Secrets Manager (moto) into the configuration, as at a Lambda cold start.
 
-use countries_shared::secrets::resolve;
-use countries_shared::secrets::SecretsManager;
+use countries_secrets::resolve;
+use countries_secrets::SecretsManager;
 use testkit::stack_var;
 
 #[tokio::test]

@@ -147,8 +147,7 @@ async fn an_unreachable_emulator_is_a_transient_error() {
         "SNOWFLAKE_ENDPOINT_URL",
         &format!("http://127.0.0.1:{port}"),
     )]);
-    let source =
-        countries_shared::snowflake::SnowflakeSource::connect(&config.snowflake, "test").unwrap();
+    let source = countries_snowflake::SnowflakeSource::connect(&config.snowflake, "test").unwrap();
     let err = source
         .count_rows(None, &Deadline::none())
         .await
@@ -160,8 +159,7 @@ async fn an_unreachable_emulator_is_a_transient_error() {
 async fn a_missing_table_is_refused_not_transient() {
     let env = TestEnv::new("sf_missing").await;
     let config = env.config_with(&[("SNOWFLAKE_TABLE", "no_such_table")]);
-    let source =
-        countries_shared::snowflake::SnowflakeSource::connect(&config.snowflake, "test").unwrap();
+    let source = countries_snowflake::SnowflakeSource::connect(&config.snowflake, "test").unwrap();
     let err = source
         .count_rows(None, &Deadline::none())
         .await

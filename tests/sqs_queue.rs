@@ -5,7 +5,7 @@ use countries_shared::model::message::FailureDetail;
 use countries_shared::model::message::RetryMessage;
 use countries_shared::model::row::SourceRow;
 use countries_shared::ports::RetryQueue;
-use countries_shared::sqs::retry_queue::SqsRetryQueue;
+use countries_sqs::retry_queue::SqsRetryQueue;
 use testkit::{drain, TestEnv};
 use uuid::Uuid;
 
@@ -59,7 +59,7 @@ async fn a_missing_queue_fails_every_message_and_says_why() {
 async fn a_partly_refused_delete_counts_every_confirmed_delete() {
     use countries_shared::model::report::DeadLetter;
     use countries_shared::ports::DeadLetterQueue;
-    use countries_shared::sqs::dead_letters::SqsDeadLetterQueue;
+    use countries_sqs::dead_letters::SqsDeadLetterQueue;
     let env = testkit::TestEnv::new("dlq_delete").await;
     let url = env.vars["DEAD_LETTER_QUEUE_URL"].clone();
     for i in 0..12 {
@@ -89,7 +89,7 @@ async fn a_partly_refused_delete_counts_every_confirmed_delete() {
 #[tokio::test]
 async fn the_outage_announcement_is_kept_on_the_queue() {
     use countries_shared::ports::DeadLetterQueue;
-    use countries_shared::sqs::dead_letters::SqsDeadLetterQueue;
+    use countries_sqs::dead_letters::SqsDeadLetterQueue;
     let env = testkit::TestEnv::new("dlq_tag").await;
     let dlq = SqsDeadLetterQueue::new(env.sqs.clone(), env.vars["DEAD_LETTER_QUEUE_URL"].clone());
     assert_eq!(dlq.outage_announced().await.unwrap(), None);
@@ -113,7 +113,7 @@ mod changes {
     use countries_shared::model::change::{pack, parse_change_batch, ChangeBatch};
     use countries_shared::model::row::{validate, CountryRow, SourceRow};
     use countries_shared::ports::ChangeQueue;
-    use countries_shared::sqs::changes_queue::SqsChangesQueue;
+    use countries_sqs::changes_queue::SqsChangesQueue;
     use testkit::TestEnv;
     use uuid::Uuid;
 

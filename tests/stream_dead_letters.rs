@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use countries_ops::event_source::LocalEventSource;
 use countries_ops::failures::FailureReport;
+use countries_postgres::replica::PostgresStore;
 use countries_shared::deadline::Deadline;
-use countries_shared::lambda;
 use countries_shared::model::change::{pack, ChangeBatch, MAX_CHANGE_BYTES};
 use countries_shared::model::row::{validate, CountryRow, SourceRow};
 use countries_shared::ports::ChangeQueue;
-use countries_shared::postgres::replica::PostgresStore;
-use countries_shared::sqs::changes_queue::SqsChangesQueue;
+use countries_sqs::changes_queue::SqsChangesQueue;
 use testkit::TestEnv;
 use uuid::Uuid;
 
@@ -68,7 +67,7 @@ async fn a_batch_that_keeps_failing_is_reported_row_by_row_and_replayed_unless_o
     let mut down = env.writer_config();
     down.postgres.port = testkit::closed_port();
     down.postgres.connect_timeout = Duration::from_secs(2);
-    let writer = lambda::writer::build(&down).await;
+    let writer = writer::build(&down).await;
     let drove = changes_source(&env)
         .drain(&writer, Duration::from_secs(60))
         .await
@@ -85,14 +84,14 @@ async fn a_batch_that_keeps_failing_is_reported_row_by_row_and_replayed_unless_o
     let mut later = pack(run, &rows(&[(12, "BEL")]), BUCKETS, MAX_CHANGE_BYTES);
     later[0].seq = 2;
     publish(&env, &later).await;
-    let writer = lambda::writer::build(&env.writer_config()).await;
+    let writer = writer::build(&env.writer_config()).await;
     changes_source(&env)
         .drain(&writer, Duration::from_secs(60))
         .await
         .expect("the changes queue empties");
 
     // The report: one record per row, with the writer's error.
-    let report = lambda::dlq_reporter::build(&env.reporter_config())
+    let report = dlq_reporter::build(&env.reporter_config())
         .await
         .run(Uuid::new_v4(), &Deadline::none())
         .await;

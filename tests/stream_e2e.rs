@@ -38,7 +38,7 @@ async fn stream_env_with(prefix: &str, visibility_timeout: u32) -> TestEnv {
 }
 
 async fn publish(env: &TestEnv) -> PublishOutcome {
-    let publisher = lambda::publisher::build(&env.publisher_config())
+    let publisher = publisher::build(&env.publisher_config())
         .await
         .expect("publisher");
     let event = LambdaEvent::new(serde_json::json!({"id": "evt"}), Context::default());
@@ -61,7 +61,7 @@ fn changes_source(env: &TestEnv) -> LocalEventSource {
 }
 
 async fn drive_writers(env: &TestEnv, writers: usize) -> DriveSummary {
-    let writer = lambda::writer::build(&env.writer_config()).await;
+    let writer = writer::build(&env.writer_config()).await;
     changes_source(env)
         .drain_parallel(&writer, writers, Duration::from_secs(60))
         .await
@@ -188,7 +188,7 @@ async fn with_postgres_down_under_the_writers_every_batch_comes_back() {
         countries_shared::config::Env::from_map(down),
     )
     .expect("writer config");
-    let writer = lambda::writer::build(&config).await;
+    let writer = writer::build(&config).await;
     let (received, succeeded) = changes_source(&env)
         .poll_once(&writer)
         .await
@@ -226,7 +226,7 @@ async fn a_malformed_message_is_parked_in_the_dead_letter_queue_and_holds_nothin
         .await
         .expect("send");
     publish(&env).await;
-    let writer = lambda::writer::build(&env.writer_config()).await;
+    let writer = writer::build(&env.writer_config()).await;
     let (received, succeeded) = changes_source(&env)
         .poll_once(&writer)
         .await
@@ -249,7 +249,7 @@ async fn a_malformed_message_is_parked_in_the_dead_letter_queue_and_holds_nothin
 #[tokio::test]
 async fn the_writer_handler_reads_the_group_from_a_fifo_event() {
     let env = stream_env("stream_event").await;
-    let writer = lambda::writer::build(&env.writer_config()).await;
+    let writer = writer::build(&env.writer_config()).await;
     let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [
         {"messageId": "m1", "body": "{\"v\":1,\"run_id\":\"00000000-0000-0000-0000-000000000000\",\"bucket\":1,\"buckets\":4,\"rows\":[[5,\"USA\"]]}",
          "attributes": {"MessageGroupId": "1", "ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs"},

@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use countries_ops::event_source::LocalEventSource;
-use countries_shared::lambda;
 use countries_shared::lambda::publisher::PublishOutcome;
 use countries_shared::ledger::RunOutcome;
 use countries_shared::ports::Step;
@@ -229,7 +228,7 @@ async fn run_with_fault(env: &TestEnv, schedule: &Schedule, pause_file: &Path) -
 
 /// Writers with every service up until the changes queue is empty.
 async fn drain_changes(env: &TestEnv, context: &str) {
-    let writer = lambda::writer::build(&env.writer_config()).await;
+    let writer = writer::build(&env.writer_config()).await;
     let source = LocalEventSource {
         client: env.sqs.clone(),
         queue_url: env.vars["CHANGES_QUEUE_URL"].clone(),

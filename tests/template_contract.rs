@@ -6,11 +6,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
+use countries_secrets::resolve;
+use countries_secrets::SecretSource;
 use countries_shared::config::{
     Env, PublisherConfig, ReplicatorConfig, ReporterConfig, RetrierConfig, WriterConfig,
 };
-use countries_shared::secrets::resolve;
-use countries_shared::secrets::SecretSource;
 use serde_norway::Value;
 use testkit::template::{created_in, get, in_mode, references, template};
 
@@ -811,7 +811,7 @@ fn the_digest_sender_may_be_verified_as_an_address_or_as_its_domain() {
 #[test]
 fn the_snowflake_grants_match_the_statements_the_replicator_sends() {
     use countries_shared::ports::IdMatch;
-    use countries_shared::snowflake::sql::{
+    use countries_snowflake::sql::{
         count_statement, describe_statement, drop_statement, join_delete_statement, page_statement,
         snapshot_name, snapshot_statement, SourceTable,
     };

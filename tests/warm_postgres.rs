@@ -1,15 +1,15 @@
-//! The warm Postgres connection (`countries_shared::postgres::warm`)
+//! The warm Postgres connection (`countries_postgres::warm`)
 //! against the local stack's Postgres: kept across invocations of one
 //! process, checked before use, replaced when the server ended it, never
 //! lent to two invocations at once, and opened again with a rotated
 //! password read from Secrets Manager (moto) after a `28P01`.
 
+use countries_postgres::replica::PostgresStore;
+use countries_postgres::sink::PgSink;
+use countries_postgres::warm::PasswordSource;
 use countries_shared::failure::ErrorKind;
 use countries_shared::model::row::{validate, SourceRow};
 use countries_shared::ports::RowSink;
-use countries_shared::postgres::replica::PostgresStore;
-use countries_shared::postgres::sink::PgSink;
-use countries_shared::postgres::warm::PasswordSource;
 use testkit::{pg_admin, stack_var, TestEnv};
 
 async fn backend_pid(writer: &PgSink) -> i32 {

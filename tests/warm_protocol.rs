@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use countries_ops::event_source::LocalEventSource;
-use countries_shared::lambda;
 use serde_json::{json, Value};
 use testkit::runtime::{invoke, start, UnderRuntime};
 use testkit::snowflake_fake::SnowflakeFake;
@@ -139,7 +138,7 @@ async fn a_warm_publisher_survives_the_real_protocol_and_publishes_every_row() {
     assert_the_protocol_was_met(&fake).await;
     assert!(env.snowflake_rows().await.is_empty(), "every row published");
     // The writers drain what was published: every row reaches Postgres.
-    let writer = lambda::writer::build(&env.writer_config()).await;
+    let writer = writer::build(&env.writer_config()).await;
     LocalEventSource {
         client: env.sqs.clone(),
         queue_url: env.vars["CHANGES_QUEUE_URL"].clone(),

@@ -70,7 +70,7 @@ pub enum SourceError {
         detail: String,
     },
     /// Snowflake answered with an error of its own, classified by its code
-    /// (`crate::snowflake::errors`).
+    /// (`countries_snowflake::errors`).
     #[error("Snowflake refused {operation}: error {code} (SQLSTATE {sql_state}, query id {query_id}): {message}")]
     Statement {
         operation: &'static str,
@@ -101,7 +101,7 @@ impl Classify for SourceError {
 }
 
 /// A write of rows: to Postgres (the replica, the failure report; the kind
-/// comes from the SQLSTATE, `crate::postgres::sqlstate`), or, in stream
+/// comes from the SQLSTATE, `countries_postgres::sqlstate`), or, in stream
 /// mode, to the changes queue ([`WriteError::changes_queue`]).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{target} {kind} error{}: {message}", sqlstate.as_ref().map(|s| format!(" (SQLSTATE {s})")).unwrap_or_default())]

@@ -1,23 +1,29 @@
-//! The countries replication job: Snowflake `case` rows into Postgres.
+//! The core of the countries replication job (Snowflake `case` rows into
+//! Postgres): the data, the rules and the use cases, with no service client.
 //!
 //! Organised by role, one home each:
 //! - the data: [`model`] (row, validation, queue message, failure report),
 //!   [`ledger`] (what a run did, and its accounting rule);
 //! - the vocabulary every path shares: [`failure`] (transient / row-level /
 //!   fatal), [`retry`] (the one retry helper), [`isolate`] (bisection);
-//! - the ports ([`ports`]) and one adapter folder per service: [`snowflake`],
-//!   [`postgres`], [`sqs`], [`ses`], plus [`secrets`] and [`aws`];
+//! - the ports ([`ports`]): the traits the use cases reach the services
+//!   through. Their real adapters are crates of their own, one per service,
+//!   under `shared/adapters/` (`countries-snowflake`, `countries-postgres`,
+//!   `countries-sqs`, `countries-ses`, `countries-secrets`), so that each
+//!   function links only the services it uses; [`aws`] is the SDK
+//!   configuration they share;
 //! - the use cases, one per function and named after it: [`replicator`],
 //!   [`retrier`], [`dlq_reporter`], and stream mode's [`publisher`] and
 //!   [`writer`];
-//! - the Lambda handlers and their wiring: [`lambda`];
+//! - the Lambda handlers: [`lambda`] (each function's wiring, configuration
+//!   in and adapters out, is the library of its crate under `functions/`);
 //! - [`config`] (the environment, read once), [`deadline`] (the
 //!   invocation's), [`telemetry`] (logs, metrics);
 //! - `checks`, with the `fuzzing` feature only: the properties the fuzz
 //!   targets drive.
 //!
-//! Binaries under `functions/` only wire these together. Operator and
-//! local-stack tooling lives in `infra/cli`, test tooling in `tests/`.
+//! Operator and local-stack tooling lives in `infra/cli`, test tooling in
+//! `tests/`.
 
 pub mod aws;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -31,15 +37,10 @@ pub mod lambda;
 pub mod ledger;
 pub mod model;
 pub mod ports;
-pub mod postgres;
 pub mod publisher;
 pub mod replicator;
 pub mod retrier;
 pub mod retry;
-pub mod secrets;
-pub mod ses;
-pub mod snowflake;
-pub mod sqs;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;

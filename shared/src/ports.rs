@@ -1,9 +1,9 @@
 //! The ports: the small traits through which the use cases (replicator,
 //! publisher, retrier, dlq-reporter, writer) reach the services. Their
-//! real adapters live in the folder of their service (`snowflake/`,
-//! `postgres/`, `sqs/`, `ses`; the publisher's changes-queue store in
-//! `publisher/`), each tested against the real service; their in-memory
-//! adapters are in `testing.rs`, which the unit tests use.
+//! real adapters are the crates of their services under `shared/adapters/`
+//! (the publisher's changes-queue store is in `publisher/`), each tested
+//! against the real service; their in-memory adapters are in `testing.rs`,
+//! which the unit tests use.
 
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -541,11 +541,11 @@ impl ChangeQueue for MemoryChanges {
                 results.push(Err(QueueError::entry("SendMessageBatch", "refused")));
                 continue;
             }
-            let id = crate::sqs::changes_queue::deduplication_id(batch);
+            let id = crate::model::change::deduplication_id(batch);
             let duplicate = state
                 .batches
                 .iter()
-                .any(|b| crate::sqs::changes_queue::deduplication_id(b) == id);
+                .any(|b| crate::model::change::deduplication_id(b) == id);
             if !duplicate {
                 state.batches.push(batch.clone());
             }
@@ -739,28 +739,4 @@ impl Mailer for MemoryMailer {
         lock(&self.sent).push(digest.clone());
         Ok(())
     }
-}
-
-/// Checks that the README's section between `<!-- NAME:start -->` and
-/// `<!-- NAME:end -->` is `generated` (made from the code it documents);
-/// with `BLESS=1` it rewrites the section instead.
-pub fn assert_readme_section(name: &str, generated: &str, source: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-    let readme = std::fs::read_to_string(path).expect("README.md beside the workspace");
-    let (start, end) = (
-        format!("<!-- {name}:start -->\n"),
-        format!("<!-- {name}:end -->"),
-    );
-    let from = readme.find(&start).expect("start marker") + start.len();
-    let to = readme.find(&end).expect("end marker");
-    if std::env::var_os("BLESS").is_some() {
-        let updated = format!("{}{generated}{}", &readme[..from], &readme[to..]);
-        std::fs::write(path, updated).expect("writing README.md");
-        return;
-    }
-    assert_eq!(
-        &readme[from..to],
-        generated,
-        "the README's {name} section drifted from {source}: rerun with BLESS=1"
-    );
 }

@@ -14,11 +14,11 @@
 
 use std::time::Instant;
 
+use countries_postgres::connect::connect;
+use countries_postgres::replica::PostgresStore;
 use countries_shared::config::PostgresConfig;
 use countries_shared::model::row::{validate, CountryRow, SourceRow};
 use countries_shared::ports::RowSink;
-use countries_shared::postgres::connect::connect;
-use countries_shared::postgres::replica::PostgresStore;
 use tokio_postgres::types::Type;
 
 type Failure = Box<dyn std::error::Error>;
@@ -88,7 +88,7 @@ async fn main() -> Result<(), Failure> {
         // keeps its own warm connection).
         let mut functions = Vec::with_capacity(per_writer.len());
         for _ in 0..per_writer.len() {
-            functions.push(countries_shared::lambda::writer::build(&config).await);
+            functions.push(writer::build(&config).await);
         }
         Some((functions, per_writer))
     } else {

@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
             Ok(config) => config,
             Err(e) => return fail(e),
         };
-        let mut publisher = match lambda::publisher::build(&config).await {
+        let mut publisher = match publisher::build(&config).await {
             Ok(p) => p,
             Err(e) => return fail(e),
         };
@@ -38,7 +38,7 @@ async fn main() -> ExitCode {
             Ok(config) => config,
             Err(e) => return fail(e),
         };
-        let mut replicator = match lambda::replicator::build(&config).await {
+        let mut replicator = match replicator::build(&config).await {
             Ok(r) => r,
             Err(e) => return fail(e),
         };

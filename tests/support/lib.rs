@@ -24,7 +24,7 @@ use countries_ops::snowflake_admin::SnowflakeAdmin;
 use countries_shared::config::{Env, ReplicatorConfig};
 use countries_shared::model::message::RetryMessage;
 use countries_shared::model::row::{validate, SourceRow};
-use countries_shared::snowflake::SnowflakeSource;
+use countries_snowflake::SnowflakeSource;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 

@@ -1,13 +1,14 @@
 //! The `publisher` Lambda (stream mode): on each scheduled event, takes the
 //! replicator's run snapshot and publishes the valid rows to the changes
-//! queue. Use case: `countries_shared::publisher`; handler and wiring:
-//! `countries_shared::lambda::publisher`.
+//! queue. Use case: `countries_shared::publisher`;
+//! handler: `countries_shared::lambda::publisher`; wiring: this crate's library.
 
 use countries_shared::config::{Env, PublisherConfig};
-use countries_shared::lambda::publisher::{build, handle};
+use countries_shared::lambda::publisher::handle;
 use countries_shared::lambda::start_or_exit;
 use countries_shared::telemetry;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+use publisher::build;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -15,7 +16,7 @@ async fn main() -> Result<(), Error> {
     // Secrets Manager values become plain variables before the config is read.
     let vars = start_or_exit(
         "cannot read the secrets",
-        countries_shared::secrets::environment().await,
+        countries_secrets::environment().await,
     );
     let config = start_or_exit(
         "invalid configuration",

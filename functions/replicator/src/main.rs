@@ -1,13 +1,13 @@
 //! The `replicator` Lambda: on each scheduled event, moves a capped batch of
-//! `case` rows from Snowflake into Postgres. The use case lives in
-//! `countries_shared::replicator`, the handler and wiring in
-//! `countries_shared::lambda::replicator`; this only runs them.
+//! `case` rows from Snowflake into Postgres. Use case: `countries_shared::replicator`;
+//! handler: `countries_shared::lambda::replicator`; wiring: this crate's library.
 
 use countries_shared::config::{Env, ReplicatorConfig};
-use countries_shared::lambda::replicator::{build, handle};
+use countries_shared::lambda::replicator::handle;
 use countries_shared::lambda::start_or_exit;
 use countries_shared::telemetry;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+use replicator::build;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
     // Secrets Manager values become plain variables before the config is read.
     let vars = start_or_exit(
         "cannot read the secrets",
-        countries_shared::secrets::environment().await,
+        countries_secrets::environment().await,
     );
     let config = start_or_exit(
         "invalid configuration",

@@ -13,7 +13,7 @@ use countries_shared::failure::QueueError;
 use countries_shared::lambda;
 use countries_shared::lambda::writer::WriterFunction;
 use countries_shared::retrier::Retrier;
-use countries_shared::sqs::{delete_message_batch, sdk_error};
+use countries_sqs::{delete_message_batch, sdk_error};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
 /// A function an SQS event source mapping invokes.

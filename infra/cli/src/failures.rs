@@ -4,6 +4,9 @@
 //! when it is not older than what Postgres holds for its id ([`stale`]).
 
 use chrono::{DateTime, Utc};
+use countries_postgres::connect::connect;
+use countries_postgres::failure_report::PostgresFailureReport;
+use countries_postgres::sqlstate::write_error;
 use countries_shared::config::PostgresConfig;
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::WriteError;
@@ -11,9 +14,6 @@ use countries_shared::isolate::write_isolating;
 use countries_shared::model::report::ChangeOrigin;
 use countries_shared::model::row::{validate, CountryRow, SourceRow};
 use countries_shared::ports::{RowSink, SinkPool};
-use countries_shared::postgres::connect::connect;
-use countries_shared::postgres::failure_report::PostgresFailureReport;
-use countries_shared::postgres::sqlstate::write_error;
 use countries_shared::retry::RetryPolicy;
 use serde::Serialize;
 

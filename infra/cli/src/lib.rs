@@ -1,5 +1,14 @@
-//! Operator and local-stack tooling, kept out of the crate the Lambda
+//! Operator and local-stack tooling, kept out of the crates the Lambda
 //! functions link: the `countries` command's logic, reused by the tests.
+//!
+//! - [`status`] (`countries status`: health in one screen), [`failures`]
+//!   (the failure report: list, replay, resolve), [`redrive`] (dead letters
+//!   back to the retry queue), [`migrate`] (the Postgres migrations, with
+//!   adoption of a database set up by hand);
+//! - local and demo set-up: [`local_stack`] (queues from `template.yaml`, the
+//!   Snowflake table), [`loader`] (rows into Snowflake), [`snowflake_admin`]
+//!   (the statements those need), [`event_source`] (the SQS event source
+//!   mappings, played locally), [`smoke`] (a deployed stack's smoke test).
 
 pub mod event_source;
 pub mod failures;

@@ -100,7 +100,7 @@ pub async fn replicate(event_json: String) -> Result<ExitCode> {
         serde_json::from_str(&event_json).context("the event is not an EventBridge event")?;
     let payload = serde_json::to_value(&event)?;
     let config = ReplicatorConfig::from_env()?;
-    let replicator = lambda::replicator::build(&config).await?;
+    let replicator = replicator::build(&config).await?;
     print_outcome(
         lambda::replicator::handle(&replicator, LambdaEvent::new(payload, lambda_context())).await,
     )
@@ -128,7 +128,7 @@ fn print_outcome<T: serde::Serialize>(
 
 pub async fn drive_retrier(batch_size: i32, timeout: Duration) -> Result<ExitCode> {
     let config = RetrierConfig::from_env()?;
-    let retrier = lambda::retrier::build(&config).await;
+    let retrier = retrier::build(&config).await;
     let source = LocalEventSource {
         client: aws_sdk_sqs::Client::new(&aws::sdk_config().await),
         queue_url: config.retry_queue_url.clone(),
@@ -142,7 +142,7 @@ pub async fn drive_retrier(batch_size: i32, timeout: Duration) -> Result<ExitCod
 /// Runs the publisher exactly as Lambda would, with a scheduled event.
 pub async fn publish() -> Result<ExitCode> {
     let config = PublisherConfig::from_env()?;
-    let publisher = lambda::publisher::build(&config).await?;
+    let publisher = publisher::build(&config).await?;
     let payload = serde_json::from_str(SCHEDULED_EVENT)?;
     print_outcome(
         lambda::publisher::handle(&publisher, LambdaEvent::new(payload, lambda_context())).await,
@@ -156,7 +156,7 @@ pub async fn drive_writers(
     timeout: Duration,
 ) -> Result<ExitCode> {
     let config = WriterConfig::from_env()?;
-    let writer = lambda::writer::build(&config).await;
+    let writer = writer::build(&config).await;
     let queue_url = std::env::var("CHANGES_QUEUE_URL")
         .context("CHANGES_QUEUE_URL: the changes queue the writers are fed from")?;
     let source = LocalEventSource {
@@ -173,7 +173,7 @@ pub async fn drive_writers(
 
 pub async fn run_report() -> Result<ExitCode> {
     let config = ReporterConfig::from_env()?;
-    let reporter = lambda::dlq_reporter::build(&config).await;
+    let reporter = dlq_reporter::build(&config).await;
     let payload = serde_json::from_str(SCHEDULED_EVENT)?;
     print_outcome(
         lambda::dlq_reporter::handle(&reporter, LambdaEvent::new(payload, lambda_context())).await,

@@ -13,8 +13,8 @@ use countries_ops::failures::FailureReport;
 use countries_ops::redrive::move_messages;
 use countries_ops::status;
 use countries_ops::RedriveConfig;
+use countries_postgres::replica::PostgresStore;
 use countries_shared::config::{PostgresConfig, SnowflakeConfig};
-use countries_shared::postgres::replica::PostgresStore;
 use countries_shared::{aws, telemetry};
 
 mod local;
@@ -320,7 +320,7 @@ async fn replay(ids: Vec<String>) -> Result<ExitCode> {
 
 async fn migrate() -> Result<ExitCode> {
     let config = PostgresConfig::from_env()?;
-    let mut conn = countries_shared::postgres::connect::connect(&config).await?;
+    let mut conn = countries_postgres::connect::connect(&config).await?;
     let done = countries_ops::migrate::migrate(&mut conn.client).await?;
     if !done.adopted.is_empty() {
         println!(

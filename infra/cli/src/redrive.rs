@@ -2,7 +2,7 @@
 //! fixed, bodies unchanged.
 
 use countries_shared::failure::QueueError;
-use countries_shared::sqs::{sdk_error, SQS_BATCH_LIMIT};
+use countries_sqs::{sdk_error, SQS_BATCH_LIMIT};
 
 /// What a redrive did.
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ use countries_shared::failure::SourceError;
 use countries_shared::model::ident::Identifier;
 use countries_shared::model::row::SourceRow;
 use countries_shared::ports::{collect_rows, IdMatch, RowSource};
-use countries_shared::snowflake::SnowflakeSource;
+use countries_snowflake::SnowflakeSource;
 
 use crate::snowflake_admin::SnowflakeAdmin;
 

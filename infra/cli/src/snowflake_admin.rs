@@ -5,10 +5,10 @@ use countries_shared::config::SnowflakeConfig;
 use countries_shared::failure::SourceError;
 use countries_shared::model::row::SourceRow;
 use countries_shared::ports::collect_rows;
-use countries_shared::snowflake::arrow::ArrowRows;
-use countries_shared::snowflake::client::build_api;
-use countries_shared::snowflake::errors::api_error;
-use countries_shared::snowflake::sql::{select_statement, string_literal, SourceTable};
+use countries_snowflake::arrow::ArrowRows;
+use countries_snowflake::client::build_api;
+use countries_snowflake::errors::api_error;
+use countries_snowflake::sql::{select_statement, string_literal, SourceTable};
 use snowflake_api::{QueryResult, SnowflakeApi};
 
 /// Rows per `INSERT … VALUES` statement: the emulator's cost grows with

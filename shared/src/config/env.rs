@@ -172,7 +172,9 @@ impl Env {
             return None;
         }
         if !(value.starts_with("http://") || value.starts_with("https://"))
-            || reqwest::Url::parse(&value).is_err()
+            || !value
+                .parse::<http::Uri>()
+                .is_ok_and(|uri| uri.host().is_some_and(|host| !host.is_empty()))
         {
             self.problem(
                 var,

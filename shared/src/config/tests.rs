@@ -237,17 +237,6 @@ fn each_function_reads_exactly_the_variables_declared_for_it() {
     }
 }
 
-/// The README's configuration table is generated from `vars::ALL`:
-/// `BLESS=1 cargo test -p countries-shared readme` rewrites it.
-#[test]
-fn the_readme_table_is_the_declared_variables() {
-    crate::testing::assert_readme_section(
-        "config-table",
-        &vars::markdown_table(),
-        "shared/src/config/vars.rs",
-    );
-}
-
 /// Every variable missing, empty, malformed and out of range: each case
 /// either falls back to the documented default or is refused with an
 /// error that names that variable (and only it), never a panic, never a

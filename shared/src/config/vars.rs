@@ -65,7 +65,7 @@ pub enum Rule {
     /// `SNOWFLAKE_PASSWORD` or `SNOWFLAKE_PRIVATE_KEY`: exactly one.
     SnowflakeAuth,
     /// The ARN of a Secrets Manager secret, resolved at cold start into the
-    /// variables it names (`crate::secrets`), before the configuration is read.
+    /// variables it names (`countries_secrets`), before the configuration is read.
     SecretArn,
 }
 
@@ -80,7 +80,6 @@ pub struct Var {
 
 use Function::{Publisher, Replicator, Reporter, Retrier, Writer};
 
-#[cfg(test)]
 const ALL_FUNCTIONS: &[Function] = &[Replicator, Retrier, Reporter, Publisher, Writer];
 
 macro_rules! vars {
@@ -177,7 +176,6 @@ vars! {
         "stream mode, looping: wait between looks at an empty table (one metadata `COUNT(*)` each, no warehouse)";
 }
 
-#[cfg(test)]
 impl Var {
     /// The default as the README shows it.
     pub fn default_text(&self) -> String {
@@ -219,7 +217,6 @@ impl Var {
 }
 
 /// The README's configuration table, generated from [`ALL`].
-#[cfg(test)]
 pub fn markdown_table() -> String {
     let mut out = String::from(
         "| variable | read by | accepts | default | meaning |\n|---|---|---|---|---|\n",

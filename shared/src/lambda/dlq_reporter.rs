@@ -2,45 +2,9 @@
 
 use uuid::Uuid;
 
-use crate::config::ReporterConfig;
 use crate::deadline::Deadline;
 use crate::dlq_reporter::{ReportSummary, Reporter};
-use crate::postgres::failure_report::PostgresFailureReport;
-use crate::postgres::warm::PasswordSource;
-use crate::ses::SesMailer;
-use crate::sqs::dead_letters::SqsDeadLetterQueue;
 use crate::telemetry::metric;
-
-/// The production wiring: the dead-letter queue, the failure report table
-/// and SES, from the configuration.
-pub async fn build(config: &ReporterConfig) -> Reporter {
-    let aws = crate::aws::sdk_config().await;
-    let sqs = aws_sdk_sqs::Client::new(&aws);
-    Reporter {
-        dlq: Box::new(SqsDeadLetterQueue::new(
-            sqs.clone(),
-            config.dead_letter_queue_url.clone(),
-        )),
-        changes_dlq: config.changes_dead_letter_queue_url.as_ref().map(
-            |url| -> Box<dyn crate::ports::DeadLetterQueue> {
-                Box::new(SqsDeadLetterQueue::new(sqs.clone(), url.clone()))
-            },
-        ),
-        // The container's warm connection (crate::postgres::warm).
-        store: Box::new(PostgresFailureReport::with_password_source(
-            config.postgres.clone(),
-            PasswordSource::from_config(&config.postgres).await,
-        )),
-        mailer: Box::new(SesMailer::new(
-            aws_sdk_sesv2::Client::new(&aws),
-            config.sender.clone(),
-            config.recipients.clone(),
-        )),
-        max_messages: config.max_messages,
-        email_rows: config.email_rows,
-        deadline_margin: config.deadline_margin,
-    }
-}
 
 /// One report per scheduled event. Fails the invocation when anything is
 /// left for the next run, so that alarms see it.

@@ -1,7 +1,8 @@
 //! The Lambda handlers, one file per function: the only code that sees a
-//! `LambdaEvent`. Each file also holds its function's wiring (`build`):
-//! configuration in, real adapters out. `functions/<name>/src/main.rs` reads
-//! the configuration, calls `build` once, and runs `handle`.
+//! `LambdaEvent`. Each function's wiring (`build`: configuration in, real
+//! adapters out) is the library of its crate, `functions/<name>/src/lib.rs`;
+//! its `main.rs` reads the configuration, calls `build` once, and runs
+//! `handle`.
 
 pub mod dlq_reporter;
 pub mod publisher;

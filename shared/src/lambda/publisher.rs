@@ -2,42 +2,11 @@
 //! the replicator's run with the changes queue as its sink, looping for
 //! `PUBLISH_LOOP_SECONDS`.
 
-use std::sync::Arc;
-
-use crate::config::PublisherConfig;
 use crate::deadline::Deadline;
-use crate::failure::SourceError;
 use crate::lambda::replicator::{emit_run_metrics, invocation_result};
 use crate::ledger::RunSummary;
-use crate::postgres::replica::PostgresStore;
-use crate::publisher::{Publisher, PublishingStore};
-use crate::sqs::changes_queue::SqsChangesQueue;
+use crate::publisher::Publisher;
 use crate::telemetry::metric;
-
-/// The production wiring: the replicator's, with the changes queue behind
-/// the Postgres run lock and ledger.
-pub async fn build(config: &PublisherConfig) -> Result<Publisher, SourceError> {
-    let sqs = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
-    let store = PublishingStore {
-        ledger: Box::new(PostgresStore::new(config.replicator.postgres.clone())),
-        queue: Arc::new(SqsChangesQueue::new(
-            sqs.clone(),
-            config.changes_queue_url.clone(),
-        )),
-        buckets: config.change_buckets,
-    };
-    Ok(Publisher {
-        runs: super::replicator::wire(
-            &config.replicator,
-            crate::config::vars::Function::Publisher,
-            sqs,
-            Box::new(store),
-        )
-        .await?,
-        loop_for: config.loop_for,
-        idle_wait: config.idle_wait,
-    })
-}
 
 /// What one invocation did: its runs, in order.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -72,9 +41,11 @@ mod tests {
     use crate::ledger::{RunOutcome, RunSink};
     use crate::model::row::SourceRow;
     use crate::ports::NoHook;
+    use crate::publisher::PublishingStore;
     use crate::replicator::Replicator;
     use crate::retry::Backoff;
     use crate::testing::{MemoryChanges, MemoryQueue, MemorySource, MemoryStore};
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn publisher(source: &MemorySource, changes: &MemoryChanges, loop_for: Duration) -> Publisher {

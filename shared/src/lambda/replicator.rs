@@ -1,67 +1,11 @@
 //! The `replicator` function: one run per scheduled event.
 
-use std::time::Duration;
-
 use uuid::Uuid;
 
-use crate::config::vars::Function;
-use crate::config::ReplicatorConfig;
 use crate::deadline::Deadline;
-use crate::failure::{Classify, SourceError};
 use crate::ledger::{RunOutcome, RunSummary};
-use crate::ports::{NoHook, ReplicaStore};
-use crate::postgres::replica::PostgresStore;
 use crate::replicator::Replicator;
-use crate::retry::Backoff;
-use crate::snowflake::SnowflakeSource;
-use crate::sqs::retry_queue::SqsRetryQueue;
 use crate::telemetry::metric;
-
-/// The production wiring: Snowflake, Postgres and SQS from the
-/// configuration, built once per process and reused by warm invocations.
-pub async fn build(config: &ReplicatorConfig) -> Result<Replicator, SourceError> {
-    let sqs = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
-    let store = Box::new(PostgresStore::new(config.postgres.clone()));
-    wire(config, Function::Replicator, sqs, store).await
-}
-
-/// The longest the check at start may take: Lambda gives a function's
-/// initialisation 10 s in all.
-const START_CHECK: Duration = Duration::from_secs(5);
-
-/// The replicator's wiring around a store of the caller's: the replica
-/// here, the changes queue behind the replica's lock for the publisher.
-/// Checks the Snowflake table at start: a wrong name stops the start with
-/// an error naming the variable; a network failure only postpones the check
-/// to the first run (an init that failed on it would be retried by Lambda
-/// in a crash loop).
-pub async fn wire(
-    config: &ReplicatorConfig,
-    function: Function,
-    sqs: aws_sdk_sqs::Client,
-    store: Box<dyn ReplicaStore>,
-) -> Result<Replicator, SourceError> {
-    let source = SnowflakeSource::connect(&config.snowflake, function.name())?;
-    match source
-        .check(&Deadline::after(START_CHECK, Duration::ZERO))
-        .await
-    {
-        Ok(()) => {}
-        Err(e) if e.is_transient() => {
-            tracing::warn!(error = %e, "Snowflake could not be checked at start; the first run checks it");
-        }
-        Err(e) => return Err(e),
-    }
-    Ok(Replicator {
-        source: Box::new(source),
-        store,
-        queue: Box::new(SqsRetryQueue::new(sqs, config.retry_queue_url.clone())),
-        limits: config.limits,
-        backoff: Backoff::default(),
-        steps: Box::new(NoHook),
-        deadline_margin: config.deadline_margin,
-    })
-}
 
 /// One run per scheduled event. The event's content does not matter
 /// (EventBridge Scheduler may send `{}` or a full scheduled event); its `id`,
@@ -128,6 +72,8 @@ mod tests {
     use super::*;
     use crate::config::RunLimits;
     use crate::model::row::SourceRow;
+    use crate::ports::NoHook;
+    use crate::retry::Backoff;
     use crate::testing::{MemoryQueue, MemorySource, MemoryStore};
 
     fn replicator(source: &MemorySource, store: &MemoryStore) -> Replicator {

@@ -3,42 +3,9 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
-use crate::config::RetrierConfig;
 use crate::deadline::Deadline;
-use crate::ports::VisibilityDelay;
-use crate::postgres::replica::PostgresStore;
-use crate::postgres::warm::PasswordSource;
 use crate::retrier::{Delivery, Retrier};
-use crate::retry::{Backoff, RetryPolicy};
-use crate::sqs::visibility::SqsVisibilityDelay;
 use crate::telemetry::metric;
-
-/// The production wiring: Postgres, and the retry queue for the backoff.
-pub async fn build(config: &RetrierConfig) -> Retrier {
-    let sqs = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
-    let delay: Option<Box<dyn VisibilityDelay>> = if config.backoff_base.is_zero() {
-        None
-    } else {
-        Some(Box::new(SqsVisibilityDelay::new(
-            sqs,
-            config.retry_queue_url.clone(),
-        )))
-    };
-    Retrier {
-        // The container's warm connection (crate::postgres::warm).
-        sinks: Box::new(PostgresStore::with_password_source(
-            config.postgres.clone(),
-            PasswordSource::from_config(&config.postgres).await,
-        )),
-        policy: RetryPolicy::new(config.write_attempts),
-        delay,
-        retry_backoff: Backoff {
-            first: config.backoff_base,
-            max: config.backoff_max,
-        },
-        deadline_margin: config.deadline_margin,
-    }
-}
 
 /// How often SQS delivered the message, this time included.
 fn receive_count(record: &SqsMessage) -> u32 {
@@ -83,6 +50,7 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::{Backoff, RetryPolicy};
     use crate::testing::{MemoryDelays, MemoryStore};
 
     fn message(id: &str, body: &str, receive_count: u32) -> SqsMessage {

@@ -4,13 +4,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 
-use crate::config::WriterConfig;
 use crate::deadline::Deadline;
-use crate::postgres::replica::PostgresStore;
-use crate::postgres::warm::PasswordSource;
-use crate::retry::RetryPolicy;
-use crate::sqs::changes_queue::SqsChangeParking;
-use crate::sqs::retry_queue::SqsRetryQueue;
 use crate::telemetry::metric;
 use crate::writer::{ChangeDelivery, ChangeWriter, StreamSummary};
 
@@ -18,31 +12,6 @@ use crate::writer::{ChangeDelivery, ChangeWriter, StreamSummary};
 pub struct WriterFunction {
     pub writer: ChangeWriter,
     pub deadline_margin: Option<std::time::Duration>,
-}
-
-/// The production wiring: Postgres, and the retry queue for refused rows.
-pub async fn build(config: &WriterConfig) -> WriterFunction {
-    let sqs = aws_sdk_sqs::Client::new(&crate::aws::sdk_config().await);
-    WriterFunction {
-        writer: ChangeWriter {
-            // The container's warm connection (crate::postgres::warm).
-            sinks: Box::new(PostgresStore::with_password_source(
-                config.postgres.clone(),
-                PasswordSource::from_config(&config.postgres).await,
-            )),
-            retry_queue: Box::new(SqsRetryQueue::new(
-                sqs.clone(),
-                config.retry_queue_url.clone(),
-            )),
-            policy: RetryPolicy::new(config.write_attempts),
-            parking: Box::new(SqsChangeParking::new(
-                sqs,
-                config.changes_dead_letter_queue_url.clone(),
-            )),
-            last_receive: Some(config.changes_max_receive_count),
-        },
-        deadline_margin: config.deadline_margin,
-    }
 }
 
 /// Lists exactly the messages that must come back. A FIFO event carries
@@ -99,6 +68,7 @@ mod tests {
     use super::*;
     use crate::model::change::pack;
     use crate::model::row::{validate, SourceRow};
+    use crate::retry::RetryPolicy;
     use crate::testing::{MemoryParking, MemoryQueue, MemoryStore};
     use aws_lambda_events::event::sqs::SqsMessage;
 

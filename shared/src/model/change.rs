@@ -243,6 +243,22 @@ pub fn parse_change_batch(
     Ok((batch, rows))
 }
 
+/// The FIFO deduplication id of a batch: unique within its run (an id
+/// appears in one batch of a run at most, so the bucket, the first id and
+/// the length name the batch), the same when the SDK sends it again. A
+/// later run's batch has another run id and is never dropped as a
+/// duplicate of an earlier one.
+pub fn deduplication_id(batch: &ChangeBatch) -> String {
+    let first = batch.rows.first().map_or(0, |r| r.0);
+    format!(
+        "{}-{}-{}-{}",
+        batch.run_id.simple(),
+        batch.bucket,
+        first,
+        batch.rows.len()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ impl Identifier {
 
     /// Only used to keep reading the configuration after an invalid name was
     /// reported; the configuration is refused as a whole anyway.
-    pub(crate) fn fallback() -> Self {
+    pub fn fallback() -> Self {
         Self("invalid".to_string())
     }
 

@@ -66,6 +66,27 @@ pub struct Replicator {
     pub deadline_margin: Option<std::time::Duration>,
 }
 
+impl Replicator {
+    /// The production shape: the given adapters, the configured limits and
+    /// margin, the default backoff and no step hook.
+    pub fn new(
+        source: Box<dyn RowSource>,
+        store: Box<dyn ReplicaStore>,
+        queue: Box<dyn RetryQueue>,
+        config: &crate::config::ReplicatorConfig,
+    ) -> Self {
+        Self {
+            source,
+            store,
+            queue,
+            limits: config.limits,
+            backoff: Backoff::default(),
+            steps: Box::new(crate::ports::NoHook),
+            deadline_margin: config.deadline_margin,
+        }
+    }
+}
+
 /// The state of one run while it moves rows.
 #[derive(Default)]
 struct Progress {

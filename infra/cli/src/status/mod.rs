@@ -3,11 +3,11 @@
 //! reported as such, and the others are still shown.
 
 use chrono::{DateTime, Duration, Utc};
+use countries_postgres::connect::connect;
+use countries_postgres::sqlstate::write_error;
 use countries_shared::config::{PostgresConfig, SnowflakeConfig};
-use countries_shared::postgres::connect::connect;
-use countries_shared::postgres::sqlstate::write_error;
-use countries_shared::snowflake::sql::{count_statement, single_count, SourceTable};
-use countries_shared::sqs::sdk_error;
+use countries_snowflake::sql::{count_statement, single_count, SourceTable};
+use countries_sqs::sdk_error;
 use serde::Serialize;
 
 use crate::snowflake_admin::SnowflakeAdmin;

@@ -4,8 +4,8 @@
 
 use tokio_postgres::Client;
 
-use crate::failure::WriteError;
-use crate::postgres::sqlstate::write_error;
+use crate::sqlstate::write_error;
+use countries_shared::failure::WriteError;
 
 pub async fn try_lock(client: &Client, lock_name: &str) -> Result<bool, WriteError> {
     // A session-level advisory lock: released when the connection ends, so a

@@ -6,10 +6,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::failure::QueueError;
-use crate::model::report::{DeadLetter, LetterQueue};
-use crate::ports::{DeadLetterQueue, Deleted};
-use crate::sqs::{sdk_error, SQS_BATCH_LIMIT};
+use crate::{sdk_error, SQS_BATCH_LIMIT};
+use countries_shared::failure::QueueError;
+use countries_shared::model::report::{DeadLetter, LetterQueue};
+use countries_shared::ports::{DeadLetterQueue, Deleted};
 
 /// The queue tag that records an announced failure-report outage.
 pub const OUTAGE_TAG: &str = "countries-report-outage-announced";
@@ -146,7 +146,7 @@ impl SqsDeadLetterQueue {
     /// the first failure.
     async fn delete_batch(&self, chunk: &[DeadLetter]) -> (usize, Option<QueueError>) {
         let handles: Vec<&str> = chunk.iter().map(|l| l.receipt_handle.as_str()).collect();
-        crate::sqs::delete_message_batch(&self.client, &self.queue_url, &handles)
+        crate::delete_message_batch(&self.client, &self.queue_url, &handles)
             .await
             .unwrap_or_else(|e| (0, Some(e)))
     }

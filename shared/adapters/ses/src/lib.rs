@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use aws_sdk_sesv2::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sesv2::operation::send_email::SendEmailError;
 
-use crate::failure::{ErrorKind, MailError};
-use crate::model::report::Digest;
-use crate::ports::Mailer;
+use countries_shared::failure::{ErrorKind, MailError};
+use countries_shared::model::report::Digest;
+use countries_shared::ports::Mailer;
 
 /// Sends the digest through SES v2 as a raw MIME message (the simple content
 /// type has no attachments).

@@ -24,8 +24,11 @@ pub async fn delete_message_batch(
     client: &aws_sdk_sqs::Client,
     queue_url: &str,
     receipt_handles: &[&str],
-) -> Result<(usize, Option<crate::failure::QueueError>), crate::failure::QueueError> {
-    use crate::failure::QueueError;
+) -> Result<
+    (usize, Option<countries_shared::failure::QueueError>),
+    countries_shared::failure::QueueError,
+> {
+    use countries_shared::failure::QueueError;
     if receipt_handles.is_empty() {
         return Ok((0, None));
     }
@@ -69,10 +72,13 @@ pub(crate) async fn send_message_batch(
     client: &aws_sdk_sqs::Client,
     queue_url: &str,
     entries: Vec<
-        Result<aws_sdk_sqs::types::SendMessageBatchRequestEntry, crate::failure::QueueError>,
+        Result<
+            aws_sdk_sqs::types::SendMessageBatchRequestEntry,
+            countries_shared::failure::QueueError,
+        >,
     >,
-) -> Vec<Result<(), crate::failure::QueueError>> {
-    use crate::failure::QueueError;
+) -> Vec<Result<(), countries_shared::failure::QueueError>> {
+    use countries_shared::failure::QueueError;
     let mut built = Vec::with_capacity(entries.len());
     let mut results: Vec<Result<(), QueueError>> = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -107,9 +113,9 @@ pub(crate) async fn send_message_batch(
 /// error for every entry not already failed for its own reason.
 fn record_send_results<E: std::error::Error>(
     response: Result<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput, E>,
-    slots: &mut [Result<(), crate::failure::QueueError>],
+    slots: &mut [Result<(), countries_shared::failure::QueueError>],
 ) {
-    use crate::failure::QueueError;
+    use countries_shared::failure::QueueError;
     match response {
         Ok(output) => {
             for ok in output.successful() {

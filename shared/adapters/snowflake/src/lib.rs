@@ -6,9 +6,12 @@
 //! them; [`client`] builds the client with its session settings; [`errors`]
 //! classifies what Snowflake answers). Every statement is logged with its
 //! query id, and carries the run's deadline: the client polls a long
-//! statement until then and aborts it there.
+//! statement until then and aborts it there. `checks` (with the `fuzzing`
+//! feature) holds the properties the `row_and_delete` fuzz target drives.
 
 pub mod arrow;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod checks;
 pub mod client;
 pub mod errors;
 pub mod sql;
@@ -21,18 +24,18 @@ use async_trait::async_trait;
 use snowflake_api::{ExecOptions, Executed, QueryResult, SnowflakeApi};
 use uuid::Uuid;
 
-use crate::config::SnowflakeConfig;
-use crate::deadline::Deadline;
-use crate::failure::{Classify, SourceError};
-use crate::model::ident::Identifier;
-use crate::ports::{IdMatch, RowNumbers, RowSource, RowsInMemory, Snapshot, SourceRows};
-use crate::snowflake::arrow::{decode_ids, decode_texts, ArrowRows};
-use crate::snowflake::client::{build_api, query_tag};
-use crate::snowflake::errors::api_error;
-use crate::snowflake::sql::{
+use crate::arrow::{decode_ids, decode_texts, ArrowRows};
+use crate::client::{build_api, query_tag};
+use crate::errors::api_error;
+use crate::sql::{
     count_statement, describe_statement, drop_statement, join_delete_statement, page_statement,
     single_count, snapshot_name, snapshot_statement, SourceTable,
 };
+use countries_shared::config::SnowflakeConfig;
+use countries_shared::deadline::Deadline;
+use countries_shared::failure::{Classify, SourceError};
+use countries_shared::model::ident::Identifier;
+use countries_shared::ports::{IdMatch, RowNumbers, RowSource, RowsInMemory, Snapshot, SourceRows};
 
 /// The source table in Snowflake, and the session its snapshots live in.
 pub struct SnowflakeSource {
@@ -126,6 +129,10 @@ impl Session {
     }
 }
 
+/// The longest the check at start may take: Lambda gives a function's
+/// initialisation 10 s in all.
+pub const START_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl SnowflakeSource {
     /// The source for `function` (named in every statement's `QUERY_TAG`).
     pub fn connect(config: &SnowflakeConfig, function: &str) -> Result<Self, SourceError> {
@@ -148,6 +155,29 @@ impl SnowflakeSource {
             source: SourceTable::from_config(config),
             checked: AtomicBool::new(false),
         })
+    }
+
+    /// Connects and checks the table at start, as a function's
+    /// initialisation does: a wrong name stops the start with an error
+    /// naming the variable; a network failure only postpones the check to
+    /// the first run (an init that failed on it would be retried by Lambda
+    /// in a crash loop). Bounded by [`START_CHECK`].
+    pub async fn connect_and_check(
+        config: &SnowflakeConfig,
+        function: &str,
+    ) -> Result<Self, SourceError> {
+        let source = Self::connect(config, function)?;
+        match source
+            .check(&Deadline::after(START_CHECK, std::time::Duration::ZERO))
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if countries_shared::failure::Classify::is_transient(&e) => {
+                tracing::warn!(error = %e, "Snowflake could not be checked at start; the first run checks it");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(source)
     }
 
     /// Checks what no session setting can: that the table and its two

@@ -5,10 +5,10 @@
 
 use snowflake_api::QueryResult;
 
-use crate::failure::SourceError;
-use crate::model::ident::Identifier;
-use crate::ports::{IdMatch, RowNumbers};
-use crate::snowflake::arrow::decode_ids;
+use crate::arrow::decode_ids;
+use countries_shared::failure::SourceError;
+use countries_shared::model::ident::Identifier;
+use countries_shared::ports::{IdMatch, RowNumbers};
 
 /// The source table and its two columns, as configured: quoted exactly as
 /// given, so that `QUOTED_IDENTIFIERS_IGNORE_CASE` (set off at every login)
@@ -21,7 +21,7 @@ pub struct SourceTable {
 }
 
 impl SourceTable {
-    pub fn from_config(config: &crate::config::SnowflakeConfig) -> Self {
+    pub fn from_config(config: &countries_shared::config::SnowflakeConfig) -> Self {
         Self {
             table: config.table.clone(),
             id: config.id_column.clone(),

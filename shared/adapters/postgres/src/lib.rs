@@ -1,6 +1,6 @@
 //! Postgres, the system rows go to: [`connect`] (TLS), [`sqlstate`] (the one
 //! classification of its errors), [`sink`] (rows in: COPY first, then the upsert),
-//! [`replica`] (the run lock and the ledger) and [`failure_report`] (the
+//! [`replica`] (the run lock, taken by [`lock`], and the ledger) and [`failure_report`] (the
 //! dlq-reporter's durable report), and [`warm`] (the connection a warm
 //! container keeps between invocations).
 

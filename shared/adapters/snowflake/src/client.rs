@@ -6,9 +6,9 @@
 use serde_json::Value;
 use snowflake_api::{AuthArgs, SnowflakeApi, SnowflakeApiBuilder, Timeouts};
 
-use crate::config::{SnowflakeAuth, SnowflakeConfig};
-use crate::failure::SourceError;
-use crate::snowflake::errors::api_error;
+use crate::errors::api_error;
+use countries_shared::config::{SnowflakeAuth, SnowflakeConfig};
+use countries_shared::failure::SourceError;
 
 /// Chunks of one result downloaded at once. A page is held whole anyway
 /// (memory follows the page, not this), so this only trades idle waiting:

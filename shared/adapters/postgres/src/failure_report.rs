@@ -7,15 +7,15 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::config::PostgresConfig;
+use countries_shared::config::PostgresConfig;
 use std::collections::HashSet;
 
-use crate::failure::{ErrorKind, WriteError};
-use crate::model::report::FailureEntry;
-use crate::ports::{FailureStore, Stored};
-use crate::postgres::connect::PgConnection;
-use crate::postgres::sqlstate::write_error;
-use crate::postgres::warm::{PasswordSource, WarmConnection};
+use crate::connect::PgConnection;
+use crate::sqlstate::write_error;
+use crate::warm::{PasswordSource, WarmConnection};
+use countries_shared::failure::{ErrorKind, WriteError};
+use countries_shared::model::report::FailureEntry;
+use countries_shared::ports::{FailureStore, Stored};
 
 /// The failure report table in Postgres, written on the container's warm
 /// connection.

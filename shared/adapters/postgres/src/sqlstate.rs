@@ -9,7 +9,7 @@
 
 use tokio_postgres::error::SqlState;
 
-use crate::failure::{ErrorKind, WriteError};
+use countries_shared::failure::{ErrorKind, WriteError};
 
 /// The error of a Postgres call, classified by its SQLSTATE.
 pub fn write_error(err: &tokio_postgres::Error) -> WriteError {
@@ -29,7 +29,7 @@ pub fn write_error(err: &tokio_postgres::Error) -> WriteError {
         message.push_str(&format!(" [constraint {constraint}]"));
     }
     WriteError {
-        target: crate::failure::POSTGRES,
+        target: countries_shared::failure::POSTGRES,
         kind,
         sqlstate: Some(code.to_string()),
         message,

@@ -6,7 +6,7 @@
 
 use snowflake_api::{ConnectionError, SnowflakeApiError};
 
-use crate::failure::{error_chain, ErrorKind, SourceError};
+use countries_shared::failure::{error_chain, ErrorKind, SourceError};
 
 /// Codes whose meaning decides the kind, with why.
 pub const CODES: &[(&str, ErrorKind, &str)] = &[
@@ -133,16 +133,6 @@ mod tests {
         assert_eq!(classify("999999", "22003"), ErrorKind::Fatal);
     }
 
-    /// `BLESS=1 cargo test -p countries-shared readme` rewrites it.
-    #[test]
-    fn the_readme_table_of_codes_is_this_classification() {
-        crate::testing::assert_readme_section(
-            "snowflake-codes",
-            &markdown_table(),
-            "shared/src/snowflake/errors.rs",
-        );
-    }
-
     #[test]
     fn a_statement_error_keeps_what_snowflake_said() {
         let err = api_error(
@@ -158,6 +148,9 @@ mod tests {
             err.to_string(),
             "Snowflake refused read: error 002003 (SQLSTATE 42S02, query id 01b0-q): Object 'X' does not exist"
         );
-        assert_eq!(crate::failure::Classify::kind(&err), ErrorKind::Fatal);
+        assert_eq!(
+            countries_shared::failure::Classify::kind(&err),
+            ErrorKind::Fatal
+        );
     }
 }

@@ -5,15 +5,15 @@ use async_trait::async_trait;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
-use crate::config::PostgresConfig;
-use crate::failure::{ErrorKind, WriteError};
-use crate::model::change::ChangeMark;
-use crate::model::row::CountryRow;
-use crate::ports::RowSink;
-use crate::postgres::connect::connect;
-use crate::postgres::lock::try_lock;
-use crate::postgres::sqlstate::write_error;
-use crate::postgres::warm::Lease;
+use crate::connect::connect;
+use crate::lock::try_lock;
+use crate::sqlstate::write_error;
+use crate::warm::Lease;
+use countries_shared::config::PostgresConfig;
+use countries_shared::failure::{ErrorKind, WriteError};
+use countries_shared::model::change::ChangeMark;
+use countries_shared::model::row::CountryRow;
+use countries_shared::ports::RowSink;
 
 pub fn upsert_statement(config: &PostgresConfig) -> String {
     let table = format!("{}.{}", config.schema.quoted(), config.table.quoted());

@@ -14,11 +14,11 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 
-use crate::failure::QueueError;
-use crate::model::change::{parked_attribute, ChangeBatch};
-use crate::model::text::one_line;
-use crate::ports::{ChangeParking, ChangeQueue, Parked};
-use crate::sqs::{send_message_batch, SQS_BATCH_LIMIT};
+use crate::{send_message_batch, SQS_BATCH_LIMIT};
+use countries_shared::failure::QueueError;
+use countries_shared::model::change::{deduplication_id, parked_attribute, ChangeBatch};
+use countries_shared::model::text::one_line;
+use countries_shared::ports::{ChangeParking, ChangeQueue, Parked};
 
 /// SQS's limit on the bodies of one batch call together.
 const CALL_PAYLOAD_LIMIT: usize = 262_144;
@@ -36,22 +36,6 @@ impl SqsChangesQueue {
             queue_url: queue_url.into(),
         }
     }
-}
-
-/// The FIFO deduplication id of a batch: unique within its run (an id
-/// appears in one batch of a run at most, so the bucket, the first id and
-/// the length name the batch), the same when the SDK sends it again. A
-/// later run's batch has another run id and is never dropped as a
-/// duplicate of an earlier one.
-pub fn deduplication_id(batch: &ChangeBatch) -> String {
-    let first = batch.rows.first().map_or(0, |r| r.0);
-    format!(
-        "{}-{}-{}-{}",
-        batch.run_id.simple(),
-        batch.bucket,
-        first,
-        batch.rows.len()
-    )
 }
 
 #[async_trait]
@@ -235,6 +219,6 @@ impl ChangeParking for SqsChangeParking {
             .send()
             .await
             .map(drop)
-            .map_err(|e| QueueError::call("SendMessage", crate::sqs::sdk_error(&e)))
+            .map_err(|e| QueueError::call("SendMessage", crate::sdk_error(&e)))
     }
 }

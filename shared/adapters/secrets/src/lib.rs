@@ -15,8 +15,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use crate::config::vars as declared;
-use crate::config::Secret;
+use countries_shared::config::vars as declared;
+use countries_shared::config::Secret;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{variable} ({arn}): {reason}")]
@@ -36,7 +36,7 @@ pub struct SecretsManager(aws_sdk_secretsmanager::Client);
 impl SecretsManager {
     pub async fn from_environment() -> Self {
         Self(aws_sdk_secretsmanager::Client::new(
-            &crate::aws::sdk_config().await,
+            &countries_shared::aws::sdk_config().await,
         ))
     }
 }
@@ -122,7 +122,7 @@ pub async fn resolve(
 
 /// The user and password of the Postgres secret `arn`, read again when
 /// Postgres refuses the password it had (a rotation:
-/// [`crate::postgres::warm`]).
+/// `countries_postgres::warm`).
 pub async fn postgres_credentials(
     source: &dyn SecretSource,
     arn: &str,

@@ -6,10 +6,10 @@
 use async_trait::async_trait;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
-use crate::failure::QueueError;
-use crate::model::message::RetryMessage;
-use crate::ports::RetryQueue;
-use crate::sqs::{send_message_batch, SQS_BATCH_LIMIT};
+use crate::{send_message_batch, SQS_BATCH_LIMIT};
+use countries_shared::failure::QueueError;
+use countries_shared::model::message::RetryMessage;
+use countries_shared::ports::RetryQueue;
 
 /// The retry queue in SQS.
 pub struct SqsRetryQueue {

@@ -27,10 +27,10 @@ use std::sync::{Arc, Mutex as SyncMutex};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_postgres::error::SqlState;
 
-use crate::config::{PostgresConfig, Secret};
-use crate::failure::WriteError;
-use crate::postgres::connect::{connect, PgConnection};
-use crate::secrets::{postgres_credentials, SecretSource};
+use crate::connect::{connect, PgConnection};
+use countries_secrets::{postgres_credentials, SecretSource};
+use countries_shared::config::{PostgresConfig, Secret};
+use countries_shared::failure::WriteError;
 
 /// Where a rotated password is read again.
 pub struct PasswordSource {
@@ -45,7 +45,7 @@ impl PasswordSource {
     pub async fn from_config(config: &PostgresConfig) -> Option<Self> {
         let arn = config.secret_arn.clone()?;
         Some(Self {
-            secrets: Arc::new(crate::secrets::SecretsManager::from_environment().await),
+            secrets: Arc::new(countries_secrets::SecretsManager::from_environment().await),
             arn,
         })
     }

@@ -3,16 +3,16 @@
 
 use async_trait::async_trait;
 
-use crate::config::PostgresConfig;
-use crate::failure::WriteError;
-use crate::ledger::RunSummary;
-use crate::model::row::CountryRow;
-use crate::ports::{ReplicaRun, ReplicaStore, RowSink, SinkPool};
-use crate::postgres::connect::connect;
-use crate::postgres::lock::try_lock;
-use crate::postgres::sink::PgSink;
-use crate::postgres::sqlstate::write_error;
-use crate::postgres::warm::{Lease, PasswordSource, WarmConnection};
+use crate::connect::connect;
+use crate::lock::try_lock;
+use crate::sink::PgSink;
+use crate::sqlstate::write_error;
+use crate::warm::{Lease, PasswordSource, WarmConnection};
+use countries_shared::config::PostgresConfig;
+use countries_shared::failure::WriteError;
+use countries_shared::ledger::RunSummary;
+use countries_shared::model::row::CountryRow;
+use countries_shared::ports::{ReplicaRun, ReplicaStore, RowSink, SinkPool};
 
 /// The replica: the target table, its run lock and the ledger. Writers
 /// without the lock (the retrier, the stream writer) use the container's

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::failure::QueueError;
-use crate::ports::VisibilityDelay;
-use crate::sqs::sdk_error;
+use crate::sdk_error;
+use countries_shared::failure::QueueError;
+use countries_shared::ports::VisibilityDelay;
 
 /// SQS caps a visibility timeout at 12 hours.
 pub const MAX_VISIBILITY_SECONDS: i32 = 43_200;

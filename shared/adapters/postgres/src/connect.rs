@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
-use crate::config::{PostgresConfig, TlsMode};
-use crate::failure::{error_chain, ErrorKind, WriteError};
-use crate::postgres::sqlstate::write_error;
+use crate::sqlstate::write_error;
+use countries_shared::config::{PostgresConfig, TlsMode};
+use countries_shared::failure::{error_chain, ErrorKind, WriteError};
 
 /// Opens a connection with the configured TLS mode.
 pub async fn connect(config: &PostgresConfig) -> Result<PgConnection, WriteError> {

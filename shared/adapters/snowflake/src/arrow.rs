@@ -13,9 +13,9 @@ use arrow_array::types::{
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 
-use crate::failure::SourceError;
-use crate::model::row::SourceRow;
-use crate::ports::SourceRows;
+use countries_shared::failure::SourceError;
+use countries_shared::model::row::SourceRow;
+use countries_shared::ports::SourceRows;
 
 /// Arrow record batches, decoded a chunk at a time.
 pub struct ArrowRows {
@@ -250,11 +250,11 @@ pub(crate) fn decode_texts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failure::Classify;
     use arrow_array::{
         Decimal128Array, Int16Array, Int32Array, Int64Array, Int8Array, LargeStringArray,
         StringArray, StringViewArray,
     };
+    use countries_shared::failure::Classify;
     use std::sync::Arc as StdArc;
 
     fn batch(ids: arrow_array::ArrayRef, texts: arrow_array::ArrayRef) -> RecordBatch {

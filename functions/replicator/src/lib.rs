@@ -1,0 +1,26 @@
+//! The `replicator` function's wiring: configuration in, real adapters out
+//! (Snowflake, Postgres, SQS), built once per process and reused by warm
+//! invocations. The handler is `countries_shared::lambda::replicator`, the
+//! use case `countries_shared::replicator`.
+
+use countries_postgres::replica::PostgresStore;
+use countries_shared::config::vars::Function;
+use countries_shared::config::ReplicatorConfig;
+use countries_shared::failure::SourceError;
+use countries_shared::replicator::Replicator;
+use countries_snowflake::SnowflakeSource;
+use countries_sqs::retry_queue::SqsRetryQueue;
+
+/// The production wiring. Checks the Snowflake table at start
+/// ([`SnowflakeSource::connect_and_check`]).
+pub async fn build(config: &ReplicatorConfig) -> Result<Replicator, SourceError> {
+    let sqs = aws_sdk_sqs::Client::new(&countries_shared::aws::sdk_config().await);
+    let source =
+        SnowflakeSource::connect_and_check(&config.snowflake, Function::Replicator.name()).await?;
+    Ok(Replicator::new(
+        Box::new(source),
+        Box::new(PostgresStore::new(config.postgres.clone())),
+        Box::new(SqsRetryQueue::new(sqs, config.retry_queue_url.clone())),
+        config,
+    ))
+}

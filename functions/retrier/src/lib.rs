@@ -1,0 +1,38 @@
+//! The `retrier` function's wiring: Postgres (the container's warm
+//! connection) and the retry queue for the backoff. The handler is
+//! `countries_shared::lambda::retrier`, the use case
+//! `countries_shared::retrier`.
+
+use countries_postgres::replica::PostgresStore;
+use countries_postgres::warm::PasswordSource;
+use countries_shared::config::RetrierConfig;
+use countries_shared::ports::VisibilityDelay;
+use countries_shared::retrier::Retrier;
+use countries_shared::retry::{Backoff, RetryPolicy};
+use countries_sqs::visibility::SqsVisibilityDelay;
+
+/// The production wiring.
+pub async fn build(config: &RetrierConfig) -> Retrier {
+    let sqs = aws_sdk_sqs::Client::new(&countries_shared::aws::sdk_config().await);
+    let delay: Option<Box<dyn VisibilityDelay>> = if config.backoff_base.is_zero() {
+        None
+    } else {
+        Some(Box::new(SqsVisibilityDelay::new(
+            sqs,
+            config.retry_queue_url.clone(),
+        )))
+    };
+    Retrier {
+        sinks: Box::new(PostgresStore::with_password_source(
+            config.postgres.clone(),
+            PasswordSource::from_config(&config.postgres).await,
+        )),
+        policy: RetryPolicy::new(config.write_attempts),
+        delay,
+        retry_backoff: Backoff {
+            first: config.backoff_base,
+            max: config.backoff_max,
+        },
+        deadline_margin: config.deadline_margin,
+    }
+}
