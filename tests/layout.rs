@@ -246,7 +246,7 @@ fn no_module_imports_one_that_imports_it_back() {
         "the import scan found almost nothing: {by_file:?}"
     );
     assert!(
-        by_file["replicator/write.rs"].contains("isolate.rs"),
+        by_file["replicator/write.rs"].contains("replicator/plan.rs"),
         "the scan misses a known import: {:?}",
         by_file["replicator/write.rs"]
     );

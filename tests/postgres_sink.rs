@@ -1,8 +1,10 @@
-//! The Postgres sink against a real PostgreSQL 15: the upsert, its replay,
-//! error classification, the run lock, the ledger and TLS.
+//! The Postgres sink and run guard against a real PostgreSQL 15: the
+//! upsert, its replay, error classification, the run lock, the ledger and
+//! TLS.
 
 use countries_postgres::connect::connect;
 use countries_postgres::replica::PostgresStore;
+use countries_postgres::run_guard::PostgresRunGuard;
 use countries_shared::config::{Env, PostgresConfig, ReplicatorConfig, TlsMode};
 use countries_shared::failure::ErrorKind;
 use countries_shared::ledger::RunOutcome;
@@ -10,7 +12,8 @@ use countries_shared::ledger::RunSummary;
 use countries_shared::model::row::validate;
 use countries_shared::model::row::CountryRow;
 use countries_shared::model::row::SourceRow;
-use countries_shared::ports::ReplicaStore;
+use countries_shared::ports::RunGuard;
+use countries_shared::sink::isolate::AllOrNothing;
 use testkit::{make_ca, make_server_cert, unique, PgCluster, TestEnv};
 use uuid::Uuid;
 
@@ -28,17 +31,17 @@ fn summary() -> RunSummary {
 async fn the_upsert_is_idempotent_and_counts_only_real_changes() {
     let env = TestEnv::new("pg_upsert").await;
     let store = PostgresStore::new(env.config().postgres);
-    let mut run = store.open_run(&summary()).await.unwrap().expect("lock");
+    let mut run = store.pg_writer().await.unwrap();
 
     let first = rows(&[(1, "USA"), (2, "FRA"), (3, "DEU")]);
-    assert_eq!(run.write_chunk(&first).await.unwrap(), 3);
+    assert_eq!(run.write_all(&first).await.unwrap(), 3);
     assert_eq!(
-        run.write_chunk(&first).await.unwrap(),
+        run.write_all(&first).await.unwrap(),
         0,
         "a replay changes nothing"
     );
     assert_eq!(
-        run.write_chunk(&rows(&[(2, "ITA"), (3, "DEU")]))
+        run.write_all(&rows(&[(2, "ITA"), (3, "DEU")]))
             .await
             .unwrap(),
         1
@@ -58,9 +61,9 @@ async fn a_refused_row_is_row_level_and_names_the_constraint() {
         .await
         .unwrap();
     let store = PostgresStore::new(env.config().postgres);
-    let mut run = store.open_run(&summary()).await.unwrap().expect("lock");
+    let mut run = store.pg_writer().await.unwrap();
     let err = run
-        .write_chunk(&rows(&[(1, "USA"), (2, "ATL")]))
+        .write_all(&rows(&[(1, "USA"), (2, "ATL")]))
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::RowLevel, "{err}");
@@ -76,9 +79,9 @@ async fn a_refused_row_is_row_level_and_names_the_constraint() {
 async fn a_missing_table_is_systemic() {
     let env = TestEnv::new("pg_missing").await;
     let store = PostgresStore::new(env.config_with(&[("POSTGRES_TABLE", "nope")]).postgres);
-    let err = match store.open_run(&summary()).await {
+    let err = match store.pg_writer().await {
         Err(e) => e,
-        Ok(_) => panic!("a run opened on a missing table"),
+        Ok(_) => panic!("a sink opened on a missing table"),
     };
     assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
     assert_eq!(err.sqlstate.as_deref(), Some("42P01"));
@@ -88,7 +91,7 @@ async fn a_missing_table_is_systemic() {
 #[tokio::test]
 async fn only_one_run_holds_the_lock_and_it_is_released_with_the_run() {
     let env = TestEnv::new("pg_lock").await;
-    let store = PostgresStore::new(env.config().postgres);
+    let store = PostgresRunGuard::new(env.config().postgres);
     let first = store.open_run(&summary()).await.unwrap();
     assert!(first.is_some());
     assert!(
@@ -108,10 +111,55 @@ async fn only_one_run_holds_the_lock_and_it_is_released_with_the_run() {
     assert!(third.is_some(), "the lock was not released");
 }
 
+/// A run whose lock connection was lost, and whose lock another run took
+/// meanwhile, learns it before its next page: `confirm` fails, and the
+/// replicator stops writing.
+#[tokio::test]
+async fn a_run_that_lost_its_lock_to_another_learns_it_before_writing_on() {
+    let env = TestEnv::new("pg_lost_lock").await;
+    let guard = PostgresRunGuard::new(env.config().postgres);
+    let mut first = guard.open_run(&summary()).await.unwrap().expect("lock");
+    first
+        .confirm()
+        .await
+        .expect("held while its connection lives");
+    let admin = env.postgres().await;
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks \
+             WHERE locktype = 'advisory' AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+    let mut second = None;
+    for _ in 0..50 {
+        second = guard.open_run(&summary()).await.unwrap();
+        if second.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        second.is_some(),
+        "the lock went with the terminated connection"
+    );
+    let mut lost = false;
+    for _ in 0..50 {
+        // The client sees its connection closed shortly after the server ends it.
+        if let Err(e) = first.confirm().await {
+            assert!(e.message.contains("another run holds it"), "{e}");
+            lost = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(lost, "the first run still believes it holds the lock");
+}
+
 #[tokio::test]
 async fn the_ledger_records_the_start_and_the_end_of_a_run() {
     let env = TestEnv::new("pg_ledger").await;
-    let store = PostgresStore::new(env.config().postgres);
+    let store = PostgresRunGuard::new(env.config().postgres);
     let mut s = summary();
     let mut run = store.open_run(&s).await.unwrap().expect("lock");
     let client = env.postgres().await;
@@ -282,8 +330,10 @@ async fn the_least_privilege_role_is_enough_and_no_more() {
         .unwrap();
     let config = env.config_with(&[("PGUSER", &user), ("PGPASSWORD", "limited")]);
     let store = PostgresStore::new(config.postgres.clone());
-    let mut run = store.open_run(&summary()).await.unwrap().expect("lock");
-    assert_eq!(run.write_chunk(&rows(&[(1, "USA")])).await.unwrap(), 1);
+    let mut sink = store.pg_writer().await.unwrap();
+    assert_eq!(sink.write_all(&rows(&[(1, "USA")])).await.unwrap(), 1);
+    let guard = PostgresRunGuard::new(config.postgres.clone());
+    let mut run = guard.open_run(&summary()).await.unwrap().expect("lock");
     let mut s = summary();
     s.outcome = RunOutcome::Succeeded;
     // The ledger row of another run id: INSERT and UPDATE both work.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use countries_postgres::replica::PostgresStore;
+use countries_postgres::run_guard::PostgresRunGuard;
 use countries_shared::config::ReplicatorConfig;
 use countries_shared::failure::SourceError;
 use countries_shared::lambda::replicator::handle;
@@ -45,7 +46,8 @@ fn replicator_with_source(
 ) -> Replicator {
     Replicator {
         source,
-        store: Box::new(PostgresStore::new(config.postgres.clone())),
+        guard: Box::new(PostgresRunGuard::new(config.postgres.clone())),
+        sinks: Box::new(PostgresStore::new(config.postgres.clone())),
         queue: Box::new(SqsRetryQueue::new(
             env.sqs.clone(),
             config.retry_queue_url.clone(),

@@ -9,7 +9,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use countries_ops::event_source::{DriveSummary, LocalEventSource};
 use countries_shared::lambda;
 use countries_shared::lambda::publisher::PublishOutcome;
-use countries_shared::ledger::{RunOutcome, RunSink};
+use countries_shared::ledger::{RunOutcome, SinkKind};
 use countries_shared::model::message::FailureClass;
 use countries_shared::model::row::SourceRow;
 use lambda_runtime::{Context, LambdaEvent};
@@ -83,7 +83,7 @@ async fn the_publisher_and_parallel_writers_move_every_row_and_queue_the_failure
     assert_eq!(outcome.runs.len(), 1, "one run: PUBLISH_LOOP_SECONDS is 0");
     let run = &outcome.runs[0];
     assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:?}");
-    assert_eq!(run.sink, RunSink::ChangesQueue);
+    assert_eq!(run.sink, SinkKind::ChangesQueue);
     // 301 valid rows published (ATL is valid; Postgres refuses it later),
     // 3 invalid ones queued for the retry path.
     assert_eq!((run.rows_written, run.rows_enqueued), (301, 3), "{run:?}");

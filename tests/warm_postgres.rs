@@ -9,7 +9,7 @@ use countries_postgres::sink::PgSink;
 use countries_postgres::warm::PasswordSource;
 use countries_shared::failure::ErrorKind;
 use countries_shared::model::row::{validate, SourceRow};
-use countries_shared::ports::RowSink;
+use countries_shared::sink::isolate::AllOrNothing;
 use testkit::{pg_admin, stack_var, TestEnv};
 
 async fn backend_pid(writer: &PgSink) -> i32 {
@@ -56,12 +56,12 @@ async fn the_connection_is_kept_between_invocations_and_replaced_when_the_server
     // Three invocations of one warm process: one connection.
     let mut first = store.pg_writer().await.expect("first invocation");
     let pid = backend_pid(&first).await;
-    first.write_chunk(&row(1, "USA")).await.expect("write");
+    first.write_all(&row(1, "USA")).await.expect("write");
     drop(first);
     for id in 2..4 {
         let mut writer = store.pg_writer().await.expect("next invocation");
         assert_eq!(backend_pid(&writer).await, pid, "invocation {id} reused it");
-        writer.write_chunk(&row(id, "FRA")).await.expect("write");
+        writer.write_all(&row(id, "FRA")).await.expect("write");
     }
 
     // The server ends it while the container sleeps: the next invocation
@@ -70,7 +70,7 @@ async fn the_connection_is_kept_between_invocations_and_replaced_when_the_server
     let mut writer = store.pg_writer().await.expect("after the server ended it");
     let new_pid = backend_pid(&writer).await;
     assert_ne!(new_pid, pid);
-    writer.write_chunk(&row(9, "DEU")).await.expect("write");
+    writer.write_all(&row(9, "DEU")).await.expect("write");
     drop(writer);
     let again = store.pg_writer().await.expect("and kept");
     assert_eq!(backend_pid(&again).await, new_pid);
@@ -109,7 +109,7 @@ async fn an_error_that_is_not_the_rows_fault_opens_a_new_connection_next_time() 
     let pid = backend_pid(&writer).await;
     // A refused row: the connection is fine and is kept.
     let refused = writer
-        .write_chunk(&row(1, "ATL"))
+        .write_all(&row(1, "ATL"))
         .await
         .expect_err("the constraint refuses it");
     assert_eq!(refused.kind, ErrorKind::RowLevel, "{refused}");
@@ -127,7 +127,7 @@ async fn an_error_that_is_not_the_rows_fault_opens_a_new_connection_next_time() 
         .await
         .expect("set");
     let many: Vec<_> = (1..200_000).flat_map(|i| row(i, "NGA")).collect();
-    let err = writer.write_chunk(&many).await.expect_err("timed out");
+    let err = writer.write_all(&many).await.expect_err("timed out");
     assert_eq!(err.kind, ErrorKind::Transient, "{err}");
     drop(writer);
     let writer = store.pg_writer().await.expect("writer");
@@ -202,14 +202,14 @@ async fn a_rotated_password_is_read_again_from_its_secret_once() {
     terminate(&env, pid).await;
 
     let mut writer = store.pg_writer().await.expect("read the secret again");
-    writer.write_chunk(&row(7, "JPN")).await.expect("write");
+    writer.write_all(&row(7, "JPN")).await.expect("write");
     // Lost mid-invocation: it reconnects with the rotated password (at once
     // when the client saw the server end it, on the next write otherwise).
     let lost_pid = backend_pid(&writer).await;
     terminate(&env, lost_pid).await;
-    if writer.write_chunk(&row(8, "NGA")).await.is_err() {
+    if writer.write_all(&row(8, "NGA")).await.is_err() {
         writer
-            .write_chunk(&row(8, "NGA"))
+            .write_all(&row(8, "NGA"))
             .await
             .expect("reconnected with the rotated password");
     }

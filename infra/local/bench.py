@@ -218,7 +218,10 @@ def python_run(rows: int, waits: Waits | None = None) -> float:
     return seconds
 
 
-def init_times(reps: int) -> dict:
+FUNCTIONS = ["replicator", "retrier", "dlq-reporter", "publisher", "writer"]
+
+
+def init_times(reps: int, binaries: list[Path] | None = None) -> dict:
     """Each function's init time: from process start to its first request for an
     invocation on the Lambda runtime API (served here by a listener that only
     records that moment, and that registers extensions as Lambda does: the
@@ -263,25 +266,30 @@ def init_times(reps: int) -> dict:
     env = dict(os.environ, AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{port}", AWS_LAMBDA_FUNCTION_NAME="bench",
                AWS_LAMBDA_FUNCTION_MEMORY_SIZE="512", AWS_LAMBDA_FUNCTION_VERSION="1",
                AWS_LAMBDA_LOG_GROUP_NAME="bench", AWS_LAMBDA_LOG_STREAM_NAME="bench", RUST_LOG="warn")
-    results = {}
-    for function in ["replicator", "retrier", "dlq-reporter"]:
-        samples = []
+    # Several directories (binaries of two builds) take turns per start, so
+    # that a slow spell of the machine falls on all of them.
+    dirs = binaries or [RELEASE]
+    results: dict = {str(d): {} for d in dirs}
+    for function in FUNCTIONS:
+        samples: dict = {str(d): [] for d in dirs}
         for _ in range(reps):
-            first_request.clear()
-            start = time.perf_counter()
-            proc = subprocess.Popen([str(RELEASE / function)], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if not first_request.wait(timeout=30):
+            for d in dirs:
+                first_request.clear()
+                start = time.perf_counter()
+                proc = subprocess.Popen([str(d / function)], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                if not first_request.wait(timeout=30):
+                    proc.kill()
+                    sys.exit(f"{d / function} never asked for an invocation")
+                samples[str(d)].append((time.perf_counter() - start) * 1000)
                 proc.kill()
-                sys.exit(f"{function} never asked for an invocation")
-            samples.append((time.perf_counter() - start) * 1000)
-            proc.kill()
-            proc.wait()
-        results[function] = {"median_ms": statistics.median(samples), "min_ms": min(samples),
-                             "max_ms": max(samples)}
-        print(f"init {function:<13} {results[function]['median_ms']:.1f} ms", flush=True)
+                proc.wait()
+        for d in dirs:
+            t = samples[str(d)]
+            results[str(d)][function] = {"median_ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t)}
+            print(f"init {function:<13} {results[str(d)][function]['median_ms']:.1f} ms  ({d})", flush=True)
     server.shutdown()
-    return results
+    return results[str(dirs[0])] if binaries is None else results
 
 
 def summary(samples: list[float], rows: int) -> dict:
@@ -306,7 +314,14 @@ def main() -> None:
                              "25000,100000,250000 (printed, not written to bench/latest.*)")
     parser.add_argument("--page-sweep-latency", type=int, default=0,
                         help="milliseconds the protocol fake adds to every request during the page sweep")
+    parser.add_argument("--init-only", default="",
+                        help="only the functions' init times, for the binaries in these directories (comma "
+                             "separated; they take turns), e.g. a build before a change and target/release")
     args = parser.parse_args()
+    if args.init_only:
+        dirs = [Path(d).resolve() for d in args.init_only.split(",")]
+        print(json.dumps(init_times(args.reps * 3, dirs), indent=2))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict = {
         "init_ms": init_times(args.reps * 3),

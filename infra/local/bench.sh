@@ -24,7 +24,11 @@ done
 
 echo "==> release build (the benchmark measures optimised code)"
 cargo build --release --locked -p countries-cli -p countries-tests -p replicator -p retrier -p dlq-reporter \
-  --bin countries --bin bench-write --bin replicator --bin retrier --bin dlq-reporter
+  -p publisher -p writer --bin countries --bin bench-write --bin replicate-once --bin replicator --bin retrier \
+  --bin dlq-reporter --bin publisher --bin writer
+# What each release binary links: the Snowflake client only in the
+# replicator and the publisher, SES only in the dlq-reporter.
+infra/local/check-lambda-binaries.sh release
 
 infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true
 trap 'infra/local/stack.sh down --dir "$STACK_DIR" >/dev/null 2>&1 || true' EXIT

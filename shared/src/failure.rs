@@ -100,14 +100,11 @@ impl Classify for SourceError {
     }
 }
 
-/// A write of rows: to Postgres (the replica, the failure report; the kind
-/// comes from the SQLSTATE, `countries_postgres::sqlstate`), or, in stream
-/// mode, to the changes queue ([`WriteError::changes_queue`]).
+/// A write to Postgres (the replica, the ledger, the failure report); the
+/// kind comes from the SQLSTATE (`countries_postgres::sqlstate`).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{target} {kind} error{}: {message}", sqlstate.as_ref().map(|s| format!(" (SQLSTATE {s})")).unwrap_or_default())]
+#[error("Postgres {kind} error{}: {message}", sqlstate.as_ref().map(|s| format!(" (SQLSTATE {s})")).unwrap_or_default())]
 pub struct WriteError {
-    /// Where the rows were going: "Postgres" or "the changes queue".
-    pub target: &'static str,
     pub kind: ErrorKind,
     pub sqlstate: Option<String>,
     pub message: String,
@@ -116,7 +113,6 @@ pub struct WriteError {
 impl WriteError {
     pub fn transient(message: impl Into<String>) -> Self {
         Self {
-            target: POSTGRES,
             kind: ErrorKind::Transient,
             sqlstate: None,
             message: message.into(),
@@ -125,7 +121,6 @@ impl WriteError {
 
     pub fn fatal(message: impl Into<String>) -> Self {
         Self {
-            target: POSTGRES,
             kind: ErrorKind::Fatal,
             sqlstate: None,
             message: message.into(),
@@ -134,28 +129,9 @@ impl WriteError {
 
     pub fn row_level(sqlstate: &str, message: impl Into<String>) -> Self {
         Self {
-            target: POSTGRES,
             kind: ErrorKind::RowLevel,
             sqlstate: Some(sqlstate.to_string()),
             message: message.into(),
-        }
-    }
-
-    /// The changes queue did not take a batch (stream mode's publisher).
-    /// Never row-level: a batch SQS refuses is not about one row's content
-    /// (`pack` keeps every batch within the size limit), and bisecting would
-    /// send rows to the retry queue as if Postgres had refused them. So it
-    /// is transient (retried, then left in Snowflake) unless it is fatal.
-    pub fn changes_queue(error: &QueueError) -> Self {
-        let kind = match error.kind {
-            ErrorKind::Fatal => ErrorKind::Fatal,
-            ErrorKind::Transient | ErrorKind::RowLevel => ErrorKind::Transient,
-        };
-        Self {
-            target: "the changes queue",
-            kind,
-            sqlstate: None,
-            message: error.to_string(),
         }
     }
 
@@ -166,8 +142,32 @@ impl WriteError {
     }
 }
 
-/// The default target of a [`WriteError`].
-pub const POSTGRES: &str = "Postgres";
+/// Why a sink stopped taking rows, in the sink's own terms: Postgres
+/// (transient or fatal; a row it refuses is not a stop, it is a refused
+/// row), the changes queue (its SQS error), or the invocation's deadline.
+/// A changes-queue error is never row-level: a batch SQS refuses is not
+/// about one row's content (`pack` keeps every batch within the size
+/// limit), so it is transient (retried, then left in Snowflake) unless it
+/// is fatal.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Postgres(#[from] WriteError),
+    #[error("the changes queue did not take a batch: {0}")]
+    ChangesQueue(#[from] QueueError),
+    #[error("the invocation's deadline is near; the rest is not started")]
+    Deadline,
+}
+
+impl Classify for SinkError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Postgres(e) => e.kind,
+            Self::ChangesQueue(e) if e.kind == ErrorKind::Fatal => ErrorKind::Fatal,
+            Self::ChangesQueue(_) | Self::Deadline => ErrorKind::Transient,
+        }
+    }
+}
 
 impl Classify for WriteError {
     fn kind(&self) -> ErrorKind {

@@ -45,22 +45,31 @@ impl RunOutcome {
     }
 }
 
-/// Where a run sends the rows it reads: Postgres (batch mode's replicator)
-/// or the changes queue (stream mode's publisher; `rows_written` then
-/// counts rows the queue accepted).
+/// Which sink rows go to: Postgres (batch mode's replicator, the retrier,
+/// the writers) or the changes queue (stream mode's publisher; a run's
+/// `rows_written` then counts rows the queue accepted, and `rows_changed`
+/// is 0: the writers count what Postgres changed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RunSink {
+pub enum SinkKind {
     #[default]
     Postgres,
     ChangesQueue,
 }
 
-impl RunSink {
+impl SinkKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Postgres => "postgres",
             Self::ChangesQueue => "changes_queue",
+        }
+    }
+
+    /// What logs and errors call it.
+    pub fn target(self) -> &'static str {
+        match self {
+            Self::Postgres => "Postgres",
+            Self::ChangesQueue => "the changes queue",
         }
     }
 
@@ -80,14 +89,16 @@ pub struct RunSummary {
     pub run_id: Uuid,
     pub trigger_id: Option<String>,
     #[serde(default)]
-    pub sink: RunSink,
+    pub sink: SinkKind,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub outcome: RunOutcome,
     pub rows_read: usize,
-    /// Committed in Postgres (including rows a replay left unchanged).
+    /// Taken by the sink: committed in Postgres (including rows a replay
+    /// left unchanged), or accepted by the changes queue.
     pub rows_written: usize,
-    /// Inserted or updated by this run.
+    /// Inserted or updated in Postgres by this run (0 for the changes
+    /// queue: the writers change the rows).
     pub rows_changed: usize,
     pub rows_invalid: usize,
     pub rows_rejected: usize,
@@ -112,7 +123,7 @@ impl RunSummary {
         Self {
             run_id,
             trigger_id,
-            sink: RunSink::Postgres,
+            sink: SinkKind::Postgres,
             started_at: Utc::now(),
             finished_at: None,
             outcome: RunOutcome::Running,

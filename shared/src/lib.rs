@@ -5,7 +5,10 @@
 //! - the data: [`model`] (row, validation, queue message, failure report),
 //!   [`ledger`] (what a run did, and its accounting rule);
 //! - the vocabulary every path shares: [`failure`] (transient / row-level /
-//!   fatal), [`retry`] (the one retry helper), [`isolate`] (bisection);
+//!   fatal), [`retry`] (the one retry helper);
+//! - [`sink`]: where rows go, as the use cases see it (one outcome for every
+//!   sink, the bisection a sink that refuses single rows uses, stream mode's
+//!   changes-queue sink);
 //! - the ports ([`ports`]): the traits the use cases reach the services
 //!   through. Their real adapters are crates of their own, one per service,
 //!   under `shared/adapters/` (`countries-snowflake`, `countries-postgres`,
@@ -32,7 +35,6 @@ pub mod config;
 pub mod deadline;
 pub mod dlq_reporter;
 pub mod failure;
-pub mod isolate;
 pub mod lambda;
 pub mod ledger;
 pub mod model;
@@ -41,6 +43,7 @@ pub mod publisher;
 pub mod replicator;
 pub mod retrier;
 pub mod retry;
+pub mod sink;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;

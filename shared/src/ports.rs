@@ -13,12 +13,13 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::deadline::Deadline;
-use crate::failure::{MailError, QueueError, SourceError, WriteError};
-use crate::ledger::{RunSink, RunSummary};
+use crate::failure::{MailError, QueueError, SinkError, SourceError, WriteError};
+use crate::ledger::{RunSummary, SinkKind};
 use crate::model::change::{ChangeBatch, ChangeMark};
 use crate::model::message::RetryMessage;
 use crate::model::report::{DeadLetter, Digest, FailureEntry};
 use crate::model::row::{CountryRow, SourceRow};
+use crate::retry::RetryPolicy;
 
 // ---- Snowflake: the source ----
 
@@ -121,15 +122,61 @@ pub enum IdMatch {
 /// middle of a page) makes more.
 pub const MAX_RANGES_PER_DELETE: usize = 1_000;
 
-// ---- Postgres: the replica and the failure report ----
+// ---- The run guard: one per run, whatever the sink ----
 
-/// A sink: something a use case writes rows into, one statement per call
-/// (the Postgres replica; the publisher's changes queue).
+/// The run lock and the run ledger: a run holds the lock while it moves
+/// rows, so that two runs never work on the table at once, and records
+/// itself in the ledger when it starts and when it ends. Postgres keeps
+/// both, for either sink.
+#[async_trait]
+pub trait RunGuard: Send + Sync {
+    /// Takes the run lock and records the run as started. `None` when
+    /// another run holds the lock.
+    async fn open_run(
+        &self,
+        summary: &RunSummary,
+    ) -> Result<Option<Box<dyn GuardedRun>>, WriteError>;
+}
+
+/// One run's hold on the lock. Dropping it releases the lock.
+#[async_trait]
+pub trait GuardedRun: Send {
+    /// Whether the run still holds the lock (its connection may have been
+    /// lost, and another run may have taken it since): checked before each
+    /// page is written. An error means it does not.
+    async fn confirm(&mut self) -> Result<(), WriteError>;
+    /// Records the run's outcome in the ledger.
+    async fn finish(&mut self, summary: &RunSummary) -> Result<(), WriteError>;
+}
+
+// ---- Sinks: where rows go ----
+
+/// How much a sink may do for one call of [`RowSink::write`].
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLimits {
+    /// Rows the sink may refuse one by one; past that, what it would refuse
+    /// is deferred (the circuit breaker: rows that could not be enqueued
+    /// anyway are not isolated).
+    pub failure_budget: usize,
+    /// Attempts and backoff for transient failures.
+    pub policy: RetryPolicy,
+}
+
+/// A sink: where a use case's rows go (the Postgres replica; stream mode's
+/// changes queue). Each sink decides how it takes rows; only a sink that
+/// refuses single rows (Postgres, through its constraints) isolates them.
 #[async_trait]
 pub trait RowSink: Send {
-    /// Upserts the rows in one statement: all of them are committed, or none.
-    /// Returns how many rows changed (a replay changes none).
-    async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError>;
+    /// Writes the rows and says what became of each ([`SinkOutcome`]):
+    /// accepted, refused with the reason, or deferred because the sink
+    /// stopped taking rows (unavailable, fatal, or the deadline), which the
+    /// outcome's `stop` says.
+    async fn write(
+        &mut self,
+        rows: &[&CountryRow],
+        limits: WriteLimits,
+        deadline: &Deadline,
+    ) -> SinkOutcome;
 
     /// Stream mode: records which batch of each message group is written
     /// next ([`ChangeMark`]), before its rows. Only the Postgres replica
@@ -140,36 +187,48 @@ pub trait RowSink: Send {
     }
 }
 
-/// Where a run's rows go, as the replicator sees it: the replica (batch
-/// mode), or the changes queue behind the same lock and ledger (stream
-/// mode's publisher, [`crate::publisher`]).
-#[async_trait]
-pub trait ReplicaStore: Send + Sync {
-    /// Where this store sends the rows (recorded in the ledger).
-    fn sink(&self) -> RunSink {
-        RunSink::Postgres
+/// What one [`RowSink::write`] did (indices into its rows).
+#[derive(Debug, Default)]
+pub struct SinkOutcome {
+    /// Accepted: in the sink now.
+    pub written: Vec<usize>,
+    /// Refused by the sink, each with its reason (Postgres's constraints):
+    /// bound for the retry queue.
+    pub rejected: Vec<(usize, WriteError)>,
+    /// Not tried, or not taken: still the caller's.
+    pub deferred: Vec<usize>,
+    /// Rows the sink changed (Postgres: inserted or updated; a replay
+    /// changes none). The changes queue changes nothing itself: 0.
+    pub changed: u64,
+    /// Set when no further write should be tried: the sink is unavailable
+    /// (a transient error outlasted its retries), a fatal error, or the
+    /// deadline.
+    pub stop: Option<SinkError>,
+}
+
+impl SinkOutcome {
+    /// Every row deferred, and why.
+    pub fn none_taken(rows: usize, stop: SinkError) -> Self {
+        Self {
+            deferred: (0..rows).collect(),
+            stop: Some(stop),
+            ..Self::default()
+        }
     }
-    /// Starts a run: takes the run lock and records the run as started.
-    /// `None` when another run holds the lock.
-    async fn open_run(
-        &self,
-        summary: &RunSummary,
-    ) -> Result<Option<Box<dyn ReplicaRun>>, WriteError>;
 }
 
-/// One run's hold on the replica. Dropping it releases the lock.
-#[async_trait]
-pub trait ReplicaRun: RowSink {
-    /// Records the run's outcome in the ledger.
-    async fn finish(&mut self, summary: &RunSummary) -> Result<(), WriteError>;
-}
-
-/// Opens sinks into the replica without a run lock (the retrier, the
-/// writer and the replay command).
+/// Opens sinks of one kind: one per run (the replicator, the publisher),
+/// per invocation (the retrier, the writer) or per command (replay).
 #[async_trait]
 pub trait SinkPool: Send + Sync {
-    async fn open(&self) -> Result<Box<dyn RowSink>, WriteError>;
+    /// Which sink this is (the ledger's `sink` column, logs, errors).
+    fn kind(&self) -> SinkKind;
+    /// A sink; `run_id` is the run whose rows it takes, when there is one
+    /// (the changes queue stamps its batches with it).
+    async fn open(&self, run_id: Option<Uuid>) -> Result<Box<dyn RowSink>, SinkError>;
 }
+
+// ---- Postgres: the failure report ----
 
 /// What storing one failure-report entry did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -80,13 +80,19 @@ impl RetryPolicy {
 /// Runs `op` until it succeeds, fails with an error that is not transient,
 /// has used `policy.attempts` attempts, or the invocation's deadline is near
 /// (no retry is started then); returns the last result.
-pub async fn retry<T, E>(
+///
+/// `op` is a closure that returns a future (`async || …` or `|| async …`).
+/// Not `AsyncFnMut`: with it, a retry inside a boxed `Send` future (an
+/// `async_trait` method, such as a sink's write) cannot be proven `Send` by
+/// today's compiler.
+pub async fn retry<T, E, Fut>(
     policy: RetryPolicy,
     deadline: &Deadline,
     what: &'static str,
-    mut op: impl AsyncFnMut() -> Result<T, E>,
+    mut op: impl FnMut() -> Fut,
 ) -> Result<T, E>
 where
+    Fut: std::future::Future<Output = Result<T, E>>,
     E: Classify + Display,
 {
     let mut attempt = 1;
@@ -134,56 +140,44 @@ mod tests {
     #[tokio::test]
     async fn only_transient_errors_are_retried_and_attempts_are_bounded() {
         let mut calls = 0;
-        let result: Result<(), WriteError> = retry(
-            RetryPolicy::immediate(3),
-            &Deadline::none(),
-            "test",
-            async || {
+        let result: Result<(), WriteError> =
+            retry(RetryPolicy::immediate(3), &Deadline::none(), "test", || {
                 calls += 1;
-                Err(WriteError::transient("reset"))
-            },
-        )
-        .await;
+                async { Err(WriteError::transient("reset")) }
+            })
+            .await;
         assert!(result.is_err());
         assert_eq!(calls, 3);
 
         let mut calls = 0;
-        let result: Result<(), WriteError> = retry(
-            RetryPolicy::immediate(3),
-            &Deadline::none(),
-            "test",
-            async || {
+        let result: Result<(), WriteError> =
+            retry(RetryPolicy::immediate(3), &Deadline::none(), "test", || {
                 calls += 1;
-                Err(WriteError::row_level("23514", "check"))
-            },
-        )
-        .await;
+                async { Err(WriteError::row_level("23514", "check")) }
+            })
+            .await;
         assert!(result.is_err());
         assert_eq!(calls, 1, "a row-level error is not retried");
 
         let mut calls = 0;
-        let result = retry(
-            RetryPolicy::immediate(5),
-            &Deadline::none(),
-            "test",
-            async || {
-                calls += 1;
-                if calls < 3 {
-                    Err(WriteError::transient("reset"))
-                } else {
-                    Ok(calls)
-                }
-            },
-        )
+        let result = retry(RetryPolicy::immediate(5), &Deadline::none(), "test", || {
+            calls += 1;
+            let result = if calls < 3 {
+                Err(WriteError::transient("reset"))
+            } else {
+                Ok(calls)
+            };
+            async move { result }
+        })
         .await;
         assert_eq!(result.unwrap(), 3);
 
         let mut calls = 0;
         let near = Deadline::after(Duration::ZERO, Duration::from_secs(1));
         let result: Result<(), WriteError> =
-            retry(RetryPolicy::immediate(5), &near, "test", async || {
+            retry(RetryPolicy::immediate(5), &near, "test", || {
                 calls += 1;
-                Err(WriteError::transient("reset"))
+                async { Err(WriteError::transient("reset")) }
             })
             .await;
         assert!(result.is_err());

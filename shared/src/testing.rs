@@ -14,17 +14,20 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::failure::{ErrorKind, MailError, QueueError, SourceError, WriteError};
-use crate::ledger::RunSummary;
+use crate::deadline::Deadline;
+use crate::failure::{ErrorKind, MailError, QueueError, SinkError, SourceError, WriteError};
+use crate::ledger::{RunSummary, SinkKind};
 use crate::model::change::ChangeBatch;
 use crate::model::message::RetryMessage;
 use crate::model::report::{DeadLetter, Digest, FailureEntry};
 use crate::model::row::{CountryRow, SourceRow};
+use crate::ports::SinkOutcome;
 use crate::ports::{
-    ChangeParking, ChangeQueue, DeadLetterQueue, Deleted, FailureStore, IdMatch, Mailer,
-    ReplicaRun, ReplicaStore, RetryQueue, RowNumbers, RowSink, RowSource, RowsInMemory, SinkPool,
-    Snapshot, SourceRows, Stored, VisibilityDelay, MAX_RANGES_PER_DELETE,
+    ChangeParking, ChangeQueue, DeadLetterQueue, Deleted, FailureStore, GuardedRun, IdMatch,
+    Mailer, RetryQueue, RowNumbers, RowSink, RowSource, RowsInMemory, RunGuard, SinkPool, Snapshot,
+    SourceRows, Stored, VisibilityDelay, WriteLimits, MAX_RANGES_PER_DELETE,
 };
+use crate::sink::isolate::{write_isolating, AllOrNothing};
 
 /// Locks a fake's state; a test that panicked while holding it has failed
 /// already, so its poison is ignored.
@@ -249,6 +252,8 @@ pub struct StoreState {
     pub statements_before_outage: Option<usize>,
     /// How long each write takes.
     pub write_delay: Option<Duration>,
+    /// A run's lock connection was lost and another run took the lock.
+    pub lock_lost: bool,
     /// Stream mode's marks: (buckets, bucket) → (run, seq).
     pub marks: BTreeMap<(u32, u32), (uuid::Uuid, u64)>,
 }
@@ -264,11 +269,11 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl ReplicaStore for MemoryStore {
+impl RunGuard for MemoryStore {
     async fn open_run(
         &self,
         summary: &RunSummary,
-    ) -> Result<Option<Box<dyn ReplicaRun>>, WriteError> {
+    ) -> Result<Option<Box<dyn GuardedRun>>, WriteError> {
         let mut state = self.state();
         if state.down {
             return Err(WriteError::transient("connection refused"));
@@ -278,42 +283,72 @@ impl ReplicaStore for MemoryStore {
         }
         state.locked = true;
         state.ledger.push(summary.clone());
-        Ok(Some(Box::new(MemorySink {
+        Ok(Some(Box::new(MemoryRun {
             state: self.0.clone(),
-            holds_lock: true,
         })))
+    }
+}
+
+/// One run's hold on the lock.
+pub struct MemoryRun {
+    state: Arc<Mutex<StoreState>>,
+}
+
+impl Drop for MemoryRun {
+    fn drop(&mut self) {
+        lock(&self.state).locked = false;
+    }
+}
+
+#[async_trait]
+impl GuardedRun for MemoryRun {
+    async fn confirm(&mut self) -> Result<(), WriteError> {
+        if lock(&self.state).lock_lost {
+            return Err(WriteError::fatal(
+                "lost the run lock with the connection, and another run holds it now",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, summary: &RunSummary) -> Result<(), WriteError> {
+        lock(&self.state).ledger.push(summary.clone());
+        Ok(())
     }
 }
 
 #[async_trait]
 impl SinkPool for MemoryStore {
-    async fn open(&self) -> Result<Box<dyn RowSink>, WriteError> {
+    fn kind(&self) -> SinkKind {
+        SinkKind::Postgres
+    }
+
+    async fn open(&self, _run_id: Option<uuid::Uuid>) -> Result<Box<dyn RowSink>, SinkError> {
         if self.state().down {
-            return Err(WriteError::transient("connection refused"));
+            return Err(WriteError::transient("connection refused").into());
         }
         Ok(Box::new(MemorySink {
             state: self.0.clone(),
-            holds_lock: false,
         }))
     }
 }
 
-/// A connection to the replica; with the run lock when opened for a run.
+/// A connection to the replica.
 pub struct MemorySink {
     state: Arc<Mutex<StoreState>>,
-    holds_lock: bool,
-}
-
-impl Drop for MemorySink {
-    fn drop(&mut self) {
-        if self.holds_lock {
-            lock(&self.state).locked = false;
-        }
-    }
 }
 
 #[async_trait]
 impl RowSink for MemorySink {
+    async fn write(
+        &mut self,
+        rows: &[&CountryRow],
+        limits: WriteLimits,
+        deadline: &Deadline,
+    ) -> SinkOutcome {
+        write_isolating(self, rows, limits, deadline).await
+    }
+
     async fn mark_changes(
         &mut self,
         marks: &[crate::model::change::ChangeMark],
@@ -328,8 +363,11 @@ impl RowSink for MemorySink {
         }
         Ok(())
     }
+}
 
-    async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
+#[async_trait]
+impl AllOrNothing for MemorySink {
+    async fn write_all(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
         tokio::task::yield_now().await;
         let delay = lock(&self.state).write_delay;
         if let Some(delay) = delay {
@@ -377,14 +415,6 @@ impl RowSink for MemorySink {
             }
         }
         Ok(changed)
-    }
-}
-
-#[async_trait]
-impl ReplicaRun for MemorySink {
-    async fn finish(&mut self, summary: &RunSummary) -> Result<(), WriteError> {
-        lock(&self.state).ledger.push(summary.clone());
-        Ok(())
     }
 }
 

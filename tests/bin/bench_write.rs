@@ -18,7 +18,7 @@ use countries_postgres::connect::connect;
 use countries_postgres::replica::PostgresStore;
 use countries_shared::config::PostgresConfig;
 use countries_shared::model::row::{validate, CountryRow, SourceRow};
-use countries_shared::ports::RowSink;
+use countries_shared::sink::isolate::AllOrNothing;
 use tokio_postgres::types::Type;
 
 type Failure = Box<dyn std::error::Error>;
@@ -102,7 +102,7 @@ async fn main() -> Result<(), Failure> {
             let mut writer = PostgresStore::new(config.clone()).pg_writer().await?;
             let mut changed = 0;
             for chunk in data.chunks(batch) {
-                changed += writer.write_chunk(chunk).await?;
+                changed += writer.write_all(chunk).await?;
             }
             changed
         }

@@ -1,16 +1,17 @@
 //! The `publisher` function's wiring (stream mode): the replicator's run
-//! with the changes queue as its sink, behind the Postgres run lock and
-//! ledger. The handler is `countries_shared::lambda::publisher`, the use
+//! with the changes queue as its sink, behind the Postgres run guard (lock
+//! and ledger). The handler is `countries_shared::lambda::publisher`, the use
 //! case `countries_shared::publisher`.
 
 use std::sync::Arc;
 
-use countries_postgres::replica::PostgresStore;
+use countries_postgres::run_guard::PostgresRunGuard;
 use countries_shared::config::vars::Function;
 use countries_shared::config::PublisherConfig;
 use countries_shared::failure::SourceError;
-use countries_shared::publisher::{Publisher, PublishingStore};
+use countries_shared::publisher::Publisher;
 use countries_shared::replicator::Replicator;
+use countries_shared::sink::changes_queue::ChangesQueueSinks;
 use countries_snowflake::SnowflakeSource;
 use countries_sqs::changes_queue::SqsChangesQueue;
 use countries_sqs::retry_queue::SqsRetryQueue;
@@ -20,8 +21,7 @@ use countries_sqs::retry_queue::SqsRetryQueue;
 pub async fn build(config: &PublisherConfig) -> Result<Publisher, SourceError> {
     let runs = &config.replicator;
     let sqs = aws_sdk_sqs::Client::new(&countries_shared::aws::sdk_config().await);
-    let store = PublishingStore {
-        ledger: Box::new(PostgresStore::new(runs.postgres.clone())),
+    let sinks = ChangesQueueSinks {
         queue: Arc::new(SqsChangesQueue::new(
             sqs.clone(),
             config.changes_queue_url.clone(),
@@ -33,7 +33,8 @@ pub async fn build(config: &PublisherConfig) -> Result<Publisher, SourceError> {
     Ok(Publisher {
         runs: Replicator::new(
             Box::new(source),
-            Box::new(store),
+            Box::new(PostgresRunGuard::new(runs.postgres.clone())),
+            Box::new(sinks),
             Box::new(SqsRetryQueue::new(sqs, runs.retry_queue_url.clone())),
             runs,
         ),

@@ -1,9 +1,11 @@
 //! The `replicator` function's wiring: configuration in, real adapters out
-//! (Snowflake, Postgres, SQS), built once per process and reused by warm
+//! (Snowflake; Postgres for the run guard and as the sink; SQS), built once per process and reused by warm
 //! invocations. The handler is `countries_shared::lambda::replicator`, the
 //! use case `countries_shared::replicator`.
 
 use countries_postgres::replica::PostgresStore;
+use countries_postgres::run_guard::PostgresRunGuard;
+use countries_postgres::warm::PasswordSource;
 use countries_shared::config::vars::Function;
 use countries_shared::config::ReplicatorConfig;
 use countries_shared::failure::SourceError;
@@ -19,7 +21,12 @@ pub async fn build(config: &ReplicatorConfig) -> Result<Replicator, SourceError>
         SnowflakeSource::connect_and_check(&config.snowflake, Function::Replicator.name()).await?;
     Ok(Replicator::new(
         Box::new(source),
-        Box::new(PostgresStore::new(config.postgres.clone())),
+        Box::new(PostgresRunGuard::new(config.postgres.clone())),
+        // The container's warm connection (countries_postgres::warm).
+        Box::new(PostgresStore::with_password_source(
+            config.postgres.clone(),
+            PasswordSource::from_config(&config.postgres).await,
+        )),
         Box::new(SqsRetryQueue::new(sqs, config.retry_queue_url.clone())),
         config,
     ))

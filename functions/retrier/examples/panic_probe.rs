@@ -8,10 +8,13 @@
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use countries_shared::failure::WriteError;
+use countries_shared::deadline::Deadline;
+use countries_shared::failure::SinkError;
 use countries_shared::lambda::retrier::handle;
+use countries_shared::ledger::SinkKind;
 use countries_shared::model::row::CountryRow;
-use countries_shared::ports::{RowSink, SinkPool};
+use countries_shared::ports::SinkOutcome;
+use countries_shared::ports::{RowSink, SinkPool, WriteLimits};
 use countries_shared::retrier::Retrier;
 use countries_shared::retry::{Backoff, RetryPolicy};
 
@@ -20,14 +23,23 @@ struct PanickingWriter;
 
 #[async_trait]
 impl SinkPool for PanickingPool {
-    async fn open(&self) -> Result<Box<dyn RowSink>, WriteError> {
+    fn kind(&self) -> SinkKind {
+        SinkKind::Postgres
+    }
+
+    async fn open(&self, _run_id: Option<uuid::Uuid>) -> Result<Box<dyn RowSink>, SinkError> {
         Ok(Box::new(PanickingWriter))
     }
 }
 
 #[async_trait]
 impl RowSink for PanickingWriter {
-    async fn write_chunk(&mut self, _rows: &[CountryRow]) -> Result<u64, WriteError> {
+    async fn write(
+        &mut self,
+        _rows: &[&CountryRow],
+        _limits: WriteLimits,
+        _deadline: &Deadline,
+    ) -> SinkOutcome {
         panic!("a writer bug (panic probe)");
     }
 }

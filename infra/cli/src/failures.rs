@@ -9,11 +9,10 @@ use countries_postgres::failure_report::PostgresFailureReport;
 use countries_postgres::sqlstate::write_error;
 use countries_shared::config::PostgresConfig;
 use countries_shared::deadline::Deadline;
-use countries_shared::failure::WriteError;
-use countries_shared::isolate::write_isolating;
+use countries_shared::failure::{SinkError, WriteError};
 use countries_shared::model::report::ChangeOrigin;
 use countries_shared::model::row::{validate, CountryRow, SourceRow};
-use countries_shared::ports::{RowSink, SinkPool};
+use countries_shared::ports::{RowSink, SinkPool, WriteLimits};
 use countries_shared::retry::RetryPolicy;
 use serde::Serialize;
 
@@ -104,7 +103,7 @@ impl FailureReport {
         &self,
         writers: &dyn SinkPool,
         only: Option<&[String]>,
-    ) -> Result<ReplayOutcome, WriteError> {
+    ) -> Result<ReplayOutcome, SinkError> {
         let failures = self.unresolved(100_000).await?;
         let mut outcome = ReplayOutcome {
             replayed: Vec::new(),
@@ -147,17 +146,13 @@ impl FailureReport {
         }
         drop(conn);
         if !rows.is_empty() {
-            let mut writer: Box<dyn RowSink> = writers.open().await?;
+            let mut writer: Box<dyn RowSink> = writers.open(None).await?;
             let refs: Vec<&CountryRow> = rows.iter().map(|(_, r)| r).collect();
-            let policy = RetryPolicy::new(3);
-            let result = write_isolating(
-                writer.as_mut(),
-                &refs,
-                usize::MAX,
-                policy,
-                &Deadline::none(),
-            )
-            .await;
+            let limits = WriteLimits {
+                failure_budget: usize::MAX,
+                policy: RetryPolicy::new(3),
+            };
+            let result = writer.write(&refs, limits, &Deadline::none()).await;
             for i in &result.written {
                 outcome.replayed.push(rows[*i].0.clone());
             }

@@ -38,12 +38,12 @@ pub async fn handle(
 mod tests {
     use super::*;
     use crate::config::RunLimits;
-    use crate::ledger::{RunOutcome, RunSink};
+    use crate::ledger::{RunOutcome, SinkKind};
     use crate::model::row::SourceRow;
     use crate::ports::NoHook;
-    use crate::publisher::PublishingStore;
     use crate::replicator::Replicator;
     use crate::retry::Backoff;
+    use crate::sink::changes_queue::ChangesQueueSinks;
     use crate::testing::{MemoryChanges, MemoryQueue, MemorySource, MemoryStore};
     use std::sync::Arc;
     use std::time::Duration;
@@ -52,8 +52,8 @@ mod tests {
         Publisher {
             runs: Replicator {
                 source: Box::new(source.clone()),
-                store: Box::new(PublishingStore {
-                    ledger: Box::new(MemoryStore::default()),
+                guard: Box::new(MemoryStore::default()),
+                sinks: Box::new(ChangesQueueSinks {
                     queue: Arc::new(changes.clone()),
                     buckets: 4,
                 }),
@@ -82,7 +82,7 @@ mod tests {
         let p = publisher(&source, &changes, Duration::ZERO);
         let outcome = handle(&p, event()).await.unwrap();
         assert_eq!(outcome.runs.len(), 1);
-        assert_eq!(outcome.runs[0].sink, RunSink::ChangesQueue);
+        assert_eq!(outcome.runs[0].sink, SinkKind::ChangesQueue);
         assert_eq!(outcome.runs[0].rows_written, 1);
         assert_eq!(outcome.runs[0].trigger_id.as_deref(), Some("evt-1"));
         let outcome = handle(&p, event()).await.unwrap();

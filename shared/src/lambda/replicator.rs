@@ -79,7 +79,8 @@ mod tests {
     fn replicator(source: &MemorySource, store: &MemoryStore) -> Replicator {
         Replicator {
             source: Box::new(source.clone()),
-            store: Box::new(store.clone()),
+            guard: Box::new(store.clone()),
+            sinks: Box::new(store.clone()),
             queue: Box::new(MemoryQueue::default()),
             limits: RunLimits::default(),
             backoff: Backoff::ZERO,

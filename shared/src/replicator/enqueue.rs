@@ -3,24 +3,21 @@
 
 use crate::deadline::Deadline;
 use crate::failure::QueueError;
-use crate::ledger::RunSummary;
 use crate::model::message::RetryMessage;
-use crate::replicator::page::Page;
-use crate::replicator::plan::Failure;
-use crate::replicator::{Progress, Replicator};
+use crate::replicator::{Replicator, Run};
 
 impl Replicator {
     /// Sends a page's failed rows to the retry queue, within what is left of
     /// `MAX_FAILURES_PER_RUN`; the ones SQS accepted become safe to delete,
     /// the others stay in Snowflake.
-    pub(super) async fn enqueue(
-        &self,
-        mut failures: Vec<Failure>,
-        progress: &mut Progress,
-        page: &mut Page,
-        summary: &mut RunSummary,
-        deadline: &Deadline,
-    ) {
+    pub(super) async fn enqueue(&self, run: &mut Run, deadline: &Deadline) {
+        let mut failures = std::mem::take(&mut run.failures);
+        let Run {
+            summary,
+            progress,
+            page,
+            ..
+        } = run;
         if failures.is_empty() {
             return;
         }

@@ -1,6 +1,8 @@
 //! The replicator's use case: one run, top to bottom.
 //!
-//! 1. take the run lock in Postgres (another run in progress: skip);
+//! 1. take the run guard (the lock and the ledger, in Postgres; another run
+//!    in progress: skip) and open the sink (Postgres; the changes queue for
+//!    stream mode's publisher);
 //! 2. count the source table (answered from metadata): empty, the run is
 //!    idle and ends here, without waking Snowflake's warehouse;
 //! 3. freeze at most `MAX_ROWS_PER_RUN` rows into a snapshot inside
@@ -11,15 +13,19 @@
 //!      enqueued and deleted: at most two pages in memory), and plan each
 //!      chunk ([`plan`]): invalid rows become retry messages, other
 //!      versions of an id wait for the next run;
-//!    - upsert the valid rows in chunks of `BATCH_SIZE`; a chunk Postgres
-//!      refuses is bisected until the refused rows are isolated
-//!      ([`crate::isolate`]); transient errors are retried with backoff
-//!      ([`crate::retry`]), then the rows are deferred;
+//!    - confirm the run still holds its lock (lost to another run: stop,
+//!      everything not done stays in Snowflake; Postgres unreachable: stop
+//!      writing, as when a write fails);
+//!    - write the valid rows to the sink in chunks of `BATCH_SIZE`; the sink
+//!      says which it
+//!      accepted, refused (Postgres isolates them by bisection,
+//!      [`crate::sink::isolate`]) or deferred after retrying transient
+//!      errors ([`crate::retry`]);
 //!    - send refused and invalid rows to the retry queue (circuit breaker:
 //!      `MAX_FAILURES_PER_RUN` for the whole run);
 //!    - delete from Snowflake exactly the rows that are safe, by joining the
 //!      table against the page's safe ranges of the snapshot ([`page`]);
-//!      every other row stays for the next run;
+//!      every other row stays for the next run ([`delete`]);
 //! 5. drop the snapshot;
 //! 6. record the run in the ledger ([`crate::ledger`]).
 //!
@@ -28,6 +34,7 @@
 //! idempotent, the delete matches whole rows, and the snapshot is a
 //! temporary table that dies with its session.
 
+mod delete;
 mod enqueue;
 mod page;
 mod plan;
@@ -42,11 +49,11 @@ use uuid::Uuid;
 
 use crate::config::RunLimits;
 use crate::deadline::Deadline;
-use crate::failure::SourceError;
+use crate::failure::{Classify, SourceError};
 use crate::ledger::{RunOutcome, RunSummary};
 use crate::ports::{
-    IdMatch, ReplicaRun, ReplicaStore, RetryQueue, RowNumbers, RowSource, Snapshot, SourceRows,
-    Step, StepHook, MAX_RANGES_PER_DELETE,
+    GuardedRun, RetryQueue, RowNumbers, RowSink, RowSource, RunGuard, SinkPool, Snapshot,
+    SourceRows, Step, StepHook,
 };
 use crate::replicator::page::Page;
 use crate::replicator::plan::{plan_chunk, Failure};
@@ -55,7 +62,10 @@ use crate::retry::{retry, Backoff, RetryPolicy};
 /// The services a run uses, and its limits.
 pub struct Replicator {
     pub source: Box<dyn RowSource>,
-    pub store: Box<dyn ReplicaStore>,
+    /// The run lock and the ledger.
+    pub guard: Box<dyn RunGuard>,
+    /// Where the rows go.
+    pub sinks: Box<dyn SinkPool>,
     pub queue: Box<dyn RetryQueue>,
     pub limits: RunLimits,
     /// Between attempts of a Postgres write or a Snowflake delete.
@@ -71,13 +81,15 @@ impl Replicator {
     /// margin, the default backoff and no step hook.
     pub fn new(
         source: Box<dyn RowSource>,
-        store: Box<dyn ReplicaStore>,
+        guard: Box<dyn RunGuard>,
+        sinks: Box<dyn SinkPool>,
         queue: Box<dyn RetryQueue>,
         config: &crate::config::ReplicatorConfig,
     ) -> Self {
         Self {
             source,
-            store,
+            guard,
+            sinks,
             queue,
             limits: config.limits,
             backoff: Backoff::default(),
@@ -87,7 +99,20 @@ impl Replicator {
     }
 }
 
-/// The state of one run while it moves rows.
+/// One run's state, passed by reference through its steps: what it did,
+/// its hold on the guard, its sink, how far it got, and the page in hand.
+struct Run {
+    summary: RunSummary,
+    guard: Box<dyn GuardedRun>,
+    sink: Box<dyn RowSink>,
+    progress: Progress,
+    /// Which rows of the page in hand are safe to delete.
+    page: Page,
+    /// The page's failed rows, bound for the retry queue.
+    failures: Vec<Failure>,
+}
+
+/// How far a run got.
 #[derive(Default)]
 struct Progress {
     /// The country each id had when first seen in this run (the last id's
@@ -95,8 +120,8 @@ struct Progress {
     first_version: HashMap<i32, [u8; 3]>,
     /// Failure messages made so far (the circuit breaker's count).
     failures_seen: usize,
-    /// Set when Postgres writing stopped (a fatal error, or a transient one
-    /// that outlasted its retries): later chunks are deferred.
+    /// Set when the sink stopped taking rows (a fatal error, a transient one
+    /// that outlasted its retries, the deadline): later chunks are deferred.
     writes_stopped: bool,
     /// Set when the breaker tripped (reported once).
     breaker_tripped: bool,
@@ -117,6 +142,8 @@ enum Stop {
     /// Snowflake failed: what is not done stays there for the next run.
     Source,
     Deadline,
+    /// The run guard no longer confirms the lock.
+    LockLost,
 }
 
 impl Replicator {
@@ -131,9 +158,9 @@ impl Replicator {
         deadline: &Deadline,
     ) -> RunSummary {
         let mut summary = RunSummary::new(run_id, trigger_id);
-        summary.sink = self.store.sink();
-        let mut replica = match self.store.open_run(&summary).await {
-            Ok(Some(replica)) => replica,
+        summary.sink = self.sinks.kind();
+        let mut guard = match self.guard.open_run(&summary).await {
+            Ok(Some(guard)) => guard,
             Ok(None) => {
                 summary.outcome = RunOutcome::Skipped;
                 summary.add_error("another replicator run holds the lock");
@@ -147,17 +174,44 @@ impl Replicator {
                 return summary;
             }
         };
-        self.move_rows(replica.as_mut(), &mut summary, deadline)
-            .await;
+        let sink = match self.sinks.open(Some(run_id)).await {
+            Ok(sink) => sink,
+            Err(e) => {
+                summary.outcome = RunOutcome::Failed;
+                summary.add_error(format!("cannot open {}: {e}", summary.sink.target()));
+                summary.finished_at = Some(Utc::now());
+                Self::record(guard.as_mut(), &mut summary).await;
+                return summary;
+            }
+        };
+        let mut run = Run {
+            summary,
+            guard,
+            sink,
+            progress: Progress::default(),
+            page: Page::new(1, 0),
+            failures: Vec::new(),
+        };
+        self.move_rows(&mut run, deadline).await;
         self.steps.reached(Step::BeforeLedger);
+        let Run {
+            mut summary,
+            mut guard,
+            ..
+        } = run;
         summary.finished_at = Some(Utc::now());
         debug_assert_eq!(summary.unaccounted(), 0, "{summary:?}");
-        if let Err(e) = replica.finish(&summary).await {
-            // The rows are where the summary says; only the record is missing.
-            tracing::error!(run_id = %run_id, error = %e, "could not record the run in the ledger");
+        Self::record(guard.as_mut(), &mut summary).await;
+        summary
+    }
+
+    /// Records the run's outcome in the ledger; the rows are where the
+    /// summary says whether or not that works.
+    async fn record(guard: &mut dyn GuardedRun, summary: &mut RunSummary) {
+        if let Err(e) = guard.finish(summary).await {
+            tracing::error!(run_id = %summary.run_id, error = %e, "could not record the run in the ledger");
             summary.add_error(format!("ledger not updated: {e}"));
         }
-        summary
     }
 
     fn policy(&self) -> RetryPolicy {
@@ -168,25 +222,19 @@ impl Replicator {
     }
 
     /// Tells the step hook, once per run.
-    fn reached(&self, progress: &mut Progress, step: Step) {
+    fn reached(&self, run: &mut Run, step: Step) {
+        let progress = &mut run.progress;
         if !progress.steps_reached.contains(&step) {
             progress.steps_reached.push(step);
             self.steps.reached(step);
         }
     }
 
-    async fn move_rows(
-        &self,
-        replica: &mut dyn ReplicaRun,
-        summary: &mut RunSummary,
-        deadline: &Deadline,
-    ) {
+    async fn move_rows(&self, run: &mut Run, deadline: &Deadline) {
         let statements_before = self.source.statements_sent();
-        let mut progress = Progress::default();
-        self.reached(&mut progress, Step::BeforeRead);
-        let outcome = self
-            .snapshot_and_move(replica, &mut progress, summary, deadline)
-            .await;
+        self.reached(run, Step::BeforeRead);
+        let outcome = self.snapshot_and_move(run, deadline).await;
+        let summary = &mut run.summary;
         summary.snowflake_statements = self.source.statements_sent() - statements_before;
         summary.outcome = match outcome {
             Some(outcome) => outcome,
@@ -200,27 +248,23 @@ impl Replicator {
     /// Counts, snapshots, moves the rows page by page and drops the
     /// snapshot. Returns the outcome when it is not decided by the rows
     /// (idle, failed).
-    async fn snapshot_and_move(
-        &self,
-        replica: &mut dyn ReplicaRun,
-        progress: &mut Progress,
-        summary: &mut RunSummary,
-        deadline: &Deadline,
-    ) -> Option<RunOutcome> {
+    async fn snapshot_and_move(&self, run: &mut Run, deadline: &Deadline) -> Option<RunOutcome> {
+        let run_id = run.summary.run_id;
         let count = retry(self.policy(), deadline, "Snowflake count", async || {
-            self.source.count_rows(Some(summary.run_id), deadline).await
+            self.source.count_rows(Some(run_id), deadline).await
         })
         .await;
         match count {
             Ok(0) => return Some(RunOutcome::Idle),
             Ok(_) => {}
             Err(e) => {
-                summary.add_error(format!("counting the Snowflake rows: {e}"));
+                run.summary
+                    .add_error(format!("counting the Snowflake rows: {e}"));
                 return Some(RunOutcome::Failed);
             }
         }
         if deadline.is_near() {
-            summary.add_error(format!(
+            run.summary.add_error(format!(
                 "deadline: less than {}s left before the snapshot; nothing was read",
                 deadline.margin().as_secs()
             ));
@@ -228,17 +272,18 @@ impl Replicator {
         }
         let limit = self.limits.max_rows_per_run;
         let snapshot = retry(self.policy(), deadline, "Snowflake snapshot", async || {
-            self.source.snapshot(summary.run_id, limit, deadline).await
+            self.source.snapshot(run_id, limit, deadline).await
         })
         .await;
         let snapshot = match snapshot {
             Ok(snapshot) => snapshot,
             Err(e) => {
-                summary.add_error(format!("taking the Snowflake snapshot: {e}"));
+                run.summary
+                    .add_error(format!("taking the Snowflake snapshot: {e}"));
                 return Some(RunOutcome::Failed);
             }
         };
-        self.reached(progress, Step::AfterSnapshot);
+        self.reached(run, Step::AfterSnapshot);
 
         let page_rows = self.limits.page_rows.max(1) as u64;
         let last = limit as u64;
@@ -253,7 +298,7 @@ impl Replicator {
             let numbers = first..=last.min(first + page_rows - 1);
             let full = numbers.end() - numbers.start() + 1;
             if deadline.is_near() {
-                summary.add_error(format!(
+                run.summary.add_error(format!(
                     "deadline: less than {}s left; the snapshot rows from number {first} on were not read and stay in Snowflake",
                     deadline.margin().as_secs(),
                 ));
@@ -266,41 +311,35 @@ impl Replicator {
             let rows = match read {
                 Ok(rows) => rows,
                 Err(e) => {
-                    summary.add_error(format!("reading the Snowflake snapshot: {e}"));
+                    run.summary
+                        .add_error(format!("reading the Snowflake snapshot: {e}"));
                     source_failed_first =
-                        progress.pages == 0 && !matches!(e, SourceError::SnapshotLost { .. });
+                        run.progress.pages == 0 && !matches!(e, SourceError::SnapshotLost { .. });
                     break;
                 }
             };
             let next = (rows.remaining() as u64 == full && *numbers.end() < last)
                 .then(|| numbers.end() + 1..=last.min(numbers.end() + page_rows));
-            let first_ahead = progress.pages == 0;
+            let first_ahead = run.progress.pages == 0;
             let (moved, read_ahead) = futures::join!(
-                self.move_page(
-                    &*snapshot,
-                    PageRows { numbers, rows },
-                    replica,
-                    progress,
-                    summary,
-                    deadline
-                ),
+                self.move_page(&*snapshot, PageRows { numbers, rows }, run, deadline),
                 self.read_ahead(&*snapshot, next, first_ahead, deadline),
             );
             ahead = read_ahead;
             match moved {
                 Ok(read) if read < full => break,
                 Ok(_) => {}
-                Err(Stop::Source | Stop::Deadline) => break,
+                Err(Stop::Source | Stop::Deadline | Stop::LockLost) => break,
             }
             first += page_rows;
         }
 
-        self.reached(progress, Step::BeforeDrop);
+        self.reached(run, Step::BeforeDrop);
         // The drop needs no warehouse, and a snapshot it misses dies with the
         // session (or is dropped before the next snapshot): a failure here
         // loses nothing and does not make the run partial.
         if let Err(e) = snapshot.drop_snapshot().await {
-            tracing::warn!(run_id = %summary.run_id, error = %e, "could not drop the run snapshot; it goes with the session");
+            tracing::warn!(run_id = %run.summary.run_id, error = %e, "could not drop the run snapshot; it goes with the session");
         }
         source_failed_first.then_some(RunOutcome::Failed)
     }
@@ -342,26 +381,46 @@ impl Replicator {
         &self,
         snapshot: &dyn Snapshot,
         page: PageRows,
-        replica: &mut dyn ReplicaRun,
-        progress: &mut Progress,
-        summary: &mut RunSummary,
+        run: &mut Run,
         deadline: &Deadline,
     ) -> Result<u64, Stop> {
         let PageRows { numbers, mut rows } = page;
         let first = *numbers.start();
         let held = rows.remaining();
-        progress.pages += 1;
-        summary.rows_read += held;
-        self.reached(progress, Step::AfterRead);
+        run.progress.pages += 1;
+        run.summary.rows_read += held;
+        self.reached(run, Step::AfterRead);
 
-        let mut page = Page::new(first, held);
-        let mut failures: Vec<Failure> = Vec::new();
+        match run.guard.confirm().await {
+            Ok(()) => {}
+            // Another run holds the lock now: this one writes, enqueues and
+            // deletes nothing more, and what it read stays in Snowflake.
+            Err(e) if !e.is_transient() => {
+                run.summary.rows_deferred += held;
+                run.summary.add_error(format!(
+                    "the run lost its lock; the snapshot rows from number {first} on stay in Snowflake: {e}"
+                ));
+                return Err(Stop::LockLost);
+            }
+            // Postgres cannot be reached: nobody writes there now. The page's
+            // invalid rows, which need no Postgres, still go to the queue.
+            Err(e) if !run.progress.writes_stopped => {
+                run.summary.add_error(format!(
+                    "writing to {} stopped: the run lock cannot be confirmed: {e}",
+                    run.summary.sink.target()
+                ));
+                run.progress.writes_stopped = true;
+            }
+            Err(_) => {}
+        }
+        run.page = Page::new(first, held);
+        run.failures = Vec::new();
         let mut next = first;
         let mut cut_by_deadline = false;
         loop {
             if deadline.is_near() && rows.remaining() > 0 {
-                summary.rows_deferred += rows.remaining();
-                summary.add_error(format!(
+                run.summary.rows_deferred += rows.remaining();
+                run.summary.add_error(format!(
                     "deadline: less than {}s left, {} rows not started and the snapshot rows after number {} are left in Snowflake",
                     deadline.margin().as_secs(),
                     rows.remaining(),
@@ -376,8 +435,9 @@ impl Replicator {
                 Err(e) => {
                     // Not seen in practice (the schema is checked up front);
                     // whatever was not decoded stays in Snowflake.
-                    summary.rows_deferred += rows.remaining();
-                    summary.add_error(format!("decoding the Snowflake rows: {e}"));
+                    run.summary.rows_deferred += rows.remaining();
+                    run.summary
+                        .add_error(format!("decoding the Snowflake rows: {e}"));
                     break;
                 }
             };
@@ -386,75 +446,24 @@ impl Replicator {
             let plan = plan_chunk(
                 raw,
                 chunk_first,
-                &mut progress.first_version,
-                summary.run_id,
+                &mut run.progress.first_version,
+                run.summary.run_id,
                 Utc::now(),
             );
-            self.write_chunk(
-                replica,
-                plan,
-                progress,
-                &mut page,
-                &mut failures,
-                summary,
-                deadline,
-            )
-            .await;
+            self.write_chunk(run, plan, deadline).await;
             // Once per run: after the run's first chunk.
-            self.reached(progress, Step::MidWrite);
+            self.reached(run, Step::MidWrite);
         }
         drop(rows);
-        self.reached(progress, Step::AfterWrite);
+        self.reached(run, Step::AfterWrite);
 
-        self.enqueue(failures, progress, &mut page, summary, deadline)
-            .await;
-        self.reached(progress, Step::AfterEnqueue);
+        self.enqueue(run, deadline).await;
+        self.reached(run, Step::AfterEnqueue);
 
-        self.delete_safe_rows(snapshot, &page, progress, summary, deadline)
-            .await?;
+        self.delete_safe_rows(snapshot, run, deadline).await?;
         if cut_by_deadline {
             return Err(Stop::Deadline);
         }
         Ok(held as u64)
-    }
-
-    /// Deletes the page's safe rows from the source table, by joining it
-    /// against the snapshot: one statement for a page without trouble. It
-    /// is started even near the deadline (it is bounded, and leaving rows
-    /// the queue owns in Snowflake would enqueue them again next run); only
-    /// its retries stop there.
-    async fn delete_safe_rows(
-        &self,
-        snapshot: &dyn Snapshot,
-        page: &Page,
-        progress: &mut Progress,
-        summary: &mut RunSummary,
-        deadline: &Deadline,
-    ) -> Result<(), Stop> {
-        for ids in [IdMatch::Equal, IdMatch::BothNull] {
-            let ranges = page.safe_ranges(ids);
-            for statement in ranges.chunks(MAX_RANGES_PER_DELETE) {
-                let deleted: Result<u64, SourceError> =
-                    retry(self.policy(), deadline, "Snowflake delete", async || {
-                        snapshot.delete(statement, ids).await
-                    })
-                    .await;
-                match deleted {
-                    Ok(n) => summary.rows_deleted += usize::try_from(n).unwrap_or(usize::MAX),
-                    Err(e) => {
-                        // The rows are safe elsewhere: the next run reads them
-                        // again, the upsert changes nothing, and the delete is
-                        // done then.
-                        summary.add_error(format!(
-                            "deleting from Snowflake stopped; safe rows left for the next run: {e}"
-                        ));
-                        return Err(Stop::Source);
-                    }
-                }
-                // Once per run: after the run's first delete.
-                self.reached(progress, Step::MidDelete);
-            }
-        }
-        Ok(())
     }
 }

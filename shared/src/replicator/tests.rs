@@ -26,7 +26,8 @@ impl World {
     fn replicator(&self, limits: RunLimits) -> Replicator {
         Replicator {
             source: Box::new(self.source.clone()),
-            store: Box::new(self.store.clone()),
+            guard: Box::new(self.store.clone()),
+            sinks: Box::new(self.store.clone()),
             queue: Box::new(self.queue.clone()),
             limits,
             backoff: Backoff::ZERO,
@@ -682,4 +683,38 @@ mod properties {
             });
         }
     }
+}
+
+/// A run whose lock was lost (its connection ended and another run took
+/// it) moves nothing more: the page it read stays in Snowflake, whole.
+#[tokio::test]
+async fn a_run_that_lost_its_lock_moves_nothing_more() {
+    let world = World::new(vec![
+        SourceRow::new(Some(1), Some("USA")),
+        SourceRow::new(Some(2), Some("US")),
+    ]);
+    world.store.state().lock_lost = true;
+    let summary = world.run(RunLimits::default()).await;
+    assert_eq!(summary.outcome, RunOutcome::Partial, "{summary:?}");
+    assert!(
+        summary
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("lost its lock"),
+        "{summary:?}"
+    );
+    assert_eq!(
+        (
+            summary.rows_read,
+            summary.rows_written,
+            summary.rows_enqueued,
+            summary.rows_deleted
+        ),
+        (2, 0, 0, 0)
+    );
+    assert_eq!(summary.rows_deferred, 2);
+    assert_eq!(world.source.state().rows.len(), 2, "both rows stay");
+    assert!(world.queue.messages.lock().unwrap().is_empty());
+    assert!(world.store.state().table.is_empty());
 }

@@ -1,34 +1,29 @@
-//! Writing one planned chunk to Postgres, and sorting its rows by what
-//! became of them: written (safe to delete), refused (bound for the retry
-//! queue) or deferred (left in Snowflake).
+//! Writing one planned chunk to the run's sink, and sorting its rows by
+//! what became of them: written (safe to delete), refused (bound for the
+//! retry queue) or deferred (left in Snowflake).
 
 use chrono::Utc;
 
 use crate::deadline::Deadline;
 use crate::failure::WriteError;
-use crate::isolate::write_isolating;
-use crate::ledger::RunSummary;
 use crate::model::message::{FailureDetail, RetryMessage};
 use crate::model::row::CountryRow;
-use crate::ports::ReplicaRun;
-use crate::replicator::page::Page;
+use crate::ports::WriteLimits;
 use crate::replicator::plan::{ChunkPlan, Failure};
-use crate::replicator::{Progress, Replicator};
+use crate::replicator::{Replicator, Run};
 
 impl Replicator {
     /// Writes one planned chunk and sorts its rows: written (safe),
     /// refused (bound for the queue) or deferred (left in Snowflake).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn write_chunk(
-        &self,
-        replica: &mut dyn ReplicaRun,
-        plan: ChunkPlan,
-        progress: &mut Progress,
-        page: &mut Page,
-        failures: &mut Vec<Failure>,
-        summary: &mut RunSummary,
-        deadline: &Deadline,
-    ) {
+    pub(super) async fn write_chunk(&self, run: &mut Run, plan: ChunkPlan, deadline: &Deadline) {
+        let Run {
+            summary,
+            sink,
+            progress,
+            page,
+            failures,
+            ..
+        } = run;
         // Invalid rows need no Postgres: they are queued even after the
         // writes stopped.
         summary.rows_invalid += plan.failures.len();
@@ -46,8 +41,11 @@ impl Replicator {
             .max_failures_per_run
             .saturating_sub(progress.failures_seen);
         let refs: Vec<&CountryRow> = plan.valid.iter().map(|p| &p.row).collect();
-        let result =
-            write_isolating(&mut *replica, &refs, budget_left, self.policy(), deadline).await;
+        let limits = WriteLimits {
+            failure_budget: budget_left,
+            policy: self.policy(),
+        };
+        let result = sink.write(&refs, limits, deadline).await;
         drop(refs);
         summary.rows_changed += usize::try_from(result.changed).unwrap_or(usize::MAX);
         let mut outcome: Vec<Option<Result<(), WriteError>>> = vec![None; plan.valid.len()];
@@ -92,7 +90,10 @@ impl Replicator {
             }
         }
         if let Some(error) = result.stop {
-            summary.add_error(format!("writing to Postgres stopped: {error}"));
+            summary.add_error(format!(
+                "writing to {} stopped: {error}",
+                summary.sink.target()
+            ));
             progress.writes_stopped = true;
         }
     }

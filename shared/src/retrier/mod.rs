@@ -27,11 +27,10 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt;
 
 use crate::deadline::Deadline;
-use crate::failure::{Classify, ErrorKind, WriteError};
-use crate::isolate::write_isolating;
+use crate::failure::{Classify, ErrorKind, SinkError};
 use crate::model::message::{parse_retry_message, MalformedMessage};
 use crate::model::row::{validate, CountryRow, InvalidRow};
-use crate::ports::{SinkPool, VisibilityDelay};
+use crate::ports::{SinkPool, VisibilityDelay, WriteLimits};
 use crate::retry::{Backoff, RetryPolicy};
 
 pub struct Retrier {
@@ -72,11 +71,11 @@ pub enum RetryReason {
     #[error("invalid record: {0}")]
     Invalid(InvalidRow),
     #[error("Postgres unavailable: {0}")]
-    Unavailable(WriteError),
+    Unavailable(SinkError),
     /// Postgres refused the row itself, or a transient error outlasted the
     /// retries, or an earlier error stopped the batch (`None`).
     #[error("{}", .0.as_ref().map_or_else(|| "not written".to_string(), ToString::to_string))]
-    NotWritten(Option<WriteError>),
+    NotWritten(Option<SinkError>),
     #[error("panic while {0}")]
     Panic(&'static str),
     #[error("the invocation's deadline is near; not written in this delivery")]
@@ -262,7 +261,7 @@ impl Retrier {
                 .map(|r| vec![Verdict::Retry(RetryReason::DeadlineNear); r.len()])
                 .collect();
         }
-        let mut writer = match self.sinks.open().await {
+        let mut writer = match self.sinks.open(None).await {
             Ok(w) => w,
             Err(e) => {
                 return rounds
@@ -286,15 +285,13 @@ impl Retrier {
                 continue;
             }
             let rows: Vec<&CountryRow> = round.iter().map(|c| &c.row).collect();
-            let written = AssertUnwindSafe(write_isolating(
-                writer.as_mut(),
-                &rows,
-                usize::MAX,
-                self.policy,
-                deadline,
-            ))
-            .catch_unwind()
-            .await;
+            let limits = WriteLimits {
+                failure_budget: usize::MAX,
+                policy: self.policy,
+            };
+            let written = AssertUnwindSafe(writer.write(&rows, limits, deadline))
+                .catch_unwind()
+                .await;
             let result = match written {
                 Ok(result) => result,
                 Err(_) => {
@@ -311,7 +308,7 @@ impl Retrier {
                 verdicts[i] = Verdict::Written;
             }
             for (i, error) in result.rejected {
-                verdicts[i] = Verdict::Retry(RetryReason::NotWritten(Some(error)));
+                verdicts[i] = Verdict::Retry(RetryReason::NotWritten(Some(error.into())));
             }
             for i in result.deferred {
                 verdicts[i] = Verdict::Retry(RetryReason::NotWritten(result.stop.clone()));

@@ -37,11 +37,10 @@ use std::collections::HashSet;
 use chrono::Utc;
 
 use crate::deadline::Deadline;
-use crate::isolate::write_isolating;
 use crate::model::change::{parse_change_batch, ChangeMark, MalformedChange};
 use crate::model::message::{FailureDetail, RetryMessage};
 use crate::model::row::CountryRow;
-use crate::ports::{ChangeParking, Parked, RetryQueue, RowSink, SinkPool};
+use crate::ports::{ChangeParking, Parked, RetryQueue, RowSink, SinkPool, WriteLimits};
 use crate::retry::RetryPolicy;
 
 pub struct ChangeWriter {
@@ -185,7 +184,7 @@ impl ChangeWriter {
             return false;
         }
         if writer.is_none() {
-            match self.sinks.open().await {
+            match self.sinks.open(None).await {
                 Ok(w) => *writer = Some(w),
                 Err(_) => return false,
             }
@@ -214,17 +213,24 @@ impl ChangeWriter {
         // an id here: such a statement is refused whole, and each batch then
         // goes on its own, in order.
         rows.sort_unstable_by_key(|r| r.country_id);
-        match w.write_chunk(&rows).await {
-            Ok(changed) => {
-                summary.rows_written += rows.len();
-                summary.rows_changed += usize::try_from(changed).unwrap_or(usize::MAX);
-                true
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "the invocation's batches did not go in as one; writing them one by one");
-                false
-            }
+        let refs: Vec<&CountryRow> = rows.iter().collect();
+        // One statement, no isolation and no retry: anything but a clean
+        // write falls back to the batches one by one, which do both.
+        let at_once = WriteLimits {
+            failure_budget: 0,
+            policy: RetryPolicy::immediate(1),
+        };
+        let outcome = w.write(&refs, at_once, deadline).await;
+        if outcome.written.len() == rows.len() {
+            summary.rows_written += rows.len();
+            summary.rows_changed += usize::try_from(outcome.changed).unwrap_or(usize::MAX);
+            return true;
         }
+        tracing::debug!(
+            error = outcome.stop.as_ref().map(ToString::to_string),
+            "the invocation's batches did not go in as one; writing them one by one"
+        );
+        false
     }
 
     /// This delivery is the last the changes queue makes: failing it hands
@@ -265,7 +271,7 @@ impl ChangeWriter {
     ) -> Result<(), NotDone> {
         let (batch, rows) = parse_change_batch(delivery.body).map_err(NotDone::Malformed)?;
         if writer.is_none() {
-            match self.sinks.open().await {
+            match self.sinks.open(None).await {
                 Ok(w) => *writer = Some(w),
                 Err(e) => {
                     let reason = NotDone::Unavailable(e.to_string());
@@ -283,7 +289,11 @@ impl ChangeWriter {
             return Err(reason);
         }
         let refs: Vec<&CountryRow> = rows.iter().collect();
-        let result = write_isolating(w, &refs, usize::MAX, self.policy, deadline).await;
+        let limits = WriteLimits {
+            failure_budget: usize::MAX,
+            policy: self.policy,
+        };
+        let result = w.write(&refs, limits, deadline).await;
         summary.rows_written += result.written.len();
         summary.rows_changed += usize::try_from(result.changed).unwrap_or(usize::MAX);
         if let Some(error) = &result.stop {

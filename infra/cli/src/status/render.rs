@@ -1,6 +1,6 @@
 //! `countries status` as one screen of text.
 
-use countries_shared::ledger::RunSink;
+use countries_shared::ledger::SinkKind;
 
 use super::{Health, Part, QueueDepth, Status};
 
@@ -72,10 +72,10 @@ pub fn render(s: &Status) -> String {
                     out,
                     "{:<20} {:<10} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
                     r.started_at.format("%Y-%m-%d %H:%M:%S"),
-                    if r.sink == RunSink::ChangesQueue.as_str() {
-                        RunSink::ChangesQueue.function()
+                    if r.sink == SinkKind::ChangesQueue.as_str() {
+                        SinkKind::ChangesQueue.function()
                     } else {
-                        RunSink::Postgres.function()
+                        SinkKind::Postgres.function()
                     },
                     r.outcome,
                     r.rows_read,

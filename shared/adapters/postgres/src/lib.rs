@@ -1,13 +1,15 @@
 //! Postgres, the system rows go to: [`connect`] (TLS), [`sqlstate`] (the one
-//! classification of its errors), [`sink`] (rows in: COPY first, then the upsert),
-//! [`replica`] (the run lock, taken by [`lock`], and the ledger) and [`failure_report`] (the
-//! dlq-reporter's durable report), and [`warm`] (the connection a warm
-//! container keeps between invocations).
+//! classification of its errors), [`sink`] (rows in: COPY first, then the
+//! upsert, refused rows isolated), [`replica`] (sinks on the warm
+//! connection), [`run_guard`] (the run lock, [`lock`], and the ledger),
+//! [`failure_report`] (the dlq-reporter's durable report), and [`warm`] (the
+//! connection a warm container keeps between invocations).
 
 pub mod connect;
 pub mod failure_report;
 pub mod lock;
 pub mod replica;
+pub mod run_guard;
 pub mod sink;
 pub mod sqlstate;
 pub mod warm;

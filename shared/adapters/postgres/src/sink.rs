@@ -1,19 +1,22 @@
-//! Writing rows: binary COPY first, the idempotent upsert when COPY refuses
-//! the chunk for a row-level reason.
+//! The Postgres sink: binary COPY first, the idempotent upsert when COPY
+//! refuses the chunk for a row-level reason, and the refused rows isolated
+//! by bisection.
 
 use async_trait::async_trait;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
 use crate::connect::connect;
-use crate::lock::try_lock;
 use crate::sqlstate::write_error;
 use crate::warm::Lease;
 use countries_shared::config::PostgresConfig;
+use countries_shared::deadline::Deadline;
 use countries_shared::failure::{ErrorKind, WriteError};
 use countries_shared::model::change::ChangeMark;
 use countries_shared::model::row::CountryRow;
-use countries_shared::ports::RowSink;
+use countries_shared::ports::SinkOutcome;
+use countries_shared::ports::{RowSink, WriteLimits};
+use countries_shared::sink::isolate::{write_isolating, AllOrNothing};
 
 pub fn upsert_statement(config: &PostgresConfig) -> String {
     let table = format!("{}.{}", config.schema.quoted(), config.table.quoted());
@@ -44,8 +47,7 @@ async fn prepare_upsert(client: &Client, config: &PostgresConfig) -> Result<Stat
         })
 }
 
-/// A connection with the upsert prepared. With a lock name, it holds that
-/// advisory lock and takes it again after reconnecting.
+/// A connection with the upsert prepared.
 ///
 /// Each chunk is written with binary `COPY` first: a scheduled run normally
 /// brings new rows, and COPY inserts them about three times faster than an
@@ -55,7 +57,6 @@ async fn prepare_upsert(client: &Client, config: &PostgresConfig) -> Result<Stat
 /// the semantics; its errors are what the caller sees.
 pub struct PgSink {
     config: PostgresConfig,
-    lock_name: Option<String>,
     upsert: Statement,
     connection: Lease,
     copy_first: bool,
@@ -73,7 +74,6 @@ impl PgSink {
     pub(crate) async fn new(
         config: PostgresConfig,
         mut connection: Lease,
-        lock_name: Option<String>,
     ) -> Result<Self, WriteError> {
         let upsert = match prepare_upsert(&connection.client, &config).await {
             Ok(upsert) => upsert,
@@ -84,7 +84,6 @@ impl PgSink {
         };
         Ok(Self {
             config,
-            lock_name,
             upsert,
             connection,
             copy_first: true,
@@ -136,21 +135,13 @@ impl PgSink {
         &self.connection.client
     }
 
-    /// After a lost connection: reconnect and take the lock again. Another run
-    /// may hold it by now, and then this run must stop writing.
+    /// After a lost connection: reconnect.
     pub(crate) async fn ensure_connected(&mut self) -> Result<(), WriteError> {
         if !self.connection.client.is_closed() {
             return Ok(());
         }
         tracing::warn!("Postgres connection lost; reconnecting");
         let connection = connect(&self.config).await?;
-        if let Some(lock_name) = &self.lock_name {
-            if !try_lock(&connection.client, lock_name).await? {
-                return Err(WriteError::fatal(
-                    "lost the run lock with the connection, and another run holds it now",
-                ));
-            }
-        }
         self.upsert = prepare_upsert(&connection.client, &self.config).await?;
         self.connection.replace(connection);
         Ok(())
@@ -158,9 +149,10 @@ impl PgSink {
 }
 
 #[async_trait]
-impl RowSink for PgSink {
-    async fn write_chunk(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
-        let written = self.write(rows).await;
+impl AllOrNothing for PgSink {
+    /// One COPY (or upsert): every row or none.
+    async fn write_all(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
+        let written = self.copy_or_upsert(rows).await;
         if written
             .as_ref()
             .is_err_and(|e| e.kind != ErrorKind::RowLevel)
@@ -169,6 +161,20 @@ impl RowSink for PgSink {
             self.connection.discard();
         }
         written
+    }
+}
+
+#[async_trait]
+impl RowSink for PgSink {
+    /// A chunk Postgres refuses because of a row is halved until the
+    /// refused rows stand alone ([`write_isolating`]).
+    async fn write(
+        &mut self,
+        rows: &[&CountryRow],
+        limits: WriteLimits,
+        deadline: &Deadline,
+    ) -> SinkOutcome {
+        write_isolating(self, rows, limits, deadline).await
     }
 
     async fn mark_changes(&mut self, marks: &[ChangeMark]) -> Result<(), WriteError> {
@@ -221,7 +227,7 @@ impl PgSink {
             .map_err(|e| write_error(&e).context("marking the batches written"))
     }
 
-    async fn write(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
+    async fn copy_or_upsert(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
         self.ensure_connected().await?;
         if self.copy_first {
             match self.copy_rows(rows).await {

@@ -29,7 +29,6 @@ pub fn write_error(err: &tokio_postgres::Error) -> WriteError {
         message.push_str(&format!(" [constraint {constraint}]"));
     }
     WriteError {
-        target: countries_shared::failure::POSTGRES,
         kind,
         sqlstate: Some(code.to_string()),
         message,

@@ -1,6 +1,7 @@
-//! Row isolation by bisection: the shared machinery that lets every write
-//! path (the replicator, the retrier, `countries replay`) carry on past a
-//! row Postgres refuses.
+//! Row isolation by bisection, for a sink whose statements write all their
+//! rows or none (Postgres, and its in-memory stand-in in the unit tests):
+//! what lets every write path (the replicator, the retrier, the writer,
+//! `countries replay`) carry on past a row Postgres refuses.
 //!
 //! One bad row makes a whole statement (or COPY) fail and nothing of it is
 //! written. A clean chunk costs one statement; k refused rows among n cost
@@ -9,22 +10,22 @@
 //! server-side loop with a per-row exception block takes ~260 ms whatever
 //! the count, but opens a subtransaction per row, so bisection is kept.
 
-use crate::deadline::Deadline;
-use crate::failure::{Classify, ErrorKind, WriteError};
-use crate::model::row::CountryRow;
-use crate::ports::RowSink;
-use crate::retry::{retry, RetryPolicy};
+use async_trait::async_trait;
 
-/// What happened to one chunk of rows (indices into the chunk).
-#[derive(Debug, Default)]
-pub struct ChunkResult {
-    pub written: Vec<usize>,
-    pub rejected: Vec<(usize, WriteError)>,
-    pub deferred: Vec<usize>,
-    pub changed: u64,
-    /// Set when no further chunk should be tried: a transient error outlasted
-    /// its retries, or a fatal one.
-    pub stop: Option<WriteError>,
+use crate::deadline::Deadline;
+use crate::failure::{Classify, ErrorKind, SinkError, WriteError};
+use crate::model::row::CountryRow;
+use crate::ports::SinkOutcome;
+use crate::ports::WriteLimits;
+use crate::retry::retry;
+
+/// One statement that writes all of its rows or none: Postgres's upsert
+/// (COPY first), and its in-memory stand-in.
+#[async_trait]
+pub trait AllOrNothing: Send {
+    /// Writes every row, or none and says why (row-level: one of them is
+    /// refused). Returns how many rows changed.
+    async fn write_all(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError>;
 }
 
 /// Writes a chunk; when Postgres refuses it because of a row, halves it
@@ -33,13 +34,20 @@ pub struct ChunkResult {
 /// Near `deadline` no further statement starts: what is left is deferred and
 /// `stop` says why.
 pub async fn write_isolating(
-    writer: &mut dyn RowSink,
+    writer: &mut dyn AllOrNothing,
     rows: &[&CountryRow],
-    failure_budget: usize,
-    policy: RetryPolicy,
+    limits: WriteLimits,
     deadline: &Deadline,
-) -> ChunkResult {
-    let mut result = ChunkResult::default();
+) -> SinkOutcome {
+    let WriteLimits {
+        failure_budget,
+        policy,
+    } = limits;
+    let mut result = SinkOutcome::default();
+    // Each attempt borrows the writer from here (a retried operation
+    // returns a future of its own); never contended.
+    let writer = tokio::sync::Mutex::new(writer);
+    let writer = &writer;
     // A stack of row ranges still to write; it starts as the whole chunk.
     let mut pending = Vec::with_capacity(64);
     pending.push(0..rows.len());
@@ -52,14 +60,13 @@ pub async fn write_isolating(
             for rest in pending.drain(..) {
                 result.deferred.extend(rest);
             }
-            result.stop = Some(WriteError::transient(
-                "the invocation's deadline is near; the rest is not started",
-            ));
+            result.stop = Some(SinkError::Deadline);
             break;
         }
         let slice: Vec<CountryRow> = rows[range.clone()].iter().map(|r| (*r).clone()).collect();
-        let written = retry(policy, deadline, "Postgres write", async || {
-            writer.write_chunk(&slice).await
+        let slice = &slice;
+        let written = retry(policy, deadline, "Postgres write", || async move {
+            writer.lock().await.write_all(slice).await
         })
         .await;
         match written {
@@ -85,7 +92,7 @@ pub async fn write_isolating(
                 for rest in pending.drain(..) {
                     result.deferred.extend(rest);
                 }
-                result.stop = Some(e);
+                result.stop = Some(SinkError::Postgres(e));
             }
         }
     }
