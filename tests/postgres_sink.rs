@@ -31,7 +31,7 @@ fn summary() -> RunSummary {
 async fn the_upsert_is_idempotent_and_counts_only_real_changes() {
     let env = TestEnv::new("pg_upsert").await;
     let store = PostgresStore::new(env.config().postgres);
-    let mut run = store.pg_writer().await.unwrap();
+    let mut run = store.pg_sink().await.unwrap();
 
     let first = rows(&[(1, "USA"), (2, "FRA"), (3, "DEU")]);
     assert_eq!(run.write_all(&first).await.unwrap(), 3);
@@ -61,7 +61,7 @@ async fn a_refused_row_is_row_level_and_names_the_constraint() {
         .await
         .unwrap();
     let store = PostgresStore::new(env.config().postgres);
-    let mut run = store.pg_writer().await.unwrap();
+    let mut run = store.pg_sink().await.unwrap();
     let err = run
         .write_all(&rows(&[(1, "USA"), (2, "ATL")]))
         .await
@@ -79,7 +79,7 @@ async fn a_refused_row_is_row_level_and_names_the_constraint() {
 async fn a_missing_table_is_systemic() {
     let env = TestEnv::new("pg_missing").await;
     let store = PostgresStore::new(env.config_with(&[("POSTGRES_TABLE", "nope")]).postgres);
-    let err = match store.pg_writer().await {
+    let err = match store.pg_sink().await {
         Err(e) => e,
         Ok(_) => panic!("a sink opened on a missing table"),
     };
@@ -330,7 +330,7 @@ async fn the_least_privilege_role_is_enough_and_no_more() {
         .unwrap();
     let config = env.config_with(&[("PGUSER", &user), ("PGPASSWORD", "limited")]);
     let store = PostgresStore::new(config.postgres.clone());
-    let mut sink = store.pg_writer().await.unwrap();
+    let mut sink = store.pg_sink().await.unwrap();
     assert_eq!(sink.write_all(&rows(&[(1, "USA")])).await.unwrap(), 1);
     let guard = PostgresRunGuard::new(config.postgres.clone());
     let mut run = guard.open_run(&summary()).await.unwrap().expect("lock");

@@ -54,12 +54,12 @@ async fn the_connection_is_kept_between_invocations_and_replaced_when_the_server
     let store = PostgresStore::new(env.config().postgres);
 
     // Three invocations of one warm process: one connection.
-    let mut first = store.pg_writer().await.expect("first invocation");
+    let mut first = store.pg_sink().await.expect("first invocation");
     let pid = backend_pid(&first).await;
     first.write_all(&row(1, "USA")).await.expect("write");
     drop(first);
     for id in 2..4 {
-        let mut writer = store.pg_writer().await.expect("next invocation");
+        let mut writer = store.pg_sink().await.expect("next invocation");
         assert_eq!(backend_pid(&writer).await, pid, "invocation {id} reused it");
         writer.write_all(&row(id, "FRA")).await.expect("write");
     }
@@ -67,12 +67,12 @@ async fn the_connection_is_kept_between_invocations_and_replaced_when_the_server
     // The server ends it while the container sleeps: the next invocation
     // finds out before writing, and writes on a new one.
     terminate(&env, pid).await;
-    let mut writer = store.pg_writer().await.expect("after the server ended it");
+    let mut writer = store.pg_sink().await.expect("after the server ended it");
     let new_pid = backend_pid(&writer).await;
     assert_ne!(new_pid, pid);
     writer.write_all(&row(9, "DEU")).await.expect("write");
     drop(writer);
-    let again = store.pg_writer().await.expect("and kept");
+    let again = store.pg_sink().await.expect("and kept");
     assert_eq!(backend_pid(&again).await, new_pid);
     drop(again);
     assert_eq!(env.postgres_rows().await.len(), 4);
@@ -82,9 +82,9 @@ async fn the_connection_is_kept_between_invocations_and_replaced_when_the_server
 async fn two_invocations_at_once_never_share_it() {
     let env = TestEnv::new("warm_pg_shared").await;
     let store = PostgresStore::new(env.config().postgres);
-    let a = store.pg_writer().await.expect("a");
+    let a = store.pg_sink().await.expect("a");
     let b = store
-        .pg_writer()
+        .pg_sink()
         .await
         .expect("b, while a holds the warm one");
     let (pid_a, pid_b) = (backend_pid(&a).await, backend_pid(&b).await);
@@ -92,7 +92,7 @@ async fn two_invocations_at_once_never_share_it() {
     drop(b);
     drop(a);
     // Only the warm one was kept; the other closed with its invocation.
-    let c = store.pg_writer().await.expect("c");
+    let c = store.pg_sink().await.expect("c");
     assert_eq!(backend_pid(&c).await, pid_a);
 }
 
@@ -105,7 +105,7 @@ async fn an_error_that_is_not_the_rows_fault_opens_a_new_connection_next_time() 
         .batch_execute(r#"ALTER TABLE "case" ADD CONSTRAINT no_atlantis CHECK (country <> 'ATL')"#)
         .await
         .expect("add a constraint");
-    let mut writer = store.pg_writer().await.expect("writer");
+    let mut writer = store.pg_sink().await.expect("writer");
     let pid = backend_pid(&writer).await;
     // A refused row: the connection is fine and is kept.
     let refused = writer
@@ -114,7 +114,7 @@ async fn an_error_that_is_not_the_rows_fault_opens_a_new_connection_next_time() 
         .expect_err("the constraint refuses it");
     assert_eq!(refused.kind, ErrorKind::RowLevel, "{refused}");
     drop(writer);
-    let mut writer = store.pg_writer().await.expect("writer");
+    let mut writer = store.pg_sink().await.expect("writer");
     assert_eq!(
         backend_pid(&writer).await,
         pid,
@@ -130,7 +130,7 @@ async fn an_error_that_is_not_the_rows_fault_opens_a_new_connection_next_time() 
     let err = writer.write_all(&many).await.expect_err("timed out");
     assert_eq!(err.kind, ErrorKind::Transient, "{err}");
     drop(writer);
-    let writer = store.pg_writer().await.expect("writer");
+    let writer = store.pg_sink().await.expect("writer");
     assert_ne!(
         backend_pid(&writer).await,
         pid,
@@ -181,7 +181,7 @@ async fn a_rotated_password_is_read_again_from_its_secret_once() {
     assert_eq!(refresh.arn, arn);
     let store = PostgresStore::with_password_source(config.clone(), Some(refresh));
     let without_secret = PostgresStore::new(config);
-    let writer = store.pg_writer().await.expect("with the first password");
+    let writer = store.pg_sink().await.expect("with the first password");
     let pid = backend_pid(&writer).await;
     drop(writer);
 
@@ -201,7 +201,7 @@ async fn a_rotated_password_is_read_again_from_its_secret_once() {
         .expect("rotate the secret");
     terminate(&env, pid).await;
 
-    let mut writer = store.pg_writer().await.expect("read the secret again");
+    let mut writer = store.pg_sink().await.expect("read the secret again");
     writer.write_all(&row(7, "JPN")).await.expect("write");
     // Lost mid-invocation: it reconnects with the rotated password (at once
     // when the client saw the server end it, on the next write otherwise).
@@ -215,11 +215,11 @@ async fn a_rotated_password_is_read_again_from_its_secret_once() {
     }
     assert_ne!(backend_pid(&writer).await, lost_pid, "a new connection");
     drop(writer);
-    let writer = store.pg_writer().await.expect("kept");
+    let writer = store.pg_sink().await.expect("kept");
     drop(writer);
 
     let err = without_secret
-        .pg_writer()
+        .pg_sink()
         .await
         .err()
         .expect("no secret to read again: refused");

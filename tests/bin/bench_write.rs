@@ -99,7 +99,7 @@ async fn main() -> Result<(), Failure> {
     let changed = match mode {
         "copy" => copy_all(&admin.client, &data).await?,
         "ours" | "ours-replay" => {
-            let mut writer = PostgresStore::new(config.clone()).pg_writer().await?;
+            let mut writer = PostgresStore::new(config.clone()).pg_sink().await?;
             let mut changed = 0;
             for chunk in data.chunks(batch) {
                 changed += writer.write_all(chunk).await?;

@@ -101,7 +101,7 @@ impl FailureReport {
     /// some message ids.
     pub async fn replay(
         &self,
-        writers: &dyn SinkPool,
+        sinks: &dyn SinkPool,
         only: Option<&[String]>,
     ) -> Result<ReplayOutcome, SinkError> {
         let failures = self.unresolved(100_000).await?;
@@ -146,13 +146,13 @@ impl FailureReport {
         }
         drop(conn);
         if !rows.is_empty() {
-            let mut writer: Box<dyn RowSink> = writers.open(None).await?;
+            let mut sink: Box<dyn RowSink> = sinks.open(None).await?;
             let refs: Vec<&CountryRow> = rows.iter().map(|(_, r)| r).collect();
             let limits = WriteLimits {
                 failure_budget: usize::MAX,
                 policy: RetryPolicy::new(3),
             };
-            let result = writer.write(&refs, limits, &Deadline::none()).await;
+            let result = sink.write(&refs, limits, &Deadline::none()).await;
             for i in &result.written {
                 outcome.replayed.push(rows[*i].0.clone());
             }

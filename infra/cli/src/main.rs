@@ -304,9 +304,9 @@ async fn failures(limit: i64) -> Result<ExitCode> {
 async fn replay(ids: Vec<String>) -> Result<ExitCode> {
     let config = PostgresConfig::from_env()?;
     let report = FailureReport::new(config.clone());
-    let writers = PostgresStore::new(config);
+    let replica = PostgresStore::new(config);
     let only = (!ids.is_empty()).then_some(ids.as_slice());
-    let outcome = report.replay(&writers, only).await?;
+    let outcome = report.replay(&replica, only).await?;
     println!("replayed and resolved: {}", outcome.replayed.len());
     for (id, why) in &outcome.not_replayed {
         println!("not replayed {id}: {why}");

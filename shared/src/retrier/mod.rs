@@ -261,7 +261,7 @@ impl Retrier {
                 .map(|r| vec![Verdict::Retry(RetryReason::DeadlineNear); r.len()])
                 .collect();
         }
-        let mut writer = match self.sinks.open(None).await {
+        let mut sink = match self.sinks.open(None).await {
             Ok(w) => w,
             Err(e) => {
                 return rounds
@@ -289,7 +289,7 @@ impl Retrier {
                 failure_budget: usize::MAX,
                 policy: self.policy,
             };
-            let written = AssertUnwindSafe(writer.write(&rows, limits, deadline))
+            let written = AssertUnwindSafe(sink.write(&rows, limits, deadline))
                 .catch_unwind()
                 .await;
             let result = match written {

@@ -4,9 +4,10 @@
 //!
 //! - All the batches of an invocation are tried as one COPY first; when
 //!   that is refused, or a body is not a batch, each batch goes on its own:
-//! - Each batch is written as the replicator writes a chunk: COPY first,
-//!   the upsert when rows exist, bisection down to the rows Postgres
-//!   refuses, transient errors retried ([`crate::isolate`]).
+//! - Each batch is written to the Postgres sink as the replicator writes a
+//!   chunk: COPY first, the upsert when rows exist, bisection down to the
+//!   rows Postgres refuses ([`crate::sink::isolate`]), transient errors
+//!   retried.
 //! - Rows Postgres refuses go to the retry queue in today's message format,
 //!   so the retrier, the dead-letter queue, the failure report and the
 //!   email serve both modes unchanged. A batch counts as done only when
@@ -110,9 +111,9 @@ impl ChangeWriter {
             messages: deliveries.len(),
             ..StreamSummary::default()
         };
-        let mut writer: Option<Box<dyn RowSink>> = None;
+        let mut sink: Option<Box<dyn RowSink>> = None;
         if self
-            .all_at_once(deliveries, &mut writer, &mut summary, deadline)
+            .all_at_once(deliveries, &mut sink, &mut summary, deadline)
             .await
         {
             return summary;
@@ -127,7 +128,7 @@ impl ChangeWriter {
                     Some(reason) => Err(reason.clone()),
                     None if deadline.is_near() => Err(NotDone::DeadlineNear),
                     None => {
-                        self.one(delivery, &mut writer, &mut stopped, &mut summary, deadline)
+                        self.one(delivery, &mut sink, &mut stopped, &mut summary, deadline)
                             .await
                     }
                 },
@@ -176,20 +177,20 @@ impl ChangeWriter {
     async fn all_at_once(
         &self,
         deliveries: &[ChangeDelivery<'_>],
-        writer: &mut Option<Box<dyn RowSink>>,
+        sink: &mut Option<Box<dyn RowSink>>,
         summary: &mut StreamSummary,
         deadline: &Deadline,
     ) -> bool {
         if deliveries.len() < 2 || deadline.is_near() {
             return false;
         }
-        if writer.is_none() {
+        if sink.is_none() {
             match self.sinks.open(None).await {
-                Ok(w) => *writer = Some(w),
+                Ok(w) => *sink = Some(w),
                 Err(_) => return false,
             }
         }
-        let Some(w) = writer.as_deref_mut() else {
+        let Some(w) = sink.as_deref_mut() else {
             return false;
         };
         let mut rows: Vec<CountryRow> = Vec::new();
@@ -264,15 +265,15 @@ impl ChangeWriter {
     async fn one(
         &self,
         delivery: &ChangeDelivery<'_>,
-        writer: &mut Option<Box<dyn RowSink>>,
+        sink: &mut Option<Box<dyn RowSink>>,
         stopped: &mut Option<NotDone>,
         summary: &mut StreamSummary,
         deadline: &Deadline,
     ) -> Result<(), NotDone> {
         let (batch, rows) = parse_change_batch(delivery.body).map_err(NotDone::Malformed)?;
-        if writer.is_none() {
+        if sink.is_none() {
             match self.sinks.open(None).await {
-                Ok(w) => *writer = Some(w),
+                Ok(w) => *sink = Some(w),
                 Err(e) => {
                     let reason = NotDone::Unavailable(e.to_string());
                     *stopped = Some(reason.clone());
@@ -280,7 +281,7 @@ impl ChangeWriter {
                 }
             }
         }
-        let Some(w) = writer.as_deref_mut() else {
+        let Some(w) = sink.as_deref_mut() else {
             return Err(NotDone::Unavailable("no connection".into()));
         };
         if let Err(e) = w.mark_changes(&[batch.mark()]).await {

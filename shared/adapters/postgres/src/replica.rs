@@ -32,7 +32,7 @@ impl PostgresStore {
     }
 
     /// A sink on the warm connection, as a concrete type (the benchmark).
-    pub async fn pg_writer(&self) -> Result<PgSink, WriteError> {
+    pub async fn pg_sink(&self) -> Result<PgSink, WriteError> {
         let lease = self.warm.lease().await?;
         // With the password in use now, should it reconnect mid-invocation.
         PgSink::new(self.warm.current_config(), lease).await
@@ -46,6 +46,6 @@ impl SinkPool for PostgresStore {
     }
 
     async fn open(&self, _run_id: Option<Uuid>) -> Result<Box<dyn RowSink>, SinkError> {
-        Ok(Box::new(self.pg_writer().await?))
+        Ok(Box::new(self.pg_sink().await?))
     }
 }
