@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::deadline::Deadline;
-use crate::failure::{ErrorKind, QueueError, SinkError};
+use crate::failure::{QueueError, SinkError};
 use crate::ledger::SinkKind;
 use crate::model::change::{pack, ChangeBatch, MAX_CHANGE_BYTES};
 use crate::model::row::CountryRow;
@@ -97,14 +97,7 @@ impl ChangesQueueSink {
             error = %first,
             "the changes queue did not take every batch of a chunk; it is sent again whole"
         );
-        // Never row-level here (see SinkError): retried as transient.
-        Err(match first.kind {
-            ErrorKind::Fatal => first,
-            _ => QueueError {
-                kind: ErrorKind::Transient,
-                ..first
-            },
-        })
+        Err(first)
     }
 }
 
@@ -120,27 +113,23 @@ impl RowSink for ChangesQueueSink {
             return SinkOutcome::none_taken(rows.len(), SinkError::Deadline);
         }
         let rows: Vec<CountryRow> = rows.iter().map(|r| (*r).clone()).collect();
-        match publish_with_retries(self, &rows, limits, deadline).await {
+        let (sink, batch_rows) = (&*self, &rows);
+        // Sent again whole after a partial or failed attempt. The error is a
+        // SinkError before retry() sees it: its classification (never
+        // row-level for the queue) decides what is retried.
+        let published = retry(limits.policy, deadline, "changes-queue publish", || async {
+            let batches = sink.pack(batch_rows);
+            let results = sink.queue.publish(&batches).await;
+            sink.verdict(&batches, results)
+                .map_err(SinkError::ChangesQueue)
+        })
+        .await;
+        match published {
             Ok(()) => SinkOutcome {
                 written: (0..rows.len()).collect(),
                 ..SinkOutcome::default()
             },
-            Err(e) => SinkOutcome::none_taken(rows.len(), SinkError::ChangesQueue(e)),
+            Err(e) => SinkOutcome::none_taken(rows.len(), e),
         }
     }
-}
-
-/// Publishes the rows, again whole after a partial or failed attempt.
-async fn publish_with_retries(
-    sink: &ChangesQueueSink,
-    rows: &[CountryRow],
-    limits: WriteLimits,
-    deadline: &Deadline,
-) -> Result<(), QueueError> {
-    retry(limits.policy, deadline, "changes-queue publish", || async {
-        let batches = sink.pack(rows);
-        let results = sink.queue.publish(&batches).await;
-        sink.verdict(&batches, results)
-    })
-    .await
 }
