@@ -23,6 +23,11 @@ fn rows(spec: &[(i128, &str)]) -> Vec<CountryRow> {
         .collect()
 }
 
+/// A chunk as the sinks take it: borrowed rows.
+fn refs(rows: &[CountryRow]) -> Vec<&CountryRow> {
+    rows.iter().collect()
+}
+
 fn summary() -> RunSummary {
     RunSummary::new(Uuid::new_v4(), Some("test".into()))
 }
@@ -34,14 +39,14 @@ async fn the_upsert_is_idempotent_and_counts_only_real_changes() {
     let mut run = store.pg_sink().await.unwrap();
 
     let first = rows(&[(1, "USA"), (2, "FRA"), (3, "DEU")]);
-    assert_eq!(run.write_all(&first).await.unwrap(), 3);
+    assert_eq!(run.write_all(&refs(&first)).await.unwrap(), 3);
     assert_eq!(
-        run.write_all(&first).await.unwrap(),
+        run.write_all(&refs(&first)).await.unwrap(),
         0,
         "a replay changes nothing"
     );
     assert_eq!(
-        run.write_all(&rows(&[(2, "ITA"), (3, "DEU")]))
+        run.write_all(&refs(&rows(&[(2, "ITA"), (3, "DEU")])))
             .await
             .unwrap(),
         1
@@ -63,7 +68,7 @@ async fn a_refused_row_is_row_level_and_names_the_constraint() {
     let store = PostgresStore::new(env.config().postgres);
     let mut run = store.pg_sink().await.unwrap();
     let err = run
-        .write_all(&rows(&[(1, "USA"), (2, "ATL")]))
+        .write_all(&refs(&rows(&[(1, "USA"), (2, "ATL")])))
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::RowLevel, "{err}");
@@ -331,7 +336,10 @@ async fn the_least_privilege_role_is_enough_and_no_more() {
     let config = env.config_with(&[("PGUSER", &user), ("PGPASSWORD", "limited")]);
     let store = PostgresStore::new(config.postgres.clone());
     let mut sink = store.pg_sink().await.unwrap();
-    assert_eq!(sink.write_all(&rows(&[(1, "USA")])).await.unwrap(), 1);
+    assert_eq!(
+        sink.write_all(&refs(&rows(&[(1, "USA")]))).await.unwrap(),
+        1
+    );
     let guard = PostgresRunGuard::new(config.postgres.clone());
     let mut run = guard.open_run(&summary()).await.unwrap().expect("lock");
     let mut s = summary();

@@ -44,6 +44,13 @@ async fn terminate(env: &TestEnv, pid: i32) {
     panic!("backend {pid} did not end");
 }
 
+/// A chunk as the sinks take it: borrowed rows.
+fn refs(
+    rows: &[countries_shared::model::row::CountryRow],
+) -> Vec<&countries_shared::model::row::CountryRow> {
+    rows.iter().collect()
+}
+
 fn row(id: i128, country: &str) -> Vec<countries_shared::model::row::CountryRow> {
     vec![validate(&SourceRow::new(Some(id), Some(country))).expect("valid row")]
 }
@@ -56,12 +63,15 @@ async fn the_connection_is_kept_between_invocations_and_replaced_when_the_server
     // Three invocations of one warm process: one connection.
     let mut first = store.pg_sink().await.expect("first invocation");
     let pid = backend_pid(&first).await;
-    first.write_all(&row(1, "USA")).await.expect("write");
+    first.write_all(&refs(&row(1, "USA"))).await.expect("write");
     drop(first);
     for id in 2..4 {
         let mut writer = store.pg_sink().await.expect("next invocation");
         assert_eq!(backend_pid(&writer).await, pid, "invocation {id} reused it");
-        writer.write_all(&row(id, "FRA")).await.expect("write");
+        writer
+            .write_all(&refs(&row(id, "FRA")))
+            .await
+            .expect("write");
     }
 
     // The server ends it while the container sleeps: the next invocation
@@ -70,7 +80,10 @@ async fn the_connection_is_kept_between_invocations_and_replaced_when_the_server
     let mut writer = store.pg_sink().await.expect("after the server ended it");
     let new_pid = backend_pid(&writer).await;
     assert_ne!(new_pid, pid);
-    writer.write_all(&row(9, "DEU")).await.expect("write");
+    writer
+        .write_all(&refs(&row(9, "DEU")))
+        .await
+        .expect("write");
     drop(writer);
     let again = store.pg_sink().await.expect("and kept");
     assert_eq!(backend_pid(&again).await, new_pid);
@@ -109,7 +122,7 @@ async fn an_error_that_is_not_the_rows_fault_opens_a_new_connection_next_time() 
     let pid = backend_pid(&writer).await;
     // A refused row: the connection is fine and is kept.
     let refused = writer
-        .write_all(&row(1, "ATL"))
+        .write_all(&refs(&row(1, "ATL")))
         .await
         .expect_err("the constraint refuses it");
     assert_eq!(refused.kind, ErrorKind::RowLevel, "{refused}");
@@ -127,7 +140,7 @@ async fn an_error_that_is_not_the_rows_fault_opens_a_new_connection_next_time() 
         .await
         .expect("set");
     let many: Vec<_> = (1..200_000).flat_map(|i| row(i, "NGA")).collect();
-    let err = writer.write_all(&many).await.expect_err("timed out");
+    let err = writer.write_all(&refs(&many)).await.expect_err("timed out");
     assert_eq!(err.kind, ErrorKind::Transient, "{err}");
     drop(writer);
     let writer = store.pg_sink().await.expect("writer");
@@ -202,14 +215,17 @@ async fn a_rotated_password_is_read_again_from_its_secret_once() {
     terminate(&env, pid).await;
 
     let mut writer = store.pg_sink().await.expect("read the secret again");
-    writer.write_all(&row(7, "JPN")).await.expect("write");
+    writer
+        .write_all(&refs(&row(7, "JPN")))
+        .await
+        .expect("write");
     // Lost mid-invocation: it reconnects with the rotated password (at once
     // when the client saw the server end it, on the next write otherwise).
     let lost_pid = backend_pid(&writer).await;
     terminate(&env, lost_pid).await;
-    if writer.write_all(&row(8, "NGA")).await.is_err() {
+    if writer.write_all(&refs(&row(8, "NGA"))).await.is_err() {
         writer
-            .write_all(&row(8, "NGA"))
+            .write_all(&refs(&row(8, "NGA")))
             .await
             .expect("reconnected with the rotated password");
     }

@@ -367,7 +367,7 @@ impl RowSink for MemorySink {
 
 #[async_trait]
 impl AllOrNothing for MemorySink {
-    async fn write_all(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
+    async fn write_all(&mut self, rows: &[&CountryRow]) -> Result<u64, WriteError> {
         tokio::task::yield_now().await;
         let delay = lock(&self.state).write_delay;
         if let Some(delay) = delay {

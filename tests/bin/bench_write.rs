@@ -5,6 +5,9 @@
 //!   bench-write ours N          our write stage (COPY first, upsert fallback) into an empty table
 //!   bench-write ours-replay N   our write stage when every row already exists
 //!   bench-write unnest-replay N a plain UNNEST … ON CONFLICT DO UPDATE of the same rows (replay baseline)
+//!   bench-write copy-as-writers N  binary COPY of the same rows in one stream writer's pattern: one COPY
+//!                               per invocation of 10 messages, each invocation's rows in id order (the
+//!                               floor for one writer: Postgres's share of its work, no parsing)
 //!   bench-write stream-writers N  stream mode's writer handler, `WRITERS` at once, on N rows packed as the
 //!                               publisher packs them (`CHANGE_BUCKETS` groups, each group with one writer,
 //!                               10 messages an invocation, as a FIFO event source mapping delivers them),
@@ -95,14 +98,28 @@ async fn main() -> Result<(), Failure> {
         None
     };
 
+    let invocations = if mode == "copy-as-writers" {
+        writer_invocations(&data, batch)
+    } else {
+        Vec::new()
+    };
+
     let start = Instant::now();
     let changed = match mode {
         "copy" => copy_all(&admin.client, &data).await?,
+        "copy-as-writers" => {
+            let mut changed = 0;
+            for rows in &invocations {
+                changed += copy_all(&admin.client, rows).await?;
+            }
+            changed
+        }
         "ours" | "ours-replay" => {
             let mut writer = PostgresStore::new(config.clone()).pg_sink().await?;
             let mut changed = 0;
             for chunk in data.chunks(batch) {
-                changed += writer.write_all(chunk).await?;
+                let chunk: Vec<&CountryRow> = chunk.iter().collect();
+                changed += writer.write_all(&chunk).await?;
             }
             changed
         }
@@ -146,6 +163,34 @@ async fn main() -> Result<(), Failure> {
         serde_json::json!({"mode": mode, "rows": n, "seconds": seconds, "changed": changed, "batch_size": batch})
     );
     Ok(())
+}
+
+/// The rows one stream writer gets per invocation (10 messages packed as
+/// the publisher packs them), each invocation's in id order.
+fn writer_invocations(data: &[CountryRow], batch: usize) -> Vec<Vec<CountryRow>> {
+    use countries_shared::model::change::{pack, MAX_CHANGE_BYTES};
+    let buckets = std::env::var("CHANGE_BUCKETS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(16)
+        .max(1);
+    let by_id: std::collections::HashMap<i32, &CountryRow> =
+        data.iter().map(|r| (r.country_id, r)).collect();
+    let messages: Vec<Vec<i32>> = data
+        .chunks(batch.max(1))
+        .flat_map(|chunk| pack(uuid::Uuid::nil(), chunk, buckets, MAX_CHANGE_BYTES))
+        .map(|b| b.rows.iter().map(|r| r.0).collect())
+        .collect();
+    messages
+        .chunks(10)
+        .map(|invocation| {
+            let mut ids: Vec<i32> = invocation.iter().flatten().copied().collect();
+            ids.sort_unstable();
+            ids.iter()
+                .filter_map(|id| by_id.get(id).map(|r| (*r).clone()))
+                .collect()
+        })
+        .collect()
 }
 
 /// The publisher's packing, chunk by chunk, each group (bucket) given to

@@ -25,7 +25,7 @@ use crate::retry::retry;
 pub trait AllOrNothing: Send {
     /// Writes every row, or none and says why (row-level: one of them is
     /// refused). Returns how many rows changed.
-    async fn write_all(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError>;
+    async fn write_all(&mut self, rows: &[&CountryRow]) -> Result<u64, WriteError>;
 }
 
 /// Writes a chunk; when Postgres refuses it because of a row, halves it
@@ -63,8 +63,8 @@ pub async fn write_isolating(
             result.stop = Some(SinkError::Deadline);
             break;
         }
-        let slice: Vec<CountryRow> = rows[range.clone()].iter().map(|r| (*r).clone()).collect();
-        let slice = &slice;
+        // Borrowed, never cloned: a chunk is written as it was read.
+        let slice = &rows[range.clone()];
         let written = retry(policy, deadline, "Postgres write", || async move {
             writer.lock().await.write_all(slice).await
         })

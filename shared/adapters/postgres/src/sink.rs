@@ -96,7 +96,7 @@ impl PgSink {
         self
     }
 
-    async fn copy_rows(&self, rows: &[CountryRow]) -> Result<u64, WriteError> {
+    async fn copy_rows(&self, rows: &[&CountryRow]) -> Result<u64, WriteError> {
         let pg = |e: tokio_postgres::Error| write_error(&e);
         let sink = self
             .connection
@@ -117,7 +117,7 @@ impl PgSink {
         writer.finish().await.map_err(pg)
     }
 
-    async fn upsert_rows(&self, rows: &[CountryRow]) -> Result<u64, WriteError> {
+    async fn upsert_rows(&self, rows: &[&CountryRow]) -> Result<u64, WriteError> {
         let ids: Vec<i32> = rows.iter().map(|r| r.country_id).collect();
         let countries: Vec<&str> = rows.iter().map(|r| r.country.as_str()).collect();
         self.connection
@@ -151,7 +151,7 @@ impl PgSink {
 #[async_trait]
 impl AllOrNothing for PgSink {
     /// One COPY (or upsert): every row or none.
-    async fn write_all(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
+    async fn write_all(&mut self, rows: &[&CountryRow]) -> Result<u64, WriteError> {
         let written = self.copy_or_upsert(rows).await;
         if written
             .as_ref()
@@ -227,7 +227,7 @@ impl PgSink {
             .map_err(|e| write_error(&e).context("marking the batches written"))
     }
 
-    async fn copy_or_upsert(&mut self, rows: &[CountryRow]) -> Result<u64, WriteError> {
+    async fn copy_or_upsert(&mut self, rows: &[&CountryRow]) -> Result<u64, WriteError> {
         self.ensure_connected().await?;
         if self.copy_first {
             match self.copy_rows(rows).await {
