@@ -2,7 +2,8 @@
 # What each Lambda binary carries, checked on the built binaries (strings)
 # and on the dependency graph (cargo tree):
 # - no test or operator tooling: the fault injector, proptest, tokio's
-#   test-util, the operator crate;
+#   test-util, the in-memory adapters (countries-shared's `testing`
+#   feature), the operator crate;
 # - only the adapters its function uses: the Snowflake client only in the
 #   replicator and the publisher, SES only in the dlq-reporter.
 # Each marker string is also looked for where it must be found (the test
@@ -40,6 +41,9 @@ for function in replicator retrier dlq-reporter publisher writer; do
   fi
   if grep -E '^tokio .*test-util' <<<"$tree"; then
     fail "$function links tokio with test-util"
+  fi
+  if grep -E '^countries-shared .*testing' <<<"$tree"; then
+    fail "$function links the in-memory adapters (countries-shared's testing feature)"
   fi
   case "$function" in replicator | publisher) wants_snowflake=1 ;; *) wants_snowflake=0 ;; esac
   case "$function" in dlq-reporter) wants_ses=1 ;; *) wants_ses=0 ;; esac

@@ -7,8 +7,8 @@
 //! - the vocabulary every path shares: [`failure`] (transient / row-level /
 //!   fatal), [`retry`] (the one retry helper);
 //! - [`sink`]: where rows go, as the use cases see it (one outcome for every
-//!   sink, the bisection a sink that refuses single rows uses, stream mode's
-//!   changes-queue sink);
+//!   sink, and the bisection a sink that refuses single rows uses; the sinks
+//!   themselves live with their adapters);
 //! - the ports ([`ports`]): the traits the use cases reach the services
 //!   through. Their real adapters are crates of their own, one per service,
 //!   under `shared/adapters/` (`countries-snowflake`, `countries-postgres`,
@@ -24,6 +24,8 @@
 //!   invocation's), [`telemetry`] (logs, metrics);
 //! - `checks`, with the `fuzzing` feature only: the properties the fuzz
 //!   targets drive.
+//! - `testing`, in unit tests and with the `testing` feature only (the
+//!   adapter crates' dev-dependency): the in-memory adapters of the ports.
 //!
 //! Operator and local-stack tooling lives in `infra/cli`, test tooling in
 //! `tests/`.
@@ -45,6 +47,6 @@ pub mod retrier;
 pub mod retry;
 pub mod sink;
 pub mod telemetry;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod writer;

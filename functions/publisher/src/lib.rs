@@ -11,8 +11,8 @@ use countries_shared::config::PublisherConfig;
 use countries_shared::failure::SourceError;
 use countries_shared::publisher::Publisher;
 use countries_shared::replicator::Replicator;
-use countries_shared::sink::changes_queue::ChangesQueueSinks;
 use countries_snowflake::SnowflakeSource;
+use countries_sqs::changes_queue::sink::ChangesQueueSinks;
 use countries_sqs::changes_queue::SqsChangesQueue;
 use countries_sqs::retry_queue::SqsRetryQueue;
 

@@ -38,25 +38,23 @@ pub async fn handle(
 mod tests {
     use super::*;
     use crate::config::RunLimits;
-    use crate::ledger::{RunOutcome, SinkKind};
+    use crate::ledger::RunOutcome;
     use crate::model::row::SourceRow;
     use crate::ports::NoHook;
     use crate::replicator::Replicator;
     use crate::retry::Backoff;
-    use crate::sink::changes_queue::ChangesQueueSinks;
-    use crate::testing::{MemoryChanges, MemoryQueue, MemorySource, MemoryStore};
-    use std::sync::Arc;
+    use crate::testing::{MemoryQueue, MemorySource, MemoryStore};
     use std::time::Duration;
 
-    fn publisher(source: &MemorySource, changes: &MemoryChanges, loop_for: Duration) -> Publisher {
+    /// The handler's loop, on a sink that stands for the changes queue (the
+    /// changes-queue sink itself is tested with its adapter,
+    /// `countries_sqs::changes_queue::sink`).
+    fn publisher(source: &MemorySource, sink: &MemoryStore, loop_for: Duration) -> Publisher {
         Publisher {
             runs: Replicator {
                 source: Box::new(source.clone()),
                 guard: Box::new(MemoryStore::default()),
-                sinks: Box::new(ChangesQueueSinks {
-                    queue: Arc::new(changes.clone()),
-                    buckets: 4,
-                }),
+                sinks: Box::new(sink.clone()),
                 queue: Box::new(MemoryQueue::default()),
                 limits: RunLimits::default(),
                 backoff: Backoff::ZERO,
@@ -78,11 +76,10 @@ mod tests {
     #[tokio::test]
     async fn one_run_per_invocation_by_default_and_an_empty_table_is_one_idle_run() {
         let source = MemorySource::with_rows(vec![SourceRow::new(Some(1), Some("USA"))]);
-        let changes = MemoryChanges::default();
-        let p = publisher(&source, &changes, Duration::ZERO);
+        let sink = MemoryStore::default();
+        let p = publisher(&source, &sink, Duration::ZERO);
         let outcome = handle(&p, event()).await.unwrap();
         assert_eq!(outcome.runs.len(), 1);
-        assert_eq!(outcome.runs[0].sink, SinkKind::ChangesQueue);
         assert_eq!(outcome.runs[0].rows_written, 1);
         assert_eq!(outcome.runs[0].trigger_id.as_deref(), Some("evt-1"));
         let outcome = handle(&p, event()).await.unwrap();
@@ -95,8 +92,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn looping_picks_up_rows_that_arrive_and_idle_looks_cost_no_run() {
         let source = MemorySource::with_rows(vec![SourceRow::new(Some(1), Some("USA"))]);
-        let changes = MemoryChanges::default();
-        let p = publisher(&source, &changes, Duration::from_millis(400));
+        let sink = MemoryStore::default();
+        let p = publisher(&source, &sink, Duration::from_millis(400));
         let late = source.clone();
         let arrive = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(150)).await;
@@ -107,15 +104,15 @@ mod tests {
         let written: Vec<usize> = outcome.runs.iter().map(|r| r.rows_written).collect();
         assert_eq!(written, vec![1, 1], "two runs with rows, no idle ones");
         assert!(source.state().rows.is_empty());
-        assert_eq!(changes.state().batches.len(), 2);
+        assert_eq!(sink.state().table.len(), 2);
     }
 
     #[tokio::test]
     async fn a_run_that_leaves_rows_behind_ends_the_loop_and_fails_the_invocation() {
         let source = MemorySource::with_rows(vec![SourceRow::new(Some(1), Some("USA"))]);
-        let changes = MemoryChanges::default();
-        changes.state().down = true;
-        let p = publisher(&source, &changes, Duration::from_secs(30));
+        let sink = MemoryStore::default();
+        sink.state().transient_failures_left = usize::MAX;
+        let p = publisher(&source, &sink, Duration::from_secs(30));
         let started = std::time::Instant::now();
         let err = handle(&p, event()).await.unwrap_err();
         assert!(
@@ -124,7 +121,8 @@ mod tests {
         );
         assert_eq!(err.error_type, "RunPartial");
         assert!(
-            err.error_message.starts_with("publisher run"),
+            err.error_message
+                .contains("ended partial: 1 read, 0 written"),
             "{}",
             err.error_message
         );

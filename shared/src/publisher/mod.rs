@@ -1,6 +1,7 @@
 //! Stream mode's publisher: the replicator's run, unchanged, with the
-//! changes queue as its sink instead of Postgres
-//! ([`crate::sink::changes_queue`]), and the loop of one invocation.
+//! changes queue as its sink instead of Postgres (the sink is
+//! `countries_sqs::changes_queue::sink`, where its tests with a publisher
+//! run are), and the loop of one invocation.
 //!
 //! The run takes the same run guard (the same lock and ledger, so the two
 //! modes never hold a snapshot at once, and `countries status` sees both);
@@ -25,7 +26,7 @@ use crate::replicator::Replicator;
 /// `loop_for` (one run when it is zero).
 pub struct Publisher {
     /// A replicator whose sinks are the changes queue's
-    /// ([`crate::sink::changes_queue::ChangesQueueSinks`]).
+    /// (`countries_sqs::changes_queue::sink::ChangesQueueSinks`).
     pub runs: Replicator,
     pub loop_for: Duration,
     /// Between looks at an empty table.
@@ -80,6 +81,3 @@ impl Publisher {
         runs
     }
 }
-
-#[cfg(test)]
-mod tests;

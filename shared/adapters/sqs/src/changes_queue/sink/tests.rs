@@ -1,21 +1,24 @@
+//! The changes-queue sink behind a publisher run, on the in-memory
+//! adapters of the other ports: packing by bucket, partial acceptance,
+//! an outage, the shared run lock, and what the writer makes of it.
+
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::*;
-use crate::config::RunLimits;
-use crate::deadline::Deadline;
-use crate::ledger::{RunOutcome, SinkKind};
-use crate::model::change::bucket_of;
-use crate::model::row::SourceRow;
-use crate::ports::NoHook;
-use crate::replicator::Replicator;
-use crate::retry::Backoff;
-use crate::sink::changes_queue::ChangesQueueSinks;
-use crate::testing::{
+use super::ChangesQueueSinks;
+use countries_shared::config::RunLimits;
+use countries_shared::deadline::Deadline;
+use countries_shared::ledger::{RunOutcome, RunSummary, SinkKind};
+use countries_shared::model::change::bucket_of;
+use countries_shared::model::row::SourceRow;
+use countries_shared::ports::NoHook;
+use countries_shared::replicator::Replicator;
+use countries_shared::retry::Backoff;
+use countries_shared::testing::{
     change_bodies, deliver_changes, MemoryChanges, MemoryQueue, MemorySource, MemoryStore,
 };
-use crate::writer::ChangeWriter;
+use countries_shared::writer::ChangeWriter;
 
 const BUCKETS: u32 = 4;
 
@@ -181,8 +184,8 @@ async fn what_the_publisher_sends_the_writer_writes() {
     let writer = ChangeWriter {
         sinks: Box::new(replica.clone()),
         retry_queue: Box::new(MemoryQueue::default()),
-        policy: crate::retry::RetryPolicy::immediate(3),
-        parking: Box::new(crate::testing::MemoryParking::default()),
+        policy: countries_shared::retry::RetryPolicy::immediate(3),
+        parking: Box::new(countries_shared::testing::MemoryParking::default()),
         last_receive: None,
     };
     let batches = world.changes.state().batches.clone();
@@ -190,4 +193,47 @@ async fn what_the_publisher_sends_the_writer_writes() {
     assert!(written.failed_message_ids.is_empty(), "{written:?}");
     assert_eq!(written.rows_written, 50);
     assert_eq!(replica.state().table.len(), 50);
+}
+
+/// The publisher function names its runs by their sink: an invocation that
+/// leaves rows behind says "publisher run", not "replicator run".
+#[tokio::test]
+async fn the_publisher_function_names_a_failed_run_by_its_sink() {
+    use countries_shared::publisher::Publisher;
+    let world = World::new(rows(&[(1, "USA")]));
+    world.changes.state().down = true;
+    let function = Publisher {
+        runs: Replicator {
+            source: Box::new(world.source.clone()),
+            guard: Box::new(world.ledger.clone()),
+            sinks: Box::new(ChangesQueueSinks {
+                queue: Arc::new(world.changes.clone()),
+                buckets: BUCKETS,
+            }),
+            queue: Box::new(world.retry_queue.clone()),
+            limits: small_chunks(),
+            backoff: Backoff::ZERO,
+            steps: Box::new(NoHook),
+            deadline_margin: None,
+        },
+        loop_for: std::time::Duration::ZERO,
+        idle_wait: std::time::Duration::ZERO,
+    };
+    let event = lambda_runtime::LambdaEvent::new(
+        serde_json::json!({"id": "evt-1"}),
+        lambda_runtime::Context::default(),
+    );
+    let err = countries_shared::lambda::publisher::handle(&function, event)
+        .await
+        .expect_err("the row stayed in Snowflake");
+    assert_eq!(err.error_type, "RunPartial");
+    assert!(
+        err.error_message.starts_with("publisher run")
+            && err
+                .error_message
+                .contains("writing to the changes queue stopped"),
+        "{}",
+        err.error_message
+    );
+    assert_eq!(world.source.state().rows.len(), 1);
 }

@@ -1,6 +1,7 @@
 //! Stream mode's sink: the publisher's rows, packed into compact batches
 //! on the changes queue, one FIFO message group per bucket of ids
-//! ([`crate::model::change::pack`]). "Written" means the queue accepted
+//! ([`countries_shared::model::change::pack`]), sent through the
+//! [`ChangeQueue`] port (in SQS: [`super::SqsChangesQueue`]). "Written" means the queue accepted
 //! every batch of the rows; the queue refuses no single row, so nothing is
 //! ever isolated or sent to the retry queue from here.
 //!
@@ -16,14 +17,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::deadline::Deadline;
-use crate::failure::{QueueError, SinkError};
-use crate::ledger::SinkKind;
-use crate::model::change::{pack, ChangeBatch, MAX_CHANGE_BYTES};
-use crate::model::row::CountryRow;
-use crate::ports::SinkOutcome;
-use crate::ports::{ChangeQueue, RowSink, SinkPool, WriteLimits};
-use crate::retry::retry;
+use countries_shared::deadline::Deadline;
+use countries_shared::failure::{QueueError, SinkError};
+use countries_shared::ledger::SinkKind;
+use countries_shared::model::change::{pack, ChangeBatch, MAX_CHANGE_BYTES};
+use countries_shared::model::row::CountryRow;
+use countries_shared::ports::{ChangeQueue, RowSink, SinkOutcome, SinkPool, WriteLimits};
+use countries_shared::retry::retry;
+
+#[cfg(test)]
+mod tests;
 
 /// Opens a changes-queue sink per run.
 pub struct ChangesQueueSinks {

@@ -1,6 +1,7 @@
 //! The changes queue of stream mode (a FIFO queue): batches of rows, one
 //! message group per bucket of ids; and its dead-letter queue, where the
-//! writer parks a message it can never write.
+//! writer parks a message it can never write. The publisher's sink over it
+//! is [`sink`].
 //!
 //! Order per bucket is the point, so each `SendMessageBatch` call carries at
 //! most one message per bucket (a call may accept one entry and refuse the
@@ -13,6 +14,8 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+
+pub mod sink;
 
 use crate::{send_message_batch, SQS_BATCH_LIMIT};
 use countries_shared::failure::QueueError;
