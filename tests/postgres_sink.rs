@@ -3,8 +3,8 @@
 //! TLS.
 
 use countries_postgres::connect::connect;
-use countries_postgres::replica::PostgresStore;
 use countries_postgres::run_guard::PostgresRunGuard;
+use countries_postgres::sink::pool::PostgresStore;
 use countries_shared::config::{Env, PostgresConfig, ReplicatorConfig, TlsMode};
 use countries_shared::failure::ErrorKind;
 use countries_shared::ledger::RunOutcome;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use countries_postgres::replica::PostgresStore;
 use countries_postgres::run_guard::PostgresRunGuard;
+use countries_postgres::sink::pool::PostgresStore;
 use countries_shared::config::ReplicatorConfig;
 use countries_shared::failure::SourceError;
 use countries_shared::lambda::replicator::handle;

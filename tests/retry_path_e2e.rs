@@ -9,7 +9,7 @@ use std::time::Duration;
 use countries_ops::event_source::LocalEventSource;
 use countries_ops::failures::FailureReport;
 use countries_ops::redrive::move_messages;
-use countries_postgres::replica::PostgresStore;
+use countries_postgres::sink::pool::PostgresStore;
 use countries_shared::deadline::Deadline;
 use countries_shared::dlq_reporter::Reporter;
 use countries_shared::ledger::RunOutcome;

@@ -4,7 +4,7 @@
 //! lent to two invocations at once, and opened again with a rotated
 //! password read from Secrets Manager (moto) after a `28P01`.
 
-use countries_postgres::replica::PostgresStore;
+use countries_postgres::sink::pool::PostgresStore;
 use countries_postgres::sink::PgSink;
 use countries_postgres::warm::PasswordSource;
 use countries_shared::failure::ErrorKind;

@@ -2,7 +2,7 @@
 //! each row read is written, enqueued or deferred, exactly once.
 //!
 //! The summary is logged, stored in the `replication_run` ledger
-//! (`countries_postgres::replica`) and returned by the Lambda handler.
+//! (`countries_postgres::sink::pool`) and returned by the Lambda handler.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -18,7 +18,7 @@
 use std::time::Instant;
 
 use countries_postgres::connect::connect;
-use countries_postgres::replica::PostgresStore;
+use countries_postgres::sink::pool::PostgresStore;
 use countries_shared::config::PostgresConfig;
 use countries_shared::model::row::{validate, CountryRow, SourceRow};
 use countries_shared::sink::isolate::AllOrNothing;

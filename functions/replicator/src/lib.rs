@@ -3,8 +3,8 @@
 //! invocations. The handler is `countries_shared::lambda::replicator`, the
 //! use case `countries_shared::replicator`.
 
-use countries_postgres::replica::PostgresStore;
 use countries_postgres::run_guard::PostgresRunGuard;
+use countries_postgres::sink::pool::PostgresStore;
 use countries_postgres::warm::PasswordSource;
 use countries_shared::config::vars::Function;
 use countries_shared::config::ReplicatorConfig;

@@ -3,7 +3,7 @@
 //! `countries_shared::lambda::retrier`, the use case
 //! `countries_shared::retrier`.
 
-use countries_postgres::replica::PostgresStore;
+use countries_postgres::sink::pool::PostgresStore;
 use countries_postgres::warm::PasswordSource;
 use countries_shared::config::RetrierConfig;
 use countries_shared::ports::VisibilityDelay;

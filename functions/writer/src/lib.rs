@@ -4,7 +4,7 @@
 //! `countries_shared::lambda::writer`, the use case
 //! `countries_shared::writer`.
 
-use countries_postgres::replica::PostgresStore;
+use countries_postgres::sink::pool::PostgresStore;
 use countries_postgres::warm::PasswordSource;
 use countries_shared::config::WriterConfig;
 use countries_shared::lambda::writer::WriterFunction;

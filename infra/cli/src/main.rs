@@ -13,7 +13,7 @@ use countries_ops::failures::FailureReport;
 use countries_ops::redrive::move_messages;
 use countries_ops::status;
 use countries_ops::RedriveConfig;
-use countries_postgres::replica::PostgresStore;
+use countries_postgres::sink::pool::PostgresStore;
 use countries_shared::config::{PostgresConfig, SnowflakeConfig};
 use countries_shared::{aws, telemetry};
 

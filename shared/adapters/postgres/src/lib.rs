@@ -1,6 +1,6 @@
 //! Postgres, the system rows go to: [`connect`] (TLS), [`sqlstate`] (the one
-//! classification of its errors), [`sink`] (rows in: COPY first, then the
-//! upsert, refused rows isolated), [`replica`] (sinks on the warm
+//! classification of its errors), [`sink`] (the Postgres sink, rows in: COPY
+//! first, then the upsert, refused rows isolated; and its pool on the warm
 //! connection), [`run_guard`] (the run lock, [`lock`], and the ledger),
 //! [`failure_report`] (the dlq-reporter's durable report), and [`warm`] (the
 //! connection a warm container keeps between invocations).
@@ -8,7 +8,6 @@
 pub mod connect;
 pub mod failure_report;
 pub mod lock;
-pub mod replica;
 pub mod run_guard;
 pub mod sink;
 pub mod sqlstate;

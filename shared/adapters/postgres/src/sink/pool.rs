@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::sink::PgSink;
+use super::PgSink;
 use crate::warm::{PasswordSource, WarmConnection};
 use countries_shared::config::PostgresConfig;
 use countries_shared::failure::{SinkError, WriteError};

@@ -1,6 +1,10 @@
 //! The Postgres sink: binary COPY first, the idempotent upsert when COPY
 //! refuses the chunk for a row-level reason, and the refused rows isolated
-//! by bisection.
+//! by bisection ([`PgSink`]); the pool that opens one on the container's
+//! warm connection ([`pool::PostgresStore`]). Tested against Postgres in
+//! `tests/postgres_sink.rs` and `tests/warm_postgres.rs`.
+
+pub mod pool;
 
 use async_trait::async_trait;
 use tokio_postgres::types::Type;
