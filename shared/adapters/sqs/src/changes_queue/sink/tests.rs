@@ -39,8 +39,9 @@ impl World {
         }
     }
 
-    async fn publish(&self, limits: RunLimits) -> RunSummary {
-        let publisher = Replicator {
+    /// A publisher run: the replicator's, with the changes-queue sink.
+    fn publisher_run(&self, limits: RunLimits) -> Replicator {
+        Replicator {
             source: Box::new(self.source.clone()),
             guard: Box::new(self.ledger.clone()),
             sinks: Box::new(ChangesQueueSinks {
@@ -52,8 +53,13 @@ impl World {
             backoff: Backoff::ZERO,
             steps: Box::new(NoHook),
             deadline_margin: None,
-        };
-        publisher.run(Uuid::new_v4(), None, &Deadline::none()).await
+        }
+    }
+
+    async fn publish(&self, limits: RunLimits) -> RunSummary {
+        self.publisher_run(limits)
+            .run(Uuid::new_v4(), None, &Deadline::none())
+            .await
     }
 
     fn published_ids(&self) -> Vec<i32> {
@@ -203,19 +209,7 @@ async fn the_publisher_function_names_a_failed_run_by_its_sink() {
     let world = World::new(rows(&[(1, "USA")]));
     world.changes.state().down = true;
     let function = Publisher {
-        runs: Replicator {
-            source: Box::new(world.source.clone()),
-            guard: Box::new(world.ledger.clone()),
-            sinks: Box::new(ChangesQueueSinks {
-                queue: Arc::new(world.changes.clone()),
-                buckets: BUCKETS,
-            }),
-            queue: Box::new(world.retry_queue.clone()),
-            limits: small_chunks(),
-            backoff: Backoff::ZERO,
-            steps: Box::new(NoHook),
-            deadline_margin: None,
-        },
+        runs: world.publisher_run(small_chunks()),
         loop_for: std::time::Duration::ZERO,
         idle_wait: std::time::Duration::ZERO,
     };
