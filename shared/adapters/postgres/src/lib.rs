@@ -2,8 +2,10 @@
 //! classification of its errors), [`sink`] (the Postgres sink, rows in: COPY
 //! first, then the upsert, refused rows isolated; and its pool on the warm
 //! connection), [`run_guard`] (the run lock, [`lock`], and the ledger),
-//! [`failure_report`] (the dlq-reporter's durable report), and [`warm`] (the
-//! connection a warm container keeps between invocations).
+//! [`failure_report`] (the dlq-reporter's durable report), [`warm`] (the
+//! connection a warm container keeps between invocations), and [`values`]
+//! (a typed value of any mapped column in Postgres's binary format; not yet
+//! used by a run).
 
 pub mod connect;
 pub mod failure_report;
@@ -11,4 +13,5 @@ pub mod lock;
 pub mod run_guard;
 pub mod sink;
 pub mod sqlstate;
+pub mod values;
 pub mod warm;

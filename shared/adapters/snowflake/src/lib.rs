@@ -4,7 +4,9 @@
 //! against the snapshot: no statement carries the rows' keys, so every
 //! statement has the same small size whatever the batch ([`sql`] writes
 //! them; [`client`] builds the client with its session settings; [`errors`]
-//! classifies what Snowflake answers). Every statement is logged with its
+//! classifies what Snowflake answers; [`values`] decodes a column of any
+//! Snowflake type from every Arrow encoding real Snowflake sends, not yet
+//! used by a run). Every statement is logged with its
 //! query id, and carries the run's deadline: the client polls a long
 //! statement until then and aborts it there. `checks` (with the `fuzzing`
 //! feature) holds the properties the `row_and_delete` fuzz target drives.
@@ -15,6 +17,7 @@ pub mod checks;
 pub mod client;
 pub mod errors;
 pub mod sql;
+pub mod values;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
