@@ -45,3 +45,12 @@ fn the_table_of_snowflake_codes_is_the_classification() {
         "shared/adapters/snowflake/src/errors.rs",
     );
 }
+
+#[test]
+fn the_type_table_is_the_mapping() {
+    assert_readme_section(
+        "type-table",
+        &countries_shared::model::types::markdown_table(),
+        "shared/src/model/types.rs",
+    );
+}

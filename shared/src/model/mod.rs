@@ -2,9 +2,11 @@
 //! ([`row`]), the retry-queue message ([`message`]), the changes-queue
 //! message of stream mode ([`change`]), the failure report
 //! ([`report`]), configured SQL names
-//! ([`ident`]), how values are shown to people ([`text`]), and the typed
+//! ([`ident`]), how values are shown to people ([`text`]), the typed
 //! value of a column of any table ([`value`]: what Snowflake's decoder
-//! makes of each type, the first step towards tables other than `case`).
+//! makes of each type) and the type mapping ([`types`]: which Snowflake
+//! type goes into which Postgres column): the first steps towards tables
+//! other than `case`.
 
 pub mod change;
 pub mod ident;
@@ -12,4 +14,5 @@ pub mod message;
 pub mod report;
 pub mod row;
 pub mod text;
+pub mod types;
 pub mod value;

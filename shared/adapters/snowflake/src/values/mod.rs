@@ -5,7 +5,8 @@
 //! live-checked emulation in snowflakedb/drivers' `sf_core`):
 //!
 //! - The field's metadata names the type (`logicalType`) and, for numbers,
-//!   times and timestamps, its `scale`; the physical type varies.
+//!   times and timestamps, its `scale` ([`source_type`]); the physical type
+//!   varies.
 //! - `FIXED` (`NUMBER(p, s)`): Int8, Int16, Int32, Int64 or Decimal128,
 //!   chosen per batch by the values, not by `p`; the integer is unscaled.
 //! - `REAL`: Float64. `BOOLEAN`: Boolean. `TEXT`, and `VARIANT`, `OBJECT`,
@@ -32,38 +33,11 @@ use arrow_schema::{DataType, Field};
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, Utc};
 
 use countries_shared::failure::SourceError;
+use countries_shared::model::types::SourceType;
 use countries_shared::model::value::{Decimal, Value};
 
 #[cfg(test)]
 mod tests;
-
-/// A Snowflake column type, as its Arrow field's metadata says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnowflakeType {
-    Fixed {
-        precision: u8,
-        scale: u8,
-    },
-    Real,
-    Text,
-    Boolean,
-    Date,
-    Time {
-        scale: u8,
-    },
-    TimestampNtz {
-        scale: u8,
-    },
-    TimestampLtz {
-        scale: u8,
-    },
-    TimestampTz {
-        scale: u8,
-    },
-    Binary,
-    /// `VARIANT`, `OBJECT` and `ARRAY`: JSON text.
-    SemiStructured,
-}
 
 /// One value Snowflake sent that is no value of its column's type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,52 +54,50 @@ fn unexpected(field: &Field, detail: impl std::fmt::Display) -> SourceError {
     }
 }
 
-impl SnowflakeType {
-    /// The type named by a field's metadata; a missing or unknown
-    /// `logicalType`, or a scale out of range, is an error naming the column.
-    pub fn of(field: &Field) -> Result<Self, SourceError> {
-        let meta = field.metadata();
-        let logical = meta
-            .get("logicalType")
-            .ok_or_else(|| unexpected(field, "no logicalType in the Arrow field's metadata"))?;
-        let number = |key: &str, default: Option<u8>, max: u8| -> Result<u8, SourceError> {
-            match meta.get(key) {
-                Some(text) => text
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|n| *n <= max)
-                    .ok_or_else(|| unexpected(field, format!("{key} {text:?} is not 0 to {max}"))),
-                None => default.ok_or_else(|| unexpected(field, format!("no {key} for {logical}"))),
-            }
-        };
-        Ok(match logical.to_ascii_uppercase().as_str() {
-            "FIXED" => Self::Fixed {
-                precision: number("precision", Some(38), 38)?,
-                scale: number("scale", None, 37)?,
-            },
-            "REAL" => Self::Real,
-            "TEXT" => Self::Text,
-            "BOOLEAN" => Self::Boolean,
-            "DATE" => Self::Date,
-            // A time or timestamp without a scale is nanoseconds, as the
-            // Python connector assumes.
-            "TIME" => Self::Time {
-                scale: number("scale", Some(9), 9)?,
-            },
-            "TIMESTAMP_NTZ" => Self::TimestampNtz {
-                scale: number("scale", Some(9), 9)?,
-            },
-            "TIMESTAMP_LTZ" => Self::TimestampLtz {
-                scale: number("scale", Some(9), 9)?,
-            },
-            "TIMESTAMP_TZ" => Self::TimestampTz {
-                scale: number("scale", Some(9), 9)?,
-            },
-            "BINARY" => Self::Binary,
-            "VARIANT" | "OBJECT" | "ARRAY" => Self::SemiStructured,
-            other => return Err(unexpected(field, format!("unsupported type {other}"))),
-        })
-    }
+/// The type named by a field's metadata; a missing or unknown
+/// `logicalType`, or a scale out of range, is an error naming the column.
+pub fn source_type(field: &Field) -> Result<SourceType, SourceError> {
+    let meta = field.metadata();
+    let logical = meta
+        .get("logicalType")
+        .ok_or_else(|| unexpected(field, "no logicalType in the Arrow field's metadata"))?;
+    let number = |key: &str, default: Option<u8>, max: u8| -> Result<u8, SourceError> {
+        match meta.get(key) {
+            Some(text) => text
+                .parse::<u8>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| unexpected(field, format!("{key} {text:?} is not 0 to {max}"))),
+            None => default.ok_or_else(|| unexpected(field, format!("no {key} for {logical}"))),
+        }
+    };
+    Ok(match logical.to_ascii_uppercase().as_str() {
+        "FIXED" => SourceType::Fixed {
+            precision: number("precision", Some(38), 38)?,
+            scale: number("scale", None, 37)?,
+        },
+        "REAL" => SourceType::Real,
+        "TEXT" => SourceType::Text,
+        "BOOLEAN" => SourceType::Boolean,
+        "DATE" => SourceType::Date,
+        // A time or timestamp without a scale is nanoseconds, as the
+        // Python connector assumes.
+        "TIME" => SourceType::Time {
+            scale: number("scale", Some(9), 9)?,
+        },
+        "TIMESTAMP_NTZ" => SourceType::TimestampNtz {
+            scale: number("scale", Some(9), 9)?,
+        },
+        "TIMESTAMP_LTZ" => SourceType::TimestampLtz {
+            scale: number("scale", Some(9), 9)?,
+        },
+        "TIMESTAMP_TZ" => SourceType::TimestampTz {
+            scale: number("scale", Some(9), 9)?,
+        },
+        "BINARY" => SourceType::Binary,
+        "VARIANT" | "OBJECT" | "ARRAY" => SourceType::SemiStructured,
+        other => return Err(unexpected(field, format!("unsupported type {other}"))),
+    })
 }
 
 /// Decodes one column: one entry per row, `Null` for a NULL.
@@ -133,7 +105,7 @@ pub fn decode_column(
     field: &Field,
     array: &dyn Array,
 ) -> Result<Vec<Result<Value, BadValue>>, SourceError> {
-    let ty = SnowflakeType::of(field)?;
+    let ty = source_type(field)?;
     let wrong = || {
         unexpected(
             field,
@@ -147,7 +119,7 @@ pub fn decode_column(
     let n = array.len();
     let mut out = Vec::with_capacity(n);
     match (ty, array.data_type()) {
-        (SnowflakeType::Fixed { scale, .. }, _) => {
+        (SourceType::Fixed { scale, .. }, _) => {
             let unscaled = unscaled_integers(array).ok_or_else(wrong)?;
             if let DataType::Decimal128(_, s) = array.data_type() {
                 if i16::from(*s) != i16::from(scale) {
@@ -168,17 +140,17 @@ pub fn decode_column(
                 }
             }));
         }
-        (SnowflakeType::Real, DataType::Float64) => {
+        (SourceType::Real, DataType::Float64) => {
             let a = array.as_primitive::<arrow_array::types::Float64Type>();
             out.extend((0..n).map(|i| Ok(nullable(a, i, || Value::Float(a.value(i))))));
         }
-        (SnowflakeType::Boolean, DataType::Boolean) => {
+        (SourceType::Boolean, DataType::Boolean) => {
             let a = array.as_boolean();
             out.extend((0..n).map(|i| Ok(nullable(a, i, || Value::Bool(a.value(i))))));
         }
-        (SnowflakeType::Text | SnowflakeType::SemiStructured, _) => {
+        (SourceType::Text | SourceType::SemiStructured, _) => {
             let text = texts(array).ok_or_else(wrong)?;
-            let json = ty == SnowflakeType::SemiStructured;
+            let json = ty == SourceType::SemiStructured;
             out.extend(text.into_iter().map(|t| {
                 Ok(match t {
                     None => Value::Null,
@@ -187,15 +159,15 @@ pub fn decode_column(
                 })
             }));
         }
-        (SnowflakeType::Binary, DataType::Binary) => {
+        (SourceType::Binary, DataType::Binary) => {
             let a = array.as_binary::<i32>();
             out.extend((0..n).map(|i| Ok(nullable(a, i, || Value::Bytes(a.value(i).to_vec())))));
         }
-        (SnowflakeType::Binary, DataType::LargeBinary) => {
+        (SourceType::Binary, DataType::LargeBinary) => {
             let a = array.as_binary::<i64>();
             out.extend((0..n).map(|i| Ok(nullable(a, i, || Value::Bytes(a.value(i).to_vec())))));
         }
-        (SnowflakeType::Date, DataType::Date32) => {
+        (SourceType::Date, DataType::Date32) => {
             let a = array.as_primitive::<Date32Type>();
             for i in 0..n {
                 out.push(if a.is_null(i) {
@@ -205,7 +177,7 @@ pub fn decode_column(
                 });
             }
         }
-        (SnowflakeType::Time { scale }, DataType::Int32 | DataType::Int64) => {
+        (SourceType::Time { scale }, DataType::Int32 | DataType::Int64) => {
             let units = unscaled_integers(array).ok_or_else(wrong)?;
             out.extend(units.into_iter().map(|u| match u {
                 None => Ok(Value::Null),
@@ -213,7 +185,7 @@ pub fn decode_column(
             }));
         }
         (
-            SnowflakeType::TimestampNtz { scale } | SnowflakeType::TimestampLtz { scale },
+            SourceType::TimestampNtz { scale } | SourceType::TimestampLtz { scale },
             DataType::Int64,
         ) => {
             let a = array.as_primitive::<Int64Type>();
@@ -227,9 +199,9 @@ pub fn decode_column(
             }
         }
         (
-            SnowflakeType::TimestampNtz { .. }
-            | SnowflakeType::TimestampLtz { .. }
-            | SnowflakeType::TimestampTz { .. },
+            SourceType::TimestampNtz { .. }
+            | SourceType::TimestampLtz { .. }
+            | SourceType::TimestampTz { .. },
             DataType::Struct(_),
         ) => {
             let parts = StructParts::of(field, array.as_struct(), ty)?;
@@ -327,7 +299,7 @@ fn time(units: i128, scale: u8) -> Result<NaiveTime, String> {
 /// A timestamp value of type `ty`, from the UTC instant and, for
 /// `TIMESTAMP_TZ`, the offset in minutes.
 fn timestamp(
-    ty: SnowflakeType,
+    ty: SourceType,
     seconds: i64,
     nanos: u32,
     offset_minutes: i32,
@@ -335,8 +307,8 @@ fn timestamp(
     let instant = DateTime::<Utc>::from_timestamp(seconds, nanos)
         .ok_or_else(|| format!("{seconds} s {nanos} ns from the epoch is no timestamp"))?;
     Ok(match ty {
-        SnowflakeType::TimestampNtz { .. } => Value::Timestamp(instant.naive_utc()),
-        SnowflakeType::TimestampLtz { .. } => Value::TimestampTz(instant.fixed_offset()),
+        SourceType::TimestampNtz { .. } => Value::Timestamp(instant.naive_utc()),
+        SourceType::TimestampLtz { .. } => Value::TimestampTz(instant.fixed_offset()),
         _ => {
             let offset = FixedOffset::east_opt(offset_minutes * 60)
                 .ok_or_else(|| format!("an offset of {offset_minutes} minutes is no time zone"))?;
@@ -354,7 +326,7 @@ struct StructParts<'a> {
 }
 
 impl<'a> StructParts<'a> {
-    fn of(field: &Field, s: &'a StructArray, ty: SnowflakeType) -> Result<Self, SourceError> {
+    fn of(field: &Field, s: &'a StructArray, ty: SourceType) -> Result<Self, SourceError> {
         let child = |name: &str| s.column_by_name(name);
         let epoch = child("epoch")
             .and_then(|c| c.as_primitive_opt::<Int64Type>())
@@ -370,12 +342,12 @@ impl<'a> StructParts<'a> {
         };
         let (fraction, timezone) = (int32("fraction")?, int32("timezone")?);
         let scale = match ty {
-            SnowflakeType::TimestampNtz { scale }
-            | SnowflakeType::TimestampLtz { scale }
-            | SnowflakeType::TimestampTz { scale } => scale,
+            SourceType::TimestampNtz { scale }
+            | SourceType::TimestampLtz { scale }
+            | SourceType::TimestampTz { scale } => scale,
             _ => 9,
         };
-        let is_tz = matches!(ty, SnowflakeType::TimestampTz { .. });
+        let is_tz = matches!(ty, SourceType::TimestampTz { .. });
         let shape_ok = match (is_tz, fraction.is_some(), timezone.is_some()) {
             // NTZ/LTZ: {epoch, fraction}; TZ: {epoch, timezone} or all three.
             (false, true, false) | (true, _, true) => true,
@@ -399,7 +371,7 @@ impl<'a> StructParts<'a> {
     }
 
     /// Seconds, nanoseconds and offset minutes of row `i`.
-    fn value(&self, i: usize, ty: SnowflakeType) -> Result<(i64, u32, i32), String> {
+    fn value(&self, i: usize, ty: SourceType) -> Result<(i64, u32, i32), String> {
         let epoch = self.epoch.value(i);
         let (seconds, nanos) = match self.fraction {
             Some(fraction) => {
@@ -414,7 +386,7 @@ impl<'a> StructParts<'a> {
             None => split_scaled(epoch, self.scale),
         };
         let offset = match (ty, self.timezone) {
-            (SnowflakeType::TimestampTz { .. }, Some(tz)) => {
+            (SourceType::TimestampTz { .. }, Some(tz)) => {
                 let index = tz.value(i);
                 // Widened: a corrupt index near i32::MIN must not overflow.
                 let minutes = i64::from(index) - 1440;
