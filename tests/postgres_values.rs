@@ -2,10 +2,14 @@
 //! each mapped type: what Postgres stores is read back as text and compared
 //! with what the README's type mapping promises (exact numerics to 38
 //! digits, microseconds kept, instants kept), and a value a column cannot
-//! take is refused alone.
+//! take is refused alone; and a target table read from the catalog and
+//! matched to its source's columns.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
+use countries_postgres::catalog::target_columns;
 use countries_postgres::values::PgValue;
+use countries_shared::model::columns::{match_columns, SourceColumn};
+use countries_shared::model::types::{SourceType, TargetType};
 use countries_shared::model::value::{Decimal, Value, MAX_DECIMAL_UNSCALED};
 use testkit::{pg_connect, TestEnv};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -219,4 +223,92 @@ async fn a_value_its_column_cannot_take_is_refused_alone_with_what_was_wrong() {
         .expect("count")
         .get(0);
     assert_eq!(count, 0, "a refused COPY writes nothing");
+}
+
+#[tokio::test]
+async fn a_target_table_is_read_from_the_catalog_and_matched_to_its_source() {
+    let env = TestEnv::new("pg_catalog").await;
+    let client = pg_connect(&env.vars).await;
+    client
+        .batch_execute(
+            r#"CREATE TABLE orders (
+                 region text NOT NULL,
+                 id bigint NOT NULL,
+                 amount numeric(38, 2),
+                 "Placed" timestamptz,
+                 note varchar(20),
+                 loaded_at timestamptz NOT NULL DEFAULT now(),
+                 PRIMARY KEY (region, id));
+               ALTER TABLE orders DROP COLUMN note;"#,
+        )
+        .await
+        .expect("the table");
+    let columns = target_columns(&client, "public", "orders")
+        .await
+        .expect("catalog");
+    let described: Vec<(&str, &str, bool, bool, bool)> = columns
+        .iter()
+        .map(|c| {
+            (
+                c.name.as_str(),
+                c.type_name.as_str(),
+                c.not_null,
+                c.key,
+                c.has_default,
+            )
+        })
+        .collect();
+    assert_eq!(
+        described,
+        vec![
+            ("region", "text", true, true, false),
+            ("id", "int8", true, true, false),
+            ("amount", "numeric", false, false, false),
+            ("Placed", "timestamptz", false, false, false),
+            ("loaded_at", "timestamptz", true, false, true),
+        ],
+        "in order, the dropped column left out, a composite key"
+    );
+    let source = [
+        ("REGION", SourceType::Text),
+        (
+            "ID",
+            SourceType::Fixed {
+                precision: 18,
+                scale: 0,
+            },
+        ),
+        (
+            "AMOUNT",
+            SourceType::Fixed {
+                precision: 38,
+                scale: 2,
+            },
+        ),
+        ("Placed", SourceType::TimestampTz { scale: 9 }),
+    ]
+    .map(|(name, ty)| SourceColumn {
+        name: name.into(),
+        ty,
+    });
+    let plan = match_columns("orders", &source, &columns, None, &[]).expect("a valid mapping");
+    let planned: Vec<(&str, TargetType, bool)> = plan
+        .iter()
+        .map(|p| (p.target.as_str(), p.target_type, p.key))
+        .collect();
+    assert_eq!(
+        planned,
+        vec![
+            ("region", TargetType::Text, true),
+            ("id", TargetType::Bigint, true),
+            ("amount", TargetType::Numeric, false),
+            ("Placed", TargetType::Timestamptz, false),
+        ],
+        "loaded_at keeps its default"
+    );
+    let missing = target_columns(&client, "public", "no_such_table")
+        .await
+        .expect("catalog");
+    let problems = match_columns("no_such_table", &source, &missing, None, &[]).unwrap_err();
+    assert!(problems[0].contains("does not exist"), "{problems:?}");
 }

@@ -4,11 +4,13 @@
 //! ([`report`]), configured SQL names
 //! ([`ident`]), how values are shown to people ([`text`]), the typed
 //! value of a column of any table ([`value`]: what Snowflake's decoder
-//! makes of each type) and the type mapping ([`types`]: which Snowflake
-//! type goes into which Postgres column): the first steps towards tables
-//! other than `case`.
+//! makes of each type), the type mapping ([`types`]: which Snowflake
+//! type goes into which Postgres column) and the column match of a source
+//! and a target table ([`columns`]): the first steps towards tables other
+//! than `case`.
 
 pub mod change;
+pub mod columns;
 pub mod ident;
 pub mod message;
 pub mod report;

@@ -1,4 +1,5 @@
-//! Postgres, the system rows go to: [`connect`] (TLS), [`sqlstate`] (the one
+//! Postgres, the system rows go to: [`connect`] (TLS), [`catalog`] (a
+//! target table's columns), [`sqlstate`] (the one
 //! classification of its errors), [`sink`] (the Postgres sink, rows in: COPY
 //! first, then the upsert, refused rows isolated; and its pool on the warm
 //! connection), [`run_guard`] (the run lock, [`lock`], and the ledger),
@@ -7,6 +8,7 @@
 //! (a typed value of any mapped column in Postgres's binary format; not yet
 //! used by a run).
 
+pub mod catalog;
 pub mod connect;
 pub mod failure_report;
 pub mod lock;
