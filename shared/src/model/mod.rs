@@ -4,7 +4,8 @@
 //! ([`report`]), configured SQL names
 //! ([`ident`]), how values are shown to people ([`text`]), the typed
 //! value of a column of any table ([`value`]: what Snowflake's decoder
-//! makes of each type), the type mapping ([`types`]: which Snowflake
+//! makes of each type; [`value_json`]: the same exactly as JSON, for the
+//! messages and the report), the type mapping ([`types`]: which Snowflake
 //! type goes into which Postgres column) and the column match of a source
 //! and a target table ([`columns`]): the first steps towards tables other
 //! than `case`.
@@ -18,3 +19,4 @@ pub mod row;
 pub mod text;
 pub mod types;
 pub mod value;
+pub mod value_json;
