@@ -1,9 +1,12 @@
 //! All configuration comes from the environment and is read here, once, at
 //! start-up: one config type per function, built from the variables declared
 //! in [`vars`] and read through [`env::Env`], which names every problem at once.
+//! [`tables`] parses the mapping file of the tables to replicate (not yet
+//! read by a run).
 
 pub mod env;
 pub mod stream;
+pub mod tables;
 #[cfg(test)]
 mod tests;
 pub mod vars;
