@@ -79,9 +79,10 @@ async fn stored(client: &tokio_postgres::Client) -> Vec<Vec<Option<String>>> {
         .collect()
 }
 
-#[tokio::test]
-async fn every_mapped_type_goes_in_by_binary_copy_as_the_mapping_promises() {
-    let env = TestEnv::new("pg_values").await;
+/// A database of its own with the table `typed`, one column per mapped
+/// type, on a session in UTC (so that timestamptz reads back in UTC).
+async fn typed_table(prefix: &str) -> (TestEnv, tokio_postgres::Client) {
+    let env = TestEnv::new(prefix).await;
     let client = pg_connect(&env.vars).await;
     let definitions: Vec<String> = COLUMNS
         .iter()
@@ -94,6 +95,12 @@ async fn every_mapped_type_goes_in_by_binary_copy_as_the_mapping_promises() {
         ))
         .await
         .expect("the table");
+    (env, client)
+}
+
+#[tokio::test]
+async fn every_mapped_type_goes_in_by_binary_copy_as_the_mapping_promises() {
+    let (_env, client) = typed_table("pg_values").await;
     let zoned = DateTime::parse_from_str(
         "2021-01-01 05:30:00.123456789 +05:30",
         "%Y-%m-%d %H:%M:%S%.f %:z",
@@ -173,16 +180,7 @@ async fn every_mapped_type_goes_in_by_binary_copy_as_the_mapping_promises() {
 
 #[tokio::test]
 async fn a_value_its_column_cannot_take_is_refused_alone_with_what_was_wrong() {
-    let env = TestEnv::new("pg_values_bad").await;
-    let client = pg_connect(&env.vars).await;
-    let definitions: Vec<String> = COLUMNS
-        .iter()
-        .map(|(name, ty, _)| format!("{name} {ty}"))
-        .collect();
-    client
-        .batch_execute(&format!("CREATE TABLE typed ({})", definitions.join(", ")))
-        .await
-        .expect("the table");
+    let (_env, client) = typed_table("pg_values_bad").await;
     let row = |i2: Value, v: Value, j: Value| {
         let mut row = vec![Value::Null; COLUMNS.len()];
         row[0] = i2;
