@@ -149,7 +149,10 @@ pub fn decode_column(
             out.extend((0..n).map(|i| Ok(nullable(a, i, || Value::Bool(a.value(i))))));
         }
         (SourceType::Text | SourceType::SemiStructured, _) => {
-            let text = texts(array).ok_or_else(wrong)?;
+            // The `case` reader's text decoding; its error names its own
+            // column, so this one says which column instead.
+            let mut text = Vec::with_capacity(n);
+            crate::arrow::decode_texts(array, &mut text).map_err(|_| wrong())?;
             let json = ty == SourceType::SemiStructured;
             out.extend(text.into_iter().map(|t| {
                 Ok(match t {
@@ -250,16 +253,6 @@ fn unscaled_integers(array: &dyn Array) -> Option<Vec<Option<i128>>> {
         DataType::Int32 => widen(array.as_primitive::<Int32Type>()),
         DataType::Int64 => widen(array.as_primitive::<Int64Type>()),
         DataType::Decimal128(_, _) => widen(array.as_primitive::<Decimal128Type>()),
-        _ => return None,
-    })
-}
-
-fn texts(array: &dyn Array) -> Option<Vec<Option<String>>> {
-    let own = |t: Option<&str>| t.map(str::to_string);
-    Some(match array.data_type() {
-        DataType::Utf8 => array.as_string::<i32>().iter().map(own).collect(),
-        DataType::LargeUtf8 => array.as_string::<i64>().iter().map(own).collect(),
-        DataType::Utf8View => array.as_string_view().iter().map(own).collect(),
         _ => return None,
     })
 }
