@@ -4,7 +4,8 @@
 //! - [`status`] (`countries status`: health in one screen), [`failures`]
 //!   (the failure report: list, replay, resolve), [`redrive`] (dead letters
 //!   back to the retry queue), [`migrate`] (the Postgres migrations, with
-//!   adoption of a database set up by hand);
+//!   adoption of a database set up by hand), [`tables`] (a table mapping
+//!   file checked against both databases);
 //! - local and demo set-up: [`local_stack`] (queues from `template.yaml`, the
 //!   Snowflake table), [`loader`] (rows into Snowflake), [`snowflake_admin`]
 //!   (the statements those need), [`event_source`] (the SQS event source
@@ -19,6 +20,7 @@ pub mod redrive;
 pub mod smoke;
 pub mod snowflake_admin;
 pub mod status;
+pub mod tables;
 
 use countries_shared::config::vars::{DEAD_LETTER_QUEUE_URL, RETRY_QUEUE_URL};
 use countries_shared::config::{ConfigError, Env};

@@ -115,6 +115,13 @@ enum Command {
         #[arg(long)]
         note: String,
     },
+    /// Check a table mapping file (TOML, see the README) against Snowflake
+    /// and Postgres before deploying it: prints each table's column plan, or
+    /// every problem found; exit code 1 when there is one.
+    Tables {
+        /// The mapping file.
+        file: PathBuf,
+    },
     /// Bring the Postgres schema up to date (adopting one set up by hand);
     /// run as a role that owns the schema and may create roles.
     Migrate,
@@ -220,6 +227,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             println!("resolved: {resolved} of {}", message_ids.len());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tables { file } => tables(&file).await,
         Command::Migrate => migrate().await,
         Command::Redrive { max } => redrive(max).await,
         Command::LoadCsv { file } => {
@@ -236,6 +244,37 @@ async fn run(command: Command) -> Result<ExitCode> {
         }) => local::local_queues(&prefix, &set, &sender).await,
         Command::Local(LocalCommand::Snowflake) => local::local_snowflake().await,
     }
+}
+
+async fn tables(file: &std::path::Path) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the mapping file {}", file.display()))?;
+    let mappings =
+        match countries_shared::config::tables::parse_tables(&text, &file.display().to_string()) {
+            Ok(mappings) => mappings,
+            Err(problems) => {
+                for p in problems {
+                    println!("problem: {p}");
+                }
+                return Ok(ExitCode::from(1));
+            }
+        };
+    let snowflake = countries_snowflake::SnowflakeSource::connect(
+        &SnowflakeConfig::from_env()?,
+        "countries-tables",
+    )?;
+    let postgres = countries_postgres::connect::connect(&PostgresConfig::from_env()?).await?;
+    let deadline =
+        countries_shared::deadline::Deadline::after(Duration::from_secs(60), Duration::ZERO);
+    let checked =
+        countries_ops::tables::check_tables(&mappings, &snowflake, &postgres.client, &deadline)
+            .await;
+    print!("{}", countries_ops::tables::render(&checked));
+    Ok(if checked.iter().all(|t| t.plan.is_ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn status(json: bool, window: i64, stale_after: i64) -> Result<ExitCode> {

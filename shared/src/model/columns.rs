@@ -53,6 +53,35 @@ pub fn same_name(snowflake: &str, postgres: &str) -> bool {
     }
 }
 
+/// The source's columns from the types `DESCRIBE TABLE` declares
+/// (`(name, declared type)` pairs). A type this product does not read is a
+/// problem only for a column that would be copied (the target has it and
+/// `columns` does not leave it out); any other such column is left out.
+pub fn declared_columns(
+    table: &str,
+    described: &[(String, String)],
+    target: &[TargetColumn],
+    columns: Option<&[String]>,
+) -> (Vec<SourceColumn>, Vec<String>) {
+    let (mut known, mut problems) = (Vec::new(), Vec::new());
+    for (name, declared) in described {
+        match SourceType::from_declared(declared) {
+            Ok(ty) => known.push(SourceColumn {
+                name: name.clone(),
+                ty,
+            }),
+            Err(why) => {
+                let copied = columns.is_none_or(|c| c.contains(name))
+                    && target.iter().any(|t| same_name(name, &t.name));
+                if copied {
+                    problems.push(format!("table {table}: column {name}: {why}"));
+                }
+            }
+        }
+    }
+    (known, problems)
+}
+
 /// Plans the copy of `table`: every target column gets the source column of
 /// the same name (by the name rule), or none when `columns` (source names)
 /// leaves it out. `key` names the key columns (target names; the target's
@@ -292,5 +321,24 @@ mod tests {
                 .any(|p| p == "table t: key column k has no source column"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn an_unreadable_type_matters_only_for_a_copied_column() {
+        let described = [
+            ("ID".to_string(), "NUMBER(38,0)".to_string()),
+            ("AREA".to_string(), "GEOGRAPHY".to_string()),
+            ("NOTE".to_string(), "GEOGRAPHY".to_string()),
+        ];
+        let target = target(&[("id", "int8", true, true), ("area", "text", false, false)]);
+        let (known, problems) = declared_columns("t", &described, &target, None);
+        assert_eq!(known, source(&[("ID", ID)]));
+        assert_eq!(
+            problems,
+            vec!["table t: column AREA: type GEOGRAPHY is not a type this product reads"]
+        );
+        let chosen = ["ID".to_string()];
+        let (_, problems) = declared_columns("t", &described, &target, Some(&chosen));
+        assert!(problems.is_empty(), "{problems:?}");
     }
 }

@@ -34,6 +34,56 @@ pub enum SourceType {
     SemiStructured,
 }
 
+impl SourceType {
+    /// From the type `DESCRIBE TABLE` shows, e.g. `NUMBER(38,0)`,
+    /// `TIMESTAMP_TZ(3)`, `VARCHAR(16777216)`; `Err` names a type this
+    /// product does not read (`GEOGRAPHY`, `VECTOR`, ...).
+    pub fn from_declared(declared: &str) -> Result<Self, String> {
+        let text = declared.trim().to_ascii_uppercase();
+        let (name, args) = match text.split_once('(') {
+            Some((name, rest)) => (name.trim(), rest.strip_suffix(')').unwrap_or(rest)),
+            None => (text.as_str(), ""),
+        };
+        let args: Vec<&str> = args
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect();
+        let number = |i: usize, default: u8, max: u8| -> Result<u8, String> {
+            match args.get(i) {
+                None => Ok(default),
+                Some(a) => a
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|n| *n <= max)
+                    .ok_or_else(|| format!("type {declared}: {a:?} is not 0 to {max}")),
+            }
+        };
+        let scaled = |make: fn(u8) -> Self| number(0, 9, 9).map(make);
+        Ok(match name {
+            "NUMBER" | "DECIMAL" | "NUMERIC" => Self::Fixed {
+                precision: number(0, 38, 38)?,
+                scale: number(1, 0, 37)?,
+            },
+            "INT" | "INTEGER" | "BIGINT" | "SMALLINT" | "TINYINT" | "BYTEINT" => Self::Fixed {
+                precision: 38,
+                scale: 0,
+            },
+            "FLOAT" | "FLOAT4" | "FLOAT8" | "DOUBLE" | "DOUBLE PRECISION" | "REAL" => Self::Real,
+            "VARCHAR" | "TEXT" | "STRING" | "CHAR" | "CHARACTER" => Self::Text,
+            "BOOLEAN" => Self::Boolean,
+            "DATE" => Self::Date,
+            "TIME" => scaled(|scale| Self::Time { scale })?,
+            "TIMESTAMP_NTZ" | "DATETIME" => scaled(|scale| Self::TimestampNtz { scale })?,
+            "TIMESTAMP_LTZ" => scaled(|scale| Self::TimestampLtz { scale })?,
+            "TIMESTAMP_TZ" => scaled(|scale| Self::TimestampTz { scale })?,
+            "BINARY" | "VARBINARY" => Self::Binary,
+            "VARIANT" | "OBJECT" | "ARRAY" => Self::SemiStructured,
+            _ => return Err(format!("type {declared} is not a type this product reads")),
+        })
+    }
+}
+
 /// A Postgres column type a source column can be written into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetType {
@@ -75,7 +125,8 @@ impl TargetType {
         })
     }
 
-    fn sql(self) -> &'static str {
+    /// The type as SQL (and the README) names it, e.g. `double precision`.
+    pub fn sql(self) -> &'static str {
         match self {
             Self::Smallint => "smallint",
             Self::Integer => "integer",
@@ -238,6 +289,59 @@ mod tests {
         let err = mapping(fixed(10, 2), TargetType::Bigint).unwrap_err();
         assert!(err.contains("scale 2") && err.contains("numeric"), "{err}");
         assert!(mapping(fixed(38, 37), TargetType::Numeric).is_ok());
+    }
+
+    #[test]
+    fn declared_types_read_as_describe_shows_them() {
+        let cases = [
+            (
+                "NUMBER(38,0)",
+                SourceType::Fixed {
+                    precision: 38,
+                    scale: 0,
+                },
+            ),
+            (
+                "NUMBER(12,4)",
+                SourceType::Fixed {
+                    precision: 12,
+                    scale: 4,
+                },
+            ),
+            (
+                "number",
+                SourceType::Fixed {
+                    precision: 38,
+                    scale: 0,
+                },
+            ),
+            ("FLOAT", SourceType::Real),
+            ("VARCHAR(16777216)", SourceType::Text),
+            ("BOOLEAN", SourceType::Boolean),
+            ("DATE", SourceType::Date),
+            ("TIME(9)", SourceType::Time { scale: 9 }),
+            ("TIMESTAMP_NTZ(3)", SourceType::TimestampNtz { scale: 3 }),
+            ("TIMESTAMP_LTZ(9)", SourceType::TimestampLtz { scale: 9 }),
+            ("TIMESTAMP_TZ", SourceType::TimestampTz { scale: 9 }),
+            ("BINARY(8388608)", SourceType::Binary),
+            ("VARIANT", SourceType::SemiStructured),
+            ("OBJECT", SourceType::SemiStructured),
+            ("ARRAY", SourceType::SemiStructured),
+        ];
+        for (declared, ty) in cases {
+            assert_eq!(SourceType::from_declared(declared), Ok(ty), "{declared}");
+        }
+        let err = SourceType::from_declared("GEOGRAPHY").unwrap_err();
+        assert!(
+            err.contains("GEOGRAPHY") && err.contains("not a type"),
+            "{err}"
+        );
+        let err = SourceType::from_declared("NUMBER(39,0)").unwrap_err();
+        assert!(
+            err.contains("NUMBER(39,0)") && err.contains("0 to 38"),
+            "{err}"
+        );
+        assert!(SourceType::from_declared("TIME(12)").is_err());
     }
 
     #[test]

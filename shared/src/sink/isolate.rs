@@ -20,12 +20,13 @@ use crate::ports::WriteLimits;
 use crate::retry::retry;
 
 /// One statement that writes all of its rows or none: Postgres's upsert
-/// (COPY first), and its in-memory stand-in.
+/// (COPY first) of `case` rows (`R` = [`CountryRow`]) or of a mapped
+/// table's (`R` = its values), and the in-memory stand-in.
 #[async_trait]
-pub trait AllOrNothing: Send {
+pub trait AllOrNothing<R: Sync + ?Sized = CountryRow>: Send {
     /// Writes every row, or none and says why (row-level: one of them is
     /// refused). Returns how many rows changed.
-    async fn write_all(&mut self, rows: &[&CountryRow]) -> Result<u64, WriteError>;
+    async fn write_all(&mut self, rows: &[&R]) -> Result<u64, WriteError>;
 }
 
 /// Writes a chunk; when Postgres refuses it because of a row, halves it
@@ -33,9 +34,9 @@ pub trait AllOrNothing: Send {
 /// isolated; past that, refused parts are deferred (the circuit breaker).
 /// Near `deadline` no further statement starts: what is left is deferred and
 /// `stop` says why.
-pub async fn write_isolating(
-    writer: &mut dyn AllOrNothing,
-    rows: &[&CountryRow],
+pub async fn write_isolating<R: Sync + ?Sized>(
+    writer: &mut dyn AllOrNothing<R>,
+    rows: &[&R],
     limits: WriteLimits,
     deadline: &Deadline,
 ) -> SinkOutcome {

@@ -50,8 +50,23 @@ pub const WRITABLE_TYPES: [Type; 14] = [
     Type::JSONB,
 ];
 
+/// A value its column cannot take, found before it is sent: a row-level
+/// failure of its row alone (told apart from a broken connection by its
+/// type, as `tokio_postgres` gives it as the error's source).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueRefused(pub String);
+
+/// Whether a `tokio_postgres` error is a [`ValueRefused`].
+pub fn is_value_refused(err: &tokio_postgres::Error) -> bool {
+    Error::source(err).is_some_and(|s| s.downcast_ref::<ValueRefused>().is_some())
+}
+
 fn refused(value: &Value, ty: &Type) -> ToSqlError {
-    format!("a {} value cannot go into a {ty} column", kind(value)).into()
+    Box::new(ValueRefused(format!(
+        "a {} value cannot go into a {ty} column",
+        kind(value)
+    )))
 }
 
 /// The value's kind, for errors: a value of the wrong kind is not shown
@@ -79,7 +94,11 @@ fn integer<T: TryFrom<i128>>(value: &Value, ty: &Type) -> Result<T, ToSqlError> 
         Value::Decimal(Decimal { unscaled, scale: 0 }) => *unscaled,
         other => return Err(refused(other, ty)),
     };
-    T::try_from(wide).map_err(|_| format!("{wide} is out of the range of a {ty} column").into())
+    T::try_from(wide).map_err(|_| -> ToSqlError {
+        Box::new(ValueRefused(format!(
+            "{wide} is out of the range of a {ty} column"
+        )))
+    })
 }
 
 impl ToSql for PgValue<'_> {

@@ -4,7 +4,9 @@
 //! against the snapshot: no statement carries the rows' keys, so every
 //! statement has the same small size whatever the batch ([`sql`] writes
 //! them; [`client`] builds the client with its session settings; [`errors`]
-//! classifies what Snowflake answers; [`values`] decodes a column of any
+//! classifies what Snowflake answers; [`discovery`] reads a table's columns
+//! and their types; [`mapped`] reads and consumes any mapped table
+//! (not yet used by a run); [`values`] decodes a column of any
 //! Snowflake type from every Arrow encoding real Snowflake sends, not yet
 //! used by a run). Every statement is logged with its
 //! query id, and carries the run's deadline: the client polls a long
@@ -15,7 +17,9 @@ pub mod arrow;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod checks;
 pub mod client;
+pub mod discovery;
 pub mod errors;
+pub mod mapped;
 pub mod sql;
 pub mod values;
 
@@ -27,8 +31,9 @@ use async_trait::async_trait;
 use snowflake_api::{ExecOptions, Executed, QueryResult, SnowflakeApi};
 use uuid::Uuid;
 
-use crate::arrow::{decode_ids, decode_texts, ArrowRows};
+use crate::arrow::{decode_ids, ArrowRows};
 use crate::client::{build_api, query_tag};
+use crate::discovery::described_columns;
 use crate::errors::api_error;
 use crate::sql::{
     count_statement, describe_statement, drop_statement, join_delete_statement, page_statement,
@@ -210,7 +215,10 @@ impl SnowflakeSource {
                 },
                 other => other,
             })?;
-        let columns = column_names(&described.result)?;
+        let columns: Vec<String> = described_columns(&described.result)?
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         for (var, column) in [
             ("SNOWFLAKE_ID_COLUMN", &self.source.id),
             ("SNOWFLAKE_COUNTRY_COLUMN", &self.source.country),
@@ -230,30 +238,6 @@ impl SnowflakeSource {
         self.checked.store(true, Ordering::Relaxed);
         Ok(())
     }
-}
-
-/// The `name` column of a `DESCRIBE TABLE` answer, Arrow or JSON.
-fn column_names(result: &QueryResult) -> Result<Vec<String>, SourceError> {
-    let mut names = Vec::new();
-    match result {
-        QueryResult::Arrow(batches) => {
-            for batch in batches {
-                let mut texts = Vec::new();
-                decode_texts(batch.column(0).as_ref(), &mut texts)?;
-                names.extend(texts.into_iter().flatten());
-            }
-        }
-        QueryResult::Json(json) => {
-            if let Some(rows) = json.value.as_array() {
-                names.extend(
-                    rows.iter()
-                        .filter_map(|r| r.get(0)?.as_str().map(str::to_string)),
-                );
-            }
-        }
-        QueryResult::Empty => {}
-    }
-    Ok(names)
 }
 
 #[async_trait]

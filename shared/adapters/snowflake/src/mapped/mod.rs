@@ -1,0 +1,180 @@
+//! A mapped table (any table the mapping file declares) read the way the
+//! `case` table is: a run freezes its batch into a temporary snapshot with
+//! each row's hash ([`sql`]), reads it a page at a time, every column
+//! decoded by [`crate::values`], and deletes the rows that became safe by
+//! joining the table against the snapshot on the key and the hash. It
+//! shares the `case` source's session (one login per warm process). Not
+//! yet used by a run: a run replicates `case` only.
+
+pub mod sql;
+
+use std::sync::Arc;
+
+use snowflake_api::QueryResult;
+use uuid::Uuid;
+
+use crate::sql::{drop_statement, single_count, snapshot_name};
+use crate::values::{decode_column, BadValue};
+use crate::{Scope, Session, SnowflakeSource};
+use countries_shared::deadline::Deadline;
+use countries_shared::failure::SourceError;
+use countries_shared::model::ident::Identifier;
+use countries_shared::model::value::Value;
+use countries_shared::ports::{IdMatch, RowNumbers};
+use sql::{join_delete_statement, page_statement, snapshot_statement, MappedTable};
+
+/// One snapshot row: its number and its copied columns, each decoded or
+/// refused alone (the row is then a row-level failure, its other values
+/// kept for the failure report).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedRow {
+    pub number: u64,
+    pub cells: Vec<Result<Value, BadValue>>,
+    /// A key column is NULL: the row is deleted by the NULL-safe statement.
+    pub key_null: bool,
+}
+
+/// A mapped table in Snowflake.
+pub struct MappedSource {
+    session: Arc<Session>,
+    table: MappedTable,
+    /// Where the key columns are in a page's columns.
+    key_positions: Vec<usize>,
+}
+
+impl SnowflakeSource {
+    /// `table` read over this source's session.
+    pub fn mapped(&self, table: MappedTable) -> MappedSource {
+        let key_positions = table
+            .keys
+            .iter()
+            .filter_map(|k| table.columns.iter().position(|c| c == k))
+            .collect();
+        MappedSource {
+            session: Arc::clone(&self.session),
+            table,
+            key_positions,
+        }
+    }
+}
+
+impl MappedSource {
+    /// Freezes up to `limit` rows into run `run_id`'s snapshot.
+    pub async fn snapshot(
+        &self,
+        run_id: Uuid,
+        limit: usize,
+        deadline: &Deadline,
+    ) -> Result<MappedSnapshot<'_>, SourceError> {
+        let scope = Scope {
+            run_id: Some(run_id),
+            deadline: deadline.statement_deadline(),
+            session: None,
+        };
+        let name = snapshot_name(run_id);
+        let made = self
+            .session
+            .exec(
+                "snapshot",
+                &snapshot_statement(&self.table, &name, limit),
+                scope,
+            )
+            .await?;
+        Ok(MappedSnapshot {
+            source: self,
+            name,
+            scope: Scope {
+                session: Some(made.session),
+                ..scope
+            },
+        })
+    }
+}
+
+/// One run's snapshot of a mapped table.
+pub struct MappedSnapshot<'a> {
+    source: &'a MappedSource,
+    name: Identifier,
+    scope: Scope,
+}
+
+impl MappedSnapshot<'_> {
+    /// The rows numbered `numbers`, in order; fewer than the range holds
+    /// when the snapshot ends there.
+    pub async fn read(&self, numbers: RowNumbers) -> Result<Vec<MappedRow>, SourceError> {
+        let sql = page_statement(&self.source.table, &self.name, &numbers);
+        let done = self.source.session.exec("read", &sql, self.scope).await?;
+        let batches = match done.result {
+            QueryResult::Empty => return Ok(Vec::new()),
+            QueryResult::Arrow(batches) => batches,
+            QueryResult::Json(json) => {
+                return Err(SourceError::UnexpectedResult {
+                    operation: "read",
+                    detail: format!("expected Arrow rows, got JSON {}", json.value),
+                })
+            }
+        };
+        let copied = self.source.table.columns.len();
+        let mut rows = Vec::new();
+        let mut next = *numbers.start();
+        for batch in &batches {
+            if batch.num_columns() != copied + 1 {
+                return Err(SourceError::UnexpectedResult {
+                    operation: "read",
+                    detail: format!(
+                        "{} columns, expected {} and the row number",
+                        batch.num_columns(),
+                        copied
+                    ),
+                });
+            }
+            let schema = batch.schema();
+            let mut columns = Vec::with_capacity(copied);
+            for i in 0..copied {
+                columns.push(decode_column(schema.field(i), batch.column(i).as_ref())?.into_iter());
+            }
+            for _ in 0..batch.num_rows() {
+                let cells: Vec<Result<Value, BadValue>> = columns
+                    .iter_mut()
+                    .map(|c| c.next().unwrap_or(Ok(Value::Null)))
+                    .collect();
+                let key_null = self
+                    .source
+                    .key_positions
+                    .iter()
+                    .any(|&k| matches!(cells.get(k), Some(Ok(Value::Null))));
+                rows.push(MappedRow {
+                    number: next,
+                    cells,
+                    key_null,
+                });
+                next += 1;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Deletes the table's rows that match, on the key and the whole
+    /// copied content, a snapshot row numbered in `safe`; returns how many
+    /// went. Safe to run twice.
+    pub async fn delete(&self, safe: &[RowNumbers], keys: IdMatch) -> Result<u64, SourceError> {
+        let Some(sql) = join_delete_statement(&self.source.table, &self.name, safe, keys) else {
+            return Ok(0);
+        };
+        let done = self.source.session.exec("delete", &sql, self.scope).await?;
+        single_count("delete", &done.result)
+    }
+
+    /// Drops the snapshot; one left behind dies with its session.
+    pub async fn drop_snapshot(&self) -> Result<(), SourceError> {
+        match self
+            .source
+            .session
+            .exec("drop", &drop_statement(&self.name), self.scope)
+            .await
+        {
+            Ok(_) | Err(SourceError::SnapshotLost { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! A mapped table's rows into a real PostgreSQL 15 (`countries_postgres::
+//! mapped`): new rows by binary COPY; a chunk COPY refuses (keys present)
+//! by the staged upsert, which changes only what differs; and the rows
+//! Postgres or the encoder refuse (too long, NOT NULL, out of range)
+//! isolated alone, each with what was wrong, while the rest are written.
+
+use std::time::Duration;
+
+use chrono::DateTime;
+use countries_postgres::catalog::target_columns;
+use countries_postgres::mapped::{MappedTarget, MappedWriter};
+use countries_shared::deadline::Deadline;
+use countries_shared::failure::ErrorKind;
+use countries_shared::model::columns::{match_columns, SourceColumn};
+use countries_shared::model::ident::Identifier;
+use countries_shared::model::types::SourceType;
+use countries_shared::model::value::{Decimal, Value};
+use countries_shared::ports::WriteLimits;
+use countries_shared::retry::RetryPolicy;
+use countries_shared::sink::isolate::write_isolating;
+use testkit::TestEnv;
+
+fn row(region: &str, order_no: i64, cents: i128, note: Option<&str>, qty: i64) -> Vec<Value> {
+    vec![
+        Value::Text(region.to_string()),
+        Value::Int(order_no),
+        Value::Decimal(Decimal::new(cents, 2).expect("a decimal")),
+        note.map_or(Value::Null, |n| Value::Text(n.to_string())),
+        Value::Int(qty),
+        Value::TimestampTz(
+            DateTime::parse_from_rfc3339("2026-12-03T10:00:00.123456789+02:00").expect("a time"),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn copy_then_the_staged_upsert_with_refused_rows_alone() {
+    let env = TestEnv::new("pg_mapped").await;
+    let mut pg = env.postgres().await;
+    pg.batch_execute(
+        "CREATE TABLE orders (region text, order_no bigint, amount numeric(12,2), \
+         note varchar(5) NOT NULL, qty smallint, placed_at timestamptz, \
+         PRIMARY KEY (region, order_no))",
+    )
+    .await
+    .expect("the table");
+    let fixed = |precision, scale| SourceType::Fixed { precision, scale };
+    let source: Vec<SourceColumn> = [
+        ("REGION", SourceType::Text),
+        ("ORDER_NO", fixed(18, 0)),
+        ("AMOUNT", fixed(12, 2)),
+        ("NOTE", SourceType::Text),
+        ("QTY", fixed(38, 0)),
+        ("PLACED_AT", SourceType::TimestampTz { scale: 9 }),
+    ]
+    .into_iter()
+    .map(|(name, ty)| SourceColumn {
+        name: name.to_string(),
+        ty,
+    })
+    .collect();
+    let columns = target_columns(&pg, "public", "orders")
+        .await
+        .expect("the catalog");
+    let plan = match_columns("orders", &source, &columns, None, &[]).expect("a plan");
+    let ident = |s: &str| Identifier::parse(s).expect("a name");
+    let target = MappedTarget::new(&ident("public"), &ident("orders"), &plan);
+    let limits = WriteLimits {
+        failure_budget: 100,
+        policy: RetryPolicy::immediate(2),
+    };
+    let deadline = Deadline::after(Duration::from_secs(60), Duration::ZERO);
+
+    let first = [
+        row("eu", 1, 1050, Some("a"), 1),
+        row("eu", 2, 300, Some("b"), 2),
+        row("us", 1, 100, Some("c"), 3),
+    ];
+    let refs: Vec<&[Value]> = first.iter().map(Vec::as_slice).collect();
+    let mut writer = MappedWriter::new(&mut pg, &target);
+    let outcome = write_isolating(&mut writer, &refs, limits, &deadline).await;
+    assert_eq!(outcome.written, [0, 1, 2]);
+    assert_eq!(outcome.changed, 3);
+    assert!(outcome.rejected.is_empty() && outcome.stop.is_none());
+
+    let second = [
+        row("eu", 1, 1100, Some("a2"), 1),      // changed
+        row("eu", 2, 300, Some("b"), 2),        // as it is
+        row("us", 9, 100, Some("too long"), 1), // varchar(5)
+        row("us", 10, 100, Some("ok"), 40_000), // smallint's range
+        row("us", 11, 100, None, 1),            // NOT NULL
+        row("us", 12, 250, Some("new"), 5),     // new
+    ];
+    let refs: Vec<&[Value]> = second.iter().map(Vec::as_slice).collect();
+    let outcome = write_isolating(&mut writer, &refs, limits, &deadline).await;
+    let mut written = outcome.written.clone();
+    written.sort_unstable();
+    assert_eq!(written, [0, 1, 5]);
+    assert_eq!(outcome.changed, 2, "the unchanged row is not counted");
+    let mut rejected: Vec<(usize, String)> = outcome
+        .rejected
+        .iter()
+        .map(|(i, e)| {
+            assert_eq!(e.kind, ErrorKind::RowLevel, "{e}");
+            (*i, e.to_string())
+        })
+        .collect();
+    rejected.sort();
+    assert_eq!(rejected.len(), 3, "{rejected:?}");
+    assert!(rejected[0].1.contains("too long"), "{rejected:?}");
+    assert!(
+        rejected[1]
+            .1
+            .contains("40000 is out of the range of a int2 column"),
+        "{rejected:?}"
+    );
+    assert!(rejected[2].1.contains("not-null"), "{rejected:?}");
+
+    let again: Vec<&[Value]> = [0, 1, 5].iter().map(|&i| second[i].as_slice()).collect();
+    let outcome = write_isolating(&mut writer, &again, limits, &deadline).await;
+    assert_eq!(outcome.written.len(), 3);
+    assert_eq!(outcome.changed, 0, "a replay changes nothing");
+
+    let rows = pg
+        .query(
+            "SELECT region, order_no, amount::text, note, placed_at = '2026-12-03T08:00:00.123456Z' \
+             FROM orders ORDER BY region, order_no",
+            &[],
+        )
+        .await
+        .expect("the rows");
+    let seen: Vec<(String, i64, String, String, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    let want = |region: &str, n: i64, amount: &str, note: &str| {
+        (
+            region.to_string(),
+            n,
+            amount.to_string(),
+            note.to_string(),
+            true,
+        )
+    };
+    assert_eq!(
+        seen,
+        [
+            want("eu", 1, "11.00", "a2"),
+            want("eu", 2, "3.00", "b"),
+            want("us", 1, "1.00", "c"),
+            want("us", 12, "2.50", "new"),
+        ]
+    );
+}
