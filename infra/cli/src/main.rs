@@ -328,10 +328,17 @@ async fn failures(limit: i64) -> Result<ExitCode> {
         println!(
             "{:<38} {:<12} {:<10} {:<10} {:<8} {}",
             f.message_id,
-            f.country_id.as_deref().unwrap_or("NULL"),
-            f.country
-                .as_deref()
-                .map_or("NULL".to_string(), |c| format!("{c:?}")),
+            match &f.mapped {
+                Some((table, _)) => format!("[{table}]"),
+                None => f.country_id.as_deref().unwrap_or("NULL").to_string(),
+            },
+            match &f.mapped {
+                Some((_, row)) => countries_shared::model::text::one_line(row, 60),
+                None => f
+                    .country
+                    .as_deref()
+                    .map_or("NULL".to_string(), |c| format!("{c:?}")),
+            },
             f.error_class,
             f.sqlstate.as_deref().unwrap_or("-"),
             countries_shared::model::text::one_line(&f.error_message, 100),

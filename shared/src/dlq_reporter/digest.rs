@@ -7,8 +7,10 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use serde_json::Value as Json;
+
 use crate::model::report::{Digest, FailureEntry};
-use crate::model::text::{one_line, preview};
+use crate::model::text::one_line;
 
 pub const RECOVERY_STEPS: &[(&str, &str)] = &[
     (
@@ -136,10 +138,8 @@ pub fn compose_digest(
         let _ = writeln!(
             text,
             "  {:<12} {:<12} {:<10} {:<8} {:<17} {}",
-            e.country_id.map_or("NULL".into(), |i| i.to_string()),
-            e.country
-                .as_deref()
-                .map_or("NULL".into(), |c| preview(c, 10)),
+            e.id_cell(),
+            e.row_cell(10),
             e.error_class,
             e.sqlstate.as_deref().unwrap_or("-"),
             e.first_failed_at
@@ -189,12 +189,8 @@ pub fn compose_digest(
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            e.country_id.map_or("NULL".into(), |i| i.to_string()),
-            escape_html(
-                &e.country
-                    .as_deref()
-                    .map_or("NULL".into(), |c| preview(c, 10))
-            ),
+            escape_html(&e.id_cell()),
+            escape_html(&e.row_cell(10)),
             escape_html(&e.error_class),
             escape_html(e.sqlstate.as_deref().unwrap_or("-")),
             e.first_failed_at
@@ -268,7 +264,7 @@ pub fn csv_line_bytes(entry: &FailureEntry) -> usize {
     out.into_inner().map_or(0, |bytes| bytes.len())
 }
 
-fn csv_cells(record: &DigestRecord<'_>) -> [String; 10] {
+fn csv_cells(record: &DigestRecord<'_>) -> [String; 12] {
     let e = record.entry;
     [
         e.message_id.clone(),
@@ -283,6 +279,13 @@ fn csv_cells(record: &DigestRecord<'_>) -> [String; 10] {
             .unwrap_or_default(),
         spreadsheet_safe(e.raw_body.clone().unwrap_or_default()),
         record.copies.to_string(),
+        e.table.clone().unwrap_or_default(),
+        spreadsheet_safe(
+            e.row
+                .as_ref()
+                .map(|row| Json::Object(row.clone()).to_string())
+                .unwrap_or_default(),
+        ),
     ]
 }
 
@@ -303,6 +306,9 @@ pub fn to_csv(records: &[DigestRecord<'_>]) -> String {
         "first_failed_at",
         "raw_body",
         "copies",
+        // A mapped table's record (empty for `case`): its table and row.
+        "table",
+        "row",
     ]);
     for record in records {
         let _ = out.write_record(csv_cells(record));

@@ -124,6 +124,10 @@ pub enum MalformedMessage {
     NoVersion,
     #[error("unknown schema_version {0} (this code reads version {RETRY_MESSAGE_SCHEMA_VERSION})")]
     UnknownVersion(String),
+    /// The same, for a reader of both versions
+    /// ([`crate::model::mapped_message::parse_any_retry_message`]).
+    #[error("unknown schema_version {0} (this code reads versions 1 and 2)")]
+    UnknownVersionOfAny(String),
     #[error("the body does not have the shape of a version-1 retry message: {0}")]
     WrongShape(String),
 }

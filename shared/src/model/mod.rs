@@ -1,5 +1,6 @@
 //! The data that moves through the pipeline: the row and its validation
-//! ([`row`]), the retry-queue message ([`message`]), the changes-queue
+//! ([`row`]), the retry-queue message ([`message`]; version 2, a row of
+//! any mapped table, in [`mapped_message`]), the changes-queue
 //! message of stream mode ([`change`]), the failure report
 //! ([`report`]), configured SQL names
 //! ([`ident`]), how values are shown to people ([`text`]), the typed
@@ -13,6 +14,7 @@
 pub mod change;
 pub mod columns;
 pub mod ident;
+pub mod mapped_message;
 pub mod message;
 pub mod report;
 pub mod row;

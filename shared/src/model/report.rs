@@ -8,8 +8,10 @@ use uuid::Uuid;
 use std::collections::BTreeMap;
 
 use crate::model::change::{parked_attribute, parse_change_batch};
-use crate::model::message::parse_retry_message;
-use crate::model::text::one_line;
+use serde_json::{Map, Value as Json};
+
+use crate::model::mapped_message::{parse_any_retry_message, AnyRetryMessage};
+use crate::model::text::{one_line, preview};
 
 /// A message as taken from a dead-letter queue.
 #[derive(Debug, Clone)]
@@ -64,6 +66,10 @@ pub struct FailureEntry {
     pub raw_body: Option<String>,
     /// Stream mode's records only.
     pub change: Option<ChangeOrigin>,
+    /// A mapped table's record (a version-2 message): the mapping's name and
+    /// the row, source column name → tagged value. None: the `case` table.
+    pub table: Option<String>,
+    pub row: Option<Map<String, Json>>,
 }
 
 impl FailureEntry {
@@ -121,6 +127,8 @@ impl FailureEntry {
                 source_run_id: Some(batch.run_id),
                 raw_body: None,
                 change: Some(origin),
+                table: None,
+                row: None,
             })
             .collect()
     }
@@ -129,8 +137,25 @@ impl FailureEntry {
         // A dead letter's receive count goes on from the retry queue's and
         // includes the reporter's own receive: the attempts are one fewer.
         let attempts = letter.receive_count.map(|c| c.saturating_sub(1));
-        match parse_retry_message(letter.body.as_deref()) {
-            Ok(message) => Self {
+        match parse_any_retry_message(letter.body.as_deref()) {
+            Ok(AnyRetryMessage::Mapped(message)) => Self {
+                message_id: letter.message_id.clone(),
+                record_key: Some(message.record_key()),
+                country_id: None,
+                country: None,
+                error_class: message.error.class.as_str().to_string(),
+                sqlstate: message.error.sqlstate.clone(),
+                error_message: message.error.message.clone(),
+                attempts,
+                first_failed_at: Some(message.first_failed_at),
+                last_failed_at: now,
+                source_run_id: Some(message.run_id),
+                raw_body: None,
+                change: None,
+                table: Some(message.table),
+                row: Some(message.row),
+            },
+            Ok(AnyRetryMessage::Case(message)) => Self {
                 message_id: letter.message_id.clone(),
                 record_key: Some(message.record_key()),
                 country_id: message.record.country_id,
@@ -144,6 +169,8 @@ impl FailureEntry {
                 source_run_id: Some(message.run_id),
                 raw_body: None,
                 change: None,
+                table: None,
+                row: None,
             },
             Err(e) => Self {
                 message_id: letter.message_id.clone(),
@@ -162,12 +189,34 @@ impl FailureEntry {
                     .as_deref()
                     .map(|b| b.chars().take(RAW_BODY_LIMIT).collect()),
                 change: None,
+                table: None,
+                row: None,
             },
         }
     }
 }
 
 impl FailureEntry {
+    /// The record's first column as people see it: the `case` row's id, or
+    /// a mapped row's table.
+    pub fn id_cell(&self) -> String {
+        match (&self.table, self.country_id) {
+            (Some(table), _) => format!("[{table}]"),
+            (None, Some(id)) => id.to_string(),
+            (None, None) => "NULL".into(),
+        }
+    }
+
+    /// The record's content as people see it, cut to `max` characters: the
+    /// `case` row's country, or a mapped row as JSON.
+    pub fn row_cell(&self, max: usize) -> String {
+        match (&self.row, &self.country) {
+            (Some(row), _) => one_line(&Json::Object(row.clone()).to_string(), max),
+            (None, Some(country)) => preview(country, max),
+            (None, None) => "NULL".into(),
+        }
+    }
+
     /// The same entry in a form any store can hold, for one the store
     /// refused as it was (Postgres `text` cannot hold a NUL character):
     /// every text field with NUL written as `\u{0}`, the dead letter's body
@@ -194,7 +243,29 @@ impl FailureEntry {
                 .or(self.raw_body.as_deref())
                 .map(|b| clean(&b.chars().take(RAW_BODY_LIMIT).collect::<String>())),
             change: self.change,
+            table: self.table.as_deref().map(clean),
+            // The row's text values are tagged (`text_hex`) when they hold
+            // a NUL; its column names are escaped like the rest.
+            row: self.row.as_ref().map(|row| {
+                row.iter()
+                    .map(|(k, v)| (clean(k), escape_json_nul(v)))
+                    .collect()
+            }),
         }
+    }
+}
+
+/// A JSON value with every NUL in its strings written as `\u{0}`.
+fn escape_json_nul(value: &Json) -> Json {
+    match value {
+        Json::String(s) => Json::String(escape_nul(s)),
+        Json::Array(items) => Json::Array(items.iter().map(escape_json_nul).collect()),
+        Json::Object(map) => Json::Object(
+            map.iter()
+                .map(|(k, v)| (escape_nul(k), escape_json_nul(v)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -239,5 +310,54 @@ mod tests {
             safe.error_message
         );
         assert_eq!(safe.message_id, "m1");
+    }
+
+    #[test]
+    fn a_mapped_row_keeps_its_table_and_row_and_escapes_like_the_rest() {
+        use crate::model::mapped_message::MappedRetryMessage;
+        use crate::model::message::{FailureClass, FailureDetail};
+        use crate::model::value::Value;
+        let message = MappedRetryMessage::first_failure(
+            "orders",
+            &["REGION".to_string(), "AT".to_string()],
+            &[
+                Ok(Value::Text("eu".into())),
+                Err("bad \0 value".to_string()),
+            ],
+            FailureDetail {
+                class: FailureClass::Invalid,
+                sqlstate: None,
+                message: "unreadable".into(),
+            },
+            Uuid::nil(),
+            Utc::now(),
+        );
+        let letter = DeadLetter {
+            message_id: "m2".into(),
+            receipt_handle: "rh".into(),
+            body: Some(serde_json::to_string(&message).unwrap()),
+            receive_count: Some(6),
+            attributes: BTreeMap::new(),
+            queue: LetterQueue::Retry,
+        };
+        let entry = FailureEntry::from_dead_letter(&letter, Utc::now());
+        assert_eq!(entry.table.as_deref(), Some("orders"));
+        assert_eq!(entry.record_key, Some(message.record_key()));
+        assert_eq!((entry.country_id, entry.attempts), (None, Some(5)));
+        assert_eq!(entry.id_cell(), "[orders]");
+        assert!(
+            entry.row_cell(200).contains(r#""REGION":"eu""#),
+            "{}",
+            entry.row_cell(200)
+        );
+        let row = entry.row.as_ref().unwrap();
+        assert!(row["AT"]["unreadable"].as_str().unwrap().contains('\0'));
+        let safe = entry.escaped(letter.body.as_deref(), "invalid byte sequence 0x00");
+        let text = serde_json::to_string(&safe.row).unwrap();
+        assert!(
+            !text.contains("\\u0000") && text.contains("\\\\u{0}"),
+            "{text}"
+        );
+        assert_eq!(safe.table.as_deref(), Some("orders"));
     }
 }

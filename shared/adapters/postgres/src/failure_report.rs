@@ -73,7 +73,10 @@ impl PostgresFailureReport {
         for e in entries {
             let country_id = e.country_id.map(|i| i.to_string());
             let attempts = e.attempts.map(|a| i32::try_from(a).unwrap_or(i32::MAX));
-            let table_name = self.config.table.to_string();
+            let table_name = e
+                .table
+                .clone()
+                .unwrap_or_else(|| self.config.table.to_string());
             let row_data = row_json(e);
             // Bucket counts and seqs are far below these types' limits.
             let change_buckets = e.change.map(|c| c.buckets as i32);
@@ -154,10 +157,15 @@ impl PostgresFailureReport {
     }
 }
 
-/// The record's row as JSON, keyed by source column name, as read: an id
+/// The record's row as JSON, keyed by source column name, as read (a
+/// mapped table's as its message carries it); for `case`, an id
 /// past 64 bits keeps every digit (a JSON number of any length; `jsonb`
 /// stores it as `numeric`). None for a body that did not parse.
 fn row_json(entry: &FailureEntry) -> Option<String> {
+    if let Some(row) = &entry.row {
+        // A mapped table's row, already keyed by column and tagged.
+        return serde_json::to_string(row).ok();
+    }
     if entry.raw_body.is_some() && entry.record_key.is_none() {
         return None;
     }
