@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use countries_shared::deadline::Deadline;
 use countries_shared::model::value::{Decimal, Value};
-use countries_shared::ports::IdMatch;
+use countries_shared::ports::{IdMatch, TableSource as _};
 use countries_snowflake::discovery::TableName;
 use countries_snowflake::mapped::sql::MappedTable;
 use snowflake_api::QueryResult;

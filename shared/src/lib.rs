@@ -17,7 +17,8 @@
 //!   configuration they share;
 //! - the use cases, one per function and named after it: [`replicator`],
 //!   [`retrier`], [`dlq_reporter`], and stream mode's [`publisher`] and
-//!   [`writer`];
+//!   [`writer`]; and [`table_run`], a run over any mapped table (not yet
+//!   run by a function);
 //! - the Lambda handlers: [`lambda`] (each function's wiring, configuration
 //!   in and adapters out, is the library of its crate under `functions/`);
 //! - [`config`] (the environment, read once), [`deadline`] (the
@@ -46,6 +47,7 @@ pub mod replicator;
 pub mod retrier;
 pub mod retry;
 pub mod sink;
+pub mod table_run;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -16,9 +16,11 @@ use crate::deadline::Deadline;
 use crate::failure::{MailError, QueueError, SinkError, SourceError, WriteError};
 use crate::ledger::{RunSummary, SinkKind};
 use crate::model::change::{ChangeBatch, ChangeMark};
+use crate::model::mapped_message::MappedRetryMessage;
 use crate::model::message::RetryMessage;
 use crate::model::report::{DeadLetter, Digest, FailureEntry};
 use crate::model::row::{CountryRow, SourceRow};
+use crate::model::value::{TableRow, Value};
 use crate::retry::RetryPolicy;
 
 // ---- Snowflake: the source ----
@@ -121,6 +123,50 @@ pub enum IdMatch {
 /// limits. A normal range has one; only trouble (rows left behind in the
 /// middle of a page) makes more.
 pub const MAX_RANGES_PER_DELETE: usize = 1_000;
+
+// ---- A mapped table (any table of the mapping file): source and sink ----
+
+/// A mapped table in the source, as a table run sees it: the same snapshot,
+/// pages and join delete as `case`'s, over typed rows.
+#[async_trait]
+pub trait TableSource: Send + Sync {
+    /// How many rows the table holds (from metadata: an idle run ends here).
+    async fn count_rows(&self, run_id: Uuid, deadline: &Deadline) -> Result<u64, SourceError>;
+    /// Freezes up to `limit` rows into run `run_id`'s snapshot, numbered by
+    /// key.
+    async fn snapshot(
+        &self,
+        run_id: Uuid,
+        limit: usize,
+        deadline: &Deadline,
+    ) -> Result<Box<dyn TableSnapshot + '_>, SourceError>;
+}
+
+/// One table run's snapshot.
+#[async_trait]
+pub trait TableSnapshot: Send + Sync {
+    /// The rows numbered `numbers`, in order; fewer when the snapshot ends.
+    async fn read(&self, numbers: RowNumbers) -> Result<Vec<TableRow>, SourceError>;
+    /// Deletes the table's rows matching, on the key and the whole copied
+    /// content, a snapshot row numbered in `safe`; how many went.
+    async fn delete(&self, safe: &[RowNumbers], keys: IdMatch) -> Result<u64, SourceError>;
+    /// Drops the snapshot. Safe to run twice.
+    async fn drop_snapshot(&self) -> Result<(), SourceError>;
+}
+
+/// Where a mapped table's rows go (Postgres): each row's values in the
+/// order of the table's copied columns.
+#[async_trait]
+pub trait TableSink: Send + Sync {
+    /// Writes the rows; says which it accepted, refused (with why) or
+    /// deferred, as [`RowSink::write`] does.
+    async fn write(
+        &self,
+        rows: &[&[Value]],
+        limits: WriteLimits,
+        deadline: &Deadline,
+    ) -> SinkOutcome;
+}
 
 // ---- The run guard: one per run, whatever the sink ----
 
@@ -301,6 +347,8 @@ pub struct Parked<'a> {
 pub trait RetryQueue: Send + Sync {
     /// Sends the messages; the result has one entry per message, in order.
     async fn enqueue(&self, messages: &[RetryMessage]) -> Vec<Result<(), QueueError>>;
+    /// The same for rows of mapped tables (schema version 2).
+    async fn enqueue_mapped(&self, messages: &[MappedRetryMessage]) -> Vec<Result<(), QueueError>>;
 }
 
 /// What a delete of many messages did: some may be deleted before one fails.

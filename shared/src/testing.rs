@@ -18,6 +18,7 @@ use crate::deadline::Deadline;
 use crate::failure::{ErrorKind, MailError, QueueError, SinkError, SourceError, WriteError};
 use crate::ledger::{RunSummary, SinkKind};
 use crate::model::change::ChangeBatch;
+use crate::model::mapped_message::MappedRetryMessage;
 use crate::model::message::RetryMessage;
 use crate::model::report::{DeadLetter, Digest, FailureEntry};
 use crate::model::row::{CountryRow, SourceRow};
@@ -499,6 +500,8 @@ impl FailureStore for MemoryFailureStore {
 #[derive(Clone, Default)]
 pub struct MemoryQueue {
     pub messages: Arc<Mutex<Vec<RetryMessage>>>,
+    /// Version-2 messages (rows of mapped tables).
+    pub mapped: Arc<Mutex<Vec<MappedRetryMessage>>>,
     pub down: Arc<Mutex<bool>>,
     /// Answers for only this many messages of a batch (a short reply).
     pub answers_for: Arc<Mutex<Option<usize>>>,
@@ -520,6 +523,18 @@ impl RetryQueue for MemoryQueue {
                 .collect();
         }
         lock(&self.messages).extend(messages.iter().cloned());
+        messages.iter().map(|_| Ok(())).collect()
+    }
+
+    async fn enqueue_mapped(&self, messages: &[MappedRetryMessage]) -> Vec<Result<(), QueueError>> {
+        tokio::task::yield_now().await;
+        if *lock(&self.down) {
+            return messages
+                .iter()
+                .map(|_| Err(QueueError::call("SendMessageBatch", "down")))
+                .collect();
+        }
+        lock(&self.mapped).extend(messages.iter().cloned());
         messages.iter().map(|_| Ok(())).collect()
     }
 }

@@ -68,6 +68,18 @@ impl std::fmt::Display for Decimal {
     }
 }
 
+/// One snapshot row of a mapped table: its number in the run snapshot, its
+/// copied columns (each decoded, or refused alone with why: the row is then
+/// a row-level failure, its other values kept for the failure report), and
+/// whether a key column is NULL (such a row is deleted by the NULL-safe
+/// statement).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRow {
+    pub number: u64,
+    pub cells: Vec<Result<Value, String>>,
+    pub key_null: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

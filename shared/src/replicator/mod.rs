@@ -36,7 +36,7 @@
 
 mod delete;
 mod enqueue;
-mod page;
+pub(crate) mod page;
 mod plan;
 #[cfg(test)]
 mod tests;

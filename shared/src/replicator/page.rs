@@ -30,7 +30,12 @@ impl Page {
 
     /// Row `number` (with content `row`) is safe to delete.
     pub(crate) fn mark_safe(&mut self, number: u64, row: &SourceRow) {
-        let mark = if row.country_id.is_some() {
+        self.mark_safe_keyed(number, row.country_id.is_none());
+    }
+
+    /// Row `number`, whose key is NULL or not, is safe to delete.
+    pub(crate) fn mark_safe_keyed(&mut self, number: u64, key_null: bool) {
+        let mark = if !key_null {
             Mark::Safe
         } else {
             Mark::SafeWithoutId

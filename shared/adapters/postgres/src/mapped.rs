@@ -3,7 +3,8 @@
 //! the chunk for a row-level reason (usually `23505`, keys present already),
 //! the upsert, through a temporary staging table filled by binary COPY in
 //! the same transaction; refused rows isolated by bisection
-//! ([`write_isolating`] over [`AllOrNothing`]). Not yet used by a run.
+//! ([`write_isolating`] over [`AllOrNothing`]); [`PgTableSink`] is the table
+//! run's sink, on a connection of its own, opened again once lost.
 
 use std::hash::{Hash, Hasher};
 
@@ -12,14 +13,19 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
+use crate::connect::{connect, PgConnection};
 use crate::sqlstate::write_error;
 use crate::values::{is_value_refused, PgValue};
-use countries_shared::failure::{ErrorKind, WriteError};
+use countries_shared::config::PostgresConfig;
+use countries_shared::deadline::Deadline;
+use countries_shared::failure::{ErrorKind, SinkError, WriteError};
 use countries_shared::model::columns::ColumnPlan;
 use countries_shared::model::ident::Identifier;
 use countries_shared::model::types::TargetType;
 use countries_shared::model::value::Value;
-use countries_shared::sink::isolate::AllOrNothing;
+use countries_shared::ports::{SinkOutcome, TableSink, WriteLimits};
+use countries_shared::retry::retry;
+use countries_shared::sink::isolate::{write_isolating, AllOrNothing};
 
 /// The Postgres type a mapped column is sent as.
 pub fn pg_type(target: TargetType) -> Type {
@@ -210,5 +216,65 @@ impl AllOrNothing<[Value]> for MappedWriter<'_> {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A mapped table's sink for its runs: one connection, opened on the first
+/// write and again after one is lost or fails for a reason not the rows'.
+pub struct PgTableSink {
+    config: PostgresConfig,
+    target: MappedTarget,
+    connection: tokio::sync::Mutex<Option<PgConnection>>,
+}
+
+impl PgTableSink {
+    pub fn new(config: PostgresConfig, target: MappedTarget) -> Self {
+        Self {
+            config,
+            target,
+            connection: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait]
+impl TableSink for PgTableSink {
+    async fn write(
+        &self,
+        rows: &[&[Value]],
+        limits: WriteLimits,
+        deadline: &Deadline,
+    ) -> SinkOutcome {
+        let mut slot = self.connection.lock().await;
+        if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+            let config = &self.config;
+            match retry(limits.policy, deadline, "Postgres connect", async || {
+                connect(config).await
+            })
+            .await
+            {
+                Ok(connection) => *slot = Some(connection),
+                Err(e) => {
+                    return SinkOutcome {
+                        deferred: (0..rows.len()).collect(),
+                        stop: Some(SinkError::Postgres(e)),
+                        ..SinkOutcome::default()
+                    }
+                }
+            }
+        }
+        let Some(connection) = slot.as_mut() else {
+            return SinkOutcome {
+                deferred: (0..rows.len()).collect(),
+                ..SinkOutcome::default()
+            };
+        };
+        let mut writer = MappedWriter::new(&mut connection.client, &self.target);
+        let outcome = write_isolating(&mut writer, rows, limits, deadline).await;
+        if outcome.stop.is_some() {
+            // The connection may be in any state: the next write opens another.
+            *slot = None;
+        }
+        outcome
     }
 }

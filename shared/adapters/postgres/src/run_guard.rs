@@ -11,21 +11,32 @@ use countries_shared::failure::WriteError;
 use countries_shared::ledger::RunSummary;
 use countries_shared::ports::{GuardedRun, RunGuard};
 
-/// Takes the run lock of the configured table and keeps the ledger beside it.
+/// Takes the run lock of one table and keeps the ledger beside it.
 pub struct PostgresRunGuard {
     config: PostgresConfig,
+    /// The ledger's `table_name`.
+    table: String,
+    lock_name: String,
 }
 
 impl PostgresRunGuard {
+    /// The configured (`case`) table's guard.
     pub fn new(config: PostgresConfig) -> Self {
-        Self { config }
+        Self {
+            table: config.table.to_string(),
+            lock_name: format!("countries-replicator:{}.{}", config.schema, config.table),
+            config,
+        }
     }
 
-    fn lock_name(&self) -> String {
-        format!(
-            "countries-replicator:{}.{}",
-            self.config.schema, self.config.table
-        )
+    /// The guard of the mapped table named `name` (the mapping's name):
+    /// its own lock, and its name in the ledger.
+    pub fn for_table(config: PostgresConfig, name: &str) -> Self {
+        Self {
+            table: name.to_string(),
+            lock_name: format!("countries-replicator:table:{name}"),
+            config,
+        }
     }
 }
 
@@ -35,10 +46,13 @@ impl RunGuard for PostgresRunGuard {
         &self,
         summary: &RunSummary,
     ) -> Result<Option<Box<dyn GuardedRun>>, WriteError> {
-        let Some(lock) = RunLock::acquire(&self.config, self.lock_name()).await? else {
+        let Some(lock) = RunLock::acquire(&self.config, self.lock_name.clone()).await? else {
             return Ok(None);
         };
-        let run = PostgresRun { lock };
+        let run = PostgresRun {
+            lock,
+            table: self.table.clone(),
+        };
         run.record(summary).await?;
         Ok(Some(Box::new(run)))
     }
@@ -47,6 +61,7 @@ impl RunGuard for PostgresRunGuard {
 /// One run's hold: the lock's connection, over which the ledger is written.
 struct PostgresRun {
     lock: RunLock,
+    table: String,
 }
 
 impl PostgresRun {
@@ -60,8 +75,8 @@ impl PostgresRun {
                     "INSERT INTO {ledger} (run_id, trigger_id, started_at, finished_at, outcome, \
                      rows_read, rows_written, rows_changed, rows_invalid, rows_rejected, \
                      rows_enqueued, rows_deferred, rows_deferred_duplicates, rows_deleted, error, \
-                     snowflake_statements, sink) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                     snowflake_statements, sink, table_name) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
                      ON CONFLICT (run_id) DO UPDATE SET finished_at = EXCLUDED.finished_at, \
                      outcome = EXCLUDED.outcome, rows_read = EXCLUDED.rows_read, \
                      rows_written = EXCLUDED.rows_written, rows_changed = EXCLUDED.rows_changed, \
@@ -89,6 +104,7 @@ impl PostgresRun {
                     &s.error,
                     &to_i64(s.snowflake_statements),
                     &s.sink.as_str(),
+                    &self.table,
                 ],
             )
             .await

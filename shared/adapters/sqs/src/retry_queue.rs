@@ -1,4 +1,5 @@
-//! The retry queue: one failed row per message, sent in batches of ten.
+//! The retry queue: one failed row per message (a `case` row, or a mapped
+//! table's in schema version 2), sent in batches of ten.
 //!
 //! A row counts as owned by the queue only when SQS accepted its entry; a
 //! failed entry or a failed call leaves the row in Snowflake.
@@ -8,6 +9,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::{send_message_batch, SQS_BATCH_LIMIT};
 use countries_shared::failure::QueueError;
+use countries_shared::model::mapped_message::MappedRetryMessage;
 use countries_shared::model::message::RetryMessage;
 use countries_shared::ports::RetryQueue;
 
@@ -35,10 +37,18 @@ impl RetryQueue for SqsRetryQueue {
         }
         results
     }
+
+    async fn enqueue_mapped(&self, messages: &[MappedRetryMessage]) -> Vec<Result<(), QueueError>> {
+        let mut results = Vec::with_capacity(messages.len());
+        for batch in messages.chunks(SQS_BATCH_LIMIT) {
+            results.extend(self.send_batch(batch).await);
+        }
+        results
+    }
 }
 
 impl SqsRetryQueue {
-    async fn send_batch(&self, batch: &[RetryMessage]) -> Vec<Result<(), QueueError>> {
+    async fn send_batch<M: serde::Serialize>(&self, batch: &[M]) -> Vec<Result<(), QueueError>> {
         let entries = batch
             .iter()
             .enumerate()

@@ -3,36 +3,29 @@
 //! each row's hash ([`sql`]), reads it a page at a time, every column
 //! decoded by [`crate::values`], and deletes the rows that became safe by
 //! joining the table against the snapshot on the key and the hash. It
-//! shares the `case` source's session (one login per warm process). Not
-//! yet used by a run: a run replicates `case` only.
+//! shares the `case` source's session (one login per warm process). The
+//! table run ([`countries_shared::table_run`]) reads it through its ports.
 
 pub mod sql;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
+
 use snowflake_api::QueryResult;
 use uuid::Uuid;
 
 use crate::sql::{drop_statement, single_count, snapshot_name};
-use crate::values::{decode_column, BadValue};
+use crate::values::decode_column;
 use crate::{Scope, Session, SnowflakeSource};
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::SourceError;
 use countries_shared::model::ident::Identifier;
-use countries_shared::model::value::Value;
-use countries_shared::ports::{IdMatch, RowNumbers};
-use sql::{join_delete_statement, page_statement, snapshot_statement, MappedTable};
-
-/// One snapshot row: its number and its copied columns, each decoded or
-/// refused alone (the row is then a row-level failure, its other values
-/// kept for the failure report).
-#[derive(Debug, Clone, PartialEq)]
-pub struct MappedRow {
-    pub number: u64,
-    pub cells: Vec<Result<Value, BadValue>>,
-    /// A key column is NULL: the row is deleted by the NULL-safe statement.
-    pub key_null: bool,
-}
+use countries_shared::model::value::{TableRow, Value};
+use countries_shared::ports::{IdMatch, RowNumbers, TableSnapshot, TableSource};
+use sql::{
+    count_statement, join_delete_statement, page_statement, snapshot_statement, MappedTable,
+};
 
 /// A mapped table in Snowflake.
 pub struct MappedSource {
@@ -58,14 +51,28 @@ impl SnowflakeSource {
     }
 }
 
-impl MappedSource {
+#[async_trait]
+impl TableSource for MappedSource {
+    async fn count_rows(&self, run_id: Uuid, deadline: &Deadline) -> Result<u64, SourceError> {
+        let scope = Scope {
+            run_id: Some(run_id),
+            deadline: deadline.statement_deadline(),
+            session: None,
+        };
+        let done = self
+            .session
+            .exec("count", &count_statement(&self.table), scope)
+            .await?;
+        single_count("count", &done.result)
+    }
+
     /// Freezes up to `limit` rows into run `run_id`'s snapshot.
-    pub async fn snapshot(
+    async fn snapshot(
         &self,
         run_id: Uuid,
         limit: usize,
         deadline: &Deadline,
-    ) -> Result<MappedSnapshot<'_>, SourceError> {
+    ) -> Result<Box<dyn TableSnapshot + '_>, SourceError> {
         let scope = Scope {
             run_id: Some(run_id),
             deadline: deadline.statement_deadline(),
@@ -80,14 +87,14 @@ impl MappedSource {
                 scope,
             )
             .await?;
-        Ok(MappedSnapshot {
+        Ok(Box::new(MappedSnapshot {
             source: self,
             name,
             scope: Scope {
                 session: Some(made.session),
                 ..scope
             },
-        })
+        }))
     }
 }
 
@@ -98,10 +105,11 @@ pub struct MappedSnapshot<'a> {
     scope: Scope,
 }
 
-impl MappedSnapshot<'_> {
+#[async_trait]
+impl TableSnapshot for MappedSnapshot<'_> {
     /// The rows numbered `numbers`, in order; fewer than the range holds
     /// when the snapshot ends there.
-    pub async fn read(&self, numbers: RowNumbers) -> Result<Vec<MappedRow>, SourceError> {
+    async fn read(&self, numbers: RowNumbers) -> Result<Vec<TableRow>, SourceError> {
         let sql = page_statement(&self.source.table, &self.name, &numbers);
         let done = self.source.session.exec("read", &sql, self.scope).await?;
         let batches = match done.result {
@@ -134,16 +142,20 @@ impl MappedSnapshot<'_> {
                 columns.push(decode_column(schema.field(i), batch.column(i).as_ref())?.into_iter());
             }
             for _ in 0..batch.num_rows() {
-                let cells: Vec<Result<Value, BadValue>> = columns
+                let cells: Vec<Result<Value, String>> = columns
                     .iter_mut()
-                    .map(|c| c.next().unwrap_or(Ok(Value::Null)))
+                    .map(|c| match c.next() {
+                        Some(Ok(value)) => Ok(value),
+                        Some(Err(bad)) => Err(bad.to_string()),
+                        None => Ok(Value::Null),
+                    })
                     .collect();
                 let key_null = self
                     .source
                     .key_positions
                     .iter()
                     .any(|&k| matches!(cells.get(k), Some(Ok(Value::Null))));
-                rows.push(MappedRow {
+                rows.push(TableRow {
                     number: next,
                     cells,
                     key_null,
@@ -157,7 +169,7 @@ impl MappedSnapshot<'_> {
     /// Deletes the table's rows that match, on the key and the whole
     /// copied content, a snapshot row numbered in `safe`; returns how many
     /// went. Safe to run twice.
-    pub async fn delete(&self, safe: &[RowNumbers], keys: IdMatch) -> Result<u64, SourceError> {
+    async fn delete(&self, safe: &[RowNumbers], keys: IdMatch) -> Result<u64, SourceError> {
         let Some(sql) = join_delete_statement(&self.source.table, &self.name, safe, keys) else {
             return Ok(0);
         };
@@ -166,7 +178,7 @@ impl MappedSnapshot<'_> {
     }
 
     /// Drops the snapshot; one left behind dies with its session.
-    pub async fn drop_snapshot(&self) -> Result<(), SourceError> {
+    async fn drop_snapshot(&self) -> Result<(), SourceError> {
         match self
             .source
             .session

@@ -70,6 +70,11 @@ impl MappedTable {
     }
 }
 
+/// `COUNT(*)` of the whole table (from metadata: no warehouse).
+pub fn count_statement(table: &MappedTable) -> String {
+    format!("SELECT COUNT(*) FROM {}", table.table)
+}
+
 /// Freezes the `limit` lowest rows (by key, then by hash: every version of
 /// a key next to the others, in an order every run agrees on) into a
 /// temporary table, numbered in that order, with each row's hash.

@@ -1,0 +1,395 @@
+//! A run over a mapped table (any table of the mapping file), the way the
+//! replicator runs `case`: take the table's run guard (its own lock and
+//! ledger rows), count (an empty table: idle), freeze at most the table's
+//! cap into a snapshot numbered by key, then page by page:
+//!
+//! - plan each row ([`plan`]): a value Snowflake's decoder refused or a
+//!   NULL key makes it a row-level failure (`invalid`); a second row of a
+//!   key waits for the next run (an identical copy leaves with its twin);
+//! - write the valid rows to the sink in chunks (Postgres isolates the rows
+//!   it refuses, which become `rejected` failures);
+//! - send the failures to the retry queue as version-2 messages;
+//! - delete from Snowflake exactly the rows now safe: the join on the key
+//!   and the row hash ([`crate::ports::TableSnapshot::delete`]).
+//!
+//! Every row read is written, enqueued, or left in Snowflake (deferred),
+//! and the ledger says how many of each. A crash anywhere leaves each row
+//! in Postgres, in the queue, or in Snowflake: the upsert is idempotent and
+//! the delete matches whole rows. Not yet run by a Lambda function.
+
+mod plan;
+#[cfg(test)]
+mod tests;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::config::RunLimits;
+use crate::deadline::Deadline;
+use crate::ledger::{RunOutcome, RunSummary};
+use crate::model::mapped_message::MappedRetryMessage;
+use crate::model::message::{FailureClass, FailureDetail};
+use crate::model::value::{TableRow, Value};
+use crate::ports::{
+    GuardedRun, IdMatch, RetryQueue, RowNumbers, RunGuard, TableSink, TableSnapshot, TableSource,
+    WriteLimits, MAX_RANGES_PER_DELETE,
+};
+use crate::replicator::page::Page;
+use crate::retry::{retry, Backoff, RetryPolicy};
+use plan::{plan_page, Planned, Versions};
+
+/// One mapped table and the services its runs use.
+pub struct TableReplicator {
+    /// The mapping's name (ledger, logs, messages).
+    pub name: String,
+    /// The copied columns' source names, in the order of a row's cells.
+    pub columns: Vec<String>,
+    /// Where the key columns are among them.
+    pub key_positions: Vec<usize>,
+    pub source: Box<dyn TableSource>,
+    /// The table's own run lock and ledger.
+    pub guard: Box<dyn RunGuard>,
+    pub sink: Box<dyn TableSink>,
+    pub queue: Box<dyn RetryQueue>,
+    pub limits: RunLimits,
+    pub backoff: Backoff,
+}
+
+/// A failed row on its way to the retry queue.
+struct Failure {
+    number: u64,
+    key_null: bool,
+    message: MappedRetryMessage,
+}
+
+impl TableReplicator {
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.limits.write_attempts.max(1),
+            backoff: self.backoff,
+        }
+    }
+
+    /// One run; near `deadline` it starts nothing new, and what is left
+    /// stays in Snowflake (the run ends `partial`, saying why).
+    pub async fn run(
+        &self,
+        run_id: Uuid,
+        trigger_id: Option<String>,
+        deadline: &Deadline,
+    ) -> RunSummary {
+        let mut summary = RunSummary::new(run_id, trigger_id);
+        let mut guard = match self.guard.open_run(&summary).await {
+            Ok(Some(guard)) => guard,
+            Ok(None) => {
+                summary.outcome = RunOutcome::Skipped;
+                summary.add_error(format!("another run of table {} holds its lock", self.name));
+                summary.finished_at = Some(Utc::now());
+                return summary;
+            }
+            Err(e) => {
+                summary.outcome = RunOutcome::Failed;
+                summary.add_error(format!("cannot start the run of table {}: {e}", self.name));
+                summary.finished_at = Some(Utc::now());
+                return summary;
+            }
+        };
+        let decided = self.move_rows(&mut summary, guard.as_mut(), deadline).await;
+        summary.outcome = match decided {
+            Some(outcome) => outcome,
+            None if summary.rows_deferred_for_trouble() > 0 || summary.error.is_some() => {
+                RunOutcome::Partial
+            }
+            None => RunOutcome::Succeeded,
+        };
+        summary.finished_at = Some(Utc::now());
+        debug_assert_eq!(summary.unaccounted(), 0, "{summary:?}");
+        if let Err(e) = guard.finish(&summary).await {
+            summary.add_error(format!("ledger not updated: {e}"));
+        }
+        summary
+    }
+
+    /// Counts, snapshots and moves the rows page by page; the outcome when
+    /// the rows do not decide it (idle, failed).
+    async fn move_rows(
+        &self,
+        summary: &mut RunSummary,
+        guard: &mut dyn GuardedRun,
+        deadline: &Deadline,
+    ) -> Option<RunOutcome> {
+        let run_id = summary.run_id;
+        let count = retry(self.policy(), deadline, "Snowflake count", async || {
+            self.source.count_rows(run_id, deadline).await
+        })
+        .await;
+        match count {
+            Ok(0) => return Some(RunOutcome::Idle),
+            Ok(_) => {}
+            Err(e) => {
+                summary.add_error(format!("counting the rows of table {}: {e}", self.name));
+                return Some(RunOutcome::Failed);
+            }
+        }
+        let limit = self.limits.max_rows_per_run;
+        let snapshot = retry(self.policy(), deadline, "Snowflake snapshot", async || {
+            self.source.snapshot(run_id, limit, deadline).await
+        })
+        .await;
+        let snapshot = match snapshot {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                summary.add_error(format!("taking the snapshot of table {}: {e}", self.name));
+                return Some(RunOutcome::Failed);
+            }
+        };
+        let page_rows = self.limits.page_rows.max(1) as u64;
+        let mut versions = Versions::default();
+        let mut failed_first = false;
+        let mut first = 1u64;
+        while first <= limit as u64 {
+            if deadline.is_near() {
+                summary.add_error(format!(
+                    "deadline: the snapshot rows from number {first} on were not read and stay in Snowflake"
+                ));
+                break;
+            }
+            let numbers = first..=(limit as u64).min(first + page_rows - 1);
+            let full = numbers.end() - numbers.start() + 1;
+            let read = retry(self.policy(), deadline, "Snowflake read", async || {
+                snapshot.read(numbers.clone()).await
+            })
+            .await;
+            let rows = match read {
+                Ok(rows) => rows,
+                Err(e) => {
+                    summary.add_error(format!("reading the snapshot of table {}: {e}", self.name));
+                    failed_first = first == 1;
+                    break;
+                }
+            };
+            let held = rows.len() as u64;
+            let go_on = self
+                .move_page(
+                    &*snapshot,
+                    first,
+                    rows,
+                    &mut versions,
+                    summary,
+                    guard,
+                    deadline,
+                )
+                .await;
+            if !go_on || held < full {
+                break;
+            }
+            first += page_rows;
+        }
+        if let Err(e) = snapshot.drop_snapshot().await {
+            tracing::warn!(table = %self.name, error = %e, "could not drop the run snapshot; it goes with the session");
+        }
+        failed_first.then_some(RunOutcome::Failed)
+    }
+
+    /// One page: plan, write, enqueue, delete. False when the run must stop
+    /// (the lock lost, Snowflake failing, the deadline).
+    #[allow(clippy::too_many_arguments)]
+    async fn move_page(
+        &self,
+        snapshot: &dyn TableSnapshot,
+        first: u64,
+        rows: Vec<TableRow>,
+        versions: &mut Versions,
+        summary: &mut RunSummary,
+        guard: &mut dyn GuardedRun,
+        deadline: &Deadline,
+    ) -> bool {
+        summary.rows_read += rows.len();
+        let mut page = Page::new(first, rows.len());
+        if let Err(e) = guard.confirm().await {
+            // Whoever holds the lock now works on the table: this run
+            // writes and deletes nothing more; the page stays in Snowflake.
+            summary.rows_deferred += rows.len();
+            summary.add_error(format!(
+                "the run of table {} cannot confirm its lock; the snapshot rows from number {first} on stay in Snowflake: {e}",
+                self.name
+            ));
+            return false;
+        }
+        let planned = plan_page(&rows, &self.columns, &self.key_positions, versions);
+        let mut failures = Vec::new();
+        let mut stopped = false;
+        for item in &planned {
+            match item {
+                Planned::Later(_) => {
+                    summary.rows_deferred += 1;
+                    summary.rows_deferred_duplicates += 1;
+                }
+                Planned::Invalid(i, why) => {
+                    summary.rows_invalid += 1;
+                    let error = FailureDetail {
+                        class: FailureClass::Invalid,
+                        sqlstate: None,
+                        message: why.clone(),
+                    };
+                    failures.push(self.failure(&rows[*i], error, summary.run_id));
+                }
+                Planned::Write(_) => {}
+            }
+        }
+        // The valid rows' values, moved out of the page (never copied).
+        let mut valid: Vec<(u64, bool)> = Vec::new();
+        let mut values: Vec<Vec<Value>> = Vec::new();
+        for (planned, row) in planned.iter().zip(rows) {
+            if let Planned::Write(_) = planned {
+                valid.push((row.number, row.key_null));
+                values.push(
+                    row.cells
+                        .into_iter()
+                        .map(|c| c.unwrap_or(Value::Null))
+                        .collect(),
+                );
+            }
+        }
+        for (chunk, chunk_values) in valid
+            .chunks(self.limits.batch_size.max(1))
+            .zip(values.chunks(self.limits.batch_size.max(1)))
+        {
+            if stopped || deadline.is_near() {
+                summary.rows_deferred += chunk.len();
+                if !stopped && deadline.is_near() {
+                    summary.add_error("deadline: rows not written stay in Snowflake");
+                    stopped = true;
+                }
+                continue;
+            }
+            let refs: Vec<&[Value]> = chunk_values.iter().map(Vec::as_slice).collect();
+            let budget = self
+                .limits
+                .max_failures_per_run
+                .saturating_sub(summary.rows_enqueued + failures.len());
+            let limits = WriteLimits {
+                failure_budget: budget,
+                policy: self.policy(),
+            };
+            let outcome = self.sink.write(&refs, limits, deadline).await;
+            summary.rows_changed += usize::try_from(outcome.changed).unwrap_or(usize::MAX);
+            for &k in &outcome.written {
+                let (number, key_null) = chunk[k];
+                summary.rows_written += 1;
+                page.mark_safe_keyed(number, key_null);
+            }
+            for (k, e) in &outcome.rejected {
+                summary.rows_rejected += 1;
+                let (number, key_null) = chunk[*k];
+                let cells: Vec<Result<Value, String>> =
+                    chunk_values[*k].iter().cloned().map(Ok).collect();
+                let row = TableRow {
+                    number,
+                    cells,
+                    key_null,
+                };
+                failures.push(self.failure(&row, FailureDetail::of_write(e), summary.run_id));
+            }
+            summary.rows_deferred += outcome.deferred.len();
+            if let Some(stop) = outcome.stop {
+                summary.add_error(format!("writing table {} stopped: {stop}", self.name));
+                stopped = true;
+            }
+        }
+        self.enqueue(failures, &mut page, summary).await;
+        self.delete_safe(snapshot, &page, summary, deadline).await && !stopped
+    }
+
+    fn failure(&self, row: &TableRow, error: FailureDetail, run_id: Uuid) -> Failure {
+        Failure {
+            number: row.number,
+            key_null: row.key_null,
+            message: MappedRetryMessage::first_failure(
+                &self.name,
+                &self.columns,
+                &row.cells,
+                error,
+                run_id,
+                Utc::now(),
+            ),
+        }
+    }
+
+    /// Sends the page's failures to the retry queue: a row the queue took
+    /// is safe to delete; one it did not stays in Snowflake (deferred).
+    /// Past the run's failure budget nothing more is sent.
+    async fn enqueue(&self, failures: Vec<Failure>, page: &mut Page, summary: &mut RunSummary) {
+        let budget = self
+            .limits
+            .max_failures_per_run
+            .saturating_sub(summary.rows_enqueued);
+        let (sent, over) = failures.split_at(budget.min(failures.len()));
+        if !over.is_empty() {
+            summary.rows_deferred += over.len();
+            summary.add_error(format!(
+                "circuit breaker: more than {} failed rows in this run; {} stay in Snowflake",
+                self.limits.max_failures_per_run,
+                over.len()
+            ));
+        }
+        if sent.is_empty() {
+            return;
+        }
+        let messages: Vec<MappedRetryMessage> = sent.iter().map(|f| f.message.clone()).collect();
+        let results = self.queue.enqueue_mapped(&messages).await;
+        let mut refused = 0;
+        for (failure, result) in sent
+            .iter()
+            .zip(results.iter().map(Some).chain(std::iter::repeat(None)))
+        {
+            match result {
+                Some(Ok(())) => {
+                    summary.rows_enqueued += 1;
+                    page.mark_safe_keyed(failure.number, failure.key_null);
+                }
+                Some(Err(_)) | None => refused += 1,
+            }
+        }
+        if refused > 0 {
+            summary.rows_deferred += refused;
+            let first = results.iter().find_map(|r| r.as_ref().err());
+            summary.add_error(format!(
+                "the retry queue did not take {refused} failed rows of table {}; they stay in Snowflake{}",
+                self.name,
+                first.map(|e| format!(": {e}")).unwrap_or_default()
+            ));
+        }
+    }
+
+    /// Deletes the page's safe rows; false when Snowflake failed (the safe
+    /// rows are read again next run, rewritten as no-ops and deleted then).
+    async fn delete_safe(
+        &self,
+        snapshot: &dyn TableSnapshot,
+        page: &Page,
+        summary: &mut RunSummary,
+        deadline: &Deadline,
+    ) -> bool {
+        for keys in [IdMatch::Equal, IdMatch::BothNull] {
+            let ranges: Vec<RowNumbers> = page.safe_ranges(keys);
+            for statement in ranges.chunks(MAX_RANGES_PER_DELETE) {
+                let deleted = retry(self.policy(), deadline, "Snowflake delete", async || {
+                    snapshot.delete(statement, keys).await
+                })
+                .await;
+                match deleted {
+                    Ok(n) => summary.rows_deleted += usize::try_from(n).unwrap_or(usize::MAX),
+                    Err(e) => {
+                        summary.add_error(format!(
+                            "deleting from table {} stopped; safe rows left for the next run: {e}",
+                            self.name
+                        ));
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+}

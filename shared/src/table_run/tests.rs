@@ -1,0 +1,258 @@
+//! The table run over in-memory adapters: the accounting rule, one version
+//! per key, invalid and refused rows to the queue as version-2 messages,
+//! and exactly the safe rows deleted.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::failure::{ErrorKind, SourceError, WriteError};
+use crate::model::value::Value;
+use crate::ports::{SinkOutcome, TableSnapshot};
+use crate::testing::{MemoryQueue, MemoryStore};
+
+/// Rows of (key, note).
+type Rows = Arc<Mutex<Vec<(Option<i64>, String)>>>;
+
+/// A table in memory; the snapshot is its rows sorted, and a delete takes
+/// every live row equal to a chosen snapshot row, as the join does.
+#[derive(Clone, Default)]
+struct MemoryTable {
+    rows: Rows,
+}
+
+struct MemoryTableSnapshot {
+    table: MemoryTable,
+    frozen: Vec<(Option<i64>, String)>,
+}
+
+fn cells(row: &(Option<i64>, String)) -> Vec<Result<Value, String>> {
+    let note = if row.1 == "unreadable" {
+        Err("column NOTE: unreadable".to_string())
+    } else {
+        Ok(Value::Text(row.1.clone()))
+    };
+    vec![Ok(row.0.map_or(Value::Null, Value::Int)), note]
+}
+
+#[async_trait]
+impl TableSource for MemoryTable {
+    async fn count_rows(&self, _: Uuid, _: &Deadline) -> Result<u64, SourceError> {
+        Ok(self.rows.lock().unwrap().len() as u64)
+    }
+    async fn snapshot(
+        &self,
+        _: Uuid,
+        limit: usize,
+        _: &Deadline,
+    ) -> Result<Box<dyn TableSnapshot + '_>, SourceError> {
+        let mut frozen = self.rows.lock().unwrap().clone();
+        frozen.sort_by(|a, b| (a.0.is_none(), a.0, &a.1).cmp(&(b.0.is_none(), b.0, &b.1)));
+        frozen.truncate(limit);
+        Ok(Box::new(MemoryTableSnapshot {
+            table: self.clone(),
+            frozen,
+        }))
+    }
+}
+
+#[async_trait]
+impl TableSnapshot for MemoryTableSnapshot {
+    async fn read(&self, numbers: RowNumbers) -> Result<Vec<TableRow>, SourceError> {
+        Ok(numbers
+            .filter_map(|n| {
+                let row = self.frozen.get(usize::try_from(n - 1).ok()?)?;
+                Some(TableRow {
+                    number: n,
+                    cells: cells(row),
+                    key_null: row.0.is_none(),
+                })
+            })
+            .collect())
+    }
+    async fn delete(&self, safe: &[RowNumbers], keys: IdMatch) -> Result<u64, SourceError> {
+        let chosen: Vec<&(Option<i64>, String)> = safe
+            .iter()
+            .flat_map(|r| r.clone())
+            .filter_map(|n| self.frozen.get(usize::try_from(n - 1).ok()?))
+            .filter(|row| (keys == IdMatch::BothNull) == row.0.is_none())
+            .collect();
+        let mut rows = self.table.rows.lock().unwrap();
+        let before = rows.len();
+        rows.retain(|row| !chosen.contains(&row));
+        Ok((before - rows.len()) as u64)
+    }
+    async fn drop_snapshot(&self) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
+/// Postgres in memory: refuses notes equal to "refused" (a CHECK).
+#[derive(Clone, Default)]
+struct MemoryTarget {
+    written: Arc<Mutex<VecDeque<Vec<Value>>>>,
+    down: Arc<Mutex<bool>>,
+}
+
+#[async_trait]
+impl TableSink for MemoryTarget {
+    async fn write(&self, rows: &[&[Value]], _: WriteLimits, _: &Deadline) -> SinkOutcome {
+        let mut outcome = SinkOutcome::default();
+        if *self.down.lock().unwrap() {
+            outcome.deferred = (0..rows.len()).collect();
+            outcome.stop = Some(crate::failure::SinkError::Postgres(WriteError::transient(
+                "down",
+            )));
+            return outcome;
+        }
+        for (i, row) in rows.iter().enumerate() {
+            if row[1] == Value::Text("refused".into()) {
+                outcome.rejected.push((
+                    i,
+                    WriteError {
+                        kind: ErrorKind::RowLevel,
+                        sqlstate: Some("23514".into()),
+                        message: "violates check constraint".into(),
+                    },
+                ));
+            } else {
+                self.written.lock().unwrap().push_back(row.to_vec());
+                outcome.written.push(i);
+                outcome.changed += 1;
+            }
+        }
+        outcome
+    }
+}
+
+fn replicator(table: &MemoryTable, target: &MemoryTarget, queue: &MemoryQueue) -> TableReplicator {
+    TableReplicator {
+        name: "notes".into(),
+        columns: vec!["ID".into(), "NOTE".into()],
+        key_positions: vec![0],
+        source: Box::new(table.clone()),
+        guard: Box::new(MemoryStore::default()),
+        sink: Box::new(target.clone()),
+        queue: Box::new(queue.clone()),
+        limits: RunLimits {
+            page_rows: 3,
+            batch_size: 2,
+            ..RunLimits::default()
+        },
+        backoff: Backoff::ZERO,
+    }
+}
+
+fn load(table: &MemoryTable, rows: &[(Option<i64>, &str)]) {
+    table
+        .rows
+        .lock()
+        .unwrap()
+        .extend(rows.iter().map(|(k, n)| (*k, n.to_string())));
+}
+
+#[tokio::test]
+async fn every_row_ends_written_enqueued_or_left_and_only_safe_rows_are_deleted() {
+    let (table, target, queue) = (
+        MemoryTable::default(),
+        MemoryTarget::default(),
+        MemoryQueue::default(),
+    );
+    load(
+        &table,
+        &[
+            (Some(1), "a"),
+            (Some(1), "a"),
+            (Some(1), "b"),
+            (Some(2), "refused"),
+            (Some(3), "unreadable"),
+            (None, "no key"),
+            (Some(4), "d"),
+        ],
+    );
+    let summary = replicator(&table, &target, &queue)
+        .run(Uuid::new_v4(), None, &Deadline::none())
+        .await;
+    assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
+    assert_eq!(summary.unaccounted(), 0);
+    assert_eq!(
+        (
+            summary.rows_read,
+            summary.rows_written,
+            summary.rows_enqueued
+        ),
+        (7, 2, 3)
+    );
+    assert_eq!((summary.rows_invalid, summary.rows_rejected), (2, 1));
+    assert_eq!(
+        (summary.rows_deferred, summary.rows_deferred_duplicates),
+        (2, 2),
+        "the copy of (1, a) and (1, b) are held back"
+    );
+    let left = table.rows.lock().unwrap().clone();
+    assert_eq!(
+        left,
+        [(Some(1), "b".to_string())],
+        "the copy left with its twin (the delete matches content); the other version waits"
+    );
+    let messages = queue.mapped.lock().unwrap().clone();
+    let errors: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|m| (m.error.class.as_str(), m.error.message.as_str()))
+        .collect();
+    assert!(
+        errors.contains(&("invalid", "column NOTE: unreadable")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&("invalid", "key column ID is NULL")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&("rejected", "violates check constraint")),
+        "{errors:?}"
+    );
+    assert!(messages
+        .iter()
+        .all(|m| m.table == "notes" && m.schema_version == 2));
+
+    // The next run writes the held-back version and empties the table.
+    let again = replicator(&table, &target, &queue)
+        .run(Uuid::new_v4(), None, &Deadline::none())
+        .await;
+    assert_eq!((again.rows_read, again.rows_written), (1, 1));
+    assert!(table.rows.lock().unwrap().is_empty());
+    let idle = replicator(&table, &target, &queue)
+        .run(Uuid::new_v4(), None, &Deadline::none())
+        .await;
+    assert_eq!(idle.outcome, RunOutcome::Idle);
+}
+
+#[tokio::test]
+async fn with_postgres_down_and_the_queue_down_nothing_leaves_snowflake() {
+    let (table, target, queue) = (
+        MemoryTable::default(),
+        MemoryTarget::default(),
+        MemoryQueue::default(),
+    );
+    load(
+        &table,
+        &[(Some(1), "a"), (Some(2), "unreadable"), (Some(3), "c")],
+    );
+    *target.down.lock().unwrap() = true;
+    *queue.down.lock().unwrap() = true;
+    let summary = replicator(&table, &target, &queue)
+        .run(Uuid::new_v4(), None, &Deadline::none())
+        .await;
+    assert_eq!(summary.outcome, RunOutcome::Partial, "{summary:?}");
+    assert_eq!(summary.unaccounted(), 0);
+    assert_eq!((summary.rows_deferred, summary.rows_deleted), (3, 0));
+    assert_eq!(table.rows.lock().unwrap().len(), 3);
+    let error = summary.error.unwrap_or_default();
+    assert!(
+        error.contains("writing table notes stopped") && error.contains("retry queue"),
+        "{error}"
+    );
+}
