@@ -23,6 +23,7 @@ use countries_shared::ports::RowSource;
 use countries_shared::ports::Snapshot;
 use countries_shared::replicator::Replicator;
 use countries_shared::retry::Backoff;
+use countries_shared::table_run::set::TableRuns;
 use countries_snowflake::SnowflakeSource;
 use countries_sqs::retry_queue::SqsRetryQueue;
 use lambda_runtime::{Context, LambdaEvent};
@@ -64,9 +65,14 @@ fn replicator_with_source(
 
 async fn invoke(replicator: &Replicator) -> Result<RunSummary, String> {
     let payload: serde_json::Value = serde_json::from_str(SCHEDULED_EVENT).unwrap();
-    handle(replicator, LambdaEvent::new(payload, Context::default()))
-        .await
-        .map_err(|e| format!("{}: {}", e.error_type, e.error_message))
+    handle(
+        replicator,
+        &TableRuns::none(),
+        LambdaEvent::new(payload, Context::default()),
+    )
+    .await
+    .map(|response| response.case)
+    .map_err(|e| format!("{}: {}", e.error_type, e.error_message))
 }
 
 fn rows(spec: &[(Option<i128>, Option<&str>)]) -> Vec<SourceRow> {

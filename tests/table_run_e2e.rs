@@ -1,30 +1,20 @@
-//! A run over a mapped table against the real services, beside a run of
-//! `case`: discovery of both sides, the plan, the snapshot with row hashes
-//! (fakesnow), the COPY and staged upsert (PostgreSQL 15), failures as
-//! version-2 messages on the retry queue (moto SQS), and the join delete.
-//! Each table has its own lock and its own ledger rows; a bad row of one
-//! never holds the other back; a second run writes what the first held
-//! back, and a third finds the table empty.
+//! The replicator's handler with a mapping file (`TABLES_FILE`) against the
+//! real services: `case` and a ten-column mapped table run in the same
+//! invocation, at once. The mapped table is prepared at its first run
+//! (discovery of both sides, the plan) and kept by the warm process; its
+//! snapshot with row hashes (fakesnow), the COPY and staged upsert
+//! (PostgreSQL 15), failures as version-2 messages on the retry queue (moto
+//! SQS), and the join delete. Each table has its own lock and ledger rows; a
+//! bad row of one never holds the other back; a second invocation writes
+//! what the first held back, and a third finds both tables empty.
 
-use std::time::Duration;
-
-use countries_postgres::catalog::target_columns;
-use countries_postgres::mapped::{MappedTarget, PgTableSink};
-use countries_postgres::run_guard::PostgresRunGuard;
-use countries_shared::config::RunLimits;
-use countries_shared::deadline::Deadline;
+use countries_shared::lambda::replicator::{handle, Response};
 use countries_shared::ledger::RunOutcome;
-use countries_shared::model::columns::{declared_columns, match_columns};
-use countries_shared::model::ident::Identifier;
 use countries_shared::model::mapped_message::{parse_any_retry_message, AnyRetryMessage};
 use countries_shared::model::row::SourceRow;
-use countries_shared::retry::Backoff;
-use countries_shared::table_run::TableReplicator;
-use countries_snowflake::discovery::TableName;
-use countries_snowflake::mapped::sql::MappedTable;
-use countries_sqs::retry_queue::SqsRetryQueue;
+use countries_shared::table_run::set::TableRuns;
+use lambda_runtime::{Context, LambdaEvent};
 use testkit::{drain, TestEnv};
-use uuid::Uuid;
 
 const SNOWFLAKE_ORDERS: &str = "CREATE TABLE ORDERS (REGION VARCHAR, ORDER_NO NUMBER(18,0), \
     AMOUNT NUMBER(38,9), RATE FLOAT, NOTE VARCHAR, PAID BOOLEAN, SHIPPED_ON DATE, \
@@ -42,77 +32,26 @@ fn order(region: &str, no: &str, amount: &str, note: &str) -> String {
     )
 }
 
-async fn orders_replicator(env: &TestEnv) -> TableReplicator {
-    let config = env.config();
-    let source = env.source();
-    let described = source
-        .describe(
-            &TableName {
-                database: None,
-                schema: "PUBLIC",
-                table: "ORDERS",
-            },
-            &Deadline::after(Duration::from_secs(30), Duration::ZERO),
-        )
+/// The mapping file, as a deployment ships it.
+fn tables_file(env: &TestEnv) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{}-tables.toml", env.name));
+    std::fs::write(
+        &path,
+        "[[tables]]\nname = \"orders\"\nsource = { schema = \"PUBLIC\", table = \"ORDERS\" }\n\
+         target = { schema = \"public\", table = \"orders\" }\nconsume = \"delete\"\n",
+    )
+    .expect("the mapping file");
+    path
+}
+
+async fn invoke(
+    case: &countries_shared::replicator::Replicator,
+    tables: &TableRuns,
+) -> Result<Response, String> {
+    let event = LambdaEvent::new(serde_json::json!({"id": "evt"}), Context::default());
+    handle(case, tables, event)
         .await
-        .expect("the source's columns");
-    let pairs: Vec<(String, String)> = described
-        .into_iter()
-        .map(|c| (c.name, c.declared))
-        .collect();
-    let pg = env.postgres().await;
-    let target = target_columns(&pg, "public", "orders")
-        .await
-        .expect("the target's columns");
-    let (source_columns, problems) = declared_columns("orders", &pairs, &target, None);
-    assert!(problems.is_empty(), "{problems:?}");
-    let plan = match_columns("orders", &source_columns, &target, None, &[]).expect("a plan");
-    let columns: Vec<String> = plan.iter().map(|c| c.source.clone()).collect();
-    let keys: Vec<String> = plan
-        .iter()
-        .filter(|c| c.key)
-        .map(|c| c.source.clone())
-        .collect();
-    let key_positions = plan
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.key)
-        .map(|(i, _)| i)
-        .collect();
-    let table = MappedTable::new(
-        &TableName {
-            database: None,
-            schema: "PUBLIC",
-            table: "ORDERS",
-        },
-        &keys,
-        &columns,
-    );
-    let ident = |s: &str| Identifier::parse(s).expect("a name");
-    let sink = PgTableSink::new(
-        config.postgres.clone(),
-        MappedTarget::new(&ident("public"), &ident("orders"), &plan),
-    );
-    TableReplicator {
-        name: "orders".into(),
-        columns,
-        key_positions,
-        source: Box::new(source.mapped(table)),
-        guard: Box::new(PostgresRunGuard::for_table(
-            config.postgres.clone(),
-            "orders",
-        )),
-        sink: Box::new(sink),
-        queue: Box::new(SqsRetryQueue::new(
-            env.sqs.clone(),
-            env.vars["RETRY_QUEUE_URL"].clone(),
-        )),
-        limits: RunLimits {
-            page_rows: 3,
-            ..RunLimits::default()
-        },
-        backoff: Backoff::ZERO,
-    }
+        .map_err(|e| format!("{}: {}", e.error_type, e.error_message))
 }
 
 #[tokio::test]
@@ -147,15 +86,21 @@ async fn a_mapped_table_and_case_replicate_side_by_side() {
     ])
     .await;
 
-    let orders = orders_replicator(&env).await;
-    let case = replicator::build(&env.config())
+    // The function's own wiring, from its configuration: `case` from the
+    // variables, `orders` from TABLES_FILE, prepared at its first run.
+    let file = tables_file(&env);
+    let config = env.config_with(&[
+        ("TABLES_FILE", file.to_str().expect("a path")),
+        ("SNOWFLAKE_PAGE_ROWS", "3"),
+    ]);
+    let case = replicator::build(&config)
         .await
         .expect("the case replicator");
-    let no_deadline = Deadline::none();
-    let (summary, case_summary) = tokio::join!(
-        orders.run(Uuid::new_v4(), None, &no_deadline),
-        case.run(Uuid::new_v4(), None, &no_deadline),
-    );
+    let tables = replicator::build_tables(&config).await;
+    let response = invoke(&case, &tables).await.expect("both runs succeed");
+    let (case_summary, summary) = (response.case, response.tables[0].clone());
+    assert_eq!(summary.table.as_deref(), Some("orders"));
+    assert_eq!(summary.trigger_id.as_deref(), Some("evt"));
     assert_eq!(
         case_summary.outcome,
         RunOutcome::Succeeded,
@@ -260,8 +205,13 @@ async fn a_mapped_table_and_case_replicate_side_by_side() {
         ]
     );
 
-    // The held-back version is the next run's; then the table is empty.
-    let again = orders.run(Uuid::new_v4(), None, &Deadline::none()).await;
+    // The held-back version is the next invocation's (the table prepared
+    // once, kept by the warm process); then both tables are empty.
+    let again = invoke(&case, &tables)
+        .await
+        .expect("the second invocation")
+        .tables[0]
+        .clone();
     // Read: the held-back version, and its identical copy when it is "a"
     // (a copy waits with its twin, and leaves with it by the join delete).
     let copies = usize::from(later == "a");
@@ -279,6 +229,7 @@ async fn a_mapped_table_and_case_replicate_side_by_side() {
         .expect("the row")
         .get(0);
     assert_eq!(note, later, "the version held back");
-    let idle = orders.run(Uuid::new_v4(), None, &Deadline::none()).await;
-    assert_eq!(idle.outcome, RunOutcome::Idle, "{idle:?}");
+    let idle = invoke(&case, &tables).await.expect("the third invocation");
+    assert_eq!(idle.tables[0].outcome, RunOutcome::Idle, "{idle:?}");
+    assert_eq!(idle.case.outcome, RunOutcome::Idle);
 }

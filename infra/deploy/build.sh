@@ -17,7 +17,18 @@ export PATH="$ROOT/.local/venv/bin:$PATH"
 rustup target list --installed | grep -q '^aarch64-unknown-linux-gnu$' \
   || rustup target add aarch64-unknown-linux-gnu
 
-cargo lambda build --release --arm64 --output-format zip --locked \
+# The mapping file of further tables, when there is one, goes into the
+# packages beside the binary as `tables.toml` (set TablesFile=tables.toml):
+# copied to the top of the workspace for the build, so that its path in the
+# zip is its bare name, and removed after.
+include=()
+if [ -f infra/deploy/tables.toml ]; then
+  [ ! -e tables.toml ] || { echo "tables.toml exists at the top of the workspace; move it to infra/deploy/" >&2; exit 1; }
+  cp infra/deploy/tables.toml tables.toml
+  trap 'rm -f "$ROOT/tables.toml"' EXIT
+  include=(--include tables.toml)
+fi
+cargo lambda build --release --arm64 --output-format zip --locked "${include[@]}" \
   --package replicator --package retrier --package dlq-reporter --package publisher --package writer
 
 for f in replicator retrier dlq-reporter publisher writer; do

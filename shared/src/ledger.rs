@@ -88,6 +88,9 @@ impl SinkKind {
 pub struct RunSummary {
     pub run_id: Uuid,
     pub trigger_id: Option<String>,
+    /// A mapped table's run: the mapping's name (None: the `case` table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
     #[serde(default)]
     pub sink: SinkKind,
     pub started_at: DateTime<Utc>,
@@ -123,6 +126,7 @@ impl RunSummary {
         Self {
             run_id,
             trigger_id,
+            table: None,
             sink: SinkKind::Postgres,
             started_at: Utc::now(),
             finished_at: None,
@@ -178,6 +182,7 @@ impl RunSummary {
                 tracing::$level!(
                     run_id = %s.run_id,
                     trigger_id = s.trigger_id.as_deref().unwrap_or(""),
+                    table = s.table.as_deref().unwrap_or("case"),
                     outcome = s.outcome.as_str(),
                     sink = s.sink.as_str(),
                     rows_read = s.rows_read,

@@ -43,9 +43,10 @@ async fn main() -> ExitCode {
             Err(e) => return fail(e),
         };
         replicator.steps = Box::new(FaultInjector::from_env());
-        lambda::replicator::handle(&replicator, event)
+        let tables = replicator::build_tables(&config).await;
+        lambda::replicator::handle(&replicator, &tables, event)
             .await
-            .map(|summary| serde_json::to_string(&summary))
+            .map(|response| serde_json::to_string(&response))
     };
     match printed {
         Ok(json) => {

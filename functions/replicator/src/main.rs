@@ -7,7 +7,7 @@ use countries_shared::lambda::replicator::handle;
 use countries_shared::lambda::start_or_exit;
 use countries_shared::telemetry;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use replicator::build;
+use replicator::{build, build_tables};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -22,9 +22,10 @@ async fn main() -> Result<(), Error> {
         ReplicatorConfig::from_vars(Env::from_map(vars)),
     );
     let replicator = start_or_exit("cannot build the Snowflake client", build(&config).await);
+    let tables = build_tables(&config).await;
     countries_shared::lambda::flush_on_shutdown().await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        handle(&replicator, event)
+        handle(&replicator, &tables, event)
     }))
     .await
 }

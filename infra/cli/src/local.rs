@@ -101,8 +101,14 @@ pub async fn replicate(event_json: String) -> Result<ExitCode> {
     let payload = serde_json::to_value(&event)?;
     let config = ReplicatorConfig::from_env()?;
     let replicator = replicator::build(&config).await?;
+    let tables = replicator::build_tables(&config).await;
     print_outcome(
-        lambda::replicator::handle(&replicator, LambdaEvent::new(payload, lambda_context())).await,
+        lambda::replicator::handle(
+            &replicator,
+            &tables,
+            LambdaEvent::new(payload, lambda_context()),
+        )
+        .await,
     )
 }
 

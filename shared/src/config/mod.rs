@@ -1,8 +1,8 @@
 //! All configuration comes from the environment and is read here, once, at
 //! start-up: one config type per function, built from the variables declared
 //! in [`vars`] and read through [`env::Env`], which names every problem at once.
-//! [`tables`] parses the mapping file of the tables to replicate (not yet
-//! read by a run).
+//! [`tables`] parses the mapping file of the further tables to replicate
+//! (`TABLES_FILE`).
 
 pub mod env;
 pub mod stream;
@@ -225,6 +225,9 @@ pub struct ReplicatorConfig {
     pub postgres: PostgresConfig,
     pub retry_queue_url: String,
     pub limits: RunLimits,
+    /// The further tables of `TABLES_FILE` (the replicator's; empty for the
+    /// publisher, whose stream mode is `case`'s alone).
+    pub tables: Vec<tables::TableMapping>,
     /// Safety margin before the invocation's deadline (None: the default).
     pub deadline_margin: Option<Duration>,
 }
@@ -240,7 +243,8 @@ impl ReplicatorConfig {
 
     /// Reads the configuration and leaves `env` to tell which variables were read.
     pub fn read_from(env: &mut Env) -> Result<Self, ConfigError> {
-        let config = Self::read(env);
+        let mut config = Self::read(env);
+        config.tables = read_tables(env);
         env.finish(config)
     }
 
@@ -252,8 +256,33 @@ impl ReplicatorConfig {
             retry_queue_url: env.url(&vars::RETRY_QUEUE_URL).unwrap_or_default(),
             limits: RunLimits::read(env),
             deadline_margin: deadline_margin(env),
+            tables: Vec::new(),
         }
     }
+}
+
+/// The mapping file `TABLES_FILE` names, parsed; each of its problems is a
+/// problem of the variable.
+fn read_tables(env: &mut Env) -> Vec<tables::TableMapping> {
+    let Some(path) = env.optional(&vars::TABLES_FILE) else {
+        return Vec::new();
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            env.problem(
+                &vars::TABLES_FILE,
+                format!("{path} is not a readable file: {e}"),
+            );
+            return Vec::new();
+        }
+    };
+    tables::parse_tables(&text, &path).unwrap_or_else(|problems| {
+        for problem in problems {
+            env.problem(&vars::TABLES_FILE, problem);
+        }
+        Vec::new()
+    })
 }
 
 impl SnowflakeConfig {

@@ -1,7 +1,8 @@
 //! The tables a deployment replicates, declared in one mapping file (TOML,
 //! shipped with the deployment: Lambda's environment holds 4 KB in all),
 //! parsed and checked at start with every problem listed ([`parse_tables`]).
-//! Not yet read by a run, which replicates `case` from the variables.
+//! `TABLES_FILE` names it; the `case` table is still configured by the
+//! variables, and the file lists the tables replicated beside it.
 //!
 //! ```toml
 //! [[tables]]

@@ -93,6 +93,38 @@ fn two_snowflake_auth_methods_are_refused() {
 }
 
 #[test]
+fn the_tables_file_is_read_and_its_problems_are_the_variables() {
+    let dir = std::env::temp_dir().join(format!("countries-tables-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[[tables]]\nname = \"orders\"\nsource = { schema = \"S\", table = \"ORDERS\" }\n\
+         target = { schema = \"public\", table = \"orders\" }\nconsume = \"delete\"\n",
+    )
+    .unwrap();
+    let mut vars = valid();
+    vars.insert("TABLES_FILE".into(), good.display().to_string());
+    let config = read(vars).expect("a valid file");
+    assert_eq!(config.tables.len(), 1);
+    assert_eq!(config.tables[0].name, "orders");
+    assert!(read(valid()).unwrap().tables.is_empty(), "unset: case only");
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[[tables]]\nname = \"Orders\"\nsource = { schema = \"S\", table = \"O\" }\ntarget = { schema = \"public\", table = \"o\" }\n").unwrap();
+    let mut vars = valid();
+    vars.insert("TABLES_FILE".into(), bad.display().to_string());
+    let err = read(vars).unwrap_err().to_string();
+    assert!(
+        err.contains("TABLES_FILE")
+            && err.contains("consume is required")
+            && err.contains("lower-case"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn retrier_and_reporter_configs_name_their_variables() {
     let mut vars = valid();
     vars.insert("RETRY_BACKOFF_BASE_SECONDS".into(), "60".into());

@@ -138,6 +138,8 @@ vars! {
     POSTGRES_TABLE: Rule::Identifier { default: "case" }, [Replicator, Retrier, Reporter, Publisher, Writer],
         "target table; always quoted";
     RETRY_QUEUE_URL: Rule::RequiredUrl, [Replicator, Retrier, Publisher, Writer], "SQS URL of the retry queue";
+    TABLES_FILE: Rule::File, [Replicator],
+        "the mapping file of further tables to replicate beside `case` (TOML, see \"Tables\"; a path in the deployment package, e.g. `tables.toml`); unset: `case` only";
     MAX_ROWS_PER_RUN: Rule::Number { min: 1, max: 10_000_000, default: 1_000_000 }, [Replicator, Publisher],
         "the cap: rows frozen into one run's snapshot (memory follows the page, not this)";
     SNOWFLAKE_PAGE_ROWS: Rule::Number { min: 1, max: 10_000_000, default: 250_000 }, [Replicator, Publisher],

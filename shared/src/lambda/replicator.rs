@@ -1,25 +1,47 @@
-//! The `replicator` function: one run per scheduled event.
+//! The `replicator` function: one run of `case` and one of each mapped
+//! table (`TABLES_FILE`) per scheduled event, all at once.
 
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::deadline::Deadline;
 use crate::ledger::{RunOutcome, RunSummary};
 use crate::replicator::Replicator;
+use crate::table_run::set::TableRuns;
 use crate::telemetry::metric;
 
-/// One run per scheduled event. The event's content does not matter
-/// (EventBridge Scheduler may send `{}` or a full scheduled event); its `id`,
-/// when present, is kept as the trigger id for correlation.
+/// What an invocation answers: `case`'s run summary as ever, and each
+/// mapped table's under `tables` (left out when there is none).
+#[derive(Debug, Serialize)]
+pub struct Response {
+    #[serde(flatten)]
+    pub case: RunSummary,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<RunSummary>,
+}
+
+/// One run of every table per scheduled event. The event's content does
+/// not matter (EventBridge Scheduler may send `{}` or a full scheduled
+/// event); its `id`, when present, is kept as the trigger id for
+/// correlation. The tables run concurrently, each under its own lock: a
+/// slow or failing one never holds another back.
 pub async fn handle(
     replicator: &Replicator,
+    tables: &TableRuns,
     event: lambda_runtime::LambdaEvent<serde_json::Value>,
-) -> Result<RunSummary, lambda_runtime::Diagnostic> {
+) -> Result<Response, lambda_runtime::Diagnostic> {
     let trigger_id = super::trigger_id(&event);
     let deadline = Deadline::from_epoch_ms(event.context.deadline, replicator.deadline_margin);
-    let summary = replicator.run(Uuid::new_v4(), trigger_id, &deadline).await;
-    summary.log();
-    emit_run_metrics(metric::REPLICATOR, &summary);
-    invocation_result(summary)
+    let (case, tables) = futures::join!(
+        replicator.run(Uuid::new_v4(), trigger_id.clone(), &deadline),
+        tables.run_all(trigger_id, &deadline),
+    );
+    case.log();
+    emit_run_metrics(metric::REPLICATOR, &case);
+    for table in &tables {
+        table.log();
+    }
+    response_result(Response { case, tables })
 }
 
 /// A run's metrics (the publisher's runs emit the same, under its name).
@@ -58,12 +80,50 @@ pub fn invocation_result(summary: RunSummary) -> Result<RunSummary, lambda_runti
     }
 }
 
+/// The same for an invocation of several runs: it fails with the first
+/// failed run's summary, and names the others that failed.
+fn response_result(response: Response) -> Result<Response, lambda_runtime::Diagnostic> {
+    let failed: Vec<&RunSummary> = std::iter::once(&response.case)
+        .chain(&response.tables)
+        .filter(|s| {
+            !matches!(
+                s.outcome,
+                RunOutcome::Succeeded | RunOutcome::Skipped | RunOutcome::Idle
+            )
+        })
+        .collect();
+    let Some(first) = failed.first() else {
+        return Ok(response);
+    };
+    let Err(mut failure) = invocation_result((*first).clone()) else {
+        return Ok(response);
+    };
+    if failed.len() > 1 {
+        let others: Vec<String> = failed[1..]
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s.table.as_deref().unwrap_or("case"),
+                    s.outcome.as_str()
+                )
+            })
+            .collect();
+        failure.error_message.push_str(&format!(
+            " (and {} more: {})",
+            others.len(),
+            others.join(", ")
+        ));
+    }
+    Err(failure)
+}
+
 /// A run that left rows behind or could not start. The Lambda invocation
 /// fails, so that alarms see it; the summary is in the error message, the
 /// log line and the ledger.
 #[derive(Debug, thiserror::Error)]
-#[error("{} run {} ended {}: {} read, {} written, {} enqueued, {} deferred, {} deleted; {}",
-    .0.sink.function(), .0.run_id, .0.outcome.as_str(), .0.rows_read, .0.rows_written, .0.rows_enqueued,
+#[error("{} run {} of table {} ended {}: {} read, {} written, {} enqueued, {} deferred, {} deleted; {}",
+    .0.sink.function(), .0.run_id, .0.table.as_deref().unwrap_or("case"), .0.outcome.as_str(), .0.rows_read, .0.rows_written, .0.rows_enqueued,
     .0.rows_deferred, .0.rows_deleted, .0.error.as_deref().unwrap_or("no error text"))]
 pub struct RunFailed(pub RunSummary);
 
@@ -74,6 +134,7 @@ mod tests {
     use crate::model::row::SourceRow;
     use crate::ports::NoHook;
     use crate::retry::Backoff;
+    use crate::table_run::set::TableRuns;
     use crate::testing::{MemoryQueue, MemorySource, MemoryStore};
 
     fn replicator(source: &MemorySource, store: &MemoryStore) -> Replicator {
@@ -101,7 +162,7 @@ mod tests {
             serde_json::json!({"id": "evt-1", "detail-type": "Scheduled Event"}),
             lambda_runtime::Context::default(),
         );
-        let err = handle(&replicator(&one_row(), &store), event)
+        let err = handle(&replicator(&one_row(), &store), &TableRuns::none(), event)
             .await
             .unwrap_err();
         assert_eq!(err.error_type, "RunPartial");
@@ -115,11 +176,21 @@ mod tests {
             serde_json::json!({"id": "evt-2"}),
             lambda_runtime::Context::default(),
         );
-        let summary = handle(&replicator(&one_row(), &MemoryStore::default()), event)
-            .await
-            .unwrap();
-        assert_eq!(summary.trigger_id.as_deref(), Some("evt-2"));
-        assert_eq!(summary.rows_written, 1);
+        let response = handle(
+            &replicator(&one_row(), &MemoryStore::default()),
+            &TableRuns::none(),
+            event,
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.case.trigger_id.as_deref(), Some("evt-2"));
+        assert_eq!(response.case.rows_written, 1);
+        let json = serde_json::to_value(&response).unwrap();
+        assert_eq!(
+            json["rows_written"], 1,
+            "case's summary at the top, as ever"
+        );
+        assert!(json.get("tables").is_none());
     }
 
     #[tokio::test]
@@ -130,11 +201,57 @@ mod tests {
         // One second left; the default margin is two seconds.
         context.deadline = now_ms + 1_000;
         let event = lambda_runtime::LambdaEvent::new(serde_json::json!({}), context);
-        let err = handle(&replicator(&source, &MemoryStore::default()), event)
-            .await
-            .unwrap_err()
-            .error_message;
+        let err = handle(
+            &replicator(&source, &MemoryStore::default()),
+            &TableRuns::none(),
+            event,
+        )
+        .await
+        .unwrap_err()
+        .error_message;
         assert!(err.contains("partial") && err.contains("deadline"), "{err}");
         assert_eq!(source.state().rows.len(), 1, "the row stays in Snowflake");
+    }
+
+    /// A mapped table that cannot be prepared (its target lacks a column).
+    struct Unpreparable;
+
+    #[async_trait::async_trait]
+    impl crate::table_run::set::TablePlanner for Unpreparable {
+        async fn prepare(
+            &self,
+            mapping: &crate::config::tables::TableMapping,
+            _: &Deadline,
+        ) -> Result<crate::table_run::TableReplicator, Vec<String>> {
+            Err(vec![format!("table {}: column x is missing", mapping.name)])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_table_that_cannot_be_prepared_fails_the_invocation_but_not_case() {
+        let file = "[[tables]]\nname = \"orders\"\nsource = { schema = \"S\", table = \"O\" }\n\
+                    target = { schema = \"public\", table = \"orders\" }\nconsume = \"delete\"\n";
+        let mappings = crate::config::tables::parse_tables(file, "tables.toml").unwrap();
+        let tables = TableRuns::new(mappings, Box::new(Unpreparable));
+        let store = MemoryStore::default();
+        let event = lambda_runtime::LambdaEvent::new(
+            serde_json::json!({}),
+            lambda_runtime::Context::default(),
+        );
+        let err = handle(&replicator(&one_row(), &store), &tables, event)
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type, "RunFailed");
+        assert!(
+            err.error_message.contains("of table orders ended failed")
+                && err.error_message.contains("column x is missing"),
+            "{}",
+            err.error_message
+        );
+        assert_eq!(
+            store.state().table.len(),
+            1,
+            "case's row was written all the same"
+        );
     }
 }

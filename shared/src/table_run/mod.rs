@@ -15,9 +15,11 @@
 //! Every row read is written, enqueued, or left in Snowflake (deferred),
 //! and the ledger says how many of each. A crash anywhere leaves each row
 //! in Postgres, in the queue, or in Snowflake: the upsert is idempotent and
-//! the delete matches whole rows. Not yet run by a Lambda function.
+//! the delete matches whole rows. [`set`] prepares and runs the mapped
+//! tables of a deployment together.
 
 mod plan;
+pub mod set;
 #[cfg(test)]
 mod tests;
 
@@ -79,6 +81,7 @@ impl TableReplicator {
         deadline: &Deadline,
     ) -> RunSummary {
         let mut summary = RunSummary::new(run_id, trigger_id);
+        summary.table = Some(self.name.clone());
         let mut guard = match self.guard.open_run(&summary).await {
             Ok(Some(guard)) => guard,
             Ok(None) => {

@@ -1,0 +1,144 @@
+//! The mapped tables' wiring (`TABLES_FILE`): each table's two sides read
+//! and matched ([`plan_table`], also `countries tables`' check), and its run
+//! built over adapters of its own ([`Planner`]): its own Snowflake session,
+//! Postgres connection and lock, so that one table's trouble stays its own.
+
+use async_trait::async_trait;
+
+use countries_postgres::catalog::target_columns;
+use countries_postgres::connect::connect;
+use countries_postgres::mapped::{MappedTarget, PgTableSink};
+use countries_postgres::run_guard::PostgresRunGuard;
+use countries_shared::config::tables::{Rule, TableMapping};
+use countries_shared::config::vars::Function;
+use countries_shared::config::ReplicatorConfig;
+use countries_shared::deadline::Deadline;
+use countries_shared::model::columns::{declared_columns, match_columns, ColumnPlan};
+use countries_shared::retry::Backoff;
+use countries_shared::table_run::set::TablePlanner;
+use countries_shared::table_run::TableReplicator;
+use countries_snowflake::discovery::TableName;
+use countries_snowflake::mapped::sql::MappedTable;
+use countries_snowflake::SnowflakeSource;
+use countries_sqs::retry_queue::SqsRetryQueue;
+
+/// The mapping's source table.
+pub fn source_name(mapping: &TableMapping) -> TableName<'_> {
+    TableName {
+        database: mapping.source_database.as_deref(),
+        schema: &mapping.source_schema,
+        table: &mapping.source_table,
+    }
+}
+
+/// Reads both sides of `mapping` and matches them: the column plan, or
+/// every problem, each naming the table (and column).
+pub async fn plan_table(
+    mapping: &TableMapping,
+    snowflake: &SnowflakeSource,
+    postgres: &tokio_postgres::Client,
+    deadline: &Deadline,
+) -> Result<Vec<ColumnPlan>, Vec<String>> {
+    let at = format!("table {}", mapping.name);
+    let name = source_name(mapping);
+    let mut problems = Vec::new();
+    let described = snowflake
+        .describe(&name, deadline)
+        .await
+        .map_err(|e| problems.push(format!("{at}: source {}: {e}", name.quoted())))
+        .unwrap_or_default();
+    let target = target_columns(
+        postgres,
+        mapping.target_schema.as_str(),
+        mapping.target_table.as_str(),
+    )
+    .await
+    .map_err(|e| {
+        problems.push(format!(
+            "{at}: target {}.{}: {e}",
+            mapping.target_schema, mapping.target_table
+        ))
+    })
+    .unwrap_or_default();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let pairs: Vec<(String, String)> = described
+        .into_iter()
+        .map(|c| (c.name, c.declared))
+        .collect();
+    let columns = mapping.columns.as_deref();
+    let (source, mut problems) = declared_columns(&mapping.name, &pairs, &target, columns);
+    match match_columns(&mapping.name, &source, &target, columns, &mapping.key) {
+        Ok(plan) if problems.is_empty() => Ok(plan),
+        Ok(_) => Err(problems),
+        Err(more) => {
+            problems.extend(more);
+            Err(problems)
+        }
+    }
+}
+
+/// Builds each mapped table's run on its first invocation (and again after
+/// a failed attempt).
+pub struct Planner {
+    pub config: ReplicatorConfig,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+#[async_trait]
+impl TablePlanner for Planner {
+    async fn prepare(
+        &self,
+        mapping: &TableMapping,
+        deadline: &Deadline,
+    ) -> Result<TableReplicator, Vec<String>> {
+        let at = format!("table {}", mapping.name);
+        if mapping.rules.contains(&Rule::CountryCode) {
+            return Err(vec![format!(
+                "{at}: the country_code rule is the case table's, which the SNOWFLAKE_* and POSTGRES_* variables configure; TABLES_FILE lists the tables beside it"
+            )]);
+        }
+        let config = &self.config;
+        let snowflake = SnowflakeSource::connect(&config.snowflake, Function::Replicator.name())
+            .map_err(|e| vec![format!("{at}: Snowflake client: {e}")])?;
+        let postgres = connect(&config.postgres)
+            .await
+            .map_err(|e| vec![format!("{at}: Postgres: {e}")])?;
+        let plan = plan_table(mapping, &snowflake, &postgres.client, deadline).await?;
+        drop(postgres);
+        let columns: Vec<String> = plan.iter().map(|c| c.source.clone()).collect();
+        let keys: Vec<String> = plan
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| c.source.clone())
+            .collect();
+        let key_positions = (0..plan.len()).filter(|&i| plan[i].key).collect();
+        let table = MappedTable::new(&source_name(mapping), &keys, &columns);
+        let mut limits = config.limits;
+        if let Some(cap) = mapping.max_rows_per_run {
+            limits.max_rows_per_run = usize::try_from(cap).unwrap_or(usize::MAX);
+        }
+        tracing::info!(table = %mapping.name, columns = plan.len(), "mapped table prepared");
+        Ok(TableReplicator {
+            name: mapping.name.clone(),
+            columns,
+            key_positions,
+            source: Box::new(snowflake.mapped(table)),
+            guard: Box::new(PostgresRunGuard::for_table(
+                config.postgres.clone(),
+                &mapping.name,
+            )),
+            sink: Box::new(PgTableSink::new(
+                config.postgres.clone(),
+                MappedTarget::new(&mapping.target_schema, &mapping.target_table, &plan),
+            )),
+            queue: Box::new(SqsRetryQueue::new(
+                self.sqs.clone(),
+                config.retry_queue_url.clone(),
+            )),
+            limits,
+            backoff: Backoff::default(),
+        })
+    }
+}

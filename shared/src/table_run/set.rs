@@ -1,0 +1,103 @@
+//! The mapped tables of a deployment (`TABLES_FILE`), run together by the
+//! replicator beside `case`: each prepared once per warm process (both
+//! sides discovered and matched, [`TablePlanner`]; a table that cannot be
+//! prepared yet, say Snowflake unreachable or a column missing, is tried
+//! again at the next invocation), and all run concurrently, each under its
+//! own lock and deadline, so that a slow or failing table never holds
+//! another back.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::config::tables::TableMapping;
+use crate::deadline::Deadline;
+use crate::ledger::{RunOutcome, RunSummary};
+use crate::table_run::TableReplicator;
+
+/// Prepares a mapped table's runs: discovers both sides, matches the
+/// columns and builds the run over the real adapters (the replicator
+/// function's wiring).
+#[async_trait]
+pub trait TablePlanner: Send + Sync {
+    /// `Err` lists every problem, each naming the table (and column).
+    async fn prepare(
+        &self,
+        mapping: &TableMapping,
+        deadline: &Deadline,
+    ) -> Result<TableReplicator, Vec<String>>;
+}
+
+/// The mapped tables, each prepared at most once.
+pub struct TableRuns {
+    tables: Vec<(TableMapping, OnceCell<TableReplicator>)>,
+    planner: Box<dyn TablePlanner>,
+}
+
+impl TableRuns {
+    pub fn new(mappings: Vec<TableMapping>, planner: Box<dyn TablePlanner>) -> Self {
+        Self {
+            tables: mappings.into_iter().map(|m| (m, OnceCell::new())).collect(),
+            planner,
+        }
+    }
+
+    /// No mapped table: the deployment replicates `case` alone.
+    pub fn none() -> Self {
+        Self::new(Vec::new(), Box::new(NoPlanner))
+    }
+
+    /// Whether there is no mapped table.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// One run of every table, concurrently; a summary each, in the file's
+    /// order. A table not prepared has a `failed` summary saying why.
+    pub async fn run_all(
+        &self,
+        trigger_id: Option<String>,
+        deadline: &Deadline,
+    ) -> Vec<RunSummary> {
+        let runs = self.tables.iter().map(|(mapping, ready)| {
+            let trigger_id = trigger_id.clone();
+            async move {
+                let run_id = Uuid::new_v4();
+                let prepared = ready
+                    .get_or_try_init(|| self.planner.prepare(mapping, deadline))
+                    .await;
+                match prepared {
+                    Ok(table) => table.run(run_id, trigger_id, deadline).await,
+                    Err(problems) => {
+                        let mut summary = RunSummary::new(run_id, trigger_id);
+                        summary.table = Some(mapping.name.clone());
+                        summary.outcome = RunOutcome::Failed;
+                        summary.add_error(format!(
+                            "table {} cannot be prepared (tried again next run): {}",
+                            mapping.name,
+                            problems.join("; ")
+                        ));
+                        summary.finished_at = Some(Utc::now());
+                        summary
+                    }
+                }
+            }
+        });
+        futures::future::join_all(runs).await
+    }
+}
+
+/// The planner of an empty set: never asked.
+struct NoPlanner;
+
+#[async_trait]
+impl TablePlanner for NoPlanner {
+    async fn prepare(
+        &self,
+        mapping: &TableMapping,
+        _: &Deadline,
+    ) -> Result<TableReplicator, Vec<String>> {
+        Err(vec![format!("table {}: no planner", mapping.name)])
+    }
+}
