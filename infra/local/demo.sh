@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole pipeline on the local stack: start the stack (installing what is
-# missing), load rows into the Snowflake emulator, run the replicator through
-# its Lambda handler with an EventBridge scheduled event, retry the failed rows
+# missing), load rows into the Snowflake emulator (`case`, and a second,
+# eleven-column table `ORDERS` replicated beside it through TABLES_FILE), run
+# the replicator through its Lambda handler with an EventBridge scheduled
+# event (both tables at once), retry the failed rows
 # until the retry queue is empty (poison rows reach the dead-letter queue),
 # report the dead letters, and print the digest email as the local SES got it.
 #
@@ -35,6 +37,23 @@ COUNTRIES_BIN="$countries" infra/local/stack.sh up
 echo; echo "==> loading rows into the Snowflake emulator"
 if [ -n "$CSV" ]; then "$countries" load-csv "$CSV"; else "$countries" load-sample; fi
 
+if [ "$MODE" = batch ]; then
+  echo; echo "==> a second table, replicated beside case: ORDERS (eleven columns, a composite key; infra/local/demo/)"
+  psql -q -f infra/local/demo/orders.postgres.sql
+  "$ROOT/.local/venv/bin/python" - <<'PY'
+import os, snowflake.connector
+port = int(os.environ["SNOWFLAKE_ENDPOINT_URL"].rsplit(":", 1)[1])
+c = snowflake.connector.connect(host="127.0.0.1", port=port, protocol="http", account="fakesnow",
+                                user="demo", password="x", database="COUNTRIES", schema="PUBLIC")
+c.execute_string(open("infra/local/demo/orders.snowflake.sql").read())
+n = c.cursor().execute("SELECT COUNT(*) FROM ORDERS").fetchone()[0]
+print(f"  {n} rows in ORDERS")
+PY
+  export TABLES_FILE="$ROOT/infra/local/demo/tables.toml"
+  echo "==> the mapping, checked against both databases (countries tables $TABLES_FILE)"
+  "$countries" tables "$TABLES_FILE"
+fi
+
 status=0
 if [ "$MODE" = stream ]; then
   echo; echo "==> stream mode: the publisher handler with an EventBridge scheduled event (snapshot -> changes queue)"
@@ -56,8 +75,12 @@ fi
 
 echo; echo "==> Postgres table \"case\" (first 10 rows of $(psql -Atc 'SELECT count(*) FROM "case"'))"
 psql -c 'SELECT country_id, country FROM "case" ORDER BY country_id LIMIT 10'
-echo "==> run ledger"
-psql -c 'SELECT started_at, sink, outcome, rows_read, rows_written, rows_enqueued, rows_deferred, rows_deleted, snowflake_statements FROM replication_run ORDER BY started_at DESC LIMIT 5'
+if [ "$MODE" = batch ]; then
+  echo "==> Postgres table orders (the second table)"
+  psql -c 'SELECT region, order_no, amount, rate, note, paid, shipped_on, placed_at, payload, signature, qty FROM orders ORDER BY region, order_no'
+fi
+echo "==> run ledger (one row per table and run)"
+psql -c 'SELECT started_at, table_name, sink, outcome, rows_read, rows_written, rows_enqueued, rows_deferred, rows_deleted, snowflake_statements FROM replication_run ORDER BY started_at DESC LIMIT 6'
 echo "==> retry queue (failed rows, one message each)"
 "$ROOT/.local/venv/bin/python" - <<'PY'
 import json, os, boto3
@@ -68,7 +91,9 @@ print(f"{n} messages on {url}")
 # Peek without consuming: a visibility timeout of 0 leaves them on the queue.
 for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0).get("Messages", []):
     body = json.loads(m["Body"])
-    print(f"  {json.dumps(body['record'])}  {body['error']['class']}: {body['error']['message']}")
+    # Version 1: a case row; version 2: a row of a mapped table.
+    row = body.get("record") or {body.get("table"): body.get("row")}
+    print(f"  {json.dumps(row)[:160]}  {body['error']['class']}: {body['error']['message']}")
 PY
 echo "==> left in Snowflake (held back for the next run)"
 "$ROOT/.local/venv/bin/python" - <<'PY'

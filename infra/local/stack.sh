@@ -167,12 +167,18 @@ CONF
 CREATE ROLE countries LOGIN CREATEROLE PASSWORD 'countries';
 CREATE DATABASE countries OWNER countries;
 SQL
-  # The schema as production gets it: `countries migrate` (refinery and its
-  # version table), as the tables' owner, who may also create the app role.
-  PGHOST=127.0.0.1 PGPORT="$port" PGDATABASE=countries PGUSER=countries PGPASSWORD=countries \
+  migrate_postgres "$port"
+  log "Postgres 15 on 127.0.0.1:$port"
+}
+
+# The schema as production gets it: `countries migrate` (refinery and its
+# version table), as the tables' owner, who may also create the app role.
+# Also run on a stack already up, so that a checkout adding a migration
+# finds its schema current.
+migrate_postgres() {
+  PGHOST=127.0.0.1 PGPORT="$1" PGDATABASE=countries PGUSER=countries PGPASSWORD=countries \
     PGSSLMODE="$(cat "$STATE/pg.sslmode")" "$(countries_bin)" migrate >/dev/null \
     || die "migrating the stack's Postgres failed (the error above)"
-  log "Postgres 15 on 127.0.0.1:$port"
 }
 
 # The operator command: COUNTRIES_BIN when the caller built it already (the
@@ -324,6 +330,7 @@ case "$command" in
   up)
     if is_running; then
       log "already running"
+      migrate_postgres "$(cat "$STATE/pg.port")"
     else
       safe_down
       mkdir -p "$STATE"
