@@ -123,6 +123,12 @@ async fn a_mapped_table_and_case_replicate_side_by_side() {
     );
     assert_eq!((summary.rows_invalid, summary.rows_rejected), (1, 1));
     assert_eq!(summary.rows_deferred_duplicates, 2);
+    // count, snapshot, three pages read and their deletes, drop: a handful
+    // whatever the rows.
+    assert!(
+        (6..=12).contains(&summary.snowflake_statements),
+        "{summary:?}"
+    );
 
     let pg = env.postgres().await;
     let written: Vec<(String, i64, String, String, String)> = pg

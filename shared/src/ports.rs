@@ -140,6 +140,8 @@ pub trait TableSource: Send + Sync {
         limit: usize,
         deadline: &Deadline,
     ) -> Result<Box<dyn TableSnapshot + '_>, SourceError>;
+    /// Statements sent so far (the run records the difference).
+    fn statements_sent(&self) -> usize;
 }
 
 /// One table run's snapshot.

@@ -97,7 +97,9 @@ impl TableReplicator {
                 return summary;
             }
         };
+        let statements_before = self.source.statements_sent();
         let decided = self.move_rows(&mut summary, guard.as_mut(), deadline).await;
+        summary.snowflake_statements = self.source.statements_sent() - statements_before;
         summary.outcome = match decided {
             Some(outcome) => outcome,
             None if summary.rows_deferred_for_trouble() > 0 || summary.error.is_some() => {

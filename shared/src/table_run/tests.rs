@@ -56,6 +56,9 @@ impl TableSource for MemoryTable {
             frozen,
         }))
     }
+    fn statements_sent(&self) -> usize {
+        0
+    }
 }
 
 #[async_trait]

@@ -45,6 +45,8 @@ pub struct Run {
     pub outcome: String,
     /// `postgres` (the replicator) or `changes_queue` (the publisher).
     pub sink: String,
+    /// `case`, or a mapped table's name.
+    pub table: String,
     pub rows_read: i64,
     pub rows_written: i64,
     pub rows_enqueued: i64,
@@ -60,6 +62,8 @@ pub struct Runs {
     pub last_success: Option<DateTime<Utc>>,
     /// No successful run within the window.
     pub overdue: bool,
+    /// Tables that ran within the window, none of it successfully.
+    pub overdue_tables: Vec<String>,
     pub window_minutes: i64,
 }
 
@@ -213,6 +217,16 @@ fn judge(s: &mut Status) {
                 &mut reasons,
             );
         }
+        for table in &runs.overdue_tables {
+            say(
+                Health::Down,
+                format!(
+                    "table {table}: no successful run in the last {} minutes",
+                    runs.window_minutes
+                ),
+                &mut reasons,
+            );
+        }
         if let Some(last) = runs.last.first() {
             if matches!(last.outcome.as_str(), "partial" | "failed" | "crashed") {
                 say(
@@ -293,8 +307,8 @@ async fn postgres_parts(
         .query(
             &format!(
                 "SELECT run_id::text, started_at, finished_at, outcome, rows_read, rows_written, \
-                 rows_enqueued, rows_deferred, rows_deleted, error, sink \
-                 FROM {schema}.\"replication_run\" ORDER BY started_at DESC LIMIT 5"
+                 rows_enqueued, rows_deferred, rows_deleted, error, sink, table_name \
+                 FROM {schema}.\"replication_run\" ORDER BY started_at DESC LIMIT 8"
             ),
             &[],
         )
@@ -309,7 +323,23 @@ async fn postgres_parts(
             &[],
         )
         .await;
+    // A table is overdue when it ran in the window without succeeding (one
+    // no longer in the mapping file stops running, and is not).
     let now = Utc::now();
+    let since = now - sources.window;
+    let overdue_tables: Vec<String> = conn
+        .client
+        .query(
+            &format!(
+                "SELECT table_name FROM {schema}.\"replication_run\" WHERE started_at > $1 \
+                 GROUP BY table_name HAVING NOT bool_or(outcome IN ('succeeded', 'skipped', 'idle')) \
+                 ORDER BY 1"
+            ),
+            &[&since],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default();
     let runs = match (runs, last_success) {
         (Ok(rows), Ok(success)) => {
             let last_success: Option<DateTime<Utc>> = success.get(0);
@@ -328,6 +358,7 @@ async fn postgres_parts(
                         finished_at,
                         outcome,
                         sink: r.get(10),
+                        table: r.get(11),
                         rows_read: r.get(4),
                         rows_written: r.get(5),
                         rows_enqueued: r.get(6),
@@ -343,6 +374,7 @@ async fn postgres_parts(
                 last,
                 last_success,
                 overdue: last_success.is_none_or(|at| now - at > sources.window),
+                overdue_tables,
                 window_minutes: sources.window.num_minutes(),
             })
         }
@@ -401,76 +433,4 @@ async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> Part<QueueDepth> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status() -> Status {
-        Status {
-            health: Health::Healthy,
-            reasons: Vec::new(),
-            snowflake_backlog: Part::Ok(0),
-            runs: Part::Ok(Runs {
-                last: Vec::new(),
-                last_success: Some(Utc::now()),
-                overdue: false,
-                window_minutes: 45,
-            }),
-            retry_queue: Part::Ok(QueueDepth {
-                visible: 0,
-                in_flight: 0,
-            }),
-            dead_letter_queue: Part::Ok(QueueDepth {
-                visible: 0,
-                in_flight: 0,
-            }),
-            changes_queue: None,
-            changes_dead_letter_queue: None,
-            unresolved_failures: Part::Ok(Vec::new()),
-        }
-    }
-
-    #[test]
-    fn the_verdict_follows_the_worst_finding() {
-        let mut s = status();
-        judge(&mut s);
-        assert_eq!(s.health, Health::Healthy, "{:?}", s.reasons);
-
-        let mut s = status();
-        s.dead_letter_queue = Part::Ok(QueueDepth {
-            visible: 2,
-            in_flight: 1,
-        });
-        judge(&mut s);
-        assert_eq!(s.health, Health::Degraded);
-        assert!(s.reasons[0].contains("3 dead letters"));
-
-        let mut s = status();
-        s.dead_letter_queue = Part::Ok(QueueDepth {
-            visible: 2,
-            in_flight: 0,
-        });
-        s.snowflake_backlog = Part::Unreachable("timeout".into());
-        judge(&mut s);
-        assert_eq!(s.health, Health::Down, "an unreachable dependency is down");
-        assert_eq!(s.reasons.len(), 2, "{:?}", s.reasons);
-        assert!(render(&s).contains("UNREACHABLE: timeout"));
-        assert!(!render(&s).contains("changes queue"), "batch mode");
-
-        let mut s = status();
-        s.changes_queue = Some(Part::Ok(QueueDepth {
-            visible: 7,
-            in_flight: 0,
-        }));
-        s.changes_dead_letter_queue = Some(Part::Ok(QueueDepth {
-            visible: 1,
-            in_flight: 0,
-        }));
-        judge(&mut s);
-        assert_eq!(s.health, Health::Degraded);
-        assert!(s.reasons[0].contains("1 change batches"), "{:?}", s.reasons);
-        assert!(render(&s).contains("changes queue     7 visible"));
-        s.changes_queue = Some(Part::Unreachable("gone".into()));
-        judge(&mut s);
-        assert_eq!(s.health, Health::Down, "{:?}", s.reasons);
-    }
-}
+mod tests;

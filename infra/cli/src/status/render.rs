@@ -56,9 +56,10 @@ pub fn render(s: &Status) -> String {
             );
             let _ = writeln!(
                 out,
-                "{:<20} {:<10} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  error",
+                "{:<20} {:<10} {:<12} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  error",
                 "started",
                 "function",
+                "table",
                 "outcome",
                 "read",
                 "written",
@@ -70,13 +71,14 @@ pub fn render(s: &Status) -> String {
             for r in &runs.last {
                 let _ = writeln!(
                     out,
-                    "{:<20} {:<10} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
+                    "{:<20} {:<10} {:<12} {:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
                     r.started_at.format("%Y-%m-%d %H:%M:%S"),
                     if r.sink == SinkKind::ChangesQueue.as_str() {
                         SinkKind::ChangesQueue.function()
                     } else {
                         SinkKind::Postgres.function()
                     },
+                    r.table,
                     r.outcome,
                     r.rows_read,
                     r.rows_written,

@@ -96,6 +96,12 @@ impl TableSource for MappedSource {
             },
         }))
     }
+
+    fn statements_sent(&self) -> usize {
+        self.session
+            .statements
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// One run's snapshot of a mapped table.
