@@ -1,10 +1,11 @@
-//! A failed row of a mapped table (a version-2 retry message) through the
-//! dead-letter path against the real services: the dlq-reporter stores it
-//! in the failure report with its table and its row as exact tagged JSON
-//! (38 digits, a NUL, a value Snowflake's decoder refused), mails it in
-//! the same digest as a `case` row, `countries failures` lists it, and
-//! `countries replay` keeps it in the report, saying why, while it replays
-//! the `case` row beside it.
+//! Failed rows of a mapped table (version-2 retry messages) through the
+//! dead-letter path against the real services: the dlq-reporter stores them
+//! in the failure report with their table and their rows as exact tagged
+//! JSON (38 digits, a NUL, a value Snowflake's decoder refused), mails them
+//! in the same digest as a `case` row, `countries failures` lists them, and
+//! `countries replay` writes the readable one once the cause is fixed and
+//! the mapping file is given; without the file, or for the unreadable
+//! value, the row stays in the report, saying why.
 
 use countries_shared::deadline::Deadline;
 use countries_shared::model::mapped_message::MappedRetryMessage;
@@ -44,6 +45,24 @@ async fn a_mapped_row_reaches_the_report_exactly_beside_a_case_row() {
         Uuid::new_v4(),
         chrono::Utc::now(),
     );
+    // A row that can be replayed once the cause is fixed.
+    let fixable = MappedRetryMessage::first_failure(
+        "orders",
+        &columns,
+        &[
+            Ok(Value::Text("us".into())),
+            Ok(Value::Decimal(
+                Decimal::new(DIGITS_38, 2).expect("38 digits"),
+            )),
+            Ok(Value::Text("a longer note".into())),
+            Ok(Value::Date(
+                chrono::NaiveDate::from_ymd_opt(2026, 12, 3).expect("a date"),
+            )),
+        ],
+        detail("22001", "value too long for type character varying(5)"),
+        Uuid::new_v4(),
+        chrono::Utc::now(),
+    );
     let case = RetryMessage::first_failure(
         SourceRow::new(Some(5), Some("USA")),
         detail("23514", "was refused"),
@@ -52,6 +71,7 @@ async fn a_mapped_row_reaches_the_report_exactly_beside_a_case_row() {
     );
     for body in [
         serde_json::to_string(&mapped).expect("a body"),
+        serde_json::to_string(&fixable).expect("a body"),
         serde_json::to_string(&case).expect("a body"),
     ] {
         env.sqs
@@ -68,7 +88,7 @@ async fn a_mapped_row_reaches_the_report_exactly_beside_a_case_row() {
         .run(Uuid::new_v4(), &Deadline::none())
         .await;
     assert!(report.error.is_none(), "{report:?}");
-    assert_eq!((report.messages, report.deleted), (2, 2), "{report:?}");
+    assert_eq!((report.messages, report.deleted), (3, 3), "{report:?}");
 
     let pg = env.postgres().await;
     let row = pg
@@ -76,7 +96,7 @@ async fn a_mapped_row_reaches_the_report_exactly_beside_a_case_row() {
             "SELECT table_name, record_key, country_id IS NULL, error_class, sqlstate, \
              row_data->'AMOUNT'->>'decimal', row_data->'NOTE'->>'text_hex', \
              row_data->'SHIPPED'->>'unreadable', row_data->>'REGION' \
-             FROM failure_report WHERE table_name <> 'case'",
+             FROM failure_report WHERE table_name <> 'case' AND row_data->>'REGION' = 'eu'",
             &[],
         )
         .await
@@ -124,22 +144,71 @@ async fn a_mapped_row_reaches_the_report_exactly_beside_a_case_row() {
         "{text}"
     );
 
+    // Without the mapping file the target is unknown: kept, saying so.
     let replay = run_binary("countries", &["replay"], &env.vars);
     let text = String::from_utf8_lossy(&replay.stdout);
     assert_eq!(replay.status.code(), Some(4), "{text}");
     assert!(text.contains("replayed and resolved: 1"), "{text}");
     assert!(
-        text.contains("a row of table orders") && text.contains("stays in the report"),
+        text.contains("table orders is not in the mapping file (TABLES_FILE)"),
         "{text}"
     );
-    let unresolved: i64 = pg
-        .query_one(
-            "SELECT count(*) FROM failure_report WHERE resolved_at IS NULL AND table_name = 'orders'",
+    assert_eq!(env.postgres_rows().await, vec![(5, "USA".to_string())]);
+
+    // With it, and the cause fixed (a note column wide enough): the
+    // readable row is written exactly; the one Snowflake sent unreadable
+    // stays, saying why.
+    pg.batch_execute(
+        "CREATE TABLE orders (region text PRIMARY KEY, amount numeric, note varchar(20), \
+         shipped date)",
+    )
+    .await
+    .expect("the target table");
+    let file = std::env::temp_dir().join(format!("{}-tables.toml", env.name));
+    std::fs::write(
+        &file,
+        "[[tables]]\nname = \"orders\"\nsource = { schema = \"PUBLIC\", table = \"ORDERS\" }\n\
+         target = { schema = \"public\", table = \"orders\" }\nconsume = \"delete\"\n",
+    )
+    .expect("the mapping file");
+    let mut vars = env.vars.clone();
+    vars.insert("TABLES_FILE".into(), file.display().to_string());
+    let replay = run_binary("countries", &["replay"], &vars);
+    let text = String::from_utf8_lossy(&replay.stdout);
+    assert_eq!(replay.status.code(), Some(4), "{text}");
+    assert!(text.contains("replayed and resolved: 1"), "{text}");
+    assert!(
+        text.contains("column SHIPPED: Snowflake sent a value that could not be read"),
+        "{text}"
+    );
+    let written: Vec<(String, String, String, String)> = pg
+        .query(
+            "SELECT region, amount::text, note, shipped::text FROM orders",
             &[],
         )
         .await
-        .expect("the count")
-        .get(0);
-    assert_eq!(unresolved, 1, "the mapped row is kept");
-    assert_eq!(env.postgres_rows().await, vec![(5, "USA".to_string())]);
+        .expect("the rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        written,
+        [(
+            "us".to_string(),
+            "123456789012345678901234567890123456.78".to_string(),
+            "a longer note".to_string(),
+            "2026-12-03".to_string()
+        )]
+    );
+    let unresolved: Vec<String> = pg
+        .query(
+            "SELECT row_data->>'REGION' FROM failure_report WHERE resolved_at IS NULL",
+            &[],
+        )
+        .await
+        .expect("the rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(unresolved, ["eu"], "only the unreadable row is left");
 }

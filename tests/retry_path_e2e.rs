@@ -9,6 +9,7 @@ use std::time::Duration;
 use countries_ops::event_source::LocalEventSource;
 use countries_ops::failures::FailureReport;
 use countries_ops::redrive::move_messages;
+use countries_postgres::mapped_rows::PgMappedRows;
 use countries_postgres::sink::pool::PostgresStore;
 use countries_shared::deadline::Deadline;
 use countries_shared::dlq_reporter::Reporter;
@@ -188,7 +189,11 @@ async fn a_poison_record_ends_in_the_failure_report_and_one_email_then_replays()
         .await
         .unwrap();
     let replay = FailureReport::new(env.config().postgres)
-        .replay(&PostgresStore::new(env.config().postgres), None)
+        .replay(
+            &PostgresStore::new(env.config().postgres),
+            &PgMappedRows::new(env.config().postgres, Vec::new()),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(replay.replayed.len(), 1, "{replay:?}");

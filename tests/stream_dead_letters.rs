@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use countries_ops::event_source::LocalEventSource;
 use countries_ops::failures::FailureReport;
+use countries_postgres::mapped_rows::PgMappedRows;
 use countries_postgres::sink::pool::PostgresStore;
 use countries_shared::deadline::Deadline;
 use countries_shared::model::change::{pack, ChangeBatch, MAX_CHANGE_BYTES};
@@ -122,7 +123,11 @@ async fn a_batch_that_keeps_failing_is_reported_row_by_row_and_replayed_unless_o
     // Replay: 4 (Postgres has none) and 9 (its group went no further than
     // its batch: DEU is older) are written; 12 is not, BEL came later.
     let replay = FailureReport::new(env.config().postgres)
-        .replay(&PostgresStore::new(env.config().postgres), None)
+        .replay(
+            &PostgresStore::new(env.config().postgres),
+            &PgMappedRows::new(env.config().postgres, Vec::new()),
+            None,
+        )
         .await
         .expect("replay");
     let id_of = |message_id: &str| {

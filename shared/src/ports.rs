@@ -170,6 +170,23 @@ pub trait TableSink: Send + Sync {
     ) -> SinkOutcome;
 }
 
+/// Rows of mapped tables written again, as the retry queue and the failure
+/// report carry them (`countries replay`): keyed by source column name,
+/// each value in [`crate::model::value_json`]'s tagged JSON.
+#[async_trait]
+pub trait MappedRows: Send + Sync {
+    /// Writes rows of table `table` (the mapping's name); the outcome's
+    /// indexes are the rows'. `Err` when the table cannot be written at all
+    /// (not in the mapping file, its target unreadable), saying why.
+    async fn write_rows(
+        &self,
+        table: &str,
+        rows: &[&serde_json::Map<String, serde_json::Value>],
+        limits: WriteLimits,
+        deadline: &Deadline,
+    ) -> Result<SinkOutcome, String>;
+}
+
 // ---- The run guard: one per run, whatever the sink ----
 
 /// The run lock and the run ledger: a run holds the lock while it moves

@@ -1,5 +1,6 @@
 //! The operator's side of the failure report: list what is unresolved,
-//! replay it into the replica once the cause is fixed, mark it resolved.
+//! replay it into the replica once the cause is fixed (a mapped table's rows
+//! through [`MappedRows`]), mark it resolved.
 //! A stream-mode record (a row of a parked changes batch) is replayed only
 //! when it is not older than what Postgres holds for its id ([`stale`]).
 
@@ -12,9 +13,11 @@ use countries_shared::deadline::Deadline;
 use countries_shared::failure::{SinkError, WriteError};
 use countries_shared::model::report::ChangeOrigin;
 use countries_shared::model::row::{validate, CountryRow, SourceRow};
-use countries_shared::ports::{RowSink, SinkPool, WriteLimits};
+use countries_shared::ports::{MappedRows, RowSink, SinkOutcome, SinkPool, WriteLimits};
 use countries_shared::retry::RetryPolicy;
 use serde::Serialize;
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
 
 /// A stored, unresolved failure, as operators see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -114,6 +117,7 @@ impl FailureReport {
     pub async fn replay(
         &self,
         sinks: &dyn SinkPool,
+        mapped_rows: &dyn MappedRows,
         only: Option<&[String]>,
     ) -> Result<ReplayOutcome, SinkError> {
         let failures = self.unresolved(100_000).await?;
@@ -122,19 +126,22 @@ impl FailureReport {
             not_replayed: Vec::new(),
         };
         let mut rows: Vec<(String, CountryRow)> = Vec::new();
+        // A mapped table's rows, by table: (message id, row).
+        let mut mapped: BTreeMap<String, Vec<StoredRow>> = BTreeMap::new();
         let mut seen_ids = std::collections::HashSet::new();
         let conn = connect(&self.config).await?;
         for f in failures {
             if only.is_some_and(|ids| !ids.contains(&f.message_id)) {
                 continue;
             }
-            if let Some((table, _)) = &f.mapped {
-                // Kept in the report, untouched, until runs write mapped
-                // tables.
-                outcome.not_replayed.push((
-                    f.message_id,
-                    format!("a row of table {table}: replaying rows of tables other than the configured one is not supported yet; the row stays in the report"),
-                ));
+            if let Some((table, row)) = f.mapped {
+                match serde_json::from_str::<Map<String, Json>>(&row) {
+                    Ok(row) => mapped.entry(table).or_default().push((f.message_id, row)),
+                    Err(e) => outcome.not_replayed.push((
+                        f.message_id,
+                        format!("the stored row of table {table} is not a JSON object: {e}"),
+                    )),
+                }
                 continue;
             }
             let id = f.country_id.as_deref().and_then(|i| i.parse::<i128>().ok());
@@ -190,6 +197,22 @@ impl FailureReport {
                 outcome.not_replayed.push((rows[*i].0.clone(), why));
             }
         }
+        for (table, entries) in mapped {
+            let rows: Vec<&Map<String, Json>> = entries.iter().map(|(_, r)| r).collect();
+            let limits = WriteLimits {
+                failure_budget: usize::MAX,
+                policy: RetryPolicy::new(3),
+            };
+            match mapped_rows
+                .write_rows(&table, &rows, limits, &Deadline::none())
+                .await
+            {
+                Ok(result) => note_outcome(&mut outcome, &entries, result),
+                Err(why) => outcome
+                    .not_replayed
+                    .extend(entries.into_iter().map(|(id, _)| (id, why.clone()))),
+            }
+        }
         self.resolve(&outcome.replayed, "replayed").await?;
         Ok(outcome)
     }
@@ -215,6 +238,27 @@ impl FailureReport {
             )
             .await
             .map_err(|e| write_error(&e))
+    }
+}
+
+/// A mapped table's stored row: its message id and the row.
+type StoredRow = (String, Map<String, Json>);
+
+/// A mapped table's replay, in the operator's terms.
+fn note_outcome(outcome: &mut ReplayOutcome, entries: &[StoredRow], result: SinkOutcome) {
+    let id = |i: usize| entries[i].0.clone();
+    outcome
+        .replayed
+        .extend(result.written.iter().map(|&i| id(i)));
+    for (i, e) in result.rejected {
+        outcome.not_replayed.push((id(i), e.to_string()));
+    }
+    let why = result
+        .stop
+        .as_ref()
+        .map_or_else(|| "not written".to_string(), ToString::to_string);
+    for i in result.deferred {
+        outcome.not_replayed.push((id(i), why.clone()));
     }
 }
 

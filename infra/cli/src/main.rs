@@ -350,9 +350,21 @@ async fn failures(limit: i64) -> Result<ExitCode> {
 async fn replay(ids: Vec<String>) -> Result<ExitCode> {
     let config = PostgresConfig::from_env()?;
     let report = FailureReport::new(config.clone());
-    let replica = PostgresStore::new(config);
+    let replica = PostgresStore::new(config.clone());
+    // The mapped tables' targets, from the same mapping file the replicator
+    // reads (TABLES_FILE); without it their rows are not replayed, and say so.
+    let tables = match std::env::var("TABLES_FILE") {
+        Ok(path) if !path.trim().is_empty() => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading TABLES_FILE {path}"))?;
+            countries_shared::config::tables::parse_tables(&text, &path)
+                .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?
+        }
+        _ => Vec::new(),
+    };
+    let mapped = countries_postgres::mapped_rows::PgMappedRows::new(config, tables);
     let only = (!ids.is_empty()).then_some(ids.as_slice());
-    let outcome = report.replay(&replica, only).await?;
+    let outcome = report.replay(&replica, &mapped, only).await?;
     println!("replayed and resolved: {}", outcome.replayed.len());
     for (id, why) in &outcome.not_replayed {
         println!("not replayed {id}: {why}");

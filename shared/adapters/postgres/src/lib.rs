@@ -6,14 +6,15 @@
 //! [`failure_report`] (the dlq-reporter's durable report), [`warm`] (the
 //! connection a warm container keeps between invocations), and [`values`]
 //! (a typed value of any mapped column in Postgres's binary format) and
-//! [`mapped`] (a mapped table's rows in: COPY first, then the staged upsert);
-//! these two are not yet used by a run.
+//! [`mapped`] (a mapped table's rows in: COPY first, then the staged upsert),
+//! [`mapped_rows`] (such rows written again from their JSON: replay).
 
 pub mod catalog;
 pub mod connect;
 pub mod failure_report;
 pub mod lock;
 pub mod mapped;
+pub mod mapped_rows;
 pub mod run_guard;
 pub mod sink;
 pub mod sqlstate;

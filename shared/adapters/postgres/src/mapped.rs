@@ -51,6 +51,15 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A written column: its Postgres name and type, and whether it is part of
+/// the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetColumnType {
+    pub name: String,
+    pub ty: TargetType,
+    pub key: bool,
+}
+
 /// A mapped table's target, with its statements made once.
 #[derive(Debug, Clone)]
 pub struct MappedTarget {
@@ -66,12 +75,25 @@ pub struct MappedTarget {
 impl MappedTarget {
     /// The target `schema.table`, written in the order of `plan`'s columns.
     pub fn new(schema: &Identifier, table: &Identifier, plan: &[ColumnPlan]) -> Self {
+        let columns: Vec<TargetColumnType> = plan
+            .iter()
+            .map(|c| TargetColumnType {
+                name: c.target.clone(),
+                ty: c.target_type,
+                key: c.key,
+            })
+            .collect();
+        Self::of_columns(schema, table, &columns)
+    }
+
+    /// The target `schema.table`, written in the order of `columns`.
+    pub fn of_columns(schema: &Identifier, table: &Identifier, plan: &[TargetColumnType]) -> Self {
         let qualified = format!("{}.{}", schema.quoted(), table.quoted());
-        let columns: Vec<String> = plan.iter().map(|c| quote(&c.target)).collect();
+        let columns: Vec<String> = plan.iter().map(|c| quote(&c.name)).collect();
         let keys: Vec<String> = plan
             .iter()
             .filter(|c| c.key)
-            .map(|c| quote(&c.target))
+            .map(|c| quote(&c.name))
             .collect();
         let others: Vec<&String> = plan
             .iter()
@@ -104,7 +126,7 @@ impl MappedTarget {
             )
         };
         Self {
-            types: plan.iter().map(|c| pg_type(c.target_type)).collect(),
+            types: plan.iter().map(|c| pg_type(c.ty)).collect(),
             copy: format!("COPY {qualified} ({list}) FROM STDIN (FORMAT binary)"),
             // Rows live for one transaction; the table for the session.
             stage: format!(
