@@ -239,3 +239,73 @@ async fn a_mapped_table_and_case_replicate_side_by_side() {
     assert_eq!(idle.tables[0].outcome, RunOutcome::Idle, "{idle:?}");
     assert_eq!(idle.case.outcome, RunOutcome::Idle);
 }
+
+#[tokio::test]
+async fn a_refused_row_is_written_by_the_retrier_once_the_cause_is_fixed() {
+    let env = TestEnv::new("table_retry").await;
+    env.admin()
+        .execute(SNOWFLAKE_ORDERS)
+        .await
+        .expect("the Snowflake table");
+    env.admin()
+        .execute(&format!(
+            "INSERT INTO ORDERS {} UNION ALL {}",
+            order("'eu'", "1", "1", "'ok'"),
+            order("'eu'", "2", "2", "'too long'")
+        ))
+        .await
+        .expect("the rows");
+    let pg = env.postgres().await;
+    pg.batch_execute(POSTGRES_ORDERS)
+        .await
+        .expect("the Postgres table");
+    let file = tables_file(&env);
+    let file = file.to_str().expect("a path");
+    let config = env.config_with(&[("TABLES_FILE", file)]);
+    let case = replicator::build(&config)
+        .await
+        .expect("the case replicator");
+    let tables = replicator::build_tables(&config).await;
+    let response = invoke(&case, &tables).await.expect("the run");
+    assert_eq!(
+        (
+            response.tables[0].rows_written,
+            response.tables[0].rows_enqueued
+        ),
+        (1, 1)
+    );
+
+    // The cause is fixed (a wider column); the retrier, reading the same
+    // mapping file, writes the row from its version-2 message.
+    pg.batch_execute("ALTER TABLE orders ALTER COLUMN note TYPE varchar(20)")
+        .await
+        .expect("the fix");
+    let mut vars = env.vars.clone();
+    vars.insert("TABLES_FILE".into(), file.to_string());
+    let retrier = retrier::build(
+        &countries_shared::config::RetrierConfig::from_vars(
+            countries_shared::config::Env::from_map(vars),
+        )
+        .expect("the retrier's config"),
+    )
+    .await;
+    let source = countries_ops::event_source::LocalEventSource {
+        client: env.sqs.clone(),
+        queue_url: env.vars["RETRY_QUEUE_URL"].clone(),
+        batch_size: 10,
+    };
+    let drive = source
+        .drain(&retrier, std::time::Duration::from_secs(60))
+        .await
+        .expect("the retry queue empties");
+    assert_eq!((drive.succeeded, drive.failed), (1, 0), "{drive:?}");
+    let notes: Vec<String> = pg
+        .query("SELECT note FROM orders ORDER BY order_no", &[])
+        .await
+        .expect("the rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(notes, ["ok", "too long"]);
+    assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 0);
+}

@@ -47,6 +47,7 @@ impl RowSink for PanickingWriter {
 #[tokio::main]
 async fn main() {
     let retrier = Retrier {
+        mapped: None,
         sinks: Box::new(PanickingPool),
         policy: RetryPolicy::immediate(1),
         delay: None,

@@ -1,12 +1,14 @@
 //! The `retrier` function's wiring: Postgres (the container's warm
-//! connection) and the retry queue for the backoff. The handler is
+//! connection; the mapped tables' targets of `TABLES_FILE`) and the retry
+//! queue for the backoff. The handler is
 //! `countries_shared::lambda::retrier`, the use case
 //! `countries_shared::retrier`.
 
+use countries_postgres::mapped_rows::PgMappedRows;
 use countries_postgres::sink::pool::PostgresStore;
 use countries_postgres::warm::PasswordSource;
 use countries_shared::config::RetrierConfig;
-use countries_shared::ports::VisibilityDelay;
+use countries_shared::ports::{MappedRows, VisibilityDelay};
 use countries_shared::retrier::Retrier;
 use countries_shared::retry::{Backoff, RetryPolicy};
 use countries_sqs::visibility::SqsVisibilityDelay;
@@ -22,7 +24,15 @@ pub async fn build(config: &RetrierConfig) -> Retrier {
             config.retry_queue_url.clone(),
         )))
     };
+    // Rows of the mapped tables, written again on a connection of their own.
+    let mapped: Option<Box<dyn MappedRows>> = (!config.tables.is_empty()).then(|| {
+        Box::new(PgMappedRows::new(
+            config.postgres.clone(),
+            config.tables.clone(),
+        )) as Box<dyn MappedRows>
+    });
     Retrier {
+        mapped,
         sinks: Box::new(PostgresStore::with_password_source(
             config.postgres.clone(),
             PasswordSource::from_config(&config.postgres).await,

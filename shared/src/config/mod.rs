@@ -317,6 +317,8 @@ pub struct RetrierConfig {
     pub write_attempts: u32,
     /// Safety margin before the invocation's deadline (None: the default).
     pub deadline_margin: Option<Duration>,
+    /// The mapped tables of `TABLES_FILE`, whose rows it writes again.
+    pub tables: Vec<tables::TableMapping>,
 }
 
 impl RetrierConfig {
@@ -345,6 +347,7 @@ impl RetrierConfig {
             backoff_max: Duration::from_secs(max),
             write_attempts: env.number(&vars::WRITE_ATTEMPTS),
             deadline_margin: deadline_margin(env),
+            tables: read_tables(env),
         };
         env.finish(config)
     }

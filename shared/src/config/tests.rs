@@ -321,7 +321,7 @@ fn every_variable_missing_empty_malformed_or_out_of_range() {
                 accepted.push(("missing", String::new()));
                 refused.extend([("unknown", "verify_full".into()), ("junk", "\u{7}".into())]);
             }
-            Rule::File => {
+            Rule::File { .. } => {
                 accepted.push(("missing", String::new()));
                 refused.extend([
                     ("no such file", "/nonexistent/ca.pem".into()),

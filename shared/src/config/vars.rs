@@ -58,8 +58,10 @@ pub enum Rule {
     },
     /// One of disable | require | verify-ca | verify-full.
     SslMode,
-    /// A readable file.
-    File,
+    /// A readable file; `default` says what applies when unset.
+    File {
+        default: &'static str,
+    },
     Email,
     EmailList,
     /// `SNOWFLAKE_PASSWORD` or `SNOWFLAKE_PRIVATE_KEY`: exactly one.
@@ -129,7 +131,7 @@ vars! {
         "Secrets Manager secret with `username` and `password` (and optionally `host`, `port`, `dbname`), the RDS format; fills the `PG*` variables not set";
     PGSSLMODE: Rule::SslMode, [Replicator, Retrier, Reporter, Publisher, Writer],
         "`disable`, `require` (encrypt, no checks), `verify-ca` (check the chain), `verify-full` (chain and host name)";
-    PGSSLROOTCERT: Rule::File, [Replicator, Retrier, Reporter, Publisher, Writer],
+    PGSSLROOTCERT: Rule::File { default: "system roots" }, [Replicator, Retrier, Reporter, Publisher, Writer],
         "PEM bundle of the CAs to trust (for RDS: Amazon's global bundle); when set, only these CAs are trusted";
     PGCONNECT_TIMEOUT: Rule::Number { min: 1, max: 300, default: 10 }, [Replicator, Retrier, Reporter, Publisher, Writer],
         "seconds";
@@ -138,8 +140,8 @@ vars! {
     POSTGRES_TABLE: Rule::Identifier { default: "case" }, [Replicator, Retrier, Reporter, Publisher, Writer],
         "target table; always quoted";
     RETRY_QUEUE_URL: Rule::RequiredUrl, [Replicator, Retrier, Publisher, Writer], "SQS URL of the retry queue";
-    TABLES_FILE: Rule::File, [Replicator],
-        "the mapping file of further tables to replicate beside `case` (TOML, see \"Tables\"; a path in the deployment package, e.g. `tables.toml`); unset: `case` only";
+    TABLES_FILE: Rule::File { default: "`case` only" }, [Replicator, Retrier],
+        "the mapping file of further tables to replicate beside `case` (TOML, see \"Tables\"; a path in the deployment package, e.g. `tables.toml`); the retrier writes their failed rows again";
     MAX_ROWS_PER_RUN: Rule::Number { min: 1, max: 10_000_000, default: 1_000_000 }, [Replicator, Publisher],
         "the cap: rows frozen into one run's snapshot (memory follows the page, not this)";
     SNOWFLAKE_PAGE_ROWS: Rule::Number { min: 1, max: 10_000_000, default: 250_000 }, [Replicator, Publisher],
@@ -186,7 +188,7 @@ impl Var {
             Rule::Identifier { default } => format!("`{default}`"),
             Rule::OptionalText { default } => default.to_string(),
             Rule::SslMode => "`verify-full`".into(),
-            Rule::File => "system roots".into(),
+            Rule::File { default } => default.into(),
             _ => String::new(),
         }
     }
@@ -201,7 +203,7 @@ impl Var {
             Rule::OptionalUrl => "optional; http(s) URL".into(),
             Rule::Identifier { .. } => "letters, digits, `_`".into(),
             Rule::SslMode => "one of four modes".into(),
-            Rule::File => "optional; a readable file".into(),
+            Rule::File { .. } => "optional; a readable file".into(),
             Rule::Email => "required; an address".into(),
             Rule::EmailList => "required; 1–50 addresses".into(),
             Rule::SnowflakeAuth => "exactly one of the two".into(),

@@ -67,6 +67,7 @@ mod tests {
     async fn the_response_lists_the_failed_message_ids_and_backs_them_off() {
         let delays = MemoryDelays::default();
         let retrier = Retrier {
+            mapped: None,
             sinks: Box::new(MemoryStore::default()),
             policy: RetryPolicy::immediate(1),
             delay: Some(Box::new(delays.clone())),
@@ -98,6 +99,7 @@ mod tests {
     async fn a_short_deadline_from_the_context_lists_every_message_unwritten() {
         let store = MemoryStore::default();
         let retrier = Retrier {
+            mapped: None,
             sinks: Box::new(store.clone()),
             policy: RetryPolicy::immediate(1),
             delay: None,

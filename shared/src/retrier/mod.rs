@@ -11,6 +11,8 @@
 //!   unknown schema version or an invalid record is listed, so it reaches the
 //!   dead-letter queue with its body intact. A panic is contained.
 //! - Postgres unreachable: every message is listed and nothing is written.
+//! - A mapped table's row (a version-2 message) is written through
+//!   [`MappedRows`], table by table.
 //! - Duplicate deliveries are harmless: the upsert is idempotent. Several
 //!   versions of one id in a batch are written in queue order, the last one
 //!   winning, so none is listed because of another.
@@ -28,13 +30,17 @@ use futures::FutureExt;
 
 use crate::deadline::Deadline;
 use crate::failure::{Classify, ErrorKind, SinkError};
-use crate::model::message::{parse_retry_message, MalformedMessage};
+use crate::model::mapped_message::{parse_any_retry_message, AnyRetryMessage, MappedRetryMessage};
+use crate::model::message::MalformedMessage;
 use crate::model::row::{validate, CountryRow, InvalidRow};
-use crate::ports::{SinkPool, VisibilityDelay, WriteLimits};
+use crate::ports::{MappedRows, SinkPool, VisibilityDelay, WriteLimits};
 use crate::retry::{Backoff, RetryPolicy};
 
 pub struct Retrier {
     pub sinks: Box<dyn SinkPool>,
+    /// Where rows of mapped tables (version-2 messages) are written; None
+    /// when the deployment has none.
+    pub mapped: Option<Box<dyn MappedRows>>,
     pub policy: RetryPolicy,
     /// Stretches the visibility timeout of a failed delivery; None leaves
     /// the queue's own timeout.
@@ -80,12 +86,16 @@ pub enum RetryReason {
     Panic(&'static str),
     #[error("the invocation's deadline is near; not written in this delivery")]
     DeadlineNear,
+    /// A mapped table's row this retrier cannot write (the table is not in
+    /// its mapping file, or its target cannot be read).
+    #[error("cannot write the row: {0}")]
+    Unwritable(String),
 }
 
 impl Classify for RetryReason {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Malformed(_) | Self::Invalid(_) => ErrorKind::RowLevel,
+            Self::Malformed(_) | Self::Invalid(_) | Self::Unwritable(_) => ErrorKind::RowLevel,
             Self::Unavailable(e) => e.kind(),
             Self::NotWritten(e) => e.as_ref().map_or(ErrorKind::Transient, Classify::kind),
             Self::Panic(_) => ErrorKind::Fatal,
@@ -122,6 +132,12 @@ const BACK_OFF_CONCURRENCY: usize = 16;
 struct Candidate {
     index: usize,
     row: CountryRow,
+}
+
+/// A delivery that parsed: a `case` row, or a mapped table's.
+enum Parsed {
+    Case(CountryRow),
+    Mapped(MappedRetryMessage),
 }
 
 impl Retrier {
@@ -197,10 +213,12 @@ impl Retrier {
     pub async fn process(&self, deliveries: &[Delivery<'_>], deadline: &Deadline) -> Vec<Verdict> {
         let mut verdicts: Vec<Option<Verdict>> = vec![None; deliveries.len()];
         let mut candidates: Vec<Candidate> = Vec::new();
+        let mut mapped: Vec<(usize, MappedRetryMessage)> = Vec::new();
         for (index, delivery) in deliveries.iter().enumerate() {
             let parsed = std::panic::catch_unwind(|| parse_and_validate(delivery.body));
             match parsed {
-                Ok(Ok(row)) => candidates.push(Candidate { index, row }),
+                Ok(Ok(Parsed::Case(row))) => candidates.push(Candidate { index, row }),
+                Ok(Ok(Parsed::Mapped(message))) => mapped.push((index, message)),
                 Ok(Err(reason)) => verdicts[index] = Some(Verdict::Retry(reason)),
                 Err(_) => verdicts[index] = Some(Verdict::Retry(RetryReason::Panic("parsing"))),
             }
@@ -242,10 +260,79 @@ impl Retrier {
                 verdicts[index] = Some(outcomes[round][slot].clone());
             }
         }
+        self.write_mapped(&mapped, deadline, &mut verdicts).await;
         verdicts
             .into_iter()
             .map(|v| v.unwrap_or(Verdict::Retry(RetryReason::NotWritten(None))))
             .collect()
+    }
+
+    /// Writes the mapped tables' rows, table by table, in queue order (two
+    /// rows of one key in a batch: the bisection writes them one after the
+    /// other, the later winning).
+    async fn write_mapped(
+        &self,
+        mapped: &[(usize, MappedRetryMessage)],
+        deadline: &Deadline,
+        verdicts: &mut [Option<Verdict>],
+    ) {
+        let mut tables: std::collections::BTreeMap<&str, Vec<&(usize, MappedRetryMessage)>> =
+            Default::default();
+        for entry in mapped {
+            tables
+                .entry(entry.1.table.as_str())
+                .or_default()
+                .push(entry);
+        }
+        for (table, entries) in tables {
+            let mut decide = |reason: RetryReason| {
+                for (index, _) in &entries {
+                    verdicts[*index] = Some(Verdict::Retry(reason.clone()));
+                }
+            };
+            let Some(writer) = &self.mapped else {
+                decide(RetryReason::Unwritable(format!(
+                    "table {table} is a mapped table, and this retrier has none (TABLES_FILE)"
+                )));
+                continue;
+            };
+            if deadline.is_near() {
+                decide(RetryReason::DeadlineNear);
+                continue;
+            }
+            let rows: Vec<&serde_json::Map<String, serde_json::Value>> =
+                entries.iter().map(|(_, m)| &m.row).collect();
+            let limits = WriteLimits {
+                failure_budget: usize::MAX,
+                policy: self.policy,
+            };
+            let written = AssertUnwindSafe(writer.write_rows(table, &rows, limits, deadline))
+                .catch_unwind()
+                .await;
+            let result = match written {
+                Err(_) => {
+                    decide(RetryReason::Panic("writing"));
+                    continue;
+                }
+                Ok(Err(why)) => {
+                    decide(RetryReason::Unwritable(why));
+                    continue;
+                }
+                Ok(Ok(result)) => result,
+            };
+            let index = |k: usize| entries[k].0;
+            for k in result.written {
+                verdicts[index(k)] = Some(Verdict::Written);
+            }
+            for (k, error) in result.rejected {
+                verdicts[index(k)] =
+                    Some(Verdict::Retry(RetryReason::NotWritten(Some(error.into()))));
+            }
+            for k in result.deferred {
+                verdicts[index(k)] =
+                    Some(Verdict::Retry(RetryReason::NotWritten(result.stop.clone())));
+            }
+        }
     }
 
     /// Writes the rounds in order over one connection; one verdict per
@@ -355,7 +442,11 @@ fn supersede(rounds: &[Vec<&Candidate>], outcomes: &mut [Vec<Verdict>]) {
     }
 }
 
-fn parse_and_validate(body: Option<&str>) -> Result<CountryRow, RetryReason> {
-    let message = parse_retry_message(body).map_err(RetryReason::Malformed)?;
-    validate(&message.record).map_err(RetryReason::Invalid)
+fn parse_and_validate(body: Option<&str>) -> Result<Parsed, RetryReason> {
+    match parse_any_retry_message(body).map_err(RetryReason::Malformed)? {
+        AnyRetryMessage::Case(message) => validate(&message.record)
+            .map(Parsed::Case)
+            .map_err(RetryReason::Invalid),
+        AnyRetryMessage::Mapped(message) => Ok(Parsed::Mapped(message)),
+    }
 }

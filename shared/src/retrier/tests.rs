@@ -8,6 +8,7 @@ use crate::testing::{MemoryDelays, MemoryStore};
 
 fn retrier(pool: &MemoryStore, delays: &MemoryDelays) -> Retrier {
     Retrier {
+        mapped: None,
         sinks: Box::new(pool.clone()),
         policy: RetryPolicy::immediate(2),
         delay: Some(Box::new(delays.clone())),
@@ -234,4 +235,104 @@ async fn after_a_round_cannot_finish_newer_versions_wait() {
         2,
         "round two never started (two attempts of round one)"
     );
+}
+
+/// Mapped tables in memory: `orders` refuses a note "refused" (a CHECK);
+/// any other table is unknown.
+#[derive(Clone, Default)]
+struct MemoryMappedRows {
+    written: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+#[async_trait::async_trait]
+impl MappedRows for MemoryMappedRows {
+    async fn write_rows(
+        &self,
+        table: &str,
+        rows: &[&serde_json::Map<String, serde_json::Value>],
+        _: WriteLimits,
+        _: &Deadline,
+    ) -> Result<crate::ports::SinkOutcome, String> {
+        if table != "orders" {
+            return Err(format!(
+                "table {table} is not in the mapping file (TABLES_FILE)"
+            ));
+        }
+        let mut outcome = crate::ports::SinkOutcome::default();
+        for (i, row) in rows.iter().enumerate() {
+            if row["NOTE"] == "refused" {
+                outcome.rejected.push((
+                    i,
+                    crate::failure::WriteError {
+                        kind: ErrorKind::RowLevel,
+                        sqlstate: Some("23514".into()),
+                        message: "check".into(),
+                    },
+                ));
+            } else {
+                self.written
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::Value::Object((*row).clone()));
+                outcome.written.push(i);
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+fn mapped_body(table: &str, note: &str) -> String {
+    use crate::model::mapped_message::MappedRetryMessage;
+    use crate::model::value::Value;
+    serde_json::to_string(&MappedRetryMessage::first_failure(
+        table,
+        &["ID".to_string(), "NOTE".to_string()],
+        &[Ok(Value::Int(1)), Ok(Value::Text(note.into()))],
+        FailureDetail {
+            class: FailureClass::Rejected,
+            sqlstate: Some("23514".into()),
+            message: "check".into(),
+        },
+        uuid::Uuid::nil(),
+        chrono::Utc::now(),
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn mapped_rows_are_written_by_table_and_only_their_failures_come_back() {
+    let (pool, delays) = (MemoryStore::default(), MemoryDelays::default());
+    let rows = MemoryMappedRows::default();
+    let mut retrier = retrier(&pool, &delays);
+    let bodies = [
+        body(Some(1), Some("USA")),
+        mapped_body("orders", "fine"),
+        mapped_body("orders", "refused"),
+        mapped_body("elsewhere", "fine"),
+    ];
+    let deliveries: Vec<Delivery<'_>> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Delivery {
+            message_id: ["m0", "m1", "m2", "m3"][i],
+            receipt_handle: None,
+            body: Some(b),
+            receive_count: 1,
+        })
+        .collect();
+
+    // Without mapped tables, their rows come back, saying why.
+    let verdicts = retrier.process(&deliveries, &Deadline::none()).await;
+    assert!(matches!(verdicts[0], Verdict::Written));
+    assert!(
+        matches!(&verdicts[1], Verdict::Retry(RetryReason::Unwritable(why)) if why.contains("TABLES_FILE")),
+        "{:?}",
+        verdicts[1]
+    );
+
+    retrier.mapped = Some(Box::new(rows.clone()));
+    let outcome = retrier.handle_batch(&deliveries, &Deadline::none()).await;
+    assert_eq!(outcome.failed_message_ids, ["m2", "m3"]);
+    assert_eq!(rows.written.lock().unwrap().len(), 1);
+    assert_eq!(rows.written.lock().unwrap()[0]["NOTE"], "fine");
 }
