@@ -17,8 +17,8 @@
 //!   configuration they share;
 //! - the use cases, one per function and named after it: [`replicator`],
 //!   [`retrier`], [`dlq_reporter`], and stream mode's [`publisher`] and
-//!   [`writer`]; and [`table_run`], a run over any mapped table (not yet
-//!   run by a function);
+//!   [`writer`]; and [`table_run`], a run over any mapped table of the
+//!   mapping file, which the replicator runs beside `case`;
 //! - the Lambda handlers: [`lambda`] (each function's wiring, configuration
 //!   in and adapters out, is the library of its crate under `functions/`);
 //! - [`config`] (the environment, read once), [`deadline`] (the

@@ -2,8 +2,8 @@
 //! table (the mapping file's), keyed by column name, each value in the
 //! exact tagged JSON of [`crate::model::value_json`]; and the parse of a
 //! body of either version ([`parse_any_retry_message`]), so that messages
-//! queued in version 1 (the `case` table's) are still read. Not yet sent by
-//! a run: the dlq-reporter and the failure report read it.
+//! queued in version 1 (the `case` table's) are still read. A table run
+//! sends it; the retrier, the dlq-reporter and `countries replay` read it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -8,8 +8,7 @@
 //! makes of each type; [`value_json`]: the same exactly as JSON, for the
 //! messages and the report), the type mapping ([`types`]: which Snowflake
 //! type goes into which Postgres column) and the column match of a source
-//! and a target table ([`columns`]): the first steps towards tables other
-//! than `case`.
+//! and a target table ([`columns`]), for the mapped tables beside `case`.
 
 pub mod change;
 pub mod columns;

@@ -5,10 +5,9 @@
 //! statement has the same small size whatever the batch ([`sql`] writes
 //! them; [`client`] builds the client with its session settings; [`errors`]
 //! classifies what Snowflake answers; [`discovery`] reads a table's columns
-//! and their types; [`mapped`] reads and consumes any mapped table
-//! (not yet used by a run); [`values`] decodes a column of any
-//! Snowflake type from every Arrow encoding real Snowflake sends, not yet
-//! used by a run). Every statement is logged with its
+//! and their types; [`mapped`] reads and consumes any mapped table;
+//! [`values`] decodes a column of any Snowflake type from every Arrow
+//! encoding real Snowflake sends). Every statement is logged with its
 //! query id, and carries the run's deadline: the client polls a long
 //! statement until then and aborts it there. `checks` (with the `fuzzing`
 //! feature) holds the properties the `row_and_delete` fuzz target drives.
