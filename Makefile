@@ -7,7 +7,7 @@ demo:        ## run the whole pipeline on the local stack (CSV=rows.csv to load 
 test:        ## every check and test, against a private local stack
 	infra/local/test.sh
 
-bench:       ## throughput and memory against COPY and a typical Python job, then stream freshness and scale (ARGS="--sizes 100000", ARGS="--stream-only")
+bench:       ## throughput and memory against COPY and a typical Python job (case, then a mapped eleven-column table), then stream freshness and scale (ARGS="--sizes 100000", ARGS="--stream-only", ARGS="--tables-only")
 	infra/local/bench.sh $(ARGS)
 
 soak:        ## the long reliability run: 1,000 fault schedules (SCHEDULES=700 STREAM_SCHEDULES=300 SEED=... CASES=100000)
