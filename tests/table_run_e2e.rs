@@ -91,7 +91,9 @@ async fn a_mapped_table_and_case_replicate_side_by_side() {
     let file = tables_file(&env);
     let config = env.config_with(&[
         ("TABLES_FILE", file.to_str().expect("a path")),
-        ("SNOWFLAKE_PAGE_ROWS", "3"),
+        // Three rows of ten columns a page: a mapped page holds as many
+        // cells as a `case` page of 15 rows.
+        ("SNOWFLAKE_PAGE_ROWS", "15"),
     ]);
     let case = replicator::build(&config)
         .await

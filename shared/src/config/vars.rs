@@ -145,7 +145,7 @@ vars! {
     MAX_ROWS_PER_RUN: Rule::Number { min: 1, max: 10_000_000, default: 1_000_000 }, [Replicator, Publisher],
         "the cap: rows frozen into one run's snapshot (memory follows the page, not this)";
     SNOWFLAKE_PAGE_ROWS: Rule::Number { min: 1, max: 10_000_000, default: 250_000 }, [Replicator, Publisher],
-        "rows read from the run snapshot per statement, and deleted by one join; peak memory follows it, not the cap";
+        "rows read from the run snapshot per statement, and deleted by one join (a mapped table's page holds as many cells: fewer rows when wider); peak memory follows it, not the cap";
     BATCH_SIZE: Rule::Number { min: 1, max: 100_000, default: 50_000 }, [Replicator, Publisher],
         "rows per Postgres write; large chunks bring COPY close to its limit (see Speed), and isolating a bad row in one still costs well under a second";
     MAX_FAILURES_PER_RUN: Rule::Number { min: 0, max: 100_000, default: 1_000 }, [Replicator, Publisher],

@@ -64,7 +64,17 @@ struct Failure {
     message: MappedRetryMessage,
 }
 
+/// The columns of a `case` page: `SNOWFLAKE_PAGE_ROWS` counts rows of two.
+const CASE_COLUMNS: usize = 2;
+
 impl TableReplicator {
+    /// Rows per page: as many cells as a `case` page holds, so that memory
+    /// follows `SNOWFLAKE_PAGE_ROWS` whatever the table's width (a decoded
+    /// cell is ~48 bytes; 250,000 rows of eleven would be ~150 MB a page).
+    fn page_rows(&self) -> usize {
+        (self.limits.page_rows.saturating_mul(CASE_COLUMNS) / self.columns.len().max(1)).max(1)
+    }
+
     fn policy(&self) -> RetryPolicy {
         RetryPolicy {
             attempts: self.limits.write_attempts.max(1),
@@ -148,7 +158,7 @@ impl TableReplicator {
                 return Some(RunOutcome::Failed);
             }
         };
-        let page_rows = self.limits.page_rows.max(1) as u64;
+        let page_rows = self.page_rows() as u64;
         let mut versions = Versions::default();
         let mut failed_first = false;
         let mut first = 1u64;
