@@ -1,9 +1,11 @@
 //! Seeded random fault schedules against the real processes and services.
 //!
-//! Each schedule draws a dataset (valid rows, malformed rows, rows Postgres
-//! refuses, identical copies and conflicting versions of an id), loads it
-//! into the Snowflake emulator, and runs the real replicator process with
-//! one fault:
+//! Each schedule draws two datasets (valid rows, malformed rows, rows
+//! Postgres refuses, identical copies and conflicting versions of a key):
+//! one for `case`, one for the ten-column mapped table `orders`
+//! ([`testkit::orders`]). It loads both into the Snowflake emulator and runs
+//! the real replicator process, both tables at once (`TABLES_FILE`), with
+//! one fault; the step faults hit `case`'s run or the table's, by turns:
 //! - a crash (abort) at a named step boundary, or a SIGKILL at a random moment;
 //! - Postgres, the Snowflake emulator or SQS going down when the run reaches a
 //!   named point, or in the middle of a conversation (after a random number
@@ -12,12 +14,15 @@
 //!   point: a long statement, an expired or a lost session, a request that
 //!   hangs until the deadline, a chunk that keeps failing.
 //!
-//! Then it checks the invariant, heals (runs again with every service up until
-//! Snowflake is empty) and checks it again: every row read is in Postgres, in
-//! the retry queue or still in Snowflake, and no version was written twice.
+//! Then it checks the invariant for both tables, heals (runs again with every
+//! service up until Snowflake is empty) and checks it again: every row read
+//! is in Postgres, in the retry queue or still in Snowflake, and no version
+//! was written twice.
 //!
 //! The first schedules of every run walk the named faults in order, so even the
-//! quick setting covers each of them; the rest are random.
+//! quick setting covers each of them, each in one of the two tables' runs; the
+//! next walk puts each in the other table's run (`FAULT_SCHEDULES=90`, and
+//! `make soak`); the rest are random.
 //!
 //! - `FAULT_SCHEDULES` (default: one per named fault): how many schedules run.
 //! - `FAULT_SEED` (default 1): the seed; a failure prints it with the
@@ -34,11 +39,16 @@ use std::time::{Duration, Instant};
 
 use countries_shared::ledger::RunOutcome;
 use countries_shared::ledger::RunSummary;
+use countries_shared::model::mapped_message::{parse_any_retry_message, AnyRetryMessage};
 use countries_shared::model::message::RetryMessage;
 use countries_shared::model::row::validate;
 use countries_shared::model::row::SourceRow;
 use countries_shared::ports::Step;
 use futures::StreamExt;
+use testkit::orders::{
+    create_orders, draw_orders, load_orders, lost_orders, orders_written_twice, postgres_orders,
+    snowflake_orders, tables_file, Order,
+};
 use testkit::schedules::{
     down_at, draw_rows, env_number, kill_after, protocol_fault_at, record_changes, spawn,
     versions_written_twice, wait_output, Protocol, Service, ServiceProxies,
@@ -140,32 +150,47 @@ fn random_fault(rng: &mut SplitMix) -> Fault {
 struct Schedule {
     number: usize,
     rows: Vec<SourceRow>,
+    orders: Vec<Order>,
     batch_size: usize,
     page_rows: usize,
     fault: Fault,
+    /// The step faults hit the mapped table's run, not `case`'s.
+    fault_in_table: bool,
 }
 
 fn draw_schedule(number: usize, seed: u64) -> Schedule {
     let mut rng = SplitMix::new(seed ^ (number as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let named = named_faults();
-    let fault = named
-        .get(number)
-        .cloned()
-        .unwrap_or_else(|| random_fault(&mut rng));
+    // The named faults in turn, in `case`'s run and the table's by turns;
+    // the second walk swaps them, so that two walks hit each fault in both.
+    let walk = number / named.len();
+    let (fault, fault_in_table) = if walk < 2 {
+        (
+            named[number % named.len()].clone(),
+            (number + walk) % 2 == 1,
+        )
+    } else {
+        (random_fault(&mut rng), rng.below(2) == 1)
+    };
     let count = 3 + rng.below(38);
     let rows = draw_rows(&mut rng, count);
+    let order_count = 3 + rng.below(30);
+    let orders = draw_orders(&mut rng, order_count);
     Schedule {
         number,
         rows,
+        orders,
         batch_size: 1 + rng.below(8),
         page_rows: 1 + rng.below(6),
         fault,
+        fault_in_table,
     }
 }
 
 /// What one schedule found.
 #[derive(Debug, Default)]
 struct Outcome {
+    /// Rows drawn, both tables.
     rows: usize,
     lost: Vec<String>,
     written_twice: Vec<String>,
@@ -183,6 +208,9 @@ async fn run_with_fault(env: &TestEnv, schedule: &Schedule, pause_file: &Path) -
     let mut vars = env.vars.clone();
     vars.insert("BATCH_SIZE".into(), schedule.batch_size.to_string());
     vars.insert("SNOWFLAKE_PAGE_ROWS".into(), schedule.page_rows.to_string());
+    if schedule.fault_in_table {
+        vars.insert("COUNTRIES_FAULT_IN".into(), "tables".into());
+    }
     let proxies = ServiceProxies::start(&vars);
     let mut vars = proxies.vars.clone();
 
@@ -229,65 +257,137 @@ async fn run_with_fault(env: &TestEnv, schedule: &Schedule, pause_file: &Path) -
     }
 }
 
+/// The retry queue's messages, drained: `case`'s and the `orders` rows.
+async fn drain_queue(env: &TestEnv, context: &str) -> (Vec<RetryMessage>, Vec<Order>) {
+    let (mut case, mut orders) = (Vec::new(), Vec::new());
+    for body in testkit::drain(&env.sqs, &env.vars["RETRY_QUEUE_URL"]).await {
+        match parse_any_retry_message(Some(&body)) {
+            Ok(AnyRetryMessage::Case(message)) => case.push(message),
+            Ok(AnyRetryMessage::Mapped(message)) => orders.push(
+                Order::from_message(&message)
+                    .unwrap_or_else(|| panic!("{context}: not an orders row: {message:?}")),
+            ),
+            Err(e) => panic!("{context}: a malformed message on the queue ({e}): {body}"),
+        }
+    }
+    (case, orders)
+}
+
+/// Both tables' rows that are nowhere.
+async fn lost(
+    env: &TestEnv,
+    schedule: &Schedule,
+    queued: &[RetryMessage],
+    queued_orders: &[Order],
+) -> Vec<String> {
+    let mut lost = testkit::lost_rows(env, &schedule.rows, queued).await;
+    lost.extend(lost_orders(env, &schedule.orders, queued_orders).await);
+    lost
+}
+
+/// Every run of a healing invocation succeeded, `case`'s and the table's
+/// (or found its table empty: the other may still hold rows).
+fn check_healing_run(stdout: &[u8], stderr: &[u8], context: &str) {
+    let printed: serde_json::Value = serde_json::from_slice(stdout).unwrap_or_else(|e| {
+        panic!(
+            "{context}: healing run printed no summary ({e}): {}",
+            String::from_utf8_lossy(stderr)
+        )
+    });
+    let case: RunSummary = serde_json::from_value(printed.clone())
+        .unwrap_or_else(|e| panic!("{context}: not a run summary ({e}): {printed}"));
+    let tables: Vec<RunSummary> = serde_json::from_value(printed["tables"].clone())
+        .unwrap_or_else(|e| panic!("{context}: no table summaries ({e}): {printed}"));
+    assert_eq!(tables.len(), 1, "{context}: {printed}");
+    for summary in std::iter::once(&case).chain(&tables) {
+        assert!(
+            matches!(summary.outcome, RunOutcome::Succeeded | RunOutcome::Idle),
+            "{context}: healing run: {summary:?}"
+        );
+    }
+}
+
 async fn run_schedule(schedule: Schedule, seed: u64) -> Outcome {
-    let env = TestEnv::new(&format!("sched{}", schedule.number)).await;
+    let mut env = TestEnv::new(&format!("sched{}", schedule.number)).await;
     record_changes(&env).await;
+    create_orders(&env).await;
     env.load(&schedule.rows).await;
+    load_orders(&env, &schedule.orders).await;
+    let file = tables_file(&env);
+    env.vars
+        .insert("TABLES_FILE".into(), file.display().to_string());
     let pause_file = std::env::temp_dir().join(format!("{}.pause", env.name));
     let context = format!(
-        "seed {seed}, schedule {} ({}; {} rows, batch {}, page {})",
+        "seed {seed}, schedule {} ({} in {}; {} + {} rows, batch {}, page {})",
         schedule.number,
         schedule.fault.kind(),
+        if schedule.fault_in_table {
+            "orders"
+        } else {
+            "case"
+        },
         schedule.rows.len(),
+        schedule.orders.len(),
         schedule.batch_size,
         schedule.page_rows
     );
 
     let mut outcome = Outcome {
-        rows: schedule.rows.len(),
+        rows: schedule.rows.len() + schedule.orders.len(),
         runs: 1,
         ..Outcome::default()
     };
     outcome.interrupted = run_with_fault(&env, &schedule, &pause_file).await;
-    let mut queued = env.drain_retry_queue().await;
-    outcome.lost = testkit::lost_rows(&env, &schedule.rows, &queued).await;
+    let (mut queued, mut queued_orders) = drain_queue(&env, &context).await;
+    outcome.lost = lost(&env, &schedule, &queued, &queued_orders).await;
     assert!(
         outcome.lost.is_empty(),
         "{context}: lost after the fault: {:?}",
         outcome.lost
     );
-    check_fault_specific(&env, &schedule, outcome.interrupted, &queued, &context).await;
+    if schedule.fault_in_table {
+        check_table_fault(
+            &env,
+            &schedule,
+            outcome.interrupted,
+            &queued_orders,
+            &context,
+        )
+        .await;
+    } else {
+        check_fault_specific(&env, &schedule, outcome.interrupted, &queued, &context).await;
+    }
 
     // Heal: run with every service up until Snowflake is empty. Each run
-    // writes one version of an id, so a few runs may be needed.
-    let mut left = env.snowflake_rows().await;
-    let max_runs = 2 + schedule.rows.len();
-    while !left.is_empty() {
+    // writes one version of a key, so a few runs may be needed.
+    let mut left = env.snowflake_rows().await.len() + snowflake_orders(&env).await.len();
+    let max_runs = 2 + schedule.rows.len().max(schedule.orders.len());
+    while left > 0 {
         assert!(
             outcome.runs <= max_runs,
-            "{context}: still {} rows in Snowflake after {} runs: {left:?}",
-            left.len(),
+            "{context}: still {left} rows in Snowflake after {} runs",
             outcome.runs
         );
         let out = wait_output(spawn_replicator(&env.vars)).await;
         outcome.runs += 1;
-        let summary: RunSummary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{context}: healing run printed no summary ({e}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        assert_eq!(
-            summary.outcome,
-            RunOutcome::Succeeded,
-            "{context}: healing run: {summary:?}"
-        );
-        queued.extend(env.drain_retry_queue().await);
-        left = env.snowflake_rows().await;
+        check_healing_run(&out.stdout, &out.stderr, &context);
+        let (case, orders) = drain_queue(&env, &context).await;
+        queued.extend(case);
+        queued_orders.extend(orders);
+        left = env.snowflake_rows().await.len() + snowflake_orders(&env).await.len();
     }
 
-    outcome.lost = testkit::lost_rows(&env, &schedule.rows, &queued).await;
+    outcome.lost = lost(&env, &schedule, &queued, &queued_orders).await;
     outcome.written_twice = versions_written_twice(&env).await;
+    outcome
+        .written_twice
+        .extend(orders_written_twice(&env).await);
+    for order in &queued_orders {
+        assert!(
+            schedule.orders.contains(order),
+            "{context}: queued an orders row that was never read: {order:?}"
+        );
+    }
     // The queue carries each failed row at least once; a crash between the
     // enqueue and the delete may send one again (documented: at least once,
     // with a stable record_key). Count the extra copies, and check that the
@@ -315,16 +415,57 @@ async fn run_schedule(schedule: Schedule, seed: u64) -> Outcome {
         outcome.written_twice
     );
     eprintln!(
-        "{context}: interrupted={}, runs={}, queued={}, duplicate messages={}, lost=0",
+        "{context}: interrupted={}, runs={}, queued={}+{}, duplicate messages={}, lost=0",
         outcome.interrupted,
         outcome.runs,
         queued.len(),
+        queued_orders.len(),
         outcome.duplicate_messages
     );
     outcome
 }
 
-/// What each named fault must leave behind, beyond the invariant.
+/// What each named fault in the table's run must leave behind of the
+/// table, beyond the invariant (`case`'s run went on, or died with the
+/// process, wherever it was).
+async fn check_table_fault(
+    env: &TestEnv,
+    schedule: &Schedule,
+    interrupted: bool,
+    queued: &[Order],
+    context: &str,
+) {
+    if !interrupted {
+        return;
+    }
+    let mut original = schedule.orders.clone();
+    original.sort();
+    match &schedule.fault {
+        Fault::Crash("before_read" | "after_snapshot" | "after_read")
+        | Fault::DownAt(Service::Snowflake, "before_read" | "after_snapshot") => {
+            assert_eq!(snowflake_orders(env).await, original, "{context}");
+            assert!(postgres_orders(env).await.is_empty(), "{context}");
+            assert!(queued.is_empty(), "{context}: {queued:?}");
+        }
+        Fault::DownAt(Service::Sqs, "after_write") => {
+            assert!(queued.is_empty(), "{context}: {queued:?}");
+            let left = snowflake_orders(env).await;
+            for row in schedule.orders.iter().filter(|r| !r.valid()) {
+                assert!(left.contains(row), "{context}: {row:?} left Snowflake");
+            }
+        }
+        Fault::DownAt(Service::Snowflake, "after_enqueue") => {
+            let left = snowflake_orders(env).await;
+            for row in queued {
+                assert!(left.contains(row), "{context}: {row:?}");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What each named fault in `case`'s run must leave behind, beyond the
+/// invariant.
 async fn check_fault_specific(
     env: &TestEnv,
     schedule: &Schedule,

@@ -14,15 +14,8 @@ use countries_shared::model::mapped_message::{parse_any_retry_message, AnyRetryM
 use countries_shared::model::row::SourceRow;
 use countries_shared::table_run::set::TableRuns;
 use lambda_runtime::{Context, LambdaEvent};
+use testkit::orders::{tables_file, POSTGRES_ORDERS, SNOWFLAKE_ORDERS};
 use testkit::{drain, TestEnv};
-
-const SNOWFLAKE_ORDERS: &str = "CREATE TABLE ORDERS (REGION VARCHAR, ORDER_NO NUMBER(18,0), \
-    AMOUNT NUMBER(38,9), RATE FLOAT, NOTE VARCHAR, PAID BOOLEAN, SHIPPED_ON DATE, \
-    PLACED_AT TIMESTAMP_NTZ, PAYLOAD VARIANT, SIGNATURE BINARY)";
-
-const POSTGRES_ORDERS: &str = "CREATE TABLE orders (region text, order_no bigint, \
-    amount numeric, rate double precision, note varchar(5), paid boolean, shipped_on date, \
-    placed_at timestamp, payload jsonb, signature bytea, PRIMARY KEY (region, order_no))";
 
 fn order(region: &str, no: &str, amount: &str, note: &str) -> String {
     format!(
@@ -30,18 +23,6 @@ fn order(region: &str, no: &str, amount: &str, note: &str) -> String {
          '2026-12-03 10:00:00.123456789'::TIMESTAMP_NTZ, PARSE_JSON('{{\"a\":[1,2]}}'), \
          TO_BINARY('00FF', 'HEX')"
     )
-}
-
-/// The mapping file, as a deployment ships it.
-fn tables_file(env: &TestEnv) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("{}-tables.toml", env.name));
-    std::fs::write(
-        &path,
-        "[[tables]]\nname = \"orders\"\nsource = { schema = \"PUBLIC\", table = \"ORDERS\" }\n\
-         target = { schema = \"public\", table = \"orders\" }\nconsume = \"delete\"\n",
-    )
-    .expect("the mapping file");
-    path
 }
 
 async fn invoke(

@@ -5,7 +5,8 @@
 #   infra/local/soak.sh                    (`make soak`)
 #   SCHEDULES=500 SEED=42 CASES=100000 infra/local/soak.sh
 #
-# SCHEDULES  fault schedules to run (default 700; `make test` runs one per named fault, 45)
+# SCHEDULES  fault schedules to run, `case` and the mapped `orders` table in each (default 700;
+#            `make test` runs one per named fault, 45; the first 90 put each in both tables' runs)
 # STREAM_SCHEDULES  stream mode's fault schedules (default 300; `make test` runs 42)
 # SEED       their seed (default: the time; printed, so a failure replays)
 # PARALLEL   schedules at once (default 2)

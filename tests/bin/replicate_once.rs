@@ -1,7 +1,10 @@
 //! One replicator invocation, exactly as `countries replicate` does it, but
 //! with the test kit's fault injector as the step hook, so that a test can
 //! kill the real process at a named step (`COUNTRIES_CRASH_AT=after_write`)
-//! or pause it there, or give it a deadline (`COUNTRIES_DEADLINE_MS`).
+//! or pause it there, or give it a deadline (`COUNTRIES_DEADLINE_MS`); the
+//! mapped tables of `TABLES_FILE` run beside `case`, and
+//! `COUNTRIES_FAULT_IN=tables` gives them the fault injector instead of
+//! `case` (each run of either reaches the same steps).
 //! With `COUNTRIES_PUBLISH=1` it is stream mode's publisher instead, as
 //! `countries publish` runs it (its runs reach the same steps).
 //! Prints the run summary (the publisher: its runs) as JSON.
@@ -42,8 +45,12 @@ async fn main() -> ExitCode {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
-        replicator.steps = Box::new(FaultInjector::from_env());
-        let tables = replicator::build_tables(&config).await;
+        let mut tables = replicator::build_tables(&config).await;
+        if std::env::var("COUNTRIES_FAULT_IN").as_deref() == Ok("tables") {
+            tables.steps = Box::new(FaultInjector::from_env());
+        } else {
+            replicator.steps = Box::new(FaultInjector::from_env());
+        }
         lambda::replicator::handle(&replicator, &tables, event)
             .await
             .map(|response| serde_json::to_string(&response))

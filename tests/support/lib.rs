@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub mod fault;
+pub mod orders;
 pub mod proxy;
 pub mod runtime;
 pub mod schedules;

@@ -15,8 +15,10 @@
 //! Every row read is written, enqueued, or left in Snowflake (deferred),
 //! and the ledger says how many of each. A crash anywhere leaves each row
 //! in Postgres, in the queue, or in Snowflake: the upsert is idempotent and
-//! the delete matches whole rows. [`set`] prepares and runs the mapped
-//! tables of a deployment together.
+//! the delete matches whole rows. A [`StepHook`] hears of each [`Step`] a
+//! run reaches (once per run; a table run has no read-ahead, so never
+//! `after_read_ahead`), as `case`'s runs do. [`set`] prepares and runs the
+//! mapped tables of a deployment together.
 
 mod plan;
 pub mod set;
@@ -33,8 +35,8 @@ use crate::model::mapped_message::MappedRetryMessage;
 use crate::model::message::{FailureClass, FailureDetail};
 use crate::model::value::{TableRow, Value};
 use crate::ports::{
-    GuardedRun, IdMatch, RetryQueue, RowNumbers, RunGuard, TableSink, TableSnapshot, TableSource,
-    WriteLimits, MAX_RANGES_PER_DELETE,
+    GuardedRun, IdMatch, NoHook, RetryQueue, RowNumbers, RunGuard, Step, StepHook, TableSink,
+    TableSnapshot, TableSource, WriteLimits, MAX_RANGES_PER_DELETE,
 };
 use crate::replicator::page::Page;
 use crate::retry::{retry, Backoff, RetryPolicy};
@@ -64,6 +66,28 @@ struct Failure {
     message: MappedRetryMessage,
 }
 
+/// One run's state, passed by reference through its steps.
+struct TableRun<'a> {
+    summary: RunSummary,
+    guard: Box<dyn GuardedRun>,
+    deadline: &'a Deadline,
+    versions: Versions,
+    steps: &'a dyn StepHook,
+    /// The steps already reported (a bit per [`Step::ALL`] index).
+    reached: u16,
+}
+
+impl TableRun<'_> {
+    /// Tells the hook of `step`, the first time this run reaches it.
+    fn reached(&mut self, step: Step) {
+        let bit = 1u16 << Step::ALL.iter().position(|s| *s == step).unwrap_or(0);
+        if self.reached & bit == 0 {
+            self.reached |= bit;
+            self.steps.reached(step);
+        }
+    }
+}
+
 /// The columns of a `case` page: `SNOWFLAKE_PAGE_ROWS` counts rows of two.
 const CASE_COLUMNS: usize = 2;
 
@@ -90,9 +114,21 @@ impl TableReplicator {
         trigger_id: Option<String>,
         deadline: &Deadline,
     ) -> RunSummary {
+        self.run_observed(run_id, trigger_id, deadline, &NoHook)
+            .await
+    }
+
+    /// [`Self::run`], telling `steps` of each step it reaches.
+    pub async fn run_observed(
+        &self,
+        run_id: Uuid,
+        trigger_id: Option<String>,
+        deadline: &Deadline,
+        steps: &dyn StepHook,
+    ) -> RunSummary {
         let mut summary = RunSummary::new(run_id, trigger_id);
         summary.table = Some(self.name.clone());
-        let mut guard = match self.guard.open_run(&summary).await {
+        let guard = match self.guard.open_run(&summary).await {
             Ok(Some(guard)) => guard,
             Ok(None) => {
                 summary.outcome = RunOutcome::Skipped;
@@ -108,7 +144,21 @@ impl TableReplicator {
             }
         };
         let statements_before = self.source.statements_sent();
-        let decided = self.move_rows(&mut summary, guard.as_mut(), deadline).await;
+        let mut run = TableRun {
+            summary,
+            guard,
+            deadline,
+            versions: Versions::default(),
+            steps,
+            reached: 0,
+        };
+        let decided = self.move_rows(&mut run).await;
+        run.reached(Step::BeforeLedger);
+        let TableRun {
+            mut summary,
+            mut guard,
+            ..
+        } = run;
         summary.snowflake_statements = self.source.statements_sent() - statements_before;
         summary.outcome = match decided {
             Some(outcome) => outcome,
@@ -127,13 +177,9 @@ impl TableReplicator {
 
     /// Counts, snapshots and moves the rows page by page; the outcome when
     /// the rows do not decide it (idle, failed).
-    async fn move_rows(
-        &self,
-        summary: &mut RunSummary,
-        guard: &mut dyn GuardedRun,
-        deadline: &Deadline,
-    ) -> Option<RunOutcome> {
-        let run_id = summary.run_id;
+    async fn move_rows(&self, run: &mut TableRun<'_>) -> Option<RunOutcome> {
+        let (run_id, deadline) = (run.summary.run_id, run.deadline);
+        run.reached(Step::BeforeRead);
         let count = retry(self.policy(), deadline, "Snowflake count", async || {
             self.source.count_rows(run_id, deadline).await
         })
@@ -142,7 +188,8 @@ impl TableReplicator {
             Ok(0) => return Some(RunOutcome::Idle),
             Ok(_) => {}
             Err(e) => {
-                summary.add_error(format!("counting the rows of table {}: {e}", self.name));
+                run.summary
+                    .add_error(format!("counting the rows of table {}: {e}", self.name));
                 return Some(RunOutcome::Failed);
             }
         }
@@ -154,17 +201,18 @@ impl TableReplicator {
         let snapshot = match snapshot {
             Ok(snapshot) => snapshot,
             Err(e) => {
-                summary.add_error(format!("taking the snapshot of table {}: {e}", self.name));
+                run.summary
+                    .add_error(format!("taking the snapshot of table {}: {e}", self.name));
                 return Some(RunOutcome::Failed);
             }
         };
+        run.reached(Step::AfterSnapshot);
         let page_rows = self.page_rows() as u64;
-        let mut versions = Versions::default();
         let mut failed_first = false;
         let mut first = 1u64;
         while first <= limit as u64 {
             if deadline.is_near() {
-                summary.add_error(format!(
+                run.summary.add_error(format!(
                     "deadline: the snapshot rows from number {first} on were not read and stay in Snowflake"
                 ));
                 break;
@@ -178,28 +226,21 @@ impl TableReplicator {
             let rows = match read {
                 Ok(rows) => rows,
                 Err(e) => {
-                    summary.add_error(format!("reading the snapshot of table {}: {e}", self.name));
+                    run.summary
+                        .add_error(format!("reading the snapshot of table {}: {e}", self.name));
                     failed_first = first == 1;
                     break;
                 }
             };
+            run.reached(Step::AfterRead);
             let held = rows.len() as u64;
-            let go_on = self
-                .move_page(
-                    &*snapshot,
-                    first,
-                    rows,
-                    &mut versions,
-                    summary,
-                    guard,
-                    deadline,
-                )
-                .await;
+            let go_on = self.move_page(&*snapshot, first, rows, run).await;
             if !go_on || held < full {
                 break;
             }
             first += page_rows;
         }
+        run.reached(Step::BeforeDrop);
         if let Err(e) = snapshot.drop_snapshot().await {
             tracing::warn!(table = %self.name, error = %e, "could not drop the run snapshot; it goes with the session");
         }
@@ -208,20 +249,18 @@ impl TableReplicator {
 
     /// One page: plan, write, enqueue, delete. False when the run must stop
     /// (the lock lost, Snowflake failing, the deadline).
-    #[allow(clippy::too_many_arguments)]
     async fn move_page(
         &self,
         snapshot: &dyn TableSnapshot,
         first: u64,
         rows: Vec<TableRow>,
-        versions: &mut Versions,
-        summary: &mut RunSummary,
-        guard: &mut dyn GuardedRun,
-        deadline: &Deadline,
+        run: &mut TableRun<'_>,
     ) -> bool {
-        summary.rows_read += rows.len();
+        let deadline = run.deadline;
+        run.summary.rows_read += rows.len();
         let mut page = Page::new(first, rows.len());
-        if let Err(e) = guard.confirm().await {
+        if let Err(e) = run.guard.confirm().await {
+            let summary = &mut run.summary;
             // Whoever holds the lock now works on the table: this run
             // writes and deletes nothing more; the page stays in Snowflake.
             summary.rows_deferred += rows.len();
@@ -231,23 +270,23 @@ impl TableReplicator {
             ));
             return false;
         }
-        let planned = plan_page(&rows, &self.columns, &self.key_positions, versions);
+        let planned = plan_page(&rows, &self.columns, &self.key_positions, &mut run.versions);
         let mut failures = Vec::new();
         let mut stopped = false;
         for item in &planned {
             match item {
                 Planned::Later(_) => {
-                    summary.rows_deferred += 1;
-                    summary.rows_deferred_duplicates += 1;
+                    run.summary.rows_deferred += 1;
+                    run.summary.rows_deferred_duplicates += 1;
                 }
                 Planned::Invalid(i, why) => {
-                    summary.rows_invalid += 1;
+                    run.summary.rows_invalid += 1;
                     let error = FailureDetail {
                         class: FailureClass::Invalid,
                         sqlstate: None,
                         message: why.clone(),
                     };
-                    failures.push(self.failure(&rows[*i], error, summary.run_id));
+                    failures.push(self.failure(&rows[*i], error, run.summary.run_id));
                 }
                 Planned::Write(_) => {}
             }
@@ -271,9 +310,10 @@ impl TableReplicator {
             .zip(values.chunks(self.limits.batch_size.max(1)))
         {
             if stopped || deadline.is_near() {
-                summary.rows_deferred += chunk.len();
+                run.summary.rows_deferred += chunk.len();
                 if !stopped && deadline.is_near() {
-                    summary.add_error("deadline: rows not written stay in Snowflake");
+                    run.summary
+                        .add_error("deadline: rows not written stay in Snowflake");
                     stopped = true;
                 }
                 continue;
@@ -282,20 +322,21 @@ impl TableReplicator {
             let budget = self
                 .limits
                 .max_failures_per_run
-                .saturating_sub(summary.rows_enqueued + failures.len());
+                .saturating_sub(run.summary.rows_enqueued + failures.len());
             let limits = WriteLimits {
                 failure_budget: budget,
                 policy: self.policy(),
             };
             let outcome = self.sink.write(&refs, limits, deadline).await;
-            summary.rows_changed += usize::try_from(outcome.changed).unwrap_or(usize::MAX);
+            run.reached(Step::MidWrite);
+            run.summary.rows_changed += usize::try_from(outcome.changed).unwrap_or(usize::MAX);
             for &k in &outcome.written {
                 let (number, key_null) = chunk[k];
-                summary.rows_written += 1;
+                run.summary.rows_written += 1;
                 page.mark_safe_keyed(number, key_null);
             }
             for (k, e) in &outcome.rejected {
-                summary.rows_rejected += 1;
+                run.summary.rows_rejected += 1;
                 let (number, key_null) = chunk[*k];
                 let cells: Vec<Result<Value, String>> =
                     chunk_values[*k].iter().cloned().map(Ok).collect();
@@ -304,16 +345,19 @@ impl TableReplicator {
                     cells,
                     key_null,
                 };
-                failures.push(self.failure(&row, FailureDetail::of_write(e), summary.run_id));
+                failures.push(self.failure(&row, FailureDetail::of_write(e), run.summary.run_id));
             }
-            summary.rows_deferred += outcome.deferred.len();
+            run.summary.rows_deferred += outcome.deferred.len();
             if let Some(stop) = outcome.stop {
-                summary.add_error(format!("writing table {} stopped: {stop}", self.name));
+                run.summary
+                    .add_error(format!("writing table {} stopped: {stop}", self.name));
                 stopped = true;
             }
         }
-        self.enqueue(failures, &mut page, summary).await;
-        self.delete_safe(snapshot, &page, summary, deadline).await && !stopped
+        run.reached(Step::AfterWrite);
+        self.enqueue(failures, &mut page, &mut run.summary).await;
+        run.reached(Step::AfterEnqueue);
+        self.delete_safe(snapshot, &page, run).await && !stopped
     }
 
     fn failure(&self, row: &TableRow, error: FailureDetail, run_id: Uuid) -> Failure {
@@ -383,9 +427,9 @@ impl TableReplicator {
         &self,
         snapshot: &dyn TableSnapshot,
         page: &Page,
-        summary: &mut RunSummary,
-        deadline: &Deadline,
+        run: &mut TableRun<'_>,
     ) -> bool {
+        let deadline = run.deadline;
         for keys in [IdMatch::Equal, IdMatch::BothNull] {
             let ranges: Vec<RowNumbers> = page.safe_ranges(keys);
             for statement in ranges.chunks(MAX_RANGES_PER_DELETE) {
@@ -394,9 +438,12 @@ impl TableReplicator {
                 })
                 .await;
                 match deleted {
-                    Ok(n) => summary.rows_deleted += usize::try_from(n).unwrap_or(usize::MAX),
+                    Ok(n) => {
+                        run.summary.rows_deleted += usize::try_from(n).unwrap_or(usize::MAX);
+                        run.reached(Step::MidDelete);
+                    }
                     Err(e) => {
-                        summary.add_error(format!(
+                        run.summary.add_error(format!(
                             "deleting from table {} stopped; safe rows left for the next run: {e}",
                             self.name
                         ));

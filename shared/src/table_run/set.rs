@@ -4,7 +4,8 @@
 //! prepared yet, say Snowflake unreachable or a column missing, is tried
 //! again at the next invocation), and all run concurrently, each under its
 //! own lock and deadline, so that a slow or failing table never holds
-//! another back.
+//! another back. Their runs tell one [`StepHook`] of the steps they reach
+//! ([`NoHook`] in the Lambda function).
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -14,6 +15,7 @@ use uuid::Uuid;
 use crate::config::tables::TableMapping;
 use crate::deadline::Deadline;
 use crate::ledger::{RunOutcome, RunSummary};
+use crate::ports::{NoHook, StepHook};
 use crate::table_run::TableReplicator;
 
 /// Prepares a mapped table's runs: discovers both sides, matches the
@@ -33,6 +35,8 @@ pub trait TablePlanner: Send + Sync {
 pub struct TableRuns {
     tables: Vec<(TableMapping, OnceCell<TableReplicator>)>,
     planner: Box<dyn TablePlanner>,
+    /// Told of the steps each run reaches.
+    pub steps: Box<dyn StepHook>,
 }
 
 impl TableRuns {
@@ -40,6 +44,7 @@ impl TableRuns {
         Self {
             tables: mappings.into_iter().map(|m| (m, OnceCell::new())).collect(),
             planner,
+            steps: Box::new(NoHook),
         }
     }
 
@@ -68,7 +73,11 @@ impl TableRuns {
                     .get_or_try_init(|| self.planner.prepare(mapping, deadline))
                     .await;
                 match prepared {
-                    Ok(table) => table.run(run_id, trigger_id, deadline).await,
+                    Ok(table) => {
+                        table
+                            .run_observed(run_id, trigger_id, deadline, &*self.steps)
+                            .await
+                    }
                     Err(problems) => {
                         let mut summary = RunSummary::new(run_id, trigger_id);
                         summary.table = Some(mapping.name.clone());
