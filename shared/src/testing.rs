@@ -494,6 +494,29 @@ impl FailureStore for MemoryFailureStore {
     }
 }
 
+// ---- crashes ----
+
+/// Polls a future at most `polls` times, then drops it (`None`): a crash
+/// between two calls of a run, exactly what a killed Lambda leaves behind.
+pub struct CrashAfter<F: std::future::Future> {
+    pub inner: std::pin::Pin<Box<F>>,
+    pub polls: usize,
+}
+
+impl<F: std::future::Future> std::future::Future for CrashAfter<F> {
+    type Output = Option<F::Output>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if self.polls == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.polls -= 1;
+        self.inner.as_mut().poll(cx).map(Some)
+    }
+}
+
 // ---- SQS ----
 
 /// The retry queue.

@@ -487,27 +487,8 @@ async fn a_newer_version_that_arrives_mid_run_survives_the_join_delete() {
 /// does).
 mod properties {
     use super::*;
+    use crate::testing::CrashAfter;
     use proptest::prelude::*;
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::{Context as TaskContext, Poll};
-
-    /// Polls a future at most `polls` times, then drops it.
-    struct CrashAfter<F: Future> {
-        inner: Pin<Box<F>>,
-        polls: usize,
-    }
-
-    impl<F: Future> Future for CrashAfter<F> {
-        type Output = Option<F::Output>;
-        fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-            if self.polls == 0 {
-                return Poll::Ready(None);
-            }
-            self.polls -= 1;
-            self.inner.as_mut().poll(cx).map(Some)
-        }
-    }
 
     #[derive(Debug, Clone)]
     enum Fault {
