@@ -117,24 +117,39 @@ pub mod metric {
 pub const METRICS_NAMESPACE: &str = "CountriesReplication";
 
 /// One CloudWatch Embedded Metric Format document: CloudWatch turns this log
-/// line into metrics, with no API call on the hot path. Dimension: Function.
-pub fn metrics_document(function: &str, metrics: &[(&str, f64)], timestamp_ms: i64) -> String {
+/// line into metrics, with no API call on the hot path. Dimensions:
+/// Function, and with a `table` also (Function, Table), so that the alarms
+/// on Function see every table's runs and a table's own figures are one
+/// dimension away.
+pub fn metrics_document(
+    function: &str,
+    table: Option<&str>,
+    metrics: &[(&str, f64)],
+    timestamp_ms: i64,
+) -> String {
     let definitions: Vec<serde_json::Value> = metrics
         .iter()
         .map(|(name, _)| serde_json::json!({"Name": name, "Unit": "Count"}))
         .collect();
+    let dimensions = match table {
+        Some(_) => serde_json::json!([["Function"], ["Function", "Table"]]),
+        None => serde_json::json!([["Function"]]),
+    };
     let mut document = serde_json::json!({
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": METRICS_NAMESPACE,
-                "Dimensions": [["Function"]],
+                "Dimensions": dimensions,
                 "Metrics": definitions,
             }]
         },
         "Function": function,
     });
     if let Some(object) = document.as_object_mut() {
+        if let Some(table) = table {
+            object.insert("Table".into(), serde_json::json!(table));
+        }
         for (name, value) in metrics {
             object.insert((*name).to_string(), serde_json::json!(value));
         }
@@ -152,10 +167,24 @@ pub fn flush() {
 /// Writes the metrics to stdout when running in Lambda (where CloudWatch
 /// Logs picks them up); elsewhere they would only be noise.
 pub fn emit_metrics(function: &str, metrics: &[(&str, f64)]) {
+    emit(function, None, metrics);
+}
+
+/// [`emit_metrics`] for one table's run, with the Table dimension.
+pub fn emit_table_metrics(function: &str, table: &str, metrics: &[(&str, f64)]) {
+    emit(function, Some(table), metrics);
+}
+
+fn emit(function: &str, table: Option<&str>, metrics: &[(&str, f64)]) {
     if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
         println!(
             "{}",
-            metrics_document(function, metrics, chrono::Utc::now().timestamp_millis())
+            metrics_document(
+                function,
+                table,
+                metrics,
+                chrono::Utc::now().timestamp_millis()
+            )
         );
     }
 }
@@ -214,16 +243,32 @@ mod tests {
     fn the_metrics_line_is_valid_embedded_metric_format() {
         let line = metrics_document(
             "replicator",
+            None,
             &[("RowsRead", 10.0), ("RowsDeferred", 0.0)],
             1,
         );
         let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
         let directive = &doc["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], METRICS_NAMESPACE);
-        assert_eq!(directive["Dimensions"][0][0], "Function");
+        assert_eq!(directive["Dimensions"], serde_json::json!([["Function"]]));
         assert_eq!(directive["Metrics"][0]["Name"], "RowsRead");
         assert_eq!(doc["Function"], "replicator");
         assert_eq!(doc["RowsRead"], 10.0);
         assert_eq!(doc["RowsDeferred"], 0.0);
+        assert!(doc.get("Table").is_none());
+    }
+
+    #[test]
+    fn a_tables_metrics_carry_the_table_dimension_beside_the_functions() {
+        let line = metrics_document("replicator", Some("orders"), &[("RowsRead", 3.0)], 1);
+        let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        // Function alone still aggregates every table (the alarms use it).
+        assert_eq!(
+            directive["Dimensions"],
+            serde_json::json!([["Function"], ["Function", "Table"]])
+        );
+        assert_eq!(doc["Table"], "orders");
+        assert_eq!(doc["RowsRead"], 3.0);
     }
 }

@@ -10,6 +10,9 @@ use crate::replicator::Replicator;
 use crate::table_run::set::TableRuns;
 use crate::telemetry::metric;
 
+/// The Table dimension of `case`'s runs.
+const CASE_TABLE: &str = "case";
+
 /// What an invocation answers: `case`'s run summary as ever, and each
 /// mapped table's under `tables` (left out when there is none).
 #[derive(Debug, Serialize)]
@@ -40,15 +43,18 @@ pub async fn handle(
     emit_run_metrics(metric::REPLICATOR, &case);
     for table in &tables {
         table.log();
+        emit_run_metrics(metric::REPLICATOR, table);
     }
     response_result(Response { case, tables })
 }
 
-/// A run's metrics (the publisher's runs emit the same, under its name).
+/// A run's metrics (the publisher's runs emit the same, under its name),
+/// with its table as a dimension (`case` for `case`'s runs).
 pub fn emit_run_metrics(function: &str, summary: &RunSummary) {
     let count = |n: usize| n as f64;
-    crate::telemetry::emit_metrics(
+    crate::telemetry::emit_table_metrics(
         function,
+        summary.table.as_deref().unwrap_or(CASE_TABLE),
         &[
             (metric::ROWS_READ, count(summary.rows_read)),
             (metric::ROWS_WRITTEN, count(summary.rows_written)),
