@@ -3,22 +3,25 @@
 //! by the staged upsert, which changes only what differs; and the rows
 //! Postgres or the encoder refuse (too long, NOT NULL, out of range)
 //! isolated alone, each with what was wrong, while the rest are written.
+//! The table run's sink (`PgTableSink`) reads a rotated password again from
+//! its secret (Secrets Manager on moto) when Postgres refuses the old one.
 
 use std::time::Duration;
 
 use chrono::DateTime;
 use countries_postgres::catalog::target_columns;
-use countries_postgres::mapped::{MappedTarget, MappedWriter};
+use countries_postgres::mapped::{MappedTarget, MappedWriter, PgTableSink};
+use countries_postgres::warm::PasswordSource;
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::ErrorKind;
 use countries_shared::model::columns::{match_columns, SourceColumn};
 use countries_shared::model::ident::Identifier;
 use countries_shared::model::types::SourceType;
 use countries_shared::model::value::{Decimal, Value};
-use countries_shared::ports::WriteLimits;
+use countries_shared::ports::{TableSink, WriteLimits};
 use countries_shared::retry::RetryPolicy;
 use countries_shared::sink::isolate::write_isolating;
-use testkit::TestEnv;
+use testkit::{pg_admin, stack_var, TestEnv};
 
 fn row(region: &str, order_no: i64, cents: i128, note: Option<&str>, qty: i64) -> Vec<Value> {
     vec![
@@ -151,4 +154,134 @@ async fn copy_then_the_staged_upsert_with_refused_rows_alone() {
             want("us", 12, "2.50", "new"),
         ]
     );
+}
+
+/// Writes the row (id, "n<id>") through the sink.
+async fn write_note(
+    sink: &PgTableSink,
+    id: i64,
+    limits: WriteLimits,
+    deadline: &Deadline,
+) -> countries_shared::ports::SinkOutcome {
+    let row = [Value::Int(id), Value::Text(format!("n{id}"))];
+    sink.write(&[row.as_slice()], limits, deadline).await
+}
+
+#[tokio::test]
+async fn the_table_sink_reads_a_rotated_password_again_from_its_secret() {
+    let env = TestEnv::new("mapped_rotate").await;
+    let role = format!("{}_app", env.name);
+    let admin = pg_admin(&env.vars["PGHOST"], &env.vars["PGPORT"]).await;
+    admin
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'first-pass'"))
+        .await
+        .expect("create the role");
+    let pg = env.postgres().await;
+    pg.batch_execute(&format!(
+        "CREATE TABLE notes (id bigint PRIMARY KEY, note text); \
+         GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT, INSERT, UPDATE ON notes TO {role}"
+    ))
+    .await
+    .expect("the table");
+
+    let _ = stack_var("AWS_ENDPOINT_URL");
+    let secrets = aws_sdk_secretsmanager::Client::new(&countries_shared::aws::sdk_config().await);
+    let secret = |password: &str| format!(r#"{{"username":"{role}","password":"{password}"}}"#);
+    let arn = secrets
+        .create_secret()
+        .name(testkit::unique("mapped-pg"))
+        .secret_string(secret("first-pass"))
+        .send()
+        .await
+        .expect("create the secret")
+        .arn
+        .unwrap_or_default();
+    let config = env
+        .config_with(&[
+            ("PGUSER", role.as_str()),
+            ("PGPASSWORD", "first-pass"),
+            ("POSTGRES_SECRET_ARN", arn.as_str()),
+        ])
+        .postgres;
+    let columns = target_columns(&pg, "public", "notes")
+        .await
+        .expect("the catalog");
+    let source: Vec<SourceColumn> = [
+        (
+            "ID",
+            SourceType::Fixed {
+                precision: 18,
+                scale: 0,
+            },
+        ),
+        ("NOTE", SourceType::Text),
+    ]
+    .into_iter()
+    .map(|(name, ty)| SourceColumn {
+        name: name.to_string(),
+        ty,
+    })
+    .collect();
+    let plan = match_columns("notes", &source, &columns, None, &[]).expect("a plan");
+    let ident = |s: &str| Identifier::parse(s).expect("a name");
+    let target = || MappedTarget::new(&ident("public"), &ident("notes"), &plan);
+    let refresh = PasswordSource::from_config(&config).await;
+    assert!(refresh.is_some(), "a secret ARN is configured");
+    let sink = PgTableSink::with_password_source(config.clone(), target(), refresh);
+    let without_secret = PgTableSink::new(config, target());
+    let limits = WriteLimits {
+        failure_budget: 10,
+        policy: RetryPolicy::immediate(2),
+    };
+    let deadline = &Deadline::after(Duration::from_secs(60), Duration::ZERO);
+    let first = write_note(&sink, 1, limits, deadline).await;
+    assert_eq!(first.written, [0], "{:?}", first.stop);
+
+    // The rotation: Postgres and the secret change, the role's sessions end.
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {role} PASSWORD 'second-pass'; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        ))
+        .await
+        .expect("rotate");
+    secrets
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(secret("second-pass"))
+        .send()
+        .await
+        .expect("rotate the secret");
+    // The ended session shows at the next write at the latest: that write
+    // stops (its rows deferred) and the one after reconnects.
+    let mut second = write_note(&sink, 2, limits, deadline).await;
+    if second.written.is_empty() {
+        second = write_note(&sink, 2, limits, deadline).await;
+    }
+    assert_eq!(
+        second.written,
+        [0],
+        "read the secret again: {:?}",
+        second.stop
+    );
+
+    let refused = write_note(&without_secret, 3, limits, deadline).await;
+    assert!(refused.written.is_empty());
+    let stop = refused.stop.map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        stop.contains("28P01") || stop.contains("password"),
+        "{stop}"
+    );
+    assert!(
+        !stop.contains("first-pass"),
+        "no password in the error: {stop}"
+    );
+    let ids: Vec<i64> = pg
+        .query("SELECT id FROM notes ORDER BY id", &[])
+        .await
+        .expect("the rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, [1, 2]);
 }

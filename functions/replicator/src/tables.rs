@@ -9,6 +9,7 @@ use countries_postgres::catalog::target_columns;
 use countries_postgres::connect::connect;
 use countries_postgres::mapped::{MappedTarget, PgTableSink};
 use countries_postgres::run_guard::PostgresRunGuard;
+use countries_postgres::warm::PasswordSource;
 use countries_shared::config::tables::{Rule, TableMapping};
 use countries_shared::config::vars::Function;
 use countries_shared::config::ReplicatorConfig;
@@ -129,9 +130,10 @@ impl TablePlanner for Planner {
                 config.postgres.clone(),
                 &mapping.name,
             )),
-            sink: Box::new(PgTableSink::new(
+            sink: Box::new(PgTableSink::with_password_source(
                 config.postgres.clone(),
                 MappedTarget::new(&mapping.target_schema, &mapping.target_table, &plan),
+                PasswordSource::from_config(&config.postgres).await,
             )),
             queue: Box::new(SqsRetryQueue::new(
                 self.sqs.clone(),

@@ -24,18 +24,20 @@ pub async fn build(config: &RetrierConfig) -> Retrier {
             config.retry_queue_url.clone(),
         )))
     };
+    let refresh = PasswordSource::from_config(&config.postgres).await;
     // Rows of the mapped tables, written again on a connection of their own.
     let mapped: Option<Box<dyn MappedRows>> = (!config.tables.is_empty()).then(|| {
-        Box::new(PgMappedRows::new(
+        Box::new(PgMappedRows::with_password_source(
             config.postgres.clone(),
             config.tables.clone(),
+            refresh.clone(),
         )) as Box<dyn MappedRows>
     });
     Retrier {
         mapped,
         sinks: Box::new(PostgresStore::with_password_source(
             config.postgres.clone(),
-            PasswordSource::from_config(&config.postgres).await,
+            refresh,
         )),
         policy: RetryPolicy::new(config.write_attempts),
         delay,

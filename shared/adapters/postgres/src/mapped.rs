@@ -13,9 +13,10 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
-use crate::connect::{connect, PgConnection};
+use crate::connect::PgConnection;
 use crate::sqlstate::write_error;
 use crate::values::{is_value_refused, PgValue};
+use crate::warm::{PasswordSource, WarmConnection};
 use countries_shared::config::PostgresConfig;
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::{ErrorKind, SinkError, WriteError};
@@ -244,15 +245,26 @@ impl AllOrNothing<[Value]> for MappedWriter<'_> {
 /// A mapped table's sink for its runs: one connection, opened on the first
 /// write and again after one is lost or fails for a reason not the rows'.
 pub struct PgTableSink {
-    config: PostgresConfig,
+    /// Opens the connection (and reads a rotated password again).
+    connector: WarmConnection,
     target: MappedTarget,
     connection: tokio::sync::Mutex<Option<PgConnection>>,
 }
 
 impl PgTableSink {
     pub fn new(config: PostgresConfig, target: MappedTarget) -> Self {
+        Self::with_password_source(config, target, None)
+    }
+
+    /// A sink that reads `refresh` again, once, when Postgres refuses the
+    /// password (`28P01`, a rotated secret), as the warm connections do.
+    pub fn with_password_source(
+        config: PostgresConfig,
+        target: MappedTarget,
+        refresh: Option<PasswordSource>,
+    ) -> Self {
         Self {
-            config,
+            connector: WarmConnection::new(config, refresh),
             target,
             connection: tokio::sync::Mutex::new(None),
         }
@@ -269,9 +281,9 @@ impl TableSink for PgTableSink {
     ) -> SinkOutcome {
         let mut slot = self.connection.lock().await;
         if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
-            let config = &self.config;
+            let connector = &self.connector;
             match retry(limits.policy, deadline, "Postgres connect", async || {
-                connect(config).await
+                connector.open().await
             })
             .await
             {

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use serde_json::{Map, Value as Json};
 
 use crate::catalog::target_columns;
-use crate::connect::connect;
 use crate::mapped::{MappedTarget, PgTableSink, TargetColumnType};
+use crate::warm::{PasswordSource, WarmConnection};
 use countries_shared::config::tables::TableMapping;
 use countries_shared::config::PostgresConfig;
 use countries_shared::deadline::Deadline;
@@ -27,6 +27,8 @@ use countries_shared::ports::{MappedRows, SinkOutcome, TableSink, WriteLimits};
 /// The mapped tables of `TABLES_FILE`, written again on demand.
 pub struct PgMappedRows {
     config: PostgresConfig,
+    /// Read again when Postgres refuses the password (a rotated secret).
+    refresh: Option<PasswordSource>,
     tables: Vec<TableMapping>,
     /// Per table and set of source columns: the sources in write order,
     /// and the sink.
@@ -38,8 +40,19 @@ type RowShape = (String, Vec<String>);
 
 impl PgMappedRows {
     pub fn new(config: PostgresConfig, tables: Vec<TableMapping>) -> Self {
+        Self::with_password_source(config, tables, None)
+    }
+
+    /// Rows whose sinks read `refresh` again when Postgres refuses the
+    /// password (`28P01`).
+    pub fn with_password_source(
+        config: PostgresConfig,
+        tables: Vec<TableMapping>,
+        refresh: Option<PasswordSource>,
+    ) -> Self {
         Self {
             config,
+            refresh,
             tables,
             sinks: tokio::sync::Mutex::new(HashMap::new()),
         }
@@ -53,7 +66,8 @@ impl PgMappedRows {
         names: &[String],
     ) -> Result<(Vec<String>, MappedTarget), String> {
         let at = format!("table {}", mapping.name);
-        let connection = connect(&self.config)
+        let connection = WarmConnection::new(self.config.clone(), self.refresh.clone())
+            .open()
             .await
             .map_err(|e| format!("{at}: Postgres: {e}"))?;
         let target = target_columns(
@@ -162,7 +176,11 @@ impl MappedRows for PgMappedRows {
             let cache_key = (table.to_string(), names.clone());
             if !sinks.contains_key(&cache_key) {
                 let (sources, target) = self.plan(mapping, &names).await?;
-                let sink = PgTableSink::new(self.config.clone(), target);
+                let sink = PgTableSink::with_password_source(
+                    self.config.clone(),
+                    target,
+                    self.refresh.clone(),
+                );
                 sinks.insert(cache_key.clone(), (sources, sink));
             }
             let Some((sources, sink)) = sinks.get(&cache_key) else {

@@ -33,6 +33,7 @@ use countries_shared::config::{PostgresConfig, Secret};
 use countries_shared::failure::WriteError;
 
 /// Where a rotated password is read again.
+#[derive(Clone)]
 pub struct PasswordSource {
     pub secrets: Arc<dyn SecretSource>,
     /// `POSTGRES_SECRET_ARN`.
