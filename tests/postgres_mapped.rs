@@ -252,6 +252,22 @@ async fn the_table_sink_reads_a_rotated_password_again_from_its_secret() {
         .send()
         .await
         .expect("rotate the secret");
+    // pg_terminate_backend only signals: wait until the session is gone, so
+    // that the next write cannot go through it with the old password.
+    for _ in 0..200 {
+        let left: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+                &[&role],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The ended session shows at the next write at the latest: that write
     // stops (its rows deferred) and the one after reconnects.
     let mut second = write_note(&sink, 2, limits, deadline).await;

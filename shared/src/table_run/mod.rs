@@ -316,6 +316,7 @@ impl TableReplicator {
                         .add_error("deadline: rows not written stay in Snowflake");
                     stopped = true;
                 }
+                run.reached(Step::MidWrite);
                 continue;
             }
             let refs: Vec<&[Value]> = chunk_values.iter().map(Vec::as_slice).collect();
@@ -328,6 +329,7 @@ impl TableReplicator {
                 policy: self.policy(),
             };
             let outcome = self.sink.write(&refs, limits, deadline).await;
+            // Once per run: after the run's first chunk (written or not).
             run.reached(Step::MidWrite);
             run.summary.rows_changed += usize::try_from(outcome.changed).unwrap_or(usize::MAX);
             for &k in &outcome.written {
@@ -354,6 +356,8 @@ impl TableReplicator {
                 stopped = true;
             }
         }
+        // A first page with no valid row has no chunk: still in step order.
+        run.reached(Step::MidWrite);
         run.reached(Step::AfterWrite);
         self.enqueue(failures, &mut page, &mut run.summary).await;
         run.reached(Step::AfterEnqueue);

@@ -17,9 +17,11 @@
 //!   that finds it taken (the runtime running invocations side by side)
 //!   gets a connection of its own, closed when it is done.
 //!
-//! The replicator does not use it: its run lock is a session advisory lock
-//! that must end with its connection if the run dies, and one handshake per
-//! scheduled run costs nothing that matters.
+//! The replicator does not keep it warm: its run lock is a session advisory
+//! lock that must end with its connection if the run dies, and one
+//! handshake per scheduled run costs nothing that matters. A mapped table's
+//! sink ([`crate::mapped::PgTableSink`]) and the retrier's mapped rows use
+//! [`WarmConnection::open`] for the password read again on `28P01`.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex as SyncMutex};
