@@ -164,13 +164,7 @@ async fn a_mapped_row_reaches_the_report_exactly_beside_a_case_row() {
     )
     .await
     .expect("the target table");
-    let file = std::env::temp_dir().join(format!("{}-tables.toml", env.name));
-    std::fs::write(
-        &file,
-        "[[tables]]\nname = \"orders\"\nsource = { schema = \"PUBLIC\", table = \"ORDERS\" }\n\
-         target = { schema = \"public\", table = \"orders\" }\nconsume = \"delete\"\n",
-    )
-    .expect("the mapping file");
+    let file = testkit::orders::tables_file(&env);
     let mut vars = env.vars.clone();
     vars.insert("TABLES_FILE".into(), file.display().to_string());
     let replay = run_binary("countries", &["replay"], &vars);

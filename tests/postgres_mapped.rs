@@ -21,7 +21,8 @@ use countries_shared::model::value::{Decimal, Value};
 use countries_shared::ports::{TableSink, WriteLimits};
 use countries_shared::retry::RetryPolicy;
 use countries_shared::sink::isolate::write_isolating;
-use testkit::{pg_admin, stack_var, TestEnv};
+use testkit::secret_role::SecretRole;
+use testkit::TestEnv;
 
 fn row(region: &str, order_no: i64, cents: i128, note: Option<&str>, qty: i64) -> Vec<Value> {
     vec![
@@ -170,39 +171,16 @@ async fn write_note(
 #[tokio::test]
 async fn the_table_sink_reads_a_rotated_password_again_from_its_secret() {
     let env = TestEnv::new("mapped_rotate").await;
-    let role = format!("{}_app", env.name);
-    let admin = pg_admin(&env.vars["PGHOST"], &env.vars["PGPORT"]).await;
-    admin
-        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'first-pass'"))
-        .await
-        .expect("create the role");
+    let role = SecretRole::create(&env).await;
+    let name = &role.name;
     let pg = env.postgres().await;
     pg.batch_execute(&format!(
         "CREATE TABLE notes (id bigint PRIMARY KEY, note text); \
-         GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT, INSERT, UPDATE ON notes TO {role}"
+         GRANT USAGE ON SCHEMA public TO {name}; GRANT SELECT, INSERT, UPDATE ON notes TO {name}"
     ))
     .await
     .expect("the table");
-
-    let _ = stack_var("AWS_ENDPOINT_URL");
-    let secrets = aws_sdk_secretsmanager::Client::new(&countries_shared::aws::sdk_config().await);
-    let secret = |password: &str| format!(r#"{{"username":"{role}","password":"{password}"}}"#);
-    let arn = secrets
-        .create_secret()
-        .name(testkit::unique("mapped-pg"))
-        .secret_string(secret("first-pass"))
-        .send()
-        .await
-        .expect("create the secret")
-        .arn
-        .unwrap_or_default();
-    let config = env
-        .config_with(&[
-            ("PGUSER", role.as_str()),
-            ("PGPASSWORD", "first-pass"),
-            ("POSTGRES_SECRET_ARN", arn.as_str()),
-        ])
-        .postgres;
+    let config = role.config(&env);
     let columns = target_columns(&pg, "public", "notes")
         .await
         .expect("the catalog");
@@ -238,27 +216,21 @@ async fn the_table_sink_reads_a_rotated_password_again_from_its_secret() {
     assert_eq!(first.written, [0], "{:?}", first.stop);
 
     // The rotation: Postgres and the secret change, the role's sessions end.
-    admin
+    role.rotate("second-pass").await;
+    role.admin
         .batch_execute(&format!(
-            "ALTER ROLE {role} PASSWORD 'second-pass'; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'"
         ))
         .await
-        .expect("rotate");
-    secrets
-        .put_secret_value()
-        .secret_id(&arn)
-        .secret_string(secret("second-pass"))
-        .send()
-        .await
-        .expect("rotate the secret");
+        .expect("end the sessions");
     // pg_terminate_backend only signals: wait until the session is gone, so
     // that the next write cannot go through it with the old password.
     for _ in 0..200 {
-        let left: i64 = admin
+        let left: i64 = role
+            .admin
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
-                &[&role],
+                &[name],
             )
             .await
             .expect("pg_stat_activity")

@@ -10,7 +10,8 @@ use countries_postgres::warm::PasswordSource;
 use countries_shared::failure::ErrorKind;
 use countries_shared::model::row::{validate, SourceRow};
 use countries_shared::sink::isolate::AllOrNothing;
-use testkit::{pg_admin, stack_var, TestEnv};
+use testkit::secret_role::SecretRole;
+use testkit::{pg_admin, TestEnv};
 
 async fn backend_pid(writer: &PgSink) -> i32 {
     writer
@@ -154,40 +155,16 @@ async fn an_error_that_is_not_the_rows_fault_opens_a_new_connection_next_time() 
 #[tokio::test]
 async fn a_rotated_password_is_read_again_from_its_secret_once() {
     let env = TestEnv::new("warm_pg_rotate").await;
-    let role = format!("{}_app", env.name);
-    let admin = pg_admin(&env.vars["PGHOST"], &env.vars["PGPORT"]).await;
-    admin
-        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'first-pass'"))
-        .await
-        .expect("create the role");
+    let role = SecretRole::create(&env).await;
     env.postgres()
         .await
         .batch_execute(&format!(
-            "GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT, INSERT, UPDATE ON public.\"case\" TO {role}"
+            "GRANT USAGE ON SCHEMA public TO {name}; GRANT SELECT, INSERT, UPDATE ON public.\"case\" TO {name}",
+            name = role.name
         ))
         .await
         .expect("grant");
-
-    let _ = stack_var("AWS_ENDPOINT_URL");
-    let secrets = aws_sdk_secretsmanager::Client::new(&countries_shared::aws::sdk_config().await);
-    let secret = |password: &str| format!(r#"{{"username":"{role}","password":"{password}"}}"#);
-    let arn = secrets
-        .create_secret()
-        .name(testkit::unique("warm-pg"))
-        .secret_string(secret("first-pass"))
-        .send()
-        .await
-        .expect("create the secret")
-        .arn
-        .unwrap_or_default();
-
-    let config = env
-        .config_with(&[
-            ("PGUSER", role.as_str()),
-            ("PGPASSWORD", "first-pass"),
-            ("POSTGRES_SECRET_ARN", arn.as_str()),
-        ])
-        .postgres;
+    let (arn, config) = (role.arn.clone(), role.config(&env));
     let refresh = PasswordSource::from_config(&config)
         .await
         .expect("a secret ARN is configured");
@@ -201,17 +178,7 @@ async fn a_rotated_password_is_read_again_from_its_secret_once() {
     // The rotation: Postgres and the secret change; the warm connection is
     // ended (RDS ends sessions on a password change only in some set-ups;
     // a cold start or a dropped connection meet the new password anyway).
-    admin
-        .batch_execute(&format!("ALTER ROLE {role} PASSWORD 'second-pass'"))
-        .await
-        .expect("rotate");
-    secrets
-        .put_secret_value()
-        .secret_id(&arn)
-        .secret_string(secret("second-pass"))
-        .send()
-        .await
-        .expect("rotate the secret");
+    role.rotate("second-pass").await;
     terminate(&env, pid).await;
 
     let mut writer = store.pg_sink().await.expect("read the secret again");

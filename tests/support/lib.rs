@@ -17,6 +17,7 @@ pub mod orders;
 pub mod proxy;
 pub mod runtime;
 pub mod schedules;
+pub mod secret_role;
 pub mod snowflake_fake;
 pub mod template;
 
