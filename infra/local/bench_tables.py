@@ -30,7 +30,8 @@ from pathlib import Path
 
 import psycopg
 
-from bench import CODES, RELEASE, ROOT, postgres, sf_connect, summary
+from bench import RELEASE, ROOT, postgres, sf_connect, summary
+from bench import reset as reset_case
 
 TABLES_FILE = ROOT / "infra" / "local" / "demo" / "tables.toml"
 POSTGRES_SQL = ROOT / "infra" / "local" / "demo" / "orders.postgres.sql"
@@ -58,19 +59,16 @@ def set_up() -> None:
 
 
 def reset(rows: int, case_rows: int = 0) -> None:
-    """Empty Postgres tables, `rows` fresh rows in Snowflake's ORDERS and `case_rows` in its `case`."""
+    """Empty Postgres tables, `rows` fresh rows in Snowflake's ORDERS and `case_rows` in its `case` (bench.py's reset)."""
     with postgres() as pg:
-        pg.execute('TRUNCATE orders, "case"')
-        pg.execute('VACUUM ANALYZE orders')
-        pg.execute('VACUUM ANALYZE "case"')
+        pg.execute("TRUNCATE orders")
+        pg.execute("VACUUM ANALYZE orders")
     sf = sf_connect()
     cur = sf.cursor()
-    cur.execute('DELETE FROM "case"')
     cur.execute("DELETE FROM ORDERS")
     cur.execute("INSERT INTO ORDERS " + GENERATED.format(rows=rows))
-    if case_rows:
-        cur.execute(f'INSERT INTO "case" SELECT SEQ4(), {CODES} FROM TABLE(GENERATOR(ROWCOUNT => {case_rows}))')
     sf.close()
+    reset_case(case_rows)
 
 
 def check_moved(rows: int, label: str) -> None:
