@@ -4,7 +4,10 @@
 //! Postgres or the encoder refuse (too long, NOT NULL, out of range)
 //! isolated alone, each with what was wrong, while the rest are written.
 //! The table run's sink (`PgTableSink`) reads a rotated password again from
-//! its secret (Secrets Manager on moto) when Postgres refuses the old one.
+//! its secret (Secrets Manager on moto) when Postgres refuses the old one;
+//! the retrier's rows (`PgMappedRows`) plan a table again when its target's
+//! type changed, where the old plan's binary COPY would be refused row by
+//! row (`22P03`).
 
 use std::time::Duration;
 
@@ -265,6 +268,64 @@ async fn the_table_sink_reads_a_rotated_password_again_from_its_secret() {
         "no password in the error: {stop}"
     );
     let ids: Vec<i64> = pg
+        .query("SELECT id FROM notes ORDER BY id", &[])
+        .await
+        .expect("the rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, [1, 2]);
+}
+
+#[tokio::test]
+async fn the_retriers_rows_plan_a_table_again_when_its_target_changed() {
+    use countries_postgres::mapped_rows::PgMappedRows;
+    use countries_shared::model::value_json::to_json;
+    use countries_shared::ports::MappedRows;
+    let env = TestEnv::new("mapped_rows_drift").await;
+    let pg = env.postgres().await;
+    pg.batch_execute("CREATE TABLE notes (id bigint PRIMARY KEY, note text)")
+        .await
+        .expect("the table");
+    let file = "[[tables]]\nname = \"notes\"\nsource = { schema = \"S\", table = \"NOTES\" }\n\
+                target = { schema = \"public\", table = \"notes\" }\nconsume = \"delete\"\n";
+    let mappings =
+        countries_shared::config::tables::parse_tables(file, "tables.toml").expect("the mapping");
+    // One warm retrier: its plan of `notes` is kept between batches.
+    let rows = PgMappedRows::new(env.config().postgres, mappings);
+    let limits = WriteLimits {
+        failure_budget: usize::MAX,
+        policy: RetryPolicy::immediate(1),
+    };
+    let write = |id: i64| {
+        let row: serde_json::Map<String, serde_json::Value> = [
+            ("ID".to_string(), to_json(&Value::Int(id))),
+            ("NOTE".to_string(), to_json(&Value::Text(format!("n{id}")))),
+        ]
+        .into_iter()
+        .collect();
+        let rows = &rows;
+        async move {
+            rows.write_rows("notes", &[&row], limits, &Deadline::none())
+                .await
+                .expect("the table is known")
+        }
+    };
+    assert_eq!(write(1).await.written, [0]);
+
+    // The key becomes an integer: an eight-byte bigint in binary COPY is
+    // not an integer, and Postgres would refuse every row written with the
+    // old plan. The retrier sees the change and plans the table again.
+    pg.batch_execute("ALTER TABLE notes ALTER COLUMN id TYPE integer")
+        .await
+        .expect("the change");
+    let outcome = write(2).await;
+    assert_eq!(
+        (outcome.written.as_slice(), outcome.rejected.len()),
+        (&[0][..], 0),
+        "{outcome:?}"
+    );
+    let ids: Vec<i32> = pg
         .query("SELECT id FROM notes ORDER BY id", &[])
         .await
         .expect("the rows")

@@ -292,3 +292,92 @@ async fn a_refused_row_is_written_by_the_retrier_once_the_cause_is_fixed() {
     assert_eq!(notes, ["ok", "too long"]);
     assert_eq!(env.depth("DEAD_LETTER_QUEUE_URL").await, 0);
 }
+
+#[tokio::test]
+async fn a_warm_process_plans_a_table_again_when_its_target_changed() {
+    let env = TestEnv::new("table_drift").await;
+    let admin = env.admin();
+    admin
+        .execute(SNOWFLAKE_ORDERS)
+        .await
+        .expect("the Snowflake table");
+    admin
+        .execute(&format!(
+            "INSERT INTO ORDERS {}",
+            order("'eu'", "1", "1", "'a'")
+        ))
+        .await
+        .expect("a row");
+    let pg = env.postgres().await;
+    pg.batch_execute(POSTGRES_ORDERS)
+        .await
+        .expect("the Postgres table");
+    let file = tables_file(&env);
+    let config = env.config_with(&[("TABLES_FILE", file.to_str().expect("a path"))]);
+    let case = replicator::build(&config)
+        .await
+        .expect("the case replicator");
+    let tables = replicator::build_tables(&config).await;
+    let first = invoke(&case, &tables).await.expect("the first run");
+    assert_eq!(first.tables[0].rows_written, 1, "{first:?}");
+
+    // A column added on both sides while the process is warm: the next run
+    // sees the target changed, plans the table again and copies it.
+    admin
+        .execute("ALTER TABLE ORDERS ADD COLUMN EXTRA INTEGER")
+        .await
+        .expect("the Snowflake column");
+    pg.batch_execute("ALTER TABLE orders ADD COLUMN extra integer")
+        .await
+        .expect("the Postgres column");
+    admin
+        .execute(
+            "INSERT INTO ORDERS SELECT 'eu', 2, 2, 1.5::FLOAT, 'b', TRUE, '2026-12-03'::DATE, \
+             '2026-12-03 10:00:00'::TIMESTAMP_NTZ, PARSE_JSON('{}'), TO_BINARY('00', 'HEX'), 42",
+        )
+        .await
+        .expect("a row with the new column");
+    let second = invoke(&case, &tables).await.expect("the second run");
+    assert_eq!(
+        (second.tables[0].outcome, second.tables[0].rows_written),
+        (RunOutcome::Succeeded, 1),
+        "{second:?}"
+    );
+    let extra: Option<i32> = pg
+        .query_one("SELECT extra FROM orders WHERE order_no = 2", &[])
+        .await
+        .expect("the row")
+        .get(0);
+    assert_eq!(
+        extra,
+        Some(42),
+        "the new column is copied without a cold start"
+    );
+
+    // A column of the plan dropped from the target (the source keeps it):
+    // planned again without it, where the old plan's COPY would name a
+    // column that is gone and fail the run.
+    pg.batch_execute("ALTER TABLE orders DROP COLUMN note")
+        .await
+        .expect("the drop");
+    admin
+        .execute(&format!(
+            "INSERT INTO ORDERS {}, 7",
+            order("'eu'", "3", "3", "'c'")
+        ))
+        .await
+        .expect("a third row");
+    let third = invoke(&case, &tables).await.expect("the third run");
+    assert_eq!(
+        (third.tables[0].outcome, third.tables[0].rows_written),
+        (RunOutcome::Succeeded, 1),
+        "{third:?}"
+    );
+    let written: i64 = pg
+        .query_one("SELECT count(*) FROM orders WHERE extra = 7", &[])
+        .await
+        .expect("the count")
+        .get(0);
+    assert_eq!(written, 1);
+    assert!(testkit::orders::snowflake_orders(&env).await.is_empty());
+}

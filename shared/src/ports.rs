@@ -168,6 +168,15 @@ pub trait TableSink: Send + Sync {
         limits: WriteLimits,
         deadline: &Deadline,
     ) -> SinkOutcome;
+
+    /// How the target table changed since the sink's plan was made, if it
+    /// did (a column gone, added or of another type): the run then plans
+    /// the table again before it writes. `None` too when the check cannot
+    /// be made (say Postgres is down): the run then meets that trouble
+    /// itself and handles it as it does any.
+    async fn target_drift(&self, _deadline: &Deadline) -> Option<String> {
+        None
+    }
 }
 
 /// Rows of mapped tables written again, as the retry queue and the failure

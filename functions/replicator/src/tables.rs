@@ -14,7 +14,7 @@ use countries_shared::config::tables::{Rule, TableMapping};
 use countries_shared::config::vars::Function;
 use countries_shared::config::ReplicatorConfig;
 use countries_shared::deadline::Deadline;
-use countries_shared::model::columns::{declared_columns, match_columns, ColumnPlan};
+use countries_shared::model::columns::{declared_columns, match_columns, ColumnPlan, TargetColumn};
 use countries_shared::retry::Backoff;
 use countries_shared::table_run::set::TablePlanner;
 use countries_shared::table_run::TableReplicator;
@@ -40,6 +40,18 @@ pub async fn plan_table(
     postgres: &tokio_postgres::Client,
     deadline: &Deadline,
 ) -> Result<Vec<ColumnPlan>, Vec<String>> {
+    plan_and_target(mapping, snowflake, postgres, deadline)
+        .await
+        .map(|(plan, _)| plan)
+}
+
+/// [`plan_table`], with the target's catalog it was made from.
+async fn plan_and_target(
+    mapping: &TableMapping,
+    snowflake: &SnowflakeSource,
+    postgres: &tokio_postgres::Client,
+    deadline: &Deadline,
+) -> Result<(Vec<ColumnPlan>, Vec<TargetColumn>), Vec<String>> {
     let at = format!("table {}", mapping.name);
     let name = source_name(mapping);
     let mut problems = Vec::new();
@@ -71,7 +83,7 @@ pub async fn plan_table(
     let columns = mapping.columns.as_deref();
     let (source, mut problems) = declared_columns(&mapping.name, &pairs, &target, columns);
     match match_columns(&mapping.name, &source, &target, columns, &mapping.key) {
-        Ok(plan) if problems.is_empty() => Ok(plan),
+        Ok(plan) if problems.is_empty() => Ok((plan, target)),
         Ok(_) => Err(problems),
         Err(more) => {
             problems.extend(more);
@@ -80,8 +92,8 @@ pub async fn plan_table(
     }
 }
 
-/// Builds each mapped table's run on its first invocation (and again after
-/// a failed attempt).
+/// Builds each mapped table's run on its first invocation, and again after
+/// a failed attempt, a failed run or a change of its target table.
 pub struct Planner {
     pub config: ReplicatorConfig,
     pub sqs: aws_sdk_sqs::Client,
@@ -106,7 +118,8 @@ impl TablePlanner for Planner {
         let postgres = connect(&config.postgres)
             .await
             .map_err(|e| vec![format!("{at}: Postgres: {e}")])?;
-        let plan = plan_table(mapping, &snowflake, &postgres.client, deadline).await?;
+        let (plan, catalog) =
+            plan_and_target(mapping, &snowflake, &postgres.client, deadline).await?;
         drop(postgres);
         let columns: Vec<String> = plan.iter().map(|c| c.source.clone()).collect();
         let keys: Vec<String> = plan
@@ -130,11 +143,18 @@ impl TablePlanner for Planner {
                 config.postgres.clone(),
                 &mapping.name,
             )),
-            sink: Box::new(PgTableSink::with_password_source(
-                config.postgres.clone(),
-                MappedTarget::new(&mapping.target_schema, &mapping.target_table, &plan),
-                PasswordSource::from_config(&config.postgres).await,
-            )),
+            sink: Box::new(
+                PgTableSink::with_password_source(
+                    config.postgres.clone(),
+                    MappedTarget::new(&mapping.target_schema, &mapping.target_table, &plan),
+                    PasswordSource::from_config(&config.postgres).await,
+                )
+                .planned_from(
+                    &mapping.target_schema,
+                    &mapping.target_table,
+                    catalog,
+                ),
+            ),
             queue: Box::new(SqsRetryQueue::new(
                 self.sqs.clone(),
                 config.retry_queue_url.clone(),

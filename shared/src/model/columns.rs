@@ -183,6 +183,51 @@ pub fn match_columns(
     }
 }
 
+/// How a target table's definition changed since `planned` was read from
+/// its catalog, in words naming each column (`None`: it did not). Any
+/// change counts, an added nullable column too: the plan is then made
+/// again, so that a column added on both sides is copied from the next run
+/// on rather than after the next cold start, and a changed type is never
+/// written in its old binary form (Postgres would refuse every row).
+pub fn target_drift(table: &str, planned: &[TargetColumn], now: &[TargetColumn]) -> Option<String> {
+    if now.is_empty() {
+        return Some(format!("table {table}: the target table is gone"));
+    }
+    let mut changes = Vec::new();
+    for was in planned {
+        match now.iter().find(|c| c.name == was.name) {
+            None => changes.push(format!("column {} was dropped", was.name)),
+            Some(is) if is != was => changes.push(format!(
+                "column {} was {} and is now {}",
+                was.name,
+                describe(was),
+                describe(is)
+            )),
+            Some(_) => {}
+        }
+    }
+    for is in now {
+        if !planned.iter().any(|c| c.name == is.name) {
+            changes.push(format!("column {} ({}) was added", is.name, describe(is)));
+        }
+    }
+    (!changes.is_empty()).then(|| format!("table {table}: {}", changes.join("; ")))
+}
+
+fn describe(c: &TargetColumn) -> String {
+    let mut words = vec![c.type_name.clone()];
+    if c.not_null {
+        words.push("NOT NULL".into());
+    }
+    if c.has_default {
+        words.push("with a default".into());
+    }
+    if c.key {
+        words.push("in the primary key".into());
+    }
+    words.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +385,22 @@ mod tests {
         let chosen = ["ID".to_string()];
         let (_, problems) = declared_columns("t", &described, &target, Some(&chosen));
         assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn a_changed_target_is_described_column_by_column() {
+        let planned = target(&[("id", "int4", true, true), ("note", "text", false, false)]);
+        assert_eq!(target_drift("orders", &planned, &planned), None);
+        let now = target(&[("id", "int8", true, true), ("added", "int4", false, false)]);
+        let drift = target_drift("orders", &planned, &now).unwrap();
+        assert_eq!(
+            drift,
+            "table orders: column id was int4 NOT NULL in the primary key and is now int8 NOT NULL in the primary key; \
+             column note was dropped; column added (int4) was added"
+        );
+        assert_eq!(
+            target_drift("orders", &planned, &[]).as_deref(),
+            Some("table orders: the target table is gone")
+        );
     }
 }

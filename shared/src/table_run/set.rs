@@ -1,15 +1,18 @@
 //! The mapped tables of a deployment (`TABLES_FILE`), run together by the
 //! replicator beside `case`: each prepared once per warm process (both
-//! sides discovered and matched, [`TablePlanner`]; a table that cannot be
-//! prepared yet, say Snowflake unreachable or a column missing, is tried
-//! again at the next invocation), and all run concurrently, each under its
-//! own lock and deadline, so that a slow or failing table never holds
-//! another back. Their runs tell one [`StepHook`] of the steps they reach
+//! sides discovered and matched, [`TablePlanner`]) and kept while it holds.
+//! A table is prepared again when it could not be prepared yet (say
+//! Snowflake unreachable or a column missing), after a run that failed, and
+//! when its target table changed since (checked before each run,
+//! [`crate::ports::TableSink::target_drift`]), so that a warm process never
+//! writes with an outdated plan. All run concurrently, each under its own
+//! lock and deadline, so that a slow or failing table never holds another
+//! back. Their runs tell one [`StepHook`] of the steps they reach
 //! ([`NoHook`] in the Lambda function).
 
 use async_trait::async_trait;
 use chrono::Utc;
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::config::tables::TableMapping;
@@ -31,9 +34,9 @@ pub trait TablePlanner: Send + Sync {
     ) -> Result<TableReplicator, Vec<String>>;
 }
 
-/// The mapped tables, each prepared at most once.
+/// The mapped tables, each with its run once prepared.
 pub struct TableRuns {
-    tables: Vec<(TableMapping, OnceCell<TableReplicator>)>,
+    tables: Vec<(TableMapping, Mutex<Option<TableReplicator>>)>,
     planner: Box<dyn TablePlanner>,
     /// Told of the steps each run reaches.
     pub steps: Box<dyn StepHook>,
@@ -42,7 +45,10 @@ pub struct TableRuns {
 impl TableRuns {
     pub fn new(mappings: Vec<TableMapping>, planner: Box<dyn TablePlanner>) -> Self {
         Self {
-            tables: mappings.into_iter().map(|m| (m, OnceCell::new())).collect(),
+            tables: mappings
+                .into_iter()
+                .map(|m| (m, Mutex::new(None)))
+                .collect(),
             planner,
             steps: Box::new(NoHook),
         }
@@ -65,36 +71,59 @@ impl TableRuns {
         trigger_id: Option<String>,
         deadline: &Deadline,
     ) -> Vec<RunSummary> {
-        let runs = self.tables.iter().map(|(mapping, ready)| {
+        let runs = self.tables.iter().map(|(mapping, slot)| {
             let trigger_id = trigger_id.clone();
             async move {
                 let run_id = Uuid::new_v4();
-                let prepared = ready
-                    .get_or_try_init(|| self.planner.prepare(mapping, deadline))
-                    .await;
-                match prepared {
-                    Ok(table) => {
-                        table
-                            .run_observed(run_id, trigger_id, deadline, &*self.steps)
-                            .await
-                    }
-                    Err(problems) => {
-                        let mut summary = RunSummary::new(run_id, trigger_id);
-                        summary.table = Some(mapping.name.clone());
-                        summary.outcome = RunOutcome::Failed;
-                        summary.add_error(format!(
-                            "table {} cannot be prepared (tried again next run): {}",
-                            mapping.name,
-                            problems.join("; ")
-                        ));
-                        summary.finished_at = Some(Utc::now());
-                        summary
+                // Held for the run: one run of a table at a time.
+                let mut slot = slot.lock().await;
+                if let Some(table) = slot.as_ref() {
+                    if let Some(drift) = table.sink.target_drift(deadline).await {
+                        tracing::warn!(table = %mapping.name, %drift, "the target table changed since it was planned; planning it again");
+                        *slot = None;
                     }
                 }
+                if slot.is_none() {
+                    match self.planner.prepare(mapping, deadline).await {
+                        Ok(table) => *slot = Some(table),
+                        Err(problems) => return unprepared(mapping, run_id, trigger_id, &problems),
+                    }
+                }
+                let Some(table) = slot.as_ref() else {
+                    return unprepared(mapping, run_id, trigger_id, &[]);
+                };
+                let summary = table
+                    .run_observed(run_id, trigger_id, deadline, &*self.steps)
+                    .await;
+                if summary.outcome == RunOutcome::Failed {
+                    // Whatever stopped it (a source column gone, a target
+                    // refused), the next run reads both sides again.
+                    *slot = None;
+                }
+                summary
             }
         });
         futures::future::join_all(runs).await
     }
+}
+
+/// The `failed` summary of a table that could not be prepared.
+fn unprepared(
+    mapping: &TableMapping,
+    run_id: Uuid,
+    trigger_id: Option<String>,
+    problems: &[String],
+) -> RunSummary {
+    let mut summary = RunSummary::new(run_id, trigger_id);
+    summary.table = Some(mapping.name.clone());
+    summary.outcome = RunOutcome::Failed;
+    summary.add_error(format!(
+        "table {} cannot be prepared (tried again next run): {}",
+        mapping.name,
+        problems.join("; ")
+    ));
+    summary.finished_at = Some(Utc::now());
+    summary
 }
 
 /// The planner of an empty set: never asked.
@@ -110,3 +139,6 @@ impl TablePlanner for NoPlanner {
         Err(vec![format!("table {}: no planner", mapping.name)])
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,8 +20,8 @@ type Rows = Arc<Mutex<Vec<(Option<i64>, String)>>>;
 /// A table in memory; the snapshot is its rows sorted, and a delete takes
 /// every live row equal to a chosen snapshot row, as the join does.
 #[derive(Clone, Default)]
-struct MemoryTable {
-    rows: Rows,
+pub(super) struct MemoryTable {
+    pub(super) rows: Rows,
 }
 
 struct MemoryTableSnapshot {
@@ -101,12 +101,14 @@ impl TableSnapshot for MemoryTableSnapshot {
 /// by the key (the first value), recording each change it makes (an upsert
 /// that changes nothing records nothing, as the staged upsert).
 #[derive(Clone, Default)]
-struct MemoryTarget {
-    current: Arc<Mutex<Vec<Vec<Value>>>>,
+pub(super) struct MemoryTarget {
+    pub(super) current: Arc<Mutex<Vec<Vec<Value>>>>,
     changes: Arc<Mutex<Vec<Vec<Value>>>>,
     down: Arc<Mutex<bool>>,
     /// Each write takes this long (a deadline can pass mid-run).
     delay: Arc<Mutex<Option<Duration>>>,
+    /// What `target_drift` says (a changed target table).
+    pub(super) drift: Arc<Mutex<Option<String>>>,
 }
 
 #[async_trait]
@@ -149,9 +151,17 @@ impl TableSink for MemoryTarget {
         }
         outcome
     }
+
+    async fn target_drift(&self, _: &Deadline) -> Option<String> {
+        self.drift.lock().unwrap().clone()
+    }
 }
 
-fn replicator(table: &MemoryTable, target: &MemoryTarget, queue: &MemoryQueue) -> TableReplicator {
+pub(super) fn replicator(
+    table: &MemoryTable,
+    target: &MemoryTarget,
+    queue: &MemoryQueue,
+) -> TableReplicator {
     TableReplicator {
         name: "notes".into(),
         columns: vec!["ID".into(), "NOTE".into()],
@@ -169,7 +179,7 @@ fn replicator(table: &MemoryTable, target: &MemoryTarget, queue: &MemoryQueue) -
     }
 }
 
-fn load(table: &MemoryTable, rows: &[(Option<i64>, &str)]) {
+pub(super) fn load(table: &MemoryTable, rows: &[(Option<i64>, &str)]) {
     table
         .rows
         .lock()

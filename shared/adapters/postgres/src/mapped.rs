@@ -13,6 +13,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
+use crate::catalog::target_columns;
 use crate::connect::PgConnection;
 use crate::sqlstate::write_error;
 use crate::values::{is_value_refused, PgValue};
@@ -20,7 +21,7 @@ use crate::warm::{PasswordSource, WarmConnection};
 use countries_shared::config::PostgresConfig;
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::{ErrorKind, SinkError, WriteError};
-use countries_shared::model::columns::ColumnPlan;
+use countries_shared::model::columns::{target_drift, ColumnPlan, TargetColumn};
 use countries_shared::model::ident::Identifier;
 use countries_shared::model::types::TargetType;
 use countries_shared::model::value::Value;
@@ -249,6 +250,16 @@ pub struct PgTableSink {
     connector: WarmConnection,
     target: MappedTarget,
     connection: tokio::sync::Mutex<Option<PgConnection>>,
+    /// The target's catalog as the plan read it, compared before each run
+    /// ([`TableSink::target_drift`]).
+    planned: Option<PlannedCatalog>,
+}
+
+/// A target table's columns as its catalog described them when planned.
+struct PlannedCatalog {
+    schema: String,
+    table: String,
+    columns: Vec<TargetColumn>,
 }
 
 impl PgTableSink {
@@ -267,7 +278,24 @@ impl PgTableSink {
             connector: WarmConnection::new(config, refresh),
             target,
             connection: tokio::sync::Mutex::new(None),
+            planned: None,
         }
+    }
+
+    /// Checks before each run that `schema.table` still has the columns
+    /// the plan was made from (`columns`, as read from its catalog then).
+    pub fn planned_from(
+        mut self,
+        schema: &Identifier,
+        table: &Identifier,
+        columns: Vec<TargetColumn>,
+    ) -> Self {
+        self.planned = Some(PlannedCatalog {
+            schema: schema.as_str().to_string(),
+            table: table.as_str().to_string(),
+            columns,
+        });
+        self
     }
 }
 
@@ -310,5 +338,37 @@ impl TableSink for PgTableSink {
             *slot = None;
         }
         outcome
+    }
+
+    async fn target_drift(&self, deadline: &Deadline) -> Option<String> {
+        let planned = self.planned.as_ref()?;
+        let mut slot = self.connection.lock().await;
+        if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+            // One attempt: a run that cannot connect finds that out itself,
+            // with its retries, and defers its rows.
+            *slot = bounded(deadline, self.connector.open()).await?.ok();
+        }
+        let connection = slot.as_mut()?;
+        let now = bounded(
+            deadline,
+            target_columns(&connection.client, &planned.schema, &planned.table),
+        )
+        .await?;
+        match now {
+            Ok(now) => target_drift(&self.target.table, &planned.columns, &now),
+            Err(e) => {
+                tracing::debug!(table = %self.target.table, error = %e, "the target's catalog could not be read before the run");
+                *slot = None;
+                None
+            }
+        }
+    }
+}
+
+/// `work`, unless the invocation's deadline comes first (`None`).
+async fn bounded<T>(deadline: &Deadline, work: impl std::future::Future<Output = T>) -> Option<T> {
+    match deadline.statement_deadline() {
+        Some(at) => tokio::time::timeout_at(at.into(), work).await.ok(),
+        None => Some(work.await),
     }
 }

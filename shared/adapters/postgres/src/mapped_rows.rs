@@ -1,6 +1,7 @@
 //! Rows of mapped tables written again from their JSON (the failure
 //! report's `row_data`, a version-2 message's `row`): `countries replay`.
-//! Each table's target is read from Postgres's catalog once; a row's
+//! Each table's target is read from Postgres's catalog once, and again
+//! when it changed since (checked before each write); a row's
 //! columns are its source names, matched to the target's by the name rule
 //! of the mapping (`same_name`), and its values read back exactly
 //! ([`from_json`]). A row holding a value Snowflake's decoder could not
@@ -18,7 +19,7 @@ use countries_shared::config::tables::TableMapping;
 use countries_shared::config::PostgresConfig;
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::{ErrorKind, WriteError};
-use countries_shared::model::columns::same_name;
+use countries_shared::model::columns::{same_name, TargetColumn};
 use countries_shared::model::types::TargetType;
 use countries_shared::model::value::Value;
 use countries_shared::model::value_json::from_json;
@@ -64,7 +65,7 @@ impl PgMappedRows {
         &self,
         mapping: &TableMapping,
         names: &[String],
-    ) -> Result<(Vec<String>, MappedTarget), String> {
+    ) -> Result<(Vec<String>, MappedTarget, Vec<TargetColumn>), String> {
         let at = format!("table {}", mapping.name);
         let connection = WarmConnection::new(self.config.clone(), self.refresh.clone())
             .open()
@@ -120,6 +121,7 @@ impl PgMappedRows {
         Ok((
             sources,
             MappedTarget::of_columns(&mapping.target_schema, &mapping.target_table, &columns),
+            target,
         ))
     }
 }
@@ -174,12 +176,23 @@ impl MappedRows for PgMappedRows {
         let mut sinks = self.sinks.lock().await;
         for (names, members) in groups {
             let cache_key = (table.to_string(), names.clone());
+            if let Some((_, sink)) = sinks.get(&cache_key) {
+                if let Some(drift) = sink.target_drift(deadline).await {
+                    tracing::warn!(table, %drift, "the target table changed since it was planned; planning it again");
+                    sinks.remove(&cache_key);
+                }
+            }
             if !sinks.contains_key(&cache_key) {
-                let (sources, target) = self.plan(mapping, &names).await?;
+                let (sources, target, catalog) = self.plan(mapping, &names).await?;
                 let sink = PgTableSink::with_password_source(
                     self.config.clone(),
                     target,
                     self.refresh.clone(),
+                )
+                .planned_from(
+                    &mapping.target_schema,
+                    &mapping.target_table,
+                    catalog,
                 );
                 sinks.insert(cache_key.clone(), (sources, sink));
             }
