@@ -390,6 +390,7 @@ fn each_mode_creates_its_functions_and_only_what_they_need() {
                 "ReplicatorRole",
                 "Dashboard",
                 "ReplicatorErrorsAlarm",
+                "ReplicatorTableRunsAlarm",
                 "ReplicatorNoDataAlarm",
             ][..],
         ),

@@ -190,24 +190,57 @@ fn the_dashboards_show_only_metrics_that_are_emitted_and_everything_on_call_need
 #[test]
 fn alarms_on_the_products_metrics_use_emitted_names() {
     use countries_shared::telemetry::{metric::EMITTED, METRICS_NAMESPACE};
+    let emitted = |function: &str, metric: &str| {
+        EMITTED
+            .iter()
+            .any(|(f, names)| *f == function && names.contains(&metric))
+    };
     let t = template();
-    let mut checked = 0;
+    let (mut checked, mut per_table) = (0, 0);
     for (name, resource) in t["Resources"].as_mapping().expect("resources") {
         let properties = &resource["Properties"];
-        if properties["Namespace"].as_str() != Some(METRICS_NAMESPACE) {
-            continue;
+        if properties["Namespace"].as_str() == Some(METRICS_NAMESPACE) {
+            checked += 1;
+            let metric = properties["MetricName"].as_str().unwrap_or_default();
+            let function = properties["Dimensions"][0]["Value"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                emitted(function, metric),
+                "{name:?} alarms on {metric} of {function}, which no function emits"
+            );
         }
-        checked += 1;
-        let metric = properties["MetricName"].as_str().unwrap_or_default();
-        let function = properties["Dimensions"][0]["Value"]
-            .as_str()
-            .unwrap_or_default();
-        assert!(
-            EMITTED
-                .iter()
-                .any(|(f, names)| *f == function && names.contains(&metric)),
-            "{name:?} alarms on {metric} of {function}, which no function emits"
-        );
+        // A Metrics Insights alarm: its query names the metric, the schema
+        // and the function; grouped by Table, each table is a contributor.
+        for query in properties["Metrics"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["Expression"].as_str())
+            .filter(|e| e.starts_with("SELECT "))
+        {
+            checked += 1;
+            let between = |from: &str, to: &str| {
+                let start = query.find(from).map(|i| i + from.len());
+                start.and_then(|i| query[i..].find(to).map(|j| query[i..i + j].to_string()))
+            };
+            let metric = between("(", ")").unwrap_or_default();
+            let schema = between("SCHEMA(", ")").unwrap_or_default();
+            let function = between("\"Function\" = '", "'").unwrap_or_default();
+            assert!(
+                schema == format!("{METRICS_NAMESPACE}, \"Function\", \"Table\""),
+                "{name:?} queries {schema}, not the metrics with a Table dimension"
+            );
+            assert!(
+                emitted(&function, &metric),
+                "{name:?} alarms on {metric} of {function:?}, which no function emits"
+            );
+            per_table += usize::from(query.ends_with("GROUP BY \"Table\""));
+        }
     }
     assert!(checked >= 3, "{checked} alarms checked");
+    assert!(
+        per_table >= 2,
+        "{per_table} alarms with a contributor per table"
+    );
 }

@@ -66,6 +66,13 @@ pub fn emit_run_metrics(function: &str, summary: &RunSummary) {
             ),
             (metric::ROWS_DELETED, count(summary.rows_deleted)),
             (
+                metric::RUNS_FAILED_OR_PARTIAL,
+                count(usize::from(matches!(
+                    summary.outcome,
+                    RunOutcome::Failed | RunOutcome::Partial
+                ))),
+            ),
+            (
                 metric::SNOWFLAKE_STATEMENTS,
                 count(summary.snowflake_statements),
             ),
