@@ -160,6 +160,16 @@ async fn copy_then_the_staged_upsert_with_refused_rows_alone() {
     );
 }
 
+/// The ids in `notes`, in order (as bigint, whatever the column's type).
+async fn note_ids(pg: &tokio_postgres::Client) -> Vec<i64> {
+    pg.query("SELECT id::bigint FROM notes ORDER BY id", &[])
+        .await
+        .expect("the rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// Writes the row (id, "n<id>") through the sink.
 async fn write_note(
     sink: &PgTableSink,
@@ -267,14 +277,7 @@ async fn the_table_sink_reads_a_rotated_password_again_from_its_secret() {
         !stop.contains("first-pass"),
         "no password in the error: {stop}"
     );
-    let ids: Vec<i64> = pg
-        .query("SELECT id FROM notes ORDER BY id", &[])
-        .await
-        .expect("the rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(ids, [1, 2]);
+    assert_eq!(note_ids(&pg).await, [1, 2]);
 }
 
 #[tokio::test]
@@ -325,12 +328,5 @@ async fn the_retriers_rows_plan_a_table_again_when_its_target_changed() {
         (&[0][..], 0),
         "{outcome:?}"
     );
-    let ids: Vec<i32> = pg
-        .query("SELECT id FROM notes ORDER BY id", &[])
-        .await
-        .expect("the rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(ids, [1, 2]);
+    assert_eq!(note_ids(&pg).await, [1, 2]);
 }
