@@ -2,7 +2,8 @@
 //! the paths real Snowflake takes and the emulator never does. Long
 //! statements, chunked results in every encoding, failed and short chunks,
 //! ended sessions, hung requests, throttling, session settings and tags,
-//! and the check at start. Each test has its own fake, so its faults and
+//! the check at start, and a snapshot whose drop failed dropped before the
+//! next run's (a mapped table's, as `case`'s). Each test has its own fake, so its faults and
 //! its request log are its own.
 
 use std::time::{Duration, Instant};
@@ -401,5 +402,73 @@ async fn the_real_account_smoke_test_runs_its_steps_and_logs_query_ids() {
             .await
             .is_err(),
         "the scratch table is dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_whose_drop_failed_is_dropped_before_the_next_one() {
+    use countries_shared::ports::TableSource as _;
+    use countries_snowflake::discovery::TableName;
+    use countries_snowflake::mapped::sql::MappedTable;
+    let (fake, env) = world(0, 0, 5).await;
+    let config = env.config().snowflake;
+    let columns = [config.id_column.as_str(), config.country_column.as_str()].map(String::from);
+    let table = MappedTable::new(
+        &TableName {
+            database: None,
+            schema: &config.schema,
+            table: config.table.as_str(),
+        },
+        &columns[..1],
+        &columns,
+    );
+    let source = env.source();
+    let mapped = source.mapped(table);
+    let deadline = Deadline::none();
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    let snapshot = mapped
+        .snapshot(first, 100, &deadline)
+        .await
+        .expect("a snapshot");
+    fake.faults(json!([
+        {"route": "query", "sql_contains": "DROP TABLE", "action": "status", "status": 400},
+    ]))
+    .await;
+    snapshot
+        .drop_snapshot()
+        .await
+        .expect_err("the drop is refused");
+    drop(snapshot);
+    // The next run's snapshot drops the first one's before it is made.
+    let next = mapped
+        .snapshot(second, 100, &deadline)
+        .await
+        .expect("the next snapshot");
+    next.drop_snapshot().await.expect("its drop");
+    let name = |run: Uuid| format!("COUNTRIES_RUN_{}", run.simple()).to_ascii_uppercase();
+    let statements: Vec<String> = fake
+        .requests("query")
+        .await
+        .iter()
+        .map(|r| r["sql"].as_str().unwrap_or_default().to_string())
+        .filter(|sql| sql.contains("COUNTRIES_RUN_"))
+        .collect();
+    let is = |sql: &String, what: &str, run: Uuid| sql.contains(what) && sql.contains(&name(run));
+    let made_second = statements
+        .iter()
+        .position(|sql| is(sql, "CREATE OR REPLACE", second))
+        .expect("the second snapshot");
+    // The refused drop (the fake logs it too), then the one before the
+    // second snapshot.
+    let drops_of_first = statements[..made_second]
+        .iter()
+        .filter(|sql| is(sql, "DROP TABLE", first))
+        .count();
+    assert_eq!(drops_of_first, 2, "{statements:#?}");
+    assert!(
+        statements[made_second..]
+            .iter()
+            .any(|sql| is(sql, "DROP TABLE", second)),
+        "{statements:#?}"
     );
 }

@@ -73,7 +73,43 @@ struct Scope {
     session: Option<u64>,
 }
 
+impl Scope {
+    /// A statement of run `run_id` that needs no particular session.
+    fn of_run(run_id: Option<Uuid>, deadline: &Deadline) -> Self {
+        Self {
+            run_id,
+            deadline: deadline.statement_deadline(),
+            session: None,
+        }
+    }
+}
+
 impl Session {
+    /// Drops the snapshots earlier runs could not drop; one that still
+    /// cannot be dropped is kept for the next try.
+    async fn drop_leftovers(&self, scope: Scope) {
+        let leftovers = std::mem::take(&mut *self.undropped());
+        for name in leftovers {
+            if let Err(e) = self.exec("drop", &drop_statement(&name), scope).await {
+                tracing::warn!(snapshot = %name, error = %e, "an earlier snapshot still cannot be dropped");
+                self.undropped().push(name);
+            }
+        }
+    }
+
+    /// Drops snapshot `name`; when that fails, it is remembered and dropped
+    /// before the next snapshot ([`Self::drop_leftovers`]). A snapshot gone
+    /// with its session needs nothing.
+    async fn drop_snapshot(&self, name: &Identifier, scope: Scope) -> Result<(), SourceError> {
+        match self.exec("drop", &drop_statement(name), scope).await {
+            Ok(_) | Err(SourceError::SnapshotLost { .. }) => Ok(()),
+            Err(e) => {
+                self.undropped().push(name.clone());
+                Err(e)
+            }
+        }
+    }
+
     /// A statement of a run (counted in the run's statements).
     async fn exec(
         &self,
@@ -195,11 +231,7 @@ impl SnowflakeSource {
         if self.checked.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let scope = Scope {
-            run_id: None,
-            deadline: deadline.statement_deadline(),
-            session: None,
-        };
+        let scope = Scope::of_run(None, deadline);
         let described = self
             .session
             .send("check", &describe_statement(&self.source), scope)
@@ -247,11 +279,7 @@ impl RowSource for SnowflakeSource {
         deadline: &Deadline,
     ) -> Result<u64, SourceError> {
         self.check(deadline).await?;
-        let scope = Scope {
-            run_id,
-            deadline: deadline.statement_deadline(),
-            session: None,
-        };
+        let scope = Scope::of_run(run_id, deadline);
         let done = self
             .session
             .exec("count", &count_statement(&self.source), scope)
@@ -265,22 +293,8 @@ impl RowSource for SnowflakeSource {
         limit: usize,
         deadline: &Deadline,
     ) -> Result<Box<dyn Snapshot>, SourceError> {
-        let scope = Scope {
-            run_id: Some(run_id),
-            deadline: deadline.statement_deadline(),
-            session: None,
-        };
-        let leftovers = std::mem::take(&mut *self.session.undropped());
-        for name in leftovers {
-            if let Err(e) = self
-                .session
-                .exec("drop", &drop_statement(&name), scope)
-                .await
-            {
-                tracing::warn!(snapshot = %name, error = %e, "an earlier snapshot still cannot be dropped");
-                self.session.undropped().push(name);
-            }
-        }
+        let scope = Scope::of_run(Some(run_id), deadline);
+        self.session.drop_leftovers(scope).await;
         let name = snapshot_name(run_id);
         let made = self
             .session
@@ -381,18 +395,6 @@ impl Snapshot for SnowflakeSnapshot {
     }
 
     async fn drop_snapshot(&self) -> Result<(), SourceError> {
-        let dropped = self
-            .session
-            .exec("drop", &drop_statement(&self.name), self.scope)
-            .await;
-        match dropped {
-            Ok(_) => Ok(()),
-            // Gone with its session: nothing left to drop.
-            Err(SourceError::SnapshotLost { .. }) => Ok(()),
-            Err(e) => {
-                self.session.undropped().push(self.name.clone());
-                Err(e)
-            }
-        }
+        self.session.drop_snapshot(&self.name, self.scope).await
     }
 }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use snowflake_api::QueryResult;
 use uuid::Uuid;
 
-use crate::sql::{drop_statement, single_count, snapshot_name};
+use crate::sql::{single_count, snapshot_name};
 use crate::values::decode_column;
 use crate::{Scope, Session, SnowflakeSource};
 use countries_shared::deadline::Deadline;
@@ -54,11 +54,7 @@ impl SnowflakeSource {
 #[async_trait]
 impl TableSource for MappedSource {
     async fn count_rows(&self, run_id: Uuid, deadline: &Deadline) -> Result<u64, SourceError> {
-        let scope = Scope {
-            run_id: Some(run_id),
-            deadline: deadline.statement_deadline(),
-            session: None,
-        };
+        let scope = Scope::of_run(Some(run_id), deadline);
         let done = self
             .session
             .exec("count", &count_statement(&self.table), scope)
@@ -73,11 +69,8 @@ impl TableSource for MappedSource {
         limit: usize,
         deadline: &Deadline,
     ) -> Result<Box<dyn TableSnapshot + '_>, SourceError> {
-        let scope = Scope {
-            run_id: Some(run_id),
-            deadline: deadline.statement_deadline(),
-            session: None,
-        };
+        let scope = Scope::of_run(Some(run_id), deadline);
+        self.session.drop_leftovers(scope).await;
         let name = snapshot_name(run_id);
         let made = self
             .session
@@ -185,14 +178,9 @@ impl TableSnapshot for MappedSnapshot<'_> {
 
     /// Drops the snapshot; one left behind dies with its session.
     async fn drop_snapshot(&self) -> Result<(), SourceError> {
-        match self
-            .source
+        self.source
             .session
-            .exec("drop", &drop_statement(&self.name), self.scope)
+            .drop_snapshot(&self.name, self.scope)
             .await
-        {
-            Ok(_) | Err(SourceError::SnapshotLost { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 }
