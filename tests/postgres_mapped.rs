@@ -330,3 +330,76 @@ async fn the_retriers_rows_plan_a_table_again_when_its_target_changed() {
     );
     assert_eq!(note_ids(&pg).await, [1, 2]);
 }
+
+#[tokio::test]
+async fn the_check_before_a_run_sees_a_changed_target_and_outlives_a_lost_connection() {
+    let env = TestEnv::new("mapped_check").await;
+    let pg = env.postgres().await;
+    pg.batch_execute("CREATE TABLE notes (id bigint PRIMARY KEY, note text)")
+        .await
+        .expect("the table");
+    let catalog = target_columns(&pg, "public", "notes")
+        .await
+        .expect("the catalog");
+    let source = [
+        (
+            "ID",
+            SourceType::Fixed {
+                precision: 18,
+                scale: 0,
+            },
+        ),
+        ("NOTE", SourceType::Text),
+    ]
+    .map(|(name, ty)| SourceColumn {
+        name: name.to_string(),
+        ty,
+    });
+    let plan = match_columns("notes", &source, &catalog, None, &[]).expect("a plan");
+    let ident = |s: &str| Identifier::parse(s).expect("a name");
+    let (schema, table) = (ident("public"), ident("notes"));
+    let sink = |config| {
+        PgTableSink::new(config, MappedTarget::new(&schema, &table, &plan)).planned_from(
+            &schema,
+            &table,
+            catalog.clone(),
+        )
+    };
+    let config = env.config().postgres;
+    let deadline = &Deadline::after(Duration::from_secs(60), Duration::ZERO);
+    let warm = sink(config.clone());
+    let limits = WriteLimits {
+        failure_budget: 10,
+        policy: RetryPolicy::immediate(1),
+    };
+    assert_eq!(write_note(&warm, 1, limits, deadline).await.written, [0]);
+    assert_eq!(warm.target_drift(deadline).await, None, "as planned");
+
+    // The kept connection ends under the sink (an idle timeout, a restart):
+    // the check opens another and answers.
+    pg.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE pid <> pg_backend_pid() AND datname = current_database()",
+    )
+    .await
+    .expect("end the other sessions");
+    assert_eq!(warm.target_drift(deadline).await, None, "checked again");
+
+    pg.batch_execute("ALTER TABLE notes ALTER COLUMN note SET NOT NULL")
+        .await
+        .expect("the change");
+    let drift = warm.target_drift(deadline).await.expect("a change");
+    assert!(
+        drift.contains("column note was text and is now text NOT NULL"),
+        "{drift}"
+    );
+
+    // Unchecked is not unchanged: Postgres unreachable says so.
+    let mut unreachable = config;
+    unreachable.port = testkit::free_port();
+    let why = sink(unreachable)
+        .target_drift(deadline)
+        .await
+        .expect("a reason to plan again");
+    assert!(why.contains("could not be read"), "{why}");
+}

@@ -169,11 +169,11 @@ pub trait TableSink: Send + Sync {
         deadline: &Deadline,
     ) -> SinkOutcome;
 
-    /// How the target table changed since the sink's plan was made, if it
-    /// did (a column gone, added or of another type): the run then plans
-    /// the table again before it writes. `None` too when the check cannot
-    /// be made (say Postgres is down): the run then meets that trouble
-    /// itself and handles it as it does any.
+    /// Why the table must be planned again before the run writes, if it
+    /// must: its target changed since the sink's plan was made (a column
+    /// gone, added, or with another type, NOT NULL, default or key), or the
+    /// check could not be made (say Postgres is down: unchecked is not
+    /// unchanged). `None`: the target is as planned.
     async fn target_drift(&self, _deadline: &Deadline) -> Option<String> {
         None
     }

@@ -123,9 +123,9 @@ pub const METRICS_NAMESPACE: &str = "CountriesReplication";
 
 /// One CloudWatch Embedded Metric Format document: CloudWatch turns this log
 /// line into metrics, with no API call on the hot path. Dimensions:
-/// Function, and with a `table` also (Function, Table), so that the alarms
-/// on Function see every table's runs and a table's own figures are one
-/// dimension away.
+/// Function, and with a `table` also (Function, Table): the alarms on
+/// Function see every table's runs summed, and the per-table alarms
+/// (Metrics Insights queries grouped by Table) each table on its own.
 pub fn metrics_document(
     function: &str,
     table: Option<&str>,

@@ -44,9 +44,6 @@ pub async fn build_tables(config: &ReplicatorConfig) -> TableRuns {
     let sqs = aws_sdk_sqs::Client::new(&countries_shared::aws::sdk_config().await);
     TableRuns::new(
         config.tables.clone(),
-        Box::new(tables::Planner {
-            config: config.clone(),
-            sqs,
-        }),
+        Box::new(tables::Planner::new(config.clone(), sqs)),
     )
 }

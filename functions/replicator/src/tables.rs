@@ -3,6 +3,8 @@
 //! built over adapters of its own ([`Planner`]): its own Snowflake session,
 //! Postgres connection and lock, so that one table's trouble stays its own.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use countries_postgres::catalog::target_columns;
@@ -93,10 +95,43 @@ async fn plan_and_target(
 }
 
 /// Builds each mapped table's run on its first invocation, and again after
-/// a failed attempt, a failed run or a change of its target table.
+/// a failed attempt, a failed run or a change of its target table. A
+/// table's Snowflake client is made once and kept across those: its login,
+/// and the snapshots whose drop failed (dropped before its next snapshot),
+/// outlive a plan.
 pub struct Planner {
     pub config: ReplicatorConfig,
     pub sqs: aws_sdk_sqs::Client,
+    /// Each table's Snowflake client, by mapping name.
+    pub sources: std::sync::Mutex<std::collections::HashMap<String, Arc<SnowflakeSource>>>,
+}
+
+impl Planner {
+    pub fn new(config: ReplicatorConfig, sqs: aws_sdk_sqs::Client) -> Self {
+        Self {
+            config,
+            sqs,
+            sources: Default::default(),
+        }
+    }
+
+    /// The table's Snowflake client, made at its first use.
+    fn source(&self, table: &str) -> Result<Arc<SnowflakeSource>, String> {
+        // A panic while holding this lock loses at most a cached client.
+        let mut sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(source) = sources.get(table) {
+            return Ok(Arc::clone(source));
+        }
+        let source = Arc::new(
+            SnowflakeSource::connect(&self.config.snowflake, Function::Replicator.name())
+                .map_err(|e| e.to_string())?,
+        );
+        sources.insert(table.to_string(), Arc::clone(&source));
+        Ok(source)
+    }
 }
 
 #[async_trait]
@@ -113,7 +148,8 @@ impl TablePlanner for Planner {
             )]);
         }
         let config = &self.config;
-        let snowflake = SnowflakeSource::connect(&config.snowflake, Function::Replicator.name())
+        let snowflake = self
+            .source(&mapping.name)
             .map_err(|e| vec![format!("{at}: Snowflake client: {e}")])?;
         let postgres = connect(&config.postgres)
             .await

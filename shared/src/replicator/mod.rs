@@ -339,7 +339,7 @@ impl Replicator {
         // session (or is dropped before the next snapshot): a failure here
         // loses nothing and does not make the run partial.
         if let Err(e) = snapshot.drop_snapshot().await {
-            tracing::warn!(run_id = %run.summary.run_id, error = %e, "could not drop the run snapshot; it goes with the session");
+            tracing::warn!(run_id = %run.summary.run_id, error = %e, "could not drop the run snapshot; it is dropped before the next one, or goes with the session");
         }
         source_failed_first.then_some(RunOutcome::Failed)
     }

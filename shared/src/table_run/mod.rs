@@ -242,7 +242,7 @@ impl TableReplicator {
         }
         run.reached(Step::BeforeDrop);
         if let Err(e) = snapshot.drop_snapshot().await {
-            tracing::warn!(table = %self.name, error = %e, "could not drop the run snapshot; it goes with the session");
+            tracing::warn!(table = %self.name, error = %e, "could not drop the run snapshot; it is dropped before the next one, or goes with the session");
         }
         failed_first.then_some(RunOutcome::Failed)
     }

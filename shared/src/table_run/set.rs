@@ -3,9 +3,10 @@
 //! sides discovered and matched, [`TablePlanner`]) and kept while it holds.
 //! A table is prepared again when it could not be prepared yet (say
 //! Snowflake unreachable or a column missing), after a run that failed, and
-//! when its target table changed since (checked before each run,
-//! [`crate::ports::TableSink::target_drift`]), so that a warm process never
-//! writes with an outdated plan. All run concurrently, each under its own
+//! when its target table changed since or cannot be checked (before each
+//! run, [`crate::ports::TableSink::target_drift`]), so that a warm process
+//! does not write with a plan its target no longer matches. (A change on
+//! the source side alone is seen when it fails a run, or at a cold start.) All run concurrently, each under its own
 //! lock and deadline, so that a slow or failing table never holds another
 //! back. Their runs tell one [`StepHook`] of the steps they reach
 //! ([`NoHook`] in the Lambda function).
@@ -77,28 +78,28 @@ impl TableRuns {
                 let run_id = Uuid::new_v4();
                 // Held for the run: one run of a table at a time.
                 let mut slot = slot.lock().await;
-                if let Some(table) = slot.as_ref() {
-                    if let Some(drift) = table.sink.target_drift(deadline).await {
-                        tracing::warn!(table = %mapping.name, %drift, "the target table changed since it was planned; planning it again");
-                        *slot = None;
+                let mut kept = slot.take();
+                if let Some(table) = &kept {
+                    if let Some(why) = table.sink.target_drift(deadline).await {
+                        tracing::warn!(table = %mapping.name, %why, "planning the table again before its run");
+                        kept = None;
                     }
                 }
-                if slot.is_none() {
-                    match self.planner.prepare(mapping, deadline).await {
-                        Ok(table) => *slot = Some(table),
+                let table = match kept {
+                    Some(table) => table,
+                    None => match self.planner.prepare(mapping, deadline).await {
+                        Ok(table) => table,
                         Err(problems) => return unprepared(mapping, run_id, trigger_id, &problems),
-                    }
-                }
-                let Some(table) = slot.as_ref() else {
-                    return unprepared(mapping, run_id, trigger_id, &[]);
+                    },
                 };
                 let summary = table
                     .run_observed(run_id, trigger_id, deadline, &*self.steps)
                     .await;
-                if summary.outcome == RunOutcome::Failed {
-                    // Whatever stopped it (a source column gone, a target
-                    // refused), the next run reads both sides again.
-                    *slot = None;
+                // A failed run's plan is not kept: whatever stopped it (a
+                // source column gone, a target refused), the next run reads
+                // both sides again.
+                if summary.outcome != RunOutcome::Failed {
+                    *slot = Some(table);
                 }
                 summary
             }

@@ -1,6 +1,8 @@
 //! A target table's columns as Postgres's catalog describes them (name,
-//! type, NOT NULL, default, primary key), read once before any row moves,
-//! for [`countries_shared::model::columns::match_columns`].
+//! type, NOT NULL, default, primary key), read when a table is planned, for
+//! [`countries_shared::model::columns::match_columns`], and again before
+//! each run, to see whether the table changed since
+//! ([`countries_shared::model::columns::target_drift`]).
 
 use tokio_postgres::Client;
 

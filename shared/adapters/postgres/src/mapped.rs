@@ -342,33 +342,57 @@ impl TableSink for PgTableSink {
 
     async fn target_drift(&self, deadline: &Deadline) -> Option<String> {
         let planned = self.planned.as_ref()?;
+        let table = &self.target.table;
         let mut slot = self.connection.lock().await;
-        if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
-            // One attempt: a run that cannot connect finds that out itself,
-            // with its retries, and defers its rows.
-            *slot = bounded(deadline, self.connector.open()).await?.ok();
-        }
-        let connection = slot.as_mut()?;
-        let now = bounded(
-            deadline,
-            target_columns(&connection.client, &planned.schema, &planned.table),
-        )
-        .await?;
-        match now {
-            Ok(now) => target_drift(&self.target.table, &planned.columns, &now),
-            Err(e) => {
-                tracing::debug!(table = %self.target.table, error = %e, "the target's catalog could not be read before the run");
-                *slot = None;
-                None
+        // Twice: a connection kept from the last invocation may have been
+        // closed under it (an idle timeout, a restart) without showing it.
+        let mut why = String::new();
+        for _ in 0..2 {
+            if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+                match bounded(deadline, self.connector.open()).await {
+                    Ok(connection) => *slot = Some(connection),
+                    Err(e) => {
+                        why = e;
+                        continue;
+                    }
+                }
+            }
+            let Some(connection) = slot.as_mut() else {
+                continue;
+            };
+            let read = target_columns(&connection.client, &planned.schema, &planned.table);
+            match bounded(deadline, read).await {
+                Ok(now) => return target_drift(table, &planned.columns, &now),
+                Err(e) => {
+                    why = e;
+                    *slot = None;
+                }
             }
         }
+        // Unchecked is not unchanged: the plan is made again, and if
+        // Postgres is down that fails and the rows stay in Snowflake.
+        Some(format!(
+            "table {table}: the target's catalog could not be read to check the plan ({why})"
+        ))
     }
 }
 
-/// `work`, unless the invocation's deadline comes first (`None`).
-async fn bounded<T>(deadline: &Deadline, work: impl std::future::Future<Output = T>) -> Option<T> {
-    match deadline.statement_deadline() {
-        Some(at) => tokio::time::timeout_at(at.into(), work).await.ok(),
-        None => Some(work.await),
+/// How long the check before a run may take, at most.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `work` within [`CHECK_TIMEOUT`] and the invocation's deadline; `Err`
+/// says why it failed or that it took too long.
+async fn bounded<T, E: std::fmt::Display>(
+    deadline: &Deadline,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    let mut until = tokio::time::Instant::now() + CHECK_TIMEOUT;
+    if let Some(at) = deadline.statement_deadline() {
+        until = until.min(at.into());
+    }
+    match tokio::time::timeout_at(until, work).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
     }
 }

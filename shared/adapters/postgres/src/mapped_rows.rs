@@ -18,7 +18,7 @@ use crate::warm::{PasswordSource, WarmConnection};
 use countries_shared::config::tables::TableMapping;
 use countries_shared::config::PostgresConfig;
 use countries_shared::deadline::Deadline;
-use countries_shared::failure::{ErrorKind, WriteError};
+use countries_shared::failure::{ErrorKind, SinkError, WriteError};
 use countries_shared::model::columns::{same_name, TargetColumn};
 use countries_shared::model::types::TargetType;
 use countries_shared::model::value::Value;
@@ -183,7 +183,16 @@ impl MappedRows for PgMappedRows {
                 }
             }
             if !sinks.contains_key(&cache_key) {
-                let (sources, target, catalog) = self.plan(mapping, &names).await?;
+                let (sources, target, catalog) = match self.plan(mapping, &names).await {
+                    Ok(planned) => planned,
+                    Err(why) => {
+                        // This group's rows come back; the groups already
+                        // written stay written.
+                        outcome.deferred.extend(members);
+                        outcome.stop = Some(SinkError::Postgres(WriteError::fatal(why)));
+                        continue;
+                    }
+                };
                 let sink = PgTableSink::with_password_source(
                     self.config.clone(),
                     target,

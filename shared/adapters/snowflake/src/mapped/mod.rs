@@ -2,8 +2,9 @@
 //! `case` table is: a run freezes its batch into a temporary snapshot with
 //! each row's hash ([`sql`]), reads it a page at a time, every column
 //! decoded by [`crate::values`], and deletes the rows that became safe by
-//! joining the table against the snapshot on the key and the hash. It
-//! shares the `case` source's session (one login per warm process). The
+//! joining the table against the snapshot on the key and the hash. Each
+//! table has a Snowflake client of its own, kept by the warm process across
+//! its plans (one login per table). The
 //! table run ([`countries_shared::table_run`]) reads it through its ports.
 
 pub mod sql;
@@ -176,7 +177,8 @@ impl TableSnapshot for MappedSnapshot<'_> {
         single_count("delete", &done.result)
     }
 
-    /// Drops the snapshot; one left behind dies with its session.
+    /// Drops the snapshot; one whose drop fails is dropped before the
+    /// table's next snapshot (or dies with its session).
     async fn drop_snapshot(&self) -> Result<(), SourceError> {
         self.source
             .session
