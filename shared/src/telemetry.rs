@@ -82,9 +82,9 @@ pub mod metric {
     /// back by design are not counted.
     pub const ROWS_DEFERRED: &str = "RowsDeferred";
     pub const ROWS_DELETED: &str = "RowsDeleted";
-    /// 1 for a run that ended failed or partial (the outcomes that fail the
-    /// invocation), 0 otherwise: with the Table dimension, what the
-    /// per-table alarm watches.
+    /// 1 for a run whose outcome fails the invocation (failed or partial,
+    /// `RunOutcome::is_success`), 0 otherwise: with the Table dimension,
+    /// what the per-table alarm watches.
     pub const RUNS_FAILED_OR_PARTIAL: &str = "RunsFailedOrPartial";
     /// Statements a run sent to Snowflake: a handful plus two per page; a
     /// rise without more rows means retries or scattered trouble.

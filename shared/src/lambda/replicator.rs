@@ -67,10 +67,7 @@ pub fn emit_run_metrics(function: &str, summary: &RunSummary) {
             (metric::ROWS_DELETED, count(summary.rows_deleted)),
             (
                 metric::RUNS_FAILED_OR_PARTIAL,
-                count(usize::from(matches!(
-                    summary.outcome,
-                    RunOutcome::Failed | RunOutcome::Partial
-                ))),
+                count(usize::from(!summary.outcome.is_success())),
             ),
             (
                 metric::SNOWFLAKE_STATEMENTS,
