@@ -177,8 +177,8 @@ impl MappedRows for PgMappedRows {
         for (names, members) in groups {
             let cache_key = (table.to_string(), names.clone());
             if let Some((_, sink)) = sinks.get(&cache_key) {
-                if let Some(drift) = sink.target_drift(deadline).await {
-                    tracing::warn!(table, %drift, "the target table changed since it was planned; planning it again");
+                if let Some(why) = sink.target_drift(deadline).await {
+                    tracing::warn!(table, %why, "planning the table again before writing its rows");
                     sinks.remove(&cache_key);
                 }
             }
