@@ -17,7 +17,7 @@ use countries_postgres::mapped::{MappedTarget, MappedWriter, PgTableSink};
 use countries_postgres::warm::PasswordSource;
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::ErrorKind;
-use countries_shared::model::columns::{match_columns, SourceColumn};
+use countries_shared::model::columns::{match_columns, ColumnPlan, SourceColumn, TargetColumn};
 use countries_shared::model::ident::Identifier;
 use countries_shared::model::types::SourceType;
 use countries_shared::model::value::{Decimal, Value};
@@ -160,6 +160,24 @@ async fn copy_then_the_staged_upsert_with_refused_rows_alone() {
     );
 }
 
+/// The catalog of `notes` (id bigint, note text) and its plan for a source
+/// of ID NUMBER(18,0) and NOTE text.
+async fn notes_plan(pg: &tokio_postgres::Client) -> (Vec<TargetColumn>, Vec<ColumnPlan>) {
+    let catalog = target_columns(pg, "public", "notes")
+        .await
+        .expect("the catalog");
+    let id = SourceType::Fixed {
+        precision: 18,
+        scale: 0,
+    };
+    let source = [("ID", id), ("NOTE", SourceType::Text)].map(|(name, ty)| SourceColumn {
+        name: name.to_string(),
+        ty,
+    });
+    let plan = match_columns("notes", &source, &catalog, None, &[]).expect("a plan");
+    (catalog, plan)
+}
+
 /// The ids in `notes`, in order (as bigint, whatever the column's type).
 async fn note_ids(pg: &tokio_postgres::Client) -> Vec<i64> {
     pg.query("SELECT id::bigint FROM notes ORDER BY id", &[])
@@ -194,26 +212,7 @@ async fn the_table_sink_reads_a_rotated_password_again_from_its_secret() {
     .await
     .expect("the table");
     let config = role.config(&env);
-    let columns = target_columns(&pg, "public", "notes")
-        .await
-        .expect("the catalog");
-    let source: Vec<SourceColumn> = [
-        (
-            "ID",
-            SourceType::Fixed {
-                precision: 18,
-                scale: 0,
-            },
-        ),
-        ("NOTE", SourceType::Text),
-    ]
-    .into_iter()
-    .map(|(name, ty)| SourceColumn {
-        name: name.to_string(),
-        ty,
-    })
-    .collect();
-    let plan = match_columns("notes", &source, &columns, None, &[]).expect("a plan");
+    let (_, plan) = notes_plan(&pg).await;
     let ident = |s: &str| Identifier::parse(s).expect("a name");
     let target = || MappedTarget::new(&ident("public"), &ident("notes"), &plan);
     let refresh = PasswordSource::from_config(&config).await;
@@ -338,24 +337,7 @@ async fn the_check_before_a_run_sees_a_changed_target_and_outlives_a_lost_connec
     pg.batch_execute("CREATE TABLE notes (id bigint PRIMARY KEY, note text)")
         .await
         .expect("the table");
-    let catalog = target_columns(&pg, "public", "notes")
-        .await
-        .expect("the catalog");
-    let source = [
-        (
-            "ID",
-            SourceType::Fixed {
-                precision: 18,
-                scale: 0,
-            },
-        ),
-        ("NOTE", SourceType::Text),
-    ]
-    .map(|(name, ty)| SourceColumn {
-        name: name.to_string(),
-        ty,
-    });
-    let plan = match_columns("notes", &source, &catalog, None, &[]).expect("a plan");
+    let (catalog, plan) = notes_plan(&pg).await;
     let ident = |s: &str| Identifier::parse(s).expect("a name");
     let (schema, table) = (ident("public"), ident("notes"));
     let sink = |config| {
