@@ -110,14 +110,14 @@ mod changes {
     use std::collections::BTreeMap;
 
     use aws_sdk_sqs::types::MessageSystemAttributeName;
-    use countries_shared::model::change::{pack, parse_change_batch, ChangeBatch};
+    use countries_shared::model::change::{pack, parse_change_batch, ChangeBatch, Groups};
     use countries_shared::model::row::{validate, CountryRow, SourceRow};
     use countries_shared::ports::ChangeQueue;
     use countries_sqs::changes_queue::SqsChangesQueue;
     use testkit::TestEnv;
     use uuid::Uuid;
 
-    const BUCKETS: u32 = 3;
+    const BUCKETS: Groups = Groups::by_id(3);
 
     /// The changes queue as the template declares it.
     async fn fifo_queue(env: &TestEnv) -> String {
@@ -155,7 +155,9 @@ mod changes {
                     .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
                     .cloned()
                     .unwrap_or_default();
-                let (batch, _) = parse_change_batch(m.body()).expect("a valid batch");
+                parse_change_batch(m.body()).expect("a valid batch");
+                let batch: ChangeBatch =
+                    serde_json::from_str(m.body().unwrap_or_default()).expect("a batch");
                 env.sqs
                     .delete_message()
                     .queue_url(url)
@@ -175,7 +177,7 @@ mod changes {
         // Small messages, so that each bucket needs several.
         let batches = pack(Uuid::new_v4(), &rows(40), BUCKETS, 120);
         assert!(
-            batches.len() > 2 * BUCKETS as usize,
+            batches.len() > 2 * BUCKETS.buckets as usize,
             "{} batches",
             batches.len()
         );
@@ -231,7 +233,7 @@ mod changes {
                 .iter()
                 .filter(|e| e.contains("was not accepted"))
                 .count(),
-            batches.len() - BUCKETS as usize,
+            batches.len() - BUCKETS.buckets as usize,
             "{errors:?}"
         );
     }

@@ -12,14 +12,14 @@ use countries_ops::failures::FailureReport;
 use countries_postgres::mapped_rows::PgMappedRows;
 use countries_postgres::sink::pool::PostgresStore;
 use countries_shared::deadline::Deadline;
-use countries_shared::model::change::{pack, ChangeBatch, MAX_CHANGE_BYTES};
+use countries_shared::model::change::{pack, ChangeBatch, Groups, MAX_CHANGE_BYTES};
 use countries_shared::model::row::{validate, CountryRow, SourceRow};
 use countries_shared::ports::ChangeQueue;
 use countries_sqs::changes_queue::SqsChangesQueue;
 use testkit::TestEnv;
 use uuid::Uuid;
 
-const BUCKETS: u32 = 4;
+const BUCKETS: Groups = Groups::by_id(4);
 
 fn rows(spec: &[(i32, &str)]) -> Vec<CountryRow> {
     spec.iter()
@@ -52,11 +52,11 @@ async fn a_batch_that_keeps_failing_is_reported_row_by_row_and_replayed_unless_o
         .await
         .expect("an older version of id 9");
 
-    // One run: bucket 0 holds ids 4 and 12, bucket 1 id 9.
+    // One run, packed by id: bucket 0 holds ids 4 and 12, bucket 1 ids 9 and 17.
     let run = Uuid::new_v4();
     let first = pack(
         run,
-        &rows(&[(4, "USA"), (12, "NLD"), (9, "FRA")]),
+        &rows(&[(4, "USA"), (12, "NLD"), (9, "FRA"), (17, "ESP")]),
         BUCKETS,
         MAX_CHANGE_BYTES,
     );
@@ -85,6 +85,21 @@ async fn a_batch_that_keeps_failing_is_reported_row_by_row_and_replayed_unless_o
     let mut later = pack(run, &rows(&[(12, "BEL")]), BUCKETS, MAX_CHANGE_BYTES);
     later[0].seq = 2;
     publish(&env, &later).await;
+    // And a later run, packed by blocks of 8 ids (after a change of
+    // CHANGE_BLOCK_IDS), brings a newer version of id 17 in another group
+    // (bucket 2 of blocks of 8); 17's own group went no further.
+    let blocks = Groups {
+        buckets: BUCKETS.buckets,
+        block: 8,
+    };
+    let other_packing = pack(
+        Uuid::new_v4(),
+        &rows(&[(17, "ITA")]),
+        blocks,
+        MAX_CHANGE_BYTES,
+    );
+    assert_ne!(other_packing[0].bucket, BUCKETS.bucket_of(17));
+    publish(&env, &other_packing).await;
     let writer = writer::build(&env.writer_config()).await;
     changes_source(&env)
         .drain(&writer, Duration::from_secs(60))
@@ -99,14 +114,14 @@ async fn a_batch_that_keeps_failing_is_reported_row_by_row_and_replayed_unless_o
     assert!(report.error.is_none(), "{report:?}");
     assert_eq!(
         (report.messages, report.stored_new, report.deleted),
-        (2, Some(3), 2)
+        (2, Some(4), 2)
     );
     assert_eq!(env.depth("CHANGES_DEAD_LETTER_QUEUE_URL").await, 0);
     let failures = FailureReport::new(env.config().postgres)
         .unresolved(100)
         .await
         .expect("the report");
-    assert_eq!(failures.len(), 3, "{failures:?}");
+    assert_eq!(failures.len(), 4, "{failures:?}");
     for f in &failures {
         assert!(
             f.error_message.contains("Postgres unavailable"),
@@ -121,7 +136,8 @@ async fn a_batch_that_keeps_failing_is_reported_row_by_row_and_replayed_unless_o
     assert!(emails[0].contains("NLD"), "the digest lists the rows");
 
     // Replay: 4 (Postgres has none) and 9 (its group went no further than
-    // its batch: DEU is older) are written; 12 is not, BEL came later.
+    // its batch: DEU is older) are written; 12 is not, BEL came later; nor
+    // is 17, though ITA came in a group of another packing.
     let replay = FailureReport::new(env.config().postgres)
         .replay(
             &PostgresStore::new(env.config().postgres),
@@ -140,19 +156,32 @@ async fn a_batch_that_keeps_failing_is_reported_row_by_row_and_replayed_unless_o
     let mut replayed: Vec<String> = replay.replayed.iter().map(|m| id_of(m)).collect();
     replayed.sort();
     assert_eq!(replayed, vec!["4", "9"], "{replay:?}");
-    assert_eq!(replay.not_replayed.len(), 1, "{replay:?}");
-    let (refused, why) = &replay.not_replayed[0];
-    assert_eq!(id_of(refused), "12");
+    let mut refused: Vec<(String, &String)> = replay
+        .not_replayed
+        .iter()
+        .map(|(m, why)| (id_of(m), why))
+        .collect();
+    refused.sort();
+    assert_eq!(refused.len(), 2, "{replay:?}");
+    assert_eq!(refused[0].0, "12");
     assert!(
-        why.contains("later batch") && why.contains("\"BEL\""),
-        "{why}"
+        refused[0].1.contains("later batch") && refused[0].1.contains("\"BEL\""),
+        "{}",
+        refused[0].1
+    );
+    assert_eq!(refused[1].0, "17");
+    assert!(
+        refused[1].1.contains("\"ITA\"") && refused[1].1.contains("blocks of 8"),
+        "{}",
+        refused[1].1
     );
     assert_eq!(
         env.postgres_rows().await,
         vec![
             (4, "USA".to_string()),
             (9, "FRA".to_string()),
-            (12, "BEL".to_string())
+            (12, "BEL".to_string()),
+            (17, "ITA".to_string())
         ]
     );
     // The refused row stays unresolved, for `countries resolve`.
@@ -160,5 +189,5 @@ async fn a_batch_that_keeps_failing_is_reported_row_by_row_and_replayed_unless_o
         .unresolved(100)
         .await
         .expect("the report");
-    assert_eq!(left.len(), 1);
+    assert_eq!(left.len(), 2);
 }

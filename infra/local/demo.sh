@@ -58,7 +58,7 @@ status=0
 if [ "$MODE" = stream ]; then
   echo; echo "==> stream mode: the publisher handler with an EventBridge scheduled event (snapshot -> changes queue)"
   "$countries" publish || status=$?
-  echo; echo "==> changes queue: one FIFO message group per bucket of ids (country_id mod CHANGE_BUCKETS)"
+  echo; echo "==> changes queue: one FIFO message group per bucket of ids (blocks of CHANGE_BLOCK_IDS ids round CHANGE_BUCKETS groups)"
   "$ROOT/.local/venv/bin/python" - <<'PY'
 import json, os, boto3
 sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])

@@ -9,7 +9,7 @@
 //!                               per invocation of 10 messages, each invocation's rows in id order (the
 //!                               floor for one writer: Postgres's share of its work, no parsing)
 //!   bench-write stream-writers N  stream mode's writer handler, `WRITERS` at once, on N rows packed as the
-//!                               publisher packs them (`CHANGE_BUCKETS` groups, each group with one writer,
+//!                               publisher packs them (`CHANGE_BUCKETS` groups of `CHANGE_BLOCK_IDS` blocks, each group with one writer,
 //!                               10 messages an invocation, as a FIFO event source mapping delivers them),
 //!                               without the queue: the writers and Postgres alone
 //!
@@ -169,16 +169,12 @@ async fn main() -> Result<(), Failure> {
 /// the publisher packs them), each invocation's in id order.
 fn writer_invocations(data: &[CountryRow], batch: usize) -> Vec<Vec<CountryRow>> {
     use countries_shared::model::change::{pack, MAX_CHANGE_BYTES};
-    let buckets = std::env::var("CHANGE_BUCKETS")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(16)
-        .max(1);
+    let groups = groups();
     let by_id: std::collections::HashMap<i32, &CountryRow> =
         data.iter().map(|r| (r.country_id, r)).collect();
     let messages: Vec<Vec<i32>> = data
         .chunks(batch.max(1))
-        .flat_map(|chunk| pack(uuid::Uuid::nil(), chunk, buckets, MAX_CHANGE_BYTES))
+        .flat_map(|chunk| pack(uuid::Uuid::nil(), chunk, groups, MAX_CHANGE_BYTES))
         .map(|b| b.rows.iter().map(|r| r.0).collect())
         .collect();
     messages
@@ -207,20 +203,27 @@ fn pack_for_writers(
             .unwrap_or(default)
     };
     let writers = number("WRITERS", 1).max(1);
-    let buckets = number("CHANGE_BUCKETS", 16).max(1);
+    let groups = groups();
     let mut per_writer: Vec<Vec<(String, String)>> = vec![Vec::new(); writers];
     for chunk in data.chunks(batch.max(1)) {
-        for b in pack(
-            uuid::Uuid::new_v4(),
-            chunk,
-            buckets as u32,
-            MAX_CHANGE_BYTES,
-        ) {
+        for b in pack(uuid::Uuid::new_v4(), chunk, groups, MAX_CHANGE_BYTES) {
             let body = serde_json::to_string(&b)?;
             per_writer[b.bucket as usize % writers].push((b.bucket.to_string(), body));
         }
     }
     Ok(per_writer)
+}
+
+/// How the publisher would spread ids over message groups, from
+/// `CHANGE_BUCKETS` and `CHANGE_BLOCK_IDS` as it reads them (with their
+/// defaults).
+fn groups() -> countries_shared::model::change::Groups {
+    use countries_shared::config::{vars, Env};
+    let mut env = Env::from_process();
+    countries_shared::model::change::Groups {
+        buckets: env.number(&vars::CHANGE_BUCKETS),
+        block: env.number(&vars::CHANGE_BLOCK_IDS),
+    }
 }
 
 /// Stream mode's writers on pre-packed batches: each writer on a thread of

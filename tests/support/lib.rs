@@ -265,6 +265,8 @@ impl TestEnv {
             max_receive_count.to_string(),
         );
         self.vars.insert("CHANGE_BUCKETS".into(), "4".into());
+        // Blocks of two: the tests' few small ids still spread over the groups.
+        self.vars.insert("CHANGE_BLOCK_IDS".into(), "2".into());
     }
 
     pub fn publisher_config(&self) -> countries_shared::config::PublisherConfig {

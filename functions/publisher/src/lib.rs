@@ -26,7 +26,7 @@ pub async fn build(config: &PublisherConfig) -> Result<Publisher, SourceError> {
             sqs.clone(),
             config.changes_queue_url.clone(),
         )),
-        buckets: config.change_buckets,
+        groups: config.change_groups,
     };
     let source =
         SnowflakeSource::connect_and_check(&runs.snowflake, Function::Publisher.name()).await?;

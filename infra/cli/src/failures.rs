@@ -69,7 +69,8 @@ impl FailureReport {
                     "SELECT message_id, country_id::text, country, error_class, sqlstate, error_message, reported_at, \
                      source_run_id, change_buckets, change_bucket, change_seq, \
                      CASE WHEN table_name <> $2 THEN table_name END, \
-                     CASE WHEN table_name <> $2 THEN row_data::text END \
+                     CASE WHEN table_name <> $2 THEN row_data::text END, \
+                     coalesce(change_block, 1) \
                      FROM {} WHERE resolved_at IS NULL ORDER BY reported_at, message_id LIMIT $1",
                     self.table()
                 ),
@@ -95,6 +96,7 @@ impl FailureReport {
                 ) {
                     (Some(buckets), Some(bucket), Some(seq)) => Some(ChangeOrigin {
                         buckets: u32::try_from(buckets).unwrap_or(0),
+                        block: u32::try_from(r.get::<_, i32>(13)).unwrap_or(1),
                         bucket: u32::try_from(bucket).unwrap_or(0),
                         seq: u64::try_from(seq).unwrap_or(0),
                     }),
@@ -291,29 +293,30 @@ pub async fn stale(
     let Some(held) = held.filter(|held| *held != row.country) else {
         return Ok(None);
     };
-    // Bucket counts and seqs are far below these types' limits.
-    let buckets = change.buckets as i32;
-    let bucket = change.bucket as i32;
     let seq = i64::try_from(change.seq).unwrap_or(i64::MAX);
     // Later: a higher seq of the same run, or a run that started later
     // (runs hold the run lock one at a time); a run the ledger does not
-    // know counts as later, which errs towards not overwriting.
+    // know counts as later, which errs towards not overwriting. The groups
+    // looked at are those that hold this id in their own packing (its
+    // block, modulo their bucket count), so that a batch packed otherwise
+    // (after a change of CHANGE_BUCKETS or CHANGE_BLOCK_IDS, or version 1's
+    // by id) is not missed.
     let later = client
         .query_opt(
             &format!(
-                "SELECT m.run_id, m.seq, m.marked_at FROM {schema}.change_marks m \
-                 LEFT JOIN {schema}.replication_run mine ON mine.run_id = $3 \
+                "SELECT m.run_id, m.seq, m.marked_at, m.bucket, m.buckets, m.block FROM {schema}.change_marks m \
+                 LEFT JOIN {schema}.replication_run mine ON mine.run_id = $1 \
                  LEFT JOIN {schema}.replication_run theirs ON theirs.run_id = m.run_id \
-                 WHERE m.buckets = $1 AND m.bucket = $2 \
-                   AND CASE WHEN m.run_id = $3 THEN m.seq > $4 \
+                 WHERE ((floor($3::int8::numeric / m.block)::int8 % m.buckets) + m.buckets) % m.buckets = m.bucket \
+                   AND CASE WHEN m.run_id = $1 THEN m.seq > $2 \
                             ELSE mine.started_at IS NULL OR theirs.started_at IS NULL \
-                                 OR theirs.started_at > mine.started_at END"
+                                 OR theirs.started_at > mine.started_at END \
+                 ORDER BY m.marked_at DESC LIMIT 1"
             ),
             &[
-                &buckets as &(dyn tokio_postgres::types::ToSql + Sync),
-                &bucket,
-                &run_id,
+                &run_id as &(dyn tokio_postgres::types::ToSql + Sync),
                 &seq,
+                &i64::from(row.country_id),
             ],
         )
         .await
@@ -321,9 +324,10 @@ pub async fn stale(
     Ok(later.map(|mark| {
         let (their_run, their_seq, at): (uuid::Uuid, i64, DateTime<Utc>) =
             (mark.get(0), mark.get(1), mark.get(2));
+        let (bucket, buckets, block): (i32, i32, i32) = (mark.get(3), mark.get(4), mark.get(5));
         format!(
             "Postgres holds {held:?} for country_id {}, and a later batch of its message group \
-             (bucket {bucket} of {buckets}: run {their_run}, batch {their_seq}, given to Postgres at {at}) \
+             (bucket {bucket} of {buckets}, blocks of {block}: run {their_run}, batch {their_seq}, given to Postgres at {at}) \
              came after this row's (batch {seq}): that value is likely newer, so this older one is not \
              written; `countries resolve` it if it is not",
             row.country_id

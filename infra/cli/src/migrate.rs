@@ -34,6 +34,7 @@ pub const LEFT_BEHIND: &[(i32, &str)] = &[
     (6, "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'failure_report' AND column_name = 'table_name')"),
     (7, "to_regclass('change_marks') IS NOT NULL"),
     (8, "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'replication_run' AND column_name = 'table_name')"),
+    (9, "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'change_marks' AND column_name = 'block')"),
 ];
 
 /// What a migration did.

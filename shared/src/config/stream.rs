@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::model::change::Groups;
+
 use super::{deadline_margin, vars, ConfigError, Env, PostgresConfig, ReplicatorConfig};
 
 /// Everything the `publisher` function needs: the replicator's settings
@@ -11,7 +13,9 @@ use super::{deadline_margin, vars, ConfigError, Env, PostgresConfig, ReplicatorC
 pub struct PublisherConfig {
     pub replicator: ReplicatorConfig,
     pub changes_queue_url: String,
-    pub change_buckets: u32,
+    /// `CHANGE_BUCKETS` and `CHANGE_BLOCK_IDS`: how ids are spread over the
+    /// changes queue's message groups.
+    pub change_groups: Groups,
     /// Keep taking runs for this long within one invocation (zero: one run).
     pub loop_for: Duration,
     /// Between looks at an empty table while looping.
@@ -32,7 +36,10 @@ impl PublisherConfig {
         let config = Self {
             replicator: ReplicatorConfig::read(env),
             changes_queue_url: env.url(&vars::CHANGES_QUEUE_URL).unwrap_or_default(),
-            change_buckets: env.number(&vars::CHANGE_BUCKETS),
+            change_groups: Groups {
+                buckets: env.number(&vars::CHANGE_BUCKETS),
+                block: env.number(&vars::CHANGE_BLOCK_IDS),
+            },
             loop_for: Duration::from_secs(env.number(&vars::PUBLISH_LOOP_SECONDS)),
             idle_wait: Duration::from_millis(env.number(&vars::PUBLISH_IDLE_WAIT_MILLIS)),
         };
@@ -72,7 +79,7 @@ impl WriterConfig {
             retry_queue_url: env.url(&vars::RETRY_QUEUE_URL).unwrap_or_default(),
             // The changes queue itself is the writer's trigger (the event
             // source mapping), never called by it; each batch names its own
-            // bucket count, so the writer needs no CHANGE_BUCKETS either.
+            // packing, so the writer needs no CHANGE_BUCKETS either.
             changes_dead_letter_queue_url: {
                 // Optional for the dlq-reporter (batch mode has no such
                 // queue), required here.

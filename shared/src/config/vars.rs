@@ -169,7 +169,9 @@ vars! {
     CHANGES_QUEUE_URL: Rule::RequiredUrl, [Publisher],
         "stream mode: SQS URL of the changes queue (FIFO)";
     CHANGE_BUCKETS: Rule::Number { min: 1, max: 10_000, default: 16 }, [Publisher],
-        "stream mode: message groups of the changes queue (`country_id` modulo this); bounds the writers' parallelism; each batch carries it, so the writers need no setting (change it with the publisher paused: see Stream mode)";
+        "stream mode: message groups of the changes queue (blocks of `CHANGE_BLOCK_IDS` ids, block after block round this many groups); bounds the writers' parallelism; each batch carries it, so the writers need no setting (change it with the publisher paused: see Stream mode)";
+    CHANGE_BLOCK_IDS: Rule::Number { min: 1, max: 1_048_576, default: 65_536 }, [Publisher],
+        "stream mode: consecutive ids that share a message group (1: each id its own, `country_id` modulo `CHANGE_BUCKETS`); blocks make each message runs of consecutive ids, which Postgres's primary key takes page after page; each batch carries it (change it with the publisher paused: see Stream mode)";
     CHANGES_DEAD_LETTER_QUEUE_URL: Rule::OptionalUrl, [Reporter, Writer],
         "stream mode: SQS URL of the changes queue's dead-letter queue (FIFO); the writer (which requires it) parks there a message that is not a batch, or a batch that fails on its last receive; the dlq-reporter reports what is there (unset: batch mode only)";
     CHANGES_MAX_RECEIVE_COUNT: Rule::Number { min: 1, max: 1_000, default: 50 }, [Writer],

@@ -637,7 +637,8 @@ fn changes_body(run: Uuid, spec: &[(i32, &str)]) -> String {
             crate::model::row::validate(&SourceRow::new(Some(i128::from(*id)), Some(c))).unwrap()
         })
         .collect();
-    let batches = crate::model::change::pack(run, &rows, 1, 256_000);
+    let batches =
+        crate::model::change::pack(run, &rows, crate::model::change::Groups::by_id(1), 256_000);
     serde_json::to_string(&batches[0]).unwrap()
 }
 

@@ -66,7 +66,7 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::change::pack;
+    use crate::model::change::{pack, Groups};
     use crate::model::row::{validate, SourceRow};
     use crate::retry::RetryPolicy;
     use crate::testing::{MemoryParking, MemoryQueue, MemoryStore};
@@ -98,7 +98,7 @@ mod tests {
             .iter()
             .map(|(id, c)| validate(&SourceRow::new(Some(*id), Some(c))).unwrap())
             .collect();
-        let batches = pack(uuid::Uuid::nil(), &rows, 2, 10_000);
+        let batches = pack(uuid::Uuid::nil(), &rows, Groups::by_id(2), 10_000);
         let body = |i: usize| serde_json::to_string(&batches[i]).unwrap();
         // Bucket 0 holds id 2, bucket 1 ids 1 and 3.
         let mut event = SqsEvent::default();

@@ -41,6 +41,8 @@ pub enum LetterQueue {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ChangeOrigin {
     pub buckets: u32,
+    /// Ids per block of the batch's packing (1: version 1's, by id).
+    pub block: u32,
     pub bucket: u32,
     pub seq: u64,
 }
@@ -107,7 +109,8 @@ impl FailureEntry {
             }
         };
         let origin = ChangeOrigin {
-            buckets: batch.buckets,
+            buckets: batch.groups.buckets,
+            block: batch.groups.block,
             bucket: batch.bucket,
             seq: batch.seq,
         };

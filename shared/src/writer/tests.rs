@@ -1,11 +1,11 @@
 use super::*;
-use crate::model::change::pack;
+use crate::model::change::{pack, Groups};
 use crate::model::message::FailureClass;
 use crate::model::row::{validate, SourceRow};
 use crate::testing::{change_bodies, deliver_changes, MemoryParking, MemoryQueue, MemoryStore};
 use uuid::Uuid;
 
-const BUCKETS: u32 = 2;
+const BUCKETS: Groups = Groups::by_id(2);
 
 struct World {
     store: MemoryStore,

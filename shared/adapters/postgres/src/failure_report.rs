@@ -61,9 +61,9 @@ impl PostgresFailureReport {
             .prepare(&format!(
                 "INSERT INTO {} (message_id, record_key, country_id, country, error_class, sqlstate, \
                  error_message, attempts, first_failed_at, last_failed_at, source_run_id, report_run_id, raw_body, \
-                 table_name, row_data, change_buckets, change_bucket, change_seq) \
+                 table_name, row_data, change_buckets, change_bucket, change_seq, change_block) \
                  VALUES ($1, $2, $3::text::numeric, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::text::jsonb, \
-                 $16, $17, $18) \
+                 $16, $17, $18, $19) \
                  ON CONFLICT (message_id) DO NOTHING",
                 self.table()
             ))
@@ -82,7 +82,8 @@ impl PostgresFailureReport {
             let change_buckets = e.change.map(|c| c.buckets as i32);
             let change_bucket = e.change.map(|c| c.bucket as i32);
             let change_seq = e.change.map(|c| i64::try_from(c.seq).unwrap_or(i64::MAX));
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
+            let change_block = e.change.map(|c| c.block as i32);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 19] = [
                 &e.message_id,
                 &e.record_key,
                 &country_id,
@@ -101,6 +102,7 @@ impl PostgresFailureReport {
                 &change_buckets,
                 &change_bucket,
                 &change_seq,
+                &change_block,
             ];
             if !isolate {
                 inserted.push(Ok(tx.execute(&insert, &params).await.map_err(pg)?));

@@ -192,9 +192,9 @@ impl RowSink for PgSink {
 
 /// The last mark of each group: one statement may not touch a row twice.
 fn last_per_group(marks: &[ChangeMark]) -> Vec<ChangeMark> {
-    let mut last: std::collections::BTreeMap<(u32, u32), ChangeMark> = Default::default();
+    let mut last: std::collections::BTreeMap<(u32, u32, u32), ChangeMark> = Default::default();
     for mark in marks {
-        last.insert((mark.buckets, mark.bucket), *mark);
+        last.insert((mark.buckets, mark.block, mark.bucket), *mark);
     }
     last.into_values().collect()
 }
@@ -206,8 +206,9 @@ impl PgSink {
         }
         self.ensure_connected().await?;
         let marks = last_per_group(marks);
-        // Bucket counts and seqs are bounded far below these types' limits.
+        // Bucket counts, blocks and seqs are bounded far below these types' limits.
         let buckets: Vec<i32> = marks.iter().map(|m| m.buckets as i32).collect();
+        let block: Vec<i32> = marks.iter().map(|m| m.block as i32).collect();
         let bucket: Vec<i32> = marks.iter().map(|m| m.bucket as i32).collect();
         let runs: Vec<uuid::Uuid> = marks.iter().map(|m| m.run_id).collect();
         let seqs: Vec<i64> = marks
@@ -218,13 +219,13 @@ impl PgSink {
             .client
             .execute(
                 &format!(
-                    "INSERT INTO {}.change_marks AS m (buckets, bucket, run_id, seq) \
-                     SELECT * FROM UNNEST($1::int4[], $2::int4[], $3::uuid[], $4::int8[]) \
-                     ON CONFLICT (buckets, bucket) DO UPDATE \
+                    "INSERT INTO {}.change_marks AS m (buckets, block, bucket, run_id, seq) \
+                     SELECT * FROM UNNEST($1::int4[], $2::int4[], $3::int4[], $4::uuid[], $5::int8[]) \
+                     ON CONFLICT (buckets, block, bucket) DO UPDATE \
                      SET run_id = EXCLUDED.run_id, seq = EXCLUDED.seq, marked_at = now()",
                     self.config.schema.quoted()
                 ),
-                &[&buckets, &bucket, &runs, &seqs],
+                &[&buckets, &block, &bucket, &runs, &seqs],
             )
             .await
             .map(drop)

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::{QueueError, SinkError};
 use countries_shared::ledger::SinkKind;
-use countries_shared::model::change::{pack, ChangeBatch, MAX_CHANGE_BYTES};
+use countries_shared::model::change::{pack, ChangeBatch, Groups, MAX_CHANGE_BYTES};
 use countries_shared::model::row::CountryRow;
 use countries_shared::ports::{ChangeQueue, RowSink, SinkOutcome, SinkPool, WriteLimits};
 use countries_shared::retry::retry;
@@ -31,8 +31,9 @@ mod tests;
 /// Opens a changes-queue sink per run.
 pub struct ChangesQueueSinks {
     pub queue: Arc<dyn ChangeQueue>,
-    /// `CHANGE_BUCKETS`: message groups, the bound of the writers' parallelism.
-    pub buckets: u32,
+    /// How ids are spread over message groups, the bound of the writers'
+    /// parallelism.
+    pub groups: Groups,
 }
 
 #[async_trait]
@@ -47,7 +48,7 @@ impl SinkPool for ChangesQueueSinks {
             // A run's batches carry its id; rows outside a run (none today)
             // a fresh one, so that their deduplication ids never collide.
             run_id: run_id.unwrap_or_else(Uuid::new_v4),
-            buckets: self.buckets,
+            groups: self.groups,
             next_seq: AtomicU64::new(0),
         }))
     }
@@ -57,7 +58,7 @@ impl SinkPool for ChangesQueueSinks {
 pub struct ChangesQueueSink {
     queue: Arc<dyn ChangeQueue>,
     run_id: Uuid,
-    buckets: u32,
+    groups: Groups,
     /// The next batch's `seq`: it grows with every batch packed, sent or
     /// not, so that a batch sent later always has the higher one.
     next_seq: AtomicU64,
@@ -66,7 +67,7 @@ pub struct ChangesQueueSink {
 impl ChangesQueueSink {
     /// The rows as batches, numbered on from the last call's.
     fn pack(&self, rows: &[CountryRow]) -> Vec<ChangeBatch> {
-        let mut batches = pack(self.run_id, rows, self.buckets, MAX_CHANGE_BYTES);
+        let mut batches = pack(self.run_id, rows, self.groups, MAX_CHANGE_BYTES);
         // One sink is written by one run, one call at a time.
         let first_seq = self
             .next_seq

@@ -10,7 +10,7 @@ use super::ChangesQueueSinks;
 use countries_shared::config::RunLimits;
 use countries_shared::deadline::Deadline;
 use countries_shared::ledger::{RunOutcome, RunSummary, SinkKind};
-use countries_shared::model::change::bucket_of;
+use countries_shared::model::change::Groups;
 use countries_shared::model::row::SourceRow;
 use countries_shared::ports::NoHook;
 use countries_shared::replicator::Replicator;
@@ -20,7 +20,10 @@ use countries_shared::testing::{
 };
 use countries_shared::writer::ChangeWriter;
 
-const BUCKETS: u32 = 4;
+const BUCKETS: Groups = Groups {
+    buckets: 4,
+    block: 2,
+};
 
 struct World {
     source: MemorySource,
@@ -46,7 +49,7 @@ impl World {
             guard: Box::new(self.ledger.clone()),
             sinks: Box::new(ChangesQueueSinks {
                 queue: Arc::new(self.changes.clone()),
-                buckets: BUCKETS,
+                groups: BUCKETS,
             }),
             queue: Box::new(self.retry_queue.clone()),
             limits,
@@ -105,7 +108,7 @@ async fn valid_rows_go_to_the_changes_queue_by_bucket_invalid_ones_to_the_retry_
     assert_eq!(world.published_ids(), vec![1, 2, 4, 5, 6]);
     for batch in &world.changes.state().batches {
         for row in &batch.rows {
-            assert_eq!(bucket_of(row.0, BUCKETS), batch.bucket, "{batch:?}");
+            assert_eq!(BUCKETS.bucket_of(row.0), batch.bucket, "{batch:?}");
         }
     }
     let queued = world.retry_queue.messages.lock().unwrap().clone();
