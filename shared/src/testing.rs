@@ -255,8 +255,11 @@ pub struct StoreState {
     pub write_delay: Option<Duration>,
     /// A run's lock connection was lost and another run took the lock.
     pub lock_lost: bool,
-    /// Stream mode's marks: (buckets, bucket) → (run, seq).
-    pub marks: BTreeMap<(u32, u32), (uuid::Uuid, u64)>,
+    /// Stream mode's marks: (buckets, block, bucket) → (run, seq).
+    pub marks: BTreeMap<(u32, u32, u32), (uuid::Uuid, u64)>,
+    /// Statements that held two versions of one id (which Postgres may
+    /// apply in either order: see [`MemorySink`]'s upsert).
+    pub repeated_ids: usize,
 }
 
 /// The replica: the `case` table, its run lock and the ledger.
@@ -360,7 +363,9 @@ impl RowSink for MemorySink {
             return Err(WriteError::transient("connection refused"));
         }
         for m in marks {
-            state.marks.insert((m.buckets, m.bucket), (m.run_id, m.seq));
+            state
+                .marks
+                .insert((m.buckets, m.block, m.bucket), (m.run_id, m.seq));
         }
         Ok(())
     }
@@ -399,11 +404,23 @@ impl AllOrNothing for MemorySink {
         ids.sort_unstable();
         ids.dedup();
         if ids.len() != rows.len() {
-            // What Postgres says when one statement touches an id twice.
-            return Err(WriteError::row_level(
-                "21000",
-                "ON CONFLICT DO UPDATE command cannot affect row a second time",
-            ));
+            state.repeated_ids += 1;
+            // What Postgres's upsert does with two versions of an id in one
+            // statement: a version equal to what the row holds is skipped;
+            // once the statement changed (or inserted) the row, any later
+            // version of it is refused, whole.
+            let mut changed: std::collections::HashSet<i32> = Default::default();
+            for r in rows {
+                if changed.contains(&r.country_id) {
+                    return Err(WriteError::row_level(
+                        "21000",
+                        "ON CONFLICT DO UPDATE command cannot affect row a second time",
+                    ));
+                }
+                if state.table.get(&r.country_id) != Some(&r.country) {
+                    changed.insert(r.country_id);
+                }
+            }
         }
         if rows.iter().any(|r| state.refused.contains(&r.country)) {
             return Err(WriteError::row_level("23514", "violates check constraint"));

@@ -273,8 +273,9 @@ struct IncomingBatch<'a> {
     buckets: u32,
     #[serde(default)]
     block: Option<u32>,
+    /// Absent only in version-1 batches published before it existed.
     #[serde(default)]
-    seq: u64,
+    seq: Option<u64>,
     #[serde(borrow)]
     rows: Vec<(i32, IncomingText<'a>)>,
 }
@@ -307,6 +308,11 @@ pub fn parse_change_batch(
         }
         (v, _) => return Err(MalformedChange::UnknownVersion(v)),
     };
+    let seq = match (batch.v, batch.seq) {
+        (_, Some(seq)) => seq,
+        (1, None) => 0,
+        (_, None) => return Err(MalformedChange::WrongShape("missing field `seq`".into())),
+    };
     if batch.rows.is_empty() {
         return Err(MalformedChange::NoRows);
     }
@@ -323,7 +329,7 @@ pub fn parse_change_batch(
             buckets: batch.buckets,
             block,
         },
-        seq: batch.seq,
+        seq,
     };
     let mut rows = Vec::with_capacity(batch.rows.len());
     for (index, (id, IncomingText(country))) in batch.rows.iter().enumerate() {
@@ -446,13 +452,25 @@ mod tests {
             ),
             (
                 Some(
+                    r#"{"v":2,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":4,"block":1048577,"seq":0,"rows":[[4,"USA"]]}"#,
+                ),
+                "block 1048577 is not a block size",
+            ),
+            (
+                Some(
+                    r#"{"v":2,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":4,"block":8,"rows":[[4,"USA"]]}"#,
+                ),
+                "missing field `seq`",
+            ),
+            (
+                Some(
                     r#"{"v":1,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":4,"block":8,"rows":[[4,"USA"]]}"#,
                 ),
                 "block 8 is not a block size (version 1: none",
             ),
             (
                 Some(
-                    r#"{"v":2,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":4,"block":8,"rows":[[4,"USA"],[8,"FRA"]]}"#,
+                    r#"{"v":2,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":4,"block":8,"seq":0,"rows":[[4,"USA"],[8,"FRA"]]}"#,
                 ),
                 "row 1 (id 8) belongs to bucket 1, not 0",
             ),
@@ -585,7 +603,7 @@ mod tests {
     /// A country written with JSON escapes is the same text: read, not refused.
     #[test]
     fn an_escaped_country_reads_as_its_text() {
-        let body = r#"{"v":2,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":1,"block":1,"rows":[[5,"U\u0053A"]]}"#;
+        let body = r#"{"v":2,"run_id":"00000000-0000-0000-0000-000000000000","bucket":0,"buckets":1,"block":1,"seq":0,"rows":[[5,"U\u0053A"]]}"#;
         let (_, rows) = parse_change_batch(Some(body)).unwrap();
         assert_eq!(rows[0].country, "USA");
     }

@@ -200,26 +200,32 @@ impl ChangeWriter {
                 Err(_) => return false,
             }
         }
-        let marks: Vec<ChangeMark> = parsed.iter().map(|(batch, _)| batch.mark()).collect();
-        if let Err(e) = w.mark_changes(&marks).await {
-            tracing::debug!(error = %e, "marking the invocation's batches failed; writing them one by one");
-            return false;
-        }
         // In id order, Postgres adds to its primary key's index page after
-        // page instead of all over it (the messages of an invocation are
-        // different buckets). There are no two versions of an id here: such
-        // a statement is refused whole, and each batch then goes on its own,
-        // in order. References are sorted, and the rows stay where each
-        // batch was parsed: a row is about a hundred bytes, and moving an
-        // invocation's rows (megabytes) into one vector or sorting them in
-        // place cost more than the parsing (measured). The sort is stable
-        // on keys beside the references: it merges the runs a message's
-        // blocks already are, and compares without reading each row.
+        // page instead of all over it. References are sorted, and the rows
+        // stay where each batch was parsed: a row is about a hundred bytes,
+        // and moving an invocation's rows (megabytes) into one vector or
+        // sorting them in place cost more than the parsing (measured). The
+        // sort is stable on keys beside the references: it merges the runs
+        // a message's blocks already are, and compares without reading each
+        // row.
         let mut keyed: Vec<(i32, &CountryRow)> = parsed
             .iter()
             .flat_map(|(_, rows)| rows.iter().map(|r| (r.country_id, r)))
             .collect();
         keyed.sort_by_key(|(id, _)| *id);
+        // Two versions of an id (several batches of one group, which blocks
+        // make common) never go in one statement: Postgres refuses that only
+        // when both change the row (the upsert skips a version equal to what
+        // it holds and applies the next), so the order between them would
+        // rest on the sort. Each batch then goes on its own, in order.
+        if keyed.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+            return false;
+        }
+        let marks: Vec<ChangeMark> = parsed.iter().map(|(batch, _)| batch.mark()).collect();
+        if let Err(e) = w.mark_changes(&marks).await {
+            tracing::debug!(error = %e, "marking the invocation's batches failed; writing them one by one");
+            return false;
+        }
         let refs: Vec<&CountryRow> = keyed.into_iter().map(|(_, r)| r).collect();
         // One statement, no isolation and no retry: anything but a clean
         // write falls back to the batches one by one, which do both.
