@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use countries_ops::event_source::LocalEventSource;
-use countries_ops::failures::FailureReport;
+use countries_ops::failures::{bucket_sql, FailureReport};
 use countries_postgres::mapped_rows::PgMappedRows;
 use countries_postgres::sink::pool::PostgresStore;
 use countries_shared::deadline::Deadline;
@@ -190,4 +190,55 @@ async fn a_batch_that_keeps_failing_is_reported_row_by_row_and_replayed_unless_o
         .await
         .expect("the report");
     assert_eq!(left.len(), 2);
+}
+
+/// `countries replay` finds a row's group in every packing with SQL that
+/// must agree with the writer's `Groups::bucket_of`: negative ids (rounded
+/// towards minus infinity) and the extremes included.
+#[tokio::test]
+async fn the_replay_bucket_sql_agrees_with_the_packing() {
+    let env = TestEnv::new("bucket_sql").await;
+    let pg = env.postgres().await;
+    let statement = pg
+        .prepare(&format!(
+            "SELECT {}",
+            bucket_sql("$1::int8", "$2::int4", "$3::int4")
+        ))
+        .await
+        .expect("prepare");
+    let ids = [
+        i32::MIN,
+        i32::MIN + 1,
+        -65_537,
+        -65_536,
+        -65_535,
+        -9,
+        -8,
+        -1,
+        0,
+        1,
+        7,
+        8,
+        65_535,
+        65_536,
+        i32::MAX,
+    ];
+    for id in ids {
+        for block in [1u32, 8, 65_536, 1 << 20] {
+            for buckets in [1u32, 3, 4, 16, 10_000] {
+                let args: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&i64::from(id), &(block as i32), &(buckets as i32)];
+                let got: i64 = pg
+                    .query_one(&statement, &args)
+                    .await
+                    .expect("the bucket")
+                    .get(0);
+                assert_eq!(
+                    got,
+                    i64::from(Groups { buckets, block }.bucket_of(id)),
+                    "id {id}, blocks of {block}, {buckets} buckets"
+                );
+            }
+        }
+    }
 }

@@ -264,6 +264,15 @@ fn note_outcome(outcome: &mut ReplayOutcome, entries: &[StoredRow], result: Sink
     }
 }
 
+/// SQL for the bucket of an id in a packing, as
+/// [`countries_shared::model::change::Groups::bucket_of`] computes it: the
+/// block rounded towards minus infinity (`floor`, as `div_euclid`), then a
+/// modulo that is never negative (as `rem_euclid`). Each argument is an SQL
+/// expression: an `int8` id, an integer block and bucket count.
+pub fn bucket_sql(id: &str, block: &str, buckets: &str) -> String {
+    format!("((floor({id}::numeric / {block})::int8 % {buckets}) + {buckets}) % {buckets}")
+}
+
 /// Why a stream-mode row must not be replayed, if it must not: Postgres
 /// holds another value for its id, and a batch of its message group later
 /// than its own was given to Postgres since (the writer's
@@ -307,11 +316,12 @@ pub async fn stale(
                 "SELECT m.run_id, m.seq, m.marked_at, m.bucket, m.buckets, m.block FROM {schema}.change_marks m \
                  LEFT JOIN {schema}.replication_run mine ON mine.run_id = $1 \
                  LEFT JOIN {schema}.replication_run theirs ON theirs.run_id = m.run_id \
-                 WHERE ((floor($3::int8::numeric / m.block)::int8 % m.buckets) + m.buckets) % m.buckets = m.bucket \
+                 WHERE {} = m.bucket \
                    AND CASE WHEN m.run_id = $1 THEN m.seq > $2 \
                             ELSE mine.started_at IS NULL OR theirs.started_at IS NULL \
                                  OR theirs.started_at > mine.started_at END \
-                 ORDER BY m.marked_at DESC LIMIT 1"
+                 ORDER BY m.marked_at DESC LIMIT 1",
+                bucket_sql("$3::int8", "m.block", "m.buckets")
             ),
             &[
                 &run_id as &(dyn tokio_postgres::types::ToSql + Sync),
