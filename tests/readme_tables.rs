@@ -3,11 +3,19 @@
 //! `BLESS=1 cargo test -p countries-tests --test readme_tables` rewrites them.
 
 use std::path::Path;
+use std::sync::Mutex;
+
+/// The tests run in parallel: with `BLESS=1` each rewrites the README, and
+/// another must not read it half-written or write back what it read before.
+static README: Mutex<()> = Mutex::new(());
 
 /// Checks that the README's section between `<!-- NAME:start -->` and
 /// `<!-- NAME:end -->` is `generated`; with `BLESS=1` it rewrites the
 /// section instead.
 fn assert_readme_section(name: &str, generated: &str, source: &str) {
+    let _one_at_a_time = README
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
     let readme = std::fs::read_to_string(&path).expect("README.md beside the workspace");
     let (start, end) = (
