@@ -385,3 +385,77 @@ async fn the_check_before_a_run_sees_a_changed_target_and_outlives_a_lost_connec
         .expect("a reason to plan again");
     assert!(why.contains("could not be read"), "{why}");
 }
+
+#[tokio::test]
+async fn the_retriers_rows_pass_the_mappings_rules_before_the_write() {
+    use countries_postgres::mapped_rows::PgMappedRows;
+    use countries_shared::model::value_json::to_json;
+    use countries_shared::ports::MappedRows;
+    let env = TestEnv::new("mapped_rows_rules").await;
+    let pg = env.postgres().await;
+    pg.batch_execute("CREATE TABLE codes (id bigint PRIMARY KEY, country text)")
+        .await
+        .expect("the table");
+    let file = "[[tables]]\nname = \"codes\"\nsource = { schema = \"S\", table = \"CODES\" }\n\
+                target = { schema = \"public\", table = \"codes\" }\nconsume = \"delete\"\n\
+                rules = { country = \"country_code\" }\n";
+    let mappings =
+        countries_shared::config::tables::parse_tables(file, "tables.toml").expect("the mapping");
+    let rows = PgMappedRows::new(env.config().postgres, mappings);
+    let row = |id: i64, country: Option<&str>| -> serde_json::Map<String, serde_json::Value> {
+        let mut row: serde_json::Map<String, serde_json::Value> =
+            [("ID".to_string(), to_json(&Value::Int(id)))]
+                .into_iter()
+                .collect();
+        if let Some(country) = country {
+            row.insert("COUNTRY".into(), to_json(&Value::Text(country.into())));
+        }
+        row
+    };
+    let (good, bad, null, absent) = (
+        row(1, Some(" usa ")),
+        row(2, Some("U5A")),
+        row(3, None),
+        row(4, None),
+    );
+    let mut null = null;
+    null.insert("COUNTRY".into(), to_json(&Value::Null));
+    let outcome = rows
+        .write_rows(
+            "codes",
+            &[&good, &bad, &null, &absent],
+            WriteLimits {
+                failure_budget: usize::MAX,
+                policy: RetryPolicy::immediate(1),
+            },
+            &Deadline::none(),
+        )
+        .await
+        .expect("the table is known");
+    assert_eq!(outcome.written, [0], "{outcome:?}");
+    let mut refused: Vec<(usize, String)> = outcome
+        .rejected
+        .iter()
+        .map(|(i, e)| (*i, e.message.clone()))
+        .collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            (
+                1,
+                "country must be exactly three letters A-Z after trimming, got \"U5A\"".into()
+            ),
+            (2, "country is NULL".into()),
+            (3, "country is NULL".into()),
+        ]
+    );
+    let stored: Vec<(i64, String)> = pg
+        .query("SELECT id, country FROM codes", &[])
+        .await
+        .expect("the rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(stored, [(1, "USA".to_string())], "written normalised");
+}

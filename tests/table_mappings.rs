@@ -30,7 +30,7 @@ name = "case"
 source = {{ database = "{database}", schema = "PUBLIC", table = "case" }}
 target = {{ schema = "public", table = "case" }}
 consume = "delete"
-rules = ["country_code"]
+rules = {{ country = "country_code" }}
 
 [[tables]]
 name = "orders"
@@ -102,6 +102,13 @@ async fn two_tables_are_planned_from_both_catalogs() {
     let printed = render(&checked);
     assert!(
         printed.contains("  AMOUNT -> amount (numeric): exact, all 38 digits and the scale"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(
+            "  COUNTRY -> country (varchar(n)): exact; refused: a NUL character; a value longer than n; \
+             rule country_code: trimmed and upper-cased, then three letters A-Z, or the row is refused (invalid)"
+        ),
         "{printed}"
     );
     assert!(!printed.contains("problem"), "{printed}");

@@ -12,11 +12,12 @@ use countries_postgres::connect::connect;
 use countries_postgres::mapped::{MappedTarget, PgTableSink};
 use countries_postgres::run_guard::PostgresRunGuard;
 use countries_postgres::warm::PasswordSource;
-use countries_shared::config::tables::{Rule, TableMapping};
+use countries_shared::config::tables::TableMapping;
 use countries_shared::config::vars::Function;
 use countries_shared::config::ReplicatorConfig;
 use countries_shared::deadline::Deadline;
 use countries_shared::model::columns::{declared_columns, match_columns, ColumnPlan, TargetColumn};
+use countries_shared::model::rules::bind_rules;
 use countries_shared::retry::Backoff;
 use countries_shared::table_run::set::TablePlanner;
 use countries_shared::table_run::TableReplicator;
@@ -85,7 +86,10 @@ async fn plan_and_target(
     let columns = mapping.columns.as_deref();
     let (source, mut problems) = declared_columns(&mapping.name, &pairs, &target, columns);
     match match_columns(&mapping.name, &source, &target, columns, &mapping.key) {
-        Ok(plan) if problems.is_empty() => Ok((plan, target)),
+        Ok(plan) if problems.is_empty() => match bind_rules(&mapping.name, &mapping.rules, &plan) {
+            Ok(_) => Ok((plan, target)),
+            Err(problems) => Err(problems),
+        },
         Ok(_) => Err(problems),
         Err(more) => {
             problems.extend(more);
@@ -142,11 +146,6 @@ impl TablePlanner for Planner {
         deadline: &Deadline,
     ) -> Result<TableReplicator, Vec<String>> {
         let at = format!("table {}", mapping.name);
-        if mapping.rules.contains(&Rule::CountryCode) {
-            return Err(vec![format!(
-                "{at}: the country_code rule is the case table's, which the SNOWFLAKE_* and POSTGRES_* variables configure; TABLES_FILE lists the tables beside it"
-            )]);
-        }
         let config = &self.config;
         let snowflake = self
             .source(&mapping.name)
@@ -157,6 +156,8 @@ impl TablePlanner for Planner {
         let (plan, catalog) =
             plan_and_target(mapping, &snowflake, &postgres.client, deadline).await?;
         drop(postgres);
+        // Checked by the plan above: binding cannot fail here.
+        let rules = bind_rules(&mapping.name, &mapping.rules, &plan)?;
         let columns: Vec<String> = plan.iter().map(|c| c.source.clone()).collect();
         let keys: Vec<String> = plan
             .iter()
@@ -174,6 +175,7 @@ impl TablePlanner for Planner {
             name: mapping.name.clone(),
             columns,
             key_positions,
+            rules,
             source: Box::new(snowflake.mapped(table)),
             guard: Box::new(PostgresRunGuard::for_table(
                 config.postgres.clone(),

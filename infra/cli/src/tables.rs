@@ -5,7 +5,7 @@
 //! does at a table's first run); the answer is each table's column
 //! plan, or every problem found, each naming its table and column.
 
-use countries_shared::config::tables::TableMapping;
+use countries_shared::config::tables::{Rule, TableMapping};
 use countries_shared::deadline::Deadline;
 use countries_shared::model::columns::ColumnPlan;
 use countries_snowflake::SnowflakeSource;
@@ -20,6 +20,8 @@ pub struct TableCheck {
     /// `schema.table` in Postgres.
     pub target: String,
     pub plan: Result<Vec<ColumnPlan>, Vec<String>>,
+    /// The mapping's rules: (target column, rule).
+    pub rules: Vec<(String, Rule)>,
 }
 
 /// Checks every table of the file; one table's problems never stop the
@@ -37,6 +39,7 @@ pub async fn check_tables(
             source: source_name(table).quoted(),
             target: format!("{}.{}", table.target_schema, table.target_table),
             plan: plan_table(table, snowflake, postgres, deadline).await,
+            rules: table.rules.clone(),
         });
     }
     checked
@@ -60,8 +63,14 @@ pub fn render(checked: &[TableCheck]) -> String {
                     } else {
                         format!("; refused: {}", c.mapping.refused)
                     };
+                    let rule = table
+                        .rules
+                        .iter()
+                        .find(|(column, _)| *column == c.target)
+                        .map(|(_, r)| format!("; rule {}: {}", r.name(), r.describe()))
+                        .unwrap_or_default();
                     out.push_str(&format!(
-                        "  {} -> {} ({}{key}): {}{refused}\n",
+                        "  {} -> {} ({}{key}): {}{refused}{rule}\n",
                         c.source,
                         c.target,
                         c.target_type.sql(),

@@ -244,7 +244,7 @@ impl ReplicatorConfig {
     /// Reads the configuration and leaves `env` to tell which variables were read.
     pub fn read_from(env: &mut Env) -> Result<Self, ConfigError> {
         let mut config = Self::read(env);
-        config.tables = read_tables(env);
+        config.tables = read_tables(env, &config.postgres);
         env.finish(config)
     }
 
@@ -262,8 +262,11 @@ impl ReplicatorConfig {
 }
 
 /// The mapping file `TABLES_FILE` names, parsed; each of its problems is a
-/// problem of the variable.
-fn read_tables(env: &mut Env) -> Vec<tables::TableMapping> {
+/// problem of the variable. A table of the file may not be `case` (the
+/// `POSTGRES_*` variables' table, by its name in the ledger or its target):
+/// two runs of one table under two locks would each write what the other
+/// deletes.
+fn read_tables(env: &mut Env, case: &PostgresConfig) -> Vec<tables::TableMapping> {
     let Some(path) = env.optional(&vars::TABLES_FILE) else {
         return Vec::new();
     };
@@ -277,7 +280,27 @@ fn read_tables(env: &mut Env) -> Vec<tables::TableMapping> {
             return Vec::new();
         }
     };
-    tables::parse_tables(&text, &path).unwrap_or_else(|problems| {
+    let parsed = tables::parse_tables(&text, &path).and_then(|tables| {
+        let clashes: Vec<String> = tables
+            .iter()
+            .filter(|t| {
+                t.name == case.table.as_str()
+                    || (t.target_schema == case.schema && t.target_table == case.table)
+            })
+            .map(|t| {
+                format!(
+                    "{path}: table {}: this is the case table ({}.{}), which the SNOWFLAKE_* and POSTGRES_* variables configure; the file lists the tables beside it",
+                    t.name, case.schema, case.table
+                )
+            })
+            .collect();
+        if clashes.is_empty() {
+            Ok(tables)
+        } else {
+            Err(clashes)
+        }
+    });
+    parsed.unwrap_or_else(|problems| {
         for problem in problems {
             env.problem(&vars::TABLES_FILE, problem);
         }
@@ -340,14 +363,16 @@ impl RetrierConfig {
                 format!("must not be below RETRY_BACKOFF_BASE_SECONDS ({base}), got {max}"),
             );
         }
+        let postgres = PostgresConfig::read(env);
+        let tables = read_tables(env, &postgres);
         let config = Self {
-            postgres: PostgresConfig::read(env),
+            postgres,
             retry_queue_url: env.url(&vars::RETRY_QUEUE_URL).unwrap_or_default(),
             backoff_base: Duration::from_secs(base),
             backoff_max: Duration::from_secs(max),
             write_attempts: env.number(&vars::WRITE_ATTEMPTS),
             deadline_margin: deadline_margin(env),
-            tables: read_tables(env),
+            tables,
         };
         env.finish(config)
     }

@@ -6,13 +6,13 @@
 //!
 //! ```toml
 //! [[tables]]
-//! name = "case"                 # logs, metrics, the ledger and messages
-//! source = { schema = "PUBLIC", table = "case" }  # database: SNOWFLAKE_DATABASE
-//! target = { schema = "public", table = "case" }
+//! name = "countries"            # logs, metrics, the ledger and messages
+//! source = { schema = "PUBLIC", table = "COUNTRIES" }  # database: SNOWFLAKE_DATABASE
+//! target = { schema = "reference", table = "countries" }
 //! key = ["country_id"]          # target columns; default: its primary key
 //! columns = ["COUNTRY_ID", "COUNTRY"]  # source columns; default: all the target has
 //! consume = "delete"            # required: rows leave Snowflake once safe
-//! rules = ["country_code"]      # checks before the write (today: case's)
+//! rules = { country = "country_code" }  # target column = check before the write
 //! max_rows_per_run = 1000000
 //! ```
 //!
@@ -26,6 +26,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 use crate::model::ident::Identifier;
+pub use crate::model::rules::Rule;
 
 /// One replicated table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,15 +40,9 @@ pub struct TableMapping {
     pub target_table: Identifier,
     pub key: Vec<String>,
     pub columns: Option<Vec<String>>,
-    pub rules: Vec<Rule>,
+    /// Checks before the write: (target column, rule), in column order.
+    pub rules: Vec<(String, Rule)>,
     pub max_rows_per_run: Option<u64>,
-}
-
-/// A check a table's rows pass before the write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rule {
-    /// The `case` table's: `country` trimmed, upper-cased, three letters A-Z.
-    CountryCode,
 }
 
 #[derive(Deserialize)]
@@ -76,7 +71,7 @@ struct RawTable {
     columns: Option<Vec<String>>,
     consume: Option<String>,
     #[serde(default)]
-    rules: Vec<String>,
+    rules: std::collections::BTreeMap<String, String>,
     max_rows_per_run: Option<u64>,
 }
 
@@ -177,11 +172,12 @@ fn check(raw: RawTable, at: &str, problems: &mut Vec<String>) -> Option<TableMap
     let target_schema = ident("target.schema", &raw.target.schema);
     let target_table = ident("target.table", &raw.target.table);
     let mut rules = Vec::new();
-    for rule in &raw.rules {
-        match rule.as_str() {
-            "country_code" => rules.push(Rule::CountryCode),
-            other => problems.push(format!(
-                "{at}: unknown rule {other:?} (known: country_code)"
+    for (column, name) in &raw.rules {
+        match Rule::from_name(name) {
+            Some(rule) => rules.push((column.clone(), rule)),
+            None => problems.push(format!(
+                "{at}: rules.{column}: unknown rule {name:?} (known: {})",
+                Rule::CountryCode.name()
             )),
         }
     }
@@ -218,7 +214,7 @@ mod tests {
         target = { schema = "public", table = "case" }
         key = ["country_id"]
         consume = "delete"
-        rules = ["country_code"]
+        rules = { country = "country_code" }
 
         [[tables]]
         name = "orders"
@@ -233,7 +229,7 @@ mod tests {
     fn two_tables_parse_with_their_settings() {
         let tables = parse_tables(CASE, "tables.toml").expect("valid");
         assert_eq!(tables.len(), 2);
-        assert_eq!(tables[0].rules, vec![Rule::CountryCode]);
+        assert_eq!(tables[0].rules, vec![("country".into(), Rule::CountryCode)]);
         assert_eq!(tables[0].key, vec!["country_id"]);
         assert_eq!(tables[1].source_database.as_deref(), Some("SALES"));
         assert_eq!(tables[1].target_table.as_str(), "orders");
@@ -251,7 +247,7 @@ mod tests {
             name = "Bad Name"
             source = { schema = "PUBLIC", table = "" }
             target = { schema = "public", table = "a;b" }
-            rules = ["uppercase"]
+            rules = { note = "uppercase" }
             columns = []
             max_rows_per_run = 0
 
@@ -280,7 +276,7 @@ mod tests {
             "tables.toml: table 1 (Bad Name): consume is required",
             "tables.toml: table 1 (Bad Name): source.table is empty",
             "tables.toml: table 1 (Bad Name): target.table: \"a;b\" is not a plain identifier",
-            "tables.toml: table 1 (Bad Name): unknown rule \"uppercase\"",
+            "tables.toml: table 1 (Bad Name): rules.note: unknown rule \"uppercase\"",
             "tables.toml: table 1 (Bad Name): columns is empty",
             "tables.toml: table 1 (Bad Name): max_rows_per_run must be at least 1",
             "tables.toml: table 2 (t): consume = \"copy\" is not supported",

@@ -1,6 +1,7 @@
 //! The data that moves through the pipeline: the row and its validation
-//! ([`row`]), the retry-queue message ([`message`]; version 2, a row of
-//! any mapped table, in [`mapped_message`]), the changes-queue
+//! ([`row`]; the checks a mapping declares per column, in [`rules`]), the
+//! retry-queue message ([`message`]; version 2, a row of any mapped table,
+//! in [`mapped_message`]), the changes-queue
 //! message of stream mode ([`change`]), the failure report
 //! ([`report`]), configured SQL names
 //! ([`ident`]), how values are shown to people ([`text`]), the typed
@@ -17,6 +18,7 @@ pub mod mapped_message;
 pub mod message;
 pub mod report;
 pub mod row;
+pub mod rules;
 pub mod text;
 pub mod types;
 pub mod value;

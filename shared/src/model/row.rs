@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::rules::country_code;
 use crate::model::text::preview;
 
 /// A row as read from Snowflake, before validation. `NUMBER(38,0)` can exceed
@@ -56,13 +57,10 @@ pub fn validate(row: &SourceRow) -> Result<CountryRow, InvalidRow> {
     let id = row.country_id.ok_or(InvalidRow::NullId)?;
     let country_id = i32::try_from(id).map_err(|_| InvalidRow::IdOutOfRange(id))?;
     let raw = row.country.as_deref().ok_or(InvalidRow::NullCountry)?;
-    let trimmed = raw.trim();
-    if trimmed.len() != 3 || !trimmed.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return Err(InvalidRow::BadCountry(preview(raw, 40)));
-    }
+    let country = country_code(raw).ok_or_else(|| InvalidRow::BadCountry(preview(raw, 40)))?;
     Ok(CountryRow {
         country_id,
-        country: trimmed.to_ascii_uppercase(),
+        country,
         source: row.clone(),
     })
 }

@@ -33,6 +33,7 @@ use crate::deadline::Deadline;
 use crate::ledger::{RunOutcome, RunSummary};
 use crate::model::mapped_message::MappedRetryMessage;
 use crate::model::message::{FailureClass, FailureDetail};
+use crate::model::rules::ColumnRule;
 use crate::model::value::{TableRow, Value};
 use crate::ports::{
     GuardedRun, IdMatch, NoHook, RetryQueue, RowNumbers, RunGuard, Step, StepHook, TableSink,
@@ -50,6 +51,8 @@ pub struct TableReplicator {
     pub columns: Vec<String>,
     /// Where the key columns are among them.
     pub key_positions: Vec<usize>,
+    /// The mapping's checks before the write, bound to the columns.
+    pub rules: Vec<ColumnRule>,
     pub source: Box<dyn TableSource>,
     /// The table's own run lock and ledger.
     pub guard: Box<dyn RunGuard>,
@@ -253,7 +256,7 @@ impl TableReplicator {
         &self,
         snapshot: &dyn TableSnapshot,
         first: u64,
-        rows: Vec<TableRow>,
+        mut rows: Vec<TableRow>,
         run: &mut TableRun<'_>,
     ) -> bool {
         let deadline = run.deadline;
@@ -270,7 +273,13 @@ impl TableReplicator {
             ));
             return false;
         }
-        let planned = plan_page(&rows, &self.columns, &self.key_positions, &mut run.versions);
+        let planned = plan_page(
+            &mut rows,
+            &self.columns,
+            &self.key_positions,
+            &self.rules,
+            &mut run.versions,
+        );
         let mut failures = Vec::new();
         let mut stopped = false;
         for item in &planned {

@@ -2,12 +2,15 @@
 //! next run (a second row of a key already written in this run: one row per
 //! key per run, so that a statement never touches a row twice and an older
 //! version never overwrites a newer), or fail it as invalid (a value
-//! Snowflake's decoder refused, a NULL key). An identical copy of a row is
+//! Snowflake's decoder refused, a NULL key, a value a rule of the mapping
+//! refused: [`crate::model::rules`]; a value a rule normalises is written
+//! normalised). An identical copy of a row is
 //! held back too, and goes anyway: the join delete matches content, so it
 //! leaves with its twin once the twin is safe, and stays with it otherwise.
 //! The snapshot is ordered by key, so only the last key seen needs keeping
 //! between pages ([`Versions`]).
 
+use crate::model::rules::{apply_rules, ColumnRule};
 use crate::model::value::{TableRow, Value};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,14 +27,16 @@ pub(super) struct Versions {
     key: Option<Vec<Value>>,
 }
 
-/// Plans the rows of one page, in order. `columns` names the cells.
+/// Plans the rows of one page, in order, applying `rules` to the cells of
+/// the rows it writes. `columns` names the cells.
 pub(super) fn plan_page(
-    rows: &[TableRow],
+    rows: &mut [TableRow],
     columns: &[String],
     key_positions: &[usize],
+    rules: &[ColumnRule],
     versions: &mut Versions,
 ) -> Vec<Planned> {
-    rows.iter()
+    rows.iter_mut()
         .enumerate()
         .map(|(i, row)| {
             let unreadable: Vec<&str> = row
@@ -53,6 +58,9 @@ pub(super) fn plan_page(
                     .filter_map(|&k| columns.get(k).map(String::as_str))
                     .collect();
                 return Planned::Invalid(i, format!("key column {} is NULL", names.join(", ")));
+            }
+            if let Err(why) = apply_rules(rules, &mut row.cells) {
+                return Planned::Invalid(i, why);
             }
             if versions.key.as_ref() == Some(&key) {
                 Planned::Later(i)
@@ -83,7 +91,7 @@ mod tests {
     fn one_row_per_key_and_bad_rows_fail_by_name() {
         let columns = ["ID".to_string(), "NOTE".to_string()];
         let mut versions = Versions::default();
-        let first = [
+        let mut first = [
             row(1, Some(1), Ok("a")),
             row(2, Some(1), Ok("a")),
             row(3, Some(1), Ok("b")),
@@ -91,7 +99,7 @@ mod tests {
             row(5, Some(2), Ok("c")),
         ];
         assert_eq!(
-            plan_page(&first, &columns, &[0], &mut versions),
+            plan_page(&mut first, &columns, &[0], &[], &mut versions),
             [
                 Planned::Write(0),
                 Planned::Later(1),
@@ -101,9 +109,9 @@ mod tests {
             ]
         );
         // The next page goes on from the last key's first version.
-        let next = [row(6, Some(2), Ok("d")), row(7, None, Ok("e"))];
+        let mut next = [row(6, Some(2), Ok("d")), row(7, None, Ok("e"))];
         assert_eq!(
-            plan_page(&next, &columns, &[0], &mut versions),
+            plan_page(&mut next, &columns, &[0], &[], &mut versions),
             [
                 Planned::Later(0),
                 Planned::Invalid(1, "key column ID is NULL".into()),

@@ -166,6 +166,7 @@ pub(super) fn replicator(
         name: "notes".into(),
         columns: vec!["ID".into(), "NOTE".into()],
         key_positions: vec![0],
+        rules: Vec::new(),
         source: Box::new(table.clone()),
         guard: Box::new(MemoryStore::default()),
         sink: Box::new(target.clone()),
@@ -262,6 +263,56 @@ async fn every_row_ends_written_enqueued_or_left_and_only_safe_rows_are_deleted(
         .run(Uuid::new_v4(), None, &Deadline::none())
         .await;
     assert_eq!(idle.outcome, RunOutcome::Idle);
+}
+
+#[tokio::test]
+async fn a_rule_of_the_mapping_normalises_what_it_writes_and_fails_what_it_refuses() {
+    let (table, target, queue) = (
+        MemoryTable::default(),
+        MemoryTarget::default(),
+        MemoryQueue::default(),
+    );
+    load(
+        &table,
+        &[(Some(1), " usa"), (Some(2), "U5A"), (Some(3), "FRA")],
+    );
+    let mut run = replicator(&table, &target, &queue);
+    run.rules = vec![ColumnRule {
+        position: 1,
+        column: "note".into(),
+        rule: crate::model::rules::Rule::CountryCode,
+    }];
+    let summary = run.run(Uuid::new_v4(), None, &Deadline::none()).await;
+    assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
+    assert_eq!(
+        (
+            summary.rows_written,
+            summary.rows_invalid,
+            summary.unaccounted()
+        ),
+        (2, 1, 0)
+    );
+    let mut written = target.current.lock().unwrap().clone();
+    written.sort_by_key(|r| format!("{:?}", r[0]));
+    assert_eq!(
+        written,
+        [
+            vec![Value::Int(1), Value::Text("USA".into())],
+            vec![Value::Int(3), Value::Text("FRA".into())],
+        ],
+        "written normalised"
+    );
+    let messages = queue.mapped.lock().unwrap().clone();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].error.class.as_str(), "invalid");
+    assert_eq!(
+        messages[0].error.message,
+        "note must be exactly three letters A-Z after trimming, got \"U5A\""
+    );
+    assert!(
+        table.rows.lock().unwrap().is_empty(),
+        "the source rows go as read, the normalised one included"
+    );
 }
 
 #[tokio::test]

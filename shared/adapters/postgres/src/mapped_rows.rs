@@ -4,8 +4,9 @@
 //! when it changed since (checked before each write); a row's
 //! columns are its source names, matched to the target's by the name rule
 //! of the mapping (`same_name`), and its values read back exactly
-//! ([`from_json`]). A row holding a value Snowflake's decoder could not
-//! read, or one that does not read back, is refused alone.
+//! ([`from_json`]), then checked by the mapping's rules as the table run
+//! checks them. A row holding a value Snowflake's decoder could not read,
+//! one that does not read back, or one a rule refuses, is refused alone.
 
 use std::collections::HashMap;
 
@@ -20,6 +21,7 @@ use countries_shared::config::PostgresConfig;
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::{ErrorKind, SinkError, WriteError};
 use countries_shared::model::columns::{same_name, TargetColumn};
+use countries_shared::model::rules::{apply_rules, ColumnRule};
 use countries_shared::model::types::TargetType;
 use countries_shared::model::value::Value;
 use countries_shared::model::value_json::from_json;
@@ -32,8 +34,21 @@ pub struct PgMappedRows {
     refresh: Option<PasswordSource>,
     tables: Vec<TableMapping>,
     /// Per table and set of source columns: the sources in write order,
-    /// and the sink.
-    sinks: tokio::sync::Mutex<HashMap<RowShape, (Vec<String>, PgTableSink)>>,
+    /// the mapping's rules over them, and the sink.
+    sinks: tokio::sync::Mutex<HashMap<RowShape, PlannedSink>>,
+}
+
+/// A row shape's sources in write order, the rules over them, the sink.
+type PlannedSink = (Vec<String>, Vec<ColumnRule>, PgTableSink);
+
+/// What [`PgMappedRows::plan`] makes of a table and a set of columns.
+struct RowPlan {
+    sources: Vec<String>,
+    /// The mapping's rules, by position among `sources`; a rule whose
+    /// column the rows lack checks a NULL placed after them.
+    rules: Vec<ColumnRule>,
+    target: MappedTarget,
+    catalog: Vec<TargetColumn>,
 }
 
 /// A table's name and the sorted source columns of its rows.
@@ -61,11 +76,7 @@ impl PgMappedRows {
 
     /// The columns a row with source columns `names` is written as: each
     /// target column that one of them fills, in the target's order.
-    async fn plan(
-        &self,
-        mapping: &TableMapping,
-        names: &[String],
-    ) -> Result<(Vec<String>, MappedTarget, Vec<TargetColumn>), String> {
+    async fn plan(&self, mapping: &TableMapping, names: &[String]) -> Result<RowPlan, String> {
         let at = format!("table {}", mapping.name);
         let connection = WarmConnection::new(self.config.clone(), self.refresh.clone())
             .open()
@@ -118,16 +129,63 @@ impl PgMappedRows {
         if !columns.iter().any(|c| c.key) {
             return Err(format!("{at}: the row has no key column of the target"));
         }
-        Ok((
+        let mut absent = sources.len();
+        let rules = mapping
+            .rules
+            .iter()
+            .map(|(column, rule)| ColumnRule {
+                position: columns
+                    .iter()
+                    .position(|c| c.name == *column)
+                    .unwrap_or_else(|| {
+                        absent += 1;
+                        absent - 1
+                    }),
+                column: column.clone(),
+                rule: *rule,
+            })
+            .collect();
+        Ok(RowPlan {
             sources,
-            MappedTarget::of_columns(&mapping.target_schema, &mapping.target_table, &columns),
-            target,
-        ))
+            rules,
+            target: MappedTarget::of_columns(
+                &mapping.target_schema,
+                &mapping.target_table,
+                &columns,
+            ),
+            catalog: target,
+        })
     }
 }
 
-/// A row's values in `sources`' order; `Err` says which value is not one.
-fn values(row: &Map<String, Json>, sources: &[String]) -> Result<Vec<Value>, String> {
+/// A row's values in `sources`' order, checked and normalised by `rules`
+/// (as the table run does before its write); `Err` says which value is
+/// not one, or which rule refused it.
+fn values(
+    row: &Map<String, Json>,
+    sources: &[String],
+    rules: &[ColumnRule],
+) -> Result<Vec<Value>, String> {
+    let read = read_values(row, sources)?;
+    if rules.is_empty() {
+        return Ok(read);
+    }
+    let width = rules
+        .iter()
+        .map(|r| r.position + 1)
+        .fold(read.len(), usize::max);
+    let mut cells: Vec<Result<Value, String>> = read.into_iter().map(Ok).collect();
+    cells.resize(width, Ok(Value::Null));
+    apply_rules(rules, &mut cells)?;
+    cells.truncate(sources.len());
+    Ok(cells
+        .into_iter()
+        .map(|c| c.unwrap_or(Value::Null))
+        .collect())
+}
+
+/// A row's values in `sources`' order, as read back from JSON.
+fn read_values(row: &Map<String, Json>, sources: &[String]) -> Result<Vec<Value>, String> {
     sources
         .iter()
         .map(|name| {
@@ -176,14 +234,14 @@ impl MappedRows for PgMappedRows {
         let mut sinks = self.sinks.lock().await;
         for (names, members) in groups {
             let cache_key = (table.to_string(), names.clone());
-            if let Some((_, sink)) = sinks.get(&cache_key) {
+            if let Some((_, _, sink)) = sinks.get(&cache_key) {
                 if let Some(why) = sink.target_drift(deadline).await {
                     tracing::warn!(table, %why, "planning the table again before writing its rows");
                     sinks.remove(&cache_key);
                 }
             }
             if !sinks.contains_key(&cache_key) {
-                let (sources, target, catalog) = match self.plan(mapping, &names).await {
+                let planned = match self.plan(mapping, &names).await {
                     Ok(planned) => planned,
                     Err(why) => {
                         // This group's rows come back; the groups already
@@ -195,22 +253,22 @@ impl MappedRows for PgMappedRows {
                 };
                 let sink = PgTableSink::with_password_source(
                     self.config.clone(),
-                    target,
+                    planned.target,
                     self.refresh.clone(),
                 )
                 .planned_from(
                     &mapping.target_schema,
                     &mapping.target_table,
-                    catalog,
+                    planned.catalog,
                 );
-                sinks.insert(cache_key.clone(), (sources, sink));
+                sinks.insert(cache_key.clone(), (planned.sources, planned.rules, sink));
             }
-            let Some((sources, sink)) = sinks.get(&cache_key) else {
+            let Some((sources, rules, sink)) = sinks.get(&cache_key) else {
                 continue;
             };
             let mut readable: Vec<(usize, Vec<Value>)> = Vec::new();
             for &i in &members {
-                match values(rows[i], sources) {
+                match values(rows[i], sources, rules) {
                     Ok(v) => readable.push((i, v)),
                     Err(why) => outcome.rejected.push((i, refused(why))),
                 }

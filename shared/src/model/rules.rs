@@ -1,0 +1,232 @@
+//! Checks a table's rows pass before the write, declared per column in the
+//! mapping file (`rules = { country = "country_code" }`): today one rule,
+//! the `case` table's country code. A value that fails a rule makes its row
+//! a row-level failure (`invalid`) with the same message `case` gives; a
+//! value that passes may be normalised (trimmed, upper-cased) before it is
+//! written. The `case` table's own validation ([`crate::model::row`]) uses
+//! the same check, so the rule means one thing wherever it runs.
+
+use crate::model::columns::ColumnPlan;
+use crate::model::text::preview;
+use crate::model::types::TargetType;
+use crate::model::value::Value;
+
+/// A check on one column's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// The value trimmed, lower-case letters upper-cased, then exactly three
+    /// letters A-Z (`" usa"` is written as `USA`; `"U5A"` is refused).
+    CountryCode,
+}
+
+impl Rule {
+    /// The name the mapping file gives it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::CountryCode => "country_code",
+        }
+    }
+
+    /// The rule the mapping file names `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::CountryCode].into_iter().find(|r| r.name() == name)
+    }
+
+    /// What the rule does, as `countries tables` prints it.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::CountryCode => {
+                "trimmed and upper-cased, then three letters A-Z, or the row is refused (invalid)"
+            }
+        }
+    }
+
+    /// Whether the rule can check a column of this target type.
+    pub fn fits(self, ty: TargetType) -> bool {
+        match self {
+            Self::CountryCode => matches!(ty, TargetType::Text | TargetType::Varchar),
+        }
+    }
+
+    /// The value to write in place of `value`, or why the row is invalid;
+    /// `column` names the column in the reason.
+    pub fn apply(self, column: &str, value: &Value) -> Result<Option<Value>, String> {
+        match (self, value) {
+            (Self::CountryCode, Value::Null) => Err(format!("{column} is NULL")),
+            (Self::CountryCode, Value::Text(raw)) => match country_code(raw) {
+                Some(code) if code == *raw => Ok(None),
+                Some(code) => Ok(Some(Value::Text(code))),
+                None => Err(format!(
+                    "{column} must be exactly three letters A-Z after trimming, got {}",
+                    preview(raw, 40)
+                )),
+            },
+            (Self::CountryCode, _) => Err(format!(
+                "{column}: the country_code rule checks text, and the value is not text"
+            )),
+        }
+    }
+}
+
+/// A rule bound to a copied column: its position among a row's cells and
+/// its target name (the reason's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnRule {
+    pub position: usize,
+    pub column: String,
+    pub rule: Rule,
+}
+
+/// Binds a table's rules (target column, rule) to its column plan: each
+/// rule's column must be one the table copies, of a type the rule checks;
+/// `Err` lists every problem, naming the table and column.
+pub fn bind_rules(
+    table: &str,
+    rules: &[(String, Rule)],
+    plan: &[ColumnPlan],
+) -> Result<Vec<ColumnRule>, Vec<String>> {
+    let mut bound = Vec::new();
+    let mut problems = Vec::new();
+    for (column, rule) in rules {
+        match plan.iter().position(|c| c.target == *column) {
+            None => problems.push(format!(
+                "table {table}: rules.{column}: {column} is not a column the table copies"
+            )),
+            Some(i) if !rule.fits(plan[i].target_type) => problems.push(format!(
+                "table {table}: rules.{column}: the {} rule checks text, and {column} is {}",
+                rule.name(),
+                plan[i].target_type.sql()
+            )),
+            Some(position) => bound.push(ColumnRule {
+                position,
+                column: column.clone(),
+                rule: *rule,
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(bound)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The country code `raw` stands for: trimmed, ASCII letters upper-cased,
+/// exactly three letters A-Z; `None` otherwise (digits, accents, two or four
+/// letters, inner spaces).
+pub fn country_code(raw: &str) -> Option<String> {
+    let trimmed = raw.trim();
+    (trimmed.len() == 3 && trimmed.bytes().all(|b| b.is_ascii_alphabetic()))
+        .then(|| trimmed.to_ascii_uppercase())
+}
+
+/// Applies `rules` to one row's cells in place: `Err` is the first rule
+/// that refused the row (a cell Snowflake's decoder refused is left to the
+/// caller, which reports those first).
+pub fn apply_rules(
+    rules: &[ColumnRule],
+    cells: &mut [Result<Value, String>],
+) -> Result<(), String> {
+    for rule in rules {
+        let Some(Ok(value)) = cells.get_mut(rule.position) else {
+            continue;
+        };
+        if let Some(normalised) = rule.rule.apply(&rule.column, value)? {
+            *value = normalised;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    #[test]
+    fn the_country_code_rule_normalises_or_refuses_like_case() {
+        let rule = Rule::CountryCode;
+        assert_eq!(rule.apply("country", &text("USA")), Ok(None));
+        assert_eq!(
+            rule.apply("country", &text(" usa\t")),
+            Ok(Some(text("USA")))
+        );
+        assert_eq!(
+            rule.apply("country", &Value::Null),
+            Err("country is NULL".into())
+        );
+        for bad in ["US", "USAA", "U5A", "F A", "ÅLA", "", "U\u{0}A"] {
+            let why = rule.apply("country", &text(bad)).expect_err(bad);
+            assert!(
+                why.starts_with("country must be exactly three letters A-Z after trimming, got "),
+                "{why}"
+            );
+        }
+        let long = rule
+            .apply("c", &text(&"Q".repeat(10_000)))
+            .expect_err("long");
+        assert!(long.len() < 200, "the value is cut in the reason: {long}");
+        assert!(rule.apply("c", &Value::Int(1)).is_err());
+        assert_eq!(Rule::from_name("country_code"), Some(rule));
+        assert_eq!(Rule::from_name("uppercase"), None);
+        assert!(rule.fits(TargetType::Varchar) && !rule.fits(TargetType::Integer));
+    }
+
+    #[test]
+    fn a_rule_binds_to_a_copied_text_column_or_names_the_problem() {
+        use crate::model::types::{mapping, SourceType};
+        let column = |name: &str, source: SourceType, target: TargetType| ColumnPlan {
+            source: name.to_ascii_uppercase(),
+            target: name.into(),
+            source_type: source,
+            target_type: target,
+            mapping: mapping(source, target).expect("a mapping"),
+            key: false,
+        };
+        let id = SourceType::Fixed {
+            precision: 9,
+            scale: 0,
+        };
+        let plan = [
+            column("id", id, TargetType::Integer),
+            column("country", SourceType::Text, TargetType::Varchar),
+        ];
+        let rule = |c: &str| (c.to_string(), Rule::CountryCode);
+        assert_eq!(
+            bind_rules("t", &[rule("country")], &plan),
+            Ok(vec![ColumnRule {
+                position: 1,
+                column: "country".into(),
+                rule: Rule::CountryCode
+            }])
+        );
+        assert_eq!(
+            bind_rules("t", &[rule("id"), rule("COUNTRY"), rule("gone")], &plan),
+            Err(vec![
+                "table t: rules.id: the country_code rule checks text, and id is integer".into(),
+                "table t: rules.COUNTRY: COUNTRY is not a column the table copies".into(),
+                "table t: rules.gone: gone is not a column the table copies".into(),
+            ])
+        );
+    }
+
+    #[test]
+    fn rules_rewrite_cells_in_place_and_skip_undecoded_ones() {
+        let rules = [ColumnRule {
+            position: 1,
+            column: "country".into(),
+            rule: Rule::CountryCode,
+        }];
+        let mut cells = vec![Ok(Value::Int(1)), Ok(text(" fra "))];
+        assert_eq!(apply_rules(&rules, &mut cells), Ok(()));
+        assert_eq!(cells[1], Ok(text("FRA")));
+        let mut undecoded = vec![Ok(Value::Int(1)), Err("not UTF-8".to_string())];
+        assert_eq!(apply_rules(&rules, &mut undecoded), Ok(()));
+        let mut bad = vec![Ok(Value::Int(1)), Ok(text("XX"))];
+        assert!(apply_rules(&rules, &mut bad).is_err());
+        assert_eq!(bad[1], Ok(text("XX")), "a refused value is kept as read");
+    }
+}
