@@ -172,8 +172,6 @@ fn draw_schedule(number: usize, seed: u64) -> Schedule {
     } else {
         (random_fault(&mut rng), rng.below(2) == 1)
     };
-    // A table run has no read-ahead: that step is `case`'s alone.
-    let fault_in_table = fault_in_table && !fault.kind().contains("after_read_ahead");
     let count = 3 + rng.below(38);
     let rows = draw_rows(&mut rng, count);
     let order_count = 3 + rng.below(30);

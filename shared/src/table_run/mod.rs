@@ -15,9 +15,10 @@
 //! Every row read is written, enqueued, or left in Snowflake (deferred),
 //! and the ledger says how many of each. A crash anywhere leaves each row
 //! in Postgres, in the queue, or in Snowflake: the upsert is idempotent and
-//! the delete matches whole rows. A [`StepHook`] hears of each [`Step`] a
-//! run reaches (once per run; a table run has no read-ahead, so never
-//! `after_read_ahead`), as `case`'s runs do. [`set`] prepares and runs the
+//! the delete matches whole rows. The next page is read while one is
+//! written, enqueued and deleted (at most two pages in memory), as `case`'s
+//! runs do. A [`StepHook`] hears of each [`Step`] a run reaches (once per
+//! run), as `case`'s runs do. [`set`] prepares and runs the
 //! mapped tables of a deployment together.
 
 mod plan;
@@ -30,6 +31,7 @@ use uuid::Uuid;
 
 use crate::config::RunLimits;
 use crate::deadline::Deadline;
+use crate::failure::SourceError;
 use crate::ledger::{RunOutcome, RunSummary};
 use crate::model::mapped_message::MappedRetryMessage;
 use crate::model::message::{FailureClass, FailureDetail};
@@ -211,21 +213,27 @@ impl TableReplicator {
         };
         run.reached(Step::AfterSnapshot);
         let page_rows = self.page_rows() as u64;
+        let last = limit as u64;
         let mut failed_first = false;
         let mut first = 1u64;
-        while first <= limit as u64 {
+        // The next page, read while this one is written, enqueued and
+        // deleted: at most two pages in memory. A page read ahead that the
+        // run does not get to is dropped unaccounted: it is still in
+        // Snowflake, and reading the snapshot has no side effect.
+        let mut ahead: Option<Result<Vec<TableRow>, SourceError>> = None;
+        while first <= last {
             if deadline.is_near() {
                 run.summary.add_error(format!(
                     "deadline: the snapshot rows from number {first} on were not read and stay in Snowflake"
                 ));
                 break;
             }
-            let numbers = first..=(limit as u64).min(first + page_rows - 1);
+            let numbers = first..=last.min(first + page_rows - 1);
             let full = numbers.end() - numbers.start() + 1;
-            let read = retry(self.policy(), deadline, "Snowflake read", async || {
-                snapshot.read(numbers.clone()).await
-            })
-            .await;
+            let read = match ahead.take() {
+                Some(read) => read,
+                None => self.read_page(&*snapshot, numbers.clone(), deadline).await,
+            };
             let rows = match read {
                 Ok(rows) => rows,
                 Err(e) => {
@@ -237,7 +245,20 @@ impl TableReplicator {
             };
             run.reached(Step::AfterRead);
             let held = rows.len() as u64;
-            let go_on = self.move_page(&*snapshot, first, rows, run).await;
+            let next = (held == full && *numbers.end() < last)
+                .then(|| numbers.end() + 1..=last.min(numbers.end() + page_rows));
+            let steps = run.steps;
+            let read_ahead = async {
+                let numbers = next.filter(|_| !deadline.is_near())?;
+                let read = self.read_page(&*snapshot, numbers, deadline).await;
+                if first == 1 {
+                    steps.reached(Step::AfterReadAhead);
+                }
+                Some(read)
+            };
+            let (go_on, read_ahead) =
+                futures::join!(self.move_page(&*snapshot, first, rows, run), read_ahead);
+            ahead = read_ahead;
             if !go_on || held < full {
                 break;
             }
@@ -371,6 +392,19 @@ impl TableReplicator {
         self.enqueue(failures, &mut page, &mut run.summary).await;
         run.reached(Step::AfterEnqueue);
         self.delete_safe(snapshot, &page, run).await && !stopped
+    }
+
+    /// One page of the snapshot, read with retries.
+    async fn read_page(
+        &self,
+        snapshot: &dyn TableSnapshot,
+        numbers: RowNumbers,
+        deadline: &Deadline,
+    ) -> Result<Vec<TableRow>, SourceError> {
+        retry(self.policy(), deadline, "Snowflake read", async || {
+            snapshot.read(numbers.clone()).await
+        })
+        .await
     }
 
     fn failure(&self, row: &TableRow, error: FailureDetail, run_id: Uuid) -> Failure {

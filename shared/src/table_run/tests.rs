@@ -342,6 +342,60 @@ async fn with_postgres_down_and_the_queue_down_nothing_leaves_snowflake() {
     );
 }
 
+/// Records the steps a run reaches.
+#[derive(Default)]
+struct Steps(Mutex<Vec<Step>>);
+
+impl StepHook for Steps {
+    fn reached(&self, step: Step) {
+        self.0.lock().unwrap().push(step);
+    }
+}
+
+#[tokio::test]
+async fn the_next_page_is_read_while_one_is_moved_and_each_step_is_told_once() {
+    let (table, target, queue) = (
+        MemoryTable::default(),
+        MemoryTarget::default(),
+        MemoryQueue::default(),
+    );
+    let rows: Vec<(Option<i64>, &str)> = (1..=9).map(|k| (Some(k), "n")).collect();
+    load(&table, &rows);
+    // Three rows a page (page_rows 3 of two columns): three pages.
+    let steps = Steps::default();
+    let summary = replicator(&table, &target, &queue)
+        .run_observed(Uuid::new_v4(), None, &Deadline::none(), &steps)
+        .await;
+    assert_eq!(
+        (summary.outcome, summary.rows_read, summary.rows_written),
+        (RunOutcome::Succeeded, 9, 9),
+        "{summary:?}"
+    );
+    assert!(table.rows.lock().unwrap().is_empty());
+    let heard = steps.0.lock().unwrap().clone();
+    let read_ahead = heard.iter().position(|s| *s == Step::AfterReadAhead);
+    let after_read = heard.iter().position(|s| *s == Step::AfterRead);
+    assert!(
+        matches!((after_read, read_ahead), (Some(r), Some(a)) if r < a),
+        "{heard:?}"
+    );
+    for step in Step::ALL {
+        assert_eq!(
+            heard.iter().filter(|s| **s == step).count(),
+            1,
+            "{step:?} in {heard:?}"
+        );
+    }
+
+    // One page: nothing to read ahead.
+    load(&table, &[(Some(1), "m")]);
+    let steps = Steps::default();
+    replicator(&table, &target, &queue)
+        .run_observed(Uuid::new_v4(), None, &Deadline::none(), &steps)
+        .await;
+    assert!(!steps.0.lock().unwrap().contains(&Step::AfterReadAhead));
+}
+
 /// Random datasets, limits and faults: a crash at any await point (the
 /// run's future dropped), Postgres or the queue down, a deadline mid-run.
 mod properties {
