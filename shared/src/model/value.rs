@@ -37,8 +37,12 @@ pub enum Value {
     Json(String),
 }
 
-/// An exact decimal: `unscaled / 10^scale`.
+/// An exact decimal: `unscaled / 10^scale`. Packed to 8-byte alignment: an
+/// `i128` would align the struct, and with it every [`Value`] of a page, to
+/// 16 bytes, making a cell 48 bytes instead of 32. Its fields are read by
+/// value (it is `Copy`), never borrowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, packed(8))]
 pub struct Decimal {
     pub unscaled: i128,
     /// 0 to 37 (Snowflake's scale); never negative.
@@ -83,6 +87,12 @@ pub struct TableRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cell_of_a_page_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Value>(), 32);
+        assert_eq!(std::mem::size_of::<Result<Value, String>>(), 32);
+    }
 
     #[test]
     fn a_decimal_prints_every_digit_of_its_scale() {

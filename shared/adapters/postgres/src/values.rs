@@ -91,7 +91,7 @@ fn kind(value: &Value) -> &'static str {
 fn integer<T: TryFrom<i128>>(value: &Value, ty: &Type) -> Result<T, ToSqlError> {
     let wide = match value {
         Value::Int(i) => i128::from(*i),
-        Value::Decimal(Decimal { unscaled, scale: 0 }) => *unscaled,
+        Value::Decimal(d) if d.scale == 0 => d.unscaled,
         other => return Err(refused(other, ty)),
     };
     T::try_from(wide).map_err(|_| -> ToSqlError {

@@ -123,9 +123,13 @@ impl TableSnapshot for MappedSnapshot<'_> {
             }
         };
         let copied = self.source.table.columns.len();
-        let mut rows = Vec::new();
+        // Sized once (a growing vector would hold two copies while it
+        // moves), and each Arrow batch freed once decoded: the page's peak
+        // is its rows and one batch, not its rows and all of its batches.
+        let held: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let mut rows = Vec::with_capacity(held);
         let mut next = *numbers.start();
-        for batch in &batches {
+        for batch in batches {
             if batch.num_columns() != copied + 1 {
                 return Err(SourceError::UnexpectedResult {
                     operation: "read",
