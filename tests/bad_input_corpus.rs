@@ -9,6 +9,7 @@
 //! (a NULL key; an id out of the target column's range, refused at the
 //! write rather than before it).
 
+use countries_ops::snowflake_admin::SnowflakeAdmin;
 use countries_shared::deadline::Deadline;
 use countries_shared::ledger::RunOutcome;
 use countries_shared::model::message::FailureClass;
@@ -262,9 +263,23 @@ async fn the_corpus_ends_where_case_puts_it_through_a_mapping_with_its_rule() {
     let env = TestEnv::new("bad_rows_mapped").await;
     let cases = corpus();
     let input: Vec<SourceRow> = cases.iter().map(|(_, row, _)| row.clone()).collect();
-    env.load(&input).await;
-    // `case`'s shape under another name: the file may not hold `case`
-    // itself, which the variables configure.
+    // `case`'s shape under another name on both sides: the file may not
+    // hold `case` itself, which the variables configure.
+    let countries = SnowflakeAdmin::connect(
+        &env.config_with(&[("SNOWFLAKE_TABLE", "countries")])
+            .snowflake,
+    )
+    .expect("Snowflake client");
+    countries
+        .execute("CREATE TABLE \"countries\" (COUNTRY_ID NUMBER(38,0), COUNTRY VARCHAR)")
+        .await
+        .expect("the Snowflake table");
+    countries.insert_rows(&input).await.expect("the rows");
+    let snowflake_rows = async || {
+        let mut rows = countries.all_rows(10_000).await.expect("reading Snowflake");
+        rows.sort_by(|a, b| (a.country_id, &a.country).cmp(&(b.country_id, &b.country)));
+        rows
+    };
     env.postgres()
         .await
         .batch_execute(
@@ -275,7 +290,7 @@ async fn the_corpus_ends_where_case_puts_it_through_a_mapping_with_its_rule() {
     let file = std::env::temp_dir().join(format!("{}-tables.toml", env.name));
     std::fs::write(
         &file,
-        "[[tables]]\nname = \"countries\"\nsource = { schema = \"PUBLIC\", table = \"case\" }\n\
+        "[[tables]]\nname = \"countries\"\nsource = { schema = \"PUBLIC\", table = \"countries\" }\n\
          target = { schema = \"public\", table = \"countries\" }\nconsume = \"delete\"\n\
          rules = { country = \"country_code\" }\n",
     )
@@ -308,7 +323,7 @@ async fn the_corpus_ends_where_case_puts_it_through_a_mapping_with_its_rule() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let left = env.snowflake_rows().await;
+    let left = snowflake_rows().await;
     for (name, row, expect) in &cases {
         if row.country_id == Some(20) {
             // Two versions of one id: which goes first is the snapshot's
@@ -366,7 +381,7 @@ async fn the_corpus_ends_where_case_puts_it_through_a_mapping_with_its_rule() {
         (RunOutcome::Succeeded, 1),
         "{second:?}"
     );
-    assert!(env.snowflake_rows().await.is_empty());
+    assert!(snowflake_rows().await.is_empty());
     let now: i64 = pg
         .query_one(
             "SELECT count(*) FROM countries WHERE country_id = 20 AND country = $1",

@@ -458,4 +458,33 @@ async fn the_retriers_rows_pass_the_mappings_rules_before_the_write() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(stored, [(1, "USA".to_string())], "written normalised");
+
+    // A rule may not change a key: the rows come back, saying why.
+    pg.batch_execute("CREATE TABLE keyed (code text PRIMARY KEY)")
+        .await
+        .expect("the table");
+    let file = "[[tables]]\nname = \"keyed\"\nsource = { schema = \"S\", table = \"KEYED\" }\n\
+                target = { schema = \"public\", table = \"keyed\" }\nconsume = \"delete\"\n\
+                rules = { code = \"country_code\" }\n";
+    let mappings =
+        countries_shared::config::tables::parse_tables(file, "tables.toml").expect("the mapping");
+    let keyed: serde_json::Map<String, serde_json::Value> =
+        [("CODE".to_string(), to_json(&Value::Text("usa".into())))]
+            .into_iter()
+            .collect();
+    let outcome = PgMappedRows::new(env.config().postgres, mappings)
+        .write_rows(
+            "keyed",
+            &[&keyed],
+            WriteLimits {
+                failure_budget: usize::MAX,
+                policy: RetryPolicy::immediate(1),
+            },
+            &Deadline::none(),
+        )
+        .await
+        .expect("the table is known");
+    assert_eq!(outcome.deferred, [0]);
+    let stop = outcome.stop.map(|e| e.to_string()).unwrap_or_default();
+    assert!(stop.contains("code is a key column"), "{stop}");
 }

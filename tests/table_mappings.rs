@@ -26,9 +26,9 @@ fn mapping_file(database: &str, orders_extra: &str) -> String {
     format!(
         r#"
 [[tables]]
-name = "case"
-source = {{ database = "{database}", schema = "PUBLIC", table = "case" }}
-target = {{ schema = "public", table = "case" }}
+name = "countries"
+source = {{ database = "{database}", schema = "PUBLIC", table = "countries" }}
+target = {{ schema = "public", table = "countries" }}
 consume = "delete"
 rules = {{ country = "country_code" }}
 
@@ -40,6 +40,20 @@ consume = "delete"
 {orders_extra}
 "#
     )
+}
+
+/// `case`'s shape under another name on both sides (the file may not hold
+/// `case` itself, which the variables configure).
+async fn countries_tables(env: &TestEnv, pg: &tokio_postgres::Client) {
+    env.admin()
+        .execute("CREATE TABLE \"countries\" (COUNTRY_ID NUMBER(38,0), COUNTRY VARCHAR)")
+        .await
+        .expect("the Snowflake table");
+    pg.batch_execute(
+        "CREATE TABLE countries (country_id integer PRIMARY KEY, country varchar(3) NOT NULL)",
+    )
+    .await
+    .expect("the Postgres table");
 }
 
 fn deadline() -> Deadline {
@@ -54,6 +68,7 @@ async fn two_tables_are_planned_from_both_catalogs() {
         .await
         .expect("the Snowflake table");
     let pg = env.postgres().await;
+    countries_tables(&env, &pg).await;
     pg.batch_execute(POSTGRES_ORDERS)
         .await
         .expect("the Postgres table");
@@ -63,7 +78,7 @@ async fn two_tables_are_planned_from_both_catalogs() {
     let checked = check_tables(&mappings, &env.source(), &pg, &deadline()).await;
 
     assert_eq!(checked.len(), 2);
-    let case = checked[0].plan.as_ref().expect("case is planned");
+    let case = checked[0].plan.as_ref().expect("countries is planned");
     let names: Vec<(&str, &str, bool)> = case
         .iter()
         .map(|c| (c.source.as_str(), c.target.as_str(), c.key))
@@ -122,6 +137,7 @@ async fn every_problem_is_named_and_a_good_table_is_still_planned() {
         .await
         .expect("the Snowflake table");
     let pg = env.postgres().await;
+    countries_tables(&env, &pg).await;
     // No primary key, a column of a type that cannot take a float, and a
     // NOT NULL column nothing fills.
     pg.batch_execute(
@@ -131,15 +147,17 @@ async fn every_problem_is_named_and_a_good_table_is_still_planned() {
     .await
     .expect("the Postgres table");
     let database = env.vars["SNOWFLAKE_DATABASE"].clone();
-    let text = mapping_file(&database, "")
-        .replace("table = \"case\" }\ntarget", "table = \"gone\" }\ntarget");
+    let text = mapping_file(&database, "").replace(
+        "table = \"countries\" }\ntarget",
+        "table = \"gone\" }\ntarget",
+    );
     let mappings = parse_tables(&text, "tables.toml").expect("valid file");
 
     let checked = check_tables(&mappings, &env.source(), &pg, &deadline()).await;
 
     let missing = checked[0].plan.as_ref().expect_err("no source table");
     assert!(
-        missing[0].starts_with("table case: source \"")
+        missing[0].starts_with("table countries: source \"")
             && missing[0].contains("\"gone\"")
             && missing[0].contains("not found"),
         "{missing:?}"
@@ -164,7 +182,7 @@ async fn every_problem_is_named_and_a_good_table_is_still_planned() {
         "{printed}"
     );
 
-    // The same file with the source table fixed plans `case` again while
+    // The same file with the source table fixed plans `countries` again while
     // `orders` keeps its problems.
     let mappings = parse_tables(&mapping_file(&database, ""), "tables.toml").expect("valid file");
     let checked = check_tables(&mappings, &env.source(), &pg, &deadline()).await;

@@ -17,7 +17,7 @@ use countries_shared::config::vars::Function;
 use countries_shared::config::ReplicatorConfig;
 use countries_shared::deadline::Deadline;
 use countries_shared::model::columns::{declared_columns, match_columns, ColumnPlan, TargetColumn};
-use countries_shared::model::rules::bind_rules;
+use countries_shared::model::rules::{bind_rules, ColumnRule};
 use countries_shared::retry::Backoff;
 use countries_shared::table_run::set::TablePlanner;
 use countries_shared::table_run::TableReplicator;
@@ -45,16 +45,24 @@ pub async fn plan_table(
 ) -> Result<Vec<ColumnPlan>, Vec<String>> {
     plan_and_target(mapping, snowflake, postgres, deadline)
         .await
-        .map(|(plan, _)| plan)
+        .map(|planned| planned.columns)
 }
 
-/// [`plan_table`], with the target's catalog it was made from.
+/// A table's column plan, its rules bound to it, and the target's catalog
+/// it was made from.
+struct Planned {
+    columns: Vec<ColumnPlan>,
+    rules: Vec<ColumnRule>,
+    catalog: Vec<TargetColumn>,
+}
+
+/// [`plan_table`], with the rules and the target's catalog.
 async fn plan_and_target(
     mapping: &TableMapping,
     snowflake: &SnowflakeSource,
     postgres: &tokio_postgres::Client,
     deadline: &Deadline,
-) -> Result<(Vec<ColumnPlan>, Vec<TargetColumn>), Vec<String>> {
+) -> Result<Planned, Vec<String>> {
     let at = format!("table {}", mapping.name);
     let name = source_name(mapping);
     let mut problems = Vec::new();
@@ -86,10 +94,13 @@ async fn plan_and_target(
     let columns = mapping.columns.as_deref();
     let (source, mut problems) = declared_columns(&mapping.name, &pairs, &target, columns);
     match match_columns(&mapping.name, &source, &target, columns, &mapping.key) {
-        Ok(plan) if problems.is_empty() => match bind_rules(&mapping.name, &mapping.rules, &plan) {
-            Ok(_) => Ok((plan, target)),
-            Err(problems) => Err(problems),
-        },
+        Ok(plan) if problems.is_empty() => {
+            bind_rules(&mapping.name, &mapping.rules, &plan).map(|rules| Planned {
+                columns: plan,
+                rules,
+                catalog: target,
+            })
+        }
         Ok(_) => Err(problems),
         Err(more) => {
             problems.extend(more);
@@ -153,11 +164,12 @@ impl TablePlanner for Planner {
         let postgres = connect(&config.postgres)
             .await
             .map_err(|e| vec![format!("{at}: Postgres: {e}")])?;
-        let (plan, catalog) =
-            plan_and_target(mapping, &snowflake, &postgres.client, deadline).await?;
+        let Planned {
+            columns: plan,
+            rules,
+            catalog,
+        } = plan_and_target(mapping, &snowflake, &postgres.client, deadline).await?;
         drop(postgres);
-        // Checked by the plan above: binding cannot fail here.
-        let rules = bind_rules(&mapping.name, &mapping.rules, &plan)?;
         let columns: Vec<String> = plan.iter().map(|c| c.source.clone()).collect();
         let keys: Vec<String> = plan
             .iter()

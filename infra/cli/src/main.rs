@@ -249,21 +249,35 @@ async fn run(command: Command) -> Result<ExitCode> {
 async fn tables(file: &std::path::Path) -> Result<ExitCode> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading the mapping file {}", file.display()))?;
-    let mappings =
-        match countries_shared::config::tables::parse_tables(&text, &file.display().to_string()) {
-            Ok(mappings) => mappings,
-            Err(problems) => {
-                for p in problems {
-                    println!("problem: {p}");
-                }
-                return Ok(ExitCode::from(1));
+    use countries_shared::config::tables::{parse_tables_beside, CaseTable};
+    let origin = file.display().to_string();
+    let (snowflake_config, postgres_config) =
+        (SnowflakeConfig::from_env()?, PostgresConfig::from_env()?);
+    // What the replicator refuses at start, refused here too: a table of
+    // the file that is `case` itself.
+    let case = CaseTable {
+        source: Some((
+            snowflake_config.database.as_str(),
+            snowflake_config.schema.as_str(),
+            snowflake_config.table.as_str(),
+        )),
+        target: (
+            postgres_config.schema.as_str(),
+            postgres_config.table.as_str(),
+        ),
+    };
+    let mappings = match parse_tables_beside(&text, &origin, &case) {
+        Ok(mappings) => mappings,
+        Err(problems) => {
+            for p in problems {
+                println!("problem: {p}");
             }
-        };
-    let snowflake = countries_snowflake::SnowflakeSource::connect(
-        &SnowflakeConfig::from_env()?,
-        "countries-tables",
-    )?;
-    let postgres = countries_postgres::connect::connect(&PostgresConfig::from_env()?).await?;
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let snowflake =
+        countries_snowflake::SnowflakeSource::connect(&snowflake_config, "countries-tables")?;
+    let postgres = countries_postgres::connect::connect(&postgres_config).await?;
     let deadline =
         countries_shared::deadline::Deadline::after(Duration::from_secs(60), Duration::ZERO);
     let checked =

@@ -244,7 +244,7 @@ impl ReplicatorConfig {
     /// Reads the configuration and leaves `env` to tell which variables were read.
     pub fn read_from(env: &mut Env) -> Result<Self, ConfigError> {
         let mut config = Self::read(env);
-        config.tables = read_tables(env, &config.postgres);
+        config.tables = read_tables(env, &config.postgres, Some(&config.snowflake));
         env.finish(config)
     }
 
@@ -262,11 +262,14 @@ impl ReplicatorConfig {
 }
 
 /// The mapping file `TABLES_FILE` names, parsed; each of its problems is a
-/// problem of the variable. A table of the file may not be `case` (the
-/// `POSTGRES_*` variables' table, by its name in the ledger or its target):
-/// two runs of one table under two locks would each write what the other
-/// deletes.
-fn read_tables(env: &mut Env, case: &PostgresConfig) -> Vec<tables::TableMapping> {
+/// problem of the variable. A table of the file may not be `case` itself
+/// ([`tables::parse_tables_beside`]; `source`: `case`'s Snowflake table,
+/// where the function reads one).
+fn read_tables(
+    env: &mut Env,
+    case: &PostgresConfig,
+    source: Option<&SnowflakeConfig>,
+) -> Vec<tables::TableMapping> {
     let Some(path) = env.optional(&vars::TABLES_FILE) else {
         return Vec::new();
     };
@@ -280,27 +283,11 @@ fn read_tables(env: &mut Env, case: &PostgresConfig) -> Vec<tables::TableMapping
             return Vec::new();
         }
     };
-    let parsed = tables::parse_tables(&text, &path).and_then(|tables| {
-        let clashes: Vec<String> = tables
-            .iter()
-            .filter(|t| {
-                t.name == case.table.as_str()
-                    || (t.target_schema == case.schema && t.target_table == case.table)
-            })
-            .map(|t| {
-                format!(
-                    "{path}: table {}: this is the case table ({}.{}), which the SNOWFLAKE_* and POSTGRES_* variables configure; the file lists the tables beside it",
-                    t.name, case.schema, case.table
-                )
-            })
-            .collect();
-        if clashes.is_empty() {
-            Ok(tables)
-        } else {
-            Err(clashes)
-        }
-    });
-    parsed.unwrap_or_else(|problems| {
+    let case = tables::CaseTable {
+        source: source.map(|s| (s.database.as_str(), s.schema.as_str(), s.table.as_str())),
+        target: (case.schema.as_str(), case.table.as_str()),
+    };
+    tables::parse_tables_beside(&text, &path, &case).unwrap_or_else(|problems| {
         for problem in problems {
             env.problem(&vars::TABLES_FILE, problem);
         }
@@ -364,7 +351,7 @@ impl RetrierConfig {
             );
         }
         let postgres = PostgresConfig::read(env);
-        let tables = read_tables(env, &postgres);
+        let tables = read_tables(env, &postgres, None);
         let config = Self {
             postgres,
             retry_queue_url: env.url(&vars::RETRY_QUEUE_URL).unwrap_or_default(),

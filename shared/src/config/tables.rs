@@ -40,7 +40,7 @@ pub struct TableMapping {
     pub target_table: Identifier,
     pub key: Vec<String>,
     pub columns: Option<Vec<String>>,
-    /// Checks before the write: (target column, rule), in column order.
+    /// Checks before the write: (target column, rule), by column name.
     pub rules: Vec<(String, Rule)>,
     pub max_rows_per_run: Option<u64>,
 }
@@ -131,6 +131,64 @@ pub fn parse_tables(text: &str, origin: &str) -> Result<Vec<TableMapping>, Vec<S
     } else {
         Err(problems)
     }
+}
+
+/// Where the `case` table the variables configure is read and written.
+pub struct CaseTable<'a> {
+    /// Its Snowflake database, schema and table (None: not configured here,
+    /// as in the retrier).
+    pub source: Option<(&'a str, &'a str, &'a str)>,
+    /// Its Postgres schema and table, also its name in the ledger.
+    pub target: (&'a str, &'a str),
+}
+
+/// [`parse_tables`], and then each table of the file that is `case`
+/// itself is a problem too ([`case_clashes`]): what the replicator, the
+/// retrier and `countries tables` read.
+pub fn parse_tables_beside(
+    text: &str,
+    origin: &str,
+    case: &CaseTable,
+) -> Result<Vec<TableMapping>, Vec<String>> {
+    let tables = parse_tables(text, origin)?;
+    let clashes = case_clashes(&tables, origin, case);
+    if clashes.is_empty() {
+        Ok(tables)
+    } else {
+        Err(clashes)
+    }
+}
+
+/// The tables of the file that are `case` itself, by its name in the
+/// ledger, its target or its source: each a problem. Two runs of one table
+/// under two locks would each write what the other deletes, and two runs of
+/// one source would split its rows between two targets.
+fn case_clashes(tables: &[TableMapping], origin: &str, case: &CaseTable) -> Vec<String> {
+    let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let (case_schema, case_table) = case.target;
+    tables
+        .iter()
+        .filter_map(|t| {
+            let reads_case = case.source.is_some_and(|(database, schema, table)| {
+                same(t.source_database.as_deref().unwrap_or(database), database)
+                    && same(&t.source_schema, schema)
+                    && same(&t.source_table, table)
+            });
+            let why = if t.name == case_table {
+                "its name is case's in the ledger"
+            } else if t.target_schema.as_str() == case_schema && t.target_table.as_str() == case_table {
+                "it writes case's Postgres table"
+            } else if reads_case {
+                "it reads case's Snowflake table"
+            } else {
+                return None;
+            };
+            Some(format!(
+                "{origin}: table {}: this is the case table ({case_schema}.{case_table}: {why}), which the SNOWFLAKE_* and POSTGRES_* variables configure; the file lists the tables beside it",
+                t.name
+            ))
+        })
+        .collect()
 }
 
 fn check(raw: RawTable, at: &str, problems: &mut Vec<String>) -> Option<TableMapping> {

@@ -125,20 +125,31 @@ fn the_tables_file_is_read_and_its_problems_are_the_variables() {
     // `case` is the variables' table: the file may hold neither its name
     // nor its target, in the replicator's configuration or the retrier's.
     let clash = dir.join("clash.toml");
-    std::fs::write(&clash, "[[tables]]\nname = \"codes\"\nsource = { schema = \"S\", table = \"C\" }\ntarget = { schema = \"public\", table = \"case\" }\nconsume = \"delete\"\n\n[[tables]]\nname = \"case\"\nsource = { schema = \"S\", table = \"D\" }\ntarget = { schema = \"public\", table = \"d\" }\nconsume = \"delete\"\n").unwrap();
+    std::fs::write(&clash, "[[tables]]\nname = \"codes\"\nsource = { schema = \"S\", table = \"C\" }\ntarget = { schema = \"public\", table = \"case\" }\nconsume = \"delete\"\n\n[[tables]]\nname = \"case\"\nsource = { schema = \"S\", table = \"D\" }\ntarget = { schema = \"public\", table = \"d\" }\nconsume = \"delete\"\n\n[[tables]]\nname = \"reads_case\"\nsource = { database = \"analytics\", schema = \"PUBLIC\", table = \"case\" }\ntarget = { schema = \"public\", table = \"e\" }\nconsume = \"delete\"\n").unwrap();
     let mut vars = valid();
     vars.insert("TABLES_FILE".into(), clash.display().to_string());
     let err = read(vars.clone()).unwrap_err().to_string();
-    for table in ["codes", "case"] {
+    for (table, why) in [
+        ("codes", "it writes case's Postgres table"),
+        ("case", "its name is case's in the ledger"),
+        ("reads_case", "it reads case's Snowflake table"),
+    ] {
         assert!(
             err.contains(&format!(
-                "table {table}: this is the case table (public.case)"
+                "table {table}: this is the case table (public.case: {why})"
             )),
             "{table}: {err}"
         );
     }
-    let err = RetrierConfig::from_vars(Env::from_map(vars)).unwrap_err();
-    assert!(err.mentions("TABLES_FILE"), "{err}");
+    // The retrier reads no Snowflake table: its clashes are the target's
+    // and the name's.
+    let err = RetrierConfig::from_vars(Env::from_map(vars))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("table codes: this is the case table") && !err.contains("reads_case"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -92,6 +92,11 @@ pub fn bind_rules(
             None => problems.push(format!(
                 "table {table}: rules.{column}: {column} is not a column the table copies"
             )),
+            // A normalised key would merge rows Snowflake keeps apart
+            // (" usa" and "USA"): the one-row-per-key check sees raw keys.
+            Some(i) if plan[i].key => problems.push(format!(
+                "table {table}: rules.{column}: {column} is a key column, and a rule may not change a key"
+            )),
             Some(i) if !rule.fits(plan[i].target_type) => problems.push(format!(
                 "table {table}: rules.{column}: the {} rule checks text, and {column} is {}",
                 rule.name(),
@@ -120,19 +125,26 @@ pub fn country_code(raw: &str) -> Option<String> {
         .then(|| trimmed.to_ascii_uppercase())
 }
 
-/// Applies `rules` to one row's cells in place: `Err` is the first rule
-/// that refused the row (a cell Snowflake's decoder refused is left to the
-/// caller, which reports those first).
+/// Applies `rules` to one row's cells: every rule checks first, and only a
+/// row all of them pass is normalised in place, so a refused row keeps the
+/// values it was read with. `Err` is the first refusal (a cell Snowflake's
+/// decoder refused is left to the caller, which reports those first).
 pub fn apply_rules(
     rules: &[ColumnRule],
     cells: &mut [Result<Value, String>],
 ) -> Result<(), String> {
+    let mut normalised = Vec::new();
     for rule in rules {
-        let Some(Ok(value)) = cells.get_mut(rule.position) else {
+        let Some(Ok(value)) = cells.get(rule.position) else {
             continue;
         };
-        if let Some(normalised) = rule.rule.apply(&rule.column, value)? {
-            *value = normalised;
+        if let Some(value) = rule.rule.apply(&rule.column, value)? {
+            normalised.push((rule.position, value));
+        }
+    }
+    for (position, value) in normalised {
+        if let Some(cell) = cells.get_mut(position) {
+            *cell = Ok(value);
         }
     }
     Ok(())
@@ -190,10 +202,12 @@ mod tests {
             precision: 9,
             scale: 0,
         };
-        let plan = [
+        let mut plan = [
             column("id", id, TargetType::Integer),
             column("country", SourceType::Text, TargetType::Varchar),
+            column("code", SourceType::Text, TargetType::Text),
         ];
+        plan[2].key = true;
         let rule = |c: &str| (c.to_string(), Rule::CountryCode);
         assert_eq!(
             bind_rules("t", &[rule("country")], &plan),
@@ -204,11 +218,16 @@ mod tests {
             }])
         );
         assert_eq!(
-            bind_rules("t", &[rule("id"), rule("COUNTRY"), rule("gone")], &plan),
+            bind_rules(
+                "t",
+                &[rule("id"), rule("COUNTRY"), rule("gone"), rule("code")],
+                &plan
+            ),
             Err(vec![
                 "table t: rules.id: the country_code rule checks text, and id is integer".into(),
                 "table t: rules.COUNTRY: COUNTRY is not a column the table copies".into(),
                 "table t: rules.gone: gone is not a column the table copies".into(),
+                "table t: rules.code: code is a key column, and a rule may not change a key".into(),
             ])
         );
     }
@@ -228,5 +247,18 @@ mod tests {
         let mut bad = vec![Ok(Value::Int(1)), Ok(text("XX"))];
         assert!(apply_rules(&rules, &mut bad).is_err());
         assert_eq!(bad[1], Ok(text("XX")), "a refused value is kept as read");
+        // Two rules: the second refuses, so the first's column is not
+        // normalised either: the row stays as read.
+        let two = [
+            rules[0].clone(),
+            ColumnRule {
+                position: 2,
+                column: "origin".into(),
+                rule: Rule::CountryCode,
+            },
+        ];
+        let mut row = vec![Ok(Value::Int(1)), Ok(text(" fra")), Ok(text("F5"))];
+        assert!(apply_rules(&two, &mut row).is_err());
+        assert_eq!(row[1], Ok(text(" fra")));
     }
 }

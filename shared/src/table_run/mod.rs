@@ -22,6 +22,7 @@
 //! mapped tables of a deployment together.
 
 mod plan;
+mod safe;
 pub mod set;
 #[cfg(test)]
 mod tests;
@@ -38,8 +39,8 @@ use crate::model::message::{FailureClass, FailureDetail};
 use crate::model::rules::ColumnRule;
 use crate::model::value::{TableRow, Value};
 use crate::ports::{
-    GuardedRun, IdMatch, NoHook, RetryQueue, RowNumbers, RunGuard, Step, StepHook, TableSink,
-    TableSnapshot, TableSource, WriteLimits, MAX_RANGES_PER_DELETE,
+    GuardedRun, NoHook, RetryQueue, RowNumbers, RunGuard, Step, StepHook, TableSink, TableSnapshot,
+    TableSource, WriteLimits,
 };
 use crate::replicator::page::Page;
 use crate::retry::{retry, Backoff, RetryPolicy};
@@ -99,7 +100,7 @@ const CASE_COLUMNS: usize = 2;
 impl TableReplicator {
     /// Rows per page: as many cells as a `case` page holds, so that memory
     /// follows `SNOWFLAKE_PAGE_ROWS` whatever the table's width (a decoded
-    /// cell is ~48 bytes; 250,000 rows of eleven would be ~150 MB a page).
+    /// cell is 32 bytes; 250,000 rows of eleven would be ~90 MB a page).
     fn page_rows(&self) -> usize {
         (self.limits.page_rows.saturating_mul(CASE_COLUMNS) / self.columns.len().max(1)).max(1)
     }
@@ -224,7 +225,7 @@ impl TableReplicator {
         while first <= last {
             if deadline.is_near() {
                 run.summary.add_error(format!(
-                    "deadline: the snapshot rows from number {first} on were not read and stay in Snowflake"
+                    "deadline: the snapshot rows from number {first} on were not moved and stay in Snowflake"
                 ));
                 break;
             }
@@ -420,85 +421,5 @@ impl TableReplicator {
                 Utc::now(),
             ),
         }
-    }
-
-    /// Sends the page's failures to the retry queue: a row the queue took
-    /// is safe to delete; one it did not stays in Snowflake (deferred).
-    /// Past the run's failure budget nothing more is sent.
-    async fn enqueue(&self, failures: Vec<Failure>, page: &mut Page, summary: &mut RunSummary) {
-        let budget = self
-            .limits
-            .max_failures_per_run
-            .saturating_sub(summary.rows_enqueued);
-        let (sent, over) = failures.split_at(budget.min(failures.len()));
-        if !over.is_empty() {
-            summary.rows_deferred += over.len();
-            summary.add_error(format!(
-                "circuit breaker: more than {} failed rows in this run; {} stay in Snowflake",
-                self.limits.max_failures_per_run,
-                over.len()
-            ));
-        }
-        if sent.is_empty() {
-            return;
-        }
-        let messages: Vec<MappedRetryMessage> = sent.iter().map(|f| f.message.clone()).collect();
-        let results = self.queue.enqueue_mapped(&messages).await;
-        let mut refused = 0;
-        for (failure, result) in sent
-            .iter()
-            .zip(results.iter().map(Some).chain(std::iter::repeat(None)))
-        {
-            match result {
-                Some(Ok(())) => {
-                    summary.rows_enqueued += 1;
-                    page.mark_safe_keyed(failure.number, failure.key_null);
-                }
-                Some(Err(_)) | None => refused += 1,
-            }
-        }
-        if refused > 0 {
-            summary.rows_deferred += refused;
-            let first = results.iter().find_map(|r| r.as_ref().err());
-            summary.add_error(format!(
-                "the retry queue did not take {refused} failed rows of table {}; they stay in Snowflake{}",
-                self.name,
-                first.map(|e| format!(": {e}")).unwrap_or_default()
-            ));
-        }
-    }
-
-    /// Deletes the page's safe rows; false when Snowflake failed (the safe
-    /// rows are read again next run, rewritten as no-ops and deleted then).
-    async fn delete_safe(
-        &self,
-        snapshot: &dyn TableSnapshot,
-        page: &Page,
-        run: &mut TableRun<'_>,
-    ) -> bool {
-        let deadline = run.deadline;
-        for keys in [IdMatch::Equal, IdMatch::BothNull] {
-            let ranges: Vec<RowNumbers> = page.safe_ranges(keys);
-            for statement in ranges.chunks(MAX_RANGES_PER_DELETE) {
-                let deleted = retry(self.policy(), deadline, "Snowflake delete", async || {
-                    snapshot.delete(statement, keys).await
-                })
-                .await;
-                match deleted {
-                    Ok(n) => {
-                        run.summary.rows_deleted += usize::try_from(n).unwrap_or(usize::MAX);
-                        run.reached(Step::MidDelete);
-                    }
-                    Err(e) => {
-                        run.summary.add_error(format!(
-                            "deleting from table {} stopped; safe rows left for the next run: {e}",
-                            self.name
-                        ));
-                        return false;
-                    }
-                }
-            }
-        }
-        true
     }
 }

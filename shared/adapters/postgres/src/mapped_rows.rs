@@ -129,6 +129,15 @@ impl PgMappedRows {
         if !columns.iter().any(|c| c.key) {
             return Err(format!("{at}: the row has no key column of the target"));
         }
+        if let Some((column, _)) = mapping
+            .rules
+            .iter()
+            .find(|(column, _)| columns.iter().any(|c| c.key && c.name == *column))
+        {
+            return Err(format!(
+                "{at}: rules.{column}: {column} is a key column, and a rule may not change a key"
+            ));
+        }
         let mut absent = sources.len();
         let rules = mapping
             .rules

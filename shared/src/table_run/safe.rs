@@ -1,0 +1,96 @@
+//! The end of a page's move: its failed rows sent to the retry queue, then
+//! its safe rows deleted from Snowflake (the join on key and row hash).
+
+use super::{Failure, TableReplicator, TableRun};
+use crate::ledger::RunSummary;
+use crate::model::mapped_message::MappedRetryMessage;
+use crate::ports::{IdMatch, RowNumbers, Step, TableSnapshot, MAX_RANGES_PER_DELETE};
+use crate::replicator::page::Page;
+use crate::retry::retry;
+
+impl TableReplicator {
+    /// Sends the page's failures to the retry queue: a row the queue took
+    /// is safe to delete; one it did not stays in Snowflake (deferred).
+    /// Past the run's failure budget nothing more is sent.
+    pub(super) async fn enqueue(
+        &self,
+        failures: Vec<Failure>,
+        page: &mut Page,
+        summary: &mut RunSummary,
+    ) {
+        let budget = self
+            .limits
+            .max_failures_per_run
+            .saturating_sub(summary.rows_enqueued);
+        let (sent, over) = failures.split_at(budget.min(failures.len()));
+        if !over.is_empty() {
+            summary.rows_deferred += over.len();
+            summary.add_error(format!(
+                "circuit breaker: more than {} failed rows in this run; {} stay in Snowflake",
+                self.limits.max_failures_per_run,
+                over.len()
+            ));
+        }
+        if sent.is_empty() {
+            return;
+        }
+        let messages: Vec<MappedRetryMessage> = sent.iter().map(|f| f.message.clone()).collect();
+        let results = self.queue.enqueue_mapped(&messages).await;
+        let mut refused = 0;
+        for (failure, result) in sent
+            .iter()
+            .zip(results.iter().map(Some).chain(std::iter::repeat(None)))
+        {
+            match result {
+                Some(Ok(())) => {
+                    summary.rows_enqueued += 1;
+                    page.mark_safe_keyed(failure.number, failure.key_null);
+                }
+                Some(Err(_)) | None => refused += 1,
+            }
+        }
+        if refused > 0 {
+            summary.rows_deferred += refused;
+            let first = results.iter().find_map(|r| r.as_ref().err());
+            summary.add_error(format!(
+                "the retry queue did not take {refused} failed rows of table {}; they stay in Snowflake{}",
+                self.name,
+                first.map(|e| format!(": {e}")).unwrap_or_default()
+            ));
+        }
+    }
+
+    /// Deletes the page's safe rows; false when Snowflake failed (the safe
+    /// rows are read again next run, rewritten as no-ops and deleted then).
+    pub(super) async fn delete_safe(
+        &self,
+        snapshot: &dyn TableSnapshot,
+        page: &Page,
+        run: &mut TableRun<'_>,
+    ) -> bool {
+        let deadline = run.deadline;
+        for keys in [IdMatch::Equal, IdMatch::BothNull] {
+            let ranges: Vec<RowNumbers> = page.safe_ranges(keys);
+            for statement in ranges.chunks(MAX_RANGES_PER_DELETE) {
+                let deleted = retry(self.policy(), deadline, "Snowflake delete", async || {
+                    snapshot.delete(statement, keys).await
+                })
+                .await;
+                match deleted {
+                    Ok(n) => {
+                        run.summary.rows_deleted += usize::try_from(n).unwrap_or(usize::MAX);
+                        run.reached(Step::MidDelete);
+                    }
+                    Err(e) => {
+                        run.summary.add_error(format!(
+                            "deleting from table {} stopped; safe rows left for the next run: {e}",
+                            self.name
+                        ));
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+}
