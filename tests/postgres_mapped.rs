@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::DateTime;
 use countries_postgres::catalog::target_columns;
 use countries_postgres::mapped::{MappedTarget, MappedWriter, PgTableSink};
+use countries_postgres::mapped_rows::PgMappedRows;
 use countries_postgres::warm::PasswordSource;
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::ErrorKind;
@@ -21,7 +22,8 @@ use countries_shared::model::columns::{match_columns, ColumnPlan, SourceColumn, 
 use countries_shared::model::ident::Identifier;
 use countries_shared::model::types::SourceType;
 use countries_shared::model::value::{Decimal, Value};
-use countries_shared::ports::{TableSink, WriteLimits};
+use countries_shared::model::value_json::to_json;
+use countries_shared::ports::{MappedRows, SinkOutcome, TableSink, WriteLimits};
 use countries_shared::retry::RetryPolicy;
 use countries_shared::sink::isolate::write_isolating;
 use testkit::secret_role::SecretRole;
@@ -279,26 +281,43 @@ async fn the_table_sink_reads_a_rotated_password_again_from_its_secret() {
     assert_eq!(note_ids(&pg).await, [1, 2]);
 }
 
+/// The retrier's rows of a one-table mapping file whose table `name`
+/// reads `S.{NAME}` into `public.{name}`, with `extra` lines.
+fn retried_rows(env: &TestEnv, name: &str, extra: &str) -> PgMappedRows {
+    let file = format!(
+        "[[tables]]\nname = \"{name}\"\nsource = {{ schema = \"S\", table = \"{}\" }}\n\
+         target = {{ schema = \"public\", table = \"{name}\" }}\nconsume = \"delete\"\n{extra}",
+        name.to_ascii_uppercase()
+    );
+    let mappings =
+        countries_shared::config::tables::parse_tables(&file, "tables.toml").expect("the mapping");
+    PgMappedRows::new(env.config().postgres, mappings)
+}
+
+/// Writes `rows` of `table` as the retrier does, one attempt each.
+async fn write_again(
+    rows: &PgMappedRows,
+    table: &str,
+    batch: &[&serde_json::Map<String, serde_json::Value>],
+) -> SinkOutcome {
+    let limits = WriteLimits {
+        failure_budget: usize::MAX,
+        policy: RetryPolicy::immediate(1),
+    };
+    rows.write_rows(table, batch, limits, &Deadline::none())
+        .await
+        .expect("the table is known")
+}
+
 #[tokio::test]
 async fn the_retriers_rows_plan_a_table_again_when_its_target_changed() {
-    use countries_postgres::mapped_rows::PgMappedRows;
-    use countries_shared::model::value_json::to_json;
-    use countries_shared::ports::MappedRows;
     let env = TestEnv::new("mapped_rows_drift").await;
     let pg = env.postgres().await;
     pg.batch_execute("CREATE TABLE notes (id bigint PRIMARY KEY, note text)")
         .await
         .expect("the table");
-    let file = "[[tables]]\nname = \"notes\"\nsource = { schema = \"S\", table = \"NOTES\" }\n\
-                target = { schema = \"public\", table = \"notes\" }\nconsume = \"delete\"\n";
-    let mappings =
-        countries_shared::config::tables::parse_tables(file, "tables.toml").expect("the mapping");
     // One warm retrier: its plan of `notes` is kept between batches.
-    let rows = PgMappedRows::new(env.config().postgres, mappings);
-    let limits = WriteLimits {
-        failure_budget: usize::MAX,
-        policy: RetryPolicy::immediate(1),
-    };
+    let rows = retried_rows(&env, "notes", "");
     let write = |id: i64| {
         let row: serde_json::Map<String, serde_json::Value> = [
             ("ID".to_string(), to_json(&Value::Int(id))),
@@ -307,11 +326,7 @@ async fn the_retriers_rows_plan_a_table_again_when_its_target_changed() {
         .into_iter()
         .collect();
         let rows = &rows;
-        async move {
-            rows.write_rows("notes", &[&row], limits, &Deadline::none())
-                .await
-                .expect("the table is known")
-        }
+        async move { write_again(rows, "notes", &[&row]).await }
     };
     assert_eq!(write(1).await.written, [0]);
 
@@ -388,20 +403,12 @@ async fn the_check_before_a_run_sees_a_changed_target_and_outlives_a_lost_connec
 
 #[tokio::test]
 async fn the_retriers_rows_pass_the_mappings_rules_before_the_write() {
-    use countries_postgres::mapped_rows::PgMappedRows;
-    use countries_shared::model::value_json::to_json;
-    use countries_shared::ports::MappedRows;
     let env = TestEnv::new("mapped_rows_rules").await;
     let pg = env.postgres().await;
     pg.batch_execute("CREATE TABLE codes (id bigint PRIMARY KEY, country text)")
         .await
         .expect("the table");
-    let file = "[[tables]]\nname = \"codes\"\nsource = { schema = \"S\", table = \"CODES\" }\n\
-                target = { schema = \"public\", table = \"codes\" }\nconsume = \"delete\"\n\
-                rules = { country = \"country_code\" }\n";
-    let mappings =
-        countries_shared::config::tables::parse_tables(file, "tables.toml").expect("the mapping");
-    let rows = PgMappedRows::new(env.config().postgres, mappings);
+    let rows = retried_rows(&env, "codes", "rules = { country = \"country_code\" }\n");
     let row = |id: i64, country: Option<&str>| -> serde_json::Map<String, serde_json::Value> {
         let mut row: serde_json::Map<String, serde_json::Value> =
             [("ID".to_string(), to_json(&Value::Int(id)))]
@@ -420,18 +427,7 @@ async fn the_retriers_rows_pass_the_mappings_rules_before_the_write() {
     );
     let mut null = null;
     null.insert("COUNTRY".into(), to_json(&Value::Null));
-    let outcome = rows
-        .write_rows(
-            "codes",
-            &[&good, &bad, &null, &absent],
-            WriteLimits {
-                failure_budget: usize::MAX,
-                policy: RetryPolicy::immediate(1),
-            },
-            &Deadline::none(),
-        )
-        .await
-        .expect("the table is known");
+    let outcome = write_again(&rows, "codes", &[&good, &bad, &null, &absent]).await;
     assert_eq!(outcome.written, [0], "{outcome:?}");
     let mut refused: Vec<(usize, String)> = outcome
         .rejected
@@ -463,27 +459,12 @@ async fn the_retriers_rows_pass_the_mappings_rules_before_the_write() {
     pg.batch_execute("CREATE TABLE keyed (code text PRIMARY KEY)")
         .await
         .expect("the table");
-    let file = "[[tables]]\nname = \"keyed\"\nsource = { schema = \"S\", table = \"KEYED\" }\n\
-                target = { schema = \"public\", table = \"keyed\" }\nconsume = \"delete\"\n\
-                rules = { code = \"country_code\" }\n";
-    let mappings =
-        countries_shared::config::tables::parse_tables(file, "tables.toml").expect("the mapping");
     let keyed: serde_json::Map<String, serde_json::Value> =
         [("CODE".to_string(), to_json(&Value::Text("usa".into())))]
             .into_iter()
             .collect();
-    let outcome = PgMappedRows::new(env.config().postgres, mappings)
-        .write_rows(
-            "keyed",
-            &[&keyed],
-            WriteLimits {
-                failure_budget: usize::MAX,
-                policy: RetryPolicy::immediate(1),
-            },
-            &Deadline::none(),
-        )
-        .await
-        .expect("the table is known");
+    let keyed_rows = retried_rows(&env, "keyed", "rules = { code = \"country_code\" }\n");
+    let outcome = write_again(&keyed_rows, "keyed", &[&keyed]).await;
     assert_eq!(outcome.deferred, [0]);
     let stop = outcome.stop.map(|e| e.to_string()).unwrap_or_default();
     assert!(stop.contains("code is a key column"), "{stop}");

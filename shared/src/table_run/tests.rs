@@ -180,6 +180,11 @@ pub(super) fn replicator(
     }
 }
 
+/// An empty table, target and queue.
+fn services() -> (MemoryTable, MemoryTarget, MemoryQueue) {
+    Default::default()
+}
+
 pub(super) fn load(table: &MemoryTable, rows: &[(Option<i64>, &str)]) {
     table
         .rows
@@ -190,11 +195,7 @@ pub(super) fn load(table: &MemoryTable, rows: &[(Option<i64>, &str)]) {
 
 #[tokio::test]
 async fn every_row_ends_written_enqueued_or_left_and_only_safe_rows_are_deleted() {
-    let (table, target, queue) = (
-        MemoryTable::default(),
-        MemoryTarget::default(),
-        MemoryQueue::default(),
-    );
+    let (table, target, queue) = services();
     load(
         &table,
         &[
@@ -267,11 +268,7 @@ async fn every_row_ends_written_enqueued_or_left_and_only_safe_rows_are_deleted(
 
 #[tokio::test]
 async fn a_rule_of_the_mapping_normalises_what_it_writes_and_fails_what_it_refuses() {
-    let (table, target, queue) = (
-        MemoryTable::default(),
-        MemoryTarget::default(),
-        MemoryQueue::default(),
-    );
+    let (table, target, queue) = services();
     load(
         &table,
         &[(Some(1), " usa"), (Some(2), "U5A"), (Some(3), "FRA")],
@@ -317,11 +314,7 @@ async fn a_rule_of_the_mapping_normalises_what_it_writes_and_fails_what_it_refus
 
 #[tokio::test]
 async fn with_postgres_down_and_the_queue_down_nothing_leaves_snowflake() {
-    let (table, target, queue) = (
-        MemoryTable::default(),
-        MemoryTarget::default(),
-        MemoryQueue::default(),
-    );
+    let (table, target, queue) = services();
     load(
         &table,
         &[(Some(1), "a"), (Some(2), "unreadable"), (Some(3), "c")],
@@ -354,11 +347,7 @@ impl StepHook for Steps {
 
 #[tokio::test]
 async fn the_next_page_is_read_while_one_is_moved_and_each_step_is_told_once() {
-    let (table, target, queue) = (
-        MemoryTable::default(),
-        MemoryTarget::default(),
-        MemoryQueue::default(),
-    );
+    let (table, target, queue) = services();
     let rows: Vec<(Option<i64>, &str)> = (1..=9).map(|k| (Some(k), "n")).collect();
     load(&table, &rows);
     // Three rows a page (page_rows 3 of two columns): three pages.

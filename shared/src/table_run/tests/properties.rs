@@ -100,11 +100,7 @@ proptest! {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let (table, target, queue) = (
-                MemoryTable::default(),
-                MemoryTarget::default(),
-                MemoryQueue::default(),
-            );
+            let (table, target, queue) = services();
             table.rows.lock().unwrap().extend(rows.iter().cloned());
             for (limits, fault) in &faulty_runs {
                 let mut run = replicator(&table, &target, &queue);
