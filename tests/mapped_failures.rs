@@ -155,6 +155,36 @@ async fn a_mapped_row_reaches_the_report_exactly_beside_a_case_row() {
     );
     assert_eq!(env.postgres_rows().await, vec![(5, "USA".to_string())]);
 
+    // A mapping file that lists case's own Postgres table is refused, as
+    // the retrier refuses it, and nothing is replayed.
+    let clash = std::env::temp_dir().join(format!("{}-clash.toml", env.name));
+    std::fs::write(
+        &clash,
+        "[[tables]]\nname = \"mirror\"\nsource = { schema = \"PUBLIC\", table = \"MIRROR\" }\n\
+         target = { schema = \"public\", table = \"case\" }\nconsume = \"delete\"\n",
+    )
+    .expect("the mapping file");
+    let mut vars = env.vars.clone();
+    vars.insert("TABLES_FILE".into(), clash.display().to_string());
+    let refused = run_binary("countries", &["replay"], &vars);
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "table mirror: this is the case table (public.case: it writes case's Postgres table)"
+        ),
+        "{text}"
+    );
+    let still_failed: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM failure_report WHERE resolved_at IS NULL",
+            &[],
+        )
+        .await
+        .expect("the count")
+        .get(0);
+    assert_eq!(still_failed, 2, "nothing replayed");
+
     // With it, and the cause fixed (a note column wide enough): the
     // readable row is written exactly; the one Snowflake sent unreadable
     // stays, saying why.

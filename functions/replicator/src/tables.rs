@@ -17,7 +17,7 @@ use countries_shared::config::vars::Function;
 use countries_shared::config::ReplicatorConfig;
 use countries_shared::deadline::Deadline;
 use countries_shared::model::columns::{declared_columns, match_columns, ColumnPlan, TargetColumn};
-use countries_shared::model::rules::{bind_rules, ColumnRule};
+use countries_shared::model::rules::{bind_rules, Absent, ColumnRule, RuleTarget};
 use countries_shared::retry::Backoff;
 use countries_shared::table_run::set::TablePlanner;
 use countries_shared::table_run::TableReplicator;
@@ -95,10 +95,13 @@ async fn plan_and_target(
     let (source, mut problems) = declared_columns(&mapping.name, &pairs, &target, columns);
     match match_columns(&mapping.name, &source, &target, columns, &mapping.key) {
         Ok(plan) if problems.is_empty() => {
-            bind_rules(&mapping.name, &mapping.rules, &plan).map(|rules| Planned {
-                columns: plan,
-                rules,
-                catalog: target,
+            let targets = plan.iter().map(RuleTarget::from);
+            bind_rules(&mapping.name, &mapping.rules, targets, Absent::Refused).map(|rules| {
+                Planned {
+                    columns: plan,
+                    rules: rules.columns,
+                    catalog: target,
+                }
             })
         }
         Ok(_) => Err(problems),

@@ -366,12 +366,18 @@ async fn replay(ids: Vec<String>) -> Result<ExitCode> {
     let report = FailureReport::new(config.clone());
     let replica = PostgresStore::new(config.clone());
     // The mapped tables' targets, from the same mapping file the replicator
-    // reads (TABLES_FILE); without it their rows are not replayed, and say so.
+    // reads (TABLES_FILE), refused as the retrier refuses it when it lists
+    // `case` itself; without it their rows are not replayed, and say so.
     let tables = match std::env::var("TABLES_FILE") {
         Ok(path) if !path.trim().is_empty() => {
+            use countries_shared::config::tables::{parse_tables_beside, CaseTable};
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading TABLES_FILE {path}"))?;
-            countries_shared::config::tables::parse_tables(&text, &path)
+            let case = CaseTable {
+                source: None,
+                target: (config.schema.as_str(), config.table.as_str()),
+            };
+            parse_tables_beside(&text, &path, &case)
                 .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?
         }
         _ => Vec::new(),

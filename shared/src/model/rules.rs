@@ -77,32 +77,87 @@ pub struct ColumnRule {
     pub rule: Rule,
 }
 
-/// Binds a table's rules (target column, rule) to its column plan: each
-/// rule's column must be one the table copies, of a type the rule checks;
-/// `Err` lists every problem, naming the table and column.
-pub fn bind_rules(
+/// A column a rule may bind to: its target name and type, and whether it
+/// is a key (the replicator's column plan, or the retrier's row shape).
+#[derive(Debug, Clone, Copy)]
+pub struct RuleTarget<'a> {
+    pub name: &'a str,
+    pub ty: TargetType,
+    pub key: bool,
+}
+
+impl<'a> From<&'a ColumnPlan> for RuleTarget<'a> {
+    fn from(c: &'a ColumnPlan) -> Self {
+        Self {
+            name: &c.target,
+            ty: c.target_type,
+            key: c.key,
+        }
+    }
+}
+
+/// What a rule whose column is not among the bound columns means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absent {
+    /// A plan problem: the table does not copy that column (the replicator).
+    Refused,
+    /// The row lacks the column, so the rule checks a NULL (the retrier's
+    /// rows carry only the columns they were read with).
+    ChecksNull,
+}
+
+/// A table's rules bound to its columns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BoundRules {
+    /// By position among the columns.
+    pub columns: Vec<ColumnRule>,
+    /// Rules on columns the row lacks ([`Absent::ChecksNull`] only).
+    pub on_null: Vec<(String, Rule)>,
+}
+
+impl BoundRules {
+    /// Checks and normalises one row's cells (see [`apply_rules`]), then
+    /// the rules on absent columns; `Err` is the first refusal.
+    pub fn apply(&self, cells: &mut [Result<Value, String>]) -> Result<(), String> {
+        apply_rules(&self.columns, cells)?;
+        for (column, rule) in &self.on_null {
+            rule.apply(column, &Value::Null)?;
+        }
+        Ok(())
+    }
+}
+
+/// Binds a table's rules (target column, rule) to its columns: each rule's
+/// column must be of a type the rule checks and not a key, and, unless
+/// `absent` says otherwise, one the table copies. `Err` lists every problem,
+/// naming the table and column. The replicator, `countries tables`, the
+/// retrier and `countries replay` all bind through here.
+pub fn bind_rules<'a>(
     table: &str,
     rules: &[(String, Rule)],
-    plan: &[ColumnPlan],
-) -> Result<Vec<ColumnRule>, Vec<String>> {
-    let mut bound = Vec::new();
+    columns: impl IntoIterator<Item = RuleTarget<'a>>,
+    absent: Absent,
+) -> Result<BoundRules, Vec<String>> {
+    let columns: Vec<RuleTarget> = columns.into_iter().collect();
+    let mut bound = BoundRules::default();
     let mut problems = Vec::new();
     for (column, rule) in rules {
-        match plan.iter().position(|c| c.target == *column) {
+        match columns.iter().position(|c| c.name == column) {
+            None if absent == Absent::ChecksNull => bound.on_null.push((column.clone(), *rule)),
             None => problems.push(format!(
                 "table {table}: rules.{column}: {column} is not a column the table copies"
             )),
             // A normalised key would merge rows Snowflake keeps apart
             // (" usa" and "USA"): the one-row-per-key check sees raw keys.
-            Some(i) if plan[i].key => problems.push(format!(
+            Some(i) if columns[i].key => problems.push(format!(
                 "table {table}: rules.{column}: {column} is a key column, and a rule may not change a key"
             )),
-            Some(i) if !rule.fits(plan[i].target_type) => problems.push(format!(
+            Some(i) if !rule.fits(columns[i].ty) => problems.push(format!(
                 "table {table}: rules.{column}: the {} rule checks text, and {column} is {}",
                 rule.name(),
-                plan[i].target_type.sql()
+                columns[i].ty.sql()
             )),
-            Some(position) => bound.push(ColumnRule {
+            Some(position) => bound.columns.push(ColumnRule {
                 position,
                 column: column.clone(),
                 rule: *rule,
@@ -209,19 +264,39 @@ mod tests {
         ];
         plan[2].key = true;
         let rule = |c: &str| (c.to_string(), Rule::CountryCode);
+        let bind = |rules: &[(String, Rule)], absent| {
+            bind_rules("t", rules, plan.iter().map(RuleTarget::from), absent)
+        };
+        let country = ColumnRule {
+            position: 1,
+            column: "country".into(),
+            rule: Rule::CountryCode,
+        };
         assert_eq!(
-            bind_rules("t", &[rule("country")], &plan),
-            Ok(vec![ColumnRule {
-                position: 1,
-                column: "country".into(),
-                rule: Rule::CountryCode
-            }])
+            bind(&[rule("country")], Absent::Refused),
+            Ok(BoundRules {
+                columns: vec![country.clone()],
+                on_null: vec![],
+            })
+        );
+        // The retrier's row lacks `gone`: its rule checks a NULL there.
+        let bound = bind(&[rule("country"), rule("gone")], Absent::ChecksNull);
+        assert_eq!(
+            bound,
+            Ok(BoundRules {
+                columns: vec![country],
+                on_null: vec![rule("gone")],
+            })
+        );
+        let mut cells = vec![Ok(Value::Int(1)), Ok(text("fra"))];
+        assert_eq!(
+            bound.map(|b| b.apply(&mut cells)),
+            Ok(Err("gone is NULL".to_string()))
         );
         assert_eq!(
-            bind_rules(
-                "t",
+            bind(
                 &[rule("id"), rule("COUNTRY"), rule("gone"), rule("code")],
-                &plan
+                Absent::Refused
             ),
             Err(vec![
                 "table t: rules.id: the country_code rule checks text, and id is integer".into(),

@@ -21,7 +21,7 @@ use countries_shared::config::PostgresConfig;
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::{ErrorKind, SinkError, WriteError};
 use countries_shared::model::columns::{same_name, TargetColumn};
-use countries_shared::model::rules::{apply_rules, ColumnRule};
+use countries_shared::model::rules::{bind_rules, Absent, BoundRules, RuleTarget};
 use countries_shared::model::types::TargetType;
 use countries_shared::model::value::Value;
 use countries_shared::model::value_json::from_json;
@@ -39,14 +39,14 @@ pub struct PgMappedRows {
 }
 
 /// A row shape's sources in write order, the rules over them, the sink.
-type PlannedSink = (Vec<String>, Vec<ColumnRule>, PgTableSink);
+type PlannedSink = (Vec<String>, BoundRules, PgTableSink);
 
 /// What [`PgMappedRows::plan`] makes of a table and a set of columns.
 struct RowPlan {
     sources: Vec<String>,
-    /// The mapping's rules, by position among `sources`; a rule whose
-    /// column the rows lack checks a NULL placed after them.
-    rules: Vec<ColumnRule>,
+    /// The mapping's rules, bound to `sources` (a rule whose column the
+    /// rows lack checks a NULL).
+    rules: BoundRules,
     target: MappedTarget,
     catalog: Vec<TargetColumn>,
 }
@@ -129,31 +129,13 @@ impl PgMappedRows {
         if !columns.iter().any(|c| c.key) {
             return Err(format!("{at}: the row has no key column of the target"));
         }
-        if let Some((column, _)) = mapping
-            .rules
-            .iter()
-            .find(|(column, _)| columns.iter().any(|c| c.key && c.name == *column))
-        {
-            return Err(format!(
-                "{at}: rules.{column}: {column} is a key column, and a rule may not change a key"
-            ));
-        }
-        let mut absent = sources.len();
-        let rules = mapping
-            .rules
-            .iter()
-            .map(|(column, rule)| ColumnRule {
-                position: columns
-                    .iter()
-                    .position(|c| c.name == *column)
-                    .unwrap_or_else(|| {
-                        absent += 1;
-                        absent - 1
-                    }),
-                column: column.clone(),
-                rule: *rule,
-            })
-            .collect();
+        let targets = columns.iter().map(|c| RuleTarget {
+            name: &c.name,
+            ty: c.ty,
+            key: c.key,
+        });
+        let rules = bind_rules(&mapping.name, &mapping.rules, targets, Absent::ChecksNull)
+            .map_err(|problems| problems.join("; "))?;
         Ok(RowPlan {
             sources,
             rules,
@@ -173,20 +155,14 @@ impl PgMappedRows {
 fn values(
     row: &Map<String, Json>,
     sources: &[String],
-    rules: &[ColumnRule],
+    rules: &BoundRules,
 ) -> Result<Vec<Value>, String> {
     let read = read_values(row, sources)?;
-    if rules.is_empty() {
+    if rules.columns.is_empty() && rules.on_null.is_empty() {
         return Ok(read);
     }
-    let width = rules
-        .iter()
-        .map(|r| r.position + 1)
-        .fold(read.len(), usize::max);
     let mut cells: Vec<Result<Value, String>> = read.into_iter().map(Ok).collect();
-    cells.resize(width, Ok(Value::Null));
-    apply_rules(rules, &mut cells)?;
-    cells.truncate(sources.len());
+    rules.apply(&mut cells)?;
     Ok(cells
         .into_iter()
         .map(|c| c.unwrap_or(Value::Null))
