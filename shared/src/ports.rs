@@ -20,7 +20,7 @@ use crate::model::mapped_message::MappedRetryMessage;
 use crate::model::message::RetryMessage;
 use crate::model::report::{DeadLetter, Digest, FailureEntry};
 use crate::model::row::{CountryRow, SourceRow};
-use crate::model::value::{TableRow, Value};
+use crate::model::value::{TablePage, Value};
 use crate::retry::RetryPolicy;
 
 // ---- Snowflake: the source ----
@@ -147,8 +147,9 @@ pub trait TableSource: Send + Sync {
 /// One table run's snapshot.
 #[async_trait]
 pub trait TableSnapshot: Send + Sync {
-    /// The rows numbered `numbers`, in order; fewer when the snapshot ends.
-    async fn read(&self, numbers: RowNumbers) -> Result<Vec<TableRow>, SourceError>;
+    /// The rows numbered `numbers`, in order, as one page; fewer when the
+    /// snapshot ends.
+    async fn read(&self, numbers: RowNumbers) -> Result<TablePage, SourceError>;
     /// Deletes the table's rows matching, on the key and the whole copied
     /// content, a snapshot row numbered in `safe`; how many went.
     async fn delete(&self, safe: &[RowNumbers], keys: IdMatch) -> Result<u64, SourceError>;

@@ -118,7 +118,7 @@ pub struct BoundRules {
 impl BoundRules {
     /// Checks and normalises one row's cells (see [`apply_rules`]), then
     /// the rules on absent columns; `Err` is the first refusal.
-    pub fn apply(&self, cells: &mut [Result<Value, String>]) -> Result<(), String> {
+    pub fn apply(&self, cells: &mut [Value]) -> Result<(), String> {
         apply_rules(&self.columns, cells)?;
         for (column, rule) in &self.on_null {
             rule.apply(column, &Value::Null)?;
@@ -182,15 +182,11 @@ pub fn country_code(raw: &str) -> Option<String> {
 
 /// Applies `rules` to one row's cells: every rule checks first, and only a
 /// row all of them pass is normalised in place, so a refused row keeps the
-/// values it was read with. `Err` is the first refusal (a cell Snowflake's
-/// decoder refused is left to the caller, which reports those first).
-pub fn apply_rules(
-    rules: &[ColumnRule],
-    cells: &mut [Result<Value, String>],
-) -> Result<(), String> {
+/// values it was read with. `Err` is the first refusal.
+pub fn apply_rules(rules: &[ColumnRule], cells: &mut [Value]) -> Result<(), String> {
     let mut normalised = Vec::new();
     for rule in rules {
-        let Some(Ok(value)) = cells.get(rule.position) else {
+        let Some(value) = cells.get(rule.position) else {
             continue;
         };
         if let Some(value) = rule.rule.apply(&rule.column, value)? {
@@ -199,7 +195,7 @@ pub fn apply_rules(
     }
     for (position, value) in normalised {
         if let Some(cell) = cells.get_mut(position) {
-            *cell = Ok(value);
+            *cell = value;
         }
     }
     Ok(())
@@ -288,7 +284,7 @@ mod tests {
                 on_null: vec![rule("gone")],
             })
         );
-        let mut cells = vec![Ok(Value::Int(1)), Ok(text("fra"))];
+        let mut cells = vec![Value::Int(1), text("fra")];
         assert_eq!(
             bound.map(|b| b.apply(&mut cells)),
             Ok(Err("gone is NULL".to_string()))
@@ -308,20 +304,18 @@ mod tests {
     }
 
     #[test]
-    fn rules_rewrite_cells_in_place_and_skip_undecoded_ones() {
+    fn rules_rewrite_cells_in_place_only_when_all_pass() {
         let rules = [ColumnRule {
             position: 1,
             column: "country".into(),
             rule: Rule::CountryCode,
         }];
-        let mut cells = vec![Ok(Value::Int(1)), Ok(text(" fra "))];
+        let mut cells = vec![Value::Int(1), text(" fra ")];
         assert_eq!(apply_rules(&rules, &mut cells), Ok(()));
-        assert_eq!(cells[1], Ok(text("FRA")));
-        let mut undecoded = vec![Ok(Value::Int(1)), Err("not UTF-8".to_string())];
-        assert_eq!(apply_rules(&rules, &mut undecoded), Ok(()));
-        let mut bad = vec![Ok(Value::Int(1)), Ok(text("XX"))];
+        assert_eq!(cells[1], text("FRA"));
+        let mut bad = vec![Value::Int(1), text("XX")];
         assert!(apply_rules(&rules, &mut bad).is_err());
-        assert_eq!(bad[1], Ok(text("XX")), "a refused value is kept as read");
+        assert_eq!(bad[1], text("XX"), "a refused value is kept as read");
         // Two rules: the second refuses, so the first's column is not
         // normalised either: the row stays as read.
         let two = [
@@ -332,8 +326,8 @@ mod tests {
                 rule: Rule::CountryCode,
             },
         ];
-        let mut row = vec![Ok(Value::Int(1)), Ok(text(" fra")), Ok(text("F5"))];
+        let mut row = vec![Value::Int(1), text(" fra"), text("F5")];
         assert!(apply_rules(&two, &mut row).is_err());
-        assert_eq!(row[1], Ok(text(" fra")));
+        assert_eq!(row[1], text(" fra"));
     }
 }

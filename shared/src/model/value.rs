@@ -72,16 +72,105 @@ impl std::fmt::Display for Decimal {
     }
 }
 
-/// One snapshot row of a mapped table: its number in the run snapshot, its
-/// copied columns (each decoded, or refused alone with why: the row is then
-/// a row-level failure, its other values kept for the failure report), and
-/// whether a key column is NULL (such a row is deleted by the NULL-safe
-/// statement).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TableRow {
-    pub number: u64,
-    pub cells: Vec<Result<Value, String>>,
-    pub key_null: bool,
+/// One page of a mapped table's snapshot: its rows' cells in one vector,
+/// row after row (`width` cells a row), the rows numbered from `first` in
+/// the run snapshot. A cell the decoder refused holds NULL and is listed
+/// with why in `unread`: its row is a row-level failure, its other values
+/// kept for the failure report. One vector for the page, not one a row: a
+/// row costs its cells (32 bytes each) and nothing more, and the writer
+/// takes its rows as slices of it, never copied.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TablePage {
+    first: u64,
+    width: usize,
+    rows: usize,
+    cells: Vec<Value>,
+    /// (row index, column index, why), in row order.
+    unread: Vec<(usize, usize, String)>,
+}
+
+impl TablePage {
+    /// An empty page of rows of `width` cells, the first numbered `first`,
+    /// with room for `rows` rows.
+    pub fn new(first: u64, width: usize, rows: usize) -> Self {
+        Self {
+            first,
+            width,
+            rows: 0,
+            cells: Vec::with_capacity(rows.saturating_mul(width)),
+            unread: Vec::new(),
+        }
+    }
+
+    /// Appends the next row: `width` cells, each decoded or refused with
+    /// why (missing cells are NULL, extra ones ignored).
+    pub fn push_row(&mut self, cells: impl IntoIterator<Item = Result<Value, String>>) {
+        let row = self.rows;
+        let mut cells = cells.into_iter();
+        for column in 0..self.width {
+            match cells.next() {
+                Some(Ok(value)) => self.cells.push(value),
+                Some(Err(why)) => {
+                    self.unread.push((row, column, why));
+                    self.cells.push(Value::Null);
+                }
+                None => self.cells.push(Value::Null),
+            }
+        }
+        self.rows += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The snapshot number of row `i`.
+    pub fn number(&self, i: usize) -> u64 {
+        self.first + i as u64
+    }
+
+    /// Row `i`'s cells (a refused cell is NULL here).
+    pub fn row(&self, i: usize) -> &[Value] {
+        &self.cells[i * self.width..(i + 1) * self.width]
+    }
+
+    pub fn row_mut(&mut self, i: usize) -> &mut [Value] {
+        &mut self.cells[i * self.width..(i + 1) * self.width]
+    }
+
+    /// Row `i`'s refused cells: (column index, why).
+    pub fn unread(&self, i: usize) -> impl Iterator<Item = (usize, &str)> {
+        let from = self.unread.partition_point(|(row, _, _)| *row < i);
+        self.unread[from..]
+            .iter()
+            .take_while(move |(row, _, _)| *row == i)
+            .map(|(_, column, why)| (*column, why.as_str()))
+    }
+
+    /// Whether a key column of row `i` is NULL (such a row is deleted by the
+    /// NULL-safe statement); a refused cell is not NULL.
+    pub fn key_null(&self, i: usize, key_positions: &[usize]) -> bool {
+        let row = self.row(i);
+        key_positions.iter().any(|&k| {
+            matches!(row.get(k), Some(Value::Null)) && !self.unread(i).any(|(c, _)| c == k)
+        })
+    }
+
+    /// Row `i` as the failure report keeps it: each cell decoded, or
+    /// refused with why.
+    pub fn cells(&self, i: usize) -> Vec<Result<Value, String>> {
+        let mut cells: Vec<Result<Value, String>> = self.row(i).iter().cloned().map(Ok).collect();
+        for (column, why) in self.unread(i) {
+            if let Some(cell) = cells.get_mut(column) {
+                *cell = Err(why.to_string());
+            }
+        }
+        cells
+    }
 }
 
 #[cfg(test)]
@@ -92,6 +181,35 @@ mod tests {
     fn a_cell_of_a_page_is_32_bytes() {
         assert_eq!(std::mem::size_of::<Value>(), 32);
         assert_eq!(std::mem::size_of::<Result<Value, String>>(), 32);
+    }
+
+    #[test]
+    fn a_page_keeps_rows_in_one_vector_and_refused_cells_apart() {
+        let mut page = TablePage::new(7, 2, 3);
+        page.push_row([Ok(Value::Int(1)), Ok(Value::Text("a".into()))]);
+        page.push_row([Ok(Value::Null), Err("column NOTE: not UTF-8".to_string())]);
+        page.push_row([Err("column ID: out of range".to_string()), Ok(Value::Null)]);
+        page.push_row([Ok(Value::Int(4))]);
+        assert_eq!(page.len(), 4);
+        assert_eq!(page.number(3), 10);
+        assert_eq!(page.row(0), [Value::Int(1), Value::Text("a".into())]);
+        assert_eq!(
+            page.row(3),
+            [Value::Int(4), Value::Null],
+            "a missing cell is NULL"
+        );
+        assert_eq!(page.unread(0).count(), 0);
+        assert_eq!(
+            page.unread(1).collect::<Vec<_>>(),
+            [(1, "column NOTE: not UTF-8")]
+        );
+        assert_eq!(
+            page.cells(2),
+            [Err("column ID: out of range".to_string()), Ok(Value::Null)]
+        );
+        assert!(page.key_null(1, &[0]));
+        assert!(!page.key_null(2, &[0]), "a refused key cell is not NULL");
+        assert!(!page.key_null(0, &[0]) && page.key_null(3, &[1]));
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::ledger::{RunOutcome, RunSummary};
 use crate::model::mapped_message::MappedRetryMessage;
 use crate::model::message::{FailureClass, FailureDetail};
 use crate::model::rules::ColumnRule;
-use crate::model::value::{TableRow, Value};
+use crate::model::value::{TablePage, Value};
 use crate::ports::{
     GuardedRun, NoHook, RetryQueue, RowNumbers, RunGuard, Step, StepHook, TableSink, TableSnapshot,
     TableSource, WriteLimits,
@@ -221,7 +221,7 @@ impl TableReplicator {
         // deleted: at most two pages in memory. A page read ahead that the
         // run does not get to is dropped unaccounted: it is still in
         // Snowflake, and reading the snapshot has no side effect.
-        let mut ahead: Option<Result<Vec<TableRow>, SourceError>> = None;
+        let mut ahead: Option<Result<TablePage, SourceError>> = None;
         while first <= last {
             if deadline.is_near() {
                 run.summary.add_error(format!(
@@ -278,7 +278,7 @@ impl TableReplicator {
         &self,
         snapshot: &dyn TableSnapshot,
         first: u64,
-        mut rows: Vec<TableRow>,
+        mut rows: TablePage,
         run: &mut TableRun<'_>,
     ) -> bool {
         let deadline = run.deadline;
@@ -317,29 +317,20 @@ impl TableReplicator {
                         sqlstate: None,
                         message: why.clone(),
                     };
-                    failures.push(self.failure(&rows[*i], error, run.summary.run_id));
+                    failures.push(self.failure(&rows, *i, error, run.summary.run_id));
                 }
                 Planned::Write(_) => {}
             }
         }
-        // The valid rows' values, moved out of the page (never copied).
-        let mut valid: Vec<(u64, bool)> = Vec::new();
-        let mut values: Vec<Vec<Value>> = Vec::new();
-        for (planned, row) in planned.iter().zip(rows) {
-            if let Planned::Write(_) = planned {
-                valid.push((row.number, row.key_null));
-                values.push(
-                    row.cells
-                        .into_iter()
-                        .map(|c| c.unwrap_or(Value::Null))
-                        .collect(),
-                );
-            }
-        }
-        for (chunk, chunk_values) in valid
-            .chunks(self.limits.batch_size.max(1))
-            .zip(values.chunks(self.limits.batch_size.max(1)))
-        {
+        // The valid rows, as slices of the page (never copied).
+        let valid: Vec<usize> = planned
+            .iter()
+            .filter_map(|p| match p {
+                Planned::Write(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        for chunk in valid.chunks(self.limits.batch_size.max(1)) {
             if stopped || deadline.is_near() {
                 run.summary.rows_deferred += chunk.len();
                 if !stopped && deadline.is_near() {
@@ -350,7 +341,7 @@ impl TableReplicator {
                 run.reached(Step::MidWrite);
                 continue;
             }
-            let refs: Vec<&[Value]> = chunk_values.iter().map(Vec::as_slice).collect();
+            let refs: Vec<&[Value]> = chunk.iter().map(|&i| rows.row(i)).collect();
             let budget = self
                 .limits
                 .max_failures_per_run
@@ -364,21 +355,14 @@ impl TableReplicator {
             run.reached(Step::MidWrite);
             run.summary.rows_changed += usize::try_from(outcome.changed).unwrap_or(usize::MAX);
             for &k in &outcome.written {
-                let (number, key_null) = chunk[k];
+                let i = chunk[k];
                 run.summary.rows_written += 1;
-                page.mark_safe_keyed(number, key_null);
+                page.mark_safe_keyed(rows.number(i), rows.key_null(i, &self.key_positions));
             }
             for (k, e) in &outcome.rejected {
                 run.summary.rows_rejected += 1;
-                let (number, key_null) = chunk[*k];
-                let cells: Vec<Result<Value, String>> =
-                    chunk_values[*k].iter().cloned().map(Ok).collect();
-                let row = TableRow {
-                    number,
-                    cells,
-                    key_null,
-                };
-                failures.push(self.failure(&row, FailureDetail::of_write(e), run.summary.run_id));
+                let error = FailureDetail::of_write(e);
+                failures.push(self.failure(&rows, chunk[*k], error, run.summary.run_id));
             }
             run.summary.rows_deferred += outcome.deferred.len();
             if let Some(stop) = outcome.stop {
@@ -401,21 +385,22 @@ impl TableReplicator {
         snapshot: &dyn TableSnapshot,
         numbers: RowNumbers,
         deadline: &Deadline,
-    ) -> Result<Vec<TableRow>, SourceError> {
+    ) -> Result<TablePage, SourceError> {
         retry(self.policy(), deadline, "Snowflake read", async || {
             snapshot.read(numbers.clone()).await
         })
         .await
     }
 
-    fn failure(&self, row: &TableRow, error: FailureDetail, run_id: Uuid) -> Failure {
+    /// Row `i` of `rows` on its way to the retry queue.
+    fn failure(&self, rows: &TablePage, i: usize, error: FailureDetail, run_id: Uuid) -> Failure {
         Failure {
-            number: row.number,
-            key_null: row.key_null,
+            number: rows.number(i),
+            key_null: rows.key_null(i, &self.key_positions),
             message: MappedRetryMessage::first_failure(
                 &self.name,
                 &self.columns,
-                &row.cells,
+                &rows.cells(i),
                 error,
                 run_id,
                 Utc::now(),

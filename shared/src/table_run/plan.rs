@@ -11,7 +11,7 @@
 //! between pages ([`Versions`]).
 
 use crate::model::rules::{apply_rules, ColumnRule};
-use crate::model::value::{TableRow, Value};
+use crate::model::value::{TablePage, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Planned {
@@ -30,42 +30,44 @@ pub(super) struct Versions {
 /// Plans the rows of one page, in order, applying `rules` to the cells of
 /// the rows it writes. `columns` names the cells.
 pub(super) fn plan_page(
-    rows: &mut [TableRow],
+    page: &mut TablePage,
     columns: &[String],
     key_positions: &[usize],
     rules: &[ColumnRule],
     versions: &mut Versions,
 ) -> Vec<Planned> {
-    rows.iter_mut()
-        .enumerate()
-        .map(|(i, row)| {
-            let unreadable: Vec<&str> = row
-                .cells
-                .iter()
-                .filter_map(|c| c.as_ref().err().map(String::as_str))
-                .collect();
+    (0..page.len())
+        .map(|i| {
+            let unreadable: Vec<&str> = page.unread(i).map(|(_, why)| why).collect();
             if !unreadable.is_empty() {
                 return Planned::Invalid(i, unreadable.join("; "));
             }
-            let key: Vec<Value> = key_positions
+            let row = page.row(i);
+            let nulls: Vec<&str> = key_positions
                 .iter()
-                .filter_map(|&k| row.cells.get(k)?.as_ref().ok().cloned())
+                .filter(|&&k| matches!(row.get(k), Some(Value::Null)))
+                .filter_map(|&k| columns.get(k).map(String::as_str))
                 .collect();
-            if row.key_null || key.contains(&Value::Null) {
-                let names: Vec<&str> = key_positions
-                    .iter()
-                    .filter(|&&k| matches!(row.cells.get(k), Some(Ok(Value::Null))))
-                    .filter_map(|&k| columns.get(k).map(String::as_str))
-                    .collect();
-                return Planned::Invalid(i, format!("key column {} is NULL", names.join(", ")));
+            if !nulls.is_empty() {
+                return Planned::Invalid(i, format!("key column {} is NULL", nulls.join(", ")));
             }
-            if let Err(why) = apply_rules(rules, &mut row.cells) {
+            if let Err(why) = apply_rules(rules, page.row_mut(i)) {
                 return Planned::Invalid(i, why);
             }
-            if versions.key.as_ref() == Some(&key) {
+            let row = page.row(i);
+            let is_last = versions.key.as_ref().is_some_and(|key| {
+                key.len() == key_positions.len()
+                    && key_positions
+                        .iter()
+                        .zip(key)
+                        .all(|(&k, v)| row.get(k) == Some(v))
+            });
+            if is_last {
                 Planned::Later(i)
             } else {
-                versions.key = Some(key);
+                let key = versions.key.get_or_insert_with(Vec::new);
+                key.clear();
+                key.extend(key_positions.iter().filter_map(|&k| row.get(k).cloned()));
                 Planned::Write(i)
             }
         })
@@ -76,28 +78,33 @@ pub(super) fn plan_page(
 mod tests {
     use super::*;
 
-    fn row(number: u64, key: Option<i64>, note: Result<&str, &str>) -> TableRow {
-        TableRow {
-            number,
-            cells: vec![
+    type Row<'a> = (Option<i64>, Result<&'a str, &'a str>);
+
+    fn page(first: u64, rows: &[Row]) -> TablePage {
+        let mut page = TablePage::new(first, 2, rows.len());
+        for (key, note) in rows {
+            page.push_row([
                 Ok(key.map_or(Value::Null, Value::Int)),
                 note.map(|n| Value::Text(n.into())).map_err(String::from),
-            ],
-            key_null: key.is_none(),
+            ]);
         }
+        page
     }
 
     #[test]
     fn one_row_per_key_and_bad_rows_fail_by_name() {
         let columns = ["ID".to_string(), "NOTE".to_string()];
         let mut versions = Versions::default();
-        let mut first = [
-            row(1, Some(1), Ok("a")),
-            row(2, Some(1), Ok("a")),
-            row(3, Some(1), Ok("b")),
-            row(4, Some(2), Err("column NOTE: not UTF-8")),
-            row(5, Some(2), Ok("c")),
-        ];
+        let mut first = page(
+            1,
+            &[
+                (Some(1), Ok("a")),
+                (Some(1), Ok("a")),
+                (Some(1), Ok("b")),
+                (Some(2), Err("column NOTE: not UTF-8")),
+                (Some(2), Ok("c")),
+            ],
+        );
         assert_eq!(
             plan_page(&mut first, &columns, &[0], &[], &mut versions),
             [
@@ -109,7 +116,7 @@ mod tests {
             ]
         );
         // The next page goes on from the last key's first version.
-        let mut next = [row(6, Some(2), Ok("d")), row(7, None, Ok("e"))];
+        let mut next = page(6, &[(Some(2), Ok("d")), (None, Ok("e"))]);
         assert_eq!(
             plan_page(&mut next, &columns, &[0], &[], &mut versions),
             [

@@ -66,18 +66,16 @@ impl TableSource for MemoryTable {
 
 #[async_trait]
 impl TableSnapshot for MemoryTableSnapshot {
-    async fn read(&self, numbers: RowNumbers) -> Result<Vec<TableRow>, SourceError> {
+    async fn read(&self, numbers: RowNumbers) -> Result<TablePage, SourceError> {
         tokio::task::yield_now().await;
-        Ok(numbers
-            .filter_map(|n| {
-                let row = self.frozen.get(usize::try_from(n - 1).ok()?)?;
-                Some(TableRow {
-                    number: n,
-                    cells: cells(row),
-                    key_null: row.0.is_none(),
-                })
-            })
-            .collect())
+        let mut page = TablePage::new(*numbers.start(), 2, 0);
+        for n in numbers {
+            let Some(row) = usize::try_from(n - 1).ok().and_then(|i| self.frozen.get(i)) else {
+                break;
+            };
+            page.push_row(cells(row));
+        }
+        Ok(page)
     }
     async fn delete(&self, safe: &[RowNumbers], keys: IdMatch) -> Result<u64, SourceError> {
         tokio::task::yield_now().await;

@@ -157,16 +157,9 @@ fn values(
     sources: &[String],
     rules: &BoundRules,
 ) -> Result<Vec<Value>, String> {
-    let read = read_values(row, sources)?;
-    if rules.columns.is_empty() && rules.on_null.is_empty() {
-        return Ok(read);
-    }
-    let mut cells: Vec<Result<Value, String>> = read.into_iter().map(Ok).collect();
-    rules.apply(&mut cells)?;
-    Ok(cells
-        .into_iter()
-        .map(|c| c.unwrap_or(Value::Null))
-        .collect())
+    let mut values = read_values(row, sources)?;
+    rules.apply(&mut values)?;
+    Ok(values)
 }
 
 /// A row's values in `sources`' order, as read back from JSON.

@@ -22,7 +22,7 @@ use crate::{Scope, Session, SnowflakeSource};
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::SourceError;
 use countries_shared::model::ident::Identifier;
-use countries_shared::model::value::{TableRow, Value};
+use countries_shared::model::value::{TablePage, Value};
 use countries_shared::ports::{IdMatch, RowNumbers, TableSnapshot, TableSource};
 use sql::{
     count_statement, join_delete_statement, page_statement, snapshot_statement, MappedTable,
@@ -32,22 +32,14 @@ use sql::{
 pub struct MappedSource {
     session: Arc<Session>,
     table: MappedTable,
-    /// Where the key columns are in a page's columns.
-    key_positions: Vec<usize>,
 }
 
 impl SnowflakeSource {
     /// `table` read over this source's session.
     pub fn mapped(&self, table: MappedTable) -> MappedSource {
-        let key_positions = table
-            .keys
-            .iter()
-            .filter_map(|k| table.columns.iter().position(|c| c == k))
-            .collect();
         MappedSource {
             session: Arc::clone(&self.session),
             table,
-            key_positions,
         }
     }
 }
@@ -109,11 +101,17 @@ pub struct MappedSnapshot<'a> {
 impl TableSnapshot for MappedSnapshot<'_> {
     /// The rows numbered `numbers`, in order; fewer than the range holds
     /// when the snapshot ends there.
-    async fn read(&self, numbers: RowNumbers) -> Result<Vec<TableRow>, SourceError> {
+    async fn read(&self, numbers: RowNumbers) -> Result<TablePage, SourceError> {
         let sql = page_statement(&self.source.table, &self.name, &numbers);
         let done = self.source.session.exec("read", &sql, self.scope).await?;
         let batches = match done.result {
-            QueryResult::Empty => return Ok(Vec::new()),
+            QueryResult::Empty => {
+                return Ok(TablePage::new(
+                    *numbers.start(),
+                    self.source.table.columns.len(),
+                    0,
+                ))
+            }
             QueryResult::Arrow(batches) => batches,
             QueryResult::Json(json) => {
                 return Err(SourceError::UnexpectedResult {
@@ -127,8 +125,7 @@ impl TableSnapshot for MappedSnapshot<'_> {
         // moves), and each Arrow batch freed once decoded: the page's peak
         // is its rows and one batch, not its rows and all of its batches.
         let held: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let mut rows = Vec::with_capacity(held);
-        let mut next = *numbers.start();
+        let mut page = TablePage::new(*numbers.start(), copied, held);
         for batch in batches {
             if batch.num_columns() != copied + 1 {
                 return Err(SourceError::UnexpectedResult {
@@ -146,28 +143,14 @@ impl TableSnapshot for MappedSnapshot<'_> {
                 columns.push(decode_column(schema.field(i), batch.column(i).as_ref())?.into_iter());
             }
             for _ in 0..batch.num_rows() {
-                let cells: Vec<Result<Value, String>> = columns
-                    .iter_mut()
-                    .map(|c| match c.next() {
-                        Some(Ok(value)) => Ok(value),
-                        Some(Err(bad)) => Err(bad.to_string()),
-                        None => Ok(Value::Null),
-                    })
-                    .collect();
-                let key_null = self
-                    .source
-                    .key_positions
-                    .iter()
-                    .any(|&k| matches!(cells.get(k), Some(Ok(Value::Null))));
-                rows.push(TableRow {
-                    number: next,
-                    cells,
-                    key_null,
-                });
-                next += 1;
+                page.push_row(columns.iter_mut().map(|c| match c.next() {
+                    Some(Ok(value)) => Ok(value),
+                    Some(Err(bad)) => Err(bad.to_string()),
+                    None => Ok(Value::Null),
+                }));
             }
         }
-        Ok(rows)
+        Ok(page)
     }
 
     /// Deletes the table's rows that match, on the key and the whole
