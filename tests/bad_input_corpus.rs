@@ -245,7 +245,7 @@ fn as_source_row(row: &serde_json::Map<String, serde_json::Value>) -> SourceRow 
         }
     };
     let country = match cell("COUNTRY") {
-        Ok(Value::Text(c)) => Some(c),
+        Ok(Value::Text(c)) => Some(c.into()),
         other => {
             assert_eq!(other, Ok(Value::Null), "a country");
             None

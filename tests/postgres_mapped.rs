@@ -31,10 +31,10 @@ use testkit::TestEnv;
 
 fn row(region: &str, order_no: i64, cents: i128, note: Option<&str>, qty: i64) -> Vec<Value> {
     vec![
-        Value::Text(region.to_string()),
+        Value::Text(region.into()),
         Value::Int(order_no),
         Value::Decimal(Decimal::new(cents, 2).expect("a decimal")),
-        note.map_or(Value::Null, |n| Value::Text(n.to_string())),
+        note.map_or(Value::Null, |n| Value::Text(n.into())),
         Value::Int(qty),
         Value::TimestampTz(
             DateTime::parse_from_rfc3339("2026-12-03T10:00:00.123456789+02:00").expect("a time"),
@@ -197,7 +197,7 @@ async fn write_note(
     limits: WriteLimits,
     deadline: &Deadline,
 ) -> countries_shared::ports::SinkOutcome {
-    let row = [Value::Int(id), Value::Text(format!("n{id}"))];
+    let row = [Value::Int(id), Value::Text(format!("n{id}").into())];
     sink.write(&[row.as_slice()], limits, deadline).await
 }
 
@@ -321,7 +321,10 @@ async fn the_retriers_rows_plan_a_table_again_when_its_target_changed() {
     let write = |id: i64| {
         let row: serde_json::Map<String, serde_json::Value> = [
             ("ID".to_string(), to_json(&Value::Int(id))),
-            ("NOTE".to_string(), to_json(&Value::Text(format!("n{id}")))),
+            (
+                "NOTE".to_string(),
+                to_json(&Value::Text(format!("n{id}").into())),
+            ),
         ]
         .into_iter()
         .collect();

@@ -18,7 +18,7 @@ use testkit::TestEnv;
 use uuid::Uuid;
 
 fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
+    Value::Text(s.into())
 }
 
 fn amount(unscaled: i128) -> Value {

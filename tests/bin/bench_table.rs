@@ -53,11 +53,11 @@ fn rows(n: usize) -> Result<Vec<Vec<Value>>, Failure> {
         .map(|i| {
             let amount = Decimal::new(i as i128 * 100 + 37, 2).ok_or("a decimal")?;
             Ok(vec![
-                Value::Text(REGIONS[i % 4].to_string()),
+                Value::Text(REGIONS[i % 4].into()),
                 Value::Int(i as i64),
                 Value::Decimal(amount),
                 Value::Float(i as f64 * 0.5),
-                Value::Text(format!("note {}", i % 1000)),
+                Value::Text(format!("note {}", i % 1000).as_str().into()),
                 Value::Bool(i % 2 == 0),
                 Value::Date(day0 + chrono::Days::new((i % 365) as u64)),
                 Value::Timestamp(placed),

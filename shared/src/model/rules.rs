@@ -55,7 +55,7 @@ impl Rule {
             (Self::CountryCode, Value::Null) => Err(format!("{column} is NULL")),
             (Self::CountryCode, Value::Text(raw)) => match country_code(raw) {
                 Some(code) if code == *raw => Ok(None),
-                Some(code) => Ok(Some(Value::Text(code))),
+                Some(code) => Ok(Some(Value::Text(code.into()))),
                 None => Err(format!(
                     "{column} must be exactly three letters A-Z after trimming, got {}",
                     preview(raw, 40)

@@ -9,6 +9,7 @@
 //! not the offset) is the writer's business, not this type's.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
+use compact_str::CompactString;
 
 /// The largest unscaled value of a `NUMBER(38, s)`: 38 nines.
 pub const MAX_DECIMAL_UNSCALED: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
@@ -23,7 +24,9 @@ pub enum Value {
     Decimal(Decimal),
     /// `FLOAT` (a double): NaN and the infinities included.
     Float(f64),
-    Text(String),
+    /// Kept inline up to 24 bytes (a country code, a region, a short
+    /// note), so a page's short texts cost no allocation of their own.
+    Text(CompactString),
     Bytes(Vec<u8>),
     Date(NaiveDate),
     /// To the nanosecond.

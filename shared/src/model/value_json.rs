@@ -35,7 +35,7 @@ pub fn to_json(value: &Value) -> Json {
         Value::Float(f) if *f > 0.0 => json!({ "float": "Infinity" }),
         Value::Float(_) => json!({ "float": "-Infinity" }),
         Value::Text(t) if t.contains('\0') => json!({ "text_hex": hex(t.as_bytes()) }),
-        Value::Text(t) => json!(t),
+        Value::Text(t) => json!(t.as_str()),
         Value::Bytes(b) => json!({ "bytes_hex": hex(b) }),
         Value::Date(d) => json!({ "date": d.format("%Y-%m-%d").to_string() }),
         Value::Time(t) => json!({ "time": t.format("%H:%M:%S%.f").to_string() }),
@@ -54,7 +54,7 @@ pub fn from_json(json: &Json) -> Result<Value, String> {
             .as_i64()
             .map(Value::Int)
             .ok_or_else(|| format!("{n} is not a 64-bit integer (a decimal or a float is tagged)")),
-        Json::String(s) => Ok(Value::Text(s.clone())),
+        Json::String(s) => Ok(Value::Text(s.as_str().into())),
         Json::Object(map) => tagged(map),
         Json::Array(_) => Err("an array is not a value (a VARIANT is tagged \"json\")".into()),
     }
@@ -89,7 +89,7 @@ fn tagged(map: &Map<String, Json>) -> Result<Value, String> {
         "text_hex" => {
             let bytes = unhex(text()?).ok_or_else(|| bad(text().unwrap_or("")))?;
             String::from_utf8(bytes)
-                .map(Value::Text)
+                .map(|t| Value::Text(t.into()))
                 .map_err(|_| "text_hex is not UTF-8".to_string())
         }
         "bytes_hex" => unhex(text()?)
@@ -223,7 +223,7 @@ mod tests {
         fn decimals_and_text_round_trip(unscaled in -MAX..=MAX, scale in 0u8..=37, text in ".*") {
             let d = Value::Decimal(Decimal::new(unscaled, scale).expect("in range"));
             prop_assert_eq!(round_trip(&d), d);
-            let t = Value::Text(text);
+            let t = Value::Text(text.into());
             prop_assert_eq!(round_trip(&t), t);
         }
     }

@@ -33,7 +33,7 @@ fn cells(row: &(Option<i64>, String)) -> Vec<Result<Value, String>> {
     let note = if row.1 == "unreadable" {
         Err("column NOTE: unreadable".to_string())
     } else {
-        Ok(Value::Text(row.1.clone()))
+        Ok(Value::Text(row.1.as_str().into()))
     };
     vec![Ok(row.0.map_or(Value::Null, Value::Int)), note]
 }

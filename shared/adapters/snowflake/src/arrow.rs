@@ -164,7 +164,7 @@ pub fn decode_batch(batch: &RecordBatch, out: &mut Vec<SourceRow>) -> Result<(),
     let mut ids = Vec::with_capacity(batch.num_rows());
     decode_ids(batch.column(0).as_ref(), &mut ids)?;
     let mut countries = Vec::with_capacity(batch.num_rows());
-    decode_texts(batch.column(1).as_ref(), &mut countries)?;
+    decode_texts(batch.column(1).as_ref(), &mut countries, owned)?;
     out.extend(
         ids.into_iter()
             .zip(countries)
@@ -214,29 +214,23 @@ pub(crate) fn decode_ids(
     Ok(())
 }
 
-pub(crate) fn decode_texts(
+/// Each value as an owned `String` (NULL: `None`).
+pub(crate) fn owned(text: Option<&str>) -> Option<String> {
+    text.map(str::to_string)
+}
+
+/// A text column's values, each made by `make` from the borrowed text (or
+/// `None` for NULL), appended to `out`: Snowflake sends text as `Utf8`,
+/// `LargeUtf8` or `Utf8View`.
+pub(crate) fn decode_texts<T>(
     column: &dyn Array,
-    out: &mut Vec<Option<String>>,
+    out: &mut Vec<T>,
+    make: impl Fn(Option<&str>) -> T,
 ) -> Result<(), SourceError> {
     match column.data_type() {
-        DataType::Utf8 => out.extend(
-            column
-                .as_string::<i32>()
-                .iter()
-                .map(|v| v.map(str::to_string)),
-        ),
-        DataType::LargeUtf8 => out.extend(
-            column
-                .as_string::<i64>()
-                .iter()
-                .map(|v| v.map(str::to_string)),
-        ),
-        DataType::Utf8View => out.extend(
-            column
-                .as_string_view()
-                .iter()
-                .map(|v| v.map(str::to_string)),
-        ),
+        DataType::Utf8 => out.extend(column.as_string::<i32>().iter().map(make)),
+        DataType::LargeUtf8 => out.extend(column.as_string::<i64>().iter().map(make)),
+        DataType::Utf8View => out.extend(column.as_string_view().iter().map(make)),
         other => {
             return Err(SourceError::UnexpectedResult {
                 operation: "read",

@@ -5,7 +5,7 @@
 
 use snowflake_api::QueryResult;
 
-use crate::arrow::decode_texts;
+use crate::arrow::{decode_texts, owned};
 use crate::{Scope, SnowflakeSource};
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::SourceError;
@@ -88,8 +88,8 @@ pub(crate) fn described_columns(result: &QueryResult) -> Result<Vec<DescribedCol
                     });
                 }
                 let (mut names, mut types) = (Vec::new(), Vec::new());
-                decode_texts(batch.column(0).as_ref(), &mut names)?;
-                decode_texts(batch.column(1).as_ref(), &mut types)?;
+                decode_texts(batch.column(0).as_ref(), &mut names, owned)?;
+                decode_texts(batch.column(1).as_ref(), &mut types, owned)?;
                 columns.extend(names.into_iter().zip(types).filter_map(|(n, t)| {
                     Some(DescribedColumn {
                         name: n?,

@@ -50,7 +50,7 @@ fn limits() -> impl Strategy<Value = RunLimits> {
 fn values(row: &(Option<i64>, String)) -> Vec<Value> {
     vec![
         row.0.map_or(Value::Null, Value::Int),
-        Value::Text(row.1.clone()),
+        Value::Text(row.1.as_str().into()),
     ]
 }
 

@@ -151,16 +151,17 @@ pub fn decode_column(
         (SourceType::Text | SourceType::SemiStructured, _) => {
             // The `case` reader's text decoding; its error names its own
             // column, so this one says which column instead.
-            let mut text = Vec::with_capacity(n);
-            crate::arrow::decode_texts(array, &mut text).map_err(|_| wrong())?;
             let json = ty == SourceType::SemiStructured;
-            out.extend(text.into_iter().map(|t| {
+            crate::arrow::decode_texts(array, &mut out, |t| {
                 Ok(match t {
                     None => Value::Null,
-                    Some(t) if json => Value::Json(t),
-                    Some(t) => Value::Text(t),
+                    Some(t) if json => Value::Json(t.to_string()),
+                    // Built from the borrowed text: a short one is kept
+                    // inline, with no allocation.
+                    Some(t) => Value::Text(t.into()),
                 })
-            }));
+            })
+            .map_err(|_| wrong())?;
         }
         (SourceType::Binary, DataType::Binary) => {
             let a = array.as_binary::<i32>();
