@@ -155,20 +155,33 @@ async fn a_mapped_row_reaches_the_report_exactly_beside_a_case_row() {
     );
     assert_eq!(env.postgres_rows().await, vec![(5, "USA".to_string())]);
 
-    // A mapping file that lists case's own Postgres table is refused, as
-    // the retrier refuses it, and nothing is replayed.
+    // The cause fixed: a note column wide enough.
+    pg.batch_execute(
+        "CREATE TABLE orders (region text PRIMARY KEY, amount numeric, note varchar(20), \
+         shipped date)",
+    )
+    .await
+    .expect("the target table");
+    // A mapping file that lists case's own Postgres table beside `orders`
+    // is refused, as the retrier refuses it: nothing is replayed, not even
+    // the `orders` row the right file replays below.
     let clash = std::env::temp_dir().join(format!("{}-clash.toml", env.name));
+    let orders_entry =
+        std::fs::read_to_string(testkit::orders::tables_file(&env)).expect("the orders mapping");
     std::fs::write(
         &clash,
-        "[[tables]]\nname = \"mirror\"\nsource = { schema = \"PUBLIC\", table = \"MIRROR\" }\n\
-         target = { schema = \"public\", table = \"case\" }\nconsume = \"delete\"\n",
+        format!(
+            "{orders_entry}[[tables]]\nname = \"mirror\"\n\
+             source = {{ schema = \"PUBLIC\", table = \"MIRROR\" }}\n\
+             target = {{ schema = \"public\", table = \"case\" }}\nconsume = \"delete\"\n"
+        ),
     )
     .expect("the mapping file");
     let mut vars = env.vars.clone();
     vars.insert("TABLES_FILE".into(), clash.display().to_string());
     let refused = run_binary("countries", &["replay"], &vars);
     let text = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "{text}");
+    assert_eq!(refused.status.code(), Some(1), "{text}");
     assert!(
         text.contains(
             "table mirror: this is the case table (public.case: it writes case's Postgres table)"
@@ -185,17 +198,10 @@ async fn a_mapped_row_reaches_the_report_exactly_beside_a_case_row() {
         .get(0);
     assert_eq!(still_failed, 2, "nothing replayed");
 
-    // With it, and the cause fixed (a note column wide enough): the
-    // readable row is written exactly; the one Snowflake sent unreadable
-    // stays, saying why.
-    pg.batch_execute(
-        "CREATE TABLE orders (region text PRIMARY KEY, amount numeric, note varchar(20), \
-         shipped date)",
-    )
-    .await
-    .expect("the target table");
+    // With the right file, the readable row is written exactly; the one
+    // Snowflake sent unreadable stays, saying why.
     let file = testkit::orders::tables_file(&env);
-    let mut vars = env.vars.clone();
+    vars = env.vars.clone();
     vars.insert("TABLES_FILE".into(), file.display().to_string());
     let replay = run_binary("countries", &["replay"], &vars);
     let text = String::from_utf8_lossy(&replay.stdout);

@@ -144,7 +144,7 @@ pub struct CaseTable<'a> {
 
 /// [`parse_tables`], and then each table of the file that is `case`
 /// itself is a problem too ([`case_clashes`]): what the replicator, the
-/// retrier and `countries tables` read.
+/// retrier, `countries tables` and `countries replay` read.
 pub fn parse_tables_beside(
     text: &str,
     origin: &str,

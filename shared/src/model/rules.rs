@@ -117,7 +117,8 @@ pub struct BoundRules {
 
 impl BoundRules {
     /// Checks and normalises one row's cells (see [`apply_rules`]), then
-    /// the rules on absent columns; `Err` is the first refusal.
+    /// the rules on absent columns; `Err` is the first refusal (a row that
+    /// fails both kinds is refused for the column it carries).
     pub fn apply(&self, cells: &mut [Value]) -> Result<(), String> {
         apply_rules(&self.columns, cells)?;
         for (column, rule) in &self.on_null {
