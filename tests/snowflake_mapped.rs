@@ -64,7 +64,10 @@ async fn a_snapshot_reads_by_key_and_deletes_exactly_what_it_copied() {
 
     let first = snapshot.read(1..=4).await.expect("a page");
     let rest = snapshot.read(5..=8).await.expect("the last page");
-    let pages = [&first, &rest];
+    assert_eq!((first.len(), rest.len()), (4, 2));
+    // Decoded a chunk at a time, as the run does: chunks of 3 and 1 rows.
+    let (a, b, rest) = (first.decode(0..3), first.decode(3..4), rest.decode(0..2));
+    let pages = [&a, &b, &rest];
     let rows: Vec<(&TablePage, usize)> = pages
         .iter()
         .flat_map(|p| (0..p.len()).map(move |i| (*p, i)))

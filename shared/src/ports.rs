@@ -20,7 +20,7 @@ use crate::model::mapped_message::MappedRetryMessage;
 use crate::model::message::RetryMessage;
 use crate::model::report::{DeadLetter, Digest, FailureEntry};
 use crate::model::row::{CountryRow, SourceRow};
-use crate::model::value::{TablePage, Value};
+use crate::model::value::{EncodedPage, Value};
 use crate::retry::RetryPolicy;
 
 // ---- Snowflake: the source ----
@@ -148,8 +148,10 @@ pub trait TableSource: Send + Sync {
 #[async_trait]
 pub trait TableSnapshot: Send + Sync {
     /// The rows numbered `numbers`, in order, as one page; fewer when the
-    /// snapshot ends.
-    async fn read(&self, numbers: RowNumbers) -> Result<TablePage, SourceError>;
+    /// snapshot ends. An encoding the source cannot decode is an error
+    /// here, not later: the page's rows then decode value by value (a
+    /// value that is no value of its type refuses its row only).
+    async fn read(&self, numbers: RowNumbers) -> Result<Box<dyn EncodedPage>, SourceError>;
     /// Deletes the table's rows matching, on the key and the whole copied
     /// content, a snapshot row numbered in `safe`; how many went.
     async fn delete(&self, safe: &[RowNumbers], keys: IdMatch) -> Result<u64, SourceError>;

@@ -75,13 +75,14 @@ impl std::fmt::Display for Decimal {
     }
 }
 
-/// One page of a mapped table's snapshot: its rows' cells in one vector,
-/// row after row (`width` cells a row), the rows numbered from `first` in
-/// the run snapshot. A cell the decoder refused holds NULL and is listed
-/// with why in `unread`: its row is a row-level failure, its other values
-/// kept for the failure report. One vector for the page, not one a row: a
-/// row costs its cells (32 bytes each) and nothing more, and the writer
-/// takes its rows as slices of it, never copied.
+/// Decoded rows of a mapped table's snapshot (a chunk of a page: see
+/// [`EncodedPage`]): their cells in one vector, row after row
+/// (`width` cells a row), the rows numbered from `first` in the run
+/// snapshot. A cell the decoder refused holds NULL and is listed with why
+/// in `unread`: its row is a row-level failure, its other values kept for
+/// the failure report. One vector, not one a row: a row costs its cells
+/// (32 bytes each) and nothing more, and the writer takes its rows as
+/// slices of it, never copied.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TablePage {
     first: u64,
@@ -125,6 +126,11 @@ impl TablePage {
 
     pub fn len(&self) -> usize {
         self.rows
+    }
+
+    /// Cells a row.
+    pub fn width(&self) -> usize {
+        self.width
     }
 
     pub fn is_empty(&self) -> bool {
@@ -173,6 +179,37 @@ impl TablePage {
             }
         }
         cells
+    }
+}
+
+/// A page of a snapshot as the source sent it, decoded a chunk at a time.
+/// A run holds a page from its read to its delete, and reads the next one
+/// meanwhile: kept encoded (Arrow: a few bytes a value), two pages cost a
+/// fraction of their decoded cells (32 bytes each), and only the chunk in
+/// hand is decoded.
+pub trait EncodedPage: Send + Sync {
+    /// How many rows the page holds.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Rows `rows` (indexes into this page) decoded, numbered from the
+    /// snapshot number of the first.
+    fn decode(&self, rows: std::ops::Range<usize>) -> TablePage;
+}
+
+/// A decoded page serves as an encoded one (the in-memory adapters).
+impl EncodedPage for TablePage {
+    fn len(&self) -> usize {
+        TablePage::len(self)
+    }
+    fn decode(&self, rows: std::ops::Range<usize>) -> TablePage {
+        let rows = rows.start.min(self.len())..rows.end.min(self.len());
+        let mut page = TablePage::new(self.number(rows.start), self.width(), rows.len());
+        for i in rows {
+            page.push_row(self.cells(i));
+        }
+        page
     }
 }
 

@@ -1,14 +1,18 @@
 //! A run over a mapped table (any table of the mapping file), the way the
 //! replicator runs `case`: take the table's run guard (its own lock and
 //! ledger rows), count (an empty table: idle), freeze at most the table's
-//! cap into a snapshot numbered by key, then page by page:
+//! cap into a snapshot numbered by key, then page by page, each page kept
+//! as the source sent it ([`EncodedPage`]) and decoded a chunk of
+//! `BATCH_SIZE` rows at a time:
 //!
-//! - plan each row ([`plan`]): a value Snowflake's decoder refused or a
-//!   NULL key makes it a row-level failure (`invalid`); a second row of a
-//!   key waits for the next run (an identical copy leaves with its twin);
-//! - write the valid rows to the sink in chunks (Postgres isolates the rows
+//! - plan each row of the chunk ([`plan`]): a value Snowflake's decoder
+//!   refused or a NULL key makes it a row-level failure (`invalid`); a
+//!   second row of a key waits for the next run (an identical copy leaves
+//!   with its twin);
+//! - write the chunk's valid rows to the sink (Postgres isolates the rows
 //!   it refuses, which become `rejected` failures);
-//! - send the failures to the retry queue as version-2 messages;
+//! - once the page's chunks are done, send its failures to the retry queue
+//!   as version-2 messages;
 //! - delete from Snowflake exactly the rows now safe: the join on the key
 //!   and the row hash ([`crate::ports::TableSnapshot::delete`]).
 //!
@@ -16,8 +20,8 @@
 //! and the ledger says how many of each. A crash anywhere leaves each row
 //! in Postgres, in the queue, or in Snowflake: the upsert is idempotent and
 //! the delete matches whole rows. The next page is read while one is
-//! written, enqueued and deleted (at most two pages in memory), as `case`'s
-//! runs do. A [`StepHook`] hears of each [`Step`] a run reaches (once per
+//! written, enqueued and deleted (at most two encoded pages and one
+//! decoded chunk in memory), as `case`'s runs do. A [`StepHook`] hears of each [`Step`] a run reaches (once per
 //! run), as `case`'s runs do. [`set`] prepares and runs the
 //! mapped tables of a deployment together.
 
@@ -37,7 +41,7 @@ use crate::ledger::{RunOutcome, RunSummary};
 use crate::model::mapped_message::MappedRetryMessage;
 use crate::model::message::{FailureClass, FailureDetail};
 use crate::model::rules::ColumnRule;
-use crate::model::value::{TablePage, Value};
+use crate::model::value::{EncodedPage, TablePage, Value};
 use crate::ports::{
     GuardedRun, NoHook, RetryQueue, RowNumbers, RunGuard, Step, StepHook, TableSink, TableSnapshot,
     TableSource, WriteLimits,
@@ -99,8 +103,8 @@ const CASE_COLUMNS: usize = 2;
 
 impl TableReplicator {
     /// Rows per page: as many cells as a `case` page holds, so that memory
-    /// follows `SNOWFLAKE_PAGE_ROWS` whatever the table's width (a decoded
-    /// cell is 32 bytes; 250,000 rows of eleven would be ~90 MB a page).
+    /// follows `SNOWFLAKE_PAGE_ROWS` whatever the table's width (a page is
+    /// held as Arrow, a few bytes a value, and a wider row costs more).
     fn page_rows(&self) -> usize {
         (self.limits.page_rows.saturating_mul(CASE_COLUMNS) / self.columns.len().max(1)).max(1)
     }
@@ -221,7 +225,7 @@ impl TableReplicator {
         // deleted: at most two pages in memory. A page read ahead that the
         // run does not get to is dropped unaccounted: it is still in
         // Snowflake, and reading the snapshot has no side effect.
-        let mut ahead: Option<Result<TablePage, SourceError>> = None;
+        let mut ahead: Option<Result<Box<dyn EncodedPage>, SourceError>> = None;
         while first <= last {
             if deadline.is_near() {
                 run.summary.add_error(format!(
@@ -272,39 +276,109 @@ impl TableReplicator {
         failed_first.then_some(RunOutcome::Failed)
     }
 
-    /// One page: plan, write, enqueue, delete. False when the run must stop
-    /// (the lock lost, Snowflake failing, the deadline).
+    /// One page: a chunk at a time, decode, plan and write; then enqueue
+    /// the page's failures and delete its safe rows. False when the run
+    /// must stop (the lock lost, Snowflake failing, the deadline).
     async fn move_page(
         &self,
         snapshot: &dyn TableSnapshot,
         first: u64,
-        mut rows: TablePage,
+        rows: Box<dyn EncodedPage>,
         run: &mut TableRun<'_>,
     ) -> bool {
         let deadline = run.deadline;
-        run.summary.rows_read += rows.len();
-        let mut page = Page::new(first, rows.len());
+        let held = rows.len();
+        run.summary.rows_read += held;
+        let mut page = Page::new(first, held);
         if let Err(e) = run.guard.confirm().await {
             let summary = &mut run.summary;
             // Whoever holds the lock now works on the table: this run
             // writes and deletes nothing more; the page stays in Snowflake.
-            summary.rows_deferred += rows.len();
+            summary.rows_deferred += held;
             summary.add_error(format!(
                 "the run of table {} cannot confirm its lock; the snapshot rows from number {first} on stay in Snowflake: {e}",
                 self.name
             ));
             return false;
         }
+        let mut failures = Vec::new();
+        let mut stopped = false;
+        let size = self.limits.batch_size.max(1);
+        // Decoded a chunk at a time: the cells of one chunk are in memory,
+        // not those of the page. Once the writes stop, the chunks left are
+        // still planned, so that their invalid rows reach the queue.
+        for start in (0..held).step_by(size) {
+            let mut chunk = rows.decode(start..(start + size).min(held));
+            let valid = self.plan_chunk(&mut chunk, &mut failures, run);
+            if valid.is_empty() {
+                continue;
+            }
+            if stopped || deadline.is_near() {
+                run.summary.rows_deferred += valid.len();
+                if !stopped && deadline.is_near() {
+                    run.summary
+                        .add_error("deadline: rows not written stay in Snowflake");
+                    stopped = true;
+                }
+                run.reached(Step::MidWrite);
+                continue;
+            }
+            let budget = self
+                .limits
+                .max_failures_per_run
+                .saturating_sub(run.summary.rows_enqueued + failures.len());
+            let limits = WriteLimits {
+                failure_budget: budget,
+                policy: self.policy(),
+            };
+            // The valid rows, as slices of the chunk (never copied).
+            let refs: Vec<&[Value]> = valid.iter().map(|&i| chunk.row(i)).collect();
+            let outcome = self.sink.write(&refs, limits, deadline).await;
+            // Once per run: after the run's first write (done or not).
+            run.reached(Step::MidWrite);
+            run.summary.rows_changed += usize::try_from(outcome.changed).unwrap_or(usize::MAX);
+            for &k in &outcome.written {
+                let i = valid[k];
+                run.summary.rows_written += 1;
+                page.mark_safe_keyed(chunk.number(i), chunk.key_null(i, &self.key_positions));
+            }
+            for (k, e) in &outcome.rejected {
+                run.summary.rows_rejected += 1;
+                let error = FailureDetail::of_write(e);
+                failures.push(self.failure(&chunk, valid[*k], error, run.summary.run_id));
+            }
+            run.summary.rows_deferred += outcome.deferred.len();
+            if let Some(stop) = outcome.stop {
+                run.summary
+                    .add_error(format!("writing table {} stopped: {stop}", self.name));
+                stopped = true;
+            }
+        }
+        // A first page with no valid row has no write: still in step order.
+        run.reached(Step::MidWrite);
+        run.reached(Step::AfterWrite);
+        self.enqueue(failures, &mut page, &mut run.summary).await;
+        run.reached(Step::AfterEnqueue);
+        self.delete_safe(snapshot, &page, run).await && !stopped
+    }
+
+    /// Plans a decoded chunk: counts the rows held for the next run, adds
+    /// the invalid ones to `failures`, and returns the rows to write.
+    fn plan_chunk(
+        &self,
+        chunk: &mut TablePage,
+        failures: &mut Vec<Failure>,
+        run: &mut TableRun<'_>,
+    ) -> Vec<usize> {
         let planned = plan_page(
-            &mut rows,
+            chunk,
             &self.columns,
             &self.key_positions,
             &self.rules,
             &mut run.versions,
         );
-        let mut failures = Vec::new();
-        let mut stopped = false;
-        for item in &planned {
+        let mut valid = Vec::with_capacity(planned.len());
+        for item in planned {
             match item {
                 Planned::Later(_) => {
                     run.summary.rows_deferred += 1;
@@ -315,68 +389,14 @@ impl TableReplicator {
                     let error = FailureDetail {
                         class: FailureClass::Invalid,
                         sqlstate: None,
-                        message: why.clone(),
+                        message: why,
                     };
-                    failures.push(self.failure(&rows, *i, error, run.summary.run_id));
+                    failures.push(self.failure(chunk, i, error, run.summary.run_id));
                 }
-                Planned::Write(_) => {}
+                Planned::Write(i) => valid.push(i),
             }
         }
-        // The valid rows, as slices of the page (never copied).
-        let valid: Vec<usize> = planned
-            .iter()
-            .filter_map(|p| match p {
-                Planned::Write(i) => Some(*i),
-                _ => None,
-            })
-            .collect();
-        for chunk in valid.chunks(self.limits.batch_size.max(1)) {
-            if stopped || deadline.is_near() {
-                run.summary.rows_deferred += chunk.len();
-                if !stopped && deadline.is_near() {
-                    run.summary
-                        .add_error("deadline: rows not written stay in Snowflake");
-                    stopped = true;
-                }
-                run.reached(Step::MidWrite);
-                continue;
-            }
-            let refs: Vec<&[Value]> = chunk.iter().map(|&i| rows.row(i)).collect();
-            let budget = self
-                .limits
-                .max_failures_per_run
-                .saturating_sub(run.summary.rows_enqueued + failures.len());
-            let limits = WriteLimits {
-                failure_budget: budget,
-                policy: self.policy(),
-            };
-            let outcome = self.sink.write(&refs, limits, deadline).await;
-            // Once per run: after the run's first chunk (written or not).
-            run.reached(Step::MidWrite);
-            run.summary.rows_changed += usize::try_from(outcome.changed).unwrap_or(usize::MAX);
-            for &k in &outcome.written {
-                let i = chunk[k];
-                run.summary.rows_written += 1;
-                page.mark_safe_keyed(rows.number(i), rows.key_null(i, &self.key_positions));
-            }
-            for (k, e) in &outcome.rejected {
-                run.summary.rows_rejected += 1;
-                let error = FailureDetail::of_write(e);
-                failures.push(self.failure(&rows, chunk[*k], error, run.summary.run_id));
-            }
-            run.summary.rows_deferred += outcome.deferred.len();
-            if let Some(stop) = outcome.stop {
-                run.summary
-                    .add_error(format!("writing table {} stopped: {stop}", self.name));
-                stopped = true;
-            }
-        }
-        // A first page with no valid row has no chunk: still in step order.
-        run.reached(Step::MidWrite);
-        run.reached(Step::AfterWrite);
-        self.enqueue(failures, &mut page, &mut run.summary).await;
-        run.reached(Step::AfterEnqueue);
-        self.delete_safe(snapshot, &page, run).await && !stopped
+        valid
     }
 
     /// One page of the snapshot, read with retries.
@@ -385,7 +405,7 @@ impl TableReplicator {
         snapshot: &dyn TableSnapshot,
         numbers: RowNumbers,
         deadline: &Deadline,
-    ) -> Result<TablePage, SourceError> {
+    ) -> Result<Box<dyn EncodedPage>, SourceError> {
         retry(self.policy(), deadline, "Snowflake read", async || {
             snapshot.read(numbers.clone()).await
         })

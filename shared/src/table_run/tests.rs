@@ -66,7 +66,7 @@ impl TableSource for MemoryTable {
 
 #[async_trait]
 impl TableSnapshot for MemoryTableSnapshot {
-    async fn read(&self, numbers: RowNumbers) -> Result<TablePage, SourceError> {
+    async fn read(&self, numbers: RowNumbers) -> Result<Box<dyn EncodedPage>, SourceError> {
         tokio::task::yield_now().await;
         let mut page = TablePage::new(*numbers.start(), 2, 0);
         for n in numbers {
@@ -75,7 +75,7 @@ impl TableSnapshot for MemoryTableSnapshot {
             };
             page.push_row(cells(row));
         }
-        Ok(page)
+        Ok(Box::new(page))
     }
     async fn delete(&self, safe: &[RowNumbers], keys: IdMatch) -> Result<u64, SourceError> {
         tokio::task::yield_now().await;

@@ -7,6 +7,7 @@
 //! its plans (one login per table). The
 //! table run ([`countries_shared::table_run`]) reads it through its ports.
 
+mod page;
 pub mod sql;
 
 use std::sync::Arc;
@@ -17,13 +18,13 @@ use snowflake_api::QueryResult;
 use uuid::Uuid;
 
 use crate::sql::{single_count, snapshot_name};
-use crate::values::decode_column;
 use crate::{Scope, Session, SnowflakeSource};
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::SourceError;
 use countries_shared::model::ident::Identifier;
-use countries_shared::model::value::{TablePage, Value};
+use countries_shared::model::value::EncodedPage;
 use countries_shared::ports::{IdMatch, RowNumbers, TableSnapshot, TableSource};
+use page::ArrowPage;
 use sql::{
     count_statement, join_delete_statement, page_statement, snapshot_statement, MappedTable,
 };
@@ -101,17 +102,12 @@ pub struct MappedSnapshot<'a> {
 impl TableSnapshot for MappedSnapshot<'_> {
     /// The rows numbered `numbers`, in order; fewer than the range holds
     /// when the snapshot ends there.
-    async fn read(&self, numbers: RowNumbers) -> Result<TablePage, SourceError> {
+    async fn read(&self, numbers: RowNumbers) -> Result<Box<dyn EncodedPage>, SourceError> {
         let sql = page_statement(&self.source.table, &self.name, &numbers);
         let done = self.source.session.exec("read", &sql, self.scope).await?;
+        let copied = self.source.table.columns.len();
         let batches = match done.result {
-            QueryResult::Empty => {
-                return Ok(TablePage::new(
-                    *numbers.start(),
-                    self.source.table.columns.len(),
-                    0,
-                ))
-            }
+            QueryResult::Empty => Vec::new(),
             QueryResult::Arrow(batches) => batches,
             QueryResult::Json(json) => {
                 return Err(SourceError::UnexpectedResult {
@@ -120,37 +116,7 @@ impl TableSnapshot for MappedSnapshot<'_> {
                 })
             }
         };
-        let copied = self.source.table.columns.len();
-        // Sized once (a growing vector would hold two copies while it
-        // moves), and each Arrow batch freed once decoded: the page's peak
-        // is its rows and one batch, not its rows and all of its batches.
-        let held: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let mut page = TablePage::new(*numbers.start(), copied, held);
-        for batch in batches {
-            if batch.num_columns() != copied + 1 {
-                return Err(SourceError::UnexpectedResult {
-                    operation: "read",
-                    detail: format!(
-                        "{} columns, expected {} and the row number",
-                        batch.num_columns(),
-                        copied
-                    ),
-                });
-            }
-            let schema = batch.schema();
-            let mut columns = Vec::with_capacity(copied);
-            for i in 0..copied {
-                columns.push(decode_column(schema.field(i), batch.column(i).as_ref())?.into_iter());
-            }
-            for _ in 0..batch.num_rows() {
-                page.push_row(columns.iter_mut().map(|c| match c.next() {
-                    Some(Ok(value)) => Ok(value),
-                    Some(Err(bad)) => Err(bad.to_string()),
-                    None => Ok(Value::Null),
-                }));
-            }
-        }
-        Ok(page)
+        Ok(Box::new(ArrowPage::new(*numbers.start(), copied, batches)?))
     }
 
     /// Deletes the table's rows that match, on the key and the whole
