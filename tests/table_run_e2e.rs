@@ -95,17 +95,8 @@ async fn a_mapped_table_and_case_replicate_side_by_side() {
     );
     assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
     assert_eq!(summary.unaccounted(), 0);
-    assert_eq!(
-        (
-            summary.rows_read,
-            summary.rows_written,
-            summary.rows_enqueued
-        ),
-        (7, 3, 2),
-        "{summary:?}"
-    );
+    assert_eq!(summary.rows_enqueued, 2, "{summary:?}");
     assert_eq!((summary.rows_invalid, summary.rows_rejected), (1, 1));
-    assert_eq!(summary.rows_deferred_duplicates, 2);
     // count, snapshot, three pages read and their deletes, drop: a handful
     // whatever the rows.
     assert!(
@@ -144,6 +135,19 @@ async fn a_mapped_table_and_case_replicate_side_by_side() {
     } else {
         (row("eu", 1, "11.000000000", "b"), "a")
     };
+    // Version "a" has an identical copy: it goes with "a", written and
+    // deleted in the same run; the other version waits, counted as left.
+    let copies = usize::from(later == "a");
+    assert_eq!(
+        (
+            summary.rows_read,
+            summary.rows_written,
+            summary.rows_deferred,
+            summary.rows_deferred_duplicates
+        ),
+        (7, 4 - copies, 1 + copies, 1 + copies),
+        "{summary:?}"
+    );
     assert_eq!(
         written,
         [
@@ -166,10 +170,7 @@ async fn a_mapped_table_and_case_replicate_side_by_side() {
     }
     messages.sort();
     assert_eq!(messages.len(), 2, "{messages:?}");
-    assert_eq!(
-        messages[0],
-        ("invalid".into(), "key column REGION is NULL".into())
-    );
+    assert_eq!(messages[0], ("invalid".into(), "region is NULL".into()));
     assert_eq!(messages[1].0, "rejected");
     assert!(
         messages[1].1.contains("character varying(5)"),
@@ -202,11 +203,10 @@ async fn a_mapped_table_and_case_replicate_side_by_side() {
         .tables[0]
         .clone();
     // Read: the held-back version, and its identical copy when it is "a"
-    // (a copy waits with its twin, and leaves with it by the join delete).
-    let copies = usize::from(later == "a");
+    // (a copy waits with its twin, and goes with it).
     assert_eq!(
         (again.rows_read, again.rows_written, again.rows_deleted),
-        (1 + copies, 1, 1 + copies),
+        (1 + copies, 1 + copies, 1 + copies),
         "{again:?}"
     );
     let note: String = pg

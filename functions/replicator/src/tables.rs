@@ -17,7 +17,7 @@ use countries_shared::config::vars::Function;
 use countries_shared::config::ReplicatorConfig;
 use countries_shared::deadline::Deadline;
 use countries_shared::model::columns::{declared_columns, match_columns, ColumnPlan, TargetColumn};
-use countries_shared::model::rules::{bind_rules, Absent, ColumnRule, RuleTarget};
+use countries_shared::model::rules::{bind_rules, Absent, BoundRules, RuleTarget};
 use countries_shared::retry::Backoff;
 use countries_shared::table_run::set::TablePlanner;
 use countries_shared::table_run::TableReplicator;
@@ -52,7 +52,7 @@ pub async fn plan_table(
 /// it was made from.
 struct Planned {
     columns: Vec<ColumnPlan>,
-    rules: Vec<ColumnRule>,
+    rules: BoundRules,
     catalog: Vec<TargetColumn>,
 }
 
@@ -99,7 +99,7 @@ async fn plan_and_target(
             bind_rules(&mapping.name, &mapping.rules, targets, Absent::Refused).map(|rules| {
                 Planned {
                     columns: plan,
-                    rules: rules.columns,
+                    rules,
                     catalog: target,
                 }
             })
@@ -180,6 +180,7 @@ impl TablePlanner for Planner {
             .map(|c| c.source.clone())
             .collect();
         let key_positions = (0..plan.len()).filter(|&i| plan[i].key).collect();
+        let targets = plan.iter().map(|c| c.target.clone()).collect();
         let table = MappedTable::new(&source_name(mapping), &keys, &columns);
         let mut limits = config.limits;
         if let Some(cap) = mapping.max_rows_per_run {
@@ -189,6 +190,7 @@ impl TablePlanner for Planner {
         Ok(TableReplicator {
             name: mapping.name.clone(),
             columns,
+            targets,
             key_positions,
             rules,
             source: Box::new(snowflake.mapped(table)),

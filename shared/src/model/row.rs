@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::rules::country_code;
+use crate::model::rules::{country_code, out_of_range_reason};
 use crate::model::text::preview;
+use crate::model::types::TargetType;
 
 /// A row as read from Snowflake, before validation. `NUMBER(38,0)` can exceed
 /// every Rust integer but `i128`, so the id is kept at that width until validated.
@@ -38,7 +39,8 @@ pub struct CountryRow {
 pub enum InvalidRow {
     #[error("country_id is NULL")]
     NullId,
-    #[error("country_id {0} does not fit the Postgres integer column (-2147483648..=2147483647)")]
+    /// In the words every table's range check uses.
+    #[error("{}", out_of_range_reason("country_id", TargetType::Integer, *.0))]
     IdOutOfRange(i128),
     #[error("country is NULL")]
     NullCountry,

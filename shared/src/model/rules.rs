@@ -4,7 +4,9 @@
 //! a row-level failure (`invalid`) with the same message `case` gives; a
 //! value that passes may be normalised (trimmed, upper-cased) before it is
 //! written. The `case` table's own validation ([`crate::model::row`]) uses
-//! the same check, so the rule means one thing wherever it runs.
+//! the same check, so the rule means one thing wherever it runs. Bound with
+//! the rules ([`bind_rules`]), every table's integers are checked against
+//! their column's range ([`integer_out_of_range`]), in `case`'s words.
 
 use crate::model::columns::ColumnPlan;
 use crate::model::text::preview;
@@ -113,13 +115,26 @@ pub struct BoundRules {
     pub columns: Vec<ColumnRule>,
     /// Rules on columns the row lacks ([`Absent::ChecksNull`] only).
     pub on_null: Vec<(String, Rule)>,
+    /// Every integer column (position, name, type): not a rule of the
+    /// mapping, a check every table has ([`integer_out_of_range`]).
+    pub ranges: Vec<(usize, String, TargetType)>,
 }
 
 impl BoundRules {
-    /// Checks and normalises one row's cells (see [`apply_rules`]), then
-    /// the rules on absent columns; `Err` is the first refusal (a row that
-    /// fails both kinds is refused for the column it carries).
+    /// Checks each integer against its column's range, checks and
+    /// normalises one row's cells (see [`apply_rules`]), then the rules on
+    /// absent columns; `Err` is the first refusal, in that order (a row
+    /// that fails a rule on a column it carries and one on a column it
+    /// lacks is refused for the column it carries).
     pub fn apply(&self, cells: &mut [Value]) -> Result<(), String> {
+        for (position, column, ty) in &self.ranges {
+            if let Some(why) = cells
+                .get(*position)
+                .and_then(|value| integer_out_of_range(column, *ty, value))
+            {
+                return Err(why);
+            }
+        }
         apply_rules(&self.columns, cells)?;
         for (column, rule) in &self.on_null {
             rule.apply(column, &Value::Null)?;
@@ -165,11 +180,56 @@ pub fn bind_rules<'a>(
             }),
         }
     }
+    bound.ranges = columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            matches!(
+                c.ty,
+                TargetType::Smallint | TargetType::Integer | TargetType::Bigint
+            )
+        })
+        .map(|(position, c)| (position, c.name.to_string(), c.ty))
+        .collect();
     if problems.is_empty() {
         Ok(bound)
     } else {
         Err(problems)
     }
+}
+
+/// Why an integer `value` cannot be stored in column `column` of type
+/// `ty`: past the range of a smallint, integer or bigint column. Every
+/// table's rows are checked before the write, as `case`'s ids always were
+/// (the same words): a row-level failure named here, not a refused COPY
+/// that the writer must bisect. `None` when it fits, or is no integer bound
+/// for an integer column.
+pub fn integer_out_of_range(column: &str, ty: TargetType, value: &Value) -> Option<String> {
+    let (min, max) = match ty {
+        TargetType::Smallint => (i128::from(i16::MIN), i128::from(i16::MAX)),
+        TargetType::Integer => (i128::from(i32::MIN), i128::from(i32::MAX)),
+        TargetType::Bigint => (i128::from(i64::MIN), i128::from(i64::MAX)),
+        _ => return None,
+    };
+    let v = match value {
+        Value::Int(v) => i128::from(*v),
+        Value::Decimal(d) if { d.scale } == 0 => d.unscaled,
+        _ => return None,
+    };
+    (v < min || v > max).then(|| out_of_range_reason(column, ty, v))
+}
+
+/// The reason for an integer past its column's range.
+pub fn out_of_range_reason(column: &str, ty: TargetType, value: i128) -> String {
+    let range = match ty {
+        TargetType::Smallint => format!("{}..={}", i16::MIN, i16::MAX),
+        TargetType::Integer => format!("{}..={}", i32::MIN, i32::MAX),
+        _ => format!("{}..={}", i64::MIN, i64::MAX),
+    };
+    format!(
+        "{column} {value} does not fit the Postgres {} column ({range})",
+        ty.sql()
+    )
 }
 
 /// The country code `raw` stands for: trimmed, ASCII letters upper-cased,
@@ -208,6 +268,33 @@ mod tests {
 
     fn text(s: &str) -> Value {
         Value::Text(s.into())
+    }
+
+    #[test]
+    fn an_integer_past_its_columns_range_is_refused_with_cases_words() {
+        let reason = integer_out_of_range("country_id", TargetType::Integer, &Value::Int(1 << 31));
+        assert_eq!(
+            reason.as_deref(),
+            Some("country_id 2147483648 does not fit the Postgres integer column (-2147483648..=2147483647)")
+        );
+        assert_eq!(
+            reason,
+            Some(crate::model::row::InvalidRow::IdOutOfRange(1 << 31).to_string()),
+            "case's own words"
+        );
+        let fits = |ty, v: &Value| integer_out_of_range("c", ty, v).is_none();
+        assert!(fits(TargetType::Integer, &Value::Int(i64::from(i32::MIN))));
+        assert!(!fits(
+            TargetType::Integer,
+            &Value::Int(i64::from(i32::MIN) - 1)
+        ));
+        assert!(fits(TargetType::Smallint, &Value::Int(32_767)));
+        assert!(!fits(TargetType::Smallint, &Value::Int(32_768)));
+        let huge = Value::Decimal(crate::model::value::Decimal::new(1 << 70, 0).unwrap());
+        assert!(!fits(TargetType::Bigint, &huge));
+        assert!(fits(TargetType::Numeric, &huge), "not an integer column");
+        assert!(fits(TargetType::Bigint, &Value::Int(i64::MAX)));
+        assert!(fits(TargetType::Integer, &Value::Null));
     }
 
     #[test]
@@ -274,6 +361,7 @@ mod tests {
             Ok(BoundRules {
                 columns: vec![country.clone()],
                 on_null: vec![],
+                ranges: vec![(0, "id".into(), TargetType::Integer)],
             })
         );
         // The retrier's row lacks `gone`: its rule checks a NULL there.
@@ -283,12 +371,23 @@ mod tests {
             Ok(BoundRules {
                 columns: vec![country],
                 on_null: vec![rule("gone")],
+                ranges: vec![(0, "id".into(), TargetType::Integer)],
             })
         );
         let mut cells = vec![Value::Int(1), text("fra")];
         assert_eq!(
-            bound.map(|b| b.apply(&mut cells)),
+            bound.as_ref().map(|b| b.apply(&mut cells)),
             Ok(Err("gone is NULL".to_string()))
+        );
+        // The range first, then the rules, as `case`'s validation orders
+        // its checks.
+        let mut cells = vec![Value::Int(1 << 40), text("f")];
+        assert_eq!(
+            bound.map(|b| b.apply(&mut cells)),
+            Ok(Err(
+                "id 1099511627776 does not fit the Postgres integer column (-2147483648..=2147483647)"
+                    .to_string()
+            ))
         );
         assert_eq!(
             bind(

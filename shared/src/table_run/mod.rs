@@ -6,9 +6,9 @@
 //! `BATCH_SIZE` rows at a time:
 //!
 //! - plan each row of the chunk ([`plan`]): a value Snowflake's decoder
-//!   refused or a NULL key makes it a row-level failure (`invalid`); a
-//!   second row of a key waits for the next run (an identical copy leaves
-//!   with its twin);
+//!   refused, a NULL key, an integer past its column's range or a value a
+//!   rule refuses makes it a row-level failure (`invalid`); a second row of
+//!   a key waits for the next run (an identical copy leaves with its twin);
 //! - write the chunk's valid rows to the sink (Postgres isolates the rows
 //!   it refuses, which become `rejected` failures);
 //! - once the page's chunks are done, send its failures to the retry queue
@@ -40,7 +40,7 @@ use crate::failure::SourceError;
 use crate::ledger::{RunOutcome, RunSummary};
 use crate::model::mapped_message::MappedRetryMessage;
 use crate::model::message::{FailureClass, FailureDetail};
-use crate::model::rules::ColumnRule;
+use crate::model::rules::BoundRules;
 use crate::model::value::{EncodedPage, TablePage, Value};
 use crate::ports::{
     GuardedRun, NoHook, RetryQueue, RowNumbers, RunGuard, Step, StepHook, TableSink, TableSnapshot,
@@ -56,10 +56,13 @@ pub struct TableReplicator {
     pub name: String,
     /// The copied columns' source names, in the order of a row's cells.
     pub columns: Vec<String>,
+    /// Each cell's target column (the name a reason gives).
+    pub targets: Vec<String>,
     /// Where the key columns are among them.
     pub key_positions: Vec<usize>,
-    /// The mapping's checks before the write, bound to the columns.
-    pub rules: Vec<ColumnRule>,
+    /// The checks before the write (the mapping's rules, the integer
+    /// columns' ranges), bound to the columns.
+    pub rules: BoundRules,
     pub source: Box<dyn TableSource>,
     /// The table's own run lock and ledger.
     pub guard: Box<dyn RunGuard>,
@@ -71,9 +74,21 @@ pub struct TableReplicator {
 
 /// A failed row on its way to the retry queue.
 struct Failure {
-    number: u64,
+    /// The row's snapshot number, and its identical copies' (a copy
+    /// leaves Snowflake with it: the delete matches content).
+    numbers: Vec<u64>,
     key_null: bool,
     message: MappedRetryMessage,
+}
+
+/// Where a row of a chunk went when the chunk was written.
+#[derive(Clone, Copy)]
+enum Went {
+    Written,
+    /// Into `failures`, at this index.
+    Failed(usize),
+    /// Deferred (it stays in Snowflake).
+    Left,
 }
 
 /// One run's state, passed by reference through its steps.
@@ -309,12 +324,12 @@ impl TableReplicator {
         // still planned, so that their invalid rows reach the queue.
         for start in (0..held).step_by(size) {
             let mut chunk = rows.decode(start..(start + size).min(held));
-            let valid = self.plan_chunk(&mut chunk, &mut failures, run);
+            let (valid, copies) = self.plan_chunk(&mut chunk, &mut failures, run);
             if valid.is_empty() {
                 continue;
             }
             if stopped || deadline.is_near() {
-                run.summary.rows_deferred += valid.len();
+                run.summary.rows_deferred += valid.len() + copies.len();
                 if !stopped && deadline.is_near() {
                     run.summary
                         .add_error("deadline: rows not written stay in Snowflake");
@@ -337,17 +352,32 @@ impl TableReplicator {
             // Once per run: after the run's first write (done or not).
             run.reached(Step::MidWrite);
             run.summary.rows_changed += usize::try_from(outcome.changed).unwrap_or(usize::MAX);
+            // Where each written row went: a copy goes there too.
+            let mut went = vec![Went::Left; chunk.len()];
             for &k in &outcome.written {
-                let i = valid[k];
-                run.summary.rows_written += 1;
-                page.mark_safe_keyed(chunk.number(i), chunk.key_null(i, &self.key_positions));
+                went[valid[k]] = Went::Written;
             }
             for (k, e) in &outcome.rejected {
                 run.summary.rows_rejected += 1;
                 let error = FailureDetail::of_write(e);
+                went[valid[*k]] = Went::Failed(failures.len());
                 failures.push(self.failure(&chunk, valid[*k], error, run.summary.run_id));
             }
             run.summary.rows_deferred += outcome.deferred.len();
+            for (i, twin) in valid.iter().map(|&i| (i, i)).chain(copies.iter().copied()) {
+                match went[twin] {
+                    Went::Written => {
+                        run.summary.rows_written += 1;
+                        page.mark_safe_keyed(
+                            chunk.number(i),
+                            chunk.key_null(i, &self.key_positions),
+                        );
+                    }
+                    Went::Failed(f) if i != twin => failures[f].numbers.push(chunk.number(i)),
+                    Went::Left if i != twin => run.summary.rows_deferred += 1,
+                    Went::Failed(_) | Went::Left => {}
+                }
+            }
             if let Some(stop) = outcome.stop {
                 run.summary
                     .add_error(format!("writing table {} stopped: {stop}", self.name));
@@ -363,21 +393,23 @@ impl TableReplicator {
     }
 
     /// Plans a decoded chunk: counts the rows held for the next run, adds
-    /// the invalid ones to `failures`, and returns the rows to write.
+    /// the invalid ones to `failures`, and returns the rows to write and
+    /// the identical copies that go with them (copy, row).
     fn plan_chunk(
         &self,
         chunk: &mut TablePage,
         failures: &mut Vec<Failure>,
         run: &mut TableRun<'_>,
-    ) -> Vec<usize> {
+    ) -> (Vec<usize>, Vec<(usize, usize)>) {
         let planned = plan_page(
             chunk,
-            &self.columns,
+            &self.targets,
             &self.key_positions,
             &self.rules,
             &mut run.versions,
         );
         let mut valid = Vec::with_capacity(planned.len());
+        let mut copies = Vec::new();
         for item in planned {
             match item {
                 Planned::Later(_) => {
@@ -394,9 +426,10 @@ impl TableReplicator {
                     failures.push(self.failure(chunk, i, error, run.summary.run_id));
                 }
                 Planned::Write(i) => valid.push(i),
+                Planned::Copy(i, twin) => copies.push((i, twin)),
             }
         }
-        valid
+        (valid, copies)
     }
 
     /// One page of the snapshot, read with retries.
@@ -415,7 +448,7 @@ impl TableReplicator {
     /// Row `i` of `rows` on its way to the retry queue.
     fn failure(&self, rows: &TablePage, i: usize, error: FailureDetail, run_id: Uuid) -> Failure {
         Failure {
-            number: rows.number(i),
+            numbers: vec![rows.number(i)],
             key_null: rows.key_null(i, &self.key_positions),
             message: MappedRetryMessage::first_failure(
                 &self.name,

@@ -23,12 +23,12 @@ impl TableReplicator {
             .max_failures_per_run
             .saturating_sub(summary.rows_enqueued);
         let (sent, over) = failures.split_at(budget.min(failures.len()));
-        if !over.is_empty() {
-            summary.rows_deferred += over.len();
+        let over: usize = over.iter().map(|f| f.numbers.len()).sum();
+        if over > 0 {
+            summary.rows_deferred += over;
             summary.add_error(format!(
-                "circuit breaker: more than {} failed rows in this run; {} stay in Snowflake",
+                "circuit breaker: more than {} failed rows in this run; {over} stay in Snowflake",
                 self.limits.max_failures_per_run,
-                over.len()
             ));
         }
         if sent.is_empty() {
@@ -43,10 +43,12 @@ impl TableReplicator {
         {
             match result {
                 Some(Ok(())) => {
-                    summary.rows_enqueued += 1;
-                    page.mark_safe_keyed(failure.number, failure.key_null);
+                    summary.rows_enqueued += failure.numbers.len();
+                    for &number in &failure.numbers {
+                        page.mark_safe_keyed(number, failure.key_null);
+                    }
                 }
-                Some(Err(_)) | None => refused += 1,
+                Some(Err(_)) | None => refused += failure.numbers.len(),
             }
         }
         if refused > 0 {
