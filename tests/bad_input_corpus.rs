@@ -133,6 +133,7 @@ fn corpus() -> Vec<(&'static str, SourceRow, Expect)> {
         ("same id twice: other version", row(20, "PRT"), HeldBack),
         ("identical copy", row(21, "ITA"), Written("ITA")),
         ("identical copy, again", row(21, "ITA"), Written("ITA")),
+        ("another spelling of it", row(21, " ita"), Written("ITA")),
     ]
 }
 

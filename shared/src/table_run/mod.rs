@@ -81,6 +81,16 @@ struct Failure {
     message: MappedRetryMessage,
 }
 
+/// The row of its chunk a planned row goes with.
+#[derive(Clone, Copy)]
+enum Twin {
+    Itself,
+    /// An identical copy of this one.
+    Copy(usize),
+    /// Another spelling of this one (the same once normalised).
+    Variant(usize),
+}
+
 /// Where a row of a chunk went when the chunk was written.
 #[derive(Clone, Copy)]
 enum Went {
@@ -364,18 +374,28 @@ impl TableReplicator {
                 failures.push(self.failure(&chunk, valid[*k], error, run.summary.run_id));
             }
             run.summary.rows_deferred += outcome.deferred.len();
-            for (i, twin) in valid.iter().map(|&i| (i, i)).chain(copies.iter().copied()) {
-                match went[twin] {
-                    Went::Written => {
+            let written = valid.iter().map(|&i| (i, Twin::Itself));
+            for (i, twin) in written.chain(copies.iter().copied()) {
+                let of = match twin {
+                    Twin::Itself => i,
+                    Twin::Copy(t) | Twin::Variant(t) => t,
+                };
+                match (went[of], twin) {
+                    (Went::Written, _) => {
                         run.summary.rows_written += 1;
                         page.mark_safe_keyed(
                             chunk.number(i),
                             chunk.key_null(i, &self.key_positions),
                         );
                     }
-                    Went::Failed(f) if i != twin => failures[f].numbers.push(chunk.number(i)),
-                    Went::Left if i != twin => run.summary.rows_deferred += 1,
-                    Went::Failed(_) | Went::Left => {}
+                    // The delete takes a copy with its twin: it goes in the
+                    // twin's message. Another spelling is not taken: it
+                    // stays for the next run.
+                    (Went::Failed(f), Twin::Copy(_)) => failures[f].numbers.push(chunk.number(i)),
+                    (Went::Failed(_) | Went::Left, Twin::Copy(_) | Twin::Variant(_)) => {
+                        run.summary.rows_deferred += 1;
+                    }
+                    (Went::Failed(_) | Went::Left, Twin::Itself) => {}
                 }
             }
             if let Some(stop) = outcome.stop {
@@ -394,13 +414,13 @@ impl TableReplicator {
 
     /// Plans a decoded chunk: counts the rows held for the next run, adds
     /// the invalid ones to `failures`, and returns the rows to write and
-    /// the identical copies that go with them (copy, row).
+    /// the rows that go with them (copies and other spellings).
     fn plan_chunk(
         &self,
         chunk: &mut TablePage,
         failures: &mut Vec<Failure>,
         run: &mut TableRun<'_>,
-    ) -> (Vec<usize>, Vec<(usize, usize)>) {
+    ) -> (Vec<usize>, Vec<(usize, Twin)>) {
         let planned = plan_page(
             chunk,
             &self.targets,
@@ -426,7 +446,8 @@ impl TableReplicator {
                     failures.push(self.failure(chunk, i, error, run.summary.run_id));
                 }
                 Planned::Write(i) => valid.push(i),
-                Planned::Copy(i, twin) => copies.push((i, twin)),
+                Planned::Copy(i, twin) => copies.push((i, Twin::Copy(twin))),
+                Planned::Variant(i, twin) => copies.push((i, Twin::Variant(twin))),
             }
         }
         (valid, copies)

@@ -1,15 +1,22 @@
 //! What a table run does with each row of a page: write it, hold it for the
-//! next run (a second row of a key already written in this run: one row per
-//! key per run, so that a statement never touches a row twice and an older
-//! version never overwrites a newer), or fail it as invalid (a value
-//! Snowflake's decoder refused, a NULL key, an integer past its column's
-//! range, a value a rule of the mapping refused: [`crate::model::rules`]; a
-//! value a rule normalises is written normalised). An identical copy of a
-//! row goes with it, as `case`'s do: the join delete matches content, so
-//! the copy leaves Snowflake exactly when its twin does, and is counted as
-//! its twin is (written, enqueued in the twin's message, or left). The
-//! snapshot is ordered by key, so only the last key seen needs keeping
-//! between pages ([`Versions`]).
+//! next run (a second version of a key already written in this run: one
+//! row per key per run, so that a statement never touches a row twice and
+//! an older version never overwrites a newer), or fail it as invalid (a
+//! value Snowflake's decoder refused, a NULL key, an integer past its
+//! column's range, a value a rule of the mapping refused:
+//! [`crate::model::rules`]; a value a rule normalises is written
+//! normalised). A second row of a key that is the same row once normalised
+//! goes with the one written, as `case`'s do:
+//! - an identical copy ([`Planned::Copy`]) goes wherever its twin goes
+//!   (written, enqueued in its twin's message, or left): the join delete
+//!   matches content, so it leaves Snowflake exactly when its twin does;
+//! - another spelling of it (` usa` for `USA`, [`Planned::Variant`]) is
+//!   written with it and deleted by its own content; should its twin be
+//!   refused, it stays for the next run.
+//!
+//! In a later chunk, such a row is written again (changing nothing). The
+//! snapshot is ordered by key, so only the last key written needs keeping
+//! between chunks and pages ([`Versions`]).
 
 use crate::model::rules::BoundRules;
 use crate::model::value::{TablePage, Value};
@@ -17,10 +24,11 @@ use crate::model::value::{TablePage, Value};
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Planned {
     Write(usize),
-    /// An identical copy of the row this chunk writes at `.1`: it goes
-    /// where that row goes.
+    /// An identical copy of the row this chunk writes at `.1`.
     Copy(usize, usize),
-    /// Another row of a key written in this run: the next run's.
+    /// Another spelling of the row this chunk writes at `.1`.
+    Variant(usize, usize),
+    /// Another version of a key written in this run: the next run's.
     Later(usize),
     Invalid(usize, String),
 }
@@ -30,11 +38,8 @@ pub(super) enum Planned {
 pub(super) struct Versions {
     /// The key last planned for writing.
     key: Option<Vec<Value>>,
-    /// The previous chunk's last row as read, when it was planned for
-    /// writing: a copy of it opening this chunk is written again (changing
-    /// nothing), so that it is not counted as left while the delete takes
-    /// it.
-    last_written: Option<Vec<Value>>,
+    /// That row, normalised, when an earlier chunk wrote it.
+    written: Option<Vec<Value>>,
 }
 
 /// Plans the rows of one chunk, in order, applying `rules` (the mapping's,
@@ -54,37 +59,33 @@ pub(super) fn plan_page(
     let read_whole = |i: usize| page.unread(i).next().is_none();
     let copies: Vec<bool> = (0..n)
         .map(|i| {
-            read_whole(i)
-                && match i.checked_sub(1) {
-                    Some(p) => read_whole(p) && page.row(p) == page.row(i),
-                    None => versions.last_written.as_deref() == Some(page.row(i)),
-                }
+            i.checked_sub(1)
+                .is_some_and(|p| read_whole(i) && read_whole(p) && page.row(p) == page.row(i))
         })
         .collect();
-    let last_read = n.checked_sub(1).map(|last| page.row(last).to_vec());
     let mut planned: Vec<Planned> = Vec::with_capacity(n);
+    let mut last_write = None;
     for (i, copy) in copies.into_iter().enumerate() {
-        let twin = copy.then(|| i.checked_sub(1).map(|p| &planned[p]));
-        let plan = match twin {
-            Some(Some(Planned::Write(t) | Planned::Copy(_, t))) => Planned::Copy(i, *t),
-            // Its twin was written by the chunk before: written again.
-            Some(None) => match rules.apply(page.row_mut(i)) {
-                Ok(()) => Planned::Write(i),
-                Err(why) => Planned::Invalid(i, why),
-            },
-            // Held back or invalid as its twin is.
-            _ => plan_row(page, i, targets, key_positions, rules, versions),
+        let before = i.checked_sub(1).and_then(|p| planned.get(p));
+        let plan = match (copy, before) {
+            (true, Some(Planned::Write(t) | Planned::Copy(_, t))) => Planned::Copy(i, *t),
+            (true, Some(Planned::Variant(_, t))) => Planned::Variant(i, *t),
+            // Held back or invalid as its twin is, or the first row.
+            _ => plan_row(page, i, targets, key_positions, rules, versions, last_write),
         };
+        if let Planned::Write(t) = plan {
+            last_write = Some(t);
+        }
         planned.push(plan);
     }
-    versions.last_written = match planned.last() {
-        Some(Planned::Write(_) | Planned::Copy(..)) => last_read,
-        _ => None,
-    };
+    if let Some(t) = last_write {
+        versions.written = Some(page.row(t).to_vec());
+    }
     planned
 }
 
-/// Row `i`, not a copy of the row before it.
+/// Row `i`, not an identical copy of the row before it; `last_write` is
+/// the row this chunk last planned for writing.
 fn plan_row(
     page: &mut TablePage,
     i: usize,
@@ -92,6 +93,7 @@ fn plan_row(
     key_positions: &[usize],
     rules: &BoundRules,
     versions: &mut Versions,
+    last_write: Option<usize>,
 ) -> Planned {
     let unreadable: Vec<&str> = page.unread(i).map(|(_, why)| why).collect();
     if !unreadable.is_empty() {
@@ -117,13 +119,17 @@ fn plan_row(
                 .zip(key)
                 .all(|(&k, v)| row.get(k) == Some(v))
     });
-    if is_last {
-        Planned::Later(i)
-    } else {
+    if !is_last {
         let key = versions.key.get_or_insert_with(Vec::new);
         key.clear();
         key.extend(key_positions.iter().filter_map(|&k| row.get(k).cloned()));
-        Planned::Write(i)
+        return Planned::Write(i);
+    }
+    match last_write {
+        Some(t) if page.row(t) == row => Planned::Variant(i, t),
+        // Written by an earlier chunk: written again, changing nothing.
+        None if versions.written.as_deref() == Some(row) => Planned::Write(i),
+        _ => Planned::Later(i),
     }
 }
 
@@ -215,8 +221,8 @@ mod tests {
                 Planned::Copy(6, 5),
             ]
         );
-        // The last row's copy opens the next chunk: written again, so that
-        // it is not counted as left while the delete takes it with its twin.
+        // The last row's copy opens the next chunk: written again (changing
+        // nothing), not counted as left while the delete takes it.
         let mut next = page(
             8,
             &[(Some(2), Ok("c")), (Some(2), Ok("c")), (Some(2), Ok("d"))],
@@ -225,11 +231,49 @@ mod tests {
             plan_page(&mut next, &columns, &[0], &rules, &mut versions),
             [Planned::Write(0), Planned::Copy(1, 0), Planned::Later(2)]
         );
-        // A chunk that ends with a held-back row leaves no twin behind.
+        // Another version is still the next run's.
         let mut last = page(11, &[(Some(2), Ok("d"))]);
         assert_eq!(
             plan_page(&mut last, &columns, &[0], &rules, &mut versions),
             [Planned::Later(0)]
+        );
+    }
+
+    #[test]
+    fn another_spelling_of_the_written_row_goes_with_it() {
+        let columns = ["id".to_string(), "note".to_string()];
+        let rules = BoundRules {
+            columns: vec![crate::model::rules::ColumnRule {
+                position: 1,
+                column: "note".into(),
+                rule: crate::model::rules::Rule::CountryCode,
+            }],
+            ..BoundRules::default()
+        };
+        let mut versions = Versions::default();
+        let mut first = page(
+            1,
+            &[
+                (Some(1), Ok(" usa")),
+                (Some(1), Ok("FRA")),
+                (Some(1), Ok("USA")),
+                (Some(1), Ok("USA")),
+            ],
+        );
+        assert_eq!(
+            plan_page(&mut first, &columns, &[0], &rules, &mut versions),
+            [
+                Planned::Write(0),
+                Planned::Later(1),
+                Planned::Variant(2, 0),
+                Planned::Variant(3, 0),
+            ]
+        );
+        assert_eq!(first.row(2), first.row(0), "normalised alike");
+        let mut next = page(5, &[(Some(1), Ok("usa\t")), (Some(1), Ok("FRA"))]);
+        assert_eq!(
+            plan_page(&mut next, &columns, &[0], &rules, &mut versions),
+            [Planned::Write(0), Planned::Later(1)]
         );
     }
 }

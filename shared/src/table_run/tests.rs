@@ -279,7 +279,12 @@ async fn a_rule_of_the_mapping_normalises_what_it_writes_and_fails_what_it_refus
     let (table, target, queue) = services();
     load(
         &table,
-        &[(Some(1), " usa"), (Some(2), "U5A"), (Some(3), "FRA")],
+        &[
+            (Some(1), " usa"),
+            (Some(1), "USA"),
+            (Some(2), "U5A"),
+            (Some(3), "FRA"),
+        ],
     );
     let mut run = replicator(&table, &target, &queue);
     run.rules.columns = vec![crate::model::rules::ColumnRule {
@@ -295,7 +300,8 @@ async fn a_rule_of_the_mapping_normalises_what_it_writes_and_fails_what_it_refus
             summary.rows_invalid,
             summary.unaccounted()
         ),
-        (2, 1, 0)
+        (3, 1, 0),
+        "USA is \" usa\" spelled otherwise: written with it, once"
     );
     let mut written = target.current.lock().unwrap().clone();
     written.sort_by_key(|r| format!("{:?}", r[0]));
