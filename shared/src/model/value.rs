@@ -40,6 +40,19 @@ pub enum Value {
     Json(String),
 }
 
+/// Whether two rows are the same row as read, as Snowflake's hash of a row
+/// tells rows apart: a float by its bits (a NaN is the same as itself, and
+/// `-0.0` is not `0.0`), a zoned timestamp by its instant and its offset;
+/// every other value by `==`.
+pub fn same_row(a: &[Value], b: &[Value]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|pair| match pair {
+            (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+            (Value::TimestampTz(x), Value::TimestampTz(y)) => x == y && x.offset() == y.offset(),
+            (x, y) => x == y,
+        })
+}
+
 /// An exact decimal: `unscaled / 10^scale`. Packed to 8-byte alignment: an
 /// `i128` would align the struct, and with it every [`Value`] of a page, to
 /// 16 bytes, making a cell 48 bytes instead of 32. Its fields are read by
@@ -250,6 +263,25 @@ mod tests {
         assert!(page.key_null(1, &[0]));
         assert!(!page.key_null(2, &[0]), "a refused key cell is not NULL");
         assert!(!page.key_null(0, &[0]) && page.key_null(3, &[1]));
+    }
+
+    #[test]
+    fn the_same_row_is_the_same_bits() {
+        let nan = [Value::Int(1), Value::Float(f64::NAN)];
+        assert!(same_row(&nan, &nan.clone()), "a NaN is itself");
+        assert!(!same_row(&[Value::Float(0.0)], &[Value::Float(-0.0)]));
+        let at = |offset_hours: i32| {
+            let offset = FixedOffset::east_opt(offset_hours * 3600).unwrap();
+            Value::TimestampTz(
+                chrono::DateTime::from_timestamp(1_700_000_000, 0)
+                    .unwrap()
+                    .with_timezone(&offset),
+            )
+        };
+        assert_eq!(at(0), at(2), "one instant to ==");
+        assert!(!same_row(&[at(0)], &[at(2)]), "but not the same row");
+        assert!(same_row(&[at(2)], &[at(2)]));
+        assert!(!same_row(&[Value::Null], &[Value::Null, Value::Null]));
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //!
 //! - plan each row of the chunk ([`plan`]): a value Snowflake's decoder
 //!   refused, a NULL key, an integer past its column's range or a value a
-//!   rule refuses makes it a row-level failure (`invalid`); a second row of
-//!   a key waits for the next run (an identical copy leaves with its twin);
+//!   rule refuses makes it a row-level failure (`invalid`); another
+//!   version of a key waits for the next run; an identical copy or another
+//!   spelling goes with the row it repeats;
 //! - write the chunk's valid rows to the sink (Postgres isolates the rows
 //!   it refuses, which become `rejected` failures);
 //! - once the page's chunks are done, send its failures to the retry queue
@@ -17,14 +18,18 @@
 //!   and the row hash ([`crate::ports::TableSnapshot::delete`]).
 //!
 //! Every row read is written, enqueued, or left in Snowflake (deferred),
-//! and the ledger says how many of each. A crash anywhere leaves each row
-//! in Postgres, in the queue, or in Snowflake: the upsert is idempotent and
-//! the delete matches whole rows. The next page is read while one is
-//! written, enqueued and deleted (at most two encoded pages and one
-//! decoded chunk in memory), as `case`'s runs do. A [`StepHook`] hears of each [`Step`] a run reaches (once per
-//! run), as `case`'s runs do. [`set`] prepares and runs the
-//! mapped tables of a deployment together.
+//! and the ledger says how many of each; a row that goes with another (an
+//! identical copy, another spelling) is counted where it went ([`chunk`]).
+//! A crash anywhere leaves each row in Postgres, in the queue, or in
+//! Snowflake: the upsert is idempotent and the delete matches whole rows.
+//! The next page is read while one is written, enqueued and deleted (in
+//! memory: two encoded pages, one decoded chunk, and the page's failed
+//! rows, at most the run's failure budget), as `case`'s runs do. A
+//! [`StepHook`] hears of each [`Step`] a run reaches (once per run), as
+//! `case`'s runs do. [`set`] prepares and runs the mapped tables of a
+//! deployment together.
 
+mod chunk;
 mod plan;
 mod safe;
 pub mod set;
@@ -39,16 +44,17 @@ use crate::deadline::Deadline;
 use crate::failure::SourceError;
 use crate::ledger::{RunOutcome, RunSummary};
 use crate::model::mapped_message::MappedRetryMessage;
-use crate::model::message::{FailureClass, FailureDetail};
+use crate::model::message::FailureDetail;
 use crate::model::rules::BoundRules;
-use crate::model::value::{EncodedPage, TablePage, Value};
+use crate::model::value::{EncodedPage, TablePage};
 use crate::ports::{
     GuardedRun, NoHook, RetryQueue, RowNumbers, RunGuard, Step, StepHook, TableSink, TableSnapshot,
-    TableSource, WriteLimits,
+    TableSource,
 };
 use crate::replicator::page::Page;
 use crate::retry::{retry, Backoff, RetryPolicy};
-use plan::{plan_page, Planned, Versions};
+use chunk::{Chunk, Fate};
+use plan::Versions;
 
 /// One mapped table and the services its runs use.
 pub struct TableReplicator {
@@ -72,7 +78,9 @@ pub struct TableReplicator {
     pub backoff: Backoff,
 }
 
-/// A failed row on its way to the retry queue.
+/// A failed row on its way to the retry queue. `rows_invalid` and
+/// `rows_rejected` count these; `rows_enqueued` counts rows, copies
+/// included.
 struct Failure {
     /// The row's snapshot number, and its identical copies' (a copy
     /// leaves Snowflake with it: the delete matches content).
@@ -81,32 +89,15 @@ struct Failure {
     message: MappedRetryMessage,
 }
 
-/// The row of its chunk a planned row goes with.
-#[derive(Clone, Copy)]
-enum Twin {
-    Itself,
-    /// An identical copy of this one.
-    Copy(usize),
-    /// Another spelling of this one (the same once normalised).
-    Variant(usize),
-}
-
-/// Where a row of a chunk went when the chunk was written.
-#[derive(Clone, Copy)]
-enum Went {
-    Written,
-    /// Into `failures`, at this index.
-    Failed(usize),
-    /// Deferred (it stays in Snowflake).
-    Left,
-}
-
 /// One run's state, passed by reference through its steps.
 struct TableRun<'a> {
     summary: RunSummary,
     guard: Box<dyn GuardedRun>,
     deadline: &'a Deadline,
     versions: Versions,
+    /// Where the last row of the last chunk went (its copy may open the
+    /// next chunk).
+    carried: Option<Fate>,
     steps: &'a dyn StepHook,
     /// The steps already reported (a bit per [`Step::ALL`] index).
     reached: u16,
@@ -184,6 +175,7 @@ impl TableReplicator {
             guard,
             deadline,
             versions: Versions::default(),
+            carried: None,
             steps,
             reached: 0,
         };
@@ -303,7 +295,8 @@ impl TableReplicator {
 
     /// One page: a chunk at a time, decode, plan and write; then enqueue
     /// the page's failures and delete its safe rows. False when the run
-    /// must stop (the lock lost, Snowflake failing, the deadline).
+    /// must stop (the lock lost, Snowflake failing, the writes stopped by
+    /// the sink or the deadline).
     async fn move_page(
         &self,
         snapshot: &dyn TableSnapshot,
@@ -311,7 +304,6 @@ impl TableReplicator {
         rows: Box<dyn EncodedPage>,
         run: &mut TableRun<'_>,
     ) -> bool {
-        let deadline = run.deadline;
         let held = rows.len();
         run.summary.rows_read += held;
         let mut page = Page::new(first, held);
@@ -333,124 +325,28 @@ impl TableReplicator {
         // not those of the page. Once the writes stop, the chunks left are
         // still planned, so that their invalid rows reach the queue.
         for start in (0..held).step_by(size) {
-            let mut chunk = rows.decode(start..(start + size).min(held));
-            let (valid, copies) = self.plan_chunk(&mut chunk, &mut failures, run);
-            if valid.is_empty() {
-                continue;
-            }
-            if stopped || deadline.is_near() {
-                run.summary.rows_deferred += valid.len() + copies.len();
-                if !stopped && deadline.is_near() {
-                    run.summary
-                        .add_error("deadline: rows not written stay in Snowflake");
-                    stopped = true;
-                }
-                run.reached(Step::MidWrite);
-                continue;
-            }
-            let budget = self
-                .limits
-                .max_failures_per_run
-                .saturating_sub(run.summary.rows_enqueued + failures.len());
-            let limits = WriteLimits {
-                failure_budget: budget,
-                policy: self.policy(),
+            let mut chunk = Chunk {
+                rows: rows.decode(start..(start + size).min(held)),
+                page: &mut page,
+                failures: &mut failures,
             };
-            // The valid rows, as slices of the chunk (never copied).
-            let refs: Vec<&[Value]> = valid.iter().map(|&i| chunk.row(i)).collect();
-            let outcome = self.sink.write(&refs, limits, deadline).await;
-            // Once per run: after the run's first write (done or not).
-            run.reached(Step::MidWrite);
-            run.summary.rows_changed += usize::try_from(outcome.changed).unwrap_or(usize::MAX);
-            // Where each written row went: a copy goes there too.
-            let mut went = vec![Went::Left; chunk.len()];
-            for &k in &outcome.written {
-                went[valid[k]] = Went::Written;
-            }
-            for (k, e) in &outcome.rejected {
-                run.summary.rows_rejected += 1;
-                let error = FailureDetail::of_write(e);
-                went[valid[*k]] = Went::Failed(failures.len());
-                failures.push(self.failure(&chunk, valid[*k], error, run.summary.run_id));
-            }
-            run.summary.rows_deferred += outcome.deferred.len();
-            let written = valid.iter().map(|&i| (i, Twin::Itself));
-            for (i, twin) in written.chain(copies.iter().copied()) {
-                let of = match twin {
-                    Twin::Itself => i,
-                    Twin::Copy(t) | Twin::Variant(t) => t,
-                };
-                match (went[of], twin) {
-                    (Went::Written, _) => {
-                        run.summary.rows_written += 1;
-                        page.mark_safe_keyed(
-                            chunk.number(i),
-                            chunk.key_null(i, &self.key_positions),
-                        );
-                    }
-                    // The delete takes a copy with its twin: it goes in the
-                    // twin's message. Another spelling is not taken: it
-                    // stays for the next run.
-                    (Went::Failed(f), Twin::Copy(_)) => failures[f].numbers.push(chunk.number(i)),
-                    (Went::Failed(_) | Went::Left, Twin::Copy(_) | Twin::Variant(_)) => {
-                        run.summary.rows_deferred += 1;
-                    }
-                    (Went::Failed(_) | Went::Left, Twin::Itself) => {}
-                }
-            }
-            if let Some(stop) = outcome.stop {
-                run.summary
-                    .add_error(format!("writing table {} stopped: {stop}", self.name));
-                stopped = true;
-            }
+            self.move_chunk(&mut chunk, &mut stopped, run).await;
         }
-        // A first page with no valid row has no write: still in step order.
+        // A first page with no row to write: still in step order.
         run.reached(Step::MidWrite);
         run.reached(Step::AfterWrite);
-        self.enqueue(failures, &mut page, &mut run.summary).await;
+        let sent = self.enqueue(failures, &mut page, &mut run.summary).await;
+        // A copy of the page's last row, opening the next page, goes where
+        // that row went: now enqueued (and deleted below) or left.
+        if let Some(Fate::Failed(f)) = run.carried {
+            run.carried = Some(if sent.get(f).copied().unwrap_or(false) {
+                Fate::Enqueued
+            } else {
+                Fate::Left { duplicate: false }
+            });
+        }
         run.reached(Step::AfterEnqueue);
         self.delete_safe(snapshot, &page, run).await && !stopped
-    }
-
-    /// Plans a decoded chunk: counts the rows held for the next run, adds
-    /// the invalid ones to `failures`, and returns the rows to write and
-    /// the rows that go with them (copies and other spellings).
-    fn plan_chunk(
-        &self,
-        chunk: &mut TablePage,
-        failures: &mut Vec<Failure>,
-        run: &mut TableRun<'_>,
-    ) -> (Vec<usize>, Vec<(usize, Twin)>) {
-        let planned = plan_page(
-            chunk,
-            &self.targets,
-            &self.key_positions,
-            &self.rules,
-            &mut run.versions,
-        );
-        let mut valid = Vec::with_capacity(planned.len());
-        let mut copies = Vec::new();
-        for item in planned {
-            match item {
-                Planned::Later(_) => {
-                    run.summary.rows_deferred += 1;
-                    run.summary.rows_deferred_duplicates += 1;
-                }
-                Planned::Invalid(i, why) => {
-                    run.summary.rows_invalid += 1;
-                    let error = FailureDetail {
-                        class: FailureClass::Invalid,
-                        sqlstate: None,
-                        message: why,
-                    };
-                    failures.push(self.failure(chunk, i, error, run.summary.run_id));
-                }
-                Planned::Write(i) => valid.push(i),
-                Planned::Copy(i, twin) => copies.push((i, Twin::Copy(twin))),
-                Planned::Variant(i, twin) => copies.push((i, Twin::Variant(twin))),
-            }
-        }
-        (valid, copies)
     }
 
     /// One page of the snapshot, read with retries.

@@ -5,33 +5,42 @@
 //! value Snowflake's decoder refused, a NULL key, an integer past its
 //! column's range, a value a rule of the mapping refused:
 //! [`crate::model::rules`]; a value a rule normalises is written
-//! normalised). A second row of a key that is the same row once normalised
-//! goes with the one written, as `case`'s do:
-//! - an identical copy ([`Planned::Copy`]) goes wherever its twin goes
-//!   (written, enqueued in its twin's message, or left): the join delete
-//!   matches content, so it leaves Snowflake exactly when its twin does;
-//! - another spelling of it (` usa` for `USA`, [`Planned::Variant`]) is
-//!   written with it and deleted by its own content; should its twin be
-//!   refused, it stays for the next run.
+//! normalised). Rows that are one row go together, as `case`'s do:
+//! - an identical copy ([`Planned::Copy`], [`Planned::Carried`]) goes
+//!   wherever the row it copies goes (written, in its message, or left):
+//!   the join delete matches the key and the content's hash, so it leaves
+//!   Snowflake exactly when that row does;
+//! - another spelling of the row written (` usa` for `USA` under `case`'s
+//!   rule, [`Planned::Variant`]) is written with it and deleted by its own
+//!   content; should that row be refused, it stays for the next run. In a
+//!   later chunk it is written again (changing nothing).
 //!
-//! In a later chunk, such a row is written again (changing nothing). The
-//! snapshot is ordered by key, so only the last key written needs keeping
-//! between chunks and pages ([`Versions`]).
+//! The snapshot is ordered by key, then by the content's hash, so copies
+//! sit side by side and only the last key written and the last row read
+//! need keeping between chunks and pages ([`Versions`]).
 
 use crate::model::rules::BoundRules;
-use crate::model::value::{TablePage, Value};
+use crate::model::value::{same_row, TablePage, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Planned {
     Write(usize),
-    /// An identical copy of the row this chunk writes at `.1`.
+    /// An identical copy of the row at `.1` of this chunk, whatever that
+    /// row's plan.
     Copy(usize, usize),
+    /// An identical copy of the last row of the chunk before (this page's
+    /// or the page before): it goes where that row went.
+    Carried(usize),
     /// Another spelling of the row this chunk writes at `.1`.
     Variant(usize, usize),
     /// Another version of a key written in this run: the next run's.
     Later(usize),
     Invalid(usize, String),
 }
+
+/// A row as read: its cells, and the values the decoder refused (column,
+/// why), whose cells hold NULL.
+type ReadRow = (Vec<Value>, Vec<(usize, String)>);
 
 /// What the chunks before this one leave for it.
 #[derive(Default)]
@@ -40,6 +49,8 @@ pub(super) struct Versions {
     key: Option<Vec<Value>>,
     /// That row, normalised, when an earlier chunk wrote it.
     written: Option<Vec<Value>>,
+    /// The last row of the chunk before, as read.
+    tail: Option<ReadRow>,
 }
 
 /// Plans the rows of one chunk, in order, applying `rules` (the mapping's,
@@ -54,24 +65,37 @@ pub(super) fn plan_page(
     versions: &mut Versions,
 ) -> Vec<Planned> {
     let n = page.len();
-    // Identical copies sit side by side (the snapshot orders a key's rows
-    // by their hash): found before the rules rewrite any cell.
-    let read_whole = |i: usize| page.unread(i).next().is_none();
+    // Found before the rules rewrite any cell: a copy is the same row as
+    // read, as the hash the delete matches is of the row as read. A value
+    // the decoder refused is compared by why (its cell holds NULL).
+    let same = |p: usize, i: usize| {
+        same_row(page.row(p), page.row(i)) && page.unread(p).eq(page.unread(i))
+    };
     let copies: Vec<bool> = (0..n)
-        .map(|i| {
-            i.checked_sub(1)
-                .is_some_and(|p| read_whole(i) && read_whole(p) && page.row(p) == page.row(i))
+        .map(|i| match i.checked_sub(1) {
+            Some(p) => same(p, i),
+            None => versions.tail.as_ref().is_some_and(|(cells, unread)| {
+                same_row(cells, page.row(i))
+                    && page
+                        .unread(i)
+                        .eq(unread.iter().map(|(c, why)| (*c, why.as_str())))
+            }),
         })
         .collect();
+    let tail = n.checked_sub(1).map(|last| {
+        let unread = page.unread(last).map(|(c, why)| (c, why.to_string()));
+        (page.row(last).to_vec(), unread.collect())
+    });
     let mut planned: Vec<Planned> = Vec::with_capacity(n);
     let mut last_write = None;
     for (i, copy) in copies.into_iter().enumerate() {
         let before = i.checked_sub(1).and_then(|p| planned.get(p));
         let plan = match (copy, before) {
-            (true, Some(Planned::Write(t) | Planned::Copy(_, t))) => Planned::Copy(i, *t),
-            (true, Some(Planned::Variant(_, t))) => Planned::Variant(i, *t),
-            // Held back or invalid as its twin is, or the first row.
-            _ => plan_row(page, i, targets, key_positions, rules, versions, last_write),
+            (true, None) => Planned::Carried(i),
+            (true, Some(Planned::Carried(_))) => Planned::Carried(i),
+            (true, Some(Planned::Copy(_, t))) => Planned::Copy(i, *t),
+            (true, Some(_)) => Planned::Copy(i, i - 1),
+            (false, _) => plan_row(page, i, targets, key_positions, rules, versions, last_write),
         };
         if let Planned::Write(t) = plan {
             last_write = Some(t);
@@ -81,11 +105,12 @@ pub(super) fn plan_page(
     if let Some(t) = last_write {
         versions.written = Some(page.row(t).to_vec());
     }
+    versions.tail = tail;
     planned
 }
 
-/// Row `i`, not an identical copy of the row before it; `last_write` is
-/// the row this chunk last planned for writing.
+/// Row `i`, no copy of the row before it; `last_write` is the row this
+/// chunk last planned for writing.
 fn plan_row(
     page: &mut TablePage,
     i: usize,
@@ -214,28 +239,68 @@ mod tests {
             [
                 Planned::Write(0),
                 Planned::Later(1),
-                Planned::Later(2),
+                Planned::Copy(2, 1),
                 Planned::Invalid(3, "id is NULL".into()),
-                Planned::Invalid(4, "id is NULL".into()),
+                Planned::Copy(4, 3),
                 Planned::Write(5),
                 Planned::Copy(6, 5),
             ]
         );
-        // The last row's copy opens the next chunk: written again (changing
-        // nothing), not counted as left while the delete takes it.
+        // The last row's copies open the next chunk: they go where it went.
         let mut next = page(
             8,
             &[(Some(2), Ok("c")), (Some(2), Ok("c")), (Some(2), Ok("d"))],
         );
         assert_eq!(
             plan_page(&mut next, &columns, &[0], &rules, &mut versions),
-            [Planned::Write(0), Planned::Copy(1, 0), Planned::Later(2)]
+            [Planned::Carried(0), Planned::Carried(1), Planned::Later(2)]
         );
-        // Another version is still the next run's.
-        let mut last = page(11, &[(Some(2), Ok("d"))]);
+        // A copy of a held-back version is held back with it; another
+        // version is still the next run's.
+        let mut last = page(11, &[(Some(2), Ok("d")), (Some(2), Ok("e"))]);
         assert_eq!(
             plan_page(&mut last, &columns, &[0], &rules, &mut versions),
-            [Planned::Later(0)]
+            [Planned::Carried(0), Planned::Later(1)]
+        );
+    }
+
+    #[test]
+    fn unreadable_rows_are_copies_only_when_refused_for_the_same_reason() {
+        let columns = ["id".to_string(), "note".to_string()];
+        let mut versions = Versions::default();
+        let mut rows = page(
+            1,
+            &[
+                (Some(3), Err("column NOTE: not UTF-8")),
+                (Some(3), Err("column NOTE: not UTF-8")),
+                (Some(3), Err("column NOTE: too long")),
+            ],
+        );
+        let planned = plan_page(
+            &mut rows,
+            &columns,
+            &[0],
+            &BoundRules::default(),
+            &mut versions,
+        );
+        assert_eq!(
+            planned,
+            [
+                Planned::Invalid(0, "column NOTE: not UTF-8".into()),
+                Planned::Copy(1, 0),
+                Planned::Invalid(2, "column NOTE: too long".into()),
+            ]
+        );
+        let mut next = page(4, &[(Some(3), Err("column NOTE: too long"))]);
+        assert_eq!(
+            plan_page(
+                &mut next,
+                &columns,
+                &[0],
+                &BoundRules::default(),
+                &mut versions
+            ),
+            [Planned::Carried(0)]
         );
     }
 
@@ -266,7 +331,7 @@ mod tests {
                 Planned::Write(0),
                 Planned::Later(1),
                 Planned::Variant(2, 0),
-                Planned::Variant(3, 0),
+                Planned::Copy(3, 2),
             ]
         );
         assert_eq!(first.row(2), first.row(0), "normalised alike");

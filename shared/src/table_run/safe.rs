@@ -11,18 +11,28 @@ use crate::retry::retry;
 impl TableReplicator {
     /// Sends the page's failures to the retry queue: a row the queue took
     /// is safe to delete; one it did not stays in Snowflake (deferred).
-    /// Past the run's failure budget nothing more is sent.
+    /// Past the run's failure budget (in rows, copies included) nothing
+    /// more is sent. Says, per failure, whether it was sent.
     pub(super) async fn enqueue(
         &self,
         failures: Vec<Failure>,
         page: &mut Page,
         summary: &mut RunSummary,
-    ) {
-        let budget = self
+    ) -> Vec<bool> {
+        let mut sent_flags = vec![false; failures.len()];
+        let mut budget = self
             .limits
             .max_failures_per_run
             .saturating_sub(summary.rows_enqueued);
-        let (sent, over) = failures.split_at(budget.min(failures.len()));
+        let within = failures
+            .iter()
+            .take_while(|f| {
+                let fits = f.numbers.len() <= budget;
+                budget = budget.saturating_sub(f.numbers.len());
+                fits
+            })
+            .count();
+        let (sent, over) = failures.split_at(within);
         let over: usize = over.iter().map(|f| f.numbers.len()).sum();
         if over > 0 {
             summary.rows_deferred += over;
@@ -32,17 +42,19 @@ impl TableReplicator {
             ));
         }
         if sent.is_empty() {
-            return;
+            return sent_flags;
         }
         let messages: Vec<MappedRetryMessage> = sent.iter().map(|f| f.message.clone()).collect();
         let results = self.queue.enqueue_mapped(&messages).await;
         let mut refused = 0;
-        for (failure, result) in sent
+        for (k, (failure, result)) in sent
             .iter()
             .zip(results.iter().map(Some).chain(std::iter::repeat(None)))
+            .enumerate()
         {
             match result {
                 Some(Ok(())) => {
+                    sent_flags[k] = true;
                     summary.rows_enqueued += failure.numbers.len();
                     for &number in &failure.numbers {
                         page.mark_safe_keyed(number, failure.key_null);
@@ -60,6 +72,7 @@ impl TableReplicator {
                 first.map(|e| format!(": {e}")).unwrap_or_default()
             ));
         }
+        sent_flags
     }
 
     /// Deletes the page's safe rows; false when Snowflake failed (the safe

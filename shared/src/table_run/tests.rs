@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use super::*;
 use crate::failure::{ErrorKind, SourceError, WriteError};
 use crate::model::value::Value;
-use crate::ports::{IdMatch, SinkOutcome, TableSnapshot};
+use crate::ports::{IdMatch, SinkOutcome, TableSnapshot, WriteLimits};
 use crate::testing::{MemoryQueue, MemoryStore};
 
 /// Rows of (key, note).
