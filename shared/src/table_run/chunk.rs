@@ -118,11 +118,12 @@ impl TableReplicator {
                 }
                 // In the message of the row it copies: the delete takes it
                 // when it takes that row.
-                Fate::Failed(f) => {
-                    if let Some(failure) = chunk.failures.get_mut(f) {
-                        failure.numbers.push(chunk.rows.number(i));
-                    }
-                }
+                Fate::Failed(f) => match chunk.failures.get_mut(f) {
+                    Some(failure) => failure.numbers.push(chunk.rows.number(i)),
+                    // Not reached: a failure's index is this page's. Left
+                    // rather than lost from the count.
+                    None => run.summary.rows_deferred += 1,
+                },
                 Fate::Enqueued => run.summary.rows_enqueued += 1,
                 Fate::Left { duplicate } => {
                     run.summary.rows_deferred += 1;

@@ -24,7 +24,7 @@
 //! Snowflake: the upsert is idempotent and the delete matches whole rows.
 //! The next page is read while one is written, enqueued and deleted (in
 //! memory: two encoded pages, one decoded chunk, and the page's failed
-//! rows, at most the run's failure budget), as `case`'s runs do. A
+//! rows), as `case`'s runs do. A
 //! [`StepHook`] hears of each [`Step`] a run reaches (once per run), as
 //! `case`'s runs do. [`set`] prepares and runs the mapped tables of a
 //! deployment together.
@@ -54,7 +54,7 @@ use crate::ports::{
 use crate::replicator::page::Page;
 use crate::retry::{retry, Backoff, RetryPolicy};
 use chunk::{Chunk, Fate};
-use plan::Versions;
+use plan::{leading_copies, Versions};
 
 /// One mapped table and the services its runs use.
 pub struct TableReplicator {
@@ -308,10 +308,23 @@ impl TableReplicator {
         run.summary.rows_read += held;
         let mut page = Page::new(first, held);
         if let Err(e) = run.guard.confirm().await {
-            let summary = &mut run.summary;
             // Whoever holds the lock now works on the table: this run
-            // writes and deletes nothing more; the page stays in Snowflake.
-            summary.rows_deferred += held;
+            // writes and deletes nothing more; the page stays in Snowflake,
+            // but for copies of the page before's last row, which went
+            // with it.
+            let opening = rows.decode(0..held.min(self.limits.batch_size.max(1)));
+            let copies = leading_copies(&opening, &run.versions);
+            match run.carried {
+                Some(Fate::Written) => run.summary.rows_written += copies,
+                Some(Fate::Enqueued) => run.summary.rows_enqueued += copies,
+                Some(Fate::Left { duplicate: true }) => {
+                    run.summary.rows_deferred += copies;
+                    run.summary.rows_deferred_duplicates += copies;
+                }
+                _ => run.summary.rows_deferred += copies,
+            }
+            let summary = &mut run.summary;
+            summary.rows_deferred += held - copies;
             summary.add_error(format!(
                 "the run of table {} cannot confirm its lock; the snapshot rows from number {first} on stay in Snowflake: {e}",
                 self.name

@@ -12,7 +12,7 @@
 //!   Snowflake exactly when that row does;
 //! - another spelling of the row written (` usa` for `USA` under `case`'s
 //!   rule, [`Planned::Variant`]) is written with it and deleted by its own
-//!   content; should that row be refused, it stays for the next run. In a
+//!   content; unless that row is written, it stays for the next run. In a
 //!   later chunk it is written again (changing nothing).
 //!
 //! The snapshot is ordered by key, then by the content's hash, so copies
@@ -53,6 +53,23 @@ pub(super) struct Versions {
     tail: Option<ReadRow>,
 }
 
+/// How many rows opening this chunk are identical copies of the last row
+/// of the chunk before (what [`plan_page`] would plan as
+/// [`Planned::Carried`]).
+pub(super) fn leading_copies(page: &TablePage, versions: &Versions) -> usize {
+    let Some((cells, unread)) = versions.tail.as_ref() else {
+        return 0;
+    };
+    (0..page.len())
+        .take_while(|&i| {
+            same_row(cells, page.row(i))
+                && page
+                    .unread(i)
+                    .eq(unread.iter().map(|(c, why)| (*c, why.as_str())))
+        })
+        .count()
+}
+
 /// Plans the rows of one chunk, in order, applying `rules` (the mapping's,
 /// and the integer columns' ranges) to the cells of the rows it writes.
 /// `targets` names each cell's target column: a reason names the target
@@ -71,15 +88,11 @@ pub(super) fn plan_page(
     let same = |p: usize, i: usize| {
         same_row(page.row(p), page.row(i)) && page.unread(p).eq(page.unread(i))
     };
+    let opens_with_copy = leading_copies(page, versions) > 0;
     let copies: Vec<bool> = (0..n)
         .map(|i| match i.checked_sub(1) {
             Some(p) => same(p, i),
-            None => versions.tail.as_ref().is_some_and(|(cells, unread)| {
-                same_row(cells, page.row(i))
-                    && page
-                        .unread(i)
-                        .eq(unread.iter().map(|(c, why)| (*c, why.as_str())))
-            }),
+            None => opens_with_copy,
         })
         .collect();
     let tail = n.checked_sub(1).map(|last| {

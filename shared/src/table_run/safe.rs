@@ -11,8 +11,8 @@ use crate::retry::retry;
 impl TableReplicator {
     /// Sends the page's failures to the retry queue: a row the queue took
     /// is safe to delete; one it did not stays in Snowflake (deferred).
-    /// Past the run's failure budget (in rows, copies included) nothing
-    /// more is sent. Says, per failure, whether it was sent.
+    /// Once the run's failure budget (in rows, copies included) is spent,
+    /// nothing more is sent. Says, per failure, whether it was sent.
     pub(super) async fn enqueue(
         &self,
         failures: Vec<Failure>,
@@ -24,10 +24,12 @@ impl TableReplicator {
             .limits
             .max_failures_per_run
             .saturating_sub(summary.rows_enqueued);
+        // A message goes while the budget lasts, with all its copies: a
+        // row with more copies than the budget must not block the rest.
         let within = failures
             .iter()
             .take_while(|f| {
-                let fits = f.numbers.len() <= budget;
+                let fits = budget > 0;
                 budget = budget.saturating_sub(f.numbers.len());
                 fits
             })

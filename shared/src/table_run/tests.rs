@@ -400,3 +400,88 @@ async fn the_next_page_is_read_while_one_is_moved_and_each_step_is_told_once() {
 }
 
 mod properties;
+
+/// Loses the run's lock once the first delete is done.
+struct LoseLockAfterDelete(MemoryStore);
+
+impl StepHook for LoseLockAfterDelete {
+    fn reached(&self, step: Step) {
+        if step == Step::MidDelete {
+            self.0.state().lock_lost = true;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_copy_opening_the_next_page_is_counted_where_its_row_went() {
+    let (table, target, queue) = services();
+    // Pages of three rows: (3, c) ends the first, its copy opens the second.
+    load(
+        &table,
+        &[
+            (Some(1), "a"),
+            (Some(2), "b"),
+            (Some(3), "c"),
+            (Some(3), "c"),
+            (Some(4), "d"),
+        ],
+    );
+    let store = MemoryStore::default();
+    let mut run = replicator(&table, &target, &queue);
+    run.guard = Box::new(store.clone());
+    let summary = run
+        .run_observed(
+            Uuid::new_v4(),
+            None,
+            &Deadline::none(),
+            &LoseLockAfterDelete(store),
+        )
+        .await;
+    assert_eq!(summary.unaccounted(), 0, "{summary:?}");
+    assert_eq!(
+        (
+            summary.rows_read,
+            summary.rows_written,
+            summary.rows_deferred,
+            summary.rows_deleted
+        ),
+        (5, 4, 1, 4),
+        "the copy went with (3, c) by the first page's delete; (4, d) stays: {summary:?}"
+    );
+    assert_eq!(*table.rows.lock().unwrap(), [(Some(4), "d".to_string())]);
+    assert!(summary
+        .error
+        .unwrap_or_default()
+        .contains("cannot confirm its lock"));
+
+    // The breaker lets a row through with all its copies, whatever their
+    // number, and holds back what comes after.
+    let (table, target, queue) = services();
+    load(
+        &table,
+        &[
+            (Some(5), "refused"),
+            (Some(5), "refused"),
+            (Some(5), "refused"),
+            (Some(6), "refused"),
+        ],
+    );
+    let mut run = replicator(&table, &target, &queue);
+    run.limits.max_failures_per_run = 1;
+    run.limits.page_rows = 10;
+    let summary = run.run(Uuid::new_v4(), None, &Deadline::none()).await;
+    assert_eq!(
+        (
+            summary.rows_enqueued,
+            summary.rows_deferred,
+            summary.rows_deleted
+        ),
+        (3, 1, 3),
+        "{summary:?}"
+    );
+    assert_eq!(queue.mapped.lock().unwrap().len(), 1);
+    assert_eq!(
+        *table.rows.lock().unwrap(),
+        [(Some(6), "refused".to_string())]
+    );
+}
