@@ -183,12 +183,7 @@ pub fn bind_rules<'a>(
     bound.ranges = columns
         .iter()
         .enumerate()
-        .filter(|(_, c)| {
-            matches!(
-                c.ty,
-                TargetType::Smallint | TargetType::Integer | TargetType::Bigint
-            )
-        })
+        .filter(|(_, c)| integer_range(c.ty).is_some())
         .map(|(position, c)| (position, c.name.to_string(), c.ty))
         .collect();
     if problems.is_empty() {
@@ -205,12 +200,7 @@ pub fn bind_rules<'a>(
 /// that the writer must bisect. `None` when it fits, or is no integer bound
 /// for an integer column.
 pub fn integer_out_of_range(column: &str, ty: TargetType, value: &Value) -> Option<String> {
-    let (min, max) = match ty {
-        TargetType::Smallint => (i128::from(i16::MIN), i128::from(i16::MAX)),
-        TargetType::Integer => (i128::from(i32::MIN), i128::from(i32::MAX)),
-        TargetType::Bigint => (i128::from(i64::MIN), i128::from(i64::MAX)),
-        _ => return None,
-    };
+    let (min, max) = integer_range(ty)?;
     let v = match value {
         Value::Int(v) => i128::from(*v),
         Value::Decimal(d) if { d.scale } == 0 => d.unscaled,
@@ -219,15 +209,24 @@ pub fn integer_out_of_range(column: &str, ty: TargetType, value: &Value) -> Opti
     (v < min || v > max).then(|| out_of_range_reason(column, ty, v))
 }
 
-/// The reason for an integer past its column's range.
+/// The values an integer column holds; `None` for any other type.
+fn integer_range(ty: TargetType) -> Option<(i128, i128)> {
+    match ty {
+        TargetType::Smallint => Some((i16::MIN.into(), i16::MAX.into())),
+        TargetType::Integer => Some((i32::MIN.into(), i32::MAX.into())),
+        TargetType::Bigint => Some((i64::MIN.into(), i64::MAX.into())),
+        _ => None,
+    }
+}
+
+/// The reason for an integer past its column's range (`ty` an integer
+/// type).
 pub fn out_of_range_reason(column: &str, ty: TargetType, value: i128) -> String {
-    let range = match ty {
-        TargetType::Smallint => format!("{}..={}", i16::MIN, i16::MAX),
-        TargetType::Integer => format!("{}..={}", i32::MIN, i32::MAX),
-        _ => format!("{}..={}", i64::MIN, i64::MAX),
-    };
+    let range = integer_range(ty)
+        .map(|(min, max)| format!(" ({min}..={max})"))
+        .unwrap_or_default();
     format!(
-        "{column} {value} does not fit the Postgres {} column ({range})",
+        "{column} {value} does not fit the Postgres {} column{range}",
         ty.sql()
     )
 }

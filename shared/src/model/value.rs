@@ -173,13 +173,44 @@ impl TablePage {
             .map(|(_, column, why)| (*column, why.as_str()))
     }
 
+    /// The key columns of row `i` that are NULL (a refused cell is not).
+    pub fn null_keys<'a>(
+        &'a self,
+        i: usize,
+        key_positions: &'a [usize],
+    ) -> impl Iterator<Item = usize> + 'a {
+        let row = self.row(i);
+        key_positions.iter().copied().filter(move |&k| {
+            matches!(row.get(k), Some(Value::Null)) && !self.unread(i).any(|(c, _)| c == k)
+        })
+    }
+
     /// Whether a key column of row `i` is NULL (such a row is deleted by the
     /// NULL-safe statement); a refused cell is not NULL.
     pub fn key_null(&self, i: usize, key_positions: &[usize]) -> bool {
-        let row = self.row(i);
-        key_positions.iter().any(|&k| {
-            matches!(row.get(k), Some(Value::Null)) && !self.unread(i).any(|(c, _)| c == k)
-        })
+        self.null_keys(i, key_positions).next().is_some()
+    }
+
+    /// Whether row `i` is `cells` as read, with the same values refused for
+    /// the same reasons (`unread`: column, why): a copy of it, as
+    /// Snowflake's hash of a row tells rows apart ([`same_row`]).
+    pub fn is_copy_of<'a>(
+        &self,
+        i: usize,
+        cells: &[Value],
+        unread: impl IntoIterator<Item = (usize, &'a str)>,
+    ) -> bool {
+        if !same_row(cells, self.row(i)) {
+            return false;
+        }
+        let (mut ours, mut theirs) = (self.unread(i), unread.into_iter());
+        loop {
+            match (ours.next(), theirs.next()) {
+                (None, None) => return true,
+                (Some((c, why)), Some((d, reason))) if c == d && why == reason => {}
+                _ => return false,
+            }
+        }
     }
 
     /// Row `i` as the failure report keeps it: each cell decoded, or

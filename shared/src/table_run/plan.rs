@@ -20,7 +20,7 @@
 //! need keeping between chunks and pages ([`Versions`]).
 
 use crate::model::rules::BoundRules;
-use crate::model::value::{same_row, TablePage, Value};
+use crate::model::value::{TablePage, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Planned {
@@ -62,10 +62,7 @@ pub(super) fn leading_copies(page: &TablePage, versions: &Versions) -> usize {
     };
     (0..page.len())
         .take_while(|&i| {
-            same_row(cells, page.row(i))
-                && page
-                    .unread(i)
-                    .eq(unread.iter().map(|(c, why)| (*c, why.as_str())))
+            page.is_copy_of(i, cells, unread.iter().map(|(c, why)| (*c, why.as_str())))
         })
         .count()
 }
@@ -85,9 +82,7 @@ pub(super) fn plan_page(
     // Found before the rules rewrite any cell: a copy is the same row as
     // read, as the hash the delete matches is of the row as read. A value
     // the decoder refused is compared by why (its cell holds NULL).
-    let same = |p: usize, i: usize| {
-        same_row(page.row(p), page.row(i)) && page.unread(p).eq(page.unread(i))
-    };
+    let same = |p: usize, i: usize| page.is_copy_of(i, page.row(p), page.unread(p));
     let opens_with_copy = leading_copies(page, versions) > 0;
     let copies: Vec<bool> = (0..n)
         .map(|i| match i.checked_sub(1) {
@@ -137,11 +132,9 @@ fn plan_row(
     if !unreadable.is_empty() {
         return Planned::Invalid(i, unreadable.join("; "));
     }
-    let row = page.row(i);
-    let nulls: Vec<String> = key_positions
-        .iter()
-        .filter(|&&k| matches!(row.get(k), Some(Value::Null)))
-        .filter_map(|&k| targets.get(k).map(|name| format!("{name} is NULL")))
+    let nulls: Vec<String> = page
+        .null_keys(i, key_positions)
+        .filter_map(|k| targets.get(k).map(|name| format!("{name} is NULL")))
         .collect();
     if !nulls.is_empty() {
         return Planned::Invalid(i, nulls.join("; "));
