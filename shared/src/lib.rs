@@ -41,6 +41,7 @@ pub mod failure;
 pub mod lambda;
 pub mod ledger;
 pub mod model;
+pub(crate) mod page;
 pub mod ports;
 pub mod publisher;
 pub mod replicator;

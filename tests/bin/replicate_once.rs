@@ -4,7 +4,7 @@
 //! or pause it there, or give it a deadline (`COUNTRIES_DEADLINE_MS`); the
 //! mapped tables of `TABLES_FILE` run beside `case`, and
 //! `COUNTRIES_FAULT_IN=tables` gives them the fault injector instead of
-//! `case` (their runs reach the same steps but `after_read_ahead`).
+//! `case` (their runs reach the same steps).
 //! With `COUNTRIES_PUBLISH=1` it is stream mode's publisher instead, as
 //! `countries publish` runs it (its runs reach the same steps).
 //! Prints the run summary (the publisher: its runs) as JSON.

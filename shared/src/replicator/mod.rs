@@ -36,7 +36,6 @@
 
 mod delete;
 mod enqueue;
-pub(crate) mod page;
 mod plan;
 #[cfg(test)]
 mod tests;
@@ -51,11 +50,11 @@ use crate::config::RunLimits;
 use crate::deadline::Deadline;
 use crate::failure::{Classify, SourceError};
 use crate::ledger::{RunOutcome, RunSummary};
+use crate::page::Page;
 use crate::ports::{
     GuardedRun, RetryQueue, RowNumbers, RowSink, RowSource, RunGuard, SinkPool, Snapshot,
     SourceRows, Step, StepHook,
 };
-use crate::replicator::page::Page;
 use crate::replicator::plan::{plan_chunk, Failure};
 use crate::retry::{retry, Backoff, RetryPolicy};
 

@@ -12,8 +12,8 @@ use super::plan::{plan_page, Planned};
 use super::{Failure, TableReplicator, TableRun};
 use crate::model::message::{FailureClass, FailureDetail};
 use crate::model::value::{TablePage, Value};
+use crate::page::Page;
 use crate::ports::{Step, WriteLimits};
-use crate::replicator::page::Page;
 
 /// Where a row went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

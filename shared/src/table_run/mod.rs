@@ -47,11 +47,11 @@ use crate::model::mapped_message::MappedRetryMessage;
 use crate::model::message::FailureDetail;
 use crate::model::rules::BoundRules;
 use crate::model::value::{EncodedPage, TablePage};
+use crate::page::Page;
 use crate::ports::{
     GuardedRun, NoHook, RetryQueue, RowNumbers, RunGuard, Step, StepHook, TableSink, TableSnapshot,
     TableSource,
 };
-use crate::replicator::page::Page;
 use crate::retry::{retry, Backoff, RetryPolicy};
 use chunk::{Chunk, Fate};
 use plan::{leading_copies, Versions};
@@ -261,7 +261,10 @@ impl TableReplicator {
                 Err(e) => {
                     run.summary
                         .add_error(format!("reading the snapshot of table {}: {e}", self.name));
-                    failed_first = first == 1;
+                    // A snapshot gone with its session is not the table's
+                    // fault: the run ends partial and the next one takes a
+                    // new snapshot.
+                    failed_first = first == 1 && !matches!(e, SourceError::SnapshotLost { .. });
                     break;
                 }
             };
@@ -348,7 +351,9 @@ impl TableReplicator {
         // A first page with no row to write: still in step order.
         run.reached(Step::MidWrite);
         run.reached(Step::AfterWrite);
-        let sent = self.enqueue(failures, &mut page, &mut run.summary).await;
+        let sent = self
+            .enqueue(failures, &mut page, &mut run.summary, run.deadline)
+            .await;
         // A copy of the page's last row, opening the next page, goes where
         // that row went: now enqueued (and deleted below) or left.
         if let Some(Fate::Failed(f)) = run.carried {

@@ -2,24 +2,40 @@
 //! its safe rows deleted from Snowflake (the join on key and row hash).
 
 use super::{Failure, TableReplicator, TableRun};
+use crate::deadline::Deadline;
 use crate::ledger::RunSummary;
 use crate::model::mapped_message::MappedRetryMessage;
+use crate::page::Page;
 use crate::ports::{IdMatch, RowNumbers, Step, TableSnapshot, MAX_RANGES_PER_DELETE};
-use crate::replicator::page::Page;
 use crate::retry::retry;
 
 impl TableReplicator {
     /// Sends the page's failures to the retry queue: a row the queue took
     /// is safe to delete; one it did not stays in Snowflake (deferred).
     /// Once the run's failure budget (in rows, copies included) is spent,
-    /// nothing more is sent. Says, per failure, whether it was sent.
+    /// nothing more is sent, and near the deadline nothing is: a call cut
+    /// short by the timeout could leave messages whose rows the next run
+    /// sends again. Says, per failure, whether it was sent.
     pub(super) async fn enqueue(
         &self,
         failures: Vec<Failure>,
         page: &mut Page,
         summary: &mut RunSummary,
+        deadline: &Deadline,
     ) -> Vec<bool> {
         let mut sent_flags = vec![false; failures.len()];
+        if failures.is_empty() {
+            return sent_flags;
+        }
+        if deadline.is_near() {
+            let left: usize = failures.iter().map(|f| f.numbers.len()).sum();
+            summary.rows_deferred += left;
+            summary.add_error(format!(
+                "deadline: the retry queue was not called; {left} failed rows of table {} stay in Snowflake",
+                self.name
+            ));
+            return sent_flags;
+        }
         let mut budget = self
             .limits
             .max_failures_per_run

@@ -22,6 +22,9 @@ type Rows = Arc<Mutex<Vec<(Option<i64>, String)>>>;
 #[derive(Clone, Default)]
 pub(super) struct MemoryTable {
     pub(super) rows: Rows,
+    /// Reads fail: the snapshot went with its session (true), or Snowflake
+    /// refuses them (false).
+    read_fails: Arc<Mutex<Option<bool>>>,
 }
 
 struct MemoryTableSnapshot {
@@ -68,6 +71,21 @@ impl TableSource for MemoryTable {
 impl TableSnapshot for MemoryTableSnapshot {
     async fn read(&self, numbers: RowNumbers) -> Result<Box<dyn EncodedPage>, SourceError> {
         tokio::task::yield_now().await;
+        match *self.table.read_fails.lock().unwrap() {
+            Some(true) => {
+                return Err(SourceError::SnapshotLost {
+                    operation: "read",
+                    detail: "the session ended".into(),
+                })
+            }
+            Some(false) => {
+                return Err(SourceError::Refused {
+                    operation: "read",
+                    detail: "insufficient privileges".into(),
+                })
+            }
+            None => {}
+        }
         let mut page = TablePage::new(*numbers.start(), 2, 0);
         for n in numbers {
             let Some(row) = usize::try_from(n - 1).ok().and_then(|i| self.frozen.get(i)) else {
@@ -347,6 +365,58 @@ async fn with_postgres_down_and_the_queue_down_nothing_leaves_snowflake() {
         error.contains("writing table notes stopped") && error.contains("retry queue"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn near_the_deadline_the_failures_are_not_sent_and_stay_in_snowflake() {
+    let (table, target, queue) = services();
+    load(&table, &[(Some(1), "a"), (Some(2), "unreadable")]);
+    // The write outlasts what is left before the margin.
+    *target.delay.lock().unwrap() = Some(Duration::from_millis(300));
+    let deadline = Deadline::after(Duration::from_millis(400), Duration::from_millis(300));
+    let summary = replicator(&table, &target, &queue)
+        .run(Uuid::new_v4(), None, &deadline)
+        .await;
+    assert_eq!(summary.outcome, RunOutcome::Partial, "{summary:?}");
+    assert_eq!(summary.unaccounted(), 0);
+    assert_eq!(
+        (
+            summary.rows_written,
+            summary.rows_enqueued,
+            summary.rows_deferred
+        ),
+        (1, 0, 1)
+    );
+    assert!(queue.mapped.lock().unwrap().is_empty());
+    assert_eq!(
+        *table.rows.lock().unwrap(),
+        vec![(Some(2), "unreadable".to_string())],
+        "the written row leaves Snowflake, the failed one stays for the next run"
+    );
+    let error = summary.error.unwrap_or_default();
+    assert!(
+        error.contains("deadline: the retry queue was not called; 1 failed rows of table notes"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_gone_with_its_session_ends_the_run_partial_not_failed() {
+    let (table, target, queue) = services();
+    load(&table, &[(Some(1), "a")]);
+    let run = replicator(&table, &target, &queue);
+    *table.read_fails.lock().unwrap() = Some(true);
+    let summary = run.run(Uuid::new_v4(), None, &Deadline::none()).await;
+    assert_eq!(summary.outcome, RunOutcome::Partial, "{summary:?}");
+    assert_eq!(table.rows.lock().unwrap().len(), 1);
+    let error = summary.error.unwrap_or_default();
+    assert!(error.contains("the run snapshot is gone"), "{error}");
+
+    // Any other failure of the first read fails the run.
+    *table.read_fails.lock().unwrap() = Some(false);
+    let summary = run.run(Uuid::new_v4(), None, &Deadline::none()).await;
+    assert_eq!(summary.outcome, RunOutcome::Failed, "{summary:?}");
+    assert_eq!(table.rows.lock().unwrap().len(), 1);
 }
 
 /// Records the steps a run reaches.
