@@ -1,16 +1,12 @@
-//! The whole replicator run against the real services: Postgres 15, the
-//! Snowflake emulator and moto's SQS. Each test checks the invariant: every
-//! row read from Snowflake is in Postgres, in the retry queue, or still in
-//! Snowflake.
+//! The whole replicator function's run of `case` (the general table run,
+//! `case` as its built-in mapping) against the real services: Postgres 15,
+//! the Snowflake emulator and moto's SQS. Each test checks the invariant:
+//! every row read from Snowflake is in Postgres, in the retry queue, or
+//! still in Snowflake.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
-use countries_postgres::run_guard::PostgresRunGuard;
-use countries_postgres::sink::pool::PostgresStore;
 use countries_shared::config::ReplicatorConfig;
-use countries_shared::failure::SourceError;
 use countries_shared::lambda::replicator::handle;
 use countries_shared::ledger::RunOutcome;
 use countries_shared::ledger::RunSummary;
@@ -18,61 +14,27 @@ use countries_shared::model::message::FailureClass;
 use countries_shared::model::message::RetryMessage;
 use countries_shared::model::row::validate;
 use countries_shared::model::row::SourceRow;
-use countries_shared::ports::NoHook;
-use countries_shared::ports::RowSource;
-use countries_shared::ports::Snapshot;
-use countries_shared::replicator::Replicator;
-use countries_shared::retry::Backoff;
+use countries_shared::ports::{NoHook, Step, StepHook};
 use countries_shared::table_run::set::TableRuns;
-use countries_snowflake::SnowflakeSource;
-use countries_sqs::retry_queue::SqsRetryQueue;
 use lambda_runtime::{Context, LambdaEvent};
 use testkit::{run_binary, PgCluster, TestEnv};
-use uuid::Uuid;
 
 const SCHEDULED_EVENT: &str = include_str!("../infra/local/events/scheduled-event.json");
 
-fn replicator(env: &TestEnv, config: &ReplicatorConfig) -> Replicator {
-    replicator_with_source(
-        env,
-        config,
-        Box::new(SnowflakeSource::connect(&config.snowflake, "test").expect("Snowflake client")),
-    )
+/// The function's own wiring: `case` (and the tables of `TABLES_FILE`),
+/// each prepared at its first run and kept by the next invocations.
+async fn replicator(config: &ReplicatorConfig) -> TableRuns {
+    replicator::build(config)
+        .await
+        .expect("the replicator's wiring")
 }
 
-fn replicator_with_source(
-    env: &TestEnv,
-    config: &ReplicatorConfig,
-    source: Box<dyn RowSource>,
-) -> Replicator {
-    Replicator {
-        source,
-        guard: Box::new(PostgresRunGuard::new(config.postgres.clone())),
-        sinks: Box::new(PostgresStore::new(config.postgres.clone())),
-        queue: Box::new(SqsRetryQueue::new(
-            env.sqs.clone(),
-            config.retry_queue_url.clone(),
-        )),
-        limits: config.limits,
-        backoff: Backoff {
-            first: Duration::from_millis(20),
-            max: Duration::from_millis(100),
-        },
-        steps: Box::new(NoHook),
-        deadline_margin: None,
-    }
-}
-
-async fn invoke(replicator: &Replicator) -> Result<RunSummary, String> {
+async fn invoke(runs: &TableRuns) -> Result<RunSummary, String> {
     let payload: serde_json::Value = serde_json::from_str(SCHEDULED_EVENT).unwrap();
-    handle(
-        replicator,
-        &TableRuns::none(),
-        LambdaEvent::new(payload, Context::default()),
-    )
-    .await
-    .map(|response| response.case)
-    .map_err(|e| format!("{}: {}", e.error_type, e.error_message))
+    handle(runs, None, LambdaEvent::new(payload, Context::default()))
+        .await
+        .map(|response| response.case)
+        .map_err(|e| format!("{}: {}", e.error_type, e.error_message))
 }
 
 fn rows(spec: &[(Option<i128>, Option<&str>)]) -> Vec<SourceRow> {
@@ -108,7 +70,7 @@ async fn a_run_moves_valid_rows_queues_invalid_ones_and_a_replay_changes_nothing
     let input = sample();
     env.load(&input).await;
     let config = env.config();
-    let replicator = replicator(&env, &config);
+    let replicator = replicator(&config).await;
 
     let first = invoke(&replicator).await.expect("first run");
     assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:?}");
@@ -136,29 +98,40 @@ async fn a_run_moves_valid_rows_queues_invalid_ones_and_a_replay_changes_nothing
         .iter()
         .all(|m| m.error.class == FailureClass::Invalid && m.attempt == 1));
     assert!(queued.iter().all(|m| m.run_id == first.run_id));
+    // One version of id 9 is written; the other (which goes first is the
+    // snapshot's order: the key, then the row hash) waits in Snowflake.
+    let written = env.postgres_rows().await;
+    let (first_9, other_9) = if written.contains(&(9, "KOR".into())) {
+        ("KOR", "PRK")
+    } else {
+        ("PRK", "KOR")
+    };
     assert_eq!(
-        env.postgres_rows().await,
+        written,
         vec![
             (1, "USA".into()),
             (2, "CAN".into()),
             (3, "MEX".into()),
             (4, "BRA".into()),
-            (9, "KOR".into())
+            (9, first_9.into())
         ]
     );
-    // Only the second version of id 9 waits in Snowflake.
-    assert_eq!(env.snowflake_rows().await, rows(&[(Some(9), Some("PRK"))]));
+    assert_eq!(
+        env.snowflake_rows().await,
+        rows(&[(Some(9), Some(other_9))])
+    );
     assert_nothing_lost(&env, &input, &queued).await;
 
     let second = invoke(&replicator).await.expect("second run");
     assert_eq!((second.rows_read, second.rows_changed), (1, 1));
     assert!(env.snowflake_rows().await.is_empty());
+    assert!(env.postgres_rows().await.contains(&(9, other_9.into())));
 
     // The same rows arrive again: the upsert changes nothing.
     let valid_again = rows(&[
         (Some(1), Some("USA")),
         (Some(2), Some("can")),
-        (Some(9), Some("PRK")),
+        (Some(9), Some(other_9)),
     ]);
     env.load(&valid_again).await;
     let replay = invoke(&replicator).await.expect("replay");
@@ -188,7 +161,7 @@ async fn rows_postgres_refuses_go_to_the_queue_with_their_sqlstate() {
         .collect();
     env.load(&input).await;
     let config = env.config_with(&[("BATCH_SIZE", "64")]);
-    let summary = invoke(&replicator(&env, &config)).await.expect("run");
+    let summary = invoke(&replicator(&config).await).await.expect("run");
     assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
     assert_eq!((summary.rows_written, summary.rows_rejected), (196, 4));
     let queued = env.drain_retry_queue().await;
@@ -211,7 +184,7 @@ async fn rows_postgres_refuses_go_to_the_queue_with_their_sqlstate() {
 async fn an_empty_source_makes_an_idle_run_of_one_metadata_statement() {
     let env = TestEnv::new("e2e_idle").await;
     let config = env.config();
-    let summary = invoke(&replicator(&env, &config))
+    let summary = invoke(&replicator(&config).await)
         .await
         .expect("an idle run is a successful invocation");
     assert_eq!(summary.outcome, RunOutcome::Idle, "{summary:?}");
@@ -321,34 +294,15 @@ async fn a_crash_at_every_other_step_boundary_loses_nothing() {
     }
 }
 
-/// A source that stops the private Postgres cluster right after the
-/// snapshot, as an outage in the middle of a run would.
-struct OutageAfterRead {
-    inner: SnowflakeSource,
-    cluster: Arc<PgCluster>,
-}
+/// Stops the private Postgres cluster right after the snapshot, as an
+/// outage in the middle of a run would.
+struct OutageAfterSnapshot(Arc<PgCluster>);
 
-#[async_trait]
-impl RowSource for OutageAfterRead {
-    async fn count_rows(
-        &self,
-        run_id: Option<Uuid>,
-        deadline: &countries_shared::deadline::Deadline,
-    ) -> Result<u64, SourceError> {
-        self.inner.count_rows(run_id, deadline).await
-    }
-    async fn snapshot(
-        &self,
-        run_id: Uuid,
-        limit: usize,
-        deadline: &countries_shared::deadline::Deadline,
-    ) -> Result<Box<dyn Snapshot>, SourceError> {
-        let snapshot = self.inner.snapshot(run_id, limit, deadline).await;
-        self.cluster.stop_server();
-        snapshot
-    }
-    fn statements_sent(&self) -> usize {
-        self.inner.statements_sent()
+impl StepHook for OutageAfterSnapshot {
+    fn reached(&self, step: Step) {
+        if step == Step::AfterSnapshot {
+            self.0.stop_server();
+        }
     }
 }
 
@@ -364,13 +318,9 @@ async fn a_postgres_outage_mid_run_defers_every_row_and_deletes_nothing() {
         ("PGDATABASE", "countries"),
         ("PGCONNECT_TIMEOUT", "2"),
     ]);
-    let source = OutageAfterRead {
-        inner: SnowflakeSource::connect(&config.snowflake, "test").unwrap(),
-        cluster: cluster.clone(),
-    };
-    let err = invoke(&replicator_with_source(&env, &config, Box::new(source)))
-        .await
-        .expect_err("the invocation must fail");
+    let mut runs = replicator(&config).await;
+    runs.steps = Box::new(OutageAfterSnapshot(cluster.clone()));
+    let err = invoke(&runs).await.expect_err("the invocation must fail");
     assert!(
         err.contains("partial") && err.contains("6 deferred"),
         "{err}"
@@ -384,11 +334,11 @@ async fn a_postgres_outage_mid_run_defers_every_row_and_deletes_nothing() {
     assert!(valid_left.iter().all(|r| validate(r).is_ok()));
     assert_nothing_lost(&env, &input, &queued).await;
 
-    // Postgres is back: the next run moves everything.
+    // Postgres is back: the next run (of the same warm process) moves
+    // everything.
     cluster.start_server();
-    let summary = invoke(&replicator(&env, &config))
-        .await
-        .expect("run after the outage");
+    runs.steps = Box::new(NoHook);
+    let summary = invoke(&runs).await.expect("run after the outage");
     assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
     assert_eq!(
         env.snowflake_rows().await.len(),
@@ -406,7 +356,9 @@ async fn an_unreachable_snowflake_fails_the_run_before_anything_moves() {
         "SNOWFLAKE_ENDPOINT_URL",
         &format!("http://127.0.0.1:{port}"),
     )]);
-    let err = invoke(&replicator(&env, &config))
+    // Unreachable at start only postpones the check to the first run (an
+    // init failing on it would crash-loop), which fails.
+    let err = invoke(&replicator(&config).await)
         .await
         .expect_err("must fail");
     assert!(err.contains("failed") && err.contains("Snowflake"), "{err}");
@@ -422,7 +374,7 @@ async fn two_runs_at_once_never_process_the_same_rows() {
         .collect();
     env.load(&input).await;
     let config = env.config_with(&[("BATCH_SIZE", "100")]);
-    let (a, b) = (replicator(&env, &config), replicator(&env, &config));
+    let (a, b) = (replicator(&config).await, replicator(&config).await);
     let (ra, rb) = tokio::join!(invoke(&a), invoke(&b));
     let (ra, rb) = (ra.expect("run a"), rb.expect("run b"));
     let outcomes = [ra.outcome, rb.outcome];
@@ -446,7 +398,7 @@ async fn a_run_that_finds_another_in_progress_exits_at_once() {
         )
         .await
         .unwrap();
-    let summary = invoke(&replicator(&env, &env.config()))
+    let summary = invoke(&replicator(&env.config()).await)
         .await
         .expect("skipped is not an error");
     assert_eq!(summary.outcome, RunOutcome::Skipped);

@@ -44,10 +44,8 @@ fn event_source(env: &TestEnv) -> LocalEventSource {
 }
 
 async fn replicate(env: &TestEnv) {
-    let replicator = replicator::build(&env.config()).await.expect("replicator");
-    let summary = replicator
-        .run(Uuid::new_v4(), None, &Deadline::none())
-        .await;
+    let tables = replicator::build(&env.config()).await.expect("replicator");
+    let summary = tables.run_all(None, &Deadline::none()).await.remove(0);
     assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
 }
 

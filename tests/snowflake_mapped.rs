@@ -48,7 +48,7 @@ async fn a_snapshot_reads_by_key_and_deletes_exactly_what_it_copied() {
     let table = MappedTable::new(
         &TableName {
             database: None,
-            schema: "PUBLIC",
+            schema: Some("PUBLIC"),
             table: "ORDERS",
         },
         &names(&["REGION", "ORDER_NO"]),

@@ -416,7 +416,7 @@ async fn a_snapshot_whose_drop_failed_is_dropped_before_the_next_one() {
     let table = MappedTable::new(
         &TableName {
             database: None,
-            schema: &config.schema,
+            schema: Some(&config.schema),
             table: config.table.as_str(),
         },
         &columns[..1],

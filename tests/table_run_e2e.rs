@@ -25,12 +25,9 @@ fn order(region: &str, no: &str, amount: &str, note: &str) -> String {
     )
 }
 
-async fn invoke(
-    case: &countries_shared::replicator::Replicator,
-    tables: &TableRuns,
-) -> Result<Response, String> {
+async fn invoke(tables: &TableRuns) -> Result<Response, String> {
     let event = LambdaEvent::new(serde_json::json!({"id": "evt"}), Context::default());
-    handle(case, tables, event)
+    handle(tables, None, event)
         .await
         .map_err(|e| format!("{}: {}", e.error_type, e.error_message))
 }
@@ -76,11 +73,10 @@ async fn a_mapped_table_and_case_replicate_side_by_side() {
         // cells as a `case` page of 15 rows.
         ("SNOWFLAKE_PAGE_ROWS", "15"),
     ]);
-    let case = replicator::build(&config)
+    let tables = replicator::build(&config)
         .await
-        .expect("the case replicator");
-    let tables = replicator::build_tables(&config).await;
-    let response = invoke(&case, &tables).await.expect("both runs succeed");
+        .expect("the replicator's wiring");
+    let response = invoke(&tables).await.expect("both runs succeed");
     let (case_summary, summary) = (response.case, response.tables[0].clone());
     assert_eq!(summary.table.as_deref(), Some("orders"));
     assert_eq!(summary.trigger_id.as_deref(), Some("evt"));
@@ -197,11 +193,7 @@ async fn a_mapped_table_and_case_replicate_side_by_side() {
 
     // The held-back version is the next invocation's (the table prepared
     // once, kept by the warm process); then both tables are empty.
-    let again = invoke(&case, &tables)
-        .await
-        .expect("the second invocation")
-        .tables[0]
-        .clone();
+    let again = invoke(&tables).await.expect("the second invocation").tables[0].clone();
     // Read: the held-back version, and its identical copy when it is "a"
     // (a copy waits with its twin, and goes with it).
     assert_eq!(
@@ -218,7 +210,7 @@ async fn a_mapped_table_and_case_replicate_side_by_side() {
         .expect("the row")
         .get(0);
     assert_eq!(note, later, "the version held back");
-    let idle = invoke(&case, &tables).await.expect("the third invocation");
+    let idle = invoke(&tables).await.expect("the third invocation");
     assert_eq!(idle.tables[0].outcome, RunOutcome::Idle, "{idle:?}");
     assert_eq!(idle.case.outcome, RunOutcome::Idle);
 }
@@ -245,11 +237,10 @@ async fn a_refused_row_is_written_by_the_retrier_once_the_cause_is_fixed() {
     let file = tables_file(&env);
     let file = file.to_str().expect("a path");
     let config = env.config_with(&[("TABLES_FILE", file)]);
-    let case = replicator::build(&config)
+    let tables = replicator::build(&config)
         .await
-        .expect("the case replicator");
-    let tables = replicator::build_tables(&config).await;
-    let response = invoke(&case, &tables).await.expect("the run");
+        .expect("the replicator's wiring");
+    let response = invoke(&tables).await.expect("the run");
     assert_eq!(
         (
             response.tables[0].rows_written,
@@ -314,11 +305,10 @@ async fn a_warm_process_plans_a_table_again_when_its_target_changed() {
         .expect("the Postgres table");
     let file = tables_file(&env);
     let config = env.config_with(&[("TABLES_FILE", file.to_str().expect("a path"))]);
-    let case = replicator::build(&config)
+    let tables = replicator::build(&config)
         .await
-        .expect("the case replicator");
-    let tables = replicator::build_tables(&config).await;
-    let first = invoke(&case, &tables).await.expect("the first run");
+        .expect("the replicator's wiring");
+    let first = invoke(&tables).await.expect("the first run");
     assert_eq!(first.tables[0].rows_written, 1, "{first:?}");
 
     // A column added on both sides while the process is warm: the next run
@@ -337,7 +327,7 @@ async fn a_warm_process_plans_a_table_again_when_its_target_changed() {
         )
         .await
         .expect("a row with the new column");
-    let second = invoke(&case, &tables).await.expect("the second run");
+    let second = invoke(&tables).await.expect("the second run");
     assert_eq!(
         (second.tables[0].outcome, second.tables[0].rows_written),
         (RunOutcome::Succeeded, 1),
@@ -367,7 +357,7 @@ async fn a_warm_process_plans_a_table_again_when_its_target_changed() {
         ))
         .await
         .expect("a third row");
-    let third = invoke(&case, &tables).await.expect("the third run");
+    let third = invoke(&tables).await.expect("the third run");
     assert_eq!(
         (third.tables[0].outcome, third.tables[0].rows_written),
         (RunOutcome::Succeeded, 1),

@@ -255,6 +255,8 @@ pub struct StoreState {
     pub write_delay: Option<Duration>,
     /// A run's lock connection was lost and another run took the lock.
     pub lock_lost: bool,
+    /// A run's lock cannot be confirmed: Postgres is unreachable.
+    pub lock_unconfirmed: bool,
     /// Stream mode's marks: (buckets, block, bucket) → (run, seq).
     pub marks: BTreeMap<(u32, u32, u32), (uuid::Uuid, u64)>,
     /// Statements that held two versions of one id (which Postgres may
@@ -311,6 +313,9 @@ impl GuardedRun for MemoryRun {
             return Err(WriteError::fatal(
                 "lost the run lock with the connection, and another run holds it now",
             ));
+        }
+        if lock(&self.state).lock_unconfirmed {
+            return Err(WriteError::transient("connection refused"));
         }
         Ok(())
     }

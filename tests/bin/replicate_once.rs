@@ -41,17 +41,17 @@ async fn main() -> ExitCode {
             Ok(config) => config,
             Err(e) => return fail(e),
         };
-        let mut replicator = match replicator::build(&config).await {
+        let mut tables = match replicator::build(&config).await {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
-        let mut tables = replicator::build_tables(&config).await;
+        let injector = Box::new(FaultInjector::from_env());
         if std::env::var("COUNTRIES_FAULT_IN").as_deref() == Ok("tables") {
-            tables.steps = Box::new(FaultInjector::from_env());
+            tables.observe(injector, |table| !table.is_case);
         } else {
-            replicator.steps = Box::new(FaultInjector::from_env());
+            tables.observe(injector, |table| table.is_case);
         }
-        lambda::replicator::handle(&replicator, &tables, event)
+        lambda::replicator::handle(&tables, config.deadline_margin, event)
             .await
             .map(|response| serde_json::to_string(&response))
     };

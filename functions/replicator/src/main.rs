@@ -1,13 +1,14 @@
 //! The `replicator` Lambda: on each scheduled event, moves a capped batch of
-//! `case` rows from Snowflake into Postgres. Use case: `countries_shared::replicator`;
-//! handler: `countries_shared::lambda::replicator`; wiring: this crate's library.
+//! rows of `case` and of each mapped table from Snowflake into Postgres.
+//! Use case: `countries_shared::table_run`; handler:
+//! `countries_shared::lambda::replicator`; wiring: this crate's library.
 
 use countries_shared::config::{Env, ReplicatorConfig};
 use countries_shared::lambda::replicator::handle;
 use countries_shared::lambda::start_or_exit;
 use countries_shared::telemetry;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use replicator::{build, build_tables};
+use replicator::build;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -21,11 +22,11 @@ async fn main() -> Result<(), Error> {
         "invalid configuration",
         ReplicatorConfig::from_vars(Env::from_map(vars)),
     );
-    let replicator = start_or_exit("cannot build the Snowflake client", build(&config).await);
-    let tables = build_tables(&config).await;
+    let tables = start_or_exit("cannot build the Snowflake client", build(&config).await);
+    let margin = config.deadline_margin;
     countries_shared::lambda::flush_on_shutdown().await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        handle(&replicator, &tables, event)
+        handle(&tables, margin, event)
     }))
     .await
 }

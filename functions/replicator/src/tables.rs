@@ -16,8 +16,14 @@ use countries_shared::config::tables::TableMapping;
 use countries_shared::config::vars::Function;
 use countries_shared::config::ReplicatorConfig;
 use countries_shared::deadline::Deadline;
-use countries_shared::model::columns::{declared_columns, match_columns, ColumnPlan, TargetColumn};
+use countries_shared::failure::QueueError;
+use countries_shared::model::columns::{
+    declared_columns_renamed, match_columns_renamed, ColumnPlan, TargetColumn,
+};
+use countries_shared::model::mapped_message::MappedRetryMessage;
+use countries_shared::model::message::RetryMessage;
 use countries_shared::model::rules::{bind_rules, Absent, BoundRules, RuleTarget};
+use countries_shared::ports::RetryQueue;
 use countries_shared::retry::Backoff;
 use countries_shared::table_run::set::TablePlanner;
 use countries_shared::table_run::TableReplicator;
@@ -30,7 +36,7 @@ use countries_sqs::retry_queue::SqsRetryQueue;
 pub fn source_name(mapping: &TableMapping) -> TableName<'_> {
     TableName {
         database: mapping.source_database.as_deref(),
-        schema: &mapping.source_schema,
+        schema: mapping.source_schema.as_deref(),
         table: &mapping.source_table,
     }
 }
@@ -92,8 +98,17 @@ async fn plan_and_target(
         .map(|c| (c.name, c.declared))
         .collect();
     let columns = mapping.columns.as_deref();
-    let (source, mut problems) = declared_columns(&mapping.name, &pairs, &target, columns);
-    match match_columns(&mapping.name, &source, &target, columns, &mapping.key) {
+    let renames = &mapping.renames;
+    let (source, mut problems) =
+        declared_columns_renamed(&mapping.name, &pairs, &target, columns, renames);
+    match match_columns_renamed(
+        &mapping.name,
+        &source,
+        &target,
+        columns,
+        &mapping.key,
+        renames,
+    ) {
         Ok(plan) if problems.is_empty() => {
             let targets = plan.iter().map(RuleTarget::from);
             bind_rules(&mapping.name, &mapping.rules, targets, Absent::Refused).map(|rules| {
@@ -133,6 +148,16 @@ impl Planner {
         }
     }
 
+    /// The same, `table`'s Snowflake client already made (the `case`
+    /// table's, checked at start).
+    pub fn with_source(self, table: &str, source: SnowflakeSource) -> Self {
+        self.sources
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(table.to_string(), Arc::new(source));
+        self
+    }
+
     /// The table's Snowflake client, made at its first use.
     fn source(&self, table: &str) -> Result<Arc<SnowflakeSource>, String> {
         // A panic while holding this lock loses at most a cached client.
@@ -164,6 +189,14 @@ impl TablePlanner for Planner {
         let snowflake = self
             .source(&mapping.name)
             .map_err(|e| vec![format!("{at}: Snowflake client: {e}")])?;
+        if mapping.is_case {
+            // The check at start, if Snowflake could not be reached then
+            // (once per process): its error names the variable to change.
+            snowflake
+                .check(deadline)
+                .await
+                .map_err(|e| vec![format!("{at}: {e}")])?;
+        }
         let postgres = connect(&config.postgres)
             .await
             .map_err(|e| vec![format!("{at}: Postgres: {e}")])?;
@@ -194,10 +227,12 @@ impl TablePlanner for Planner {
             key_positions,
             rules,
             source: Box::new(snowflake.mapped(table)),
-            guard: Box::new(PostgresRunGuard::for_table(
-                config.postgres.clone(),
-                &mapping.name,
-            )),
+            // `case`'s lock is the one stream mode's publisher takes too.
+            guard: Box::new(if mapping.is_case {
+                PostgresRunGuard::new(config.postgres.clone())
+            } else {
+                PostgresRunGuard::for_table(config.postgres.clone(), &mapping.name)
+            }),
             sink: Box::new(
                 PgTableSink::with_password_source(
                     config.postgres.clone(),
@@ -210,12 +245,44 @@ impl TablePlanner for Planner {
                     catalog,
                 ),
             ),
-            queue: Box::new(SqsRetryQueue::new(
-                self.sqs.clone(),
-                config.retry_queue_url.clone(),
-            )),
+            queue: {
+                let queue = SqsRetryQueue::new(self.sqs.clone(), config.retry_queue_url.clone());
+                if mapping.is_case {
+                    Box::new(CaseMessages {
+                        queue,
+                        id: config.snowflake.id_column.as_str().to_string(),
+                        country: config.snowflake.country_column.as_str().to_string(),
+                    })
+                } else {
+                    Box::new(queue)
+                }
+            },
             limits,
             backoff: Backoff::default(),
         })
+    }
+}
+
+/// The `case` table's retry queue: its failed rows go as version-1
+/// messages, which the failure report, the digest and `countries replay`
+/// show as `case` rows (`id` and `country`: its source columns).
+struct CaseMessages {
+    queue: SqsRetryQueue,
+    id: String,
+    country: String,
+}
+
+#[async_trait]
+impl RetryQueue for CaseMessages {
+    async fn enqueue(&self, messages: &[RetryMessage]) -> Vec<Result<(), QueueError>> {
+        self.queue.enqueue(messages).await
+    }
+
+    async fn enqueue_mapped(&self, messages: &[MappedRetryMessage]) -> Vec<Result<(), QueueError>> {
+        let messages: Vec<RetryMessage> = messages
+            .iter()
+            .map(|m| m.to_case(&self.id, &self.country))
+            .collect();
+        self.queue.enqueue(&messages).await
     }
 }

@@ -100,12 +100,11 @@ pub async fn replicate(event_json: String) -> Result<ExitCode> {
         serde_json::from_str(&event_json).context("the event is not an EventBridge event")?;
     let payload = serde_json::to_value(&event)?;
     let config = ReplicatorConfig::from_env()?;
-    let replicator = replicator::build(&config).await?;
-    let tables = replicator::build_tables(&config).await;
+    let tables = replicator::build(&config).await?;
     print_outcome(
         lambda::replicator::handle(
-            &replicator,
             &tables,
+            config.deadline_margin,
             LambdaEvent::new(payload, lambda_context()),
         )
         .await,

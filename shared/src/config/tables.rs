@@ -34,15 +34,27 @@ pub struct TableMapping {
     pub name: String,
     /// The Snowflake database (None: `SNOWFLAKE_DATABASE`).
     pub source_database: Option<String>,
-    pub source_schema: String,
+    /// The Snowflake schema (None: the session's, `SNOWFLAKE_SCHEMA`, and
+    /// the table's name unqualified: the `case` table's, as ever).
+    pub source_schema: Option<String>,
     pub source_table: String,
     pub target_schema: Identifier,
     pub target_table: Identifier,
     pub key: Vec<String>,
     pub columns: Option<Vec<String>>,
+    /// Source columns that fill a target column of another name: (source
+    /// name, target name). The `case` table's (`SNOWFLAKE_ID_COLUMN` fills
+    /// `country_id`); the file's tables match by the name rule alone.
+    pub renames: Vec<(String, String)>,
     /// Checks before the write: (target column, rule), by column name.
     pub rules: Vec<(String, Rule)>,
     pub max_rows_per_run: Option<u64>,
+    /// The `case` table the variables configure
+    /// ([`crate::config::ReplicatorConfig::case_table`]): its runs take the
+    /// lock stream mode's publisher takes too, and its failed rows go to
+    /// the retry queue as version-1 messages, which the failure report,
+    /// the digest and `countries replay` show as `case` rows.
+    pub is_case: bool,
 }
 
 #[derive(Deserialize)]
@@ -171,7 +183,7 @@ fn case_clashes(tables: &[TableMapping], origin: &str, case: &CaseTable) -> Vec<
         .filter_map(|t| {
             let reads_case = case.source.is_some_and(|(database, schema, table)| {
                 same(t.source_database.as_deref().unwrap_or(database), database)
-                    && same(&t.source_schema, schema)
+                    && t.source_schema.as_deref().is_some_and(|s| same(s, schema))
                     && same(&t.source_table, table)
             });
             let why = if t.name == case_table {
@@ -250,14 +262,16 @@ fn check(raw: RawTable, at: &str, problems: &mut Vec<String>) -> Option<TableMap
     (problems.len() == before).then_some(TableMapping {
         name: raw.name,
         source_database: raw.source.database,
-        source_schema: raw.source.schema,
+        source_schema: Some(raw.source.schema),
         source_table: raw.source.table,
         target_schema,
         target_table,
         key: raw.key,
         columns: raw.columns,
+        renames: Vec::new(),
         rules,
         max_rows_per_run: raw.max_rows_per_run,
+        is_case: false,
     })
 }
 

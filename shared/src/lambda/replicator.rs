@@ -1,20 +1,20 @@
-//! The `replicator` function: one run of `case` and one of each mapped
-//! table (`TABLES_FILE`) per scheduled event, all at once.
+//! The `replicator` function: one run of each table (`case` first, then
+//! the tables of `TABLES_FILE`) per scheduled event, all at once.
+
+use std::time::Duration;
 
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::deadline::Deadline;
 use crate::ledger::{RunOutcome, RunSummary};
-use crate::replicator::Replicator;
 use crate::table_run::set::TableRuns;
 use crate::telemetry::metric;
 
 /// The Table dimension of `case`'s runs.
 const CASE_TABLE: &str = "case";
 
-/// What an invocation answers: `case`'s run summary as ever, and each
-/// mapped table's under `tables` (left out when there is none).
+/// What an invocation answers: `case`'s run summary at the top, as ever,
+/// and each mapped table's under `tables` (left out when there is none).
 #[derive(Debug, Serialize)]
 pub struct Response {
     #[serde(flatten)]
@@ -27,23 +27,26 @@ pub struct Response {
 /// not matter (EventBridge Scheduler may send `{}` or a full scheduled
 /// event); its `id`, when present, is kept as the trigger id for
 /// correlation. The tables run concurrently, each under its own lock: a
-/// slow or failing one never holds another back.
+/// slow or failing one never holds another back. `tables` holds `case`
+/// first (`crate::config::ReplicatorConfig::case_table`).
 pub async fn handle(
-    replicator: &Replicator,
     tables: &TableRuns,
+    margin: Option<Duration>,
     event: lambda_runtime::LambdaEvent<serde_json::Value>,
 ) -> Result<Response, lambda_runtime::Diagnostic> {
     let trigger_id = super::trigger_id(&event);
-    let deadline = Deadline::from_epoch_ms(event.context.deadline, replicator.deadline_margin);
-    let (case, tables) = futures::join!(
-        replicator.run(Uuid::new_v4(), trigger_id.clone(), &deadline),
-        tables.run_all(trigger_id, &deadline),
-    );
-    case.log();
-    emit_run_metrics(metric::REPLICATOR, &case);
-    for table in &tables {
-        table.log();
-        emit_run_metrics(metric::REPLICATOR, table);
+    let deadline = Deadline::from_epoch_ms(event.context.deadline, margin);
+    let mut summaries = tables.run_all(trigger_id, &deadline).await.into_iter();
+    let Some(case) = summaries.next() else {
+        return Err(super::failure(
+            "NoTable",
+            "the replicator has no table to run (the case table comes first)",
+        ));
+    };
+    let tables: Vec<RunSummary> = summaries.collect();
+    for summary in std::iter::once(&case).chain(&tables) {
+        summary.log();
+        emit_run_metrics(metric::REPLICATOR, summary);
     }
     response_result(Response { case, tables })
 }
@@ -140,39 +143,67 @@ pub struct RunFailed(pub RunSummary);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RunLimits;
-    use crate::model::row::SourceRow;
-    use crate::ports::NoHook;
-    use crate::retry::Backoff;
-    use crate::table_run::set::TableRuns;
-    use crate::testing::{MemoryQueue, MemorySource, MemoryStore};
+    use crate::config::tables::{parse_tables, TableMapping};
+    use crate::table_run::set::TablePlanner;
+    use crate::table_run::tests::{load, replicator, MemoryTable, MemoryTarget};
+    use crate::table_run::TableReplicator;
+    use crate::testing::MemoryQueue;
 
-    fn replicator(source: &MemorySource, store: &MemoryStore) -> Replicator {
-        Replicator {
-            source: Box::new(source.clone()),
-            guard: Box::new(store.clone()),
-            sinks: Box::new(store.clone()),
-            queue: Box::new(MemoryQueue::default()),
-            limits: RunLimits::default(),
-            backoff: Backoff::ZERO,
-            steps: Box::new(NoHook),
-            deadline_margin: None,
+    /// Prepares `case` over in-memory adapters; any other table cannot be
+    /// prepared (its target lacks a column).
+    struct Planner {
+        table: MemoryTable,
+        target: MemoryTarget,
+    }
+
+    #[async_trait::async_trait]
+    impl TablePlanner for Planner {
+        async fn prepare(
+            &self,
+            mapping: &TableMapping,
+            _: &Deadline,
+        ) -> Result<TableReplicator, Vec<String>> {
+            if mapping.name != "case" {
+                return Err(vec![format!("table {}: column x is missing", mapping.name)]);
+            }
+            let mut run = replicator(&self.table, &self.target, &MemoryQueue::default());
+            run.name = mapping.name.clone();
+            Ok(run)
         }
     }
 
-    fn one_row() -> MemorySource {
-        MemorySource::with_rows(vec![SourceRow::new(Some(1), Some("USA"))])
+    /// `case` (one row in Snowflake), then the tables of `file`.
+    fn tables(target: &MemoryTarget, file: Option<&str>) -> (TableRuns, MemoryTable) {
+        let table = MemoryTable::default();
+        load(&table, &[(Some(1), "USA")]);
+        let mut mappings = parse_tables(CASE_FILE, "case").unwrap();
+        if let Some(file) = file {
+            mappings.extend(parse_tables(file, "tables.toml").unwrap());
+        }
+        let planner = Planner {
+            table: table.clone(),
+            target: target.clone(),
+        };
+        (TableRuns::new(mappings, Box::new(planner)), table)
+    }
+
+    const CASE_FILE: &str = "[[tables]]\nname = \"case\"\nsource = { schema = \"S\", table = \"case\" }\n\
+                             target = { schema = \"public\", table = \"case\" }\nconsume = \"delete\"\n";
+
+    fn event(
+        payload: serde_json::Value,
+        context: lambda_runtime::Context,
+    ) -> lambda_runtime::LambdaEvent<serde_json::Value> {
+        lambda_runtime::LambdaEvent::new(payload, context)
     }
 
     #[tokio::test]
     async fn the_handler_fails_the_invocation_when_rows_are_left_behind() {
-        let store = MemoryStore::default();
-        store.state().fatal = true;
-        let event = lambda_runtime::LambdaEvent::new(
-            serde_json::json!({"id": "evt-1", "detail-type": "Scheduled Event"}),
-            lambda_runtime::Context::default(),
-        );
-        let err = handle(&replicator(&one_row(), &store), &TableRuns::none(), event)
+        let target = MemoryTarget::default();
+        *target.down.lock().unwrap() = true;
+        let (runs, _) = tables(&target, None);
+        let payload = serde_json::json!({"id": "evt-1", "detail-type": "Scheduled Event"});
+        let err = handle(&runs, None, event(payload, Default::default()))
             .await
             .unwrap_err();
         assert_eq!(err.error_type, "RunPartial");
@@ -182,17 +213,11 @@ mod tests {
             "{err}"
         );
 
-        let event = lambda_runtime::LambdaEvent::new(
-            serde_json::json!({"id": "evt-2"}),
-            lambda_runtime::Context::default(),
-        );
-        let response = handle(
-            &replicator(&one_row(), &MemoryStore::default()),
-            &TableRuns::none(),
-            event,
-        )
-        .await
-        .unwrap();
+        let (runs, _) = tables(&MemoryTarget::default(), None);
+        let payload = serde_json::json!({"id": "evt-2"});
+        let response = handle(&runs, None, event(payload, Default::default()))
+            .await
+            .unwrap();
         assert_eq!(response.case.trigger_id.as_deref(), Some("evt-2"));
         assert_eq!(response.case.rows_written, 1);
         let json = serde_json::to_value(&response).unwrap();
@@ -205,52 +230,36 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_deadline_from_the_context_defers_the_rows_and_fails_the_invocation() {
-        let source = one_row();
+        let (runs, table) = tables(&MemoryTarget::default(), None);
         let mut context = lambda_runtime::Context::default();
         let now_ms = chrono::Utc::now().timestamp_millis() as u64;
         // One second left; the default margin is two seconds.
         context.deadline = now_ms + 1_000;
-        let event = lambda_runtime::LambdaEvent::new(serde_json::json!({}), context);
-        let err = handle(
-            &replicator(&source, &MemoryStore::default()),
-            &TableRuns::none(),
-            event,
-        )
-        .await
-        .unwrap_err()
-        .error_message;
+        let err = handle(&runs, None, event(serde_json::json!({}), context))
+            .await
+            .unwrap_err()
+            .error_message;
         assert!(err.contains("partial") && err.contains("deadline"), "{err}");
-        assert_eq!(source.state().rows.len(), 1, "the row stays in Snowflake");
-    }
-
-    /// A mapped table that cannot be prepared (its target lacks a column).
-    struct Unpreparable;
-
-    #[async_trait::async_trait]
-    impl crate::table_run::set::TablePlanner for Unpreparable {
-        async fn prepare(
-            &self,
-            mapping: &crate::config::tables::TableMapping,
-            _: &Deadline,
-        ) -> Result<crate::table_run::TableReplicator, Vec<String>> {
-            Err(vec![format!("table {}: column x is missing", mapping.name)])
-        }
+        assert_eq!(
+            table.rows.lock().unwrap().len(),
+            1,
+            "the row stays in Snowflake"
+        );
     }
 
     #[tokio::test]
     async fn a_table_that_cannot_be_prepared_fails_the_invocation_but_not_case() {
         let file = "[[tables]]\nname = \"orders\"\nsource = { schema = \"S\", table = \"O\" }\n\
                     target = { schema = \"public\", table = \"orders\" }\nconsume = \"delete\"\n";
-        let mappings = crate::config::tables::parse_tables(file, "tables.toml").unwrap();
-        let tables = TableRuns::new(mappings, Box::new(Unpreparable));
-        let store = MemoryStore::default();
-        let event = lambda_runtime::LambdaEvent::new(
-            serde_json::json!({}),
-            lambda_runtime::Context::default(),
-        );
-        let err = handle(&replicator(&one_row(), &store), &tables, event)
-            .await
-            .unwrap_err();
+        let target = MemoryTarget::default();
+        let (runs, _) = tables(&target, Some(file));
+        let err = handle(
+            &runs,
+            None,
+            event(serde_json::json!({}), Default::default()),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.error_type, "RunFailed");
         assert!(
             err.error_message.contains("of table orders ended failed")
@@ -259,9 +268,22 @@ mod tests {
             err.error_message
         );
         assert_eq!(
-            store.state().table.len(),
+            target.current.lock().unwrap().len(),
             1,
             "case's row was written all the same"
         );
+    }
+
+    #[tokio::test]
+    async fn with_no_table_the_invocation_fails_saying_so() {
+        let runs = TableRuns::none();
+        let err = handle(
+            &runs,
+            None,
+            event(serde_json::json!({}), Default::default()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.error_type, "NoTable");
     }
 }

@@ -53,6 +53,16 @@ pub fn same_name(snowflake: &str, postgres: &str) -> bool {
     }
 }
 
+/// Whether source column `source` fills target column `target`: by
+/// `renames` (source name, target name) when it names the source column,
+/// else by the name rule ([`same_name`]).
+fn fills(renames: &[(String, String)], source: &str, target: &str) -> bool {
+    match renames.iter().find(|(from, _)| from == source) {
+        Some((_, to)) => to == target,
+        None => same_name(source, target),
+    }
+}
+
 /// The source's columns from the types `DESCRIBE TABLE` declares
 /// (`(name, declared type)` pairs). A type this product does not read is a
 /// problem only for a column that would be copied (the target has it and
@@ -63,6 +73,18 @@ pub fn declared_columns(
     target: &[TargetColumn],
     columns: Option<&[String]>,
 ) -> (Vec<SourceColumn>, Vec<String>) {
+    declared_columns_renamed(table, described, target, columns, &[])
+}
+
+/// [`declared_columns`], the source columns that `renames` names filling
+/// the target column it gives them.
+pub fn declared_columns_renamed(
+    table: &str,
+    described: &[(String, String)],
+    target: &[TargetColumn],
+    columns: Option<&[String]>,
+    renames: &[(String, String)],
+) -> (Vec<SourceColumn>, Vec<String>) {
     let (mut known, mut problems) = (Vec::new(), Vec::new());
     for (name, declared) in described {
         match SourceType::from_declared(declared) {
@@ -72,7 +94,7 @@ pub fn declared_columns(
             }),
             Err(why) => {
                 let copied = columns.is_none_or(|c| c.contains(name))
-                    && target.iter().any(|t| same_name(name, &t.name));
+                    && target.iter().any(|t| fills(renames, name, &t.name));
                 if copied {
                     problems.push(format!("table {table}: column {name}: {why}"));
                 }
@@ -92,6 +114,20 @@ pub fn match_columns(
     target: &[TargetColumn],
     columns: Option<&[String]>,
     key: &[String],
+) -> Result<Vec<ColumnPlan>, Vec<String>> {
+    match_columns_renamed(table, source, target, columns, key, &[])
+}
+
+/// [`match_columns`], the source columns that `renames` names (source
+/// name, target name) filling the target column it gives them rather than
+/// the one of the same name.
+pub fn match_columns_renamed(
+    table: &str,
+    source: &[SourceColumn],
+    target: &[TargetColumn],
+    columns: Option<&[String]>,
+    key: &[String],
+    renames: &[(String, String)],
 ) -> Result<Vec<ColumnPlan>, Vec<String>> {
     let mut problems = Vec::new();
     if target.is_empty() {
@@ -134,7 +170,7 @@ pub fn match_columns(
         let from = source
             .iter()
             .filter(|s| chosen(s))
-            .find(|s| same_name(&s.name, &t.name));
+            .find(|s| fills(renames, &s.name, &t.name));
         let Some(s) = from else {
             if key.contains(&t.name.as_str()) {
                 problems.push(format!(
@@ -169,7 +205,15 @@ pub fn match_columns(
         }
     }
     for s in source.iter().filter(|s| chosen(s)) {
-        if !target.iter().any(|t| same_name(&s.name, &t.name)) && columns.is_some() {
+        if target.iter().any(|t| fills(renames, &s.name, &t.name)) {
+            continue;
+        }
+        if let Some((_, to)) = renames.iter().find(|(from, _)| *from == s.name) {
+            problems.push(format!(
+                "table {table}: column {} is renamed to {to}, which is not a column of the target table",
+                s.name
+            ));
+        } else if columns.is_some() {
             problems.push(format!(
                 "table {table}: column {} has no column of that name in the target table",
                 s.name
@@ -283,6 +327,50 @@ mod tests {
             ]
         );
         assert_eq!(plan[0].mapping.refused, "a value out of the column's range");
+    }
+
+    #[test]
+    fn a_renamed_source_column_fills_the_target_column_it_names() {
+        let renames = vec![
+            ("ID".to_string(), "country_id".to_string()),
+            ("Code".to_string(), "country".to_string()),
+        ];
+        let chosen = vec!["ID".to_string(), "Code".to_string()];
+        let described = vec![
+            ("ID".to_string(), "NUMBER(38,0)".to_string()),
+            ("Code".to_string(), "VARCHAR(16777216)".to_string()),
+            ("COUNTRY".to_string(), "VARCHAR(16777216)".to_string()),
+        ];
+        let targets = target(&[
+            ("country_id", "int4", true, true),
+            ("country", "text", false, false),
+        ]);
+        let (known, problems) =
+            declared_columns_renamed("case", &described, &targets, Some(&chosen), &renames);
+        assert!(problems.is_empty(), "{problems:?}");
+        let plan =
+            match_columns_renamed("case", &known, &targets, Some(&chosen), &[], &renames).unwrap();
+        let pairs: Vec<(&str, &str)> = plan
+            .iter()
+            .map(|p| (p.source.as_str(), p.target.as_str()))
+            .collect();
+        assert_eq!(pairs, vec![("ID", "country_id"), ("Code", "country")]);
+
+        // A rename to a column the target lacks is a problem naming both.
+        let renames = vec![
+            ("ID".to_string(), "country_id".to_string()),
+            ("COUNTRY".to_string(), "region".to_string()),
+        ];
+        let chosen = vec!["ID".to_string(), "COUNTRY".to_string()];
+        let problems =
+            match_columns_renamed("case", &known, &targets, Some(&chosen), &[], &renames)
+                .unwrap_err();
+        assert_eq!(
+            problems,
+            vec![
+                "table case: column COUNTRY is renamed to region, which is not a column of the target table"
+            ]
+        );
     }
 
     #[test]

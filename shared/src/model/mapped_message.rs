@@ -10,10 +10,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use uuid::Uuid;
 
-use crate::model::message::{parse_retry_message, FailureDetail, MalformedMessage, RetryMessage};
+use crate::model::message::{
+    parse_retry_message, FailureDetail, MalformedMessage, RetryMessage,
+    RETRY_MESSAGE_SCHEMA_VERSION,
+};
+use crate::model::row::SourceRow;
 use crate::model::text::{one_line, preview};
 use crate::model::value::Value;
-use crate::model::value_json::to_json;
+use crate::model::value_json::{from_json, to_json};
 
 pub const MAPPED_MESSAGE_SCHEMA_VERSION: u32 = 2;
 
@@ -88,6 +92,43 @@ impl MappedRetryMessage {
     }
 }
 
+impl MappedRetryMessage {
+    /// The same failure as a version-1 message: a row of the `case` table
+    /// (its key in source column `id`, its code in `country`), as the
+    /// failure report, the digest and `countries replay` show `case`'s.
+    /// A cell that is not an integer or a text (it cannot be one, as the
+    /// column plan checks the types) or that could not be read is NULL
+    /// there; the failure's message says why the row failed.
+    pub fn to_case(&self, id: &str, country: &str) -> RetryMessage {
+        let cell = |column: &str| {
+            self.row
+                .get(column)
+                .and_then(|json| from_json(json).ok())
+                .unwrap_or(Value::Null)
+        };
+        let country_id = match cell(id) {
+            Value::Int(i) => Some(i128::from(i)),
+            Value::Decimal(d) if d.scale == 0 => Some(d.unscaled),
+            _ => None,
+        };
+        let country = match cell(country) {
+            Value::Text(text) => Some(text.to_string()),
+            _ => None,
+        };
+        RetryMessage {
+            schema_version: RETRY_MESSAGE_SCHEMA_VERSION,
+            record: SourceRow {
+                country_id,
+                country,
+            },
+            error: self.error.clone(),
+            run_id: self.run_id,
+            first_failed_at: self.first_failed_at,
+            attempt: self.attempt,
+        }
+    }
+}
+
 /// A retry-queue body of either version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnyRetryMessage {
@@ -132,7 +173,6 @@ mod tests {
     use super::*;
     use crate::model::message::FailureClass;
     use crate::model::value::Decimal;
-    use crate::model::value_json::from_json;
 
     fn detail() -> FailureDetail {
         FailureDetail {
@@ -140,6 +180,39 @@ mod tests {
             sqlstate: Some("22001".into()),
             message: "value too long for type character varying(5)".into(),
         }
+    }
+
+    #[test]
+    fn a_case_row_reads_as_the_version_1_message_of_the_same_failure() {
+        let columns = ["COUNTRY_ID", "COUNTRY"].map(String::from).to_vec();
+        let at = Utc::now();
+        let run_id = Uuid::new_v4();
+        let to_case = |cells: Vec<Result<Value, String>>| {
+            MappedRetryMessage::first_failure("case", &columns, &cells, detail(), run_id, at)
+                .to_case("COUNTRY_ID", "COUNTRY")
+        };
+        let message = to_case(vec![Ok(Value::Int(7)), Ok(Value::Text(" usa".into()))]);
+        assert_eq!(
+            message,
+            RetryMessage::first_failure(
+                SourceRow::new(Some(7), Some(" usa")),
+                detail(),
+                run_id,
+                at
+            )
+        );
+        let wide = Decimal::new(12_345_678_901_234_567_890, 0).unwrap();
+        let message = to_case(vec![Ok(Value::Decimal(wide)), Ok(Value::Null)]);
+        assert_eq!(
+            message.record,
+            SourceRow::new(Some(12_345_678_901_234_567_890), None)
+        );
+        let message = to_case(vec![
+            Err("unreadable".into()),
+            Ok(Value::Text("USA".into())),
+        ]);
+        assert_eq!(message.record, SourceRow::new(None, Some("USA")));
+        assert_eq!(message.error, detail());
     }
 
     fn columns() -> Vec<String> {

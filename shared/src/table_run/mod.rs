@@ -34,14 +34,14 @@ mod plan;
 mod safe;
 pub mod set;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use chrono::Utc;
 use uuid::Uuid;
 
 use crate::config::RunLimits;
 use crate::deadline::Deadline;
-use crate::failure::SourceError;
+use crate::failure::{Classify, SourceError, WriteError};
 use crate::ledger::{RunOutcome, RunSummary};
 use crate::model::mapped_message::MappedRetryMessage;
 use crate::model::message::FailureDetail;
@@ -310,32 +310,22 @@ impl TableReplicator {
         let held = rows.len();
         run.summary.rows_read += held;
         let mut page = Page::new(first, held);
-        if let Err(e) = run.guard.confirm().await {
-            // Whoever holds the lock now works on the table: this run
-            // writes and deletes nothing more; the page stays in Snowflake,
-            // but for copies of the page before's last row, which went
-            // with it.
-            let opening = rows.decode(0..held.min(self.limits.batch_size.max(1)));
-            let copies = leading_copies(&opening, &run.versions);
-            match run.carried {
-                Some(Fate::Written) => run.summary.rows_written += copies,
-                Some(Fate::Enqueued) => run.summary.rows_enqueued += copies,
-                Some(Fate::Left { duplicate: true }) => {
-                    run.summary.rows_deferred += copies;
-                    run.summary.rows_deferred_duplicates += copies;
-                }
-                _ => run.summary.rows_deferred += copies,
+        let mut stopped = false;
+        match run.guard.confirm().await {
+            Ok(()) => {}
+            // Postgres cannot be reached: nobody writes there now, nor
+            // takes the lock. The page's valid rows stay in Snowflake; its
+            // invalid rows, which need no Postgres, still go to the queue.
+            Err(e) if e.is_transient() => {
+                run.summary.add_error(format!(
+                    "writing table {} stopped: the run lock cannot be confirmed: {e}",
+                    self.name
+                ));
+                stopped = true;
             }
-            let summary = &mut run.summary;
-            summary.rows_deferred += held - copies;
-            summary.add_error(format!(
-                "the run of table {} cannot confirm its lock; the snapshot rows from number {first} on stay in Snowflake: {e}",
-                self.name
-            ));
-            return false;
+            Err(e) => return self.lock_lost(first, &*rows, run, &e),
         }
         let mut failures = Vec::new();
-        let mut stopped = false;
         let size = self.limits.batch_size.max(1);
         // Decoded a chunk at a time: the cells of one chunk are in memory,
         // not those of the page. Once the writes stop, the chunks left are
@@ -365,6 +355,38 @@ impl TableReplicator {
         }
         run.reached(Step::AfterEnqueue);
         self.delete_safe(snapshot, &page, run).await && !stopped
+    }
+
+    /// Another run holds the lock now and works on the table: this run
+    /// writes and deletes nothing more; the page stays in Snowflake, but
+    /// for copies of the page before's last row, which went with it.
+    /// Always false (the run stops).
+    fn lock_lost(
+        &self,
+        first: u64,
+        rows: &dyn EncodedPage,
+        run: &mut TableRun<'_>,
+        e: &WriteError,
+    ) -> bool {
+        let held = rows.len();
+        let opening = rows.decode(0..held.min(self.limits.batch_size.max(1)));
+        let copies = leading_copies(&opening, &run.versions);
+        match run.carried {
+            Some(Fate::Written) => run.summary.rows_written += copies,
+            Some(Fate::Enqueued) => run.summary.rows_enqueued += copies,
+            Some(Fate::Left { duplicate: true }) => {
+                run.summary.rows_deferred += copies;
+                run.summary.rows_deferred_duplicates += copies;
+            }
+            _ => run.summary.rows_deferred += copies,
+        }
+        let summary = &mut run.summary;
+        summary.rows_deferred += held - copies;
+        summary.add_error(format!(
+            "the run of table {} lost its lock; the snapshot rows from number {first} on stay in Snowflake: {e}",
+            self.name
+        ));
+        false
     }
 
     /// One page of the snapshot, read with retries.

@@ -1,15 +1,17 @@
-//! The mapped tables of a deployment (`TABLES_FILE`), run together by the
-//! replicator beside `case`: each prepared once per warm process (both
-//! sides discovered and matched, [`TablePlanner`]) and kept while it holds.
-//! A table is prepared again when it could not be prepared yet (say
+//! The tables of a deployment, run together by the replicator: `case` (its
+//! built-in mapping, `crate::config::ReplicatorConfig::case_table`) and
+//! those of `TABLES_FILE`, each prepared once per warm process (both sides
+//! discovered and matched, [`TablePlanner`]) and kept while it holds. A
+//! table is prepared again when it could not be prepared yet (say
 //! Snowflake unreachable or a column missing), after a run that failed, and
 //! when its target table changed since or cannot be checked (before each
 //! run, [`crate::ports::TableSink::target_drift`]), so that a warm process
 //! does not write with a plan its target no longer matches. (A change on
-//! the source side alone is seen when it fails a run, or at a cold start.) All run concurrently, each under its own
-//! lock and deadline, so that a slow or failing table never holds another
-//! back. Their runs tell one [`StepHook`] of the steps they reach
-//! ([`NoHook`] in the Lambda function).
+//! the source side alone is seen when it fails a run, or at a cold start.)
+//! All run concurrently, each under its own lock and deadline, so that a
+//! slow or failing table never holds another back. Their runs tell a
+//! [`StepHook`] of the steps they reach ([`NoHook`] in the Lambda
+//! function; a test's fault injector, aimed at some tables).
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -39,8 +41,12 @@ pub trait TablePlanner: Send + Sync {
 pub struct TableRuns {
     tables: Vec<(TableMapping, Mutex<Option<TableReplicator>>)>,
     planner: Box<dyn TablePlanner>,
-    /// Told of the steps each run reaches.
+    /// Told of the steps each run reaches (of the tables `observed`
+    /// chooses).
     pub steps: Box<dyn StepHook>,
+    /// Whose runs `steps` hears: every table's unless [`Self::observe`]
+    /// chose.
+    observed: Box<dyn Fn(&TableMapping) -> bool + Send + Sync>,
 }
 
 impl TableRuns {
@@ -52,10 +58,22 @@ impl TableRuns {
                 .collect(),
             planner,
             steps: Box::new(NoHook),
+            observed: Box::new(|_| true),
         }
     }
 
-    /// No mapped table: the deployment replicates `case` alone.
+    /// `steps` hears the runs of the tables `tables` chooses alone (a test
+    /// aims its faults at one table's runs).
+    pub fn observe(
+        &mut self,
+        steps: Box<dyn StepHook>,
+        tables: impl Fn(&TableMapping) -> bool + Send + Sync + 'static,
+    ) {
+        self.steps = steps;
+        self.observed = Box::new(tables);
+    }
+
+    /// No table at all.
     pub fn none() -> Self {
         Self::new(Vec::new(), Box::new(NoPlanner))
     }
@@ -93,7 +111,7 @@ impl TableRuns {
                     },
                 };
                 let summary = table
-                    .run_observed(run_id, trigger_id, deadline, &*self.steps)
+                    .run_observed(run_id, trigger_id, deadline, self.hook(mapping))
                     .await;
                 // A failed run's plan is not kept: whatever stopped it (a
                 // source column gone, a target refused), the next run reads
@@ -105,6 +123,17 @@ impl TableRuns {
             }
         });
         futures::future::join_all(runs).await
+    }
+}
+
+impl TableRuns {
+    /// The hook `mapping`'s runs tell of their steps.
+    fn hook(&self, mapping: &TableMapping) -> &dyn StepHook {
+        if (self.observed)(mapping) {
+            &*self.steps
+        } else {
+            &NoHook
+        }
     }
 }
 

@@ -20,8 +20,8 @@ type Rows = Arc<Mutex<Vec<(Option<i64>, String)>>>;
 /// A table in memory; the snapshot is its rows sorted, and a delete takes
 /// every live row equal to a chosen snapshot row, as the join does.
 #[derive(Clone, Default)]
-pub(super) struct MemoryTable {
-    pub(super) rows: Rows,
+pub(crate) struct MemoryTable {
+    pub(crate) rows: Rows,
     /// Reads fail: the snapshot went with its session (true), or Snowflake
     /// refuses them (false).
     read_fails: Arc<Mutex<Option<bool>>>,
@@ -117,14 +117,14 @@ impl TableSnapshot for MemoryTableSnapshot {
 /// by the key (the first value), recording each change it makes (an upsert
 /// that changes nothing records nothing, as the staged upsert).
 #[derive(Clone, Default)]
-pub(super) struct MemoryTarget {
-    pub(super) current: Arc<Mutex<Vec<Vec<Value>>>>,
+pub(crate) struct MemoryTarget {
+    pub(crate) current: Arc<Mutex<Vec<Vec<Value>>>>,
     changes: Arc<Mutex<Vec<Vec<Value>>>>,
-    down: Arc<Mutex<bool>>,
+    pub(crate) down: Arc<Mutex<bool>>,
     /// Each write takes this long (a deadline can pass mid-run).
     delay: Arc<Mutex<Option<Duration>>>,
     /// What `target_drift` says (a changed target table).
-    pub(super) drift: Arc<Mutex<Option<String>>>,
+    pub(crate) drift: Arc<Mutex<Option<String>>>,
 }
 
 #[async_trait]
@@ -173,7 +173,7 @@ impl TableSink for MemoryTarget {
     }
 }
 
-pub(super) fn replicator(
+pub(crate) fn replicator(
     table: &MemoryTable,
     target: &MemoryTarget,
     queue: &MemoryQueue,
@@ -202,7 +202,7 @@ fn services() -> (MemoryTable, MemoryTarget, MemoryQueue) {
     Default::default()
 }
 
-pub(super) fn load(table: &MemoryTable, rows: &[(Option<i64>, &str)]) {
+pub(crate) fn load(table: &MemoryTable, rows: &[(Option<i64>, &str)]) {
     table
         .rows
         .lock()
@@ -471,6 +471,62 @@ async fn the_next_page_is_read_while_one_is_moved_and_each_step_is_told_once() {
 
 mod properties;
 
+/// Makes Postgres unreachable once the first delete is done.
+struct PostgresDownAfterDelete(MemoryStore, MemoryTarget);
+
+impl StepHook for PostgresDownAfterDelete {
+    fn reached(&self, step: Step) {
+        if step == Step::MidDelete {
+            self.0.state().lock_unconfirmed = true;
+            *self.1.down.lock().unwrap() = true;
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_postgres_unreachable_mid_run_invalid_rows_still_go_to_the_queue() {
+    let (table, target, queue) = services();
+    load(
+        &table,
+        &[
+            (Some(1), "a"),
+            (Some(2), "b"),
+            (Some(3), "c"),
+            (Some(4), "d"),
+            (Some(5), "unreadable"),
+            (Some(6), "f"),
+        ],
+    );
+    let store = MemoryStore::default();
+    let mut run = replicator(&table, &target, &queue);
+    run.guard = Box::new(store.clone());
+    let hook = PostgresDownAfterDelete(store, target.clone());
+    let summary = run
+        .run_observed(Uuid::new_v4(), None, &Deadline::none(), &hook)
+        .await;
+    assert_eq!(summary.outcome, RunOutcome::Partial, "{summary:?}");
+    assert_eq!(summary.unaccounted(), 0, "{summary:?}");
+    assert_eq!(
+        (
+            summary.rows_written,
+            summary.rows_enqueued,
+            summary.rows_deferred
+        ),
+        (3, 1, 2),
+        "the second page's valid rows stay, its invalid one is queued: {summary:?}"
+    );
+    assert_eq!(queue.mapped.lock().unwrap().len(), 1);
+    assert_eq!(
+        *table.rows.lock().unwrap(),
+        [(Some(4), "d".to_string()), (Some(6), "f".to_string())]
+    );
+    let error = summary.error.unwrap_or_default();
+    assert!(
+        error.contains("writing table notes stopped: the run lock cannot be confirmed"),
+        "{error}"
+    );
+}
+
 /// Loses the run's lock once the first delete is done.
 struct LoseLockAfterDelete(MemoryStore);
 
@@ -519,10 +575,7 @@ async fn a_copy_opening_the_next_page_is_counted_where_its_row_went() {
         "the copy went with (3, c) by the first page's delete; (4, d) stays: {summary:?}"
     );
     assert_eq!(*table.rows.lock().unwrap(), [(Some(4), "d".to_string())]);
-    assert!(summary
-        .error
-        .unwrap_or_default()
-        .contains("cannot confirm its lock"));
+    assert!(summary.error.unwrap_or_default().contains("lost its lock"));
 
     // The breaker lets a row through with all its copies, whatever their
     // number, and holds back what comes after.

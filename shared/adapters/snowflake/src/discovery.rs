@@ -16,16 +16,22 @@ use countries_shared::failure::SourceError;
 pub struct TableName<'a> {
     /// None: the session's database (`SNOWFLAKE_DATABASE`).
     pub database: Option<&'a str>,
-    pub schema: &'a str,
+    /// None: the session's schema (`SNOWFLAKE_SCHEMA`), and the database
+    /// the session's too: the name is the table's alone.
+    pub schema: Option<&'a str>,
     pub table: &'a str,
 }
 
 impl TableName<'_> {
-    /// `"db"."schema"."table"`, each part quoted (`"` doubled inside).
+    /// `"db"."schema"."table"`, each part quoted (`"` doubled inside), or
+    /// `"table"` alone without a schema.
     pub fn quoted(&self) -> String {
         let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let Some(schema) = self.schema else {
+            return quote(self.table);
+        };
         let mut parts: Vec<String> = self.database.map(quote).into_iter().collect();
-        parts.push(quote(self.schema));
+        parts.push(quote(schema));
         parts.push(quote(self.table));
         parts.join(".")
     }
@@ -122,16 +128,22 @@ mod tests {
     fn names_are_quoted_exactly_as_given() {
         let name = TableName {
             database: Some("Analytics"),
-            schema: "PUBLIC",
+            schema: Some("PUBLIC"),
             table: "odd\"name",
         };
         assert_eq!(name.quoted(), r#""Analytics"."PUBLIC"."odd""name""#);
         let name = TableName {
             database: None,
-            schema: "S",
+            schema: Some("S"),
             table: "case",
         };
         assert_eq!(name.quoted(), r#""S"."case""#);
+        let name = TableName {
+            database: None,
+            schema: None,
+            table: "case",
+        };
+        assert_eq!(name.quoted(), r#""case""#, "the session's schema");
     }
 
     #[test]

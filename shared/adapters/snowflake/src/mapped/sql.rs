@@ -155,7 +155,7 @@ mod tests {
         MappedTable::new(
             &TableName {
                 database: None,
-                schema: "PUBLIC",
+                schema: Some("PUBLIC"),
                 table: "ORDERS",
             },
             &["REGION".into(), "ORDER_NO".into()],
