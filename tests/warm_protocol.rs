@@ -152,6 +152,22 @@ async fn a_warm_replicator_survives_the_real_protocol_and_moves_every_row() {
     runs_through_the_protocol(&fake, &replicator, outcome).await;
     // Before the test's own reads log in beside the function.
     assert_the_protocol_was_met(&fake, 2).await;
+    // `case`'s deletes name its table as ever (unqualified: the session's
+    // schema) and prune by the literal range of the ids read.
+    let log = fake.log().await;
+    let deletes: Vec<&str> = log
+        .iter()
+        .filter_map(|r| r["sql"].as_str())
+        .filter(|sql| sql.starts_with("DELETE FROM"))
+        .collect();
+    assert!(!deletes.is_empty());
+    assert!(
+        deletes
+            .iter()
+            .all(|sql| sql.starts_with("DELETE FROM \"case\" AS c")
+                && sql.contains("c.\"COUNTRY_ID\" BETWEEN ")),
+        "{deletes:?}"
+    );
     assert_eq!(
         env.postgres_rows().await.len(),
         ROWS,

@@ -2,7 +2,9 @@
 //! `case` table is: a run freezes its batch into a temporary snapshot with
 //! each row's hash ([`sql`]), reads it a page at a time, every column
 //! decoded by [`crate::values`], and deletes the rows that became safe by
-//! joining the table against the snapshot on the key and the hash. Each
+//! joining the table against the snapshot on the key and the hash (and,
+//! for an integer first key, between its literal bounds in the pages
+//! read, for partition pruning). Each
 //! table has a Snowflake client of its own, kept by the warm process across
 //! its plans (one login per table). The
 //! table run ([`countries_shared::table_run`]) reads it through its ports.
@@ -24,7 +26,7 @@ use countries_shared::failure::SourceError;
 use countries_shared::model::ident::Identifier;
 use countries_shared::model::value::EncodedPage;
 use countries_shared::ports::{IdMatch, RowNumbers, TableSnapshot, TableSource};
-use page::ArrowPage;
+use page::{ArrowPage, KeyBounds};
 use sql::{
     count_statement, join_delete_statement, page_statement, snapshot_statement, MappedTable,
 };
@@ -81,6 +83,7 @@ impl TableSource for MappedSource {
                 session: Some(made.session),
                 ..scope
             },
+            pages: std::sync::Mutex::new(Vec::new()),
         }))
     }
 
@@ -91,11 +94,32 @@ impl TableSource for MappedSource {
     }
 }
 
-/// One run's snapshot of a mapped table.
+/// One run's snapshot of a mapped table, and what each page read says of
+/// its first key column (the join delete's pruning range).
 pub struct MappedSnapshot<'a> {
     source: &'a MappedSource,
     name: Identifier,
     scope: Scope,
+    pages: std::sync::Mutex<Vec<(RowNumbers, KeyBounds)>>,
+}
+
+impl MappedSnapshot<'_> {
+    /// The first key column's lowest and highest value in the pages
+    /// `safe` falls in; None when it is no integer column.
+    fn first_key_between(&self, safe: &[RowNumbers]) -> Option<(i128, i128)> {
+        let pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        let bounds = pages
+            .iter()
+            .filter(|(numbers, _)| {
+                safe.iter()
+                    .any(|s| s.start() <= numbers.end() && numbers.start() <= s.end())
+            })
+            .fold(KeyBounds::Nulls, |acc, (_, b)| acc.and(*b));
+        match bounds {
+            KeyBounds::Between(lo, hi) => Some((lo, hi)),
+            KeyBounds::Nulls | KeyBounds::Unknown => None,
+        }
+    }
 }
 
 #[async_trait]
@@ -116,14 +140,26 @@ impl TableSnapshot for MappedSnapshot<'_> {
                 })
             }
         };
-        Ok(Box::new(ArrowPage::new(*numbers.start(), copied, batches)?))
+        let page = ArrowPage::new(*numbers.start(), copied, batches)?;
+        let bounds = self
+            .source
+            .table
+            .first_key_position()
+            .map_or(KeyBounds::Unknown, |k| page.key_bounds(k));
+        self.pages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((numbers, bounds));
+        Ok(Box::new(page))
     }
 
     /// Deletes the table's rows that match, on the key and the whole
     /// copied content, a snapshot row numbered in `safe`; returns how many
     /// went. Safe to run twice.
     async fn delete(&self, safe: &[RowNumbers], keys: IdMatch) -> Result<u64, SourceError> {
-        let Some(sql) = join_delete_statement(&self.source.table, &self.name, safe, keys) else {
+        let between = self.first_key_between(safe);
+        let table = &self.source.table;
+        let Some(sql) = join_delete_statement(table, &self.name, safe, keys, between) else {
             return Ok(0);
         };
         let done = self.source.session.exec("delete", &sql, self.scope).await?;

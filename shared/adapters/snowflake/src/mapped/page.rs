@@ -6,7 +6,7 @@
 
 use arrow_array::RecordBatch;
 
-use crate::values::decode_column;
+use crate::values::{decode_column, integer_bounds};
 use countries_shared::failure::SourceError;
 use countries_shared::model::value::{EncodedPage, TablePage, Value};
 
@@ -57,6 +57,44 @@ impl ArrowPage {
             batches,
             starts,
             rows,
+        })
+    }
+}
+
+/// What a page's rows say of the first key column: the join delete's
+/// pruning range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyBounds {
+    /// Its lowest and highest value (an integer column).
+    Between(i128, i128),
+    /// Every value NULL.
+    Nulls,
+    /// Not an integer column: no range.
+    Unknown,
+}
+
+impl KeyBounds {
+    /// The bounds of two pages together.
+    pub(super) fn and(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Unknown, _) | (_, Self::Unknown) => Self::Unknown,
+            (Self::Nulls, b) | (b, Self::Nulls) => b,
+            (Self::Between(a, b), Self::Between(c, d)) => Self::Between(a.min(c), b.max(d)),
+        }
+    }
+}
+
+impl ArrowPage {
+    /// The bounds of column `column` (the first key column) in this page.
+    pub(super) fn key_bounds(&self, column: usize) -> KeyBounds {
+        self.batches.iter().fold(KeyBounds::Nulls, |acc, batch| {
+            let field = batch.schema_ref().field(column).clone();
+            let here = match integer_bounds(&field, batch.column(column).as_ref()) {
+                Some(Some((lo, hi))) => KeyBounds::Between(lo, hi),
+                Some(None) => KeyBounds::Nulls,
+                None => KeyBounds::Unknown,
+            };
+            acc.and(here)
         })
     }
 }
@@ -159,6 +197,31 @@ mod tests {
         assert_eq!(chunk.row(2), [Value::Int(4), Value::Text("d".into())]);
         assert_eq!(page.decode(4..9).len(), 1, "cut at the page's end");
         assert!(page.decode(7..9).is_empty());
+    }
+
+    #[test]
+    fn a_page_gives_its_integer_key_range_for_the_delete() {
+        let page = ArrowPage::new(
+            1,
+            2,
+            vec![
+                batch(vec![Some(7), None], vec![Some("a"), None]),
+                batch(vec![Some(-3), Some(40)], vec![None, None]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(page.key_bounds(0), KeyBounds::Between(-3, 40));
+        assert_eq!(page.key_bounds(1), KeyBounds::Unknown, "a text column");
+        let nulls = ArrowPage::new(1, 2, vec![batch(vec![None], vec![None])]).unwrap();
+        assert_eq!(nulls.key_bounds(0), KeyBounds::Nulls);
+        assert_eq!(
+            KeyBounds::Nulls.and(KeyBounds::Between(1, 2)),
+            KeyBounds::Between(1, 2)
+        );
+        assert_eq!(
+            KeyBounds::Between(1, 2).and(KeyBounds::Unknown),
+            KeyBounds::Unknown
+        );
     }
 
     #[test]

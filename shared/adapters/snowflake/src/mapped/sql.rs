@@ -60,6 +60,12 @@ impl MappedTable {
         prefixed.join(", ")
     }
 
+    /// Where the first key column is among the copied ones.
+    pub fn first_key_position(&self) -> Option<usize> {
+        let first = self.keys.first()?;
+        self.columns.iter().position(|c| c == first)
+    }
+
     fn key_order(&self, alias: &str) -> String {
         let keys: Vec<String> = self
             .keys
@@ -108,12 +114,17 @@ pub fn page_statement(table: &MappedTable, snapshot: &Identifier, numbers: &RowN
 /// snapshot row's numbered in `safe`. `IdMatch::Equal` joins the keys with
 /// `=` (rows whose keys are all present); `IdMatch::BothNull` with
 /// `EQUAL_NULL`, for the rows with a NULL in their key (never written, so
-/// only ever deleted once in the failure path).
+/// only ever deleted once in the failure path). `first_key_between`: the
+/// lowest and highest value of the first key column (an integer) among
+/// the pages `safe` falls in, as literals, so that Snowflake prunes the
+/// table's micro-partitions before the join (a join predicate alone does
+/// not); it names no row the join would not.
 pub fn join_delete_statement(
     table: &MappedTable,
     snapshot: &Identifier,
     safe: &[RowNumbers],
     keys: IdMatch,
+    first_key_between: Option<(i128, i128)>,
 ) -> Option<String> {
     if safe.is_empty() {
         return None;
@@ -128,14 +139,16 @@ pub fn join_delete_statement(
             )
         })
         .collect();
-    let key_match: Vec<String> = table
-        .keys
-        .iter()
-        .map(|k| match keys {
-            IdMatch::Equal => format!("c.{k} = b.{k}"),
-            IdMatch::BothNull => format!("EQUAL_NULL(c.{k}, b.{k})"),
-        })
-        .collect();
+    let mut key_match: Vec<String> = Vec::new();
+    if let (IdMatch::Equal, Some((lo, hi)), Some(first)) =
+        (keys, first_key_between, table.keys.first())
+    {
+        key_match.push(format!("c.{first} BETWEEN {lo} AND {hi}"));
+    }
+    key_match.extend(table.keys.iter().map(|k| match keys {
+        IdMatch::Equal => format!("c.{k} = b.{k}"),
+        IdMatch::BothNull => format!("EQUAL_NULL(c.{k}, b.{k})"),
+    }));
     Some(format!(
         "DELETE FROM {} AS c USING {} AS b WHERE ({}) AND {} \
          AND HASH({}) = b.{ROW_HASH_COLUMN}",
@@ -179,7 +192,7 @@ mod tests {
     #[test]
     fn the_delete_joins_on_the_keys_and_the_hash_whatever_the_rows() {
         let snap = Identifier::parse("SNAP").unwrap();
-        let sql = join_delete_statement(&orders(), &snap, &[1..=1_000_000], IdMatch::Equal)
+        let sql = join_delete_statement(&orders(), &snap, &[1..=1_000_000], IdMatch::Equal, None)
             .expect("a statement");
         assert_eq!(
             sql,
@@ -188,16 +201,38 @@ mod tests {
              c.\"ORDER_NO\" = b.\"ORDER_NO\" AND HASH(c.\"REGION\", c.\"ORDER_NO\", c.\"Note\") \
              = b.\"_ROW_HASH\""
         );
-        let nulls = join_delete_statement(&orders(), &snap, &[3..=3, 7..=9], IdMatch::BothNull)
-            .expect("a statement");
+        let nulls = join_delete_statement(
+            &orders(),
+            &snap,
+            &[3..=3, 7..=9],
+            IdMatch::BothNull,
+            Some((1, 2)),
+        )
+        .expect("a statement");
         assert!(
             nulls.contains("EQUAL_NULL(c.\"REGION\", b.\"REGION\") AND EQUAL_NULL(c.\"ORDER_NO\", b.\"ORDER_NO\")")
-                && nulls.contains("(b.\"_RN\" BETWEEN 3 AND 3 OR b.\"_RN\" BETWEEN 7 AND 9)"),
-            "{nulls}"
+                && nulls.contains("(b.\"_RN\" BETWEEN 3 AND 3 OR b.\"_RN\" BETWEEN 7 AND 9)")
+                && !nulls.contains("c.\"REGION\" BETWEEN"),
+            "no range for NULL keys: {nulls}"
         );
         assert_eq!(
-            join_delete_statement(&orders(), &snap, &[], IdMatch::Equal),
+            join_delete_statement(&orders(), &snap, &[], IdMatch::Equal, None),
             None
+        );
+        // An integer first key: its range prunes before the join.
+        let pruned = join_delete_statement(
+            &orders(),
+            &snap,
+            &[1..=100],
+            IdMatch::Equal,
+            Some((-5, 104_233)),
+        )
+        .expect("a statement");
+        assert!(
+            pruned.contains(
+                "(b.\"_RN\" BETWEEN 1 AND 100) AND c.\"REGION\" BETWEEN -5 AND 104233 AND c.\"REGION\" = b.\"REGION\""
+            ),
+            "{pruned}"
         );
     }
 }

@@ -240,6 +240,32 @@ fn decimal(unscaled: i128, scale: u8) -> Result<Value, String> {
 }
 
 /// The integers of an Int8 to Int64 or Decimal128 column, widened.
+/// The lowest and highest value of a `NUMBER(p, 0)` column's array:
+/// `Some(None)` when every value is NULL, `None` for a column of any other
+/// type (the join delete's pruning range, which only integers give).
+pub fn integer_bounds(field: &Field, array: &dyn Array) -> Option<Option<(i128, i128)>> {
+    fn bounds<T>(a: &arrow_array::PrimitiveArray<T>) -> Option<(i128, i128)>
+    where
+        T: arrow_array::ArrowPrimitiveType,
+        T::Native: Into<i128>,
+    {
+        a.iter().flatten().map(Into::into).fold(None, |acc, v| {
+            Some(acc.map_or((v, v), |(lo, hi): (i128, i128)| (lo.min(v), hi.max(v))))
+        })
+    }
+    if !matches!(source_type(field), Ok(SourceType::Fixed { scale: 0, .. })) {
+        return None;
+    }
+    Some(match array.data_type() {
+        DataType::Int8 => bounds(array.as_primitive::<Int8Type>()),
+        DataType::Int16 => bounds(array.as_primitive::<Int16Type>()),
+        DataType::Int32 => bounds(array.as_primitive::<Int32Type>()),
+        DataType::Int64 => bounds(array.as_primitive::<Int64Type>()),
+        DataType::Decimal128(_, 0) => bounds(array.as_primitive::<Decimal128Type>()),
+        _ => return None,
+    })
+}
+
 fn unscaled_integers(array: &dyn Array) -> Option<Vec<Option<i128>>> {
     fn widen<T>(a: &arrow_array::PrimitiveArray<T>) -> Vec<Option<i128>>
     where
