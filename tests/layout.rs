@@ -246,9 +246,9 @@ fn no_module_imports_one_that_imports_it_back() {
         "the import scan found almost nothing: {by_file:?}"
     );
     assert!(
-        by_file["replicator/write.rs"].contains("replicator/plan.rs"),
+        by_file["case_run/write.rs"].contains("case_run/plan.rs"),
         "the scan misses a known import: {:?}",
-        by_file["replicator/write.rs"]
+        by_file["case_run/write.rs"]
     );
     for src in &sources {
         let (by_file, by_module) = graphs(src);

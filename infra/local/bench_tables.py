@@ -13,10 +13,8 @@ measured in the same run on the same local stack:
                deployed; its seconds and peak RSS
   python-run   the same job as a typical script would do it: snowflake-connector-python fetchall, psycopg
                executemany upsert, DELETE … WHERE (REGION, ORDER_NO) IN (…) in chunks of 5,000
-  case-loop    `case`'s own run (`countries replicate`, no TABLES_FILE) on --rows `case` rows, against
-  case-mapped  the same rows in a table of `case`'s shape (COUNTRIES -> countries), moved by the general
-               table run with `case`'s rule as configuration (rules = { country = "country_code" }):
-               what `case` would cost as one configuration of the general replicator
+
+`case` itself runs through the same table run (its built-in mapping): bench.py's figures are its own.
 
 copy and ours-write take turns, --reps times each; the runs once each (they are slow at 1M rows).
 Results go to bench/tables-latest.json and bench/tables-latest.md.
@@ -38,14 +36,6 @@ from bench import RELEASE, ROOT, postgres, sf_connect, summary
 from bench import reset as reset_case
 
 TABLES_FILE = ROOT / "infra" / "local" / "demo" / "tables.toml"
-CASE_MAPPED_FILE = ROOT / ".local" / "bench-case-mapped.toml"
-CASE_MAPPED = """[[tables]]
-name = "countries"
-source = { schema = "PUBLIC", table = "COUNTRIES" }
-target = { schema = "public", table = "countries" }
-consume = "delete"
-rules = { country = "country_code" }
-"""
 POSTGRES_SQL = ROOT / "infra" / "local" / "demo" / "orders.postgres.sql"
 COLUMNS = ["REGION", "ORDER_NO", "AMOUNT", "RATE", "NOTE", "PAID", "SHIPPED_ON", "PLACED_AT", "PAYLOAD",
            "SIGNATURE", "QTY"]
@@ -130,37 +120,6 @@ def ours_run(rows: int, case_rows: int = 0) -> tuple[float, float, dict]:
     return seconds, rss_mb, response["tables"][0]
 
 
-def case_runs(rows: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """`case`'s own run, then the general table run on the same rows in a table of its shape:
-    ((seconds, peak RSS MB), (seconds, peak RSS MB))."""
-    env = dict(os.environ, MAX_ROWS_PER_RUN=str(rows), RUST_LOG="warn")
-    env.pop("TABLES_FILE", None)
-    reset_case(rows)
-    loop_seconds, loop_rss, response = replicate(env)
-    if response.get("rows_written") != rows:
-        sys.exit(f"case-loop: wrote {response.get('rows_written')} rows, expected {rows}")
-    reset_case(rows)
-    with postgres() as pg:
-        pg.execute("CREATE TABLE IF NOT EXISTS countries (country_id integer PRIMARY KEY, "
-                   "country varchar(3) NOT NULL)")
-        pg.execute("TRUNCATE countries")
-        pg.execute("VACUUM ANALYZE countries")
-    sf = sf_connect()
-    cur = sf.cursor()
-    cur.execute("CREATE OR REPLACE TABLE COUNTRIES (COUNTRY_ID NUMBER(38,0), COUNTRY VARCHAR)")
-    cur.execute('INSERT INTO COUNTRIES SELECT "COUNTRY_ID", "COUNTRY" FROM "case"')
-    cur.execute('DELETE FROM "case"')
-    sf.close()
-    CASE_MAPPED_FILE.write_text(CASE_MAPPED)
-    mapped_seconds, mapped_rss, response = replicate(dict(env, TABLES_FILE=str(CASE_MAPPED_FILE)))
-    table = response["tables"][0]
-    with postgres() as pg:
-        in_pg = pg.execute("SELECT count(*) FROM countries").fetchone()[0]
-    if table.get("rows_written") != rows or in_pg != rows:
-        sys.exit(f"case-mapped: wrote {table.get('rows_written')} rows ({in_pg} in Postgres), expected {rows}")
-    return (loop_seconds, loop_rss), (mapped_seconds, mapped_rss)
-
-
 def python_run(rows: int) -> float:
     """The job as a typical Python script would do it, generalised to the table's columns."""
     reset(rows)
@@ -192,15 +151,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each write-stage measurement")
-    parser.add_argument("--case-only", action="store_true", help="only case-loop against case-mapped")
     args = parser.parse_args()
     rows = args.rows
     set_up()
-    (loop_s, loop_rss), (mapped_s, mapped_rss) = case_runs(rows)
-    print(f"case-loop {loop_s:.2f} s ({loop_rss:.0f} MB), case-mapped {mapped_s:.2f} s ({mapped_rss:.0f} MB): "
-          f"{loop_s / mapped_s:.2f} x", flush=True)
-    if args.case_only:
-        return
     copy, ours = [], []
     for _ in range(args.reps):
         copy.append(write_stage("copy", rows))
@@ -225,9 +178,6 @@ def main() -> None:
         "python-run": {"seconds": python_seconds, "rows_per_s": rows / python_seconds},
         "write_vs_copy": copy_s["median_s"] / ours_s["median_s"],
         "run_vs_python": python_seconds / run_seconds,
-        "case-loop": {"seconds": loop_s, "rows_per_s": rows / loop_s, "peak_rss_mb": loop_rss},
-        "case-mapped": {"seconds": mapped_s, "rows_per_s": rows / mapped_s, "peak_rss_mb": mapped_rss},
-        "case_mapped_vs_loop": loop_s / mapped_s,
     }
     out = ROOT / "bench"
     (out / "tables-latest.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -247,13 +197,7 @@ def main() -> None:
         f"- whole run ÷ Python job: **{results['run_vs_python']:.1f} ×** (target ≥ 20)\n"
         f"- whole run's peak RSS: **{rss_mb:.0f} MB** (target ≤ 150); "
         f"{run_summary['snowflake_statements']} Snowflake statements\n"
-        f"- both tables at once: peak RSS **{both_rss_mb:.0f} MB**\n\n"
-        f"`case` as one configuration of the general run, {rows:,} rows each:\n\n"
-        "| line | seconds | rows/s | peak RSS |\n|---|---|---|---|\n"
-        f"| case-loop (`case`'s own run) | {loop_s:.2f} | {rows / loop_s:,.0f} | {loop_rss:.0f} MB |\n"
-        f"| case-mapped (the general table run, `case`'s rule) | {mapped_s:.2f} | {rows / mapped_s:,.0f} | "
-        f"{mapped_rss:.0f} MB |\n\n"
-        f"- case-mapped ÷ case-loop speed: **{loop_s / mapped_s:.2f} ×**\n"
+        f"- both tables at once: peak RSS **{both_rss_mb:.0f} MB**\n"
     )
     print(json.dumps(results, indent=2))
 

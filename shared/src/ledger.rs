@@ -88,7 +88,8 @@ impl SinkKind {
 pub struct RunSummary {
     pub run_id: Uuid,
     pub trigger_id: Option<String>,
-    /// A mapped table's run: the mapping's name (None: the `case` table).
+    /// The table run's table: the mapping's name (`case` for `case`'s);
+    /// None: `case`'s own run (stream mode's publisher).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
     #[serde(default)]

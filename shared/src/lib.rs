@@ -15,10 +15,12 @@
 //!   `countries-sqs`, `countries-ses`, `countries-secrets`), so that each
 //!   function links only the services it uses; [`aws`] is the SDK
 //!   configuration they share;
-//! - the use cases, one per function and named after it: [`replicator`],
-//!   [`retrier`], [`dlq_reporter`], and stream mode's [`publisher`] and
-//!   [`writer`]; and [`table_run`], a run over any mapped table of the
-//!   mapping file, which the replicator runs beside `case`;
+//! - the use cases: [`table_run`], the replicator function's run over any
+//!   table (`case`, the mapping the variables make, and those of the
+//!   mapping file); [`retrier`], [`dlq_reporter`], and stream mode's
+//!   [`publisher`] and [`writer`]; the publisher moves `case` with
+//!   [`case_run`], `case`'s own run over any sink, and `page` is which
+//!   rows of a snapshot page are safe, for both runs;
 //! - the Lambda handlers: [`lambda`] (each function's wiring, configuration
 //!   in and adapters out, is the library of its crate under `functions/`);
 //! - [`config`] (the environment, read once), [`deadline`] (the
@@ -32,6 +34,7 @@
 //! `tests/`.
 
 pub mod aws;
+pub mod case_run;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod checks;
 pub mod config;
@@ -44,7 +47,6 @@ pub mod model;
 pub(crate) mod page;
 pub mod ports;
 pub mod publisher;
-pub mod replicator;
 pub mod retrier;
 pub mod retry;
 pub mod sink;

@@ -124,10 +124,10 @@ pub enum IdMatch {
 /// middle of a page) makes more.
 pub const MAX_RANGES_PER_DELETE: usize = 1_000;
 
-// ---- A mapped table (any table of the mapping file): source and sink ----
+// ---- A table of the table run (case's mapping, the mapping file's): source and sink ----
 
-/// A mapped table in the source, as a table run sees it: the same snapshot,
-/// pages and join delete as `case`'s, over typed rows.
+/// A table in the source, as a table run sees it: a snapshot, its pages
+/// and the join delete, over typed rows.
 #[async_trait]
 pub trait TableSource: Send + Sync {
     /// How many rows the table holds (from metadata: an idle run ends here).

@@ -1,4 +1,4 @@
-//! The `publisher` function's wiring (stream mode): the replicator's run
+//! The `publisher` function's wiring (stream mode): `case`'s own run
 //! with the changes queue as its sink, behind the Postgres run guard (lock
 //! and ledger). The handler is `countries_shared::lambda::publisher`, the use
 //! case `countries_shared::publisher`.
@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use countries_postgres::run_guard::PostgresRunGuard;
+use countries_shared::case_run::CaseRun;
 use countries_shared::config::vars::Function;
 use countries_shared::config::PublisherConfig;
 use countries_shared::failure::SourceError;
 use countries_shared::publisher::Publisher;
-use countries_shared::replicator::Replicator;
 use countries_snowflake::SnowflakeSource;
 use countries_sqs::changes_queue::sink::ChangesQueueSinks;
 use countries_sqs::changes_queue::SqsChangesQueue;
@@ -31,7 +31,7 @@ pub async fn build(config: &PublisherConfig) -> Result<Publisher, SourceError> {
     let source =
         SnowflakeSource::connect_and_check(&runs.snowflake, Function::Publisher.name()).await?;
     Ok(Publisher {
-        runs: Replicator::new(
+        runs: CaseRun::new(
             Box::new(source),
             Box::new(PostgresRunGuard::new(runs.postgres.clone())),
             Box::new(sinks),

@@ -1,5 +1,5 @@
-//! The `publisher` Lambda (stream mode): on each scheduled event, takes the
-//! replicator's run snapshot and publishes the valid rows to the changes
+//! The `publisher` Lambda (stream mode): on each scheduled event, takes a
+//! run snapshot of `case` and publishes the valid rows to the changes
 //! queue. Use case: `countries_shared::publisher`;
 //! handler: `countries_shared::lambda::publisher`; wiring: this crate's library.
 

@@ -1,7 +1,8 @@
-//! The mapped tables' wiring (`TABLES_FILE`): each table's two sides read
-//! and matched ([`plan_table`], also `countries tables`' check), and its run
-//! built over adapters of its own ([`Planner`]): its own Snowflake session,
-//! Postgres connection and lock, so that one table's trouble stays its own.
+//! The tables' wiring (`case`'s mapping, then `TABLES_FILE`'s): each
+//! table's two sides read and matched ([`plan_table`], also `countries
+//! tables`' check), and its run built over adapters of its own
+//! ([`Planner`]): its own Snowflake session, Postgres connection and lock,
+//! so that one table's trouble stays its own.
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ use countries_shared::model::columns::{
 use countries_shared::model::mapped_message::MappedRetryMessage;
 use countries_shared::model::message::RetryMessage;
 use countries_shared::model::rules::{bind_rules, Absent, BoundRules, RuleTarget};
-use countries_shared::ports::RetryQueue;
+use countries_shared::ports::{RetryQueue, RunGuard};
 use countries_shared::retry::Backoff;
 use countries_shared::table_run::set::TablePlanner;
 use countries_shared::table_run::TableReplicator;
@@ -140,6 +141,18 @@ pub struct Planner {
 }
 
 impl Planner {
+    /// The table's run lock and ledger rows; `case`'s lock is the one
+    /// stream mode's publisher takes too, and its ledger name
+    /// `POSTGRES_TABLE`, as ever.
+    fn run_guard(&self, mapping: &TableMapping) -> Box<PostgresRunGuard> {
+        let postgres = self.config.postgres.clone();
+        Box::new(if mapping.is_case {
+            PostgresRunGuard::new(postgres)
+        } else {
+            PostgresRunGuard::for_table(postgres, &mapping.name)
+        })
+    }
+
     pub fn new(config: ReplicatorConfig, sqs: aws_sdk_sqs::Client) -> Self {
         Self {
             config,
@@ -227,12 +240,7 @@ impl TablePlanner for Planner {
             key_positions,
             rules,
             source: Box::new(snowflake.mapped(table)),
-            // `case`'s lock is the one stream mode's publisher takes too.
-            guard: Box::new(if mapping.is_case {
-                PostgresRunGuard::new(config.postgres.clone())
-            } else {
-                PostgresRunGuard::for_table(config.postgres.clone(), &mapping.name)
-            }),
+            guard: self.run_guard(mapping),
             sink: Box::new(
                 PgTableSink::with_password_source(
                     config.postgres.clone(),
@@ -260,6 +268,10 @@ impl TablePlanner for Planner {
             limits,
             backoff: Backoff::default(),
         })
+    }
+
+    fn guard(&self, mapping: &TableMapping) -> Option<Box<dyn RunGuard>> {
+        Some(self.run_guard(mapping))
     }
 }
 

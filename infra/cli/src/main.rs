@@ -267,7 +267,13 @@ async fn tables(file: &std::path::Path) -> Result<ExitCode> {
         ),
     };
     let mappings = match parse_tables_beside(&text, &origin, &case) {
-        Ok(mappings) => mappings,
+        // `case` first, as the replicator runs it.
+        Ok(mappings) => std::iter::once(countries_shared::config::case_table(
+            &snowflake_config,
+            &postgres_config,
+        ))
+        .chain(mappings)
+        .collect::<Vec<_>>(),
         Err(problems) => {
             for p in problems {
                 println!("problem: {p}");

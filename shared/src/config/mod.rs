@@ -252,36 +252,9 @@ impl ReplicatorConfig {
         env.finish(config)
     }
 
-    /// The `case` table as a mapping, from the `SNOWFLAKE_*` and
-    /// `POSTGRES_*` variables: read from `SNOWFLAKE_TABLE` (in the session's
-    /// database and schema, as ever), written to `POSTGRES_TABLE`, its two
-    /// columns (`SNOWFLAKE_ID_COLUMN` into `country_id`, the key, and
-    /// `SNOWFLAKE_COUNTRY_COLUMN` into `country`, under the `country_code`
-    /// rule), named after its Postgres table in the ledger and the metrics
-    /// as ever, and capped by `MAX_ROWS_PER_RUN`. The replicator runs it
-    /// first, beside the file's tables, as one of them.
+    /// The `case` table as a mapping ([`case_table`]).
     pub fn case_table(&self) -> tables::TableMapping {
-        let (id, country) = (
-            self.snowflake.id_column.as_str().to_string(),
-            self.snowflake.country_column.as_str().to_string(),
-        );
-        tables::TableMapping {
-            name: self.postgres.table.as_str().to_string(),
-            source_database: None,
-            source_schema: None,
-            source_table: self.snowflake.table.as_str().to_string(),
-            target_schema: self.postgres.schema.clone(),
-            target_table: self.postgres.table.clone(),
-            key: vec![CASE_ID.to_string()],
-            columns: Some(vec![id.clone(), country.clone()]),
-            renames: vec![
-                (id, CASE_ID.to_string()),
-                (country, CASE_COUNTRY.to_string()),
-            ],
-            rules: vec![(CASE_COUNTRY.to_string(), tables::Rule::CountryCode)],
-            max_rows_per_run: None,
-            is_case: true,
-        }
+        case_table(&self.snowflake, &self.postgres)
     }
 
     /// The replicator's variables (also the publisher's, [`stream`]).
@@ -294,6 +267,40 @@ impl ReplicatorConfig {
             deadline_margin: deadline_margin(env),
             tables: Vec::new(),
         }
+    }
+}
+
+/// The `case` table as a mapping, from the `SNOWFLAKE_*` and `POSTGRES_*`
+/// variables: read from `SNOWFLAKE_TABLE` (in the session's database and
+/// schema, as ever), written to `POSTGRES_TABLE`, its two columns
+/// (`SNOWFLAKE_ID_COLUMN` into `country_id`, the key, and
+/// `SNOWFLAKE_COUNTRY_COLUMN` into `country`, under the `country_code`
+/// rule), named `case` in the logs, the metrics and the response and after
+/// its Postgres table in the ledger (its run guard's), as ever, and capped
+/// by `MAX_ROWS_PER_RUN`. The replicator runs it first,
+/// beside the file's tables, as one of them; `countries tables` checks it
+/// first.
+pub fn case_table(snowflake: &SnowflakeConfig, postgres: &PostgresConfig) -> tables::TableMapping {
+    let (id, country) = (
+        snowflake.id_column.as_str().to_string(),
+        snowflake.country_column.as_str().to_string(),
+    );
+    tables::TableMapping {
+        name: tables::CASE.to_string(),
+        source_database: None,
+        source_schema: None,
+        source_table: snowflake.table.as_str().to_string(),
+        target_schema: postgres.schema.clone(),
+        target_table: postgres.table.clone(),
+        key: vec![CASE_ID.to_string()],
+        columns: Some(vec![id.clone(), country.clone()]),
+        renames: vec![
+            (id, CASE_ID.to_string()),
+            (country, CASE_COUNTRY.to_string()),
+        ],
+        rules: vec![(CASE_COUNTRY.to_string(), tables::Rule::CountryCode)],
+        max_rows_per_run: None,
+        is_case: true,
     }
 }
 

@@ -28,6 +28,10 @@ use serde::Deserialize;
 use crate::model::ident::Identifier;
 pub use crate::model::rules::Rule;
 
+/// The built-in `case` table's name (logs, metrics, the response), which
+/// no table of the file may take.
+pub const CASE: &str = "case";
+
 /// One replicated table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableMapping {
@@ -188,6 +192,8 @@ fn case_clashes(tables: &[TableMapping], origin: &str, case: &CaseTable) -> Vec<
             });
             let why = if t.name == case_table {
                 "its name is case's in the ledger"
+            } else if t.name == CASE {
+                "its name is the built-in table's"
             } else if t.target_schema.as_str() == case_schema && t.target_table.as_str() == case_table {
                 "it writes case's Postgres table"
             } else if reads_case {

@@ -11,7 +11,7 @@ pub enum Function {
     Replicator,
     Retrier,
     Reporter,
-    /// Stream mode: the replicator's run, publishing to the changes queue.
+    /// Stream mode: `case`'s own run, publishing to the changes queue.
     Publisher,
     /// Stream mode: writes the changes queue's batches.
     Writer,

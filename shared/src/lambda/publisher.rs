@@ -1,5 +1,6 @@
 //! The `publisher` function (stream mode): on each scheduled event, runs
-//! the replicator's run with the changes queue as its sink, looping for
+//! `case`'s own run (`crate::case_run`) with the changes queue as its
+//! sink, looping for
 //! `PUBLISH_LOOP_SECONDS`.
 
 use crate::deadline::Deadline;
@@ -37,11 +38,11 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::case_run::CaseRun;
     use crate::config::RunLimits;
     use crate::ledger::RunOutcome;
     use crate::model::row::SourceRow;
     use crate::ports::NoHook;
-    use crate::replicator::Replicator;
     use crate::retry::Backoff;
     use crate::testing::{MemoryQueue, MemorySource, MemoryStore};
     use std::time::Duration;
@@ -51,7 +52,7 @@ mod tests {
     /// `countries_sqs::changes_queue::sink`).
     fn publisher(source: &MemorySource, sink: &MemoryStore, loop_for: Duration) -> Publisher {
         Publisher {
-            runs: Replicator {
+            runs: CaseRun {
                 source: Box::new(source.clone()),
                 guard: Box::new(MemoryStore::default()),
                 sinks: Box::new(sink.clone()),

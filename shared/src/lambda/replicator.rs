@@ -5,13 +5,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::config::tables::CASE;
 use crate::deadline::Deadline;
 use crate::ledger::{RunOutcome, RunSummary};
 use crate::table_run::set::TableRuns;
 use crate::telemetry::metric;
-
-/// The Table dimension of `case`'s runs.
-const CASE_TABLE: &str = "case";
 
 /// What an invocation answers: `case`'s run summary at the top, as ever,
 /// and each mapped table's under `tables` (left out when there is none).
@@ -52,12 +50,13 @@ pub async fn handle(
 }
 
 /// A run's metrics (the publisher's runs emit the same, under its name),
-/// with its table as a dimension (`case` for `case`'s runs).
+/// with its table as a dimension (`case` for `case`'s runs, the
+/// publisher's too).
 pub fn emit_run_metrics(function: &str, summary: &RunSummary) {
     let count = |n: usize| n as f64;
     crate::telemetry::emit_table_metrics(
         function,
-        summary.table.as_deref().unwrap_or(CASE_TABLE),
+        summary.table.as_deref().unwrap_or(CASE),
         &[
             (metric::ROWS_READ, count(summary.rows_read)),
             (metric::ROWS_WRITTEN, count(summary.rows_written)),
@@ -117,7 +116,7 @@ fn response_result(response: Response) -> Result<Response, lambda_runtime::Diagn
             .map(|s| {
                 format!(
                     "{} {}",
-                    s.table.as_deref().unwrap_or("case"),
+                    s.table.as_deref().unwrap_or(CASE),
                     s.outcome.as_str()
                 )
             })
@@ -136,7 +135,7 @@ fn response_result(response: Response) -> Result<Response, lambda_runtime::Diagn
 /// log line and the ledger.
 #[derive(Debug, thiserror::Error)]
 #[error("{} run {} of table {} ended {}: {} read, {} written, {} enqueued, {} deferred, {} deleted; {}",
-    .0.sink.function(), .0.run_id, .0.table.as_deref().unwrap_or("case"), .0.outcome.as_str(), .0.rows_read, .0.rows_written, .0.rows_enqueued,
+    .0.sink.function(), .0.run_id, .0.table.as_deref().unwrap_or(CASE), .0.outcome.as_str(), .0.rows_read, .0.rows_written, .0.rows_enqueued,
     .0.rows_deferred, .0.rows_deleted, .0.error.as_deref().unwrap_or("no error text"))]
 pub struct RunFailed(pub RunSummary);
 

@@ -9,7 +9,8 @@
 //! makes of each type; [`value_json`]: the same exactly as JSON, for the
 //! messages and the report), the type mapping ([`types`]: which Snowflake
 //! type goes into which Postgres column) and the column match of a source
-//! and a target table ([`columns`]), for the mapped tables beside `case`.
+//! and a target table ([`columns`]), for the table run's tables (`case`'s
+//! mapping and the file's).
 
 pub mod change;
 pub mod columns;

@@ -126,6 +126,12 @@ impl BoundRules {
     /// absent columns; `Err` is the first refusal, in that order (a row
     /// that fails a rule on a column it carries and one on a column it
     /// lacks is refused for the column it carries).
+    /// Whether [`Self::apply`] may rewrite a cell (a rule normalises;
+    /// a range only checks).
+    pub fn rewrites(&self) -> bool {
+        !self.columns.is_empty()
+    }
+
     pub fn apply(&self, cells: &mut [Value]) -> Result<(), String> {
         for (position, column, ty) in &self.ranges {
             if let Some(why) = cells

@@ -104,6 +104,9 @@ pub struct TablePage {
     cells: Vec<Value>,
     /// (row index, column index, why), in row order.
     unread: Vec<(usize, usize, String)>,
+    /// Cells a rule rewrote, as read: (row index, column index, value),
+    /// in row order ([`Self::keep_read`]).
+    read_as: Vec<(usize, usize, Value)>,
 }
 
 impl TablePage {
@@ -116,6 +119,7 @@ impl TablePage {
             rows: 0,
             cells: Vec::with_capacity(rows.saturating_mul(width)),
             unread: Vec::new(),
+            read_as: Vec::new(),
         }
     }
 
@@ -162,6 +166,17 @@ impl TablePage {
 
     pub fn row_mut(&mut self, i: usize) -> &mut [Value] {
         &mut self.cells[i * self.width..(i + 1) * self.width]
+    }
+
+    /// Keeps row `i`'s cells as `read` before a rule rewrote them (rows in
+    /// order), so that its failure carries the row as read.
+    pub fn keep_read(&mut self, i: usize, read: Vec<Value>) {
+        let start = i * self.width;
+        for (column, value) in read.into_iter().enumerate() {
+            if self.cells.get(start + column) != Some(&value) {
+                self.read_as.push((i, column, value));
+            }
+        }
     }
 
     /// Row `i`'s refused cells: (column index, why).
@@ -213,10 +228,19 @@ impl TablePage {
         }
     }
 
-    /// Row `i` as the failure report keeps it: each cell decoded, or
-    /// refused with why.
+    /// Row `i` as the failure report keeps it: each cell as read (before
+    /// any rule rewrote it), or refused with why.
     pub fn cells(&self, i: usize) -> Vec<Result<Value, String>> {
         let mut cells: Vec<Result<Value, String>> = self.row(i).iter().cloned().map(Ok).collect();
+        let from = self.read_as.partition_point(|(row, _, _)| *row < i);
+        for (_, column, value) in self.read_as[from..]
+            .iter()
+            .take_while(|(row, _, _)| *row == i)
+        {
+            if let Some(cell) = cells.get_mut(*column) {
+                *cell = Ok(value.clone());
+            }
+        }
         for (column, why) in self.unread(i) {
             if let Some(cell) = cells.get_mut(column) {
                 *cell = Err(why.to_string());

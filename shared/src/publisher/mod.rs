@@ -1,11 +1,11 @@
-//! Stream mode's publisher: the replicator's run, unchanged, with the
-//! changes queue as its sink instead of Postgres (the sink is
+//! Stream mode's publisher: `case`'s own run ([`crate::case_run`]), with
+//! the changes queue as its sink instead of Postgres (the sink is
 //! `countries_sqs::changes_queue::sink`, where its tests with a publisher
 //! run are), and the loop of one invocation.
 //!
-//! The run takes the same run guard (the same lock and ledger, so the two
-//! modes never hold a snapshot at once, and `countries status` sees both);
-//! only its sink differs. Everything else is the replicator's: the
+//! The run takes the same run guard as the replicator's run of `case`
+//! (the same lock and ledger, so the two modes never hold a snapshot at
+//! once, and `countries status` sees both). Like the replicator's: the
 //! snapshot, invalid rows to the retry queue, the circuit breaker, and the
 //! join delete of exactly the rows that are safe, so a row leaves Snowflake
 //! only once the queue holds it.
@@ -18,16 +18,16 @@ use tokio::time::Instant;
 
 use uuid::Uuid;
 
+use crate::case_run::CaseRun;
 use crate::deadline::Deadline;
 use crate::ledger::{RunOutcome, RunSummary};
-use crate::replicator::Replicator;
 
 /// The publisher function's use case: runs, one after another, for
 /// `loop_for` (one run when it is zero).
 pub struct Publisher {
     /// A replicator whose sinks are the changes queue's
     /// (`countries_sqs::changes_queue::sink::ChangesQueueSinks`).
-    pub runs: Replicator,
+    pub runs: CaseRun,
     pub loop_for: Duration,
     /// Between looks at an empty table.
     pub idle_wait: Duration,

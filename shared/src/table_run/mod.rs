@@ -1,8 +1,8 @@
-//! A run over a mapped table (any table of the mapping file), the way the
-//! replicator runs `case`: take the table's run guard (its own lock and
-//! ledger rows), count (an empty table: idle), freeze at most the table's
-//! cap into a snapshot numbered by key, then page by page, each page kept
-//! as the source sent it ([`EncodedPage`]) and decoded a chunk of
+//! The replicator's run over one table (`case`, the mapping the variables
+//! make, or a table of the mapping file): take the table's run guard (its
+//! own lock and ledger rows), count (an empty table: idle), freeze at most
+//! the table's cap into a snapshot numbered by key, then page by page, each
+//! page kept as the source sent it ([`EncodedPage`]) and decoded a chunk of
 //! `BATCH_SIZE` rows at a time:
 //!
 //! - plan each row of the chunk ([`plan`]): a value Snowflake's decoder
@@ -10,10 +10,14 @@
 //!   rule refuses makes it a row-level failure (`invalid`); another
 //!   version of a key waits for the next run; an identical copy or another
 //!   spelling goes with the row it repeats;
+//! - confirm the run still holds its lock (lost to another run: stop, the
+//!   page stays in Snowflake; Postgres unreachable: the writes stop, the
+//!   invalid rows still go to the queue);
 //! - write the chunk's valid rows to the sink (Postgres isolates the rows
 //!   it refuses, which become `rejected` failures);
 //! - once the page's chunks are done, send its failures to the retry queue
-//!   as version-2 messages;
+//!   as version-2 messages (`case`'s as version 1, by its queue's adapter),
+//!   each carrying its row as read;
 //! - delete from Snowflake exactly the rows now safe: the join on the key
 //!   and the row hash ([`crate::ports::TableSnapshot::delete`]).
 //!
@@ -24,10 +28,8 @@
 //! Snowflake: the upsert is idempotent and the delete matches whole rows.
 //! The next page is read while one is written, enqueued and deleted (in
 //! memory: two encoded pages, one decoded chunk, and the page's failed
-//! rows), as `case`'s runs do. A
-//! [`StepHook`] hears of each [`Step`] a run reaches (once per run), as
-//! `case`'s runs do. [`set`] prepares and runs the mapped tables of a
-//! deployment together.
+//! rows). A [`StepHook`] hears of each [`Step`] a run reaches (once per
+//! run). [`set`] prepares and runs the tables of a deployment together.
 
 mod chunk;
 mod plan;
@@ -313,9 +315,11 @@ impl TableReplicator {
         let mut stopped = false;
         match run.guard.confirm().await {
             Ok(()) => {}
-            // Postgres cannot be reached: nobody writes there now, nor
-            // takes the lock. The page's valid rows stay in Snowflake; its
-            // invalid rows, which need no Postgres, still go to the queue.
+            // Postgres cannot be reached: the writes stop and the page's
+            // valid rows stay in Snowflake. Its invalid rows, which need no
+            // Postgres, still go to the queue and leave Snowflake (at worst
+            // queued twice, should another run reach Postgres and take the
+            // lock meanwhile: the retrier's versions make that harmless).
             Err(e) if e.is_transient() => {
                 run.summary.add_error(format!(
                     "writing table {} stopped: the run lock cannot be confirmed: {e}",

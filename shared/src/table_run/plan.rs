@@ -139,8 +139,14 @@ fn plan_row(
     if !nulls.is_empty() {
         return Planned::Invalid(i, nulls.join("; "));
     }
+    // The row as read is kept for its failure, should Postgres refuse the
+    // rewritten one: a message carries the row as Snowflake holds it.
+    let read = rules.rewrites().then(|| page.row(i).to_vec());
     if let Err(why) = rules.apply(page.row_mut(i)) {
         return Planned::Invalid(i, why);
+    }
+    if let Some(read) = read {
+        page.keep_read(i, read);
     }
     let row = page.row(i);
     let is_last = versions.key.as_ref().is_some_and(|key| {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::config::tables::TableMapping;
 use crate::deadline::Deadline;
 use crate::ledger::{RunOutcome, RunSummary};
-use crate::ports::{NoHook, StepHook};
+use crate::ports::{NoHook, RunGuard, StepHook};
 use crate::table_run::TableReplicator;
 
 /// Prepares a mapped table's runs: discovers both sides, matches the
@@ -35,6 +35,13 @@ pub trait TablePlanner: Send + Sync {
         mapping: &TableMapping,
         deadline: &Deadline,
     ) -> Result<TableReplicator, Vec<String>>;
+
+    /// The table's run guard, which needs no plan: a table that cannot be
+    /// prepared still leaves a `failed` run in the ledger, so that
+    /// `countries status` sees it. None: no ledger (tests of other things).
+    fn guard(&self, _mapping: &TableMapping) -> Option<Box<dyn RunGuard>> {
+        None
+    }
 }
 
 /// The mapped tables, each with its run once prepared.
@@ -78,13 +85,13 @@ impl TableRuns {
         Self::new(Vec::new(), Box::new(NoPlanner))
     }
 
-    /// Whether there is no mapped table.
+    /// Whether there is no table.
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty()
     }
 
-    /// One run of every table, concurrently; a summary each, in the file's
-    /// order. A table not prepared has a `failed` summary saying why.
+    /// One run of every table, concurrently; a summary each, in the
+    /// order given (`case` first in the function). A table not prepared has a `failed` summary saying why.
     pub async fn run_all(
         &self,
         trigger_id: Option<String>,
@@ -107,7 +114,10 @@ impl TableRuns {
                     Some(table) => table,
                     None => match self.planner.prepare(mapping, deadline).await {
                         Ok(table) => table,
-                        Err(problems) => return unprepared(mapping, run_id, trigger_id, &problems),
+                        Err(problems) => {
+                            let summary = unprepared(mapping, run_id, trigger_id, &problems);
+                            return self.record(mapping, summary).await;
+                        }
                     },
                 };
                 let summary = table
@@ -127,6 +137,28 @@ impl TableRuns {
 }
 
 impl TableRuns {
+    /// Records the run of a table that could not be prepared under its
+    /// guard (its lock, its ledger row); another run holding the lock
+    /// records its own.
+    async fn record(&self, mapping: &TableMapping, mut summary: RunSummary) -> RunSummary {
+        let Some(guard) = self.planner.guard(mapping) else {
+            return summary;
+        };
+        let mut started = RunSummary::new(summary.run_id, summary.trigger_id.clone());
+        started.table = summary.table.clone();
+        started.started_at = summary.started_at;
+        match guard.open_run(&started).await {
+            Ok(Some(mut run)) => {
+                if let Err(e) = run.finish(&summary).await {
+                    summary.add_error(format!("ledger not updated: {e}"));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => summary.add_error(format!("ledger not updated: {e}")),
+        }
+        summary
+    }
+
     /// The hook `mapping`'s runs tell of their steps.
     fn hook(&self, mapping: &TableMapping) -> &dyn StepHook {
         if (self.observed)(mapping) {

@@ -25,6 +25,8 @@ pub(crate) struct MemoryTable {
     /// Reads fail: the snapshot went with its session (true), or Snowflake
     /// refuses them (false).
     read_fails: Arc<Mutex<Option<bool>>>,
+    /// Snowflake goes down after this many more deletes.
+    pub(crate) deletes_left: Arc<Mutex<Option<usize>>>,
 }
 
 struct MemoryTableSnapshot {
@@ -97,6 +99,15 @@ impl TableSnapshot for MemoryTableSnapshot {
     }
     async fn delete(&self, safe: &[RowNumbers], keys: IdMatch) -> Result<u64, SourceError> {
         tokio::task::yield_now().await;
+        if let Some(left) = self.table.deletes_left.lock().unwrap().as_mut() {
+            if *left == 0 {
+                return Err(SourceError::Unreachable {
+                    operation: "delete",
+                    detail: "connection reset".into(),
+                });
+            }
+            *left -= 1;
+        }
         let chosen: Vec<&(Option<i64>, String)> = safe
             .iter()
             .flat_map(|r| r.clone())
@@ -144,7 +155,7 @@ impl TableSink for MemoryTarget {
             return outcome;
         }
         for (i, row) in rows.iter().enumerate() {
-            if row[1] == Value::Text("refused".into()) {
+            if row[1] == Value::Text("refused".into()) || row[1] == Value::Text("ZZZ".into()) {
                 outcome.rejected.push((
                     i,
                     WriteError {
@@ -302,6 +313,7 @@ async fn a_rule_of_the_mapping_normalises_what_it_writes_and_fails_what_it_refus
             (Some(1), "USA"),
             (Some(2), "U5A"),
             (Some(3), "FRA"),
+            (Some(4), " zzz"),
         ],
     );
     let mut run = replicator(&table, &target, &queue);
@@ -316,9 +328,10 @@ async fn a_rule_of_the_mapping_normalises_what_it_writes_and_fails_what_it_refus
         (
             summary.rows_written,
             summary.rows_invalid,
+            summary.rows_rejected,
             summary.unaccounted()
         ),
-        (3, 1, 0),
+        (3, 1, 1, 0),
         "USA is \" usa\" spelled otherwise: written with it, once"
     );
     let mut written = target.current.lock().unwrap().clone();
@@ -332,12 +345,15 @@ async fn a_rule_of_the_mapping_normalises_what_it_writes_and_fails_what_it_refus
         "written normalised"
     );
     let messages = queue.mapped.lock().unwrap().clone();
-    assert_eq!(messages.len(), 1);
+    assert_eq!(messages.len(), 2);
     assert_eq!(messages[0].error.class.as_str(), "invalid");
     assert_eq!(
         messages[0].error.message,
         "note must be exactly three letters A-Z after trimming, got \"U5A\""
     );
+    // Postgres refused ZZZ: the message carries the row as read.
+    assert_eq!(messages[1].error.class.as_str(), "rejected");
+    assert_eq!(messages[1].row["NOTE"], serde_json::json!(" zzz"));
     assert!(
         table.rows.lock().unwrap().is_empty(),
         "the source rows go as read, the normalised one included"

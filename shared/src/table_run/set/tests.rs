@@ -31,10 +31,45 @@ impl TablePlanner for CountingPlanner {
     ) -> Result<TableReplicator, Vec<String>> {
         *self.prepared.lock().unwrap() += 1;
         *self.target.drift.lock().unwrap() = None;
+        if self
+            .table
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, n)| n == "unpreparable")
+        {
+            return Err(vec!["table notes: column x is missing".into()]);
+        }
         let mut run = replicator(&self.table, &self.target, &self.queue);
         run.guard = Box::new(self.store.clone());
         Ok(run)
     }
+
+    fn guard(&self, _: &TableMapping) -> Option<Box<dyn RunGuard>> {
+        Some(Box::new(self.store.clone()))
+    }
+}
+
+#[tokio::test]
+async fn a_table_that_cannot_be_prepared_leaves_a_failed_run_in_the_ledger() {
+    let planner = CountingPlanner::default();
+    let tables = runs(&planner);
+    load(&planner.table, &[(Some(1), "unpreparable")]);
+    let summary = tables.run_all(None, &Deadline::none()).await.remove(0);
+    assert_eq!(summary.outcome, RunOutcome::Failed);
+    // Recorded running, then finished failed, as any run is.
+    let ledger = planner.store.state().ledger.clone();
+    let outcomes: Vec<RunOutcome> = ledger.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, [RunOutcome::Running, RunOutcome::Failed]);
+    assert_eq!(ledger[1].table.as_deref(), Some("notes"));
+    assert!(
+        ledger[1]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("column x is missing")),
+        "{ledger:?}"
+    );
 }
 
 fn runs(planner: &CountingPlanner) -> TableRuns {

@@ -1,6 +1,7 @@
 //! Random datasets, limits and faults for the table run: a crash at any
 //! await point (the run's future dropped), Postgres or the queue down, a
-//! deadline mid-run.
+//! queue that answers for part of a batch, Snowflake down after some
+//! deletes, the run lock unconfirmable, a deadline mid-run.
 
 use super::*;
 use crate::model::mapped_message::cell_json;
@@ -15,6 +16,13 @@ enum Fault {
     /// The deadline passes this many milliseconds into the run (each
     /// write takes one).
     Deadline(u64),
+    /// The queue answers for only this many messages of a batch.
+    QueuePartial(usize),
+    /// Snowflake goes down after this many deletes.
+    DeletesFail(usize),
+    /// Postgres unreachable for the lock (and the writes): invalid rows
+    /// still go to the queue.
+    LockUnconfirmed,
 }
 
 fn fault() -> impl Strategy<Value = Fault> {
@@ -23,6 +31,9 @@ fn fault() -> impl Strategy<Value = Fault> {
         1 => Just(Fault::PostgresDown),
         1 => Just(Fault::QueueDown),
         1 => (0u64..4).prop_map(Fault::Deadline),
+        1 => (0usize..3).prop_map(Fault::QueuePartial),
+        1 => (0usize..3).prop_map(Fault::DeletesFail),
+        1 => Just(Fault::LockUnconfirmed),
     ]
 }
 
@@ -130,6 +141,8 @@ proptest! {
             for (limits, fault) in &faulty_runs {
                 let mut run = replicator(&table, &target, &queue);
                 run.limits = *limits;
+                let store = MemoryStore::default();
+                run.guard = Box::new(store.clone());
                 let mut deadline = Deadline::none();
                 match fault {
                     Fault::Crash(_) => {}
@@ -138,6 +151,12 @@ proptest! {
                     Fault::Deadline(ms) => {
                         *target.delay.lock().unwrap() = Some(Duration::from_millis(1));
                         deadline = Deadline::after(Duration::from_millis(*ms), Duration::ZERO);
+                    }
+                    Fault::QueuePartial(n) => *queue.answers_for.lock().unwrap() = Some(*n),
+                    Fault::DeletesFail(n) => *table.deletes_left.lock().unwrap() = Some(*n),
+                    Fault::LockUnconfirmed => {
+                        store.state().lock_unconfirmed = true;
+                        *target.down.lock().unwrap() = true;
                     }
                 }
                 let before = table.rows.lock().unwrap().len();
@@ -153,6 +172,8 @@ proptest! {
                 *target.down.lock().unwrap() = false;
                 *queue.down.lock().unwrap() = false;
                 *target.delay.lock().unwrap() = None;
+                *queue.answers_for.lock().unwrap() = None;
+                *table.deletes_left.lock().unwrap() = None;
                 assert_nothing_lost(&rows, &table, &target, &queue);
             }
             // Heal: each run writes one version of a key.

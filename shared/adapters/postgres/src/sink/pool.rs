@@ -1,6 +1,7 @@
 //! The replica as a sink: [`PostgresStore`] opens [`PgSink`]s on the
-//! container's warm connection, for the replicator's runs, the retrier,
-//! the writers and `countries replay`.
+//! container's warm connection, for `case`'s rows: the retrier, the
+//! writers and `countries replay` (the replicator writes every table,
+//! `case` included, through [`crate::mapped`]).
 
 use async_trait::async_trait;
 use uuid::Uuid;

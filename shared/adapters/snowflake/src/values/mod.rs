@@ -239,7 +239,6 @@ fn decimal(unscaled: i128, scale: u8) -> Result<Value, String> {
         .ok_or_else(|| format!("{unscaled} (scale {scale}) has more than 38 digits"))
 }
 
-/// The integers of an Int8 to Int64 or Decimal128 column, widened.
 /// The lowest and highest value of a `NUMBER(p, 0)` column's array:
 /// `Some(None)` when every value is NULL, `None` for a column of any other
 /// type (the join delete's pruning range, which only integers give).
@@ -266,6 +265,7 @@ pub fn integer_bounds(field: &Field, array: &dyn Array) -> Option<Option<(i128, 
     })
 }
 
+/// The integers of an Int8 to Int64 or Decimal128 column, widened.
 fn unscaled_integers(array: &dyn Array) -> Option<Vec<Option<i128>>> {
     fn widen<T>(a: &arrow_array::PrimitiveArray<T>) -> Vec<Option<i128>>
     where

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::ChangesQueueSinks;
+use countries_shared::case_run::CaseRun;
 use countries_shared::config::RunLimits;
 use countries_shared::deadline::Deadline;
 use countries_shared::ledger::{RunOutcome, RunSummary, SinkKind};
 use countries_shared::model::change::Groups;
 use countries_shared::model::row::SourceRow;
 use countries_shared::ports::NoHook;
-use countries_shared::replicator::Replicator;
 use countries_shared::retry::Backoff;
 use countries_shared::testing::{
     change_bodies, deliver_changes, MemoryChanges, MemoryQueue, MemorySource, MemoryStore,
@@ -43,8 +43,8 @@ impl World {
     }
 
     /// A publisher run: the replicator's, with the changes-queue sink.
-    fn publisher_run(&self, limits: RunLimits) -> Replicator {
-        Replicator {
+    fn publisher_run(&self, limits: RunLimits) -> CaseRun {
+        CaseRun {
             source: Box::new(self.source.clone()),
             guard: Box::new(self.ledger.clone()),
             sinks: Box::new(ChangesQueueSinks {

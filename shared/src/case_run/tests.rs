@@ -23,8 +23,8 @@ impl World {
         }
     }
 
-    fn replicator(&self, limits: RunLimits) -> Replicator {
-        Replicator {
+    fn replicator(&self, limits: RunLimits) -> CaseRun {
+        CaseRun {
             source: Box::new(self.source.clone()),
             guard: Box::new(self.store.clone()),
             sinks: Box::new(self.store.clone()),

@@ -1,12 +1,12 @@
 //! Sending a page's failed rows to the retry queue, under the run's
 //! circuit breaker.
 
+use crate::case_run::{CaseRun, Run};
 use crate::deadline::Deadline;
 use crate::failure::QueueError;
 use crate::model::message::RetryMessage;
-use crate::replicator::{Replicator, Run};
 
-impl Replicator {
+impl CaseRun {
     /// Sends a page's failed rows to the retry queue, within what is left of
     /// `MAX_FAILURES_PER_RUN`; the ones SQS accepted become safe to delete,
     /// the others stay in Snowflake.

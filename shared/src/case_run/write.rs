@@ -4,15 +4,15 @@
 
 use chrono::Utc;
 
+use crate::case_run::plan::{ChunkPlan, Failure};
+use crate::case_run::{CaseRun, Run};
 use crate::deadline::Deadline;
 use crate::failure::WriteError;
 use crate::model::message::{FailureDetail, RetryMessage};
 use crate::model::row::CountryRow;
 use crate::ports::WriteLimits;
-use crate::replicator::plan::{ChunkPlan, Failure};
-use crate::replicator::{Replicator, Run};
 
-impl Replicator {
+impl CaseRun {
     /// Writes one planned chunk and sorts its rows: written (safe),
     /// refused (bound for the queue) or deferred (left in Snowflake).
     pub(super) async fn write_chunk(&self, run: &mut Run, plan: ChunkPlan, deadline: &Deadline) {

@@ -1,4 +1,7 @@
-//! The replicator's use case: one run, top to bottom.
+//! `case`'s own run, over any [`crate::ports::SinkPool`]: stream mode's
+//! publisher runs it with the changes queue as its sink
+//! ([`crate::publisher`]). (The replicator function runs every table,
+//! `case` included, through [`crate::table_run`].) One run, top to bottom:
 //!
 //! 1. take the run guard (the lock and the ledger, in Postgres; another run
 //!    in progress: skip) and open the sink (Postgres; the changes queue for
@@ -46,6 +49,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 use uuid::Uuid;
 
+use crate::case_run::plan::{plan_chunk, Failure};
 use crate::config::RunLimits;
 use crate::deadline::Deadline;
 use crate::failure::{Classify, SourceError};
@@ -55,11 +59,10 @@ use crate::ports::{
     GuardedRun, RetryQueue, RowNumbers, RowSink, RowSource, RunGuard, SinkPool, Snapshot,
     SourceRows, Step, StepHook,
 };
-use crate::replicator::plan::{plan_chunk, Failure};
 use crate::retry::{retry, Backoff, RetryPolicy};
 
 /// The services a run uses, and its limits.
-pub struct Replicator {
+pub struct CaseRun {
     pub source: Box<dyn RowSource>,
     /// The run lock and the ledger.
     pub guard: Box<dyn RunGuard>,
@@ -75,7 +78,7 @@ pub struct Replicator {
     pub deadline_margin: Option<std::time::Duration>,
 }
 
-impl Replicator {
+impl CaseRun {
     /// The production shape: the given adapters, the configured limits and
     /// margin, the default backoff and no step hook.
     pub fn new(
@@ -145,7 +148,7 @@ enum Stop {
     LockLost,
 }
 
-impl Replicator {
+impl CaseRun {
     /// One run. Near `deadline` it starts no new page, chunk or enqueue (a
     /// page's delete still runs: it is bounded, and it removes what the
     /// queue owns): what is left stays in Snowflake and the run ends

@@ -1,13 +1,13 @@
 //! Deleting a page's safe rows from the source table: the join against the
 //! run's snapshot, one statement for a page without trouble.
 
+use crate::case_run::{CaseRun, Run, Stop};
 use crate::deadline::Deadline;
 use crate::failure::SourceError;
 use crate::ports::{IdMatch, Snapshot, Step, MAX_RANGES_PER_DELETE};
-use crate::replicator::{Replicator, Run, Stop};
 use crate::retry::retry;
 
-impl Replicator {
+impl CaseRun {
     /// Deletes the page's safe rows from the source table, by joining it
     /// against the snapshot: one statement for a page without trouble. It
     /// is started even near the deadline (it is bounded, and leaving rows
