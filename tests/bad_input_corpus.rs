@@ -136,6 +136,28 @@ fn corpus() -> Vec<(&'static str, SourceRow, Expect)> {
     ]
 }
 
+/// The version of id 20 left in Snowflake (`left` must hold it alone)
+/// once the other was written (`in_postgres`): which goes first is the
+/// snapshot's order (the key, then the row hash).
+fn one_version_of_20_left(left: &[SourceRow], in_postgres: &[(i32, String)]) -> SourceRow {
+    let [held] = left else {
+        panic!("one version of id 20 left, not {left:?}")
+    };
+    let written_20 = in_postgres
+        .iter()
+        .find(|(id, _)| *id == 20)
+        .map(|(_, c)| c.as_str());
+    let versions = [Some("ESP"), Some("PRT")];
+    assert!(
+        held.country_id == Some(20)
+            && versions.contains(&held.country.as_deref())
+            && versions.contains(&written_20)
+            && held.country.as_deref() != written_20,
+        "{held:?} held, {written_20:?} written"
+    );
+    held.clone()
+}
+
 #[tokio::test]
 async fn every_bad_row_is_classified_and_none_is_lost() {
     let env = TestEnv::new("bad_rows").await;
@@ -193,21 +215,7 @@ async fn every_bad_row_is_classified_and_none_is_lost() {
     }
     // The deletes removed exactly the rows they named: only one version
     // of id 20 is left, byte for byte, and the other is written.
-    let [held] = left.as_slice() else {
-        panic!("one version of id 20 left, not {left:?}")
-    };
-    let written_20 = in_postgres
-        .iter()
-        .find(|(id, _)| *id == 20)
-        .map(|(_, c)| c.as_str());
-    let versions = [Some("ESP"), Some("PRT")];
-    assert!(
-        held.country_id == Some(20)
-            && versions.contains(&held.country.as_deref())
-            && versions.contains(&written_20)
-            && held.country.as_deref() != written_20,
-        "{held:?} held, {written_20:?} written"
-    );
+    let held = one_version_of_20_left(&left, &in_postgres);
     let invalid = cases
         .iter()
         .filter(|(_, _, e)| matches!(e, Expect::Invalid(_)))
@@ -369,21 +377,7 @@ async fn the_corpus_ends_where_case_puts_it_through_a_mapping_with_its_rule() {
         .count();
     assert_eq!(queued.len(), queued_expected, "one message per failed row");
     // One version of id 20 written, the other left for the next run.
-    let [held] = left.as_slice() else {
-        panic!("one version of id 20 left, not {left:?}")
-    };
-    let written_20 = in_postgres
-        .iter()
-        .find(|(id, _)| *id == 20)
-        .map(|(_, c)| c.as_str());
-    let versions = [Some("ESP"), Some("PRT")];
-    assert!(
-        held.country_id == Some(20)
-            && versions.contains(&held.country.as_deref())
-            && versions.contains(&written_20)
-            && held.country.as_deref() != written_20,
-        "{held:?} held, {written_20:?} written"
-    );
+    let held = one_version_of_20_left(&left, &in_postgres);
 
     // The next run writes the held-back version, as `case`'s does.
     let second = tables.run_all(None, &Deadline::none()).await.remove(1);
