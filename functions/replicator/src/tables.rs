@@ -232,7 +232,7 @@ impl TablePlanner for Planner {
         if let Some(cap) = mapping.max_rows_per_run {
             limits.max_rows_per_run = usize::try_from(cap).unwrap_or(usize::MAX);
         }
-        tracing::info!(table = %mapping.name, columns = plan.len(), "mapped table prepared");
+        tracing::info!(table = %mapping.name, columns = plan.len(), "table prepared");
         Ok(TableReplicator {
             name: mapping.name.clone(),
             columns,
