@@ -150,7 +150,54 @@ fn the_tables_file_is_read_and_its_problems_are_the_variables() {
         err.contains("table codes: this is the case table") && !err.contains("reads_case"),
         "{err}"
     );
+    // With another POSTGRES_TABLE, the name `case` is still the built-in
+    // table's (its logs, metrics and response).
+    let mut vars = valid();
+    vars.insert("TABLES_FILE".into(), clash.display().to_string());
+    vars.insert("POSTGRES_TABLE".into(), "countries".into());
+    let err = read(vars).unwrap_err().to_string();
+    assert!(
+        err.contains("table case: this is the case table (public.countries: its name is the built-in table's)"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_case_table_is_the_mapping_the_variables_make() {
+    let mut vars = valid();
+    vars.insert("SNOWFLAKE_ID_COLUMN".into(), "ID".into());
+    vars.insert("POSTGRES_TABLE".into(), "countries".into());
+    let case = read(vars).unwrap().case_table();
+    assert_eq!(case.name, "case", "its name in logs and metrics");
+    assert_eq!(case.target_table.as_str(), "countries");
+    assert_eq!(
+        (
+            case.source_database.as_deref(),
+            case.source_schema.as_deref()
+        ),
+        (None, None)
+    );
+    assert_eq!(case.key, ["country_id"]);
+    assert_eq!(
+        case.columns.as_deref(),
+        Some(&["ID".to_string(), "COUNTRY".to_string()][..])
+    );
+    assert_eq!(
+        case.renames,
+        [
+            ("ID".to_string(), "country_id".to_string()),
+            ("COUNTRY".to_string(), "country".to_string())
+        ]
+    );
+    assert_eq!(
+        case.rules,
+        [(
+            "country".to_string(),
+            crate::config::tables::Rule::CountryCode
+        )]
+    );
+    assert!(case.is_case);
 }
 
 #[test]
