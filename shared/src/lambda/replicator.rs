@@ -144,8 +144,8 @@ mod tests {
     use super::*;
     use crate::config::tables::{parse_tables, TableMapping};
     use crate::table_run::set::TablePlanner;
+    use crate::table_run::tests::{load, replicator, MemoryTable, MemoryTarget};
     use crate::table_run::TableReplicator;
-    use crate::testing::table::{load, replicator, MemoryTable, MemoryTarget};
     use crate::testing::MemoryQueue;
 
     /// Prepares `case` over in-memory adapters; any other table cannot be

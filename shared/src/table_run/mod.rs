@@ -36,7 +36,7 @@ mod plan;
 mod safe;
 pub mod set;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use chrono::Utc;
 use uuid::Uuid;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::config::tables::parse_tables;
-use crate::testing::table::{load, replicator, MemoryTable, MemoryTarget};
+use crate::table_run::tests::{load, replicator, MemoryTable, MemoryTarget};
 use crate::testing::{MemoryQueue, MemoryStore};
 
 /// Prepares runs over shared in-memory adapters and counts how often; a

@@ -5,10 +5,6 @@
 //! future dropped) can fall between any two of them.
 //!
 //! The real adapters are tested against the real services in `tests/`.
-//! The table run's adapters (a table of typed rows, its target) are in
-//! [`table`].
-
-pub mod table;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
