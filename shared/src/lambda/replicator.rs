@@ -189,11 +189,18 @@ mod tests {
     const CASE_FILE: &str = "[[tables]]\nname = \"case\"\nsource = { schema = \"S\", table = \"case\" }\n\
                              target = { schema = \"public\", table = \"case\" }\nconsume = \"delete\"\n";
 
-    fn event(
+    /// One invocation of `runs` with `payload`, under `context`.
+    async fn invoke(
+        runs: &TableRuns,
         payload: serde_json::Value,
         context: lambda_runtime::Context,
-    ) -> lambda_runtime::LambdaEvent<serde_json::Value> {
-        lambda_runtime::LambdaEvent::new(payload, context)
+    ) -> Result<Response, lambda_runtime::Diagnostic> {
+        handle(
+            runs,
+            None,
+            lambda_runtime::LambdaEvent::new(payload, context),
+        )
+        .await
     }
 
     #[tokio::test]
@@ -202,7 +209,7 @@ mod tests {
         *target.down.lock().unwrap() = true;
         let (runs, _) = tables(&target, None);
         let payload = serde_json::json!({"id": "evt-1", "detail-type": "Scheduled Event"});
-        let err = handle(&runs, None, event(payload, Default::default()))
+        let err = invoke(&runs, payload, Default::default())
             .await
             .unwrap_err();
         assert_eq!(err.error_type, "RunPartial");
@@ -214,9 +221,7 @@ mod tests {
 
         let (runs, _) = tables(&MemoryTarget::default(), None);
         let payload = serde_json::json!({"id": "evt-2"});
-        let response = handle(&runs, None, event(payload, Default::default()))
-            .await
-            .unwrap();
+        let response = invoke(&runs, payload, Default::default()).await.unwrap();
         assert_eq!(response.case.trigger_id.as_deref(), Some("evt-2"));
         assert_eq!(response.case.rows_written, 1);
         let json = serde_json::to_value(&response).unwrap();
@@ -234,7 +239,7 @@ mod tests {
         let now_ms = chrono::Utc::now().timestamp_millis() as u64;
         // One second left; the default margin is two seconds.
         context.deadline = now_ms + 1_000;
-        let err = handle(&runs, None, event(serde_json::json!({}), context))
+        let err = invoke(&runs, serde_json::json!({}), context)
             .await
             .unwrap_err()
             .error_message;
@@ -252,13 +257,9 @@ mod tests {
                     target = { schema = \"public\", table = \"orders\" }\nconsume = \"delete\"\n";
         let target = MemoryTarget::default();
         let (runs, _) = tables(&target, Some(file));
-        let err = handle(
-            &runs,
-            None,
-            event(serde_json::json!({}), Default::default()),
-        )
-        .await
-        .unwrap_err();
+        let err = invoke(&runs, serde_json::json!({}), Default::default())
+            .await
+            .unwrap_err();
         assert_eq!(err.error_type, "RunFailed");
         assert!(
             err.error_message.contains("of table orders ended failed")
@@ -276,13 +277,9 @@ mod tests {
     #[tokio::test]
     async fn with_no_table_the_invocation_fails_saying_so() {
         let runs = TableRuns::none();
-        let err = handle(
-            &runs,
-            None,
-            event(serde_json::json!({}), Default::default()),
-        )
-        .await
-        .unwrap_err();
+        let err = invoke(&runs, serde_json::json!({}), Default::default())
+            .await
+            .unwrap_err();
         assert_eq!(err.error_type, "NoTable");
     }
 }

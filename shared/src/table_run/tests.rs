@@ -487,16 +487,27 @@ async fn the_next_page_is_read_while_one_is_moved_and_each_step_is_told_once() {
 
 mod properties;
 
-/// Makes Postgres unreachable once the first delete is done.
-struct PostgresDownAfterDelete(MemoryStore, MemoryTarget);
+/// Does `act` once the run's first delete is done.
+struct AfterFirstDelete<F>(F);
 
-impl StepHook for PostgresDownAfterDelete {
+impl<F: Fn() + Send + Sync> StepHook for AfterFirstDelete<F> {
     fn reached(&self, step: Step) {
         if step == Step::MidDelete {
-            self.0.state().lock_unconfirmed = true;
-            *self.1.down.lock().unwrap() = true;
+            (self.0)();
         }
     }
+}
+
+/// The run over the in-memory adapters, its guard `store`'s.
+fn guarded(
+    table: &MemoryTable,
+    target: &MemoryTarget,
+    queue: &MemoryQueue,
+) -> (TableReplicator, MemoryStore) {
+    let store = MemoryStore::default();
+    let mut run = replicator(table, target, queue);
+    run.guard = Box::new(store.clone());
+    (run, store)
 }
 
 #[tokio::test]
@@ -513,10 +524,13 @@ async fn with_postgres_unreachable_mid_run_invalid_rows_still_go_to_the_queue() 
             (Some(6), "f"),
         ],
     );
-    let store = MemoryStore::default();
-    let mut run = replicator(&table, &target, &queue);
-    run.guard = Box::new(store.clone());
-    let hook = PostgresDownAfterDelete(store, target.clone());
+    let (run, store) = guarded(&table, &target, &queue);
+    // Postgres unreachable: for the lock and for the writes.
+    let down = target.down.clone();
+    let hook = AfterFirstDelete(move || {
+        store.state().lock_unconfirmed = true;
+        *down.lock().unwrap() = true;
+    });
     let summary = run
         .run_observed(Uuid::new_v4(), None, &Deadline::none(), &hook)
         .await;
@@ -543,17 +557,6 @@ async fn with_postgres_unreachable_mid_run_invalid_rows_still_go_to_the_queue() 
     );
 }
 
-/// Loses the run's lock once the first delete is done.
-struct LoseLockAfterDelete(MemoryStore);
-
-impl StepHook for LoseLockAfterDelete {
-    fn reached(&self, step: Step) {
-        if step == Step::MidDelete {
-            self.0.state().lock_lost = true;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_copy_opening_the_next_page_is_counted_where_its_row_went() {
     let (table, target, queue) = services();
@@ -568,16 +571,11 @@ async fn a_copy_opening_the_next_page_is_counted_where_its_row_went() {
             (Some(4), "d"),
         ],
     );
-    let store = MemoryStore::default();
-    let mut run = replicator(&table, &target, &queue);
-    run.guard = Box::new(store.clone());
+    let (run, store) = guarded(&table, &target, &queue);
+    // Another run takes the lock once the first page is deleted.
+    let lose_lock = AfterFirstDelete(move || store.state().lock_lost = true);
     let summary = run
-        .run_observed(
-            Uuid::new_v4(),
-            None,
-            &Deadline::none(),
-            &LoseLockAfterDelete(store),
-        )
+        .run_observed(Uuid::new_v4(), None, &Deadline::none(), &lose_lock)
         .await;
     assert_eq!(summary.unaccounted(), 0, "{summary:?}");
     assert_eq!(

@@ -334,17 +334,28 @@ struct SnowflakeSnapshot {
 /// The lowest and highest non-NULL id of a page (None: only NULL ids).
 type IdRange = Option<(i128, i128)>;
 
+/// What a snapshot's pages read (their numbers, and what each says of its
+/// key) say of the pages `safe` falls in: the join delete's pruning range
+/// comes from those.
+pub(crate) fn pages_touched<'a, B>(
+    pages: &'a [(RowNumbers, B)],
+    safe: &'a [RowNumbers],
+) -> impl Iterator<Item = &'a B> {
+    pages
+        .iter()
+        .filter(|(numbers, _)| {
+            safe.iter()
+                .any(|s| s.start() <= numbers.end() && numbers.start() <= s.end())
+        })
+        .map(|(_, bounds)| bounds)
+}
+
 impl SnowflakeSnapshot {
     /// The lowest and highest id of the pages `safe` falls in.
     fn ids_between(&self, safe: &[RowNumbers]) -> IdRange {
         let pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
-        pages
-            .iter()
-            .filter(|(numbers, _)| {
-                safe.iter()
-                    .any(|s| s.start() <= numbers.end() && numbers.start() <= s.end())
-            })
-            .filter_map(|(_, bounds)| *bounds)
+        pages_touched(&pages, safe)
+            .filter_map(|bounds| *bounds)
             .reduce(|(lo, hi), (l, h)| (lo.min(l), hi.max(h)))
     }
 }

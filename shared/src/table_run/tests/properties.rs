@@ -139,10 +139,8 @@ proptest! {
             let (table, target, queue) = services();
             table.rows.lock().unwrap().extend(rows.iter().cloned());
             for (limits, fault) in &faulty_runs {
-                let mut run = replicator(&table, &target, &queue);
+                let (mut run, store) = guarded(&table, &target, &queue);
                 run.limits = *limits;
-                let store = MemoryStore::default();
-                run.guard = Box::new(store.clone());
                 let mut deadline = Deadline::none();
                 match fault {
                     Fault::Crash(_) => {}

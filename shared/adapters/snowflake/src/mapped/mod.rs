@@ -108,13 +108,8 @@ impl MappedSnapshot<'_> {
     /// `safe` falls in; None when it is no integer column.
     fn first_key_between(&self, safe: &[RowNumbers]) -> Option<(i128, i128)> {
         let pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
-        let bounds = pages
-            .iter()
-            .filter(|(numbers, _)| {
-                safe.iter()
-                    .any(|s| s.start() <= numbers.end() && numbers.start() <= s.end())
-            })
-            .fold(KeyBounds::Nulls, |acc, (_, b)| acc.and(*b));
+        let bounds =
+            crate::pages_touched(&pages, safe).fold(KeyBounds::Nulls, |acc, b| acc.and(*b));
         match bounds {
             KeyBounds::Between(lo, hi) => Some((lo, hi)),
             KeyBounds::Nulls | KeyBounds::Unknown => None,
