@@ -71,7 +71,7 @@ async fn copy_then_the_staged_upsert_with_refused_rows_alone() {
     let columns = target_columns(&pg, "public", "orders")
         .await
         .expect("the catalog");
-    let plan = match_columns("orders", &source, &columns, None, &[]).expect("a plan");
+    let plan = match_columns("orders", &source, &columns, None, &[], &[]).expect("a plan");
     let ident = |s: &str| Identifier::parse(s).expect("a name");
     let target = MappedTarget::new(&ident("public"), &ident("orders"), &plan);
     let limits = WriteLimits {
@@ -176,7 +176,7 @@ async fn notes_plan(pg: &tokio_postgres::Client) -> (Vec<TargetColumn>, Vec<Colu
         name: name.to_string(),
         ty,
     });
-    let plan = match_columns("notes", &source, &catalog, None, &[]).expect("a plan");
+    let plan = match_columns("notes", &source, &catalog, None, &[], &[]).expect("a plan");
     (catalog, plan)
 }
 

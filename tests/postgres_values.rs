@@ -289,7 +289,7 @@ async fn a_target_table_is_read_from_the_catalog_and_matched_to_its_source() {
         name: name.into(),
         ty,
     });
-    let plan = match_columns("orders", &source, &columns, None, &[]).expect("a valid mapping");
+    let plan = match_columns("orders", &source, &columns, None, &[], &[]).expect("a valid mapping");
     let planned: Vec<(&str, TargetType, bool)> = plan
         .iter()
         .map(|p| (p.target.as_str(), p.target_type, p.key))
@@ -307,6 +307,6 @@ async fn a_target_table_is_read_from_the_catalog_and_matched_to_its_source() {
     let missing = target_columns(&client, "public", "no_such_table")
         .await
         .expect("catalog");
-    let problems = match_columns("no_such_table", &source, &missing, None, &[]).unwrap_err();
+    let problems = match_columns("no_such_table", &source, &missing, None, &[], &[]).unwrap_err();
     assert!(problems[0].contains("does not exist"), "{problems:?}");
 }

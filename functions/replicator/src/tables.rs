@@ -18,9 +18,7 @@ use countries_shared::config::vars::Function;
 use countries_shared::config::ReplicatorConfig;
 use countries_shared::deadline::Deadline;
 use countries_shared::failure::QueueError;
-use countries_shared::model::columns::{
-    declared_columns_renamed, match_columns_renamed, ColumnPlan, TargetColumn,
-};
+use countries_shared::model::columns::{declared_columns, match_columns, ColumnPlan, TargetColumn};
 use countries_shared::model::mapped_message::MappedRetryMessage;
 use countries_shared::model::message::RetryMessage;
 use countries_shared::model::rules::{bind_rules, Absent, BoundRules, RuleTarget};
@@ -100,9 +98,8 @@ async fn plan_and_target(
         .collect();
     let columns = mapping.columns.as_deref();
     let renames = &mapping.renames;
-    let (source, mut problems) =
-        declared_columns_renamed(&mapping.name, &pairs, &target, columns, renames);
-    match match_columns_renamed(
+    let (source, mut problems) = declared_columns(&mapping.name, &pairs, &target, columns, renames);
+    match match_columns(
         &mapping.name,
         &source,
         &target,

@@ -65,20 +65,10 @@ fn fills(renames: &[(String, String)], source: &str, target: &str) -> bool {
 
 /// The source's columns from the types `DESCRIBE TABLE` declares
 /// (`(name, declared type)` pairs). A type this product does not read is a
-/// problem only for a column that would be copied (the target has it and
-/// `columns` does not leave it out); any other such column is left out.
+/// problem only for a column that would be copied (the target has it, by
+/// name or by `renames`, and `columns` does not leave it out); any other
+/// such column is left out.
 pub fn declared_columns(
-    table: &str,
-    described: &[(String, String)],
-    target: &[TargetColumn],
-    columns: Option<&[String]>,
-) -> (Vec<SourceColumn>, Vec<String>) {
-    declared_columns_renamed(table, described, target, columns, &[])
-}
-
-/// [`declared_columns`], the source columns that `renames` names filling
-/// the target column it gives them.
-pub fn declared_columns_renamed(
     table: &str,
     described: &[(String, String)],
     target: &[TargetColumn],
@@ -105,23 +95,11 @@ pub fn declared_columns_renamed(
 }
 
 /// Plans the copy of `table`: every target column gets the source column of
-/// the same name (by the name rule), or none when `columns` (source names)
-/// leaves it out. `key` names the key columns (target names; the target's
+/// the same name (by the name rule), or the one `renames` (source name,
+/// target name) gives it, or none when `columns` (source names) leaves it
+/// out. `key` names the key columns (target names; the target's
 /// primary key when empty). `Err` lists every problem found.
 pub fn match_columns(
-    table: &str,
-    source: &[SourceColumn],
-    target: &[TargetColumn],
-    columns: Option<&[String]>,
-    key: &[String],
-) -> Result<Vec<ColumnPlan>, Vec<String>> {
-    match_columns_renamed(table, source, target, columns, key, &[])
-}
-
-/// [`match_columns`], the source columns that `renames` names (source
-/// name, target name) filling the target column it gives them rather than
-/// the one of the same name.
-pub fn match_columns_renamed(
     table: &str,
     source: &[SourceColumn],
     target: &[TargetColumn],
@@ -313,6 +291,7 @@ mod tests {
             ]),
             None,
             &[],
+            &[],
         )
         .expect("a valid mapping");
         let pairs: Vec<(&str, &str, bool)> = plan
@@ -346,10 +325,9 @@ mod tests {
             ("country", "text", false, false),
         ]);
         let (known, problems) =
-            declared_columns_renamed("case", &described, &targets, Some(&chosen), &renames);
+            declared_columns("case", &described, &targets, Some(&chosen), &renames);
         assert!(problems.is_empty(), "{problems:?}");
-        let plan =
-            match_columns_renamed("case", &known, &targets, Some(&chosen), &[], &renames).unwrap();
+        let plan = match_columns("case", &known, &targets, Some(&chosen), &[], &renames).unwrap();
         let pairs: Vec<(&str, &str)> = plan
             .iter()
             .map(|p| (p.source.as_str(), p.target.as_str()))
@@ -363,8 +341,7 @@ mod tests {
         ];
         let chosen = vec!["ID".to_string(), "COUNTRY".to_string()];
         let problems =
-            match_columns_renamed("case", &known, &targets, Some(&chosen), &[], &renames)
-                .unwrap_err();
+            match_columns("case", &known, &targets, Some(&chosen), &[], &renames).unwrap_err();
         assert_eq!(
             problems,
             vec![
@@ -412,6 +389,7 @@ mod tests {
                 "NOPE".to_string(),
             ]),
             &[],
+            &[],
         )
         .expect_err("several problems");
         let expected = [
@@ -432,7 +410,7 @@ mod tests {
 
     #[test]
     fn a_missing_target_table_or_key_column_is_named() {
-        let none = match_columns("t", &source(&[("ID", ID)]), &[], None, &[]).unwrap_err();
+        let none = match_columns("t", &source(&[("ID", ID)]), &[], None, &[], &[]).unwrap_err();
         assert!(none[0].contains("does not exist"), "{none:?}");
         let problems = match_columns(
             "t",
@@ -440,6 +418,7 @@ mod tests {
             &target(&[("id", "int8", true, false), ("k", "int8", true, false)]),
             None,
             &["k".to_string(), "missing".to_string()],
+            &[],
         )
         .unwrap_err();
         assert!(
@@ -464,14 +443,14 @@ mod tests {
             ("NOTE".to_string(), "GEOGRAPHY".to_string()),
         ];
         let target = target(&[("id", "int8", true, true), ("area", "text", false, false)]);
-        let (known, problems) = declared_columns("t", &described, &target, None);
+        let (known, problems) = declared_columns("t", &described, &target, None, &[]);
         assert_eq!(known, source(&[("ID", ID)]));
         assert_eq!(
             problems,
             vec!["table t: column AREA: type GEOGRAPHY is not a type this product reads"]
         );
         let chosen = ["ID".to_string()];
-        let (_, problems) = declared_columns("t", &described, &target, Some(&chosen));
+        let (_, problems) = declared_columns("t", &described, &target, Some(&chosen), &[]);
         assert!(problems.is_empty(), "{problems:?}");
     }
 
